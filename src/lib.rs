@@ -1,0 +1,7 @@
+//! vpbx: a SIP B2BUA and call-routing daemon for a hosted virtual PBX.
+//!
+//! Layers, bottom up (see `docs/architecture.md`): [`sip`] (pure parsing and
+//! writing), `transport`, `transaction`, `b2bua`, `routing`, with `config`
+//! and `cdr` beside them and `app` wiring them together.
+
+pub mod sip;

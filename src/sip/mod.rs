@@ -1,0 +1,1 @@
+//! SIP messages: parsing and writing. Pure: no I/O, no async.
