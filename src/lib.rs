@@ -5,3 +5,4 @@
 //! and `cdr` beside them and `app` wiring them together.
 
 pub mod sip;
+pub mod transport;

@@ -1,0 +1,95 @@
+//! Transport counters: plain atomics, read by the admin `/metrics` endpoint and
+//! logged at shutdown.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of what the transport layer received, answered, dropped and sent.
+///
+/// Each counter only goes up; `Relaxed` ordering is enough because nothing
+/// synchronises on them.
+#[derive(Debug, Default)]
+pub struct TransportMetrics {
+    /// UDP datagrams received (any content).
+    pub udp_datagrams_received: AtomicU64,
+    /// SIP messages framed on TCP connections.
+    pub tcp_messages_received: AtomicU64,
+    /// Messages parsed and handed to the layer above.
+    pub messages_delivered: AtomicU64,
+    /// Malformed requests answered with a 4xx/5xx built from the recovered headers.
+    pub malformed_answered: AtomicU64,
+    /// Input that could not be answered (garbage, malformed responses) and was dropped.
+    pub malformed_dropped: AtomicU64,
+    /// Messages over the size limit (datagrams truncated, TCP buffers overflowing).
+    pub oversize: AtomicU64,
+    /// Requests answered 503 because the inbound queue was full.
+    pub overload_rejected: AtomicU64,
+    /// Messages dropped because the inbound queue was full (responses, ACKs).
+    pub overload_dropped: AtomicU64,
+    /// TCP connections accepted.
+    pub tcp_accepted: AtomicU64,
+    /// TCP connections opened by us.
+    pub tcp_connected: AtomicU64,
+    /// TCP connections refused because the table was full.
+    pub tcp_rejected: AtomicU64,
+    /// TCP connections closed after the idle timeout.
+    pub tcp_idle_closed: AtomicU64,
+    /// TCP connections closed because of a framing error.
+    pub tcp_framing_closed: AtomicU64,
+    /// Messages sent.
+    pub sent: AtomicU64,
+    /// Sends that failed (socket error, no route, connection gone).
+    pub send_errors: AtomicU64,
+}
+
+impl TransportMetrics {
+    /// A consistent-enough copy of all counters for reporting.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("udp_datagrams_received", get(&self.udp_datagrams_received)),
+            ("tcp_messages_received", get(&self.tcp_messages_received)),
+            ("messages_delivered", get(&self.messages_delivered)),
+            ("malformed_answered", get(&self.malformed_answered)),
+            ("malformed_dropped", get(&self.malformed_dropped)),
+            ("oversize", get(&self.oversize)),
+            ("overload_rejected", get(&self.overload_rejected)),
+            ("overload_dropped", get(&self.overload_dropped)),
+            ("tcp_accepted", get(&self.tcp_accepted)),
+            ("tcp_connected", get(&self.tcp_connected)),
+            ("tcp_rejected", get(&self.tcp_rejected)),
+            ("tcp_idle_closed", get(&self.tcp_idle_closed)),
+            ("tcp_framing_closed", get(&self.tcp_framing_closed)),
+            ("sent", get(&self.sent)),
+            ("send_errors", get(&self.send_errors)),
+        ]
+    }
+}
+
+/// `name=value` pairs separated by spaces, as logged at shutdown.
+impl fmt::Display for TransportMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, value)) in self.snapshot().into_iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{name}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_lists_every_counter() {
+        let m = TransportMetrics::default();
+        m.malformed_dropped.fetch_add(2, Ordering::Relaxed);
+        let text = m.to_string();
+        assert!(text.contains("malformed_dropped=2"), "{text}");
+        assert!(text.contains("udp_datagrams_received=0"), "{text}");
+        assert_eq!(text.split(' ').count(), m.snapshot().len());
+    }
+}
