@@ -4,5 +4,8 @@
 //! writing), `transport`, `transaction`, `b2bua`, `routing`, with `config`
 //! and `cdr` beside them and `app` wiring them together.
 
+pub mod app;
+pub mod config;
+pub mod routing;
 pub mod sip;
 pub mod transport;

@@ -1,1 +1,98 @@
-fn main() {}
+//! The `vpbx` binary: parse the command line, load the config, run.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use vpbx::app::{self, RunOptions};
+use vpbx::config::{self, Config, ConfigErrors};
+
+mod cli;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("vpbx: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match cli.command {
+        Command::Check { config } => check(config.as_deref()),
+        Command::Run { config, listen } => match run(config, listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vpbx: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn load(dir: Option<&std::path::Path>) -> Result<Config, ConfigErrors> {
+    match dir {
+        Some(dir) => config::load(dir),
+        None => config::embedded(),
+    }
+}
+
+/// `vpbx check`: every error on its own line, exit status 1 if any.
+fn check(dir: Option<&std::path::Path>) -> ExitCode {
+    match load(dir) {
+        Ok(config) => {
+            let externals: usize = config.pbxs.iter().map(|p| p.externals.len()).sum();
+            let listen: Vec<String> = config.daemon.listen.iter().map(ToString::to_string).collect();
+            println!(
+                "config OK: {} PBX(s), {} number(s), {} external PBX(s); listen {}",
+                config.pbxs.len(),
+                config.number_count(),
+                externals,
+                listen.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors.errors() {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.errors().len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(dir: Option<std::path::PathBuf>, listen: Vec<config::ListenAddr>) -> anyhow::Result<()> {
+    let config = match load(dir.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors.errors() {
+                tracing::error!("{e}");
+            }
+            anyhow::bail!("invalid config: {} error(s)", errors.errors().len());
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(app::run(
+        config,
+        RunOptions {
+            listen_overrides: listen,
+            config_dir: dir,
+        },
+    ))
+}

@@ -1,0 +1,321 @@
+//! Hot reload (SPEC §8): watch the config directory and SIGHUP, reload
+//! debounced, hand a validated [`Config`] to the caller, or log every error
+//! and keep the running config.
+//!
+//! File changes are debounced (editors write several events per save); a
+//! SIGHUP reloads at once. Loading runs on the blocking pool so a big
+//! routing file never stalls the runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{load, Config, ConfigErrors};
+
+/// Why watching could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The file watcher failed (e.g. the directory does not exist).
+    #[error("cannot watch {dir}: {source}")]
+    Notify {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: notify::Error,
+    },
+    /// The SIGHUP handler could not be installed.
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// What asks for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// A file in the directory changed: reload after the debounce time.
+    FileChanged,
+    /// SIGHUP: reload now.
+    Signal,
+}
+
+/// Keeps the watcher running; dropping it stops watching.
+#[derive(Debug)]
+pub struct WatchHandle {
+    task: JoinHandle<()>,
+    signal_task: JoinHandle<()>,
+    _watcher: RecommendedWatcher,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.signal_task.abort();
+    }
+}
+
+/// Starts watching `dir` for changes and the process for SIGHUP.
+///
+/// After each change (quiet for `debounce`) or signal, the directory is
+/// loaded with [`load`]; a valid config goes to `on_reload`, a bad one is
+/// logged error by error and dropped, so the running config stays. Must be
+/// called inside a tokio runtime.
+pub fn watch<F>(dir: PathBuf, debounce: Duration, mut on_reload: F) -> Result<WatchHandle, WatchError>
+where
+    F: FnMut(Config) + Send + 'static,
+{
+    // Capacity 1 is enough: one pending trigger already means "reload".
+    let (tx, rx) = mpsc::channel(1);
+    let fs_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) if is_change(&event.kind) => {
+                // Full means a reload is already pending; nothing is lost.
+                let _ = fs_tx.try_send(Trigger::FileChanged);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "config watcher error"),
+        }
+    })
+    .map_err(|source| WatchError::Notify {
+        dir: dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .map_err(|source| WatchError::Notify {
+            dir: dir.clone(),
+            source,
+        })?;
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(WatchError::Signal)?;
+    let signal_task = tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading config");
+            if tx.send(Trigger::Signal).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let loader: Loader = Arc::new(move || load(&dir));
+    let task = tokio::spawn(reload_loop(rx, debounce, loader, move |outcome| {
+        apply(outcome, &mut on_reload);
+    }));
+    Ok(WatchHandle {
+        task,
+        signal_task,
+        _watcher: watcher,
+    })
+}
+
+/// Only changes of content or of the set of files matter (not reads).
+fn is_change(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
+}
+
+/// Gives a good config to `on_reload`; logs every error of a bad one and
+/// drops it. Returns whether the config was applied.
+pub(crate) fn apply<F: FnMut(Config)>(outcome: Result<Config, ConfigErrors>, on_reload: &mut F) -> bool {
+    match outcome {
+        Ok(config) => {
+            tracing::info!(
+                pbxs = config.pbxs.len(),
+                numbers = config.number_count(),
+                "config reloaded"
+            );
+            on_reload(config);
+            true
+        }
+        Err(errors) => {
+            for e in errors.errors() {
+                tracing::error!(error = %e, "config reload rejected");
+            }
+            tracing::error!(
+                errors = errors.errors().len(),
+                "config reload rejected; keeping the running config"
+            );
+            false
+        }
+    }
+}
+
+/// Loads the config (runs on the blocking pool).
+pub(crate) type Loader = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
+
+/// The debounce loop: ends when every trigger sender is gone.
+pub(crate) async fn reload_loop<F>(
+    mut triggers: mpsc::Receiver<Trigger>,
+    debounce: Duration,
+    loader: Loader,
+    mut on_outcome: F,
+) where
+    F: FnMut(Result<Config, ConfigErrors>) + Send,
+{
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let due = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let reload_now = tokio::select! {
+            trigger = triggers.recv() => match trigger {
+                None => return,
+                Some(Trigger::Signal) => true,
+                Some(Trigger::FileChanged) => {
+                    deadline = Some(Instant::now() + debounce);
+                    false
+                }
+            },
+            () = due => true,
+        };
+        if reload_now {
+            deadline = None;
+            let loader = loader.clone();
+            match tokio::task::spawn_blocking(move || loader()).await {
+                Ok(outcome) => on_outcome(outcome),
+                Err(e) => tracing::error!(error = %e, "config load task failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    const DAEMON: &str = "listen = [\"udp:127.0.0.1:0\"]\n";
+
+    fn pbx(number: &str) -> String {
+        format!(
+            "id = \"acme\"\n\
+             [[external]]\nid = \"office\"\nuri = \"sip:127.0.0.1:5080\"\n\
+             [[number]]\nnumber = \"{number}\"\nforward = \"external:office\"\n"
+        )
+    }
+
+    fn write_config(dir: &Path, number: &str) {
+        std::fs::create_dir_all(dir.join("pbx")).unwrap();
+        std::fs::write(dir.join("vpbx.toml"), DAEMON).unwrap();
+        std::fs::write(dir.join("pbx/acme.toml"), pbx(number)).unwrap();
+    }
+
+    type Applied = Arc<Mutex<Vec<Config>>>;
+
+    /// Starts the loop on `dir`; returns the trigger sender, the applied
+    /// configs, and a receiver that yields after every reload attempt.
+    fn start(
+        dir: &Path,
+        debounce: Duration,
+    ) -> (mpsc::Sender<Trigger>, Applied, mpsc::UnboundedReceiver<bool>) {
+        let (tx, rx) = mpsc::channel(1);
+        let applied: Applied = Arc::default();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let dir = dir.to_path_buf();
+        let loader: Loader = Arc::new(move || load(&dir));
+        let sink = applied.clone();
+        tokio::spawn(reload_loop(rx, debounce, loader, move |outcome| {
+            let ok = apply(outcome, &mut |c| sink.lock().unwrap().push(c));
+            let _ = done_tx.send(ok);
+        }));
+        (tx, applied, done_rx)
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn file_changes_are_debounced_into_one_reload() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_config(tmp.path(), "+74951234567");
+        let (tx, applied, mut done) = start(tmp.path(), Duration::from_millis(500));
+
+        tx.send(Trigger::FileChanged).await.unwrap();
+        settle().await;
+        tokio::time::advance(Duration::from_millis(400)).await;
+        tx.send(Trigger::FileChanged).await.unwrap();
+        settle().await;
+        tokio::time::advance(Duration::from_millis(400)).await;
+        settle().await;
+        // 800ms after the first change but only 400ms after the last one.
+        assert!(done.try_recv().is_err());
+        assert!(applied.lock().unwrap().is_empty());
+
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(done.recv().await, Some(true));
+        assert_eq!(applied.lock().unwrap().len(), 1);
+        drop(tx);
+        // The loop ends with its senders and never reloaded a second time.
+        assert_eq!(done.recv().await, None);
+        assert_eq!(applied.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sighup_reloads_without_waiting() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_config(tmp.path(), "+74951234567");
+        let (tx, applied, mut done) = start(tmp.path(), Duration::from_secs(3600));
+        let before = Instant::now();
+        tx.send(Trigger::Signal).await.unwrap();
+        assert_eq!(done.recv().await, Some(true));
+        assert!(Instant::now() - before < Duration::from_secs(1));
+        assert_eq!(applied.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_edit_keeps_the_old_config_until_fixed() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_config(tmp.path(), "+74951234567");
+        let (tx, applied, mut done) = start(tmp.path(), Duration::from_millis(100));
+        tx.send(Trigger::Signal).await.unwrap();
+        assert_eq!(done.recv().await, Some(true));
+
+        // A broken number: rejected, nothing applied.
+        std::fs::write(tmp.path().join("pbx/acme.toml"), pbx("+7 495 12x")).unwrap();
+        tx.send(Trigger::FileChanged).await.unwrap();
+        assert_eq!(done.recv().await, Some(false));
+        assert_eq!(applied.lock().unwrap().len(), 1);
+        let err = load(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("acme.toml:6:10: bad number"), "{err}");
+
+        // Fixed: the new number is applied.
+        std::fs::write(tmp.path().join("pbx/acme.toml"), pbx("+74957654321")).unwrap();
+        tx.send(Trigger::FileChanged).await.unwrap();
+        assert_eq!(done.recv().await, Some(true));
+        let applied = applied.lock().unwrap();
+        assert_eq!(applied.len(), 2);
+        assert_eq!(applied[1].pbxs[0].numbers[0].number.to_string(), "+74957654321");
+    }
+
+    #[tokio::test]
+    async fn watch_picks_up_a_real_file_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_config(tmp.path(), "+74951234567");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _handle = watch(tmp.path().to_path_buf(), Duration::from_millis(50), move |c| {
+            let _ = tx.send(c);
+        })
+        .unwrap();
+        std::fs::write(tmp.path().join("pbx/acme.toml"), pbx("+74957654321")).unwrap();
+        let config = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("no reload within 10s")
+            .unwrap();
+        assert_eq!(config.pbxs[0].numbers[0].number.to_string(), "+74957654321");
+    }
+}

@@ -1,0 +1,350 @@
+//! Dialed numbers: normalization to E.164 (SPEC §2.1).
+//!
+//! A [`Number`] is always a valid, normalized E.164 number. Its digits are
+//! stored as one integer: E.164 has at most 15 digits and a country code
+//! never starts with `0`, so the digit string and the integer map one to one,
+//! and the routing table hashes a `u64` instead of a string.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::str::FromStr;
+
+/// Most digits an E.164 number may have (ITU-T E.164 §6).
+pub const MAX_DIGITS: usize = 15;
+/// Fewest digits (country code included) accepted for a `+CC…` number.
+pub const MIN_DIGITS: usize = 6;
+/// Digits after `+7` in a Russian (zone 7) number.
+const RU_NATIONAL_DIGITS: usize = 10;
+
+/// A normalized E.164 number, e.g. `+74951234567`.
+///
+/// Built by [`Number::parse`] from what operators and carriers write:
+/// `8XXXXXXXXXX`, `7XXXXXXXXXX`, `+7XXXXXXXXXX` (Russia, 10 national digits),
+/// `+CC…` for other countries, with visual separators (space, `-`, `.`, `(`,
+/// `)`) anywhere after the optional leading `+`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Number(NonZeroU64);
+
+/// Why a string is not a number we can route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NumberError {
+    /// Nothing but whitespace.
+    #[error("empty number")]
+    Empty,
+    /// A character that is neither a digit nor a visual separator.
+    #[error("invalid character {ch:?} at position {position} (allowed: digits, a leading '+', and the separators space - . ( ))")]
+    InvalidCharacter {
+        /// The offending character.
+        ch: char,
+        /// Its character index in the trimmed input, from 0.
+        position: usize,
+    },
+    /// A `+` that is not the first character.
+    #[error("'+' is only allowed as the first character (found at position {position})")]
+    MisplacedPlus {
+        /// Character index of the `+`, from 0.
+        position: usize,
+    },
+    /// Separators but no digits.
+    #[error("no digits")]
+    NoDigits,
+    /// More digits than E.164 allows.
+    #[error("too long: {digits} digits, E.164 allows at most {MAX_DIGITS}")]
+    TooLong {
+        /// Digits found.
+        digits: usize,
+    },
+    /// Fewer digits than any international number has.
+    #[error("too short: {digits} digits after '+', at least {MIN_DIGITS} expected")]
+    TooShort {
+        /// Digits found.
+        digits: usize,
+    },
+    /// `+0…`: country codes never start with 0.
+    #[error("country code cannot start with 0")]
+    ZeroCountryCode,
+    /// A zone 7 number whose national part is not 10 digits.
+    #[error("+7 numbers have {RU_NATIONAL_DIGITS} digits after the country code, found {national}")]
+    RussianLength {
+        /// Digits found after the `7`.
+        national: usize,
+    },
+    /// No `+` and not one of the Russian 11-digit forms.
+    #[error("no country code: write +<country code><number>, or 11 digits starting with 8 or 7 (found {digits} digits)")]
+    NoCountryCode {
+        /// Digits found.
+        digits: usize,
+    },
+    /// A URI without a user part to read the number from.
+    #[error("the URI has no user part")]
+    NoUserPart,
+    /// A `%` escape in a SIP URI user part that is not `%HH`.
+    #[error("bad %-escape in the URI user part")]
+    BadEscape,
+    /// A URI scheme that carries no number.
+    #[error("URI scheme {scheme:?} does not carry a telephone number")]
+    UnsupportedScheme {
+        /// The scheme seen.
+        scheme: String,
+    },
+}
+
+impl Number {
+    /// Parses and normalizes a number as written by a person or a carrier.
+    pub fn parse(input: &str) -> Result<Number, NumberError> {
+        let text = input.trim();
+        if text.is_empty() {
+            return Err(NumberError::Empty);
+        }
+        let mut plus = false;
+        let mut value: u64 = 0;
+        let mut digits = 0usize;
+        let mut first_digit = None;
+        for (position, ch) in text.chars().enumerate() {
+            match ch {
+                '+' if position == 0 => plus = true,
+                '+' => return Err(NumberError::MisplacedPlus { position }),
+                '0'..='9' => {
+                    let d = u64::from(ch as u8 - b'0');
+                    first_digit.get_or_insert(d);
+                    digits += 1;
+                    // Past 15 digits keep counting for the message, stop accumulating.
+                    if digits <= MAX_DIGITS {
+                        value = value * 10 + d;
+                    }
+                }
+                ' ' | '-' | '.' | '(' | ')' => {}
+                _ => return Err(NumberError::InvalidCharacter { ch, position }),
+            }
+        }
+        let Some(first) = first_digit else {
+            return Err(NumberError::NoDigits);
+        };
+        if digits > MAX_DIGITS {
+            return Err(NumberError::TooLong { digits });
+        }
+        if plus {
+            if first == 0 {
+                return Err(NumberError::ZeroCountryCode);
+            }
+            if first == 7 && digits != RU_NATIONAL_DIGITS + 1 {
+                return Err(NumberError::RussianLength {
+                    national: digits - 1,
+                });
+            }
+            if digits < MIN_DIGITS {
+                return Err(NumberError::TooShort { digits });
+            }
+        } else if digits == RU_NATIONAL_DIGITS + 1 && (first == 8 || first == 7) {
+            // 8XXXXXXXXXX (trunk prefix) and 7XXXXXXXXXX both mean +7XXXXXXXXXX.
+            value = 7 * 10u64.pow(RU_NATIONAL_DIGITS as u32) + value % 10u64.pow(RU_NATIONAL_DIGITS as u32);
+        } else {
+            return Err(NumberError::NoCountryCode { digits });
+        }
+        // `first` is non-zero in every branch that gets here, so `value` is too.
+        NonZeroU64::new(value)
+            .map(Number)
+            .ok_or(NumberError::ZeroCountryCode)
+    }
+
+    /// Reads the number from the user part of a `sip:`/`sips:` URI, as it is
+    /// written in the message (still %-escaped).
+    ///
+    /// Parameters inside the user part (`;phone-context=…`, `;isub=…`,
+    /// RFC 3966 §5.1) are dropped, then `%HH` escapes are decoded, then the
+    /// result is normalized like [`Number::parse`].
+    pub fn from_sip_user(user: &str) -> Result<Number, NumberError> {
+        let subscriber = user.split(';').next().unwrap_or(user);
+        if subscriber.is_empty() {
+            return Err(NumberError::NoUserPart);
+        }
+        if !subscriber.contains('%') {
+            return Number::parse(subscriber);
+        }
+        let unescaped = unescape(subscriber)?;
+        Number::parse(&unescaped)
+    }
+
+    /// Reads the number from a `tel:` URI's number (RFC 3966), parameters
+    /// such as `;phone-context` already removed or still attached.
+    pub fn from_tel(number: &str) -> Result<Number, NumberError> {
+        Number::from_sip_user(number)
+    }
+
+    /// The digits as an integer (without the `+`).
+    pub fn as_u64(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Decodes `%HH` escapes (RFC 3261 §25.1 `escaped`).
+fn unescape(s: &str) -> Result<String, NumberError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(NumberError::BadEscape)?;
+            let hi = hex_value(hex[0]).ok_or(NumberError::BadEscape)?;
+            let lo = hex_value(hex[1]).ok_or(NumberError::BadEscape)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    // A non-UTF-8 escape cannot be a digit or separator anyway; say where it is.
+    String::from_utf8(out).map_err(|_| NumberError::BadEscape)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+impl fmt::Debug for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Number(+{})", self.0)
+    }
+}
+
+impl FromStr for Number {
+    type Err = NumberError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Number::parse(s)
+    }
+}
+
+impl serde::Serialize for Number {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Number::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_table() {
+        let cases = [
+            ("+74951234567", "+74951234567"),
+            ("84951234567", "+74951234567"),
+            ("74951234567", "+74951234567"),
+            ("8 (495) 123-45-67", "+74951234567"),
+            ("+7 495 123 45 67", "+74951234567"),
+            ("+7.495.123.45.67", "+74951234567"),
+            ("  +7-(495)-123-45-67  ", "+74951234567"),
+            ("8-800-555-35-35", "+78005553535"),
+            ("89161234567", "+79161234567"),
+            ("+44 20 7946 0958", "+442079460958"),
+            ("+1 (212) 555-0100", "+12125550100"),
+            ("+375 17 123 45 67", "+375171234567"),
+            ("+999999999999999", "+999999999999999"),
+        ];
+        for (input, want) in cases {
+            let got = Number::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(got.to_string(), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn rejection_table() {
+        use NumberError::*;
+        let cases = [
+            ("", Empty),
+            ("   ", Empty),
+            ("--", NoDigits),
+            ("+", NoDigits),
+            ("+7 495 abc", InvalidCharacter { ch: 'a', position: 7 }),
+            ("8495#1234567", InvalidCharacter { ch: '#', position: 4 }),
+            ("7+4951234567", MisplacedPlus { position: 1 }),
+            ("+7495123456", RussianLength { national: 9 }),
+            ("+749512345678", RussianLength { national: 11 }),
+            ("4951234567", NoCountryCode { digits: 10 }),
+            ("94951234567", NoCountryCode { digits: 11 }),
+            ("849512345678", NoCountryCode { digits: 12 }),
+            ("+0441234567", ZeroCountryCode),
+            ("+4412", TooShort { digits: 4 }),
+            ("+1234567890123456", TooLong { digits: 16 }),
+            ("+12345678901234567890123", TooLong { digits: 23 }),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Number::parse(input), Err(want), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn error_messages_say_what_is_wrong() {
+        let e = Number::parse("+7 495 abc").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid character 'a' at position 7 (allowed: digits, a leading '+', and the separators space - . ( ))"
+        );
+        let e = Number::parse("+7495123456").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "+7 numbers have 10 digits after the country code, found 9"
+        );
+    }
+
+    #[test]
+    fn sip_user_part_params_and_escapes() {
+        let want = Number::parse("+74951234567").unwrap();
+        assert_eq!(Number::from_sip_user("+74951234567"), Ok(want));
+        assert_eq!(Number::from_sip_user("84951234567"), Ok(want));
+        assert_eq!(
+            Number::from_sip_user("+74951234567;phone-context=example.com"),
+            Ok(want)
+        );
+        assert_eq!(Number::from_sip_user("%2B74951234567"), Ok(want));
+        assert_eq!(Number::from_sip_user("%2b7%20495%201234567"), Ok(want));
+        assert_eq!(Number::from_sip_user("+7-495-123-45-67;isub=12"), Ok(want));
+        assert_eq!(Number::from_sip_user(""), Err(NumberError::NoUserPart));
+        assert_eq!(Number::from_sip_user(";x=1"), Err(NumberError::NoUserPart));
+        assert_eq!(Number::from_sip_user("%2"), Err(NumberError::BadEscape));
+        assert_eq!(Number::from_sip_user("%zz1"), Err(NumberError::BadEscape));
+        assert_eq!(
+            Number::from_sip_user("alice"),
+            Err(NumberError::InvalidCharacter { ch: 'a', position: 0 })
+        );
+        assert_eq!(Number::from_tel("+7-495-123-45-67"), Ok(want));
+    }
+
+    #[test]
+    fn integer_form_round_trips_through_display() {
+        let n = Number::parse("+442079460958").unwrap();
+        assert_eq!(n.as_u64(), 442079460958);
+        assert_eq!(Number::parse(&n.to_string()), Ok(n));
+    }
+
+    #[test]
+    fn serde_uses_the_normalized_string() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            n: Number,
+        }
+        let t: T = toml::from_str("n = \"8 (495) 123-45-67\"").unwrap();
+        assert_eq!(t.n.to_string(), "+74951234567");
+        assert!(toml::from_str::<T>("n = \"12\"").is_err());
+    }
+}

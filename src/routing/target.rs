@@ -1,0 +1,263 @@
+//! Where a number's calls go ([`Target`]) and what happens when that fails
+//! ([`OnFailure`]), as resolved from the PBX files.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::number::Number;
+
+/// Identifier of a virtual PBX (tenant); the stem of its `config/pbx/<id>.toml`.
+pub type PbxId = Arc<str>;
+
+/// Transport protocol for SIP traffic (RFC 3261 §18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+}
+
+impl Protocol {
+    /// Lower-case name as written in the config (`udp`, `tcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transport name that is neither `udp` nor `tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?} (expected \"udp\" or \"tcp\")")]
+pub struct ProtocolError(pub String);
+
+impl FromStr for Protocol {
+    type Err = ProtocolError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("udp") {
+            Ok(Protocol::Udp)
+        } else if s.eq_ignore_ascii_case("tcp") {
+            Ok(Protocol::Tcp)
+        } else {
+            Err(ProtocolError(s.to_owned()))
+        }
+    }
+}
+
+/// Digest credentials (RFC 3261 §22) used when the external PBX challenges us.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestCredentials {
+    /// Digest `username`.
+    pub username: String,
+    /// Digest password.
+    pub password: String,
+}
+
+impl fmt::Debug for DigestCredentials {
+    // The password stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A customer's own PBX reached over SIP (SPEC §1 "External PBX").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPbx {
+    /// The PBX (tenant) this external PBX belongs to.
+    pub pbx: PbxId,
+    /// Its id inside that PBX, as used in `forward = "external:<id>"`.
+    pub id: Arc<str>,
+    /// Where calls are sent: a `sip:` or `sips:` URI.
+    pub uri: String,
+    /// Transport used to reach it.
+    pub transport: Protocol,
+    /// Credentials to answer its digest challenges, if it sends any.
+    pub credentials: Option<DigestCredentials>,
+    /// How long to wait for an answer before the call counts as not answered.
+    pub dial_timeout: Duration,
+    /// Numbers this external PBX uses (e.g. as caller ID); a number listed here
+    /// cannot be disconnected while it stays listed (SPEC §7).
+    pub numbers: Vec<Number>,
+}
+
+/// The forward target of a number (SPEC §7 "Per number").
+///
+/// Only [`Target::External`] is routed today; the others are parsed so the
+/// files can name them, and `vpbx check` reports them as not yet supported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// `external:<id>`: a customer's own PBX.
+    External(Arc<ExternalPbx>),
+    /// `employee:<id>`: an employee's phones.
+    Employee(Arc<str>),
+    /// `department:<id>`: a department's members.
+    Department(Arc<str>),
+    /// `scenario:<id>`: a call scenario (IVR).
+    Scenario(Arc<str>),
+    /// `pbx:<id>`: another virtual PBX on the platform.
+    Pbx(PbxId),
+}
+
+/// The kind of a forward target, as written before the `:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `external:`
+    External,
+    /// `employee:`
+    Employee,
+    /// `department:`
+    Department,
+    /// `scenario:`
+    Scenario,
+    /// `pbx:`
+    Pbx,
+}
+
+impl TargetKind {
+    /// The prefix as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::External => "external",
+            TargetKind::Employee => "employee",
+            TargetKind::Department => "department",
+            TargetKind::Scenario => "scenario",
+            TargetKind::Pbx => "pbx",
+        }
+    }
+}
+
+/// A `forward` value split into kind and id, before the id is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetSpec<'a> {
+    /// What kind of target.
+    pub kind: TargetKind,
+    /// The id after the `:`.
+    pub id: &'a str,
+}
+
+/// Why a `forward` value cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// No `kind:` prefix.
+    #[error("target {0:?} has no kind; write external:<id>, employee:<id>, department:<id>, scenario:<id> or pbx:<id>")]
+    MissingKind(String),
+    /// A prefix that names no target kind.
+    #[error("unknown target kind {0:?}; expected external, employee, department, scenario or pbx")]
+    UnknownKind(String),
+    /// Nothing after the `:`, or characters ids may not have.
+    #[error("bad target id {0:?}: ids are non-empty and use only letters, digits, '-', '_' and '.'")]
+    BadId(String),
+}
+
+impl<'a> TargetSpec<'a> {
+    /// Splits `kind:id`.
+    pub fn parse(s: &'a str) -> Result<Self, TargetError> {
+        let (kind, id) = s
+            .split_once(':')
+            .ok_or_else(|| TargetError::MissingKind(s.to_owned()))?;
+        let kind = match kind.trim() {
+            "external" => TargetKind::External,
+            "employee" => TargetKind::Employee,
+            "department" => TargetKind::Department,
+            "scenario" => TargetKind::Scenario,
+            "pbx" => TargetKind::Pbx,
+            other => return Err(TargetError::UnknownKind(other.to_owned())),
+        };
+        let id = id.trim();
+        if !is_valid_id(id) {
+            return Err(TargetError::BadId(id.to_owned()));
+        }
+        Ok(TargetSpec { kind, id })
+    }
+}
+
+/// Ids (of PBXs, external PBXs, employees…) are short ASCII names.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// What to do when the forward target fails (SPEC §2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnFailure {
+    /// Give the caller a final status that says why (e.g. 480, 486).
+    Hangup,
+    /// Answer, play this WAV prompt, hang up.
+    Prompt(PathBuf),
+    /// Greeting, record, deliver to the recipients.
+    Voicemail,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_spec_parses_every_kind() {
+        for (text, kind, id) in [
+            ("external:office", TargetKind::External, "office"),
+            ("employee:ivanov", TargetKind::Employee, "ivanov"),
+            ("department:sales-2", TargetKind::Department, "sales-2"),
+            ("scenario:main_ivr", TargetKind::Scenario, "main_ivr"),
+            ("pbx:acme.msk", TargetKind::Pbx, "acme.msk"),
+        ] {
+            assert_eq!(TargetSpec::parse(text), Ok(TargetSpec { kind, id }));
+        }
+    }
+
+    #[test]
+    fn target_spec_rejects_garbage() {
+        assert_eq!(
+            TargetSpec::parse("office"),
+            Err(TargetError::MissingKind("office".into()))
+        );
+        assert_eq!(
+            TargetSpec::parse("phone:1"),
+            Err(TargetError::UnknownKind("phone".into()))
+        );
+        assert_eq!(
+            TargetSpec::parse("external:"),
+            Err(TargetError::BadId(String::new()))
+        );
+        assert_eq!(
+            TargetSpec::parse("external:a b"),
+            Err(TargetError::BadId("a b".into()))
+        );
+    }
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!("UDP".parse::<Protocol>(), Ok(Protocol::Udp));
+        assert_eq!("tcp".parse::<Protocol>(), Ok(Protocol::Tcp));
+        assert!("tls".parse::<Protocol>().is_err());
+    }
+
+    #[test]
+    fn credentials_debug_hides_password() {
+        let c = DigestCredentials {
+            username: "u".into(),
+            password: "secret".into(),
+        };
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+}
