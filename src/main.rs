@@ -32,7 +32,9 @@ fn main() -> ExitCode {
 
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     let filter = match level {
-        Some(level) => EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?,
+        Some(level) => {
+            EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?
+        }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     tracing_subscriber::fmt()
@@ -54,7 +56,12 @@ fn check(dir: Option<&std::path::Path>) -> ExitCode {
     match load(dir) {
         Ok(config) => {
             let externals: usize = config.pbxs.iter().map(|p| p.externals.len()).sum();
-            let listen: Vec<String> = config.daemon.listen.iter().map(ToString::to_string).collect();
+            let listen: Vec<String> = config
+                .daemon
+                .listen
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             println!(
                 "config OK: {} PBX(s), {} number(s), {} external PBX(s); listen {}",
                 config.pbxs.len(),

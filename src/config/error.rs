@@ -6,9 +6,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::routing::{Number, NumberError, ProtocolError, TargetError};
+use crate::routing::{Number, NumberError, TargetError};
+use crate::transport::AddrParseError;
 
-use super::listen::ListenAddrError;
 use super::uri::UriError;
 
 /// Line and column (both from 1; column counts characters) in a file.
@@ -111,7 +111,7 @@ pub enum ConfigErrorKind {
         /// As written.
         text: String,
         /// Why.
-        source: ListenAddrError,
+        source: AddrParseError,
     },
     /// The same listen address twice.
     #[error("listen address {0} is given twice")]
@@ -131,7 +131,9 @@ pub enum ConfigErrorKind {
     #[error("bad id {0:?}: ids are non-empty, at most 64 characters, and use only letters, digits, '-', '_' and '.'")]
     BadId(String),
     /// A PBX file whose `id` differs from its file name.
-    #[error("PBX id {id:?} does not match its file name {stem}.toml (a PBX lives in pbx/<id>.toml)")]
+    #[error(
+        "PBX id {id:?} does not match its file name {stem}.toml (a PBX lives in pbx/<id>.toml)"
+    )]
     IdMismatch {
         /// The id in the file.
         id: String,
@@ -195,7 +197,7 @@ pub enum ConfigErrorKind {
     },
     /// A transport other than udp/tcp.
     #[error("bad transport: {0}")]
-    BadTransport(#[source] ProtocolError),
+    BadTransport(#[source] AddrParseError),
     /// `username` without `password` or the reverse.
     #[error("digest username and password must be given together")]
     IncompleteCredentials,

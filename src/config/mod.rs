@@ -12,7 +12,6 @@
 //! live in the `Default` impls below and nowhere else.
 
 mod error;
-mod listen;
 mod raw;
 mod uri;
 mod validate;
@@ -23,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::transport::{AddrParseError, ListenAddr, Protocol};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Location, Position};
-pub use listen::{ListenAddr, ListenAddrError};
 pub use uri::UriError;
 pub use watch::{watch, WatchHandle};
 
-use crate::routing::{ExternalPbx, Number, OnFailure, PbxId, Protocol, Target};
+use crate::routing::{ExternalPbx, Number, OnFailure, PbxId, Target};
 use error::{path_error, SourceFile};
 
 /// The whole configuration: daemon settings and every PBX.
@@ -324,7 +323,8 @@ const EMBEDDED_PREFIX: &str = "<embedded>";
 /// `config/pbx/*.toml` of the source tree.
 pub const EMBEDDED_DAEMON: &str = include_str!("../../config/vpbx.toml");
 /// The embedded PBX files, as (file name, text).
-pub const EMBEDDED_PBXS: &[(&str, &str)] = &[("demo.toml", include_str!("../../config/pbx/demo.toml"))];
+pub const EMBEDDED_PBXS: &[(&str, &str)] =
+    &[("demo.toml", include_str!("../../config/pbx/demo.toml"))];
 
 /// Loads the embedded default config (what `vpbx run` uses without `--config`).
 pub fn embedded() -> Result<Config, ConfigErrors> {

@@ -41,7 +41,9 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), UriError> {
         return Err(UriError::MissingHost);
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let close = v6.find(']').ok_or_else(|| UriError::BadHost(hostport.into()))?;
+        let close = v6
+            .find(']')
+            .ok_or_else(|| UriError::BadHost(hostport.into()))?;
         v6[..close]
             .parse::<Ipv6Addr>()
             .map_err(|_| UriError::BadHost(hostport.into()))?;
@@ -73,7 +75,8 @@ pub(crate) fn check_sip_uri(uri: &str) -> Result<(), UriError> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// An IPv4 address or a domain name (RFC 3261 `hostname`).
@@ -121,10 +124,25 @@ mod tests {
         assert_eq!(check_sip_uri("http://x"), Err(UriError::Scheme));
         assert_eq!(check_sip_uri("sip:"), Err(UriError::MissingHost));
         assert_eq!(check_sip_uri("sip:@host"), Err(UriError::EmptyUser));
-        assert_eq!(check_sip_uri("sip:a b"), Err(UriError::BadHost("a b".into())));
-        assert_eq!(check_sip_uri("sip:1.2.3.4.5"), Err(UriError::BadHost("1.2.3.4.5".into())));
-        assert_eq!(check_sip_uri("sip:host:0"), Err(UriError::BadPort("0".into())));
-        assert_eq!(check_sip_uri("sip:host:99999"), Err(UriError::BadPort("99999".into())));
-        assert_eq!(check_sip_uri("sip:[::1"), Err(UriError::BadHost("[::1".into())));
+        assert_eq!(
+            check_sip_uri("sip:a b"),
+            Err(UriError::BadHost("a b".into()))
+        );
+        assert_eq!(
+            check_sip_uri("sip:1.2.3.4.5"),
+            Err(UriError::BadHost("1.2.3.4.5".into()))
+        );
+        assert_eq!(
+            check_sip_uri("sip:host:0"),
+            Err(UriError::BadPort("0".into()))
+        );
+        assert_eq!(
+            check_sip_uri("sip:host:99999"),
+            Err(UriError::BadPort("99999".into()))
+        );
+        assert_eq!(
+            check_sip_uri("sip:[::1"),
+            Err(UriError::BadHost("[::1".into()))
+        );
     }
 }

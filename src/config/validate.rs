@@ -15,13 +15,13 @@ use super::error::{ConfigError, ConfigErrorKind as K, ConfigErrors, SourceFile};
 use super::raw::{RawDaemon, RawDuration, RawExternal, RawNumber, RawPbx};
 use super::uri::{check_sip_uri, is_host};
 use super::{
-    CdrConfig, Config, DaemonConfig, ListenAddr, Limits, NumberConfig, PbxConfig, ReloadConfig,
+    CdrConfig, Config, DaemonConfig, Limits, ListenAddr, NumberConfig, PbxConfig, ReloadConfig,
     ShutdownConfig, Timers, DEFAULT_DIAL_TIMEOUT,
 };
 use crate::routing::{
-    is_valid_id, DigestCredentials, ExternalPbx, Number, OnFailure, Protocol, Target, TargetKind,
-    TargetSpec,
+    is_valid_id, DigestCredentials, ExternalPbx, Number, OnFailure, Target, TargetKind, TargetSpec,
 };
+use crate::transport::Protocol;
 
 /// Collects errors for one file.
 struct Ctx<'a> {
@@ -201,10 +201,24 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
     let d = defaults.timers;
     let before = c.errors.len();
     let t1 = c.duration_in(&raw.timers.t1, d.t1, "timers.t1", MS, MINUTE, "1ms to 1min");
-    let t2 = c.duration_in(&raw.timers.t2, d.t2, "timers.t2", MS, 10 * MINUTE, "1ms to 10min");
+    let t2 = c.duration_in(
+        &raw.timers.t2,
+        d.t2,
+        "timers.t2",
+        MS,
+        10 * MINUTE,
+        "1ms to 10min",
+    );
     // Compare only values as written: a bad t1 or t2 was reported already.
     let timers_ok = c.errors.len() == before;
-    let t4 = c.duration_in(&raw.timers.t4, d.t4, "timers.t4", MS, 10 * MINUTE, "1ms to 10min");
+    let t4 = c.duration_in(
+        &raw.timers.t4,
+        d.t4,
+        "timers.t4",
+        MS,
+        10 * MINUTE,
+        "1ms to 10min",
+    );
     if timers_ok && t2 < t1 {
         let span = raw
             .timers
@@ -212,14 +226,29 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
             .as_ref()
             .or(raw.timers.t1.as_ref())
             .map_or(0..0, |s| s.span());
-        c.err(span, K::Inconsistent("timers.t2 must not be smaller than timers.t1"));
+        c.err(
+            span,
+            K::Inconsistent("timers.t2 must not be smaller than timers.t1"),
+        );
     }
 
     let l = defaults.limits;
     let rl = &raw.limits;
     let limits = Limits {
-        max_calls: c.int_in(&rl.max_calls, l.max_calls, "limits.max_calls", (1, 10_000_000), "1 to 10000000"),
-        max_cps: c.int_in(&rl.max_cps, l.max_cps, "limits.max_cps", (1, 1_000_000), "1 to 1000000"),
+        max_calls: c.int_in(
+            &rl.max_calls,
+            l.max_calls,
+            "limits.max_calls",
+            (1, 10_000_000),
+            "1 to 10000000",
+        ),
+        max_cps: c.int_in(
+            &rl.max_cps,
+            l.max_cps,
+            "limits.max_cps",
+            (1, 1_000_000),
+            "1 to 1000000",
+        ),
         max_call_duration: c.duration_in(
             &rl.max_call_duration,
             l.max_call_duration,
@@ -505,7 +534,12 @@ fn number(
             }
         },
         Ok(TargetSpec { kind, .. }) => {
-            c.err(raw.forward.span(), K::UnsupportedTarget { kind: kind.as_str() });
+            c.err(
+                raw.forward.span(),
+                K::UnsupportedTarget {
+                    kind: kind.as_str(),
+                },
+            );
             None
         }
     };

@@ -64,7 +64,11 @@ impl Drop for WatchHandle {
 /// loaded with [`load`]; a valid config goes to `on_reload`, a bad one is
 /// logged error by error and dropped, so the running config stays. Must be
 /// called inside a tokio runtime.
-pub fn watch<F>(dir: PathBuf, debounce: Duration, mut on_reload: F) -> Result<WatchHandle, WatchError>
+pub fn watch<F>(
+    dir: PathBuf,
+    debounce: Duration,
+    mut on_reload: F,
+) -> Result<WatchHandle, WatchError>
 where
     F: FnMut(Config) + Send + 'static,
 {
@@ -124,7 +128,10 @@ fn is_change(kind: &EventKind) -> bool {
 
 /// Gives a good config to `on_reload`; logs every error of a bad one and
 /// drops it. Returns whether the config was applied.
-pub(crate) fn apply<F: FnMut(Config)>(outcome: Result<Config, ConfigErrors>, on_reload: &mut F) -> bool {
+pub(crate) fn apply<F: FnMut(Config)>(
+    outcome: Result<Config, ConfigErrors>,
+    on_reload: &mut F,
+) -> bool {
     match outcome {
         Ok(config) => {
             tracing::info!(
@@ -219,7 +226,11 @@ mod tests {
     fn start(
         dir: &Path,
         debounce: Duration,
-    ) -> (mpsc::Sender<Trigger>, Applied, mpsc::UnboundedReceiver<bool>) {
+    ) -> (
+        mpsc::Sender<Trigger>,
+        Applied,
+        mpsc::UnboundedReceiver<bool>,
+    ) {
         let (tx, rx) = mpsc::channel(1);
         let applied: Applied = Arc::default();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -299,7 +310,10 @@ mod tests {
         assert_eq!(done.recv().await, Some(true));
         let applied = applied.lock().unwrap();
         assert_eq!(applied.len(), 2);
-        assert_eq!(applied[1].pbxs[0].numbers[0].number.to_string(), "+74957654321");
+        assert_eq!(
+            applied[1].pbxs[0].numbers[0].number.to_string(),
+            "+74957654321"
+        );
     }
 
     #[tokio::test]
@@ -307,9 +321,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_config(tmp.path(), "+74951234567");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _handle = watch(tmp.path().to_path_buf(), Duration::from_millis(50), move |c| {
-            let _ = tx.send(c);
-        })
+        let _handle = watch(
+            tmp.path().to_path_buf(),
+            Duration::from_millis(50),
+            move |c| {
+                let _ = tx.send(c);
+            },
+        )
         .unwrap();
         std::fs::write(tmp.path().join("pbx/acme.toml"), pbx("+74957654321")).unwrap();
         let config = tokio::time::timeout(Duration::from_secs(10), rx.recv())

@@ -13,6 +13,6 @@ mod target;
 pub use number::{Number, NumberError, MAX_DIGITS, MIN_DIGITS};
 pub use table::{DuplicateRoute, Route, Routes, RoutingTable};
 pub use target::{
-    is_valid_id, DigestCredentials, ExternalPbx, OnFailure, PbxId, Protocol, ProtocolError,
-    Target, TargetError, TargetKind, TargetSpec,
+    is_valid_id, DigestCredentials, ExternalPbx, OnFailure, PbxId, Target, TargetError, TargetKind,
+    TargetSpec,
 };

@@ -65,7 +65,9 @@ pub enum NumberError {
     #[error("country code cannot start with 0")]
     ZeroCountryCode,
     /// A zone 7 number whose national part is not 10 digits.
-    #[error("+7 numbers have {RU_NATIONAL_DIGITS} digits after the country code, found {national}")]
+    #[error(
+        "+7 numbers have {RU_NATIONAL_DIGITS} digits after the country code, found {national}"
+    )]
     RussianLength {
         /// Digits found after the `7`.
         national: usize,
@@ -138,7 +140,8 @@ impl Number {
             }
         } else if digits == RU_NATIONAL_DIGITS + 1 && (first == 8 || first == 7) {
             // 8XXXXXXXXXX (trunk prefix) and 7XXXXXXXXXX both mean +7XXXXXXXXXX.
-            value = 7 * 10u64.pow(RU_NATIONAL_DIGITS as u32) + value % 10u64.pow(RU_NATIONAL_DIGITS as u32);
+            value = 7 * 10u64.pow(RU_NATIONAL_DIGITS as u32)
+                + value % 10u64.pow(RU_NATIONAL_DIGITS as u32);
         } else {
             return Err(NumberError::NoCountryCode { digits });
         }
@@ -275,8 +278,20 @@ mod tests {
             ("   ", Empty),
             ("--", NoDigits),
             ("+", NoDigits),
-            ("+7 495 abc", InvalidCharacter { ch: 'a', position: 7 }),
-            ("8495#1234567", InvalidCharacter { ch: '#', position: 4 }),
+            (
+                "+7 495 abc",
+                InvalidCharacter {
+                    ch: 'a',
+                    position: 7,
+                },
+            ),
+            (
+                "8495#1234567",
+                InvalidCharacter {
+                    ch: '#',
+                    position: 4,
+                },
+            ),
             ("7+4951234567", MisplacedPlus { position: 1 }),
             ("+7495123456", RussianLength { national: 9 }),
             ("+749512345678", RussianLength { national: 11 }),
@@ -325,7 +340,10 @@ mod tests {
         assert_eq!(Number::from_sip_user("%zz1"), Err(NumberError::BadEscape));
         assert_eq!(
             Number::from_sip_user("alice"),
-            Err(NumberError::InvalidCharacter { ch: 'a', position: 0 })
+            Err(NumberError::InvalidCharacter {
+                ch: 'a',
+                position: 0
+            })
         );
         assert_eq!(Number::from_tel("+7-495-123-45-67"), Ok(want));
     }

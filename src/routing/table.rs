@@ -59,8 +59,7 @@ impl RoutingTable {
 
     /// Builds a table; every number may appear once.
     pub fn new(routes: Vec<Route>) -> Result<Self, DuplicateRoute> {
-        let mut index =
-            HashMap::with_capacity_and_hasher(routes.len(), NumberHashBuilder);
+        let mut index = HashMap::with_capacity_and_hasher(routes.len(), NumberHashBuilder);
         for (i, route) in routes.iter().enumerate() {
             // u32 positions keep the index small; 4 billion numbers is beyond any config.
             let pos = u32::try_from(i).unwrap_or(u32::MAX);
@@ -224,11 +223,17 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(table.len(), 2);
-        let hit = table.lookup(&Number::parse("8 (495) 123-45-67").unwrap()).unwrap();
+        let hit = table
+            .lookup(&Number::parse("8 (495) 123-45-67").unwrap())
+            .unwrap();
         assert_eq!(&*hit.pbx, "a");
-        let hit = table.lookup(&Number::parse("+44 20 7946 0958").unwrap()).unwrap();
+        let hit = table
+            .lookup(&Number::parse("+44 20 7946 0958").unwrap())
+            .unwrap();
         assert_eq!(&*hit.pbx, "b");
-        assert!(table.lookup(&Number::parse("+74951234568").unwrap()).is_none());
+        assert!(table
+            .lookup(&Number::parse("+74951234568").unwrap())
+            .is_none());
     }
 
     #[test]

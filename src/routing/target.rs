@@ -3,57 +3,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::number::Number;
+use crate::transport::Protocol;
 
 /// Identifier of a virtual PBX (tenant); the stem of its `config/pbx/<id>.toml`.
 pub type PbxId = Arc<str>;
-
-/// Transport protocol for SIP traffic (RFC 3261 §18).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// SIP over UDP.
-    Udp,
-    /// SIP over TCP.
-    Tcp,
-}
-
-impl Protocol {
-    /// Lower-case name as written in the config (`udp`, `tcp`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A transport name that is neither `udp` nor `tcp`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transport {0:?} (expected \"udp\" or \"tcp\")")]
-pub struct ProtocolError(pub String);
-
-impl FromStr for Protocol {
-    type Err = ProtocolError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("udp") {
-            Ok(Protocol::Udp)
-        } else if s.eq_ignore_ascii_case("tcp") {
-            Ok(Protocol::Tcp)
-        } else {
-            Err(ProtocolError(s.to_owned()))
-        }
-    }
-}
 
 /// Digest credentials (RFC 3261 §22) used when the external PBX challenges us.
 #[derive(Clone, PartialEq, Eq)]
@@ -161,7 +118,9 @@ pub enum TargetError {
     #[error("unknown target kind {0:?}; expected external, employee, department, scenario or pbx")]
     UnknownKind(String),
     /// Nothing after the `:`, or characters ids may not have.
-    #[error("bad target id {0:?}: ids are non-empty and use only letters, digits, '-', '_' and '.'")]
+    #[error(
+        "bad target id {0:?}: ids are non-empty and use only letters, digits, '-', '_' and '.'"
+    )]
     BadId(String),
 }
 
@@ -243,13 +202,6 @@ mod tests {
             TargetSpec::parse("external:a b"),
             Err(TargetError::BadId("a b".into()))
         );
-    }
-
-    #[test]
-    fn protocol_names() {
-        assert_eq!("UDP".parse::<Protocol>(), Ok(Protocol::Udp));
-        assert_eq!("tcp".parse::<Protocol>(), Ok(Protocol::Tcp));
-        assert!("tls".parse::<Protocol>().is_err());
     }
 
     #[test]

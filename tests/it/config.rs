@@ -7,6 +7,8 @@ fn vpbx() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vpbx"))
 }
 
+// Test helper: a failed write is a broken test environment.
+#[allow(clippy::unwrap_used)]
 fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
@@ -19,7 +21,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 fn check_reports_every_error_with_file_and_line_and_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write(dir, "vpbx.toml", "listen = [\"udp:127.0.0.1:5060\"]\n[timers]\nt1 = \"soon\"\n");
+    write(
+        dir,
+        "vpbx.toml",
+        "listen = [\"udp:127.0.0.1:5060\"]\n[timers]\nt1 = \"soon\"\n",
+    );
     write(
         dir,
         "pbx/acme.toml",
@@ -28,11 +34,7 @@ fn check_reports_every_error_with_file_and_line_and_fails() {
          [[number]]\nnumber = \"+7 (495) 123-45-67\"\nforward = \"external:office\"\n\
          [[number]]\nnumber = \"+7 495 12x\"\nforward = \"external:nowhere\"\n",
     );
-    write(
-        dir,
-        "pbx/beta.toml",
-        "id = \"beta\"\ncolour = \"red\"\n",
-    );
+    write(dir, "pbx/beta.toml", "id = \"beta\"\ncolour = \"red\"\n");
     write(
         dir,
         "pbx/gamma.toml",
@@ -41,8 +43,17 @@ fn check_reports_every_error_with_file_and_line_and_fails() {
          [[number]]\nnumber = \"84951234567\"\nforward = \"external:pbx\"\n",
     );
 
-    let out = vpbx().arg("check").arg("--config").arg(dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "check must fail on a bad config");
+    let out = vpbx()
+        .arg("check")
+        .arg("--config")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check must fail on a bad config"
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     let d = dir.display();
     let expected = [
@@ -61,8 +72,17 @@ fn check_reports_every_error_with_file_and_line_and_fails() {
 #[test]
 fn check_accepts_the_shipped_config_directory() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let out = vpbx().arg("check").arg("--config").arg(&config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vpbx()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         stdout.trim(),
@@ -73,26 +93,43 @@ fn check_accepts_the_shipped_config_directory() {
 #[test]
 fn check_without_config_validates_the_embedded_default() {
     let out = vpbx().arg("check").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8(out.stdout).unwrap().starts_with("config OK: 1 PBX(s), 4 number(s)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("config OK: 1 PBX(s), 4 number(s)"));
 }
 
 #[test]
 fn check_on_a_missing_directory_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    let out = vpbx().arg("check").arg("--config").arg(&missing).output().unwrap();
+    let out = vpbx()
+        .arg("check")
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.starts_with(&format!("{}: missing daemon config file vpbx.toml", missing.join("vpbx.toml").display())),
+        stderr.starts_with(&format!(
+            "{}: missing daemon config file vpbx.toml",
+            missing.join("vpbx.toml").display()
+        )),
         "{stderr}"
     );
 }
 
 #[test]
 fn run_rejects_a_bad_listen_flag() {
-    let out = vpbx().args(["run", "--listen", "sctp:127.0.0.1:5060"]).output().unwrap();
+    let out = vpbx()
+        .args(["run", "--listen", "sctp:127.0.0.1:5060"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage error");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport \"sctp\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport protocol \"sctp\""));
 }
