@@ -5,6 +5,7 @@
 //! and `cdr` beside them and `app` wiring them together.
 
 pub mod app;
+pub mod cdr;
 pub mod config;
 pub mod routing;
 pub mod sip;

@@ -1,0 +1,772 @@
+//! Call detail records (SPEC §2.5): one JSON object per line (JSONL), written
+//! when a call ends.
+//!
+//! This module owns the record type ([`CdrRecord`]), the fixed list of finish
+//! reasons ([`FinishReason`]) and the writer task ([`CdrWriter`]) that appends
+//! records to the CDR file. It does not decide *which* reason a call ended
+//! with; the B2BUA does, and hands a finished record to a [`CdrSink`].
+//!
+//! # Durability and backpressure
+//! Losing a CDR is not acceptable (it is what customers are billed from), so
+//! the queue between call tasks and the writer is bounded but large, and
+//! [`CdrSink::write`] *waits* for room instead of dropping the record. Waiting
+//! happens in the finished call's own task, after the caller already got its
+//! final response, so a slow disk delays only the clean-up of ended calls, not
+//! signalling. Records are buffered in memory and flushed when the queue has
+//! been idle for [`WriterOptions::idle_flush`] or at the latest
+//! [`WriterOptions::max_flush_delay`] after the first unflushed record.
+//! [`CdrWriter::shutdown`] drains the queue, flushes and fsyncs, and returns
+//! only once the data is on disk.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Why a call ended: the fixed list of SPEC §2.5, written in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The call was answered (by the target, or by an IVR node that connects).
+    Answered,
+    /// The caller hung up (CANCEL) before the call was answered.
+    CallerHangup,
+    /// No target answered within the dial timeout.
+    NoAnswer,
+    /// The target was busy (486 / 600).
+    Busy,
+    /// The target was unreachable: offline, 408 / 480 / 503, transport error.
+    Unavailable,
+    /// The dialed number is not in the routing table (404).
+    NotFound,
+    /// The target refused the call with another 4xx/5xx/6xx final response,
+    /// or the number is disabled.
+    Rejected,
+    /// The call ended in voicemail.
+    Voicemail,
+    /// A voice prompt was played and the call hung up (`on_failure = prompt`).
+    PromptPlayed,
+    /// A call scenario passed more transitions than allowed.
+    MaxTransitionCountExceeded,
+    /// vpbx refused the call because of its own limits (503, Retry-After).
+    Overload,
+    /// An internal error ended the call.
+    Error,
+}
+
+impl FinishReason {
+    /// Every reason, in the order of SPEC §2.5.
+    pub const ALL: [FinishReason; 12] = [
+        FinishReason::Answered,
+        FinishReason::CallerHangup,
+        FinishReason::NoAnswer,
+        FinishReason::Busy,
+        FinishReason::Unavailable,
+        FinishReason::NotFound,
+        FinishReason::Rejected,
+        FinishReason::Voicemail,
+        FinishReason::PromptPlayed,
+        FinishReason::MaxTransitionCountExceeded,
+        FinishReason::Overload,
+        FinishReason::Error,
+    ];
+
+    /// The name written in the CDR (and used as a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Answered => "answered",
+            FinishReason::CallerHangup => "caller_hangup",
+            FinishReason::NoAnswer => "no_answer",
+            FinishReason::Busy => "busy",
+            FinishReason::Unavailable => "unavailable",
+            FinishReason::NotFound => "not_found",
+            FinishReason::Rejected => "rejected",
+            FinishReason::Voicemail => "voicemail",
+            FinishReason::PromptPlayed => "prompt_played",
+            FinishReason::MaxTransitionCountExceeded => "max_transition_count_exceeded",
+            FinishReason::Overload => "overload",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for FinishReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One target the call was offered to, and how that attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetAttempt {
+    /// The target as written in the routing config, e.g. `external:office`.
+    pub target: String,
+    /// Final SIP status the target answered with; `None` when it sent no
+    /// final response (transport error, no answer before the dial timeout
+    /// when even the CANCEL got no 487, caller hung up first).
+    pub status: Option<u16>,
+}
+
+/// Start, answer and end of a call, as wall-clock times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimes {
+    /// When the INVITE arrived.
+    pub start: SystemTime,
+    /// When the call was answered (2xx relayed to the caller), if it was.
+    pub answer: Option<SystemTime>,
+    /// When the call ended (final non-2xx sent, or BYE completed).
+    pub end: SystemTime,
+}
+
+/// One call detail record: a line of the CDR file.
+///
+/// Times are RFC 3339 UTC with milliseconds (`2026-11-27T06:24:26.123Z`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdrRecord {
+    /// Call-ID of the caller's (inbound) leg.
+    pub call_id: String,
+    /// When the INVITE arrived.
+    #[serde(with = "rfc3339_ms")]
+    pub start: SystemTime,
+    /// When the call was answered; absent when it never was.
+    #[serde(
+        with = "rfc3339_ms_opt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub answer: Option<SystemTime>,
+    /// When the call ended.
+    #[serde(with = "rfc3339_ms")]
+    pub end: SystemTime,
+    /// Calling party: the URI of the caller's `From`.
+    pub caller: String,
+    /// Dialed number: normalized E.164 when it parsed, else as received.
+    pub dialed: String,
+    /// PBX (tenant) that owns the number; absent when no route matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbx: Option<String>,
+    /// Targets tried, in order.
+    pub targets: Vec<TargetAttempt>,
+    /// Final status sent to the caller (200 when answered).
+    pub status: u16,
+    /// Whole call, `start` to `end`, in milliseconds.
+    pub duration_ms: u64,
+    /// Talk time, `answer` to `end`, in milliseconds (0 when not answered).
+    pub talk_ms: u64,
+    /// Why the call ended.
+    pub reason: FinishReason,
+}
+
+impl CdrRecord {
+    /// A record with the given identity, times, final status and reason; the
+    /// durations are computed from `times`. Fill `caller`, `dialed`, `pbx` and
+    /// `targets` afterwards (they start empty).
+    pub fn new(
+        call_id: impl Into<String>,
+        times: CallTimes,
+        status: u16,
+        reason: FinishReason,
+    ) -> Self {
+        let ms = |from: SystemTime| {
+            times
+                .end
+                .duration_since(from)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        CdrRecord {
+            call_id: call_id.into(),
+            start: times.start,
+            answer: times.answer,
+            end: times.end,
+            caller: String::new(),
+            dialed: String::new(),
+            pbx: None,
+            targets: Vec::new(),
+            status,
+            duration_ms: ms(times.start),
+            talk_ms: times.answer.map_or(0, ms),
+            reason,
+        }
+    }
+
+    /// The record as one JSON line, newline included.
+    pub fn to_json_line(&self) -> Result<Vec<u8>, CdrError> {
+        let mut line = serde_json::to_vec(self).map_err(CdrError::Encode)?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
+/// RFC 3339 UTC timestamps with milliseconds for `SystemTime` fields.
+mod rfc3339_ms {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_rfc3339(&s).map_err(D::Error::custom)
+    }
+}
+
+/// [`rfc3339_ms`] for optional fields.
+mod rfc3339_ms_opt {
+    use serde::{Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339_ms::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        super::rfc3339_ms::deserialize(d).map(Some)
+    }
+}
+
+/// Errors of the CDR writer.
+#[derive(Debug, thiserror::Error)]
+pub enum CdrError {
+    /// The CDR file (or its directory) could not be created or opened.
+    #[error("cannot open CDR file {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Writing, flushing or syncing the CDR file failed.
+    #[error("cannot write CDR file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A record could not be encoded as JSON.
+    #[error("cannot encode CDR record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The writer has shut down; the record was not accepted.
+    #[error("CDR writer is shut down")]
+    Closed,
+    /// The writer task panicked or was aborted.
+    #[error("CDR writer task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Tuning of the writer; [`Default`] is what the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Records that may wait in the queue before [`CdrSink::write`] waits.
+    pub queue_capacity: usize,
+    /// Flush once no record arrived for this long.
+    pub idle_flush: Duration,
+    /// Flush at the latest this long after the first unflushed record, even
+    /// under steady load.
+    pub max_flush_delay: Duration,
+    /// Size of the in-memory write buffer, bytes.
+    pub buffer_size: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            // ~300 bytes a record: at most ~20 MB queued, 10+ s of calls at 5,000 CPS.
+            queue_capacity: 65_536,
+            idle_flush: Duration::from_millis(100),
+            max_flush_delay: Duration::from_secs(1),
+            buffer_size: 64 * 1024,
+        }
+    }
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records handed to the file (written into the buffer).
+    pub records: u64,
+    /// Flushes of the buffer to the file.
+    pub flushes: u64,
+    /// Records that could not be encoded or written.
+    pub errors: u64,
+}
+
+enum Command {
+    Record(Box<CdrRecord>),
+    Shutdown(oneshot::Sender<Result<WriterStats, CdrError>>),
+}
+
+/// Where finished calls send their record; cheap to clone, one per call task.
+#[derive(Debug, Clone)]
+pub struct CdrSink {
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Record(r) => f.debug_tuple("Record").field(&r.call_id).finish(),
+            Command::Shutdown(_) => f.write_str("Shutdown"),
+        }
+    }
+}
+
+impl CdrSink {
+    /// Queue one record. Waits while the queue is full (never drops);
+    /// fails only when the writer has shut down.
+    pub async fn write(&self, record: CdrRecord) -> Result<(), CdrError> {
+        self.tx
+            .send(Command::Record(Box::new(record)))
+            .await
+            .map_err(|_| CdrError::Closed)
+    }
+}
+
+/// The CDR writer task and its handle.
+#[derive(Debug)]
+pub struct CdrWriter {
+    sink: CdrSink,
+    task: JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl CdrWriter {
+    /// Open (create, append) `path`, creating its directory, and start the
+    /// writer task on the current tokio runtime.
+    pub async fn spawn(
+        path: impl AsRef<Path>,
+        options: WriterOptions,
+    ) -> Result<CdrWriter, CdrError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| CdrError::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir).await.map_err(open_err)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(open_err)?;
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let task = Task {
+            out: BufWriter::with_capacity(options.buffer_size, file),
+            path: path.clone(),
+            options,
+            stats: WriterStats::default(),
+        };
+        let task = tokio::spawn(task.run(rx));
+        Ok(CdrWriter {
+            sink: CdrSink { tx },
+            task,
+            path,
+        })
+    }
+
+    /// A sink to hand to call tasks.
+    pub fn sink(&self) -> CdrSink {
+        self.sink.clone()
+    }
+
+    /// The CDR file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting records, write every record queued so far, flush and
+    /// fsync. Returns once the data is on disk (or with the error that
+    /// prevented it). Records sent by other sinks after this call fail with
+    /// [`CdrError::Closed`].
+    pub async fn shutdown(self) -> Result<WriterStats, CdrError> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.sink.tx.send(Command::Shutdown(reply)).await;
+        drop(self.sink);
+        let result = match sent {
+            Ok(()) => done.await.unwrap_or(Err(CdrError::Closed)),
+            Err(_) => Err(CdrError::Closed),
+        };
+        match self.task.await {
+            Ok(()) => result,
+            Err(e) => Err(CdrError::Task(e)),
+        }
+    }
+}
+
+struct Task {
+    out: BufWriter<File>,
+    path: PathBuf,
+    options: WriterOptions,
+    stats: WriterStats,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Deadlines of the pending flush: `first` bounds the delay under steady
+        // load, `idle` flushes soon after traffic stops.
+        let mut first: Option<Instant> = None;
+        let mut idle = Instant::now();
+        loop {
+            let deadline = first.map(|f| (f + self.options.max_flush_delay).min(idle));
+            let cmd = match deadline {
+                Some(at) => tokio::select! {
+                    cmd = rx.recv() => cmd,
+                    () = tokio::time::sleep_until(at) => {
+                        self.flush().await;
+                        first = None;
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            match cmd {
+                Some(Command::Record(record)) => {
+                    self.write(&record).await;
+                    let now = Instant::now();
+                    first.get_or_insert(now);
+                    idle = now + self.options.idle_flush;
+                }
+                Some(Command::Shutdown(reply)) => {
+                    // Refuse new records, then write what is already queued.
+                    rx.close();
+                    while let Some(cmd) = rx.recv().await {
+                        match cmd {
+                            Command::Record(record) => self.write(&record).await,
+                            Command::Shutdown(other) => {
+                                let _ = other.send(Err(CdrError::Closed));
+                            }
+                        }
+                    }
+                    let _ = reply.send(self.sync().await);
+                    return;
+                }
+                None => {
+                    // Every sink is gone without a shutdown: still persist.
+                    if let Err(e) = self.sync().await {
+                        tracing::error!(error = %e, "CDR final sync failed");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, record: &CdrRecord) {
+        let line = match record.to_json_line() {
+            Ok(line) => line,
+            Err(e) => {
+                self.stats.errors += 1;
+                tracing::error!(call_id = %record.call_id, error = %e, "CDR record dropped");
+                return;
+            }
+        };
+        match self.out.write_all(&line).await {
+            Ok(()) => self.stats.records += 1,
+            Err(e) => {
+                self.stats.errors += 1;
+                tracing::error!(call_id = %record.call_id, path = %self.path.display(), error = %e,
+                    "CDR write failed");
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        match self.out.flush().await {
+            Ok(()) => self.stats.flushes += 1,
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "CDR flush failed"),
+        }
+    }
+
+    async fn sync(&mut self) -> Result<WriterStats, CdrError> {
+        let write_err = |source| CdrError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        self.out.flush().await.map_err(write_err)?;
+        self.stats.flushes += 1;
+        self.out.get_ref().sync_all().await.map_err(write_err)?;
+        Ok(self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms)
+    }
+
+    fn record(i: u64) -> CdrRecord {
+        let times = CallTimes {
+            start: at(1_795_760_000 + i, 0),
+            answer: Some(at(1_795_760_001 + i, 250)),
+            end: at(1_795_760_031 + i, 5),
+        };
+        let mut r = CdrRecord::new(format!("call-{i}"), times, 200, FinishReason::Answered);
+        r.caller = "sip:sipp@127.0.0.1:5090".into();
+        r.dialed = "+74951234567".into();
+        r.pbx = Some("acme".into());
+        r.targets = vec![TargetAttempt {
+            target: "external:office".into(),
+            status: Some(200),
+        }];
+        r
+    }
+
+    fn read_lines(path: &Path) -> Vec<CdrRecord> {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "last line not terminated"
+        );
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn finish_reasons_serialize_as_the_spec_list() {
+        let names: Vec<String> = FinishReason::ALL
+            .iter()
+            .map(|r| {
+                serde_json::to_value(r)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "answered",
+                "caller_hangup",
+                "no_answer",
+                "busy",
+                "unavailable",
+                "not_found",
+                "rejected",
+                "voicemail",
+                "prompt_played",
+                "max_transition_count_exceeded",
+                "overload",
+                "error"
+            ]
+        );
+        for r in FinishReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+
+    #[test]
+    fn record_is_one_json_line_with_rfc3339_millisecond_times() {
+        let line = record(0).to_json_line().unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["call_id"], "call-0");
+        assert_eq!(v["start"], "2026-11-27T06:13:20.000Z");
+        assert_eq!(v["answer"], "2026-11-27T06:13:21.250Z");
+        assert_eq!(v["end"], "2026-11-27T06:13:51.005Z");
+        assert_eq!(v["duration_ms"], 31_005);
+        assert_eq!(v["talk_ms"], 29_755);
+        assert_eq!(v["reason"], "answered");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["pbx"], "acme");
+        assert_eq!(v["targets"][0]["target"], "external:office");
+        assert_eq!(v["targets"][0]["status"], 200);
+    }
+
+    #[test]
+    fn unanswered_call_has_no_answer_time_and_zero_talk_time() {
+        let times = CallTimes {
+            start: at(100, 0),
+            answer: None,
+            end: at(160, 500),
+        };
+        let mut r = CdrRecord::new("x", times, 480, FinishReason::NoAnswer);
+        r.targets = vec![TargetAttempt {
+            target: "external:office".into(),
+            status: None,
+        }];
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json_line().unwrap()).unwrap();
+        assert!(v.get("answer").is_none());
+        assert!(v.get("pbx").is_none());
+        assert_eq!(v["talk_ms"], 0);
+        assert_eq!(v["duration_ms"], 60_500);
+        assert_eq!(v["reason"], "no_answer");
+        assert!(v["targets"][0]["status"].is_null());
+        let back: CdrRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn end_before_start_gives_zero_durations_not_a_panic() {
+        let times = CallTimes {
+            start: at(200, 0),
+            answer: Some(at(300, 0)),
+            end: at(100, 0),
+        };
+        let r = CdrRecord::new("clock-step", times, 200, FinishReason::Answered);
+        assert_eq!((r.duration_ms, r.talk_ms), (0, 0));
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let r = record(7);
+        let back: CdrRecord = serde_json::from_slice(&r.to_json_line().unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_writes_every_record_sent_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let writer = CdrWriter::spawn(&path, WriterOptions::default())
+            .await
+            .unwrap();
+        let sink = writer.sink();
+        for i in 0..5_000 {
+            sink.write(record(i)).await.unwrap();
+        }
+        let stats = writer.shutdown().await.unwrap();
+        assert_eq!(stats.records, 5_000);
+        assert_eq!(stats.errors, 0);
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 5_000);
+        for (i, r) in lines.iter().enumerate() {
+            assert_eq!(*r, record(i as u64));
+        }
+        // The sink outlived the writer: it is refused, not silently dropped.
+        assert!(matches!(sink.write(record(9)).await, Err(CdrError::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn small_queue_backpressures_instead_of_dropping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let options = WriterOptions {
+            queue_capacity: 2,
+            buffer_size: 64,
+            ..WriterOptions::default()
+        };
+        let writer = CdrWriter::spawn(&path, options).await.unwrap();
+        let mut senders = Vec::new();
+        for t in 0..4 {
+            let sink = writer.sink();
+            senders.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    sink.write(record(t * 1000 + i)).await.unwrap();
+                }
+            }));
+        }
+        for s in senders {
+            s.await.unwrap();
+        }
+        let stats = writer.shutdown().await.unwrap();
+        assert_eq!(stats.records, 400);
+        let mut ids: Vec<String> = read_lines(&path).into_iter().map(|r| r.call_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 400);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reopening_appends_to_the_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let w = CdrWriter::spawn(&path, WriterOptions::default())
+            .await
+            .unwrap();
+        for i in 0..3 {
+            w.sink().write(record(i)).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        let w = CdrWriter::spawn(&path, WriterOptions::default())
+            .await
+            .unwrap();
+        for i in 3..5 {
+            w.sink().write(record(i)).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+        let ids: Vec<String> = read_lines(&path).into_iter().map(|r| r.call_id).collect();
+        assert_eq!(ids, ["call-0", "call-1", "call-2", "call-3", "call-4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creates_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("var/lib/vpbx/cdr.jsonl");
+        let w = CdrWriter::spawn(&path, WriterOptions::default())
+            .await
+            .unwrap();
+        w.sink().write(record(1)).await.unwrap();
+        w.shutdown().await.unwrap();
+        assert_eq!(read_lines(&path).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unwritable_path_is_an_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be.
+        let err = CdrWriter::spawn(dir.path(), WriterOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CdrError::Open { .. }), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_queue_is_flushed_without_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let options = WriterOptions::default();
+        let w = CdrWriter::spawn(&path, options).await.unwrap();
+        w.sink().write(record(1)).await.unwrap();
+        // Still in the buffer right after the write...
+        tokio::task::yield_now().await;
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
+        // ...on disk once the queue was idle for `idle_flush`.
+        tokio::time::sleep(options.idle_flush * 2).await;
+        assert_eq!(read_lines(&path).len(), 1);
+        w.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_load_is_flushed_within_max_flush_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let options = WriterOptions {
+            idle_flush: Duration::from_millis(100),
+            max_flush_delay: Duration::from_millis(500),
+            ..WriterOptions::default()
+        };
+        let w = CdrWriter::spawn(&path, options).await.unwrap();
+        // One record every 50 ms never leaves the queue idle for 100 ms.
+        for i in 0..12 {
+            w.sink().write(record(i)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let on_disk = read_lines(&path).len();
+        assert!(
+            (9..12).contains(&on_disk),
+            "{on_disk} records flushed after 600 ms"
+        );
+        w.shutdown().await.unwrap();
+        assert_eq!(read_lines(&path).len(), 12);
+    }
+}
