@@ -1,0 +1,468 @@
+//! Typed, lazily parsed access to header values. Values stay raw [`Bytes`]
+//! in [`Headers`]; these accessors parse them on demand.
+
+use bytes::Bytes;
+
+use super::bytestr::ByteStr;
+use super::grammar::{parse_u32, parse_u64, token, trim};
+use super::header::{HeaderName, Headers};
+use super::method::Method;
+use super::name_addr::{saturating_u32, Contact, NameAddr};
+use super::values::{CSeq, Challenge, Credentials, MediaType, RAck};
+use super::via::Via;
+
+/// Why a typed header value could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// A mandatory header is absent.
+    #[error("missing {0} header")]
+    Missing(HeaderName),
+    /// A single-valued header appears more than once.
+    #[error("more than one {0} header")]
+    Duplicate(HeaderName),
+    /// The value does not follow the grammar.
+    #[error("invalid {name} header: {reason}")]
+    Invalid {
+        /// The header.
+        name: HeaderName,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl HeaderError {
+    /// The header concerned.
+    pub fn name(&self) -> &HeaderName {
+        match self {
+            HeaderError::Missing(n) | HeaderError::Duplicate(n) => n,
+            HeaderError::Invalid { name, .. } => name,
+        }
+    }
+}
+
+fn invalid(name: HeaderName) -> impl FnOnce(&'static str) -> HeaderError {
+    move |reason| HeaderError::Invalid { name, reason }
+}
+
+impl Headers {
+    /// The only value of `name`; `Duplicate` if repeated.
+    pub fn get_single(&self, name: &HeaderName) -> Result<Option<&Bytes>, HeaderError> {
+        let mut first = None;
+        for h in self.iter().filter(|h| h.name == *name) {
+            if first.is_some() {
+                return Err(HeaderError::Duplicate(name.clone()));
+            }
+            first = Some(&h.value);
+        }
+        Ok(first)
+    }
+
+    fn required(&self, name: HeaderName) -> Result<&Bytes, HeaderError> {
+        match self.get_single(&name)? {
+            Some(v) => Ok(v),
+            None => Err(HeaderError::Missing(name)),
+        }
+    }
+
+    /// All Via values of all Via lines, in order.
+    pub fn via(&self) -> Result<Vec<Via>, HeaderError> {
+        let mut out = Vec::with_capacity(2);
+        for v in self.get_all(&HeaderName::Via) {
+            Via::parse_list(v, &mut out).map_err(invalid(HeaderName::Via))?;
+        }
+        if out.is_empty() {
+            return Err(HeaderError::Missing(HeaderName::Via));
+        }
+        Ok(out)
+    }
+
+    /// The topmost Via value (parses only that one).
+    pub fn top_via(&self) -> Result<Via, HeaderError> {
+        let v = self
+            .get(&HeaderName::Via)
+            .ok_or(HeaderError::Missing(HeaderName::Via))?;
+        Via::parse_first(v).map_err(invalid(HeaderName::Via))
+    }
+
+    /// The From header (exactly one).
+    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse_single(self.required(HeaderName::From)?).map_err(invalid(HeaderName::From))
+    }
+
+    /// The To header (exactly one).
+    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse_single(self.required(HeaderName::To)?).map_err(invalid(HeaderName::To))
+    }
+
+    /// The Call-ID (exactly one; `word ["@" word]`, no white space).
+    pub fn call_id(&self) -> Result<ByteStr, HeaderError> {
+        let v = self.required(HeaderName::CallId)?;
+        if v.is_empty() || v.iter().any(|&c| c <= b' ' || c == 0x7f) {
+            return Err(HeaderError::Invalid {
+                name: HeaderName::CallId,
+                reason: "empty or contains white space",
+            });
+        }
+        ByteStr::from_utf8(v.clone()).map_err(|_| HeaderError::Invalid {
+            name: HeaderName::CallId,
+            reason: "not UTF-8",
+        })
+    }
+
+    /// The CSeq (exactly one).
+    pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+        CSeq::parse(self.required(HeaderName::CSeq)?).map_err(invalid(HeaderName::CSeq))
+    }
+
+    /// Max-Forwards (0..=255), if present.
+    pub fn max_forwards(&self) -> Result<Option<u32>, HeaderError> {
+        let Some(v) = self.get_single(&HeaderName::MaxForwards)? else {
+            return Ok(None);
+        };
+        let n = parse_u32(trim(v)).ok_or(HeaderError::Invalid {
+            name: HeaderName::MaxForwards,
+            reason: "not a number",
+        })?;
+        if n > 255 {
+            return Err(HeaderError::Invalid {
+                name: HeaderName::MaxForwards,
+                reason: "greater than 255",
+            });
+        }
+        Ok(Some(n))
+    }
+
+    /// The Contact header(s): `*` or all addresses of all lines, if present.
+    pub fn contacts(&self) -> Result<Option<Contact>, HeaderError> {
+        let mut addrs = Vec::new();
+        let mut star = false;
+        let mut lines = 0;
+        for v in self.get_all(&HeaderName::Contact) {
+            lines += 1;
+            if trim(v) == b"*" {
+                star = true;
+            } else {
+                NameAddr::parse_list(v, &mut addrs).map_err(invalid(HeaderName::Contact))?;
+            }
+        }
+        match (lines, star) {
+            (0, _) => Ok(None),
+            (1, true) => Ok(Some(Contact::Star)),
+            (_, true) => Err(HeaderError::Invalid {
+                name: HeaderName::Contact,
+                reason: "* mixed with addresses",
+            }),
+            _ => Ok(Some(Contact::Addrs(addrs))),
+        }
+    }
+
+    fn name_addrs(&self, name: HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
+        let mut out = Vec::new();
+        for v in self.get_all(&name) {
+            NameAddr::parse_list(v, &mut out).map_err(invalid(name.clone()))?;
+        }
+        Ok(out)
+    }
+
+    /// Route values in order.
+    pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.name_addrs(HeaderName::Route)
+    }
+
+    /// Record-Route values in order.
+    pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.name_addrs(HeaderName::RecordRoute)
+    }
+
+    /// Content-Length, if present.
+    pub fn content_length(&self) -> Result<Option<usize>, HeaderError> {
+        let Some(v) = self.get_single(&HeaderName::ContentLength)? else {
+            return Ok(None);
+        };
+        let n = parse_u64(trim(v))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(HeaderError::Invalid {
+                name: HeaderName::ContentLength,
+                reason: "not a number",
+            })?;
+        Ok(Some(n))
+    }
+
+    /// Content-Type, if present.
+    pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
+        match self.get_single(&HeaderName::ContentType)? {
+            None => Ok(None),
+            Some(v) => MediaType::parse(v)
+                .map(Some)
+                .map_err(invalid(HeaderName::ContentType)),
+        }
+    }
+
+    /// Accept entries of all Accept lines; `None` if there is no Accept header.
+    pub fn accept(&self) -> Result<Option<Vec<MediaType>>, HeaderError> {
+        if !self.contains(&HeaderName::Accept) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for v in self.get_all(&HeaderName::Accept) {
+            MediaType::parse_list(v, &mut out).map_err(invalid(HeaderName::Accept))?;
+        }
+        Ok(Some(out))
+    }
+
+    fn delta_seconds(&self, name: HeaderName) -> Result<Option<u32>, HeaderError> {
+        match self.get_single(&name)? {
+            None => Ok(None),
+            // Larger than 2^32-1 saturates (RFC 4475 §3.1.2.4 allows either this or 400).
+            Some(v) => saturating_u32(trim(v))
+                .map(Some)
+                .ok_or(HeaderError::Invalid {
+                    name,
+                    reason: "not a number of seconds",
+                }),
+        }
+    }
+
+    /// Expires in seconds, if present.
+    pub fn expires(&self) -> Result<Option<u32>, HeaderError> {
+        self.delta_seconds(HeaderName::Expires)
+    }
+
+    /// Min-Expires in seconds, if present.
+    pub fn min_expires(&self) -> Result<Option<u32>, HeaderError> {
+        self.delta_seconds(HeaderName::MinExpires)
+    }
+
+    fn challenges(&self, name: HeaderName) -> Result<Vec<Challenge>, HeaderError> {
+        self.get_all(&name)
+            .map(|v| Challenge::parse(v).map_err(invalid(name.clone())))
+            .collect()
+    }
+
+    fn credentials(&self, name: HeaderName) -> Result<Vec<Credentials>, HeaderError> {
+        self.get_all(&name)
+            .map(|v| Credentials::parse(v).map_err(invalid(name.clone())))
+            .collect()
+    }
+
+    /// WWW-Authenticate challenges.
+    pub fn www_authenticate(&self) -> Result<Vec<Challenge>, HeaderError> {
+        self.challenges(HeaderName::WwwAuthenticate)
+    }
+
+    /// Proxy-Authenticate challenges.
+    pub fn proxy_authenticate(&self) -> Result<Vec<Challenge>, HeaderError> {
+        self.challenges(HeaderName::ProxyAuthenticate)
+    }
+
+    /// Authorization credentials.
+    pub fn authorization(&self) -> Result<Vec<Credentials>, HeaderError> {
+        self.credentials(HeaderName::Authorization)
+    }
+
+    /// Proxy-Authorization credentials.
+    pub fn proxy_authorization(&self) -> Result<Vec<Credentials>, HeaderError> {
+        self.credentials(HeaderName::ProxyAuthorization)
+    }
+
+    /// Allow: the methods listed.
+    pub fn allow(&self) -> Result<Vec<Method>, HeaderError> {
+        let mut out = Vec::new();
+        for v in self.get_all(&HeaderName::Allow) {
+            let list = Headers::split_tokens(v).ok_or(HeaderError::Invalid {
+                name: HeaderName::Allow,
+                reason: "not a method list",
+            })?;
+            for m in list {
+                out.push(Method::from_bytes(m).map_err(|_| HeaderError::Invalid {
+                    name: HeaderName::Allow,
+                    reason: "not a method list",
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn split_tokens(v: &Bytes) -> Option<Vec<Bytes>> {
+        let t = trim(v);
+        if t.is_empty() {
+            return Some(Vec::new());
+        }
+        t.split(|&c| c == b',')
+            .map(|item| {
+                let item = trim(item);
+                match token(item) {
+                    Ok((b"", tok)) => Some(super::grammar::sub(v, tok)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    fn option_tags(&self, name: HeaderName) -> Result<Vec<ByteStr>, HeaderError> {
+        let mut out = Vec::new();
+        for v in self.get_all(&name) {
+            let list = Headers::split_tokens(v).ok_or_else(|| HeaderError::Invalid {
+                name: name.clone(),
+                reason: "not a comma-separated token list",
+            })?;
+            out.extend(list.into_iter().map(ByteStr::from_utf8_lossy));
+        }
+        Ok(out)
+    }
+
+    /// Supported option tags.
+    pub fn supported(&self) -> Result<Vec<ByteStr>, HeaderError> {
+        self.option_tags(HeaderName::Supported)
+    }
+
+    /// Require option tags.
+    pub fn require(&self) -> Result<Vec<ByteStr>, HeaderError> {
+        self.option_tags(HeaderName::Require)
+    }
+
+    /// Proxy-Require option tags.
+    pub fn proxy_require(&self) -> Result<Vec<ByteStr>, HeaderError> {
+        self.option_tags(HeaderName::ProxyRequire)
+    }
+
+    /// Unsupported option tags.
+    pub fn unsupported(&self) -> Result<Vec<ByteStr>, HeaderError> {
+        self.option_tags(HeaderName::Unsupported)
+    }
+
+    /// RSeq (RFC 3262), if present.
+    pub fn rseq(&self) -> Result<Option<u32>, HeaderError> {
+        match self.get_single(&HeaderName::RSeq)? {
+            None => Ok(None),
+            Some(v) => parse_u32(trim(v)).map(Some).ok_or(HeaderError::Invalid {
+                name: HeaderName::RSeq,
+                reason: "not a number",
+            }),
+        }
+    }
+
+    /// RAck (RFC 3262), if present.
+    pub fn rack(&self) -> Result<Option<RAck>, HeaderError> {
+        match self.get_single(&HeaderName::RAck)? {
+            None => Ok(None),
+            Some(v) => RAck::parse(v).map(Some).map_err(invalid(HeaderName::RAck)),
+        }
+    }
+}
+
+/// Generates the typed accessors on a message type by delegating to its headers.
+macro_rules! delegate_accessors {
+    ($ty:ty) => {
+        impl $ty {
+            /// All Via values, in order.
+            pub fn via(&self) -> Result<Vec<Via>, HeaderError> {
+                self.headers.via()
+            }
+            /// The topmost Via value.
+            pub fn top_via(&self) -> Result<Via, HeaderError> {
+                self.headers.top_via()
+            }
+            /// The From header.
+            pub fn from(&self) -> Result<NameAddr, HeaderError> {
+                self.headers.from()
+            }
+            /// The To header.
+            pub fn to(&self) -> Result<NameAddr, HeaderError> {
+                self.headers.to()
+            }
+            /// The Call-ID.
+            pub fn call_id(&self) -> Result<ByteStr, HeaderError> {
+                self.headers.call_id()
+            }
+            /// The CSeq.
+            pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+                self.headers.cseq()
+            }
+            /// Max-Forwards, if present.
+            pub fn max_forwards(&self) -> Result<Option<u32>, HeaderError> {
+                self.headers.max_forwards()
+            }
+            /// Contact, if present.
+            pub fn contacts(&self) -> Result<Option<Contact>, HeaderError> {
+                self.headers.contacts()
+            }
+            /// Route values.
+            pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+                self.headers.route()
+            }
+            /// Record-Route values.
+            pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
+                self.headers.record_route()
+            }
+            /// Content-Length, if present.
+            pub fn content_length(&self) -> Result<Option<usize>, HeaderError> {
+                self.headers.content_length()
+            }
+            /// Content-Type, if present.
+            pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
+                self.headers.content_type()
+            }
+            /// Accept entries, if there is an Accept header.
+            pub fn accept(&self) -> Result<Option<Vec<MediaType>>, HeaderError> {
+                self.headers.accept()
+            }
+            /// Expires, if present.
+            pub fn expires(&self) -> Result<Option<u32>, HeaderError> {
+                self.headers.expires()
+            }
+            /// Min-Expires, if present.
+            pub fn min_expires(&self) -> Result<Option<u32>, HeaderError> {
+                self.headers.min_expires()
+            }
+            /// WWW-Authenticate challenges.
+            pub fn www_authenticate(&self) -> Result<Vec<Challenge>, HeaderError> {
+                self.headers.www_authenticate()
+            }
+            /// Proxy-Authenticate challenges.
+            pub fn proxy_authenticate(&self) -> Result<Vec<Challenge>, HeaderError> {
+                self.headers.proxy_authenticate()
+            }
+            /// Authorization credentials.
+            pub fn authorization(&self) -> Result<Vec<Credentials>, HeaderError> {
+                self.headers.authorization()
+            }
+            /// Proxy-Authorization credentials.
+            pub fn proxy_authorization(&self) -> Result<Vec<Credentials>, HeaderError> {
+                self.headers.proxy_authorization()
+            }
+            /// Allow methods.
+            pub fn allow(&self) -> Result<Vec<Method>, HeaderError> {
+                self.headers.allow()
+            }
+            /// Supported option tags.
+            pub fn supported(&self) -> Result<Vec<ByteStr>, HeaderError> {
+                self.headers.supported()
+            }
+            /// Require option tags.
+            pub fn require(&self) -> Result<Vec<ByteStr>, HeaderError> {
+                self.headers.require()
+            }
+            /// Proxy-Require option tags.
+            pub fn proxy_require(&self) -> Result<Vec<ByteStr>, HeaderError> {
+                self.headers.proxy_require()
+            }
+            /// Unsupported option tags.
+            pub fn unsupported(&self) -> Result<Vec<ByteStr>, HeaderError> {
+                self.headers.unsupported()
+            }
+            /// RSeq, if present.
+            pub fn rseq(&self) -> Result<Option<u32>, HeaderError> {
+                self.headers.rseq()
+            }
+            /// RAck, if present.
+            pub fn rack(&self) -> Result<Option<RAck>, HeaderError> {
+                self.headers.rack()
+            }
+        }
+    };
+}
+
+delegate_accessors!(super::message::Request);
+delegate_accessors!(super::message::Response);

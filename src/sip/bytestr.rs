@@ -1,0 +1,143 @@
+//! [`ByteStr`]: UTF-8 text that shares the received buffer.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+/// UTF-8 text that is a slice of the received buffer (zero-copy).
+///
+/// The invariant "the bytes are valid UTF-8" is checked when the value is
+/// built; without `unsafe` the `str` view re-validates on access, which is
+/// cheap for the short ASCII tokens SIP is made of.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// A `ByteStr` over static text, without copying.
+    pub const fn from_static(s: &'static str) -> Self {
+        ByteStr(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Wraps `bytes` after checking that they are UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(ByteStr(bytes))
+    }
+
+    /// Wraps `bytes`, replacing invalid UTF-8 sequences (copies only then).
+    pub fn from_utf8_lossy(bytes: Bytes) -> Self {
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => ByteStr(bytes),
+            Err(_) => ByteStr(Bytes::from(String::from_utf8_lossy(&bytes).into_owned())),
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Valid by construction; the fallback is unreachable.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Gives back the underlying bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// ASCII case-insensitive comparison (SIP tokens, header names, schemes).
+    pub fn eq_ignore_ascii_case(&self, other: &str) -> bool {
+        self.0.eq_ignore_ascii_case(other.as_bytes())
+    }
+}
+
+impl Deref for ByteStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ByteStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for ByteStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+// Hash like `str` so that `Borrow<str>` lookups work in maps.
+impl Hash for ByteStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl From<&'static str> for ByteStr {
+    fn from(s: &'static str) -> Self {
+        ByteStr::from_static(s)
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> Self {
+        ByteStr(Bytes::from(s))
+    }
+}
+
+impl From<ByteStr> for Bytes {
+    fn from(s: ByteStr) -> Bytes {
+        s.0
+    }
+}
+
+impl PartialEq<str> for ByteStr {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ByteStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_invalid_utf8_and_compares_case_insensitively() {
+        assert!(ByteStr::from_utf8(Bytes::from_static(b"\xff")).is_err());
+        let s = ByteStr::from_utf8(Bytes::from_static(b"Branch")).unwrap();
+        assert!(s.eq_ignore_ascii_case("BRANCH"));
+        assert_eq!(s, "Branch");
+        assert_eq!(
+            ByteStr::from_utf8_lossy(Bytes::from_static(b"a\xffb")).as_str(),
+            "a\u{fffd}b"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! Header fields: [`HeaderName`] (with the compact forms of RFC 3261 §7.3.3),
+//! [`Header`] and the ordered list [`Headers`].
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+
+use super::bytestr::ByteStr;
+use super::grammar::is_token;
+
+macro_rules! header_names {
+    ($($variant:ident => $canon:expr, [$($alias:expr),*];)*) => {
+        /// A header field name. Known names are variants; compact forms map to
+        /// them (`v` is [`HeaderName::Via`]); the rest is kept in
+        /// [`HeaderName::Other`] and compared case-insensitively.
+        #[derive(Clone, Debug)]
+        pub enum HeaderName {
+            $(
+                #[doc = concat!("`", $canon, "`")]
+                $variant,
+            )*
+            /// Any other header name, as written.
+            Other(ByteStr),
+        }
+
+        impl HeaderName {
+            /// The canonical long form.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(HeaderName::$variant => $canon,)*
+                    HeaderName::Other(s) => s,
+                }
+            }
+
+            /// Recognizes a known name or compact form (lower-case input).
+            fn known(lower: &[u8]) -> Option<HeaderName> {
+                Some(match lower {
+                    $($($alias)|* => HeaderName::$variant,)*
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+header_names! {
+    Via => "Via", [b"via", b"v"];
+    From => "From", [b"from", b"f"];
+    To => "To", [b"to", b"t"];
+    CallId => "Call-ID", [b"call-id", b"i"];
+    CSeq => "CSeq", [b"cseq"];
+    MaxForwards => "Max-Forwards", [b"max-forwards"];
+    Contact => "Contact", [b"contact", b"m"];
+    Route => "Route", [b"route"];
+    RecordRoute => "Record-Route", [b"record-route"];
+    ContentLength => "Content-Length", [b"content-length", b"l"];
+    ContentType => "Content-Type", [b"content-type", b"c"];
+    ContentEncoding => "Content-Encoding", [b"content-encoding", b"e"];
+    Expires => "Expires", [b"expires"];
+    MinExpires => "Min-Expires", [b"min-expires"];
+    WwwAuthenticate => "WWW-Authenticate", [b"www-authenticate"];
+    ProxyAuthenticate => "Proxy-Authenticate", [b"proxy-authenticate"];
+    Authorization => "Authorization", [b"authorization"];
+    ProxyAuthorization => "Proxy-Authorization", [b"proxy-authorization"];
+    Allow => "Allow", [b"allow"];
+    Accept => "Accept", [b"accept"];
+    Supported => "Supported", [b"supported", b"k"];
+    Require => "Require", [b"require"];
+    ProxyRequire => "Proxy-Require", [b"proxy-require"];
+    Unsupported => "Unsupported", [b"unsupported"];
+    RSeq => "RSeq", [b"rseq"];
+    RAck => "RAck", [b"rack"];
+    Subject => "Subject", [b"subject", b"s"];
+    UserAgent => "User-Agent", [b"user-agent"];
+    Server => "Server", [b"server"];
+    RetryAfter => "Retry-After", [b"retry-after"];
+    Date => "Date", [b"date"];
+    Event => "Event", [b"event", b"o"];
+    ReferTo => "Refer-To", [b"refer-to", b"r"];
+    Warning => "Warning", [b"warning"];
+    Reason => "Reason", [b"reason"];
+}
+
+/// Compact forms of headers that have no variant of their own (RFC 3261
+/// §7.3.3 and the IANA registry); they map to the long form in `Other`.
+fn compact_other(c: u8) -> Option<&'static str> {
+    Some(match c {
+        b'u' => "Allow-Events",
+        b'b' => "Referred-By",
+        b'x' => "Session-Expires",
+        b'y' => "Identity",
+        b'a' => "Accept-Contact",
+        b'j' => "Reject-Contact",
+        b'd' => "Request-Disposition",
+        b'n' => "Identity-Info",
+        _ => return None,
+    })
+}
+
+/// The bytes are not a header name token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a header name token")]
+pub struct InvalidHeaderName;
+
+impl HeaderName {
+    /// Recognizes `name` without allocating; `make_other` is called only for
+    /// unknown names.
+    #[inline]
+    fn recognize(
+        name: &[u8],
+        make_other: impl FnOnce() -> ByteStr,
+    ) -> Result<Self, InvalidHeaderName> {
+        if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
+            return Err(InvalidHeaderName);
+        }
+        let mut buf = [0u8; 20];
+        if name.len() <= buf.len() {
+            let lower = &mut buf[..name.len()];
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            if let Some(h) = HeaderName::known(lower) {
+                return Ok(h);
+            }
+            if lower.len() == 1 {
+                if let Some(long) = compact_other(lower[0]) {
+                    return Ok(HeaderName::Other(ByteStr::from_static(long)));
+                }
+            }
+        }
+        Ok(HeaderName::Other(make_other()))
+    }
+
+    /// Parses a header name (copies only unknown names).
+    pub fn parse(name: &[u8]) -> Result<Self, InvalidHeaderName> {
+        Self::recognize(name, || {
+            ByteStr::from_utf8_lossy(Bytes::copy_from_slice(name))
+        })
+    }
+
+    /// Parses a header name that is a slice of a received buffer (zero-copy).
+    pub(crate) fn from_bytes(name: Bytes) -> Result<Self, InvalidHeaderName> {
+        let n = name.clone();
+        Self::recognize(&n, move || ByteStr::from_utf8_lossy(name))
+    }
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for HeaderName {}
+
+impl Hash for HeaderName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        if let HeaderName::Other(s) = self {
+            for b in s.as_bytes().iter() {
+                state.write_u8(b.to_ascii_lowercase());
+            }
+        }
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One header field. `value` is raw: trimmed, folding replaced by SP, and
+/// (for received messages) a slice of the received buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The name.
+    pub name: HeaderName,
+    /// The raw value.
+    pub value: Bytes,
+}
+
+/// The header fields of a message, in wire order. Repeated fields and
+/// several values on one line are kept as received; typed accessors join them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    /// An empty list with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n))
+    }
+
+    /// The value of the first field named `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<&Bytes> {
+        self.0.iter().find(|h| h.name == *name).map(|h| &h.value)
+    }
+
+    /// The values of all fields named `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let name = name.clone();
+        self.0
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| &h.value)
+    }
+
+    /// True if a field named `name` is present.
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.0.iter().any(|h| h.name == *name)
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.0.push(Header {
+            name,
+            value: value.into(),
+        });
+    }
+
+    /// Inserts a field before all others (e.g. a new top Via).
+    pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.0.insert(
+            0,
+            Header {
+                name,
+                value: value.into(),
+            },
+        );
+    }
+
+    /// Removes every field named `name`.
+    pub fn remove_all(&mut self, name: &HeaderName) {
+        self.0.retain(|h| h.name != *name);
+    }
+
+    /// Removes the first field named `name` and returns its value.
+    pub fn remove_first(&mut self, name: &HeaderName) -> Option<Bytes> {
+        let i = self.0.iter().position(|h| h.name == *name)?;
+        Some(self.0.remove(i).value)
+    }
+
+    /// Replaces all fields named `name` by one field with `value`, at the
+    /// position of the first one (or at the end).
+    pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let value = value.into();
+        match self.0.iter().position(|h| h.name == name) {
+            Some(i) => {
+                self.0[i].value = value;
+                let mut k = 0;
+                self.0.retain(|h| {
+                    let keep = k <= i || h.name != name;
+                    k += 1;
+                    keep
+                });
+            }
+            None => self.push(name, value),
+        }
+    }
+
+    /// All fields in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.0.iter()
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there is no field.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn push_header(&mut self, h: Header) {
+        self.0.push(h);
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<Header> for Headers {
+    fn from_iter<I: IntoIterator<Item = Header>>(iter: I) -> Self {
+        Headers(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_odd_case_names_are_recognized() {
+        assert_eq!(HeaderName::parse(b"v").unwrap(), HeaderName::Via);
+        assert_eq!(
+            HeaderName::parse(b"MaX-fOrWaRdS").unwrap(),
+            HeaderName::MaxForwards
+        );
+        assert_eq!(HeaderName::parse(b"i").unwrap(), HeaderName::CallId);
+        assert_eq!(HeaderName::parse(b"l").unwrap(), HeaderName::ContentLength);
+        assert_eq!(HeaderName::parse(b"k").unwrap(), HeaderName::Supported);
+        assert_eq!(
+            HeaderName::parse(b"u").unwrap(),
+            HeaderName::parse(b"Allow-Events").unwrap()
+        );
+        assert_eq!(
+            HeaderName::parse(b"C%6Fntact").unwrap().as_str(),
+            "C%6Fntact"
+        );
+        assert_ne!(
+            HeaderName::parse(b"C%6Fntact").unwrap(),
+            HeaderName::Contact
+        );
+        assert!(HeaderName::parse(b"Foo bar").is_err());
+        assert_eq!(
+            HeaderName::parse(b"X-Foo").unwrap(),
+            HeaderName::parse(b"x-foo").unwrap()
+        );
+    }
+
+    #[test]
+    fn set_replaces_all_in_place() {
+        let mut h = Headers::new();
+        h.push(HeaderName::Via, "a");
+        h.push(HeaderName::To, "t");
+        h.push(HeaderName::Via, "b");
+        h.set(HeaderName::Via, "c");
+        let names: Vec<_> = h
+            .iter()
+            .map(|x| (x.name.as_str(), x.value.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("Via", Bytes::from("c")), ("To", Bytes::from("t"))]
+        );
+        h.push_front(HeaderName::Via, "top");
+        assert_eq!(h.get(&HeaderName::Via).unwrap(), "top");
+        assert_eq!(h.remove_first(&HeaderName::Via).unwrap(), "top");
+        h.remove_all(&HeaderName::Via);
+        assert_eq!(h.len(), 1);
+    }
+}

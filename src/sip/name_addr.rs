@@ -1,0 +1,250 @@
+//! name-addr / addr-spec values (RFC 3261 §20.10, §20.20, §20.39): From,
+//! To, Contact, Route, Record-Route.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::bytestr::ByteStr;
+use super::grammar::{
+    is_wsp, quote_escape, quoted_string, semi_params, sub_str, sws, token, unquote,
+};
+use super::params::{from_raw, Params};
+use super::uri::Uri;
+
+/// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameAddr {
+    /// The display name as written: the inside of the quotes with
+    /// quoted-pairs still escaped, or the token form. See
+    /// [`NameAddr::display_name_unescaped`].
+    pub display_name: Option<ByteStr>,
+    /// The URI.
+    pub uri: Uri,
+    /// Header parameters after the URI (`tag`, `expires`, `q`, ...).
+    pub params: Params,
+}
+
+impl NameAddr {
+    /// A name-addr without display name and parameters.
+    pub fn new(uri: Uri) -> Self {
+        NameAddr {
+            display_name: None,
+            uri,
+            params: Params::new(),
+        }
+    }
+
+    /// Sets the display name from plain text (escaping `"` and `\`).
+    pub fn set_display_name(&mut self, name: &str) {
+        self.display_name = Some(ByteStr::from(quote_escape(name).into_owned()));
+    }
+
+    /// The display name with quoted-pairs resolved.
+    pub fn display_name_unescaped(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.display_name.as_deref().map(unquote)
+    }
+
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<&str> {
+        self.params.value("tag")
+    }
+
+    /// Sets the `tag` parameter.
+    pub fn set_tag(&mut self, tag: impl Into<ByteStr>) {
+        self.params.set("tag", Some(tag.into()));
+    }
+
+    /// The Contact `q` parameter (0.0 to 1.0).
+    pub fn q(&self) -> Option<f32> {
+        self.params
+            .value("q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .filter(|q| (0.0..=1.0).contains(q))
+    }
+
+    /// The Contact `expires` parameter in seconds (saturating at `u32::MAX`).
+    pub fn expires(&self) -> Option<u32> {
+        self.params
+            .value("expires")
+            .and_then(|e| saturating_u32(e.as_bytes()))
+    }
+
+    /// Parses one name-addr or addr-spec at the start of `i` (a slice of `src`).
+    pub(crate) fn parse_one<'a>(
+        src: &Bytes,
+        i: &'a [u8],
+    ) -> Result<(NameAddr, &'a [u8]), &'static str> {
+        let (i, _) = sws(i).map_err(|_| "malformed address")?;
+        let (display_name, angle) = match i.first() {
+            Some(b'"') => {
+                let (rest, q) = quoted_string(i).map_err(|_| "unterminated quoted display name")?;
+                let (rest, _) = sws(rest).map_err(|_| "malformed address")?;
+                if rest.first() != Some(&b'<') {
+                    return Err("quoted display name not followed by <URI>");
+                }
+                let name = ByteStr::from_utf8(super::grammar::sub(src, &q[1..q.len() - 1]))
+                    .map_err(|_| "display name is not UTF-8")?;
+                (Some(name), Some(rest))
+            }
+            Some(b'<') => (None, Some(i)),
+            _ => {
+                // *(token LWS) followed by "<" is a token display name
+                // (RFC 4475 §3.1.1.6: LWS before "<" may be missing).
+                let mut j = i;
+                while let Ok((r, _)) = token(j) {
+                    j = sws(r).map(|(r, _)| r).unwrap_or(r);
+                }
+                if j.first() == Some(&b'<') && j.len() < i.len() {
+                    let name = super::grammar::trim(&i[..i.len() - j.len()]);
+                    (
+                        Some(sub_str(src, name).ok_or("malformed display name")?),
+                        Some(j),
+                    )
+                } else {
+                    (None, None)
+                }
+            }
+        };
+        let (uri, rest) = match angle {
+            Some(a) => {
+                let end = memchr::memchr(b'>', a).ok_or("missing > after URI")?;
+                let inner = &a[1..end];
+                let uri = Uri::parse_in(src, inner).map_err(|_| "malformed URI in <>")?;
+                (uri, &a[end + 1..])
+            }
+            None => {
+                let end = i
+                    .iter()
+                    .position(|&c| c == b';' || c == b',' || is_wsp(c))
+                    .unwrap_or(i.len());
+                let uri = Uri::parse_in(src, &i[..end]).map_err(|_| "malformed addr-spec")?;
+                if let Uri::Sip(u) = &uri {
+                    if !u.headers.is_empty() {
+                        return Err("URI with headers must be enclosed in <>");
+                    }
+                }
+                (uri, &i[end..])
+            }
+        };
+        let (rest, raw) = semi_params(rest).map_err(|_| "malformed header parameter")?;
+        let params = from_raw(src, raw).map_err(|_| "header parameter is not UTF-8")?;
+        let (rest, _) = sws(rest).map_err(|_| "malformed address")?;
+        Ok((
+            NameAddr {
+                display_name,
+                uri,
+                params,
+            },
+            rest,
+        ))
+    }
+
+    /// Parses a value that holds exactly one address (From, To).
+    pub(crate) fn parse_single(src: &Bytes) -> Result<NameAddr, &'static str> {
+        let (na, rest) = NameAddr::parse_one(src, src)?;
+        if rest.is_empty() {
+            Ok(na)
+        } else {
+            Err("unexpected characters after address")
+        }
+    }
+
+    /// Parses a comma-separated list of addresses into `out`.
+    pub(crate) fn parse_list(src: &Bytes, out: &mut Vec<NameAddr>) -> Result<(), &'static str> {
+        let mut i: &[u8] = src;
+        loop {
+            let (na, rest) = NameAddr::parse_one(src, i)?;
+            out.push(na);
+            match rest.split_first() {
+                None => return Ok(()),
+                Some((b',', r)) => i = r,
+                Some(_) => return Err("unexpected characters after address"),
+            }
+        }
+    }
+}
+
+pub(crate) fn saturating_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(super::grammar::parse_u32(s).unwrap_or(u32::MAX))
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display_name {
+            write!(f, "\"{d}\" ")?;
+        }
+        write!(f, "<{}>{}", self.uri, self.params)
+    }
+}
+
+/// The Contact header: `*` or a list of addresses (RFC 3261 §20.10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contact {
+    /// `Contact: *` (REGISTER removing all bindings).
+    Star,
+    /// The addresses, from all Contact lines in order.
+    Addrs(Vec<NameAddr>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &'static str) -> Result<NameAddr, &'static str> {
+        NameAddr::parse_single(&Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn quoted_display_name_with_escapes() {
+        let n =
+            one(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#).unwrap();
+        assert_eq!(n.display_name.as_deref(), Some(r#"J Rosenberg \\\""#));
+        assert_eq!(n.display_name_unescaped().unwrap(), r#"J Rosenberg \""#);
+        assert_eq!(n.tag(), Some("98asjd8"));
+    }
+
+    #[test]
+    fn token_display_name_with_and_without_space() {
+        let n = one("caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(n.display_name.as_deref(), Some("caller"));
+        let n = one("token1~` token2'+_ <sip:a@example.com>").unwrap();
+        assert_eq!(n.display_name.as_deref(), Some("token1~` token2'+_"));
+    }
+
+    #[test]
+    fn addr_spec_params_belong_to_the_header() {
+        let n = one("sip:+19725552222@gw1.example.net;unknownparam").unwrap();
+        assert!(n.params.contains("unknownparam"));
+        assert!(n.uri.as_sip().unwrap().params.is_empty());
+        let n = one("<sip:+19725552222@gw1.example.net;unknownparam>").unwrap();
+        assert!(n.params.is_empty());
+        assert!(n.uri.as_sip().unwrap().params.contains("unknownparam"));
+    }
+
+    #[test]
+    fn malformed_addresses() {
+        assert!(one(r#""Mr. J. User <sip:j.user@example.com>"#).is_err());
+        assert!(one("< sip:t.watson@example.org >").is_err());
+        assert!(one("Bell, Alexander <sip:a.g.bell@example.com>;tag=43").is_err());
+        assert!(one("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
+        assert!(one(r#""Joe" <sip:joe@example.org>;;;;"#).is_err());
+    }
+
+    #[test]
+    fn lists_and_contact_params() {
+        let mut out = Vec::new();
+        NameAddr::parse_list(
+            &Bytes::from_static(b"\"A, B\" <sip:a@x>;q=0.5;expires=60, sip:b@y"),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].q(), Some(0.5));
+        assert_eq!(out[0].expires(), Some(60));
+        assert_eq!(out[0].to_string(), "\"A, B\" <sip:a@x>;q=0.5;expires=60");
+    }
+}

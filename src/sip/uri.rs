@@ -1,0 +1,524 @@
+//! URIs: SIP/SIPS (RFC 3261 §19.1, IPv6 references per RFC 5118), `tel:`
+//! (RFC 3966) and any other absolute URI kept opaque so that it can be
+//! answered with 416.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use bytes::Bytes;
+
+use super::bytestr::ByteStr;
+use super::grammar::{
+    escapes_valid, is_hnv, is_host, is_paramchar, is_password, is_user, parse_u64, sub, sub_str,
+    unescape,
+};
+use super::params::Params;
+
+/// Why a URI did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UriError {
+    /// No `scheme:` prefix.
+    #[error("missing or invalid URI scheme")]
+    Scheme,
+    /// Bad characters or escapes in the user part.
+    #[error("invalid user part")]
+    User,
+    /// Bad characters or escapes in the password.
+    #[error("invalid password")]
+    Password,
+    /// Host missing or not a host name, IPv4 address or IPv6 reference.
+    #[error("invalid host")]
+    Host,
+    /// Port not a number in 0..=65535.
+    #[error("invalid port")]
+    Port,
+    /// Bad URI parameter.
+    #[error("invalid URI parameter")]
+    Param,
+    /// Bad `?header=value` part.
+    #[error("invalid URI header")]
+    Header,
+    /// Characters after the end of the URI.
+    #[error("unexpected character in URI")]
+    Trailing,
+    /// A `tel:` URI without a number.
+    #[error("invalid telephone number")]
+    Number,
+}
+
+/// A host: domain name, IPv4 address or IPv6 address (written in brackets).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A host name as written.
+    Domain(ByteStr),
+    /// An IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address (the URI form is `[addr]`).
+    Ipv6(Ipv6Addr),
+}
+
+impl Host {
+    /// The IP address, when the host is one.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Host::Ipv4(a) => Some((*a).into()),
+            Host::Ipv6(a) => Some((*a).into()),
+            Host::Domain(_) => None,
+        }
+    }
+}
+
+impl From<std::net::IpAddr> for Host {
+    fn from(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(a) => Host::Ipv4(a),
+            std::net::IpAddr::V6(a) => Host::Ipv6(a),
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(d),
+            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Parses the inside of an IPv6 reference. RFC 5118 §4.10: the RFC 3261
+/// ABNF admits `2001:db8:::192.0.2.1` (three colons); tolerate it.
+pub(crate) fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
+    let text = std::str::from_utf8(s).ok()?;
+    text.parse().ok().or_else(|| {
+        if text.contains(":::") {
+            text.replacen(":::", "::", 1).parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses `host` at the start of `s`: `[IPv6]`, IPv4 or a host name.
+/// Returns the host and the rest.
+pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
+    if s.first() == Some(&b'[') {
+        let end = memchr::memchr(b']', s).ok_or(UriError::Host)?;
+        let ip = parse_ipv6(&s[1..end]).ok_or(UriError::Host)?;
+        return Ok((Host::Ipv6(ip), &s[end + 1..]));
+    }
+    let n = s.iter().position(|&c| !is_host(c)).unwrap_or(s.len());
+    let (h, rest) = s.split_at(n);
+    if h.is_empty() {
+        return Err(UriError::Host);
+    }
+    if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        let text = std::str::from_utf8(h).map_err(|_| UriError::Host)?;
+        let ip: Ipv4Addr = text.parse().map_err(|_| UriError::Host)?;
+        return Ok((Host::Ipv4(ip), rest));
+    }
+    // Labels must not be empty; a single trailing dot is allowed (FQDN).
+    let body = h.strip_suffix(b".").unwrap_or(h);
+    if body.is_empty() || body.split(|&c| c == b'.').any(|l| l.is_empty()) {
+        return Err(UriError::Host);
+    }
+    Ok((Host::Domain(sub_str(src, h).ok_or(UriError::Host)?), rest))
+}
+
+/// Parses `:port` if present.
+pub(crate) fn parse_port(s: &[u8]) -> Result<(Option<u16>, &[u8]), UriError> {
+    match s.strip_prefix(b":") {
+        None => Ok((None, s)),
+        Some(r) => {
+            let n = r
+                .iter()
+                .position(|c| !c.is_ascii_digit())
+                .unwrap_or(r.len());
+            let port = parse_u64(&r[..n])
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(UriError::Port)?;
+            Ok((Some(port), &r[n..]))
+        }
+    }
+}
+
+/// A `sip:` or `sips:` URI (RFC 3261 §19.1.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// The user part, kept escaped as written.
+    pub user: Option<ByteStr>,
+    /// The password, kept escaped as written.
+    pub password: Option<ByteStr>,
+    /// The host.
+    pub host: Host,
+    /// The port, if written.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`), escapes kept.
+    pub params: Params,
+    /// URI headers (`?Subject=x&Priority=urgent`), escapes kept.
+    pub headers: Params,
+}
+
+impl SipUri {
+    /// A `sip:` URI for `host` with nothing else.
+    pub fn new(host: Host) -> Self {
+        SipUri {
+            secure: false,
+            user: None,
+            password: None,
+            host,
+            port: None,
+            params: Params::new(),
+            headers: Params::new(),
+        }
+    }
+
+    /// The user part with `%` escapes resolved (may contain NUL; never truncated).
+    pub fn user_unescaped(&self) -> Option<Vec<u8>> {
+        self.user
+            .as_ref()
+            .map(|u| unescape(u.as_bytes()).into_owned())
+    }
+
+    /// The `transport` parameter.
+    pub fn transport(&self) -> Option<&str> {
+        self.params.value("transport")
+    }
+
+    /// True when the URI has the `lr` parameter (loose routing).
+    pub fn lr(&self) -> bool {
+        self.params.contains("lr")
+    }
+
+    fn parse(src: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, UriError> {
+        let (user, password, hostport) = match memchr::memchr(b'@', s) {
+            Some(at) => {
+                let userinfo = &s[..at];
+                let (u, p) = match memchr::memchr(b':', userinfo) {
+                    Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                    None => (userinfo, None),
+                };
+                if u.is_empty() || !u.iter().all(|&c| is_user(c)) || !escapes_valid(u) {
+                    return Err(UriError::User);
+                }
+                let password = match p {
+                    Some(p) if p.iter().all(|&c| is_password(c)) && escapes_valid(p) => {
+                        Some(sub_str(src, p).ok_or(UriError::Password)?)
+                    }
+                    Some(_) => return Err(UriError::Password),
+                    None => None,
+                };
+                (
+                    Some(sub_str(src, u).ok_or(UriError::User)?),
+                    password,
+                    &s[at + 1..],
+                )
+            }
+            None => (None, None, s),
+        };
+        let (host, rest) = parse_host(src, hostport)?;
+        let (port, mut rest) = parse_port(rest)?;
+        let mut params = Params::new();
+        while let Some(r) = rest.strip_prefix(b";") {
+            let (name, value, r) = uri_pair(src, r, is_paramchar, b'=', UriError::Param)?;
+            params.push(name, value);
+            rest = r;
+        }
+        let mut headers = Params::new();
+        if let Some(mut r) = rest.strip_prefix(b"?") {
+            loop {
+                let (name, value, after) = uri_pair(src, r, is_hnv, b'=', UriError::Header)?;
+                headers.push(name, Some(value.unwrap_or_default()));
+                match after.strip_prefix(b"&") {
+                    Some(a) => r = a,
+                    None => {
+                        rest = after;
+                        break;
+                    }
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return Err(UriError::Trailing);
+        }
+        Ok(SipUri {
+            secure,
+            user,
+            password,
+            host,
+            port,
+            params,
+            headers,
+        })
+    }
+}
+
+/// `name[=value]` made of `class` characters, escapes checked.
+fn uri_pair<'a>(
+    src: &Bytes,
+    s: &'a [u8],
+    class: fn(u8) -> bool,
+    eq: u8,
+    err: UriError,
+) -> Result<(ByteStr, Option<ByteStr>, &'a [u8]), UriError> {
+    let n = s.iter().position(|&c| !class(c)).unwrap_or(s.len());
+    let name = &s[..n];
+    if name.is_empty() || !escapes_valid(name) {
+        return Err(err);
+    }
+    let name = sub_str(src, name).ok_or(err)?;
+    let rest = &s[n..];
+    match rest.strip_prefix(&[eq]) {
+        Some(r) => {
+            let m = r.iter().position(|&c| !class(c)).unwrap_or(r.len());
+            let v = &r[..m];
+            if !escapes_valid(v) {
+                return Err(err);
+            }
+            Ok((name, Some(sub_str(src, v).ok_or(err)?), &r[m..]))
+        }
+        None => Ok((name, None, rest)),
+    }
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.secure { "sips:" } else { "sip:" })?;
+        if let Some(u) = &self.user {
+            f.write_str(u)?;
+            if let Some(p) = &self.password {
+                write!(f, ":{p}")?;
+            }
+            f.write_str("@")?;
+        }
+        write!(f, "{}", self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        self.params.write_sep(f, ';', ';')?;
+        self.headers.write_sep(f, '?', '&')
+    }
+}
+
+/// A `tel:` URI (RFC 3966): the number as written and its parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TelUri {
+    /// The telephone-subscriber number, e.g. `+1-201-555-0123` or `7042`.
+    pub number: ByteStr,
+    /// Parameters such as `phone-context`.
+    pub params: Params,
+}
+
+impl TelUri {
+    fn parse(src: &Bytes, s: &[u8]) -> Result<TelUri, UriError> {
+        let n = memchr::memchr(b';', s).unwrap_or(s.len());
+        let number = &s[..n];
+        if number.is_empty() || !number.iter().all(|&c| is_paramchar(c) || c == b'#') {
+            return Err(UriError::Number);
+        }
+        let mut params = Params::new();
+        let mut rest = &s[n..];
+        while let Some(r) = rest.strip_prefix(b";") {
+            let (name, value, r) = uri_pair(src, r, is_paramchar, b'=', UriError::Param)?;
+            params.push(name, value);
+            rest = r;
+        }
+        if !rest.is_empty() {
+            return Err(UriError::Trailing);
+        }
+        Ok(TelUri {
+            number: sub_str(src, number).ok_or(UriError::Number)?,
+            params,
+        })
+    }
+}
+
+impl fmt::Display for TelUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tel:{}{}", self.number, self.params)
+    }
+}
+
+/// Any URI: SIP/SIPS, tel, or another absolute URI kept opaque.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uri {
+    /// `sip:` / `sips:`.
+    Sip(SipUri),
+    /// `tel:`.
+    Tel(TelUri),
+    /// Another scheme (e.g. `http:`, `urn:`), unparsed.
+    Other {
+        /// The scheme as written.
+        scheme: ByteStr,
+        /// Everything after the first `:`.
+        rest: ByteStr,
+    },
+}
+
+impl Uri {
+    /// Parses a URI from text (copies it).
+    pub fn parse(s: &str) -> Result<Uri, UriError> {
+        Self::from_bytes(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// Parses a URI that is a buffer of its own (zero-copy).
+    pub fn from_bytes(b: Bytes) -> Result<Uri, UriError> {
+        Self::parse_in(&b, &b)
+    }
+
+    /// Parses `s`, a slice of `src`, as a whole URI.
+    pub(crate) fn parse_in(src: &Bytes, s: &[u8]) -> Result<Uri, UriError> {
+        let colon = memchr::memchr(b':', s).ok_or(UriError::Scheme)?;
+        let scheme = &s[..colon];
+        let rest = &s[colon + 1..];
+        let valid_scheme = scheme.first().is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'-' || c == b'.');
+        if !valid_scheme {
+            return Err(UriError::Scheme);
+        }
+        if scheme.eq_ignore_ascii_case(b"sip") {
+            SipUri::parse(src, rest, false).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            SipUri::parse(src, rest, true).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            TelUri::parse(src, rest).map(Uri::Tel)
+        } else {
+            if rest.is_empty() || rest.iter().any(|&c| c <= b' ' || c == 0x7f) {
+                return Err(UriError::Trailing);
+            }
+            Ok(Uri::Other {
+                scheme: sub_str(src, scheme).ok_or(UriError::Scheme)?,
+                rest: ByteStr::from_utf8(sub(src, rest)).map_err(|_| UriError::Trailing)?,
+            })
+        }
+    }
+
+    /// The scheme, lower-case for the known ones.
+    pub fn scheme(&self) -> &str {
+        match self {
+            Uri::Sip(u) if u.secure => "sips",
+            Uri::Sip(_) => "sip",
+            Uri::Tel(_) => "tel",
+            Uri::Other { scheme, .. } => scheme,
+        }
+    }
+
+    /// The SIP URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl From<SipUri> for Uri {
+    fn from(u: SipUri) -> Self {
+        Uri::Sip(u)
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uri::Sip(u) => u.fmt(f),
+            Uri::Tel(t) => t.fmt(f),
+            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri {
+        match Uri::parse(s).unwrap() {
+            Uri::Sip(u) => u,
+            other => panic!("not sip: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sip_uri_with_everything() {
+        let u =
+            sip("sips:alice:secret@example.com:5061;transport=tcp;lr?Subject=hi&Priority=urgent");
+        assert!(u.secure);
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.password.as_deref(), Some("secret"));
+        assert_eq!(u.host, Host::Domain("example.com".into()));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.transport(), Some("tcp"));
+        assert!(u.lr());
+        assert_eq!(u.headers.value("priority"), Some("urgent"));
+        assert_eq!(
+            u.to_string(),
+            "sips:alice:secret@example.com:5061;transport=tcp;lr?Subject=hi&Priority=urgent"
+        );
+    }
+
+    #[test]
+    fn ipv6_references_rfc5118() {
+        let u = sip("sip:[2001:db8::10]:5070");
+        assert_eq!(u.host, Host::Ipv6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        let u = sip("sip:[2001:db8::10:5070]");
+        assert_eq!(u.host, Host::Ipv6("2001:db8::10:5070".parse().unwrap()));
+        assert_eq!(u.port, None);
+        let u = sip("sip:[2001:db8:::192.0.2.1]");
+        assert_eq!(u.host, Host::Ipv6("2001:db8::c000:201".parse().unwrap()));
+        assert!(Uri::parse("sip:2001:db8::10").is_err());
+    }
+
+    #[test]
+    fn user_with_semicolon_and_escapes() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user.as_deref(), Some("user;par=u%40example.net"));
+        assert_eq!(u.user_unescaped().unwrap(), b"user;par=u@example.net");
+        let u = sip("sip:null-%00-null@example.com");
+        assert_eq!(u.user_unescaped().unwrap(), b"null-\0-null");
+        assert_eq!(Uri::parse("sip:a%zz@example.com"), Err(UriError::User));
+    }
+
+    #[test]
+    fn tel_and_other_schemes() {
+        let t = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        match &t {
+            Uri::Tel(t) => {
+                assert_eq!(t.number, "+1-201-555-0123");
+                assert_eq!(t.params.value("phone-context"), Some("example.com"));
+            }
+            _ => panic!(),
+        }
+        assert_eq!(
+            t.to_string(),
+            "tel:+1-201-555-0123;phone-context=example.com"
+        );
+        let o = Uri::parse("nobodyKnowsThisScheme:totallyopaquecontent").unwrap();
+        assert_eq!(o.scheme(), "nobodyKnowsThisScheme");
+        assert_eq!(o.to_string(), "nobodyKnowsThisScheme:totallyopaquecontent");
+        assert_eq!(Uri::parse("<sip:a@b>"), Err(UriError::Scheme));
+        assert!(Uri::parse("sip:user@example.com; lr").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            sip("sip:192.0.2.1").host,
+            Host::Ipv4("192.0.2.1".parse().unwrap())
+        );
+        assert!(Uri::parse("sip:192.0.2.256").is_err());
+        assert!(Uri::parse("sip:a..b").is_err());
+        assert!(Uri::parse("sip:").is_err());
+        assert_eq!(
+            sip("sip:example.com.").host,
+            Host::Domain("example.com.".into())
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Request validation: the one place where a semantically unacceptable
+//! request is mapped to the SIP status that answers it (RFC 3261 §8.2,
+//! RFC 4475 §3.1.2 and §3.3).
+//!
+//! [`validate_request`] runs the checks that do not depend on what this
+//! element supports: 505, 400, 416. [`validate_request_with`] adds those
+//! that take a [`Policy`]: 420 (Require), 415 (body type), 406 (Accept).
+//! Role-dependent answers (405/501 for a method, 483 for Max-Forwards 0 at
+//! a proxy, 401 for authentication) belong to the daemon.
+
+use bytes::Bytes;
+
+use super::access::HeaderError;
+use super::header::HeaderName;
+use super::message::{Request, Response};
+use super::method::{Method, StatusCode};
+use super::uri::Uri;
+use super::via::MAGIC_COOKIE;
+
+/// Why a request is refused, and how to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The status of the answer.
+    pub status: StatusCode,
+    /// A reason phrase naming the problem.
+    pub reason: String,
+    /// Extra header fields for the answer (Unsupported for 420, Accept for 415).
+    pub headers: Vec<(HeaderName, Bytes)>,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            reason: reason.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn bad(reason: impl Into<String>) -> Self {
+        Rejection::new(StatusCode::BAD_REQUEST, reason)
+    }
+
+    /// The answer to `req`: [`Response::for_request`] with this status,
+    /// reason and extra headers (the caller adds the To tag).
+    pub fn response_to(&self, req: &Request) -> Response {
+        let mut r = Response::for_request(req, self.status).with_reason(self.reason.clone());
+        for (n, v) in &self.headers {
+            r.headers.push(n.clone(), v.clone());
+        }
+        r
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
+}
+
+/// What this element supports, for the policy-dependent checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy<'a> {
+    /// Option tags this element supports; any other tag in Require gives 420.
+    pub supported: &'a [&'a str],
+    /// Body types this element understands (`type/subtype`); a request body
+    /// of another type gives 415. `None` skips the check (a proxy's view).
+    pub accept: Option<&'a [&'a str]>,
+    /// Body types this element would answer with; when the request has an
+    /// Accept header listing none of them, 406. `None` skips the check.
+    pub produces: Option<&'a [&'a str]>,
+}
+
+fn header_rejection(e: HeaderError) -> Rejection {
+    Rejection::bad(match &e {
+        HeaderError::Missing(n) => format!("Missing {n} header"),
+        HeaderError::Duplicate(n) => format!("Duplicate {n} header"),
+        HeaderError::Invalid { name, reason } => format!("Invalid {name} header ({reason})"),
+    })
+}
+
+/// Checks that do not depend on local capabilities, in RFC order: SIP
+/// version (505), mandatory headers and their syntax (400), CSeq method,
+/// Request-URI headers, Date, REGISTER address-of-record, then the
+/// Request-URI scheme (416).
+pub fn validate_request(req: &Request) -> Result<(), Rejection> {
+    if !req.version.is_sip_2_0() {
+        return Err(Rejection::new(
+            StatusCode::VERSION_NOT_SUPPORTED,
+            "Version Not Supported",
+        ));
+    }
+    let vias = req.via().map_err(header_rejection)?;
+    if vias.iter().any(|v| v.branch() == Some(MAGIC_COOKIE)) {
+        return Err(Rejection::bad("Via branch is only the magic cookie"));
+    }
+    let from = req.from().map_err(header_rejection)?;
+    let to = req.to().map_err(header_rejection)?;
+    req.call_id().map_err(header_rejection)?;
+    let cseq = req.cseq().map_err(header_rejection)?;
+    req.max_forwards().map_err(header_rejection)?;
+    req.contacts().map_err(header_rejection)?;
+    req.content_type().map_err(header_rejection)?;
+    req.require().map_err(header_rejection)?;
+    req.proxy_require().map_err(header_rejection)?;
+    req.expires().map_err(header_rejection)?;
+    req.route().map_err(header_rejection)?;
+    // §8.2.6.2 / §17.2.3: CSeq method equals the request method (a CANCEL
+    // or ACK carries its own method too).
+    if cseq.method != req.method {
+        return Err(Rejection::bad(
+            "CSeq method does not match the Request-Line",
+        ));
+    }
+    if let Uri::Sip(u) = &req.uri {
+        // §19.1.5: headers in a Request-URI are not allowed.
+        if !u.headers.is_empty() {
+            return Err(Rejection::bad("Request-URI carries header parameters"));
+        }
+    }
+    if let Some(d) = req.headers.get(&HeaderName::Date) {
+        // §20.17: SIP-date is rfc1123-date, always in GMT.
+        if !super::grammar::trim(d).ends_with(b" GMT") {
+            return Err(Rejection::bad("Date is not in GMT"));
+        }
+    }
+    if req.method == Method::Register {
+        // §10.3: the address-of-record in To must be a SIP or SIPS URI.
+        if !matches!(to.uri, Uri::Sip(_)) {
+            return Err(Rejection::bad("REGISTER To is not a SIP URI"));
+        }
+        let _ = from;
+    }
+    // §8.2.2.1
+    if !matches!(req.uri, Uri::Sip(_) | Uri::Tel(_)) {
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_URI_SCHEME,
+            "Unsupported URI Scheme",
+        ));
+    }
+    Ok(())
+}
+
+/// [`validate_request`] plus the policy checks of §8.2.2.3 (420 with an
+/// Unsupported header), §8.2.3 (415 with an Accept header) and RFC 3261
+/// §21.4.7 (406). ACK and CANCEL never get 420 (§8.2.2.3).
+pub fn validate_request_with(req: &Request, policy: &Policy<'_>) -> Result<(), Rejection> {
+    validate_request(req)?;
+    if !matches!(req.method, Method::Ack | Method::Cancel) {
+        let unknown: Vec<String> = req
+            .require()
+            .map_err(header_rejection)?
+            .iter()
+            .filter(|t| !policy.supported.iter().any(|s| t.eq_ignore_ascii_case(s)))
+            .map(|t| t.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            let mut r = Rejection::new(StatusCode::BAD_EXTENSION, "Bad Extension");
+            r.headers
+                .push((HeaderName::Unsupported, Bytes::from(unknown.join(", "))));
+            return Err(r);
+        }
+    }
+    if let Some(accept) = policy.accept {
+        if !req.body.is_empty() {
+            let ok = match req.content_type().map_err(header_rejection)? {
+                Some(ct) => accept.iter().any(|a| ct.matches(a)),
+                // §7.4.1: a body without Content-Type is application/sdp by default? No: it must have one.
+                None => false,
+            };
+            if !ok {
+                let mut r =
+                    Rejection::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+                r.headers
+                    .push((HeaderName::Accept, Bytes::from(accept.join(", "))));
+                return Err(r);
+            }
+        }
+    }
+    if let Some(produces) = policy.produces {
+        if let Some(ranges) = req.accept().map_err(header_rejection)? {
+            if !ranges.is_empty() && !produces.iter().any(|p| ranges.iter().any(|r| r.matches(p))) {
+                return Err(Rejection::new(StatusCode::NOT_ACCEPTABLE, "Not Acceptable"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a received response enough for the transaction layer to use it
+/// (RFC 3261 §18.1.2): Via, From, To, Call-ID and CSeq present and well
+/// formed. A failing response is dropped, never answered.
+pub fn validate_response(resp: &Response) -> Result<(), HeaderError> {
+    resp.top_via()?;
+    resp.from()?;
+    resp.to()?;
+    resp.call_id()?;
+    resp.cseq()?;
+    Ok(())
+}
