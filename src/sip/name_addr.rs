@@ -118,7 +118,13 @@ impl NameAddr {
                     .iter()
                     .position(|&c| c == b';' || c == b',' || is_wsp(c))
                     .unwrap_or(i.len());
-                let uri = Uri::parse_in(src, &i[..end]).map_err(|_| "malformed addr-spec")?;
+                let uri = Uri::parse_in(src, &i[..end]).map_err(|_| {
+                    if memchr::memchr(b'<', i).is_some() {
+                        "display name with non-token characters is not quoted"
+                    } else {
+                        "malformed addr-spec"
+                    }
+                })?;
                 if let Uri::Sip(u) = &uri {
                     if !u.headers.is_empty() {
                         return Err("URI with headers must be enclosed in <>");

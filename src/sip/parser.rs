@@ -431,18 +431,34 @@ fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKin
         return parse_status_line(buf, line);
     }
     use ParseErrorKind::RequestLine as E;
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
+    // between elements and none after (RFC 4475 §3.1.2.8-10 may be rejected).
     let sp1 = memchr::memchr(b' ', line).ok_or(E("missing SP after method"))?;
-    let sp2 = memchr::memrchr(b' ', line).ok_or(E("missing SP"))?;
-    if sp2 == sp1 {
-        return Err(E("missing SIP-Version"));
-    }
     let method =
         Method::from_bytes(sub(buf, &line[..sp1])).map_err(|_| E("method is not a token"))?;
-    let raw_uri = &line[sp1 + 1..sp2];
-    if raw_uri.is_empty() || raw_uri.iter().any(|&c| is_wsp(c)) {
-        return Err(E("white space in or around the Request-URI"));
+    let rest = &line[sp1 + 1..];
+    if rest.first().is_some_and(|&c| is_wsp(c)) {
+        return Err(E("more than one SP between method and Request-URI"));
     }
-    let version = Version::parse(&line[sp2 + 1..]).ok_or(E("malformed SIP-Version"))?;
+    let sp2 = memchr::memchr(b' ', rest).ok_or(E("missing SIP-Version"))?;
+    let raw_uri = &rest[..sp2];
+    let raw_version = &rest[sp2 + 1..];
+    if raw_uri.is_empty() || raw_uri.contains(&b'\t') {
+        return Err(E("white space in the Request-URI"));
+    }
+    let version = match Version::parse(raw_version) {
+        Some(v) => v,
+        None if raw_version.first().is_some_and(|&c| is_wsp(c)) => {
+            return Err(E("more than one SP between Request-URI and SIP-Version"))
+        }
+        None if Version::parse(trim(raw_version)).is_some() => {
+            return Err(E("white space after SIP-Version"))
+        }
+        None if memchr::memchr(b' ', raw_version).is_some() => {
+            return Err(E("white space in the Request-URI"))
+        }
+        None => return Err(E("malformed SIP-Version")),
+    };
     let uri = Uri::parse_in(buf, raw_uri).map_err(ParseErrorKind::RequestUri)?;
     Ok(StartLine::Request {
         method,
