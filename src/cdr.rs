@@ -292,6 +292,17 @@ impl Default for WriterOptions {
     }
 }
 
+impl WriterOptions {
+    /// Options for the daemon's `[cdr]` section: a record reaches the file
+    /// at the latest `flush_interval` after it was queued.
+    pub fn from_config(cdr: &crate::config::CdrConfig) -> Self {
+        WriterOptions {
+            max_flush_delay: cdr.flush_interval,
+            ..WriterOptions::default()
+        }
+    }
+}
+
 /// What the writer has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -631,6 +642,20 @@ mod tests {
         let r = record(7);
         let back: CdrRecord = serde_json::from_slice(&r.to_json_line().unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn config_flush_interval_bounds_the_flush_delay() {
+        let cdr = crate::config::CdrConfig {
+            flush_interval: Duration::from_secs(3),
+            ..Default::default()
+        };
+        let options = WriterOptions::from_config(&cdr);
+        assert_eq!(options.max_flush_delay, Duration::from_secs(3));
+        assert_eq!(
+            options.queue_capacity,
+            WriterOptions::default().queue_capacity
+        );
     }
 
     #[tokio::test(start_paused = true)]
