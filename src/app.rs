@@ -1,11 +1,35 @@
-//! Wires the daemon together and owns its lifetime (shutdown, reload).
+//! The daemon (`vpbx run`): binds the transports, answers requests, and owns
+//! the process lifetime: SIGTERM/SIGINT stop receiving, drain, and exit;
+//! SIGHUP and config file changes reload the routing table (see
+//! [`crate::config::watch`]).
 //!
-//! Placeholder until the transport/app work lands: it logs the config and
-//! waits for ctrl-c.
+//! Each bound socket is reported on stdout as `listening PROTO ADDR` (port 0
+//! resolved), so scripts and tests learn the ports; at exit the transport
+//! counters are printed as `transport counters: name=value ...`.
+//!
+//! Requests are answered by [`Uas`], the daemon's own user-agent server:
+//! OPTIONS, the RFC 4475 semantic checks, and the role-dependent answers
+//! (405/501/481/483). INVITE is the seam where the B2BUA plugs in
+//! ([`Uas::invite`]); until it does, INVITE is answered from the routing
+//! table with 404 (unknown number) or 480 (known but not reachable yet).
 
+use std::future::Future;
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{Config, ListenAddr};
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Config, DaemonConfig, ListenAddr};
+use crate::routing::{self, Number, Routes, RoutingTable};
+use crate::sip::{
+    validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode, Uri,
+};
+use crate::transport::{self, Inbound, Source, TransportConfig, Transports};
 
 /// Options of `vpbx run` that are not in the config files.
 #[derive(Debug, Clone, Default)]
@@ -16,22 +40,514 @@ pub struct RunOptions {
     pub config_dir: Option<PathBuf>,
 }
 
-/// Runs the daemon until ctrl-c.
+/// Methods this daemon handles, in the order listed in `Allow`.
+pub const ALLOWED_METHODS: &[Method] = &[
+    Method::Invite,
+    Method::Ack,
+    Method::Cancel,
+    Method::Bye,
+    Method::Options,
+];
+
+/// Option tags we support (`Supported`; any other tag in `Require` is 420).
+pub const SUPPORTED_OPTION_TAGS: &[&str] = &[];
+
+/// Body types we accept in an INVITE and answer with (`Accept`).
+pub const SESSION_BODY_TYPES: &[&str] = &["application/sdp"];
+
+/// `Server` header value of generated responses.
+const SERVER: &str = concat!("vpbx/", env!("CARGO_PKG_VERSION"));
+
+/// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
-    let listen = if opts.listen_overrides.is_empty() {
-        config.daemon.listen.clone()
+    let listen: Vec<transport::ListenAddr> = if opts.listen_overrides.is_empty() {
+        &config.daemon.listen
     } else {
-        opts.listen_overrides.clone()
-    };
-    for addr in &listen {
-        tracing::info!(%addr, "listen");
+        &opts.listen_overrides
     }
+    .iter()
+    .map(to_transport_listen)
+    .collect();
+    let (transports, inbound) = Transports::bind(&listen, transport_config(&config.daemon))
+        .await
+        .context("cannot start the SIP transports")?;
+    announce(&transports)?;
+
+    let routes = Arc::new(Routes::new(
+        RoutingTable::from_config(&config).context("invalid routing table")?,
+    ));
+    // Reload: file changes and SIGHUP, only with a config directory. The
+    // embedded config never changes, but SIGHUP must not kill the process.
+    let _watch = match &opts.config_dir {
+        Some(dir) => {
+            let routes = Arc::clone(&routes);
+            Some(
+                config::watch(dir.clone(), config.daemon.reload.debounce, move |new| {
+                    match RoutingTable::from_config(&new) {
+                        Ok(table) => routes.store(table),
+                        Err(e) => tracing::error!(error = %e, "reload rejected"),
+                    }
+                })
+                .context("cannot watch the config directory")?,
+            )
+        }
+        None => None,
+    };
+    let ignore_hup = if opts.config_dir.is_none() {
+        Some(ignore_sighup()?)
+    } else {
+        None
+    };
+
+    let uas = Uas::new(Arc::clone(&routes));
     tracing::info!(
         pbxs = config.pbxs.len(),
-        numbers = config.number_count(),
-        "vpbx started; ctrl-c to stop"
+        numbers = routes.load().len(),
+        "vpbx running"
     );
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("stopping");
+    serve(&transports, inbound, &uas).await?;
+
+    tracing::info!("shutting down: no longer receiving");
+    transports.shutdown().await;
+    Drain::new().run(config.daemon.shutdown.drain_time).await;
+    if let Some(task) = ignore_hup {
+        task.abort();
+    }
+    println!("transport counters: {}", transports.metrics());
+    std::io::stdout().flush().context("stdout")?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+fn to_transport_listen(l: &ListenAddr) -> transport::ListenAddr {
+    transport::ListenAddr {
+        protocol: match l.protocol {
+            routing::Protocol::Udp => transport::Protocol::Udp,
+            routing::Protocol::Tcp => transport::Protocol::Tcp,
+        },
+        addr: l.addr,
+    }
+}
+
+fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
+    let defaults = TransportConfig::default();
+    TransportConfig {
+        limits: crate::sip::Limits {
+            max_message_size: daemon.limits.max_message_size,
+            ..defaults.limits.clone()
+        },
+        max_connections: usize::try_from(daemon.limits.max_tcp_connections).unwrap_or(usize::MAX),
+        idle_timeout: daemon.limits.tcp_idle_timeout,
+        ..defaults
+    }
+}
+
+/// `listening PROTO ADDR` per bound socket, on stdout, flushed.
+fn announce(transports: &Transports) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in transports.local_addrs() {
+        tracing::info!(protocol = %l.protocol, addr = %l.addr, "listening");
+        writeln!(out, "listening {} {}", l.protocol, l.addr).context("stdout")?;
+    }
+    out.flush().context("stdout")?;
+    Ok(())
+}
+
+fn ignore_sighup() -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP ignored: running on the embedded config (no --config)");
+        }
+    }))
+}
+
+/// Handles inbound messages until SIGTERM/SIGINT (or the transports stop).
+async fn serve(
+    transports: &Transports,
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    uas: &Uas,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            msg = inbound.recv() => match msg {
+                Some(Inbound { message, source }) => on_message(transports, uas, message, source).await,
+                None => return Ok(()),
+            },
+            _ = term.recv() => {
+                tracing::info!("SIGTERM");
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn on_message(transports: &Transports, uas: &Uas, message: Message, source: Source) {
+    match message {
+        Message::Request(req) => {
+            let span = tracing::debug_span!(
+                "request",
+                method = %req.method,
+                call_id = req.call_id().map(|c| c.to_string()).unwrap_or_default(),
+                peer = %source.peer,
+            );
+            let _enter = span.enter();
+            let Some(response) = uas.answer(&req) else {
+                return;
+            };
+            tracing::debug!(status = response.status.as_u16(), "answer");
+            if let Err(e) = transports.send_response(&response, &source).await {
+                tracing::debug!(error = %e, "cannot send response");
+            }
+        }
+        // No client transactions yet: every response is stray (RFC 3261
+        // §17.1.3: a response matching no transaction is discarded by a UA).
+        Message::Response(resp) => {
+            tracing::debug!(status = resp.status.as_u16(), peer = %source.peer, "stray response dropped");
+        }
+    }
+}
+
+/// Work that must finish before the process exits, run after the
+/// transports stop receiving and bounded by the drain time. The B2BUA
+/// (calls in progress) and the CDR writer (flush) register here.
+#[derive(Default)]
+pub struct Drain {
+    tasks: Vec<(&'static str, DrainTask)>,
+}
+
+type DrainTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Drain {
+    /// Nothing to drain.
+    pub fn new() -> Self {
+        Drain::default()
+    }
+
+    /// Adds a task (named for the log).
+    pub fn register(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.tasks.push((name, Box::pin(task)));
+    }
+
+    /// Runs all tasks concurrently; returns when all are done or `limit`
+    /// has passed. Returns the names of the tasks that did not finish.
+    pub async fn run(self, limit: Duration) -> Vec<&'static str> {
+        let mut set = tokio::task::JoinSet::new();
+        let names: Vec<&'static str> = self.tasks.iter().map(|(n, _)| *n).collect();
+        for (i, (_, task)) in self.tasks.into_iter().enumerate() {
+            set.spawn(async move {
+                task.await;
+                i
+            });
+        }
+        let mut done = vec![false; names.len()];
+        let all = async {
+            while let Some(result) = set.join_next().await {
+                if let Ok(i) = result {
+                    done[i] = true;
+                }
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(?limit, "drain time over");
+        }
+        names
+            .into_iter()
+            .zip(done)
+            .filter(|(_, d)| !d)
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
+/// The daemon's user-agent server: decides the answer to each request in
+/// its current role (a UAS / B2BUA endpoint, not a proxy or registrar).
+pub struct Uas {
+    routes: Arc<Routes>,
+}
+
+impl Uas {
+    /// A UAS answering INVITEs from `routes`.
+    pub fn new(routes: Arc<Routes>) -> Self {
+        Uas { routes }
+    }
+
+    /// The answer to a request, or `None` for ACK (never answered, RFC 3261
+    /// §17.2.1). Order: the validator (505, 400, 416, 420, and for INVITE
+    /// 415/406), then the method.
+    pub fn answer(&self, req: &Request) -> Option<Response> {
+        if req.method == Method::Ack {
+            return None;
+        }
+        let invite = req.method == Method::Invite;
+        let policy = Policy {
+            supported: SUPPORTED_OPTION_TAGS,
+            accept: invite.then_some(SESSION_BODY_TYPES),
+            produces: invite.then_some(SESSION_BODY_TYPES),
+        };
+        let mut response = match validate_request_with(req, &policy) {
+            Ok(()) => self.by_method(req),
+            // RFC 4475 §3.1.2.18: an unknown method whose CSeq disagrees is
+            // better answered 501 than 400 (the method is the real problem).
+            Err(rej)
+                if rej.status == StatusCode::BAD_REQUEST
+                    && matches!(req.method, Method::Other(_))
+                    && req.version.is_sip_2_0() =>
+            {
+                with_allow(Response::for_request(req, StatusCode::NOT_IMPLEMENTED))
+            }
+            Err(rej) => {
+                let mut r = rej.response_to(req);
+                if rej.status == StatusCode::NOT_ACCEPTABLE {
+                    // RFC 4475 §3.3.15: say why in a Warning (399 = miscellaneous).
+                    r.headers.push(
+                        HeaderName::Warning,
+                        Bytes::from_static(
+                            b"399 vpbx \"Only application/sdp session descriptions are produced\"",
+                        ),
+                    );
+                }
+                r
+            }
+        };
+        response.set_to_tag(&transport::new_tag());
+        response
+            .headers
+            .push(HeaderName::Server, Bytes::from_static(SERVER.as_bytes()));
+        Some(response)
+    }
+
+    /// The answer to a valid request, by method.
+    fn by_method(&self, req: &Request) -> Response {
+        match &req.method {
+            Method::Options => options_response(req),
+            Method::Invite => self.invite(req),
+            // No dialogs or transactions to match yet (RFC 3261 §15.1.2, §9.2).
+            Method::Bye | Method::Cancel => {
+                Response::for_request(req, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST)
+            }
+            // RFC 3261 §8.2.1: an unknown method is 501, a known one we do
+            // not serve is 405; both list what we allow.
+            Method::Other(_) => with_allow(Response::for_request(req, StatusCode::NOT_IMPLEMENTED)),
+            _ => with_allow(Response::for_request(req, StatusCode::METHOD_NOT_ALLOWED)),
+        }
+    }
+
+    /// INVITE: the seam where the B2BUA takes over. Until it does: Max-Forwards
+    /// 0 is 483 (we would have to forward the call, SPEC §3), an unknown
+    /// number 404 and a disabled one 480 (SPEC §2.2), and a routed number
+    /// 480 since no call can be connected yet.
+    pub fn invite(&self, req: &Request) -> Response {
+        if matches!(req.max_forwards(), Ok(Some(0))) {
+            return Response::for_request(req, StatusCode::TOO_MANY_HOPS);
+        }
+        let table = self.routes.load();
+        match dialed_number(req).and_then(|n| table.lookup(&n)) {
+            None => Response::for_request(req, StatusCode::NOT_FOUND),
+            Some(_) => Response::for_request(req, StatusCode::TEMPORARILY_UNAVAILABLE),
+        }
+    }
+}
+
+/// The dialed number (SPEC §2.1): the user part of a `sip:`/`sips:`
+/// Request-URI or the number of a `tel:` one, else the user part of To.
+pub fn dialed_number(req: &Request) -> Option<Number> {
+    fn from_uri(uri: &Uri) -> Option<Number> {
+        match uri {
+            Uri::Sip(u) => Number::from_sip_user(u.user.as_deref()?).ok(),
+            Uri::Tel(t) => Number::from_tel(&t.number).ok(),
+            Uri::Other { .. } => None,
+        }
+    }
+    from_uri(&req.uri).or_else(|| from_uri(&req.to().ok()?.uri))
+}
+
+fn allow_value() -> Bytes {
+    let names: Vec<&str> = ALLOWED_METHODS.iter().map(Method::as_str).collect();
+    Bytes::from(names.join(", "))
+}
+
+fn with_allow(mut r: Response) -> Response {
+    r.headers.push(HeaderName::Allow, allow_value());
+    r
+}
+
+/// 200 to OPTIONS with our capabilities (RFC 3261 §11.2).
+fn options_response(req: &Request) -> Response {
+    let mut r = with_allow(Response::for_request(req, StatusCode::OK));
+    r.headers.push(
+        HeaderName::Accept,
+        Bytes::from(SESSION_BODY_TYPES.join(", ")),
+    );
+    r.headers.push(
+        HeaderName::Supported,
+        Bytes::from(SUPPORTED_OPTION_TAGS.join(", ")),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{parse_datagram, Limits};
+
+    fn uas() -> Uas {
+        let config = config::embedded().expect("embedded config");
+        Uas::new(Arc::new(Routes::new(
+            RoutingTable::from_config(&config).unwrap(),
+        )))
+    }
+
+    fn request(start: &str, extra: &str) -> Request {
+        let method = start.split(' ').next().unwrap();
+        let text = format!(
+            "{start} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n\
+             CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match parse_datagram(Bytes::from(text), &Limits::default()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("fixture does not parse: {other:?}"),
+        }
+    }
+
+    fn status(r: &Option<Response>) -> u16 {
+        r.as_ref().expect("an answer").status.as_u16()
+    }
+
+    #[test]
+    fn options_gets_200_with_capabilities_and_a_to_tag() {
+        let r = uas()
+            .answer(&request("OPTIONS sip:a@example.com", ""))
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
+        assert_eq!(
+            r.headers.get(&HeaderName::Accept).unwrap().as_ref(),
+            b"application/sdp"
+        );
+        assert!(r.headers.get(&HeaderName::Supported).is_some());
+        assert!(r.to().unwrap().tag().is_some());
+    }
+
+    #[test]
+    fn options_with_max_forwards_zero_is_answered_not_483() {
+        let mut req = request("OPTIONS sip:a@example.com", "");
+        req.headers
+            .set(HeaderName::MaxForwards, Bytes::from_static(b"0"));
+        assert_eq!(status(&uas().answer(&req)), 200);
+    }
+
+    #[test]
+    fn invite_with_max_forwards_zero_is_483() {
+        let mut req = request("INVITE sip:+74951234567@example.com", "");
+        req.headers
+            .set(HeaderName::MaxForwards, Bytes::from_static(b"0"));
+        assert_eq!(status(&uas().answer(&req)), 483);
+    }
+
+    #[test]
+    fn invite_is_answered_from_the_routing_table() {
+        let u = uas();
+        // Unknown number (and no number at all): 404.
+        assert_eq!(
+            status(&u.answer(&request("INVITE sip:+74950000000@example.com", ""))),
+            404
+        );
+        assert_eq!(
+            status(&u.answer(&request("INVITE sip:alice@example.com", ""))),
+            404
+        );
+        // Routed (demo config), written differently: 480 until the B2BUA connects calls.
+        assert_eq!(
+            status(&u.answer(&request("INVITE sip:84951234567@example.com", ""))),
+            480
+        );
+        assert_eq!(
+            status(&u.answer(&request("INVITE tel:+7-495-123-45-67", ""))),
+            480
+        );
+        // Disabled number: 480.
+        assert_eq!(
+            status(&u.answer(&request("INVITE sip:+79160000001@example.com", ""))),
+            480
+        );
+    }
+
+    #[test]
+    fn ack_is_never_answered() {
+        assert!(uas()
+            .answer(&request("ACK sip:a@example.com", ""))
+            .is_none());
+    }
+
+    #[test]
+    fn methods_by_role() {
+        let u = uas();
+        assert_eq!(
+            status(&u.answer(&request("BYE sip:a@example.com", ""))),
+            481
+        );
+        assert_eq!(
+            status(&u.answer(&request("CANCEL sip:a@example.com", ""))),
+            481
+        );
+        let r = u.answer(&request("REGISTER sip:example.com", "")).unwrap();
+        assert_eq!(r.status.as_u16(), 405);
+        assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
+        let r = u
+            .answer(&request("FROBNICATE sip:a@example.com", ""))
+            .unwrap();
+        assert_eq!(r.status.as_u16(), 501);
+        assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
+    }
+
+    #[test]
+    fn unknown_required_extension_is_420_with_unsupported() {
+        let r = uas()
+            .answer(&request(
+                "OPTIONS sip:a@example.com",
+                "Require: nobody-knows\r\n",
+            ))
+            .unwrap();
+        assert_eq!(r.status, StatusCode::BAD_EXTENSION);
+        assert_eq!(r.unsupported().unwrap(), ["nobody-knows"]);
+    }
+
+    #[test]
+    fn invite_accepting_no_sdp_is_406_with_a_warning() {
+        let r = uas()
+            .answer(&request(
+                "INVITE sip:+74951234567@example.com",
+                "Accept: text/nobody\r\n",
+            ))
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+        assert!(r
+            .headers
+            .get(&HeaderName::Warning)
+            .unwrap()
+            .starts_with(b"399 "));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_tasks_up_to_the_limit() {
+        let mut drain = Drain::new();
+        drain.register("quick", tokio::time::sleep(Duration::from_secs(1)));
+        drain.register("slow", tokio::time::sleep(Duration::from_secs(60)));
+        let start = tokio::time::Instant::now();
+        let unfinished = drain.run(Duration::from_secs(10)).await;
+        assert_eq!(unfinished, ["slow"]);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
 }

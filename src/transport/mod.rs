@@ -3,12 +3,566 @@
 //! and where responses and requests are sent.
 //!
 //! Owns: sockets, per-connection buffers (bounded by the message size limit),
-//! the `received`/`rport` parameters of inbound requests, 400 answers to
-//! malformed requests, and the transport counters. Does not own: transaction
-//! matching, retransmissions or any request semantics (the layers above).
+//! the `received`/`rport` parameters of inbound requests, stateless answers
+//! to malformed requests (400) and to overload (503), and the transport
+//! counters. Does not own: transaction matching, retransmissions or any
+//! request semantics (the layers above).
+//!
+//! Inbound messages go to the layer above through one bounded channel of
+//! [`Inbound`]; when it is full, requests are answered 503 with Retry-After
+//! (never a silent drop) and responses are dropped and counted.
+//!
+//! `maddr` in a Via is ignored when routing responses: we never send to
+//! multicast groups, and honouring an arbitrary `maddr` from the wire would
+//! let anyone reflect our responses at a third party.
 
 mod addr;
 mod metrics;
+mod routing;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::sip::{Limits, Message, Request, Response};
 
 pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, Source};
 pub use metrics::TransportMetrics;
+pub(crate) use routing::new_tag;
+pub use routing::response_destination;
+
+/// A message received from the network, with where it came from.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The parsed message. Requests already carry `received`/`rport` in
+    /// their top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+    pub message: Message,
+    /// Where it came from; pass it back to [`Transports::send_response`].
+    pub source: Source,
+}
+
+/// Tunables of the transport layer. `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Parser limits; `max_message_size` also bounds every receive buffer.
+    pub limits: Limits,
+    /// Capacity of the inbound channel to the layer above.
+    pub inbound_queue: usize,
+    /// Most TCP connections open at once (accepted + opened by us).
+    pub max_connections: usize,
+    /// A TCP connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Timeout of an outbound TCP connect.
+    pub connect_timeout: Duration,
+    /// Capacity (in messages) of each TCP connection's send queue.
+    pub connection_send_queue: usize,
+    /// Which port UDP responses go to when the request did not ask for
+    /// `rport` (see [`ResponsePort`]).
+    pub response_port: ResponsePort,
+    /// `Retry-After` seconds in the 503 sent when the inbound queue is full.
+    pub overload_retry_after: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            limits: Limits::default(),
+            inbound_queue: 4096,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            connection_send_queue: 256,
+            response_port: ResponsePort::default(),
+            overload_retry_after: 5,
+        }
+    }
+}
+
+/// Where UDP responses go when the request's top Via has no `rport`.
+///
+/// RFC 3261 §18.2.2 sends them to the Via sent-by port (5060 if absent).
+/// Behind a NAT, or from a UA that sends from another port than it
+/// listens on, that port is unreachable; RFC 3581 `rport` fixes this only
+/// for UAs that ask for it. Requests that asked for `rport` always get
+/// their answer at the source port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponsePort {
+    /// RFC 3261 §18.2.2 as written: the sent-by port.
+    SentBy,
+    /// The source port when the top Via needed a `received` parameter (its
+    /// sent-by host is not the source IP: a NAT, or a name we cannot
+    /// check), else the sent-by port. What SBCs do for NAT traversal; the
+    /// default.
+    #[default]
+    SourceWhenTranslated,
+    /// Always the source port, as if every request had `rport` (the Via
+    /// gets `rport=PORT` too).
+    Source,
+}
+
+/// What can go wrong binding or sending.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address that failed.
+        addr: ListenAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No listen address was given.
+    #[error("no listen address configured")]
+    NoListener,
+    /// No local socket fits the destination (no UDP socket of that address family).
+    #[error("no {protocol} socket of the address family of {addr}")]
+    NoRoute {
+        /// Protocol asked for.
+        protocol: Protocol,
+        /// Destination address.
+        addr: SocketAddr,
+    },
+    /// Sending failed at the socket.
+    #[error("send to {dest} failed: {source}")]
+    Io {
+        /// Where we tried to send.
+        dest: Destination,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An outbound TCP connect did not finish in time.
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(SocketAddr),
+    /// The TCP connection table is full.
+    #[error("too many TCP connections (limit {0})")]
+    TooManyConnections(usize),
+    /// The connection closed or its send queue is full.
+    #[error("connection {0} is closed or congested")]
+    ConnectionGone(ConnectionId),
+    /// The transports are shutting down.
+    #[error("transport is shut down")]
+    Shutdown,
+}
+
+/// State shared by the socket tasks and the [`Transports`] handles.
+pub(crate) struct Shared {
+    pub(crate) config: TransportConfig,
+    pub(crate) metrics: TransportMetrics,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    /// Bound UDP sockets with their actual local address.
+    pub(crate) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Bound TCP listeners' actual local addresses.
+    pub(crate) tcp_listen: Vec<SocketAddr>,
+    pub(crate) connections: tcp::ConnectionTable,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.next_conn_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn udp_socket_for(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.udp
+            .iter()
+            .find(|(addr, _)| *addr == local)
+            .map(|(_, s)| s)
+    }
+
+    /// The UDP socket to send a request from: the first one of the
+    /// destination's address family, so responses come back to a listener.
+    pub(crate) fn udp_socket_for_family(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.udp
+            .iter()
+            .find(|(addr, _)| addr.is_ipv4() == dest.is_ipv4())
+            .map(|(_, s)| s)
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Handle to the running UDP and TCP transports. Cheap to clone.
+#[derive(Clone)]
+pub struct Transports {
+    shared: Arc<Shared>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transports")
+            .field("listening", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transports {
+    /// Binds every listen address and starts one receive loop per UDP socket
+    /// and one accept loop per TCP listener. Port 0 binds a free port; see
+    /// [`Transports::local_addrs`] for what was bound. Must be called inside
+    /// a tokio runtime.
+    pub async fn bind(
+        listen: &[ListenAddr],
+        config: TransportConfig,
+    ) -> Result<(Transports, mpsc::Receiver<Inbound>), TransportError> {
+        if listen.is_empty() {
+            return Err(TransportError::NoListener);
+        }
+        let mut udp_sockets = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for &la in listen {
+            let bind_err = |source| TransportError::Bind { addr: la, source };
+            match la.protocol {
+                Protocol::Udp => {
+                    let sock = udp::bind(la.addr).map_err(bind_err)?;
+                    let local = sock.local_addr().map_err(bind_err)?;
+                    udp_sockets.push((local, Arc::new(sock)));
+                }
+                Protocol::Tcp => {
+                    let listener = tcp::bind(la.addr).map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    tcp_listeners.push((local, listener));
+                }
+            }
+        }
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            metrics: TransportMetrics::default(),
+            inbound: inbound_tx,
+            udp: udp_sockets,
+            tcp_listen: tcp_listeners.iter().map(|(a, _)| *a).collect(),
+            connections: tcp::ConnectionTable::default(),
+            shutdown: shutdown_rx,
+            next_conn_id: AtomicU64::new(1),
+        });
+        let mut tasks = Vec::new();
+        for (local, sock) in &shared.udp {
+            tasks.push(tokio::spawn(udp::receive_loop(
+                Arc::clone(sock),
+                *local,
+                Arc::clone(&shared),
+            )));
+        }
+        for (_, listener) in tcp_listeners {
+            tasks.push(tokio::spawn(tcp::accept_loop(
+                listener,
+                Arc::clone(&shared),
+            )));
+        }
+        Ok((
+            Transports {
+                shared,
+                shutdown_tx: Arc::new(shutdown_tx),
+                tasks: Arc::new(Mutex::new(tasks)),
+            },
+            inbound_rx,
+        ))
+    }
+
+    /// The addresses actually bound (port 0 resolved), UDP first, in listen order.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        let udp = self.shared.udp.iter().map(|(addr, _)| ListenAddr {
+            protocol: Protocol::Udp,
+            addr: *addr,
+        });
+        let tcp = self.shared.tcp_listen.iter().map(|addr| ListenAddr {
+            protocol: Protocol::Tcp,
+            addr: *addr,
+        });
+        udp.chain(tcp).collect()
+    }
+
+    /// The listening address to advertise in Via/Contact for messages sent to
+    /// `dest`: a listener of the same protocol and address family.
+    pub fn sent_by_for(&self, dest: &Destination) -> Option<SocketAddr> {
+        let same_family = |a: &&SocketAddr| a.is_ipv4() == dest.addr.is_ipv4();
+        match dest.protocol {
+            Protocol::Udp => self.shared.udp.iter().map(|(a, _)| a).find(same_family),
+            Protocol::Tcp => self.shared.tcp_listen.iter().find(same_family),
+        }
+        .copied()
+    }
+
+    /// Counters of this transport.
+    pub fn metrics(&self) -> &TransportMetrics {
+        &self.shared.metrics
+    }
+
+    /// Number of open TCP connections.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.len()
+    }
+
+    /// Sends a response to the request that arrived from `to`, per RFC 3261
+    /// §18.2.2 and RFC 3581: over the same TCP connection while it is open,
+    /// else to the request's source address with the port from `rport` or
+    /// the Via sent-by (see [`response_destination`]).
+    pub async fn send_response(
+        &self,
+        response: &Response,
+        to: &Source,
+    ) -> Result<(), TransportError> {
+        routing::send_response_bytes(&self.shared, response.to_bytes(), response, to).await
+    }
+
+    /// Sends a request: over UDP from a listening socket of the destination's
+    /// address family (so responses come back to it); over TCP on an open
+    /// connection to that address, or a new one.
+    pub async fn send_request(
+        &self,
+        request: &Request,
+        to: &Destination,
+    ) -> Result<(), TransportError> {
+        self.send_bytes(request.to_bytes(), to).await
+    }
+
+    /// Sends already-encoded bytes (e.g. a retransmission) to a destination.
+    pub async fn send_bytes(&self, bytes: Bytes, to: &Destination) -> Result<(), TransportError> {
+        routing::send_to_destination(&self.shared, bytes, to).await
+    }
+
+    /// Stops receiving and accepting: receive and accept loops end, open TCP
+    /// connections are closed after their queued output is written. Sending
+    /// on UDP keeps working so in-flight transactions can finish.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+        let tasks = match self.tasks.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+    use super::*;
+    use crate::sip::{parse_datagram, Method, StatusCode};
+
+    fn options(via: &str, call_id: &str) -> String {
+        format!(
+            "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: {via};branch=z9hG4bK{call_id}\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    async fn bind(
+        listen: &[&str],
+        config: TransportConfig,
+    ) -> (Transports, mpsc::Receiver<Inbound>) {
+        let listen: Vec<ListenAddr> = listen.iter().map(|l| l.parse().unwrap()).collect();
+        Transports::bind(&listen, config).await.unwrap()
+    }
+
+    fn addr_of(t: &Transports, protocol: Protocol) -> SocketAddr {
+        t.local_addrs()
+            .into_iter()
+            .find(|l| l.protocol == protocol)
+            .unwrap()
+            .addr
+    }
+
+    #[tokio::test]
+    async fn udp_request_arrives_with_its_source() {
+        let (t, mut rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let server = addr_of(&t, Protocol::Udp);
+        assert_ne!(server.port(), 0);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(
+                options("SIP/2.0/UDP client.example.com", "u1").as_bytes(),
+                server,
+            )
+            .await
+            .unwrap();
+        let inbound = rx.recv().await.unwrap();
+        assert_eq!(inbound.source.protocol, Protocol::Udp);
+        assert_eq!(inbound.source.peer, client.local_addr().unwrap());
+        assert_eq!(inbound.source.local, server);
+        let Message::Request(req) = inbound.message else {
+            panic!("not a request")
+        };
+        assert_eq!(req.method, Method::Options);
+        assert_eq!(req.top_via().unwrap().received(), Some("127.0.0.1"));
+        // The answer goes back to the source (the sent-by is a name).
+        let resp = Response::for_request(&req, StatusCode::OK);
+        t.send_response(&resp, &inbound.source).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from, server);
+        let Ok(Message::Response(r)) =
+            parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(t.metrics().messages_delivered.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn full_inbound_queue_answers_503_with_retry_after() {
+        let config = TransportConfig {
+            inbound_queue: 1,
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], config).await;
+        let server = addr_of(&t, Protocol::Udp);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
+        for id in ["q1", "q2"] {
+            client
+                .send_to(options(&via, id).as_bytes(), server)
+                .await
+                .unwrap();
+        }
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        let Ok(Message::Response(r)) =
+            parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.call_id().unwrap().to_string(), "q2");
+        assert!(r.headers.get(&crate::sip::HeaderName::RetryAfter).is_some());
+        assert_eq!(t.metrics().overload_rejected.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_tcp_connection_is_closed() {
+        let config = TransportConfig {
+            idle_timeout: Duration::from_secs(30),
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], config).await;
+        let mut client = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 16];
+        // EOF once the daemon gives up on the silent connection.
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(t.metrics().tcp_idle_closed.load(Ordering::Relaxed), 1);
+        assert_eq!(t.connection_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_refused() {
+        let config = TransportConfig {
+            max_connections: 1,
+            ..TransportConfig::default()
+        };
+        let (t, mut rx) = bind(&["tcp:127.0.0.1:0"], config).await;
+        let server = addr_of(&t, Protocol::Tcp);
+        let mut first = TcpStream::connect(server).await.unwrap();
+        first
+            .write_all(options("SIP/2.0/TCP client.example.com", "c1").as_bytes())
+            .await
+            .unwrap();
+        rx.recv().await.unwrap();
+        let mut second = TcpStream::connect(server).await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            second.read(&mut buf).await.unwrap(),
+            0,
+            "second connection not closed"
+        );
+        assert_eq!(t.metrics().tcp_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(t.connection_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn tcp_requests_to_one_destination_share_a_connection() {
+        let (t, mut rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dest = Destination::tcp(peer.local_addr().unwrap());
+        let sent_by = t.sent_by_for(&dest).unwrap();
+        for id in ["r1", "r2"] {
+            let text = options(&format!("SIP/2.0/TCP {sent_by}"), id);
+            let Ok(Message::Request(req)) = parse_datagram(Bytes::from(text), &Limits::default())
+            else {
+                panic!("fixture")
+            };
+            t.send_request(&req, &dest).await.unwrap();
+        }
+        let (mut conn, _) = peer.accept().await.unwrap();
+        let mut parser = crate::sip::StreamParser::new(Limits::default());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while got.len() < 2 {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0);
+            parser.feed(&buf[..n]);
+            while let Some(Message::Request(r)) = parser.next_message().unwrap() {
+                got.push(r.call_id().unwrap().to_string());
+            }
+        }
+        assert_eq!(got, ["r1", "r2"]);
+        assert_eq!(t.connection_count(), 1);
+        assert_eq!(t.metrics().tcp_connected.load(Ordering::Relaxed), 1);
+        // A response on that connection comes up tagged with it.
+        let Ok(Message::Request(req)) = parse_datagram(
+            Bytes::from(options(&format!("SIP/2.0/TCP {sent_by}"), "r1")),
+            &Limits::default(),
+        ) else {
+            panic!("fixture")
+        };
+        conn.write_all(&Response::for_request(&req, StatusCode::OK).to_bytes())
+            .await
+            .unwrap();
+        let inbound = rx.recv().await.unwrap();
+        assert_eq!(inbound.source.protocol, Protocol::Tcp);
+        assert!(inbound.source.conn.is_some());
+        assert!(matches!(inbound.message, Message::Response(_)));
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_listeners_and_open_connections() {
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        let tcp = addr_of(&t, Protocol::Tcp);
+        let mut open = TcpStream::connect(tcp).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while t.connection_count() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("connection accepted");
+        t.shutdown().await;
+        assert!(
+            TcpStream::connect(tcp).await.is_err(),
+            "listener still accepting"
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            open.read(&mut buf).await.unwrap(),
+            0,
+            "open connection not closed"
+        );
+    }
+}

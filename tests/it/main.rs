@@ -1,3 +1,12 @@
-//! Integration tests: one binary that drives the real `vpbx` executable.
+//! Integration tests: the real `vpbx` binary on free loopback ports, driven
+//! with real SIP over real sockets (the crate's own test UA and SIPp).
+
+// Helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod config;
+mod daemon;
+mod sipp;
+mod torture;
+mod transport;
+mod ua;

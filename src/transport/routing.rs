@@ -1,0 +1,428 @@
+//! Where messages go: response routing (RFC 3261 §18.2.2, RFC 3581 §4),
+//! the `received`/`rport` stamp on inbound requests (RFC 3261 §18.2.1),
+//! stateless answers built from what a malformed request left us, and the
+//! hand-off of parsed messages to the layer above.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Destination, Inbound, Protocol, ResponsePort, Shared, Source, TransportError};
+use crate::sip::{
+    ByteStr, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, StatusCode,
+    Via,
+};
+
+/// The default SIP port (RFC 3261 §18.2.2: "using port 5060 if none is
+/// specified explicitly").
+const DEFAULT_PORT: u16 = 5060;
+
+/// Where a response to a request from `source` goes when it cannot use the
+/// request's TCP connection (RFC 3261 §18.2.2 with RFC 3581 §4).
+///
+/// The address is always the request's source IP: RFC 3261 §18.2.1 has the
+/// server add `received` whenever the sent-by host is not that IP, so
+/// "the received address, else the sent-by host" is the source IP either
+/// way. The port is the source port when the top Via has `rport`, else as
+/// `policy` says (see [`ResponsePort`]); the sent-by port defaults to 5060.
+/// `maddr` is ignored (see the module docs). A response whose Via cannot be
+/// read is sent back to the source address.
+pub fn response_destination(
+    response: &Response,
+    source: &Source,
+    policy: ResponsePort,
+) -> Destination {
+    let port = match response.top_via() {
+        Ok(via) => {
+            let symmetric = via.rport().is_some()
+                || match policy {
+                    ResponsePort::SentBy => false,
+                    ResponsePort::SourceWhenTranslated => {
+                        via.received().is_some() || !host_is(&via.host, source.peer.ip())
+                    }
+                    ResponsePort::Source => true,
+                };
+            if symmetric {
+                source.peer.port()
+            } else {
+                via.port.unwrap_or(DEFAULT_PORT)
+            }
+        }
+        Err(_) => source.peer.port(),
+    };
+    Destination {
+        protocol: source.protocol,
+        addr: SocketAddr::new(source.peer.ip(), port),
+    }
+}
+
+pub(crate) async fn send_response_bytes(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    response: &Response,
+    to: &Source,
+) -> Result<(), TransportError> {
+    match to.protocol {
+        Protocol::Tcp => {
+            if let Some(id) = to.conn {
+                if shared.connections.send(id, bytes.clone()).is_ok() {
+                    shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+            // §18.2.2: the connection is gone; open one to the received
+            // address and the sent-by port.
+            let dest = response_destination(response, to, ResponsePort::SentBy);
+            super::tcp::send(shared, bytes, dest.addr).await
+        }
+        Protocol::Udp => {
+            let dest = response_destination(response, to, shared.config.response_port);
+            let sock = shared
+                .udp_socket_for(to.local)
+                .or_else(|| shared.udp_socket_for_family(dest.addr))
+                .ok_or(TransportError::NoRoute {
+                    protocol: Protocol::Udp,
+                    addr: dest.addr,
+                })?;
+            udp_send(shared, sock, &bytes, dest).await
+        }
+    }
+}
+
+pub(crate) async fn send_to_destination(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    to: &Destination,
+) -> Result<(), TransportError> {
+    match to.protocol {
+        Protocol::Udp => {
+            let sock = shared
+                .udp_socket_for_family(to.addr)
+                .ok_or(TransportError::NoRoute {
+                    protocol: Protocol::Udp,
+                    addr: to.addr,
+                })?;
+            udp_send(shared, sock, &bytes, *to).await
+        }
+        Protocol::Tcp => super::tcp::send(shared, bytes, to.addr).await,
+    }
+}
+
+async fn udp_send(
+    shared: &Shared,
+    sock: &tokio::net::UdpSocket,
+    bytes: &[u8],
+    dest: Destination,
+) -> Result<(), TransportError> {
+    match sock.send_to(bytes, dest.addr).await {
+        Ok(_) => {
+            shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(source) => {
+            shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+            Err(TransportError::Io { dest, source })
+        }
+    }
+}
+
+/// Whether a Via sent-by host is this IP address (a name never is: we do
+/// not resolve names on the receive path).
+fn host_is(host: &Host, ip: IpAddr) -> bool {
+    match host {
+        Host::Ipv4(h) => IpAddr::V4(*h) == ip,
+        Host::Ipv6(h) => IpAddr::V6(*h) == ip,
+        Host::Domain(_) => false,
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: add `received` to the top Via when the
+/// sent-by host is not the source IP, and when `rport` is present (or the
+/// policy is [`ResponsePort::Source`]), fill it with the source port and
+/// always add `received`. A request whose top Via does not parse is left
+/// alone (the validator answers it 400).
+pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: ResponsePort) {
+    let Ok(mut via) = request.top_via() else {
+        return;
+    };
+    let src_ip = source.peer.ip();
+    let wants_rport = policy == ResponsePort::Source || via.rport().is_some();
+    if host_is(&via.host, src_ip) && !wants_rport {
+        return;
+    }
+    via.params
+        .set("received", Some(ByteStr::from(src_ip.to_string())));
+    if wants_rport {
+        via.params
+            .set("rport", Some(ByteStr::from(source.peer.port().to_string())));
+    }
+    replace_top_via(&mut request.headers, &via);
+}
+
+/// Replaces the first value of the first Via line with `via`, keeping the
+/// other values of that line. Header order across names is not significant
+/// (RFC 3261 §7.3.1), so the rewritten line may move to the front.
+fn replace_top_via(headers: &mut Headers, via: &Via) {
+    let Some(first_line) = headers.remove_first(&HeaderName::Via) else {
+        return;
+    };
+    let rest = after_first_value(&first_line);
+    let mut value = via.to_string().into_bytes();
+    if let Some(rest) = rest {
+        value.extend_from_slice(b", ");
+        value.extend_from_slice(rest);
+    }
+    headers.push_front(HeaderName::Via, Bytes::from(value));
+}
+
+/// The part of a comma-separated header value after its first element
+/// (trimmed), or `None` when there is only one. Commas inside quoted strings
+/// and `<...>` do not separate.
+fn after_first_value(value: &[u8]) -> Option<&[u8]> {
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut escaped = false;
+    for (i, &b) in value.iter().enumerate() {
+        if in_quotes {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_quotes = true,
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            b',' if !in_angle => {
+                let rest = value[i + 1..].trim_ascii();
+                return (!rest.is_empty()).then_some(rest);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A random token for To tags of locally generated responses (RFC 3261
+/// §19.3: at least 32 bits of randomness).
+pub(crate) fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A response built from the raw headers of a request (RFC 3261 §8.2.6.2
+/// copies Via, From, To, Call-ID, CSeq; a To tag is added). Returns `None`
+/// when there is no Via to answer to, or when the request is an ACK (never
+/// answered).
+pub(crate) fn stateless_reply(
+    headers: &Headers,
+    status: StatusCode,
+    reason: String,
+) -> Option<Response> {
+    headers.get(&HeaderName::Via)?;
+    if let Some(cseq) = headers.get(&HeaderName::CSeq) {
+        let method = cseq.trim_ascii().rsplit(|b| b.is_ascii_whitespace()).next();
+        if method == Some(b"ACK".as_slice()) {
+            return None;
+        }
+    }
+    let mut response = Response::for_headers(headers, status).with_reason(reason);
+    response.set_to_tag(&new_tag());
+    Some(response)
+}
+
+/// The answer to bytes that did not parse: 400 (513 when too large) with a
+/// reason phrase naming the problem, if the request's headers were readable.
+pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
+    stateless_reply(err.reply_context()?, err.status(), err.reason_phrase())
+}
+
+/// Hands a parsed message to the layer above; answers a request 503 when
+/// the inbound queue is full (returns that answer for the caller to send).
+pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> Option<Response> {
+    if let Message::Request(req) = &mut message {
+        stamp_top_via(req, &source, shared.config.response_port);
+    }
+    match shared.inbound.try_send(Inbound { message, source }) {
+        Ok(()) => {
+            shared
+                .metrics
+                .messages_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(TrySendError::Full(Inbound { message, .. }))
+        | Err(TrySendError::Closed(Inbound { message, .. })) => match message {
+            Message::Request(req) if req.method != Method::Ack => {
+                shared
+                    .metrics
+                    .overload_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut resp = Response::for_request(&req, StatusCode::SERVICE_UNAVAILABLE);
+                resp.set_to_tag(&new_tag());
+                resp.headers.push(
+                    HeaderName::RetryAfter,
+                    Bytes::from(shared.config.overload_retry_after.to_string()),
+                );
+                Some(resp)
+            }
+            _ => {
+                shared
+                    .metrics
+                    .overload_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_first_value_splits_on_the_first_top_level_comma() {
+        assert_eq!(after_first_value(b"SIP/2.0/UDP a;branch=z9hG4bK1"), None);
+        assert_eq!(
+            after_first_value(b"SIP/2.0/UDP a;branch=1 , SIP/2.0/UDP b"),
+            Some(b"SIP/2.0/UDP b".as_slice())
+        );
+        assert_eq!(
+            after_first_value(b"SIP/2.0/UDP a;x=\"p,q\",SIP/2.0/TCP b"),
+            Some(b"SIP/2.0/TCP b".as_slice())
+        );
+        assert_eq!(after_first_value(b"SIP/2.0/UDP a;x=\"\\\",\""), None);
+        assert_eq!(after_first_value(b"SIP/2.0/UDP a,  "), None);
+    }
+
+    fn request(via: &str) -> Request {
+        let text = format!(
+            "OPTIONS sip:a@example.com SIP/2.0\r\nVia: {via}\r\nFrom: <sip:b@example.com>;tag=1\r\n\
+             To: <sip:a@example.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        match crate::sip::parse_datagram(Bytes::from(text), &crate::sip::Limits::default()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("fixture does not parse: {other:?}"),
+        }
+    }
+
+    fn udp_source(peer: &str) -> Source {
+        Source {
+            protocol: Protocol::Udp,
+            peer: peer.parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    fn stamped(via: &str, peer: &str, policy: ResponsePort) -> (Via, Destination) {
+        let mut req = request(via);
+        let source = udp_source(peer);
+        stamp_top_via(&mut req, &source, policy);
+        let resp = Response::for_request(&req, StatusCode::OK);
+        (
+            req.top_via().unwrap(),
+            response_destination(&resp, &source, policy),
+        )
+    }
+
+    #[test]
+    fn sent_by_equal_to_source_gets_no_received_and_the_sent_by_port() {
+        let (via, dest) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1",
+            "192.0.2.1:40000",
+            ResponsePort::SourceWhenTranslated,
+        );
+        assert_eq!(via.received(), None);
+        assert_eq!(dest.addr, "192.0.2.1:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn sent_by_without_port_means_5060() {
+        let (_, dest) = stamped(
+            "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1",
+            "192.0.2.1:40000",
+            ResponsePort::SentBy,
+        );
+        assert_eq!(dest.addr, "192.0.2.1:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn translated_sent_by_gets_received_and_per_policy_port() {
+        let via = "SIP/2.0/UDP pc33.example.com:5070;branch=z9hG4bK1";
+        let (v, dest) = stamped(via, "192.0.2.9:40000", ResponsePort::SourceWhenTranslated);
+        assert_eq!(v.received(), Some("192.0.2.9"));
+        assert_eq!(v.rport(), None);
+        assert_eq!(dest.addr, "192.0.2.9:40000".parse().unwrap());
+        // RFC 3261 §18.2.2 as written: received address, sent-by port.
+        let (_, dest) = stamped(via, "192.0.2.9:40000", ResponsePort::SentBy);
+        assert_eq!(dest.addr, "192.0.2.9:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn rport_is_filled_and_received_always_added() {
+        // RFC 3581 §4: received even though it equals the sent-by host.
+        let (v, dest) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5070;rport;branch=z9hG4bK1",
+            "192.0.2.1:40000",
+            ResponsePort::SentBy,
+        );
+        assert_eq!(v.rport(), Some(Some(40000)));
+        assert_eq!(v.received(), Some("192.0.2.1"));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(dest.addr, "192.0.2.1:40000".parse().unwrap());
+    }
+
+    #[test]
+    fn source_policy_adds_rport_to_every_request() {
+        let (v, dest) = stamped(
+            "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1",
+            "192.0.2.1:40000",
+            ResponsePort::Source,
+        );
+        assert_eq!(v.rport(), Some(Some(40000)));
+        assert_eq!(dest.addr, "192.0.2.1:40000".parse().unwrap());
+    }
+
+    #[test]
+    fn only_the_top_via_value_is_stamped() {
+        let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1, SIP/2.0/UDP h2.example.com;branch=z9hG4bK2");
+        stamp_top_via(
+            &mut req,
+            &udp_source("[2001:db8::1]:5062"),
+            ResponsePort::SentBy,
+        );
+        let vias = req.via().unwrap();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(vias[0].received(), Some("2001:db8::1"));
+        assert_eq!(vias[1].received(), None);
+        assert_eq!(vias[1].branch(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn stateless_reply_never_answers_ack_and_needs_a_via() {
+        let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1");
+        let reply = stateless_reply(
+            &req.headers,
+            StatusCode::BAD_REQUEST,
+            "Bad Request (x)".into(),
+        )
+        .expect("a reply");
+        assert_eq!(reply.reason.to_string(), "Bad Request (x)");
+        assert!(reply.to().unwrap().tag().is_some());
+        req.headers
+            .set(HeaderName::CSeq, Bytes::from_static(b"1 ACK"));
+        assert!(stateless_reply(&req.headers, StatusCode::BAD_REQUEST, String::new()).is_none());
+        req.headers.remove_all(&HeaderName::Via);
+        req.headers
+            .set(HeaderName::CSeq, Bytes::from_static(b"1 OPTIONS"));
+        assert!(stateless_reply(&req.headers, StatusCode::BAD_REQUEST, String::new()).is_none());
+    }
+}

@@ -1,0 +1,357 @@
+//! TCP: listeners, the connection table, and one task per connection that
+//! frames the byte stream with [`crate::sip::StreamParser`] (RFC 3261 §18.3:
+//! Content-Length is mandatory; partial reads and several messages per read
+//! are normal).
+//!
+//! A framing error is answered 400 when the header section was readable and
+//! the connection is then closed: after a bad Content-Length we no longer
+//! know where the next message starts. Connections idle in both directions
+//! for `idle_timeout` are closed; at most `max_connections` are open.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::routing::{deliver, reply_to_parse_error};
+use super::{ConnectionId, Destination, Protocol, Shared, Source, TransportError};
+use crate::sip::StreamParser;
+
+/// Bytes read from a socket at a time (the stream parser buffers across reads).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a connection stays writable after reading stopped because of
+/// a framing error or the peer's FIN.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Backlog of pending connections per listener.
+const LISTEN_BACKLOG: i32 = 1024;
+
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// One open connection, as seen by senders. Only the table and the reader
+/// hold it: when both let go, the send queue closes and the writer ends.
+struct Connection {
+    peer: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    activity: Arc<Activity>,
+}
+
+/// When a connection last read or wrote, shared by its reader and writer.
+struct Activity {
+    /// Milliseconds since `epoch` of the last read or write.
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+/// Open connections by [`ConnectionId`] and by peer address (the latest
+/// connection to a peer wins, for reuse when sending requests).
+#[derive(Default)]
+pub(crate) struct ConnectionTable {
+    by_id: DashMap<ConnectionId, Arc<Connection>>,
+    by_peer: DashMap<SocketAddr, ConnectionId>,
+}
+
+impl ConnectionTable {
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Queues bytes on a connection; fails if it is gone or its queue is full.
+    pub(crate) fn send(&self, id: ConnectionId, bytes: Bytes) -> Result<(), TransportError> {
+        let conn = self
+            .by_id
+            .get(&id)
+            .map(|c| Arc::clone(c.value()))
+            .ok_or(TransportError::ConnectionGone(id))?;
+        conn.tx
+            .try_send(bytes)
+            .map_err(|_| TransportError::ConnectionGone(id))
+    }
+
+    fn by_peer(&self, peer: SocketAddr) -> Option<ConnectionId> {
+        self.by_peer.get(&peer).map(|id| *id.value())
+    }
+
+    fn insert(&self, id: ConnectionId, conn: Arc<Connection>) {
+        self.by_peer.insert(conn.peer, id);
+        self.by_id.insert(id, conn);
+    }
+
+    fn remove(&self, id: ConnectionId) {
+        if let Some((_, conn)) = self.by_id.remove(&id) {
+            self.by_peer.remove_if(&conn.peer, |_, v| *v == id);
+        }
+    }
+}
+
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|down| *down) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.connections.len() >= shared.config.max_connections {
+            shared.metrics.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = shared.config.max_connections, "tcp connection refused: table full");
+            continue;
+        }
+        shared.metrics.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+        start_connection(stream, peer, &shared);
+    }
+}
+
+/// Registers a connection and spawns its reader and writer; returns its id.
+fn start_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> ConnectionId {
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(peer.ip(), 0));
+    let id = shared.next_connection_id();
+    let (tx, rx) = mpsc::channel(shared.config.connection_send_queue.max(1));
+    let activity = Arc::new(Activity {
+        last: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
+    let conn = Arc::new(Connection {
+        peer,
+        tx,
+        activity: Arc::clone(&activity),
+    });
+    shared.connections.insert(id, Arc::clone(&conn));
+    let (reader, writer) = stream.into_split();
+    tokio::spawn(write_loop(writer, rx, activity, peer));
+    let source = Source {
+        protocol: Protocol::Tcp,
+        peer,
+        local,
+        conn: Some(id),
+    };
+    tokio::spawn(read_loop(reader, source, conn, Arc::clone(shared)));
+    tracing::debug!(%peer, %id, "tcp connection open");
+    id
+}
+
+async fn write_loop(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+) {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = writer.write_all(&bytes).await {
+            tracing::debug!(%peer, error = %e, "tcp write failed");
+            return;
+        }
+        activity.touch();
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Why a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    PeerClosed,
+    ReadError,
+    Idle,
+    Framing,
+    Shutdown,
+}
+
+async fn read_loop(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    source: Source,
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+) {
+    let Some(id) = source.conn else { return };
+    let reason = read_messages(&mut reader, source, &conn, &shared).await;
+    match reason {
+        CloseReason::Idle => {
+            shared
+                .metrics
+                .tcp_idle_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        CloseReason::Framing => {
+            shared
+                .metrics
+                .tcp_framing_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    tracing::debug!(peer = %source.peer, %id, ?reason, "tcp connection no longer read");
+    if matches!(reason, CloseReason::Framing | CloseReason::PeerClosed) {
+        // Answers to requests read before the end are still on their way
+        // from the layers above; keep the connection writable a moment.
+        let mut shutdown = shared.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(LINGER) => {}
+            _ = shutdown.wait_for(|down| *down) => {}
+        }
+    }
+    // Dropping the table's and our handle ends the writer once its queue
+    // (e.g. a final 400) is written.
+    shared.connections.remove(id);
+}
+
+async fn read_messages(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    source: Source,
+    conn: &Connection,
+    shared: &Shared,
+) -> CloseReason {
+    let idle = shared.config.idle_timeout;
+    let mut shutdown = shared.shutdown.clone();
+    let mut parser = StreamParser::new(shared.config.limits.clone());
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let wait = idle.saturating_sub(conn.activity.idle_for());
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, reader.read(&mut chunk)) => r,
+            _ = shutdown.wait_for(|down| *down) => return CloseReason::Shutdown,
+        };
+        let n = match read {
+            Err(_elapsed) => {
+                if conn.activity.idle_for() >= idle {
+                    return CloseReason::Idle;
+                }
+                continue;
+            }
+            Ok(Err(_)) => return CloseReason::ReadError,
+            Ok(Ok(0)) => return CloseReason::PeerClosed,
+            Ok(Ok(n)) => n,
+        };
+        conn.activity.touch();
+        // Draining every complete message after each feed keeps the
+        // parser's buffer under max_message_size + READ_CHUNK.
+        parser.feed(&chunk[..n]);
+        loop {
+            match parser.next_message() {
+                Ok(Some(message)) => {
+                    shared
+                        .metrics
+                        .tcp_messages_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(reply) = deliver(shared, message, source) {
+                        let _ = conn.tx.try_send(reply.to_bytes());
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => return framing_error(&err, conn, shared, source),
+            }
+        }
+    }
+}
+
+fn framing_error(
+    err: &crate::sip::ParseError,
+    conn: &Connection,
+    shared: &Shared,
+    source: Source,
+) -> CloseReason {
+    let reply = reply_to_parse_error(err);
+    tracing::debug!(peer = %source.peer, error = %err, answered = reply.is_some(), "tcp framing error, closing");
+    match reply {
+        Some(reply) => {
+            shared
+                .metrics
+                .malformed_answered
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = conn.tx.try_send(reply.to_bytes());
+        }
+        None => {
+            shared
+                .metrics
+                .malformed_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    CloseReason::Framing
+}
+
+/// Sends bytes to `addr` over TCP: on the open connection to that peer, or
+/// on a new one (bounded by `connect_timeout` and `max_connections`).
+pub(crate) async fn send(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    addr: SocketAddr,
+) -> Result<(), TransportError> {
+    if shared.is_shut_down() {
+        return Err(TransportError::Shutdown);
+    }
+    if let Some(id) = shared.connections.by_peer(addr) {
+        if shared.connections.send(id, bytes.clone()).is_ok() {
+            shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    if shared.connections.len() >= shared.config.max_connections {
+        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        return Err(TransportError::TooManyConnections(
+            shared.config.max_connections,
+        ));
+    }
+    let dest = Destination::tcp(addr);
+    let stream =
+        match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => {
+                shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(TransportError::Io { dest, source });
+            }
+            Err(_) => {
+                shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(TransportError::ConnectTimeout(addr));
+            }
+        };
+    shared.metrics.tcp_connected.fetch_add(1, Ordering::Relaxed);
+    let id = start_connection(stream, addr, shared);
+    shared.connections.send(id, bytes).inspect_err(|_| {
+        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+    })?;
+    shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

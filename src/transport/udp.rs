@@ -1,0 +1,121 @@
+//! UDP: binding (IPv6 sockets are v6-only so `0.0.0.0` and `[::]` can both
+//! be bound on one port) and one receive loop per socket.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use socket2::{Domain, Socket, Type};
+use tokio::net::UdpSocket;
+
+use super::routing::{deliver, reply_to_parse_error, stateless_reply};
+use super::{Protocol, Shared, Source};
+use crate::sip::{self, Message, Response, StatusCode};
+
+/// Kernel receive buffer we ask for, so bursts survive while a loop is busy.
+const RECV_BUFFER_BYTES: usize = 4 << 20;
+
+/// How many message-size buffers one allocation holds; received datagrams
+/// are zero-copy slices of it.
+const BUFFERS_PER_ALLOCATION: usize = 4;
+
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller kernel buffer only means earlier drops.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Receives datagrams until shutdown. Each datagram is at most
+/// `max_message_size` bytes: a larger one is counted as oversize and
+/// answered 513 when its headers can be read, else dropped.
+pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
+    let max = shared.config.limits.max_message_size;
+    let mut shutdown = shared.shutdown.clone();
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() <= max {
+            buf = BytesMut::with_capacity((max + 1) * BUFFERS_PER_ALLOCATION);
+        }
+        let received = tokio::select! {
+            r = sock.recv_buf_from(&mut buf) => r,
+            _ = shutdown.wait_for(|down| *down) => break,
+        };
+        let (len, peer) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they say nothing about the next datagram.
+                tracing::debug!(%local, error = %e, "udp receive error");
+                buf.clear();
+                continue;
+            }
+        };
+        let datagram = buf.split_to(len).freeze();
+        shared
+            .metrics
+            .udp_datagrams_received
+            .fetch_add(1, Ordering::Relaxed);
+        let source = Source {
+            protocol: Protocol::Udp,
+            peer,
+            local,
+            conn: None,
+        };
+        let reply = if len > max {
+            shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
+            oversize_reply(datagram.slice(..max), &shared)
+        } else {
+            on_datagram(datagram, source, &shared)
+        };
+        if let Some(reply) = reply {
+            let _ = super::routing::send_response_bytes(&shared, reply.to_bytes(), &reply, &source)
+                .await;
+        }
+    }
+}
+
+/// Parses one datagram and hands it on; returns a stateless answer to send
+/// (400 for a malformed request, 503 on overload).
+fn on_datagram(datagram: bytes::Bytes, source: Source, shared: &Shared) -> Option<Response> {
+    match sip::parse_datagram(datagram, &shared.config.limits) {
+        Ok(message) => deliver(shared, message, source),
+        Err(err) => {
+            let reply = reply_to_parse_error(&err);
+            if reply.is_some() {
+                shared
+                    .metrics
+                    .malformed_answered
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                shared
+                    .metrics
+                    .malformed_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(peer = %source.peer, error = %err, answered = reply.is_some(), "malformed datagram");
+            reply
+        }
+    }
+}
+
+/// 513 Message Too Large (RFC 3261 §21.5.14) from the first `max` bytes, if
+/// they hold a readable request header section.
+fn oversize_reply(head: bytes::Bytes, shared: &Shared) -> Option<Response> {
+    let headers = match sip::parse_datagram(head, &shared.config.limits) {
+        Ok(Message::Request(req)) => req.headers,
+        Ok(Message::Response(_)) => return None,
+        Err(err) => err.reply_context()?.clone(),
+    };
+    let reason = format!(
+        "Message Too Large (datagram exceeds the limit of {} octets)",
+        shared.config.limits.max_message_size
+    );
+    stateless_reply(&headers, StatusCode::MESSAGE_TOO_LARGE, reason)
+}

@@ -1,0 +1,174 @@
+//! A tiny test UA: sends raw bytes over UDP or TCP and reads the responses,
+//! parsed with the crate's own parser.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use vpbx::sip::{self, Limits, Message, Response, StreamParser};
+
+/// How long to wait for a response that must come.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
+/// How long to wait to be reasonably sure nothing comes.
+pub const SILENCE_WAIT: Duration = Duration::from_millis(400);
+
+/// A UDP client socket bound to a free loopback port of `server`'s family.
+pub struct UdpUa {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpUa {
+    pub fn new(server: SocketAddr) -> UdpUa {
+        let bind = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let sock = UdpSocket::bind(bind).unwrap();
+        UdpUa { sock, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    pub fn send(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.server).unwrap();
+    }
+
+    /// The next response within `wait`, or `None`. Non-responses are a failure.
+    pub fn recv(&self, wait: Duration) -> Option<Response> {
+        if wait.is_zero() {
+            return None;
+        }
+        let mut buf = vec![0u8; 70_000];
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let bytes = sip::Bytes::copy_from_slice(&buf[..n]);
+                match sip::parse_datagram(bytes, &Limits::default()) {
+                    Ok(Message::Response(r)) => Some(r),
+                    Ok(Message::Request(r)) => panic!("expected a response, got {:?}", r.method),
+                    Err(e) => panic!(
+                        "unparseable response ({e}):\n{}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ),
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("udp receive: {e}"),
+        }
+    }
+
+    /// Responses until a final one (skipping 1xx), or `None` if none in time.
+    pub fn recv_final(&self, wait: Duration) -> Option<Response> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let r = self.recv(deadline.saturating_duration_since(Instant::now()))?;
+            if !r.status.is_provisional() {
+                return Some(r);
+            }
+        }
+    }
+}
+
+/// What happened on a TCP connection while waiting.
+#[derive(Debug)]
+pub enum TcpEvent {
+    Response(Box<Response>),
+    Closed,
+    Silence,
+}
+
+/// A TCP client connection with stream framing of what comes back.
+pub struct TcpUa {
+    pub stream: TcpStream,
+    parser: StreamParser,
+    closed: bool,
+}
+
+impl TcpUa {
+    pub fn connect(server: SocketAddr) -> TcpUa {
+        let stream = TcpStream::connect_timeout(&server, ANSWER_WAIT).unwrap();
+        stream.set_nodelay(true).unwrap();
+        TcpUa {
+            stream,
+            parser: StreamParser::new(Limits::default()),
+            closed: false,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// The next response, the peer closing, or silence for `wait`.
+    pub fn next(&mut self, wait: Duration) -> TcpEvent {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match self.parser.next_message() {
+                Ok(Some(Message::Response(r))) => return TcpEvent::Response(Box::new(r)),
+                Ok(Some(Message::Request(r))) => panic!("expected a response, got {:?}", r.method),
+                Ok(None) => {}
+                Err(e) => panic!("unparseable response stream: {e}"),
+            }
+            if self.closed {
+                return TcpEvent::Closed;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return TcpEvent::Silence;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    self.parser.feed(&buf[..n]);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return TcpEvent::Silence
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => self.closed = true,
+                Err(e) => panic!("tcp read: {e}"),
+            }
+        }
+    }
+
+    /// The next final response (skipping 1xx) or what ended the wait.
+    pub fn next_final(&mut self, wait: Duration) -> TcpEvent {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.next(deadline.saturating_duration_since(Instant::now())) {
+                TcpEvent::Response(r) if r.status.is_provisional() => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+/// An OPTIONS request with a fresh branch, Call-ID and tag.
+pub fn options(
+    target: SocketAddr,
+    via_transport: &str,
+    via_sent_by: SocketAddr,
+    tag: &str,
+) -> String {
+    let host = match target {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!(
+        "OPTIONS sip:{host}:{port} SIP/2.0\r\n\
+         Via: SIP/2.0/{via_transport} {via_sent_by};branch=z9hG4bK-{tag}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:tester@example.com>;tag={tag}\r\n\
+         To: <sip:{host}:{port}>\r\n\
+         Call-ID: {tag}@test\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        port = target.port()
+    )
+}
