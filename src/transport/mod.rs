@@ -100,7 +100,8 @@ pub enum ResponsePort {
     /// The source port when the top Via needed a `received` parameter (its
     /// sent-by host is not the source IP: a NAT, or a name we cannot
     /// check), else the sent-by port. What SBCs do for NAT traversal; the
-    /// default.
+    /// default. The Via gets `rport=PORT` in that case, so the choice is
+    /// visible to every layer that routes the response.
     #[default]
     SourceWhenTranslated,
     /// Always the source port, as if every request had `rport` (the Via

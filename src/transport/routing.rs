@@ -141,16 +141,24 @@ fn host_is(host: &Host, ip: IpAddr) -> bool {
 
 /// RFC 3261 §18.2.1 and RFC 3581 §4: add `received` to the top Via when the
 /// sent-by host is not the source IP, and when `rport` is present (or the
-/// policy is [`ResponsePort::Source`]), fill it with the source port and
-/// always add `received`. A request whose top Via does not parse is left
+/// policy asks for the source port, see [`ResponsePort`]), set it to the
+/// source port and always add `received`. A request whose top Via does not parse is left
 /// alone (the validator answers it 400).
 pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: ResponsePort) {
     let Ok(mut via) = request.top_via() else {
         return;
     };
     let src_ip = source.peer.ip();
-    let wants_rport = policy == ResponsePort::Source || via.rport().is_some();
-    if host_is(&via.host, src_ip) && !wants_rport {
+    let translated = !host_is(&via.host, src_ip);
+    // The policy's choice is written into the Via as `rport=PORT`, so every
+    // layer that routes the response (the transaction layer too) agrees.
+    let wants_rport = via.rport().is_some()
+        || match policy {
+            ResponsePort::SentBy => false,
+            ResponsePort::SourceWhenTranslated => translated,
+            ResponsePort::Source => true,
+        };
+    if !translated && !wants_rport {
         return;
     }
     via.params
@@ -359,10 +367,11 @@ mod tests {
         let via = "SIP/2.0/UDP pc33.example.com:5070;branch=z9hG4bK1";
         let (v, dest) = stamped(via, "192.0.2.9:40000", ResponsePort::SourceWhenTranslated);
         assert_eq!(v.received(), Some("192.0.2.9"));
-        assert_eq!(v.rport(), None);
+        assert_eq!(v.rport(), Some(Some(40000)));
         assert_eq!(dest.addr, "192.0.2.9:40000".parse().unwrap());
         // RFC 3261 §18.2.2 as written: received address, sent-by port.
-        let (_, dest) = stamped(via, "192.0.2.9:40000", ResponsePort::SentBy);
+        let (v, dest) = stamped(via, "192.0.2.9:40000", ResponsePort::SentBy);
+        assert_eq!(v.rport(), None);
         assert_eq!(dest.addr, "192.0.2.9:5070".parse().unwrap());
     }
 
