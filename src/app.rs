@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config, DaemonConfig, ListenAddr};
-use crate::routing::{self, Number, Routes, RoutingTable};
+use crate::routing::{Number, Routes, RoutingTable};
 use crate::sip::{
     validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode, Uri,
 };
@@ -60,15 +60,12 @@ const SERVER: &str = concat!("vpbx/", env!("CARGO_PKG_VERSION"));
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
-    let listen: Vec<transport::ListenAddr> = if opts.listen_overrides.is_empty() {
+    let listen = if opts.listen_overrides.is_empty() {
         &config.daemon.listen
     } else {
         &opts.listen_overrides
-    }
-    .iter()
-    .map(to_transport_listen)
-    .collect();
-    let (transports, inbound) = Transports::bind(&listen, transport_config(&config.daemon))
+    };
+    let (transports, inbound) = Transports::bind(listen, transport_config(&config.daemon))
         .await
         .context("cannot start the SIP transports")?;
     announce(&transports)?;
@@ -117,16 +114,6 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     std::io::stdout().flush().context("stdout")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn to_transport_listen(l: &ListenAddr) -> transport::ListenAddr {
-    transport::ListenAddr {
-        protocol: match l.protocol {
-            routing::Protocol::Udp => transport::Protocol::Udp,
-            routing::Protocol::Tcp => transport::Protocol::Tcp,
-        },
-        addr: l.addr,
-    }
 }
 
 fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
