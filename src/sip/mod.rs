@@ -19,6 +19,8 @@ mod method;
 mod name_addr;
 mod params;
 mod parser;
+#[cfg(test)]
+mod proptests;
 mod uri;
 mod validate;
 mod values;
