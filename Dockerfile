@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# vpbx container image: build with the Rust toolchain, run on a slim Debian as
+# a non-root user. See README.md ("Docker") for build and run commands.
+
+# --- build -------------------------------------------------------------------
+FROM rust:bookworm AS build
+WORKDIR /src
+# Only what the release binary needs: the manifest, the sources, the embedded
+# default config (include_str!), and benches/ because Cargo.toml declares a
+# [[bench]] target that must exist for the manifest to load.
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY config ./config
+# BuildKit caches keep the crates registry and the target dir between builds.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin vpbx \
+ && install -m 0755 target/release/vpbx /usr/local/bin/vpbx
+
+# --- runtime -----------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 vpbx \
+ && useradd --system --uid 10001 --gid vpbx --home-dir /var/lib/vpbx \
+      --shell /usr/sbin/nologin vpbx \
+ && install -d -o vpbx -g vpbx -m 0750 /var/lib/vpbx \
+ && install -d -o vpbx -g vpbx -m 0750 /etc/vpbx
+COPY --from=build /usr/local/bin/vpbx /usr/local/bin/vpbx
+# The demo config as the volume's initial content; mount your own over it.
+COPY --chown=vpbx:vpbx config/ /etc/vpbx/
+
+USER vpbx:vpbx
+# CDRs (relative [cdr] path) and other state land in the working directory.
+WORKDIR /var/lib/vpbx
+VOLUME ["/etc/vpbx", "/var/lib/vpbx"]
+EXPOSE 5060/udp 5060/tcp
+# vpbx handles SIGTERM itself (stop taking calls, drain, flush CDRs): give it
+# more than [shutdown] drain_time with `docker stop -t` / `--stop-timeout`.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/vpbx", "run", "--config", "/etc/vpbx"]
+# The shipped config listens on 127.0.0.1 only; in a container listen on all
+# interfaces. Replace CMD (e.g. with no arguments) to use the config's `listen`.
+CMD ["--listen", "udp:0.0.0.0:5060", "--listen", "tcp:0.0.0.0:5060"]
