@@ -5,8 +5,10 @@
 //! and `cdr` beside them and `app` wiring them together.
 
 pub mod app;
+pub mod b2bua;
 pub mod cdr;
 pub mod config;
+pub mod dialog;
 pub mod routing;
 pub mod sip;
 pub mod transport;

@@ -1,0 +1,1138 @@
+//! One call: the inbound leg (we are the UAS of the caller's dialog) and the
+//! outbound leg (we are the UAC of the dialog with the callee), and the relay
+//! rules between them. Sans-IO: every input is a message or `now`, every
+//! output an [`Action`] the async shell carries out; timers are deadlines the
+//! shell reads with [`Call::poll_timeout`] (quinn-proto style).
+//!
+//! The transaction layer below absorbs retransmissions, answers CANCEL-less
+//! ACKs for non-2xx finals and retransmits requests; what is left here is the
+//! transaction user's job of RFC 3261: 2xx retransmission to the caller until
+//! its ACK (§13.3.1.4), the ACK of the callee's 2xx (§13.2.2.4), CANCEL
+//! (§9), BYE (§15) and the in-dialog relay.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::dialog::{cseq_value, Dialog, DialogState};
+use crate::sip::{ByteStr, HeaderName, Method, NameAddr, Request, Response, StatusCode, Uri};
+
+use super::ids;
+use super::{failure_for_status, FinishReason};
+
+/// The two sides of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    /// Towards the caller: we are the UAS.
+    Inbound,
+    /// Towards the callee (the external PBX): we are the UAC.
+    Outbound,
+}
+
+impl Leg {
+    fn other(self) -> Leg {
+        match self {
+            Leg::Inbound => Leg::Outbound,
+            Leg::Outbound => Leg::Inbound,
+        }
+    }
+}
+
+/// What the shell must do for the call.
+#[derive(Debug)]
+pub enum Action {
+    /// Answer a request received on `leg` through its server transaction
+    /// (the response's top Via and CSeq method identify it).
+    Respond {
+        /// Leg the request came from.
+        leg: Leg,
+        /// The response.
+        response: Response,
+    },
+    /// Send a request on `leg` in a new client transaction; its responses
+    /// come back through [`Call::on_response`] (or [`Call::on_request_failed`]).
+    Request {
+        /// Leg to send on.
+        leg: Leg,
+        /// The request (with our Via).
+        request: Request,
+    },
+    /// Send a message on `leg` straight to the transport, outside any
+    /// transaction: the ACK of a 2xx and the retransmissions of our 2xx.
+    Transmit {
+        /// Leg to send on.
+        leg: Leg,
+        /// The ACK or the 2xx.
+        message: crate::sip::Message,
+    },
+}
+
+/// Local addressing of one leg: what goes into our Via and Contact.
+#[derive(Clone, Debug)]
+pub struct LegTransport {
+    /// `SIP/2.0/UDP host:port;branch=`: the Via value up to the branch.
+    pub via_prefix: Bytes,
+    /// Our Contact value, e.g. `<sip:vpbx@192.0.2.1:5060;transport=tcp>`.
+    pub contact: Bytes,
+    /// Host of our From URI on this leg (the advertised address).
+    pub host: ByteStr,
+    /// TCP (and later TLS): no retransmissions of our 2xx.
+    pub reliable: bool,
+}
+
+impl LegTransport {
+    /// Builds the Via prefix and Contact from the advertised host, port and
+    /// transport name (`UDP`, `TCP`).
+    pub fn new(host: &str, port: u16, transport: &str) -> LegTransport {
+        let hostport = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let upper = transport.to_ascii_uppercase();
+        let contact = if upper == "UDP" {
+            format!("<sip:vpbx@{hostport}>")
+        } else {
+            format!(
+                "<sip:vpbx@{hostport};transport={}>",
+                transport.to_ascii_lowercase()
+            )
+        };
+        LegTransport {
+            via_prefix: Bytes::from(format!("SIP/2.0/{upper} {hostport};branch=")),
+            contact: Bytes::from(contact),
+            host: ByteStr::from(host.to_owned()),
+            reliable: upper != "UDP",
+        }
+    }
+
+    fn via(&self, branch: &str) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.via_prefix.len() + branch.len() + 6);
+        b.put_slice(&self.via_prefix);
+        b.put_slice(branch.as_bytes());
+        b.put_slice(b";rport");
+        b.freeze()
+    }
+}
+
+/// Daemon-wide settings of calls.
+#[derive(Clone, Debug)]
+pub struct CallSettings {
+    /// RFC 3261 T1 (RTT estimate).
+    pub t1: Duration,
+    /// RFC 3261 T2 (maximum retransmission interval of non-INVITE requests
+    /// and of 2xx).
+    pub t2: Duration,
+    /// A call answered longer than this is hung up on both legs.
+    pub max_duration: Option<Duration>,
+}
+
+/// Where and how to place the outbound leg, decided by routing.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Request-URI of the outbound INVITE.
+    pub request_uri: Uri,
+    /// No answer within this → CANCEL and `on_failure`.
+    pub dial_timeout: Duration,
+    /// Our addressing on the outbound leg.
+    pub outbound: LegTransport,
+}
+
+/// How the call ended, for the CDR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Finish reason (SPEC §2.5).
+    pub reason: FinishReason,
+    /// Final status sent to the caller (200 for answered calls).
+    pub status: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallerState {
+    /// No final response yet.
+    Proceeding,
+    /// 2xx sent, waiting for the caller's ACK.
+    Answered,
+    /// ACK received.
+    Confirmed,
+    /// Final failure sent, or the dialog is ended by BYE.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CalleeState {
+    /// Our INVITE has no final response.
+    Calling,
+    /// 2xx received, our ACK waits for the caller's.
+    Answered,
+    /// ACK sent.
+    Confirmed,
+    /// Failed, or ended by BYE.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cancel {
+    None,
+    /// Wanted, but no provisional response yet (RFC 3261 §9.1).
+    Pending,
+    Sent,
+}
+
+/// An in-dialog request relayed from one leg to the other, waiting for the
+/// other leg's final response.
+#[derive(Debug)]
+struct Relay {
+    from: Leg,
+    request: Request,
+    to_seq: u32,
+}
+
+/// The ACK still expected for a relayed re-INVITE's 2xx.
+#[derive(Clone, Copy, Debug)]
+struct ReinviteAck {
+    from: Leg,
+    from_seq: u32,
+    to_seq: u32,
+}
+
+/// One call (see the module doc).
+#[derive(Debug)]
+pub struct Call {
+    /// Our number for the call, carried in our Via branches so that events
+    /// of client transactions find their call without a lookup table.
+    id: u64,
+    settings_t1: Duration,
+    settings_t2: Duration,
+    max_duration: Option<Duration>,
+    inbound_tp: LegTransport,
+    outbound_tp: LegTransport,
+    inbound: Dialog,
+    outbound: Dialog,
+    caller: CallerState,
+    callee: CalleeState,
+    /// The caller's INVITE until it has a final response.
+    invite: Option<Request>,
+    invite_seq: u32,
+    /// Our INVITE to the callee until it has a final response (for CANCEL).
+    out_invite: Option<Request>,
+    out_invite_seq: u32,
+    caller_100rel: bool,
+    provisional_seen: bool,
+    cancel: Cancel,
+    /// Our 2xx to the caller, retransmitted until its ACK.
+    ok: Option<Response>,
+    retx_interval: Duration,
+    /// The ACK we sent for the callee's 2xx, sent again on its retransmissions.
+    ack_sent: Option<Request>,
+    byes: Vec<(Leg, u32)>,
+    relays: Vec<Relay>,
+    reinvite_ack: Option<ReinviteAck>,
+    dial_deadline: Option<Instant>,
+    max_deadline: Option<Instant>,
+    retx_deadline: Option<Instant>,
+    ack_deadline: Option<Instant>,
+    guard_deadline: Option<Instant>,
+    outcome: Option<Outcome>,
+    /// Final status the callee answered our INVITE with, if any.
+    callee_status: Option<u16>,
+    started_at: Instant,
+    answered_at: Option<Instant>,
+    ended_at: Option<Instant>,
+}
+
+/// Headers copied end to end between the legs (besides the body's
+/// Content-Type). Everything else, notably Via, Record-Route, Route, Contact
+/// and Call-ID, stays on its leg (topology hiding).
+const END_TO_END: &[&str] = &[
+    "Supported",
+    "Require",
+    "Allow",
+    "Accept",
+    "Session-Expires",
+    "Min-SE",
+    "Content-Disposition",
+    "Subject",
+    "Info-Package",
+    "Recv-Info",
+    "Event",
+];
+
+/// Headers of a relayed request/response that are end-to-end.
+fn copy_end_to_end(from: &crate::sip::Headers, to: &mut crate::sip::Headers) {
+    for h in from.iter() {
+        let name = h.name.as_str();
+        if END_TO_END.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || h.name == HeaderName::ContentType
+        {
+            to.push(h.name.clone(), h.value.clone());
+        }
+    }
+}
+
+fn has_option_tag(values: Result<Vec<ByteStr>, crate::sip::HeaderError>, tag: &str) -> bool {
+    values
+        .map(|v| v.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+        .unwrap_or(false)
+}
+
+impl Call {
+    /// Sets up a call for the caller's `invite` (already admitted: routed,
+    /// Max-Forwards checked) and returns it with the outbound INVITE to send.
+    pub fn new(
+        id: u64,
+        invite: Request,
+        inbound_tp: LegTransport,
+        plan: Plan,
+        settings: &CallSettings,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<Call, crate::dialog::DialogError> {
+        let inbound = Dialog::new_uas(&invite, ids::tag())?;
+        let invite_seq = invite.cseq()?.seq;
+        let max_forwards = invite.max_forwards()?.unwrap_or(70).saturating_sub(1);
+        let caller_100rel = has_option_tag(invite.supported(), "100rel")
+            || has_option_tag(invite.require(), "100rel");
+
+        let outbound_tp = plan.outbound;
+        let call_id = ids::call_id(&outbound_tp.host);
+        let from = caller_id(&invite, &outbound_tp.host);
+        let to = Bytes::from(format!("<{}>", plan.request_uri));
+        let out_seq = 1;
+        let outbound = Dialog::new_uac(
+            call_id,
+            ids::tag(),
+            &from,
+            to,
+            plan.request_uri.clone(),
+            out_seq,
+        );
+
+        let mut req = outbound.request_with_seq(Method::Invite, out_seq);
+        req.headers.set(
+            HeaderName::MaxForwards,
+            Bytes::from(max_forwards.to_string()),
+        );
+        req.headers.push_front(
+            HeaderName::Via,
+            outbound_tp.via(&ids::branch_for(id, Leg::Outbound, out_seq)),
+        );
+        req.headers
+            .push(HeaderName::Contact, outbound_tp.contact.clone());
+        copy_end_to_end(&invite.headers, &mut req.headers);
+        req.body = invite.body.clone();
+
+        let call = Call {
+            id,
+            settings_t1: settings.t1,
+            settings_t2: settings.t2,
+            max_duration: settings.max_duration,
+            inbound_tp,
+            outbound_tp,
+            inbound,
+            outbound,
+            caller: CallerState::Proceeding,
+            callee: CalleeState::Calling,
+            invite: Some(invite),
+            invite_seq,
+            out_invite: Some(req.clone()),
+            out_invite_seq: out_seq,
+            caller_100rel,
+            provisional_seen: false,
+            cancel: Cancel::None,
+            ok: None,
+            retx_interval: settings.t1,
+            ack_sent: None,
+            byes: Vec::new(),
+            relays: Vec::new(),
+            reinvite_ack: None,
+            dial_deadline: Some(now + plan.dial_timeout),
+            max_deadline: None,
+            retx_deadline: None,
+            ack_deadline: None,
+            guard_deadline: None,
+            outcome: None,
+            callee_status: None,
+            started_at: now,
+            answered_at: None,
+            ended_at: None,
+        };
+        out.push(Action::Request {
+            leg: Leg::Outbound,
+            request: req,
+        });
+        Ok(call)
+    }
+
+    /// Call-ID of the caller's dialog.
+    pub fn inbound_call_id(&self) -> &ByteStr {
+        self.inbound.call_id()
+    }
+
+    /// The caller's From tag (with the Call-ID it keys the inbound leg).
+    pub fn inbound_remote_tag(&self) -> &ByteStr {
+        self.inbound.remote_tag()
+    }
+
+    /// Our tag on the inbound leg (To tag of our responses).
+    pub fn inbound_local_tag(&self) -> &ByteStr {
+        self.inbound.local_tag()
+    }
+
+    /// Call-ID of the outbound leg (ours).
+    pub fn outbound_call_id(&self) -> &ByteStr {
+        self.outbound.call_id()
+    }
+
+    /// How the call ended, once decided.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// Final status of the callee's answer to our INVITE, if it sent one.
+    pub fn callee_status(&self) -> Option<u16> {
+        self.callee_status
+    }
+
+    /// When the call was answered, if it was.
+    pub fn answered_at(&self) -> Option<Instant> {
+        self.answered_at
+    }
+
+    /// When the caller's side ended (final failure or BYE).
+    pub fn ended_at(&self) -> Option<Instant> {
+        self.ended_at
+    }
+
+    /// When the call started.
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// True once both legs are over and no transaction of ours is open: the
+    /// shell writes the CDR and drops the call.
+    pub fn is_finished(&self) -> bool {
+        self.caller == CallerState::Done && self.callee == CalleeState::Done && self.byes.is_empty()
+    }
+
+    /// The next deadline at which [`Call::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.dial_deadline,
+            self.max_deadline,
+            self.retx_deadline,
+            self.ack_deadline,
+            self.guard_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn dialog(&mut self, leg: Leg) -> &mut Dialog {
+        match leg {
+            Leg::Inbound => &mut self.inbound,
+            Leg::Outbound => &mut self.outbound,
+        }
+    }
+
+    fn transport(&self, leg: Leg) -> &LegTransport {
+        match leg {
+            Leg::Inbound => &self.inbound_tp,
+            Leg::Outbound => &self.outbound_tp,
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason, status: u16, now: Instant) {
+        if self.outcome.is_none() {
+            self.outcome = Some(Outcome { reason, status });
+            self.ended_at = Some(now);
+        }
+    }
+
+    fn enter_ending(&mut self, now: Instant) {
+        if self.guard_deadline.is_none() {
+            // Whatever transaction of ours is still open (BYE, CANCELed
+            // INVITE) times out by 64*T1 (RFC 3261 §9.1, Timer B/F).
+            self.guard_deadline = Some(now + 64 * self.settings_t1 + self.settings_t1);
+        }
+        self.dial_deadline = None;
+        self.max_deadline = None;
+    }
+
+    // ---- responses to the caller ----
+
+    /// A response to the caller's INVITE: our To tag; Record-Route and our
+    /// Contact on 1xx/2xx (RFC 3261 §12.1.1).
+    fn caller_response(&self, status: StatusCode, relayed: Option<&Response>) -> Option<Response> {
+        let invite = self.invite.as_ref()?;
+        let mut response = Response::for_request(invite, status);
+        response.set_to_tag(self.inbound.local_tag());
+        if status.as_u16() > 100 && status.as_u16() < 300 {
+            for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
+                response.headers.push(HeaderName::RecordRoute, rr.clone());
+            }
+            response
+                .headers
+                .push(HeaderName::Contact, self.inbound_tp.contact.clone());
+        }
+        if let Some(from) = relayed {
+            response.reason = from.reason.clone();
+            copy_end_to_end(&from.headers, &mut response.headers);
+            if let Some(rseq) = from.headers.get(&HeaderName::RSeq) {
+                if status.is_provisional() && self.caller_100rel {
+                    response.headers.push(HeaderName::RSeq, rseq.clone());
+                }
+            }
+            response.body = from.body.clone();
+        }
+        Some(response)
+    }
+
+    /// Final failure to the caller's INVITE, ending the inbound leg.
+    fn reject_caller(
+        &mut self,
+        status: StatusCode,
+        reason: FinishReason,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.caller != CallerState::Proceeding {
+            return;
+        }
+        if let Some(response) = self.caller_response(status, None) {
+            out.push(Action::Respond {
+                leg: Leg::Inbound,
+                response,
+            });
+        }
+        self.caller = CallerState::Done;
+        self.invite = None;
+        self.finish(reason, status.as_u16(), now);
+        self.enter_ending(now);
+    }
+
+    // ---- requests to the legs ----
+
+    fn via(&self, leg: Leg, seq: u32) -> Bytes {
+        self.transport(leg).via(&ids::branch_for(self.id, leg, seq))
+    }
+
+    fn send(&mut self, leg: Leg, mut request: Request, out: &mut Vec<Action>) {
+        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+        request
+            .headers
+            .push_front(HeaderName::Via, self.via(leg, seq));
+        out.push(Action::Request { leg, request });
+    }
+
+    fn bye(&mut self, leg: Leg, out: &mut Vec<Action>) {
+        let request = self.dialog(leg).new_request(Method::Bye);
+        let seq = self.dialog(leg).local_seq();
+        self.byes.push((leg, seq));
+        self.send(leg, request, out);
+        match leg {
+            Leg::Inbound => self.caller = CallerState::Done,
+            Leg::Outbound => self.callee = CalleeState::Done,
+        }
+    }
+
+    /// ACK the callee's 2xx, with `body` (late offer answer) if any.
+    fn ack_callee(&mut self, from_ack: Option<&Request>, out: &mut Vec<Action>) {
+        if self.callee != CalleeState::Answered {
+            return;
+        }
+        let mut ack = self.outbound.ack(self.out_invite_seq);
+        ack.headers.push_front(
+            HeaderName::Via,
+            self.via(Leg::Outbound, self.out_invite_seq),
+        );
+        ack.headers
+            .push(HeaderName::Contact, self.outbound_tp.contact.clone());
+        if let Some(a) = from_ack {
+            if !a.body.is_empty() {
+                if let Some(ct) = a.headers.get(&HeaderName::ContentType) {
+                    ack.headers.push(HeaderName::ContentType, ct.clone());
+                }
+                ack.body = a.body.clone();
+            }
+        }
+        out.push(Action::Transmit {
+            leg: Leg::Outbound,
+            message: crate::sip::Message::Request(ack.clone()),
+        });
+        self.ack_sent = Some(ack);
+        self.callee = CalleeState::Confirmed;
+    }
+
+    /// CANCEL our INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
+    /// To, CSeq number and top Via; deferred until a provisional response.
+    fn cancel_callee(&mut self, out: &mut Vec<Action>) {
+        if self.callee != CalleeState::Calling || self.cancel == Cancel::Sent {
+            return;
+        }
+        if !self.provisional_seen {
+            self.cancel = Cancel::Pending;
+            return;
+        }
+        let Some(invite) = self.out_invite.as_ref() else {
+            return;
+        };
+        let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
+        for name in [
+            HeaderName::Via,
+            HeaderName::Route,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+        ] {
+            for v in invite.headers.get_all(&name) {
+                cancel.headers.push(name.clone(), v.clone());
+            }
+        }
+        cancel.headers.push(
+            HeaderName::CSeq,
+            cseq_value(self.out_invite_seq, &Method::Cancel),
+        );
+        cancel
+            .headers
+            .push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+        out.push(Action::Request {
+            leg: Leg::Outbound,
+            request: cancel,
+        });
+        self.cancel = Cancel::Sent;
+    }
+
+    /// End an established call from our side (max duration, missing ACK):
+    /// ACK the callee if needed, BYE both legs.
+    fn hang_up_both(&mut self, reason: FinishReason, now: Instant, out: &mut Vec<Action>) {
+        self.ack_callee(None, out);
+        self.ok = None;
+        self.retx_deadline = None;
+        self.ack_deadline = None;
+        if matches!(self.caller, CallerState::Answered | CallerState::Confirmed) {
+            self.bye(Leg::Inbound, out);
+        }
+        if self.callee == CalleeState::Confirmed {
+            self.bye(Leg::Outbound, out);
+        }
+        self.finish(reason, 200, now);
+        self.enter_ending(now);
+    }
+
+    // ---- inputs ----
+
+    /// A request received on `leg` that belongs to this call.
+    pub fn on_request(&mut self, leg: Leg, request: Request, now: Instant, out: &mut Vec<Action>) {
+        match request.method {
+            Method::Ack => self.on_ack(leg, &request, out),
+            Method::Cancel => self.on_cancel(leg, &request, now, out),
+            Method::Bye => self.on_bye(leg, &request, now, out),
+            Method::Options => {
+                let mut response = Response::for_request(&request, StatusCode::OK);
+                response
+                    .headers
+                    .push(HeaderName::Allow, Bytes::from_static(super::ALLOW));
+                out.push(Action::Respond { leg, response });
+            }
+            Method::Invite
+            | Method::Update
+            | Method::Info
+            | Method::Prack
+            | Method::Message
+            | Method::Notify => self.relay_request(leg, request, out),
+            _ => {
+                let mut response = Response::for_request(&request, StatusCode::NOT_IMPLEMENTED);
+                response
+                    .headers
+                    .push(HeaderName::Allow, Bytes::from_static(super::ALLOW));
+                out.push(Action::Respond { leg, response });
+            }
+        }
+    }
+
+    fn on_ack(&mut self, leg: Leg, ack: &Request, out: &mut Vec<Action>) {
+        let Ok(seq) = ack.cseq().map(|c| c.seq) else {
+            return;
+        };
+        if leg == Leg::Inbound && self.caller == CallerState::Answered && seq == self.invite_seq {
+            self.caller = CallerState::Confirmed;
+            self.ok = None;
+            self.retx_deadline = None;
+            self.ack_deadline = None;
+            self.invite = None;
+            self.ack_callee(Some(ack), out);
+            return;
+        }
+        if let Some(ra) = self.reinvite_ack {
+            if ra.from == leg && ra.from_seq == seq {
+                self.reinvite_ack = None;
+                let to = leg.other();
+                let mut fwd = self.dialog(to).ack(ra.to_seq);
+                fwd.headers
+                    .push_front(HeaderName::Via, self.via(to, ra.to_seq));
+                if !ack.body.is_empty() {
+                    if let Some(ct) = ack.headers.get(&HeaderName::ContentType) {
+                        fwd.headers.push(HeaderName::ContentType, ct.clone());
+                    }
+                    fwd.body = ack.body.clone();
+                }
+                out.push(Action::Transmit {
+                    leg: to,
+                    message: crate::sip::Message::Request(fwd),
+                });
+            }
+        }
+        // Anything else is a retransmitted ACK: nothing to do.
+    }
+
+    fn on_cancel(&mut self, leg: Leg, cancel: &Request, now: Instant, out: &mut Vec<Action>) {
+        let mut ok = Response::for_request(cancel, StatusCode::OK);
+        if leg == Leg::Inbound {
+            ok.set_to_tag(self.inbound.local_tag());
+        }
+        out.push(Action::Respond { leg, response: ok });
+        if leg == Leg::Inbound && self.caller == CallerState::Proceeding {
+            self.reject_caller(
+                StatusCode::REQUEST_TERMINATED,
+                FinishReason::CallerHangup,
+                now,
+                out,
+            );
+            self.cancel_callee(out);
+        }
+    }
+
+    fn on_bye(&mut self, leg: Leg, bye: &Request, now: Instant, out: &mut Vec<Action>) {
+        let in_dialog = match leg {
+            Leg::Inbound => self.caller != CallerState::Done,
+            Leg::Outbound => matches!(self.callee, CalleeState::Answered | CalleeState::Confirmed),
+        };
+        if !in_dialog {
+            let response =
+                Response::for_request(bye, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST);
+            out.push(Action::Respond { leg, response });
+            return;
+        }
+        out.push(Action::Respond {
+            leg,
+            response: Response::for_request(bye, StatusCode::OK),
+        });
+        if leg == Leg::Inbound && self.caller == CallerState::Proceeding {
+            // BYE on the early dialog (RFC 3261 §15): like a CANCEL.
+            self.reject_caller(
+                StatusCode::REQUEST_TERMINATED,
+                FinishReason::CallerHangup,
+                now,
+                out,
+            );
+            self.cancel_callee(out);
+            return;
+        }
+        match leg {
+            Leg::Inbound => self.caller = CallerState::Done,
+            Leg::Outbound => self.callee = CalleeState::Done,
+        }
+        self.ok = None;
+        self.retx_deadline = None;
+        self.ack_deadline = None;
+        self.finish(FinishReason::Answered, 200, now);
+        // The callee may still wait for our ACK.
+        if leg == Leg::Inbound {
+            self.ack_callee(None, out);
+        }
+        let other = leg.other();
+        let other_up = match other {
+            Leg::Inbound => matches!(self.caller, CallerState::Answered | CallerState::Confirmed),
+            Leg::Outbound => matches!(self.callee, CalleeState::Answered | CalleeState::Confirmed),
+        };
+        if other_up {
+            if other == Leg::Outbound {
+                self.ack_callee(None, out);
+            }
+            self.bye(other, out);
+        }
+        self.enter_ending(now);
+    }
+
+    fn relay_request(&mut self, leg: Leg, request: Request, out: &mut Vec<Action>) {
+        let to = leg.other();
+        let respond = |status: StatusCode, out: &mut Vec<Action>| {
+            out.push(Action::Respond {
+                leg,
+                response: Response::for_request(&request, status),
+            });
+        };
+        // Requests in our dialogs need the other leg's dialog to exist.
+        let other_ready = match to {
+            Leg::Inbound => self.caller != CallerState::Done,
+            Leg::Outbound => {
+                self.callee != CalleeState::Done && self.outbound.state() != DialogState::Initial
+            }
+        };
+        let this_up = match leg {
+            Leg::Inbound => self.caller != CallerState::Done,
+            Leg::Outbound => self.callee != CalleeState::Done,
+        };
+        if !other_ready || !this_up {
+            respond(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST, out);
+            return;
+        }
+        if request.method == Method::Invite
+            && (self
+                .relays
+                .iter()
+                .any(|r| r.request.method == Method::Invite)
+                || self.caller == CallerState::Proceeding
+                || self.reinvite_ack.is_some())
+        {
+            // RFC 3261 §14.2: an INVITE while one is pending on the dialog.
+            respond(StatusCode::REQUEST_PENDING, out);
+            return;
+        }
+        if let Err(e) = self.dialog(leg).on_remote_request(&request) {
+            tracing::debug!(error = %e, "in-dialog request rejected");
+            respond(StatusCode::SERVER_INTERNAL_ERROR, out);
+            return;
+        }
+        let method = request.method.clone();
+        let mut fwd = self.dialog(to).new_request(method.clone());
+        let to_seq = self.dialog(to).local_seq();
+        if matches!(method, Method::Invite | Method::Update) {
+            fwd.headers
+                .push(HeaderName::Contact, self.transport(to).contact.clone());
+        }
+        if method == Method::Prack {
+            // RAck names the INVITE of the leg the PRACK goes to (RFC 3262 §7.2).
+            match request.rack() {
+                Ok(Some(rack)) => {
+                    let invite_seq = match to {
+                        Leg::Outbound => self.out_invite_seq,
+                        Leg::Inbound => self.invite_seq,
+                    };
+                    fwd.headers.push(
+                        HeaderName::RAck,
+                        Bytes::from(format!("{} {} INVITE", rack.rseq, invite_seq)),
+                    );
+                }
+                _ => {
+                    respond(StatusCode::BAD_REQUEST, out);
+                    return;
+                }
+            }
+        }
+        copy_end_to_end(&request.headers, &mut fwd.headers);
+        fwd.body = request.body.clone();
+        self.relays.push(Relay {
+            from: leg,
+            request,
+            to_seq,
+        });
+        self.send(to, fwd, out);
+    }
+
+    /// A response to one of our client transactions on `leg`.
+    pub fn on_response(
+        &mut self,
+        leg: Leg,
+        response: Response,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Ok(cseq) = response.cseq() else { return };
+        match cseq.method {
+            Method::Invite if leg == Leg::Outbound && cseq.seq == self.out_invite_seq => {
+                self.on_invite_response(response, now, out)
+            }
+            Method::Bye => {
+                if response.status.as_u16() >= 200 {
+                    self.byes.retain(|b| *b != (leg, cseq.seq));
+                }
+            }
+            Method::Cancel => {}
+            _ => self.on_relay_response(leg, cseq.seq, &cseq.method, response, out),
+        }
+    }
+
+    /// A client transaction of ours failed without a final response
+    /// (timeout or transport error): treated as a 408 from that leg.
+    pub fn on_request_failed(
+        &mut self,
+        leg: Leg,
+        method: &Method,
+        seq: u32,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        match method {
+            Method::Invite if leg == Leg::Outbound && seq == self.out_invite_seq => {
+                self.on_invite_failure(StatusCode::REQUEST_TIMEOUT, now, out);
+            }
+            Method::Bye => self.byes.retain(|b| *b != (leg, seq)),
+            Method::Cancel => {}
+            _ => {
+                if let Some(i) = self
+                    .relays
+                    .iter()
+                    .position(|r| r.to_seq == seq && r.from == leg.other())
+                {
+                    let relay = self.relays.swap_remove(i);
+                    let response =
+                        Response::for_request(&relay.request, StatusCode::REQUEST_TIMEOUT);
+                    out.push(Action::Respond {
+                        leg: relay.from,
+                        response,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_invite_response(&mut self, response: Response, now: Instant, out: &mut Vec<Action>) {
+        let status = response.status;
+        if status.is_success() {
+            return self.on_invite_success(response, now, out);
+        }
+        if self.callee != CalleeState::Calling {
+            return;
+        }
+        if status.is_provisional() {
+            self.provisional_seen = true;
+            if self.cancel == Cancel::Pending {
+                self.cancel_callee(out);
+            }
+            if status.as_u16() == 100 {
+                // Hop by hop: not relayed.
+                return;
+            }
+            if let Err(e) = self.outbound.on_uac_response(&response) {
+                tracing::debug!(error = %e, "provisional response ignored");
+                return;
+            }
+            if self.caller == CallerState::Proceeding {
+                let reliable = response.headers.contains(&HeaderName::RSeq);
+                if reliable && !self.caller_100rel {
+                    // The callee demands PRACK from a caller that cannot send it:
+                    // skip the relay rather than break the caller.
+                    return;
+                }
+                if let Some(r) = self.caller_response(status, Some(&response)) {
+                    out.push(Action::Respond {
+                        leg: Leg::Inbound,
+                        response: r,
+                    });
+                }
+            }
+            return;
+        }
+        self.callee_status = Some(status.as_u16());
+        self.on_invite_failure(status, now, out);
+    }
+
+    fn on_invite_failure(&mut self, status: StatusCode, now: Instant, out: &mut Vec<Action>) {
+        if self.callee != CalleeState::Calling {
+            return;
+        }
+        self.callee = CalleeState::Done;
+        self.out_invite = None;
+        if self.caller == CallerState::Proceeding {
+            let (to_caller, reason) = failure_for_status(status);
+            self.reject_caller(to_caller, reason, now, out);
+        }
+        self.enter_ending(now);
+    }
+
+    fn on_invite_success(&mut self, response: Response, now: Instant, out: &mut Vec<Action>) {
+        match self.callee {
+            CalleeState::Calling => {}
+            CalleeState::Confirmed => {
+                // A retransmitted 2xx: our ACK got lost.
+                if let Some(ack) = &self.ack_sent {
+                    out.push(Action::Transmit {
+                        leg: Leg::Outbound,
+                        message: crate::sip::Message::Request(ack.clone()),
+                    });
+                }
+                return;
+            }
+            CalleeState::Answered | CalleeState::Done => return,
+        }
+        if let Err(e) = self.outbound.on_uac_response(&response) {
+            tracing::debug!(error = %e, "2xx without a usable To tag");
+        }
+        self.callee_status = Some(response.status.as_u16());
+        self.callee = CalleeState::Answered;
+        self.out_invite = None;
+        self.dial_deadline = None;
+        if self.caller != CallerState::Proceeding {
+            // The CANCEL/200 race (RFC 3261 §9.1): the caller already has its
+            // 487; ACK and BYE the callee.
+            self.ack_callee(None, out);
+            self.bye(Leg::Outbound, out);
+            self.enter_ending(now);
+            return;
+        }
+        let Some(ok) = self.caller_response(response.status, Some(&response)) else {
+            return;
+        };
+        out.push(Action::Respond {
+            leg: Leg::Inbound,
+            response: ok.clone(),
+        });
+        self.caller = CallerState::Answered;
+        self.answered_at = Some(now);
+        if !self.inbound_tp.reliable {
+            self.ok = Some(ok);
+            self.retx_interval = self.settings_t1;
+            self.retx_deadline = Some(now + self.settings_t1);
+        }
+        self.ack_deadline = Some(now + 64 * self.settings_t1);
+        self.max_deadline = self.max_duration.map(|d| now + d);
+    }
+
+    fn on_relay_response(
+        &mut self,
+        leg: Leg,
+        seq: u32,
+        method: &Method,
+        response: Response,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(i) = self
+            .relays
+            .iter()
+            .position(|r| r.to_seq == seq && r.from == leg.other() && r.request.method == *method)
+        else {
+            return;
+        };
+        let status = response.status;
+        if status.as_u16() == 100 {
+            return;
+        }
+        if status.is_success() && matches!(method, Method::Invite | Method::Update) {
+            // Target refresh by the 2xx (RFC 3261 §12.2.1.2).
+            self.dialog(leg).on_refresh_response(&response);
+        }
+        let relay = &self.relays[i];
+        let from = relay.from;
+        let mut back = Response::for_request(&relay.request, status);
+        back.reason = response.reason.clone();
+        if matches!(method, Method::Invite | Method::Update) && status.as_u16() < 300 {
+            back.headers
+                .push(HeaderName::Contact, self.transport(from).contact.clone());
+        }
+        copy_end_to_end(&response.headers, &mut back.headers);
+        if let Some(rseq) = response.headers.get(&HeaderName::RSeq) {
+            back.headers.push(HeaderName::RSeq, rseq.clone());
+        }
+        back.body = response.body.clone();
+        out.push(Action::Respond {
+            leg: from,
+            response: back,
+        });
+        if status.as_u16() >= 200 {
+            let relay = self.relays.swap_remove(i);
+            if status.is_success() && *method == Method::Invite {
+                if let Ok(c) = relay.request.cseq() {
+                    self.reinvite_ack = Some(ReinviteAck {
+                        from,
+                        from_seq: c.seq,
+                        to_seq: seq,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs the timers whose deadline is at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.dial_deadline.is_some_and(|d| d <= now) {
+            self.dial_deadline = None;
+            if self.caller == CallerState::Proceeding && self.callee == CalleeState::Calling {
+                self.reject_caller(
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    FinishReason::NoAnswer,
+                    now,
+                    out,
+                );
+                self.cancel_callee(out);
+            }
+        }
+        if self.retx_deadline.is_some_and(|d| d <= now) {
+            self.retx_deadline = None;
+            if let (CallerState::Answered, Some(ok)) = (self.caller, &self.ok) {
+                out.push(Action::Transmit {
+                    leg: Leg::Inbound,
+                    message: crate::sip::Message::Response(ok.clone()),
+                });
+                self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
+                self.retx_deadline = Some(now + self.retx_interval);
+            }
+        }
+        if self.ack_deadline.is_some_and(|d| d <= now) {
+            self.ack_deadline = None;
+            if self.caller == CallerState::Answered {
+                // No ACK within 64*T1 (RFC 3261 §13.3.1.4): end the call.
+                self.hang_up_both(FinishReason::Error, now, out);
+            }
+        }
+        if self.max_deadline.is_some_and(|d| d <= now) {
+            self.max_deadline = None;
+            self.hang_up_both(FinishReason::Answered, now, out);
+        }
+        if self.guard_deadline.is_some_and(|d| d <= now) {
+            self.guard_deadline = None;
+            // Give up on whatever is still open.
+            if self.caller == CallerState::Proceeding {
+                self.reject_caller(
+                    StatusCode::SERVER_INTERNAL_ERROR,
+                    FinishReason::Error,
+                    now,
+                    out,
+                );
+            }
+            self.caller = CallerState::Done;
+            self.callee = CalleeState::Done;
+            self.byes.clear();
+            self.relays.clear();
+            self.dial_deadline = None;
+            self.max_deadline = None;
+            self.retx_deadline = None;
+            self.ack_deadline = None;
+        }
+    }
+}
+
+/// From of the outbound INVITE: the caller's display name and user (caller
+/// ID) at our host, without the caller's tag or parameters.
+fn caller_id(invite: &Request, host: &str) -> Vec<u8> {
+    let (display, user) = match invite.from() {
+        Ok(NameAddr {
+            display_name, uri, ..
+        }) => {
+            let user = match &uri {
+                Uri::Sip(u) => u.user.as_ref().map(|u| u.to_string()),
+                Uri::Tel(t) => Some(t.number.to_string()),
+                _ => None,
+            };
+            (display_name.map(|d| d.to_string()), user)
+        }
+        Err(_) => (None, None),
+    };
+    let user = user.unwrap_or_else(|| "anonymous".to_owned());
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    match display {
+        // The display name is kept as written inside its quotes (escapes
+        // included), so it can be quoted again as is.
+        Some(d) if !d.is_empty() => format!("\"{d}\" <sip:{user}@{host}>").into_bytes(),
+        _ => format!("<sip:{user}@{host}>").into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

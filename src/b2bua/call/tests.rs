@@ -1,0 +1,803 @@
+//! Call flows of SPEC §3, one test each, driven with wire messages and an
+//! explicit clock.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::sip::{parse_datagram, Limits, Message};
+
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
+const INVITE: &str = "INVITE sip:+74951234567@vpbx.example.net SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKcaller1;rport\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKinner\r\n\
+Record-Route: <sip:proxy.carrier.example;lr>\r\n\
+From: \"Alice A\" <sip:+79161234567@carrier.example>;tag=caller-tag\r\n\
+To: <sip:+74951234567@vpbx.example.net>\r\n\
+Call-ID: inbound-call-1@carrier.example\r\n\
+CSeq: 10 INVITE\r\n\
+Contact: <sip:alice@198.51.100.7:5060>\r\n\
+Max-Forwards: 10\r\n\
+Supported: timer\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 10\r\n\
+\r\n\
+v=0\r\no=x\r\n";
+
+fn parse(text: &str) -> Message {
+    parse_datagram(Bytes::copy_from_slice(text.as_bytes()), &Limits::default()).unwrap()
+}
+
+fn request(text: &str) -> Request {
+    match parse(text) {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("not a request"),
+    }
+}
+
+fn roundtrip_request(r: &Request) -> Request {
+    match parse_datagram(Message::Request(r.clone()).to_bytes(), &Limits::default()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("not a request"),
+    }
+}
+
+fn roundtrip_response(r: &Response) -> Response {
+    match parse_datagram(Message::Response(r.clone()).to_bytes(), &Limits::default()).unwrap() {
+        Message::Response(r) => r,
+        Message::Request(_) => panic!("not a response"),
+    }
+}
+
+fn settings(max_duration: Option<Duration>) -> CallSettings {
+    CallSettings {
+        t1: T1,
+        t2: T2,
+        max_duration,
+    }
+}
+
+fn plan() -> Plan {
+    Plan {
+        request_uri: Uri::parse("sip:+74951234567@127.0.0.1:5080").unwrap(),
+        dial_timeout: Duration::from_secs(30),
+        outbound: LegTransport::new("127.0.0.1", 5060, "udp"),
+    }
+}
+
+struct Harness {
+    call: Call,
+    now: Instant,
+    out: Vec<Action>,
+    /// The outbound INVITE as the callee received it.
+    invite_b: Request,
+    to_tag_b: &'static str,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(
+            settings(None),
+            LegTransport::new("203.0.113.5", 5060, "udp"),
+        )
+    }
+
+    fn with(settings: CallSettings, inbound: LegTransport) -> Harness {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let call = Call::new(
+            7,
+            request(INVITE),
+            inbound,
+            plan(),
+            &settings,
+            now,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 1, "{out:?}");
+        let invite_b = match out.pop() {
+            Some(Action::Request {
+                leg: Leg::Outbound,
+                request,
+            }) => roundtrip_request(&request),
+            other => panic!("expected the outbound INVITE, got {other:?}"),
+        };
+        Harness {
+            call,
+            now,
+            out,
+            invite_b,
+            to_tag_b: "callee-tag",
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.call.handle_timeout(self.now, &mut self.out);
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The callee answers our INVITE with `status`.
+    fn callee_responds(&mut self, status: u16, body: &str) {
+        let mut r = Response::for_request(&self.invite_b, StatusCode::new(status).unwrap());
+        if status > 100 {
+            r.set_to_tag(self.to_tag_b);
+        }
+        if status > 100 && status < 300 {
+            r.headers.push(
+                HeaderName::Contact,
+                Bytes::from_static(b"<sip:callee@127.0.0.1:5080>"),
+            );
+        }
+        if !body.is_empty() {
+            r.headers.push(
+                HeaderName::ContentType,
+                Bytes::from_static(b"application/sdp"),
+            );
+            r.body = Bytes::copy_from_slice(body.as_bytes());
+        }
+        let r = roundtrip_response(&r);
+        self.call
+            .on_response(Leg::Outbound, r, self.now, &mut self.out);
+    }
+
+    fn caller_sends(&mut self, text: &str) {
+        let r = request(text);
+        self.call
+            .on_request(Leg::Inbound, r, self.now, &mut self.out);
+    }
+
+    /// Caller's ACK / BYE in the dialog (To tag = ours).
+    fn caller_in_dialog(&mut self, method: &str, seq: u32, body: &str) {
+        let tag = self.call.inbound_local_tag().to_string();
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        let text = format!(
+            "{method} sip:vpbx@203.0.113.5:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKc{seq}{method}\r\n\
+From: \"Alice A\" <sip:+79161234567@carrier.example>;tag=caller-tag\r\n\
+To: <sip:+74951234567@vpbx.example.net>;tag={tag}\r\n\
+Call-ID: inbound-call-1@carrier.example\r\n\
+CSeq: {seq} {method}\r\n\
+Max-Forwards: 70\r\n\
+{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.caller_sends(&text);
+    }
+
+    /// Callee's request in the outbound dialog.
+    fn callee_in_dialog(&mut self, method: &str, seq: u32) {
+        let from_tag = self.invite_b.from().unwrap().tag().unwrap().to_owned();
+        let call_id = self.invite_b.call_id().unwrap().to_string();
+        let text = format!(
+            "{method} sip:vpbx@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKb{seq}\r\n\
+From: <sip:+74951234567@127.0.0.1:5080>;tag={}\r\n\
+To: <sip:+79161234567@127.0.0.1>;tag={from_tag}\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: {seq} {method}\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n",
+            self.to_tag_b
+        );
+        self.call
+            .on_request(Leg::Outbound, request(&text), self.now, &mut self.out);
+    }
+
+    fn answer(&mut self) {
+        self.callee_responds(180, "");
+        self.callee_responds(200, "v=0\r\no=callee\r\n");
+        self.caller_in_dialog("ACK", 10, "");
+        self.take();
+    }
+}
+
+fn responses(actions: &[Action], leg: Leg) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Respond { leg: l, response } if *l == leg => Some(response.status.as_u16()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests(actions: &[Action], leg: Leg) -> Vec<Request> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Request { leg: l, request } if *l == leg => Some(roundtrip_request(request)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn transmitted(actions: &[Action], leg: Leg) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transmit { leg: l, message } if *l == leg => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn response_to(req: &Request, status: u16) -> Response {
+    roundtrip_response(&Response::for_request(
+        req,
+        StatusCode::new(status).unwrap(),
+    ))
+}
+
+#[test]
+fn outbound_invite_hides_the_inbound_topology() {
+    let h = Harness::new();
+    let b = &h.invite_b;
+    assert_eq!(b.uri.to_string(), "sip:+74951234567@127.0.0.1:5080");
+    let vias = b.via().unwrap();
+    assert_eq!(vias.len(), 1);
+    let branch = vias[0].branch().unwrap();
+    assert!(branch.starts_with("z9hG4bKvpbx"));
+    assert_eq!(ids::parse_branch(branch), Some((7, Leg::Outbound, 1)));
+    assert_eq!(vias[0].port, Some(5060));
+    assert_ne!(b.call_id().unwrap(), "inbound-call-1@carrier.example");
+    let from = b.from().unwrap();
+    assert_ne!(from.tag().unwrap(), "caller-tag");
+    assert_eq!(from.display_name.as_deref(), Some("Alice A"));
+    match &from.uri {
+        Uri::Sip(u) => {
+            assert_eq!(u.user.as_deref(), Some("+79161234567"));
+            assert_eq!(u.host.to_string(), "127.0.0.1");
+        }
+        other => panic!("From URI {other}"),
+    }
+    assert!(b.to().unwrap().tag().is_none());
+    assert_eq!(b.cseq().unwrap().seq, 1);
+    assert_eq!(b.max_forwards().unwrap(), Some(9));
+    assert!(b.record_route().unwrap().is_empty());
+    let contact = b.headers.get(&HeaderName::Contact).unwrap();
+    assert_eq!(&contact[..], b"<sip:vpbx@127.0.0.1:5060>");
+    assert_eq!(&b.body[..], b"v=0\r\no=x\r\n");
+    assert_eq!(
+        b.headers.get(&HeaderName::ContentType).map(|v| &v[..]),
+        Some(&b"application/sdp"[..])
+    );
+    assert_eq!(b.supported().unwrap().len(), 1);
+    let wire = Message::Request(b.clone()).to_bytes();
+    for leak in [
+        "198.51.100.7",
+        "10.0.0.1",
+        "carrier.example",
+        "caller-tag",
+        "proxy.carrier",
+    ] {
+        assert!(
+            !wire.windows(leak.len()).any(|w| w == leak.as_bytes()),
+            "{leak} leaked"
+        );
+    }
+}
+
+#[test]
+fn basic_call_relays_180_and_200_and_acks_each_leg() {
+    let mut h = Harness::new();
+    h.callee_responds(100, "");
+    assert!(h.take().is_empty(), "100 is hop by hop");
+
+    h.callee_responds(180, "");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![180]);
+    let Action::Respond {
+        response: ringing, ..
+    } = &out[0]
+    else {
+        panic!()
+    };
+    let ringing = roundtrip_response(ringing);
+    let our_tag = ringing.to().unwrap().tag().unwrap().to_owned();
+    assert_eq!(our_tag, h.call.inbound_local_tag().as_str());
+    assert_eq!(
+        ringing.via().unwrap().len(),
+        2,
+        "all Vias of the caller's INVITE"
+    );
+    assert_eq!(ringing.record_route().unwrap().len(), 1);
+    assert_eq!(ringing.cseq().unwrap().seq, 10);
+    assert!(!Message::Response(ringing.clone())
+        .to_bytes()
+        .windows(6)
+        .any(|w| w == b"callee"));
+
+    h.callee_responds(200, "v=0\r\no=callee\r\n");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    let Action::Respond { response: ok, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(&ok.body[..], b"v=0\r\no=callee\r\n");
+    assert_eq!(ok.to().unwrap().tag(), Some(our_tag.as_str()));
+    assert!(h.call.answered_at().is_some());
+
+    h.caller_in_dialog("ACK", 10, "");
+    let out = h.take();
+    let acks = transmitted(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1);
+    let Message::Request(ack) = &acks[0] else {
+        panic!()
+    };
+    let ack = roundtrip_request(ack);
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(ack.to().unwrap().tag(), Some("callee-tag"));
+    assert_eq!(ack.uri.to_string(), "sip:callee@127.0.0.1:5080");
+    assert_eq!(ack.call_id().unwrap(), h.invite_b.call_id().unwrap());
+
+    h.caller_in_dialog("BYE", 11, "");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    let byes = requests(&out, Leg::Outbound);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].method, Method::Bye);
+    assert_eq!(byes[0].cseq().unwrap().seq, 2);
+    assert!(!h.call.is_finished(), "waits for the callee's 200 to BYE");
+    h.call
+        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+    assert_eq!(
+        h.call.outcome(),
+        Some(Outcome {
+            reason: FinishReason::Answered,
+            status: 200
+        })
+    );
+}
+
+#[test]
+fn bye_from_callee_is_answered_and_relayed_to_caller() {
+    let mut h = Harness::new();
+    h.answer();
+    h.callee_in_dialog("BYE", 1);
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Outbound), vec![200]);
+    let byes = requests(&out, Leg::Inbound);
+    assert_eq!(byes.len(), 1);
+    let bye = &byes[0];
+    // Caller's dialog: Request-URI = caller's Contact, Route = its Record-Route,
+    // From = our To with our tag, To = caller's From.
+    assert_eq!(bye.uri.to_string(), "sip:alice@198.51.100.7:5060");
+    assert_eq!(bye.route().unwrap().len(), 1);
+    assert_eq!(
+        bye.from().unwrap().tag(),
+        Some(h.call.inbound_local_tag().as_str())
+    );
+    assert_eq!(bye.to().unwrap().tag(), Some("caller-tag"));
+    assert_eq!(bye.call_id().unwrap(), "inbound-call-1@carrier.example");
+    assert_eq!(bye.cseq().unwrap().seq, 1);
+    h.call
+        .on_response(Leg::Inbound, response_to(bye, 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Answered);
+}
+
+#[test]
+fn cancel_before_answer_gives_487_on_both_legs() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.take();
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
+    let cancels = requests(&out, Leg::Outbound);
+    assert_eq!(cancels.len(), 1);
+    let c = &cancels[0];
+    assert_eq!(c.method, Method::Cancel);
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        h.invite_b.top_via().unwrap().branch()
+    );
+    assert_eq!(c.cseq().unwrap().seq, 1);
+    assert_eq!(c.uri, h.invite_b.uri);
+    assert_eq!(
+        h.call.outcome(),
+        Some(Outcome {
+            reason: FinishReason::CallerHangup,
+            status: 487
+        })
+    );
+    assert!(!h.call.is_finished(), "the callee's INVITE is still open");
+    h.callee_responds(487, "");
+    assert!(h.take().is_empty(), "the callee's 487 is not relayed again");
+    assert!(h.call.is_finished());
+}
+
+#[test]
+fn cancel_before_any_provisional_is_sent_when_one_arrives() {
+    let mut h = Harness::new();
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
+    assert!(
+        requests(&out, Leg::Outbound).is_empty(),
+        "RFC 3261 §9.1: not before a provisional"
+    );
+    h.callee_responds(100, "");
+    let out = h.take();
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Cancel);
+}
+
+#[test]
+fn cancel_200_race_acks_and_byes_the_callee() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    h.take();
+    h.callee_responds(200, "v=0\r\n");
+    let out = h.take();
+    assert!(
+        responses(&out, Leg::Inbound).is_empty(),
+        "the caller keeps its 487"
+    );
+    let acks = transmitted(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1);
+    let byes = requests(&out, Leg::Outbound);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].method, Method::Bye);
+    assert_eq!(byes[0].to().unwrap().tag(), Some("callee-tag"));
+    h.call
+        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::CallerHangup);
+}
+
+#[test]
+fn callee_failures_are_mapped_for_the_caller() {
+    for (callee, caller, reason) in [
+        (486, 486, FinishReason::Busy),
+        (600, 486, FinishReason::Busy),
+        (503, 480, FinishReason::Unavailable),
+        (404, 404, FinishReason::Rejected),
+        (502, 500, FinishReason::Rejected),
+    ] {
+        let mut h = Harness::new();
+        h.callee_responds(callee, "");
+        let out = h.take();
+        assert_eq!(
+            responses(&out, Leg::Inbound),
+            vec![caller],
+            "callee {callee}"
+        );
+        assert!(h.call.is_finished());
+        assert_eq!(
+            h.call.outcome(),
+            Some(Outcome {
+                reason,
+                status: caller
+            })
+        );
+    }
+}
+
+#[test]
+fn callee_timeout_is_unavailable() {
+    let mut h = Harness::new();
+    h.call
+        .on_request_failed(Leg::Outbound, &Method::Invite, 1, h.now, &mut h.out);
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![480]);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Unavailable);
+}
+
+#[test]
+fn dial_timeout_cancels_the_callee_and_answers_480() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.take();
+    assert_eq!(h.call.poll_timeout(), Some(h.now + Duration::from_secs(30)));
+    h.advance(Duration::from_secs(29));
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_secs(1));
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![480]);
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Cancel);
+    assert_eq!(
+        h.call.outcome(),
+        Some(Outcome {
+            reason: FinishReason::NoAnswer,
+            status: 480
+        })
+    );
+    h.callee_responds(487, "");
+    assert!(h.call.is_finished());
+}
+
+#[test]
+fn ok_is_retransmitted_until_ack_with_doubling_intervals() {
+    let mut h = Harness::new();
+    h.callee_responds(200, "v=0\r\n");
+    h.take();
+    let mut gaps = Vec::new();
+    let mut last = h.now;
+    for _ in 0..5 {
+        let next = h.call.poll_timeout().unwrap();
+        h.now = next;
+        h.call.handle_timeout(next, &mut h.out);
+        assert_eq!(transmitted(&h.take(), Leg::Inbound).len(), 1);
+        gaps.push(next - last);
+        last = next;
+    }
+    assert_eq!(gaps, vec![T1, 2 * T1, 4 * T1, T2, T2]);
+    h.caller_in_dialog("ACK", 10, "");
+    let out = h.take();
+    assert_eq!(transmitted(&out, Leg::Outbound).len(), 1);
+    h.advance(T2 * 2);
+    assert!(h.take().is_empty(), "no retransmission after the ACK");
+}
+
+#[test]
+fn no_ack_within_64_t1_hangs_up_both_legs() {
+    let mut h = Harness::new();
+    h.callee_responds(200, "v=0\r\n");
+    h.take();
+    let start = h.now;
+    while h.now < start + 64 * T1 {
+        let next = h.call.poll_timeout().unwrap();
+        h.now = next;
+        h.call.handle_timeout(next, &mut h.out);
+    }
+    let out = h.take();
+    assert_eq!(
+        transmitted(&out, Leg::Outbound).len(),
+        1,
+        "the callee still gets its ACK"
+    );
+    assert_eq!(requests(&out, Leg::Inbound)[0].method, Method::Bye);
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Bye);
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Error);
+}
+
+#[test]
+fn ok_over_tcp_is_not_retransmitted() {
+    let mut h = Harness::with(
+        settings(None),
+        LegTransport::new("203.0.113.5", 5060, "tcp"),
+    );
+    h.callee_responds(200, "v=0\r\n");
+    h.take();
+    assert_eq!(h.call.poll_timeout(), Some(h.now + 64 * T1));
+}
+
+#[test]
+fn retransmitted_2xx_from_callee_gets_the_same_ack() {
+    let mut h = Harness::new();
+    h.answer();
+    h.callee_responds(200, "v=0\r\no=callee\r\n");
+    let out = h.take();
+    assert!(responses(&out, Leg::Inbound).is_empty());
+    let acks = transmitted(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1);
+}
+
+#[test]
+fn late_offer_ack_carries_the_callers_answer() {
+    let mut h = Harness::new();
+    h.callee_responds(200, "v=0\r\no=offer\r\n");
+    h.take();
+    h.caller_in_dialog("ACK", 10, "v=0\r\no=answer\r\n");
+    let out = h.take();
+    let Message::Request(ack) = &transmitted(&out, Leg::Outbound)[0] else {
+        panic!()
+    };
+    assert_eq!(&ack.body[..], b"v=0\r\no=answer\r\n");
+}
+
+#[test]
+fn reinvite_is_relayed_with_the_other_legs_cseq() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_in_dialog("INVITE", 11, "v=0\r\no=hold\r\n");
+    let out = h.take();
+    let fwd = &requests(&out, Leg::Outbound)[0];
+    assert_eq!(fwd.method, Method::Invite);
+    assert_eq!(fwd.cseq().unwrap().seq, 2);
+    assert_eq!(&fwd.body[..], b"v=0\r\no=hold\r\n");
+    assert_eq!(fwd.to().unwrap().tag(), Some("callee-tag"));
+    let mut ok = Response::for_request(fwd, StatusCode::OK);
+    ok.headers.push(
+        HeaderName::ContentType,
+        Bytes::from_static(b"application/sdp"),
+    );
+    ok.body = Bytes::from_static(b"v=0\r\no=held\r\n");
+    h.call
+        .on_response(Leg::Outbound, roundtrip_response(&ok), h.now, &mut h.out);
+    let out = h.take();
+    let Action::Respond {
+        leg: Leg::Inbound,
+        response,
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(response.status.as_u16(), 200);
+    assert_eq!(response.cseq().unwrap().seq, 11);
+    assert_eq!(&response.body[..], b"v=0\r\no=held\r\n");
+    h.caller_in_dialog("ACK", 11, "");
+    let out = h.take();
+    let Message::Request(ack) = &transmitted(&out, Leg::Outbound)[0] else {
+        panic!()
+    };
+    assert_eq!(ack.cseq().unwrap().seq, 2);
+    assert_eq!(ack.method, Method::Ack);
+}
+
+#[test]
+fn second_reinvite_while_one_is_pending_gets_491() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_in_dialog("INVITE", 11, "v=0\r\n");
+    h.take();
+    h.callee_in_dialog("INVITE", 5);
+    assert_eq!(responses(&h.take(), Leg::Outbound), vec![491]);
+}
+
+#[test]
+fn info_from_callee_is_relayed_to_caller_and_answered_back() {
+    let mut h = Harness::new();
+    h.answer();
+    h.callee_in_dialog("INFO", 3);
+    let out = h.take();
+    let fwd = &requests(&out, Leg::Inbound)[0];
+    assert_eq!(fwd.method, Method::Info);
+    assert_eq!(fwd.call_id().unwrap(), "inbound-call-1@carrier.example");
+    h.call
+        .on_response(Leg::Inbound, response_to(fwd, 200), h.now, &mut h.out);
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Outbound), vec![200]);
+    let Action::Respond { response, .. } = &out[0] else {
+        panic!()
+    };
+    assert_eq!(response.cseq().unwrap().seq, 3);
+}
+
+#[test]
+fn out_of_order_cseq_in_dialog_gets_500() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_in_dialog("INFO", 9, "");
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![500]);
+}
+
+#[test]
+fn options_in_dialog_is_answered_here() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_in_dialog("OPTIONS", 12, "");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    assert!(requests(&out, Leg::Outbound).is_empty());
+}
+
+#[test]
+fn max_duration_hangs_up_both_legs() {
+    let mut h = Harness::with(
+        settings(Some(Duration::from_secs(60))),
+        LegTransport::new("203.0.113.5", 5060, "udp"),
+    );
+    h.answer();
+    h.advance(Duration::from_secs(60));
+    let out = h.take();
+    assert_eq!(requests(&out, Leg::Inbound)[0].method, Method::Bye);
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Bye);
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Answered);
+}
+
+#[test]
+fn reliable_provisional_and_prack_pass_through() {
+    let invite = INVITE.replace("Supported: timer", "Supported: 100rel, timer");
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let inbound = LegTransport::new("203.0.113.5", 5060, "udp");
+    let mut call = Call::new(
+        7,
+        request(&invite),
+        inbound,
+        plan(),
+        &settings(None),
+        now,
+        &mut out,
+    )
+    .unwrap();
+    let Some(Action::Request { request: b, .. }) = out.pop() else {
+        panic!()
+    };
+    let b = roundtrip_request(&b);
+    assert!(b.supported().unwrap().iter().any(|t| t == "100rel"));
+    let mut p = Response::for_request(&b, StatusCode::SESSION_PROGRESS);
+    p.set_to_tag("callee-tag");
+    p.headers
+        .push(HeaderName::Require, Bytes::from_static(b"100rel"));
+    p.headers.push(HeaderName::RSeq, Bytes::from_static(b"7"));
+    p.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:callee@127.0.0.1:5080>"),
+    );
+    call.on_response(Leg::Outbound, roundtrip_response(&p), now, &mut out);
+    let Some(Action::Respond {
+        response: relayed, ..
+    }) = out.pop()
+    else {
+        panic!()
+    };
+    assert_eq!(relayed.rseq().unwrap(), Some(7));
+    assert!(relayed.require().unwrap().iter().any(|t| t == "100rel"));
+    let tag = call.inbound_local_tag().to_string();
+    let prack = format!(
+        "PRACK sip:vpbx@203.0.113.5 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKprack\r\n\
+From: <sip:+79161234567@carrier.example>;tag=caller-tag\r\n\
+To: <sip:+74951234567@vpbx.example.net>;tag={tag}\r\n\
+Call-ID: inbound-call-1@carrier.example\r\n\
+CSeq: 11 PRACK\r\n\
+RAck: 7 10 INVITE\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    call.on_request(Leg::Inbound, request(&prack), now, &mut out);
+    let Some(Action::Request {
+        leg: Leg::Outbound,
+        request: fwd,
+    }) = out.pop()
+    else {
+        panic!()
+    };
+    let fwd = roundtrip_request(&fwd);
+    let rack = fwd.rack().unwrap().unwrap();
+    assert_eq!((rack.rseq, rack.cseq), (7, 1));
+    assert_eq!(fwd.to().unwrap().tag(), Some("callee-tag"));
+    call.on_response(Leg::Outbound, response_to(&fwd, 200), now, &mut out);
+    let Some(Action::Respond {
+        leg: Leg::Inbound,
+        response,
+    }) = out.pop()
+    else {
+        panic!()
+    };
+    assert_eq!(response.cseq().unwrap().method, Method::Prack);
+}
+
+#[test]
+fn callee_that_never_answers_the_cancel_is_given_up_after_64_t1() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    h.take();
+    assert!(!h.call.is_finished());
+    h.advance(65 * T1);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::CallerHangup);
+}

@@ -1,0 +1,346 @@
+//! Dialogs (RFC 3261 §12): the peer-to-peer state one leg of a call keeps
+//! between an INVITE and the BYE that ends it.
+//!
+//! A [`Dialog`] owns the dialog identifiers (Call-ID, local and remote tag),
+//! the local and remote CSeq numbers, the remote target and the route set,
+//! and builds the in-dialog requests (BYE, re-INVITE, UPDATE, INFO, PRACK,
+//! ACK for a 2xx) of RFC 3261 §12.2.1.1. It is pure: no I/O and no clock.
+//! It does not add a Via (that needs the transport and a fresh branch) nor a
+//! Contact: the B2BUA adds both, since they depend on the leg's transport.
+//!
+//! The header values From/To of our requests are kept as the raw bytes that
+//! the dialog was set up with, so building a request copies no text.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::sip::{ByteStr, HeaderError, HeaderName, Method, NameAddr, Request, Response, Uri};
+
+/// Why a message could not set up or update a dialog.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DialogError {
+    /// A header the dialog needs is missing or malformed.
+    #[error("dialog header: {0}")]
+    Header(#[from] HeaderError),
+    /// The remote party's From (UAS) or To (UAC) carries no tag.
+    #[error("the remote party's {0} header has no tag")]
+    MissingTag(&'static str),
+    /// A request with a CSeq lower than or equal to the last one seen
+    /// (RFC 3261 §12.2.2: answer 500).
+    #[error("CSeq {got} is not above the last remote CSeq {last}")]
+    CSeqOutOfOrder {
+        /// CSeq number of the request.
+        got: u32,
+        /// Highest CSeq number seen from the remote party.
+        last: u32,
+    },
+}
+
+/// Identifies a dialog (RFC 3261 §12): Call-ID plus local and remote tag.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    /// Call-ID of the dialog.
+    pub call_id: ByteStr,
+    /// Our tag (From of our requests).
+    pub local_tag: ByteStr,
+    /// The peer's tag; empty while a UAC dialog has no response with a tag.
+    pub remote_tag: ByteStr,
+}
+
+/// Dialog state (RFC 3261 §12): early after a 1xx with a To tag, confirmed
+/// after a 2xx.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialogState {
+    /// A UAC dialog whose INVITE has no response with a tag yet.
+    Initial,
+    /// Created by a provisional response.
+    Early,
+    /// Created or confirmed by a 2xx.
+    Confirmed,
+}
+
+/// One dialog, seen from our side.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    call_id: ByteStr,
+    local_tag: ByteStr,
+    remote_tag: ByteStr,
+    /// From of our requests (with our tag).
+    local_header: Bytes,
+    /// To of our requests (with the remote tag once known).
+    remote_header: Bytes,
+    local_seq: u32,
+    remote_seq: Option<u32>,
+    remote_target: Uri,
+    /// Route set in the order the Route headers of our requests list it.
+    route_set: Vec<NameAddr>,
+    state: DialogState,
+}
+
+impl Dialog {
+    /// The UAS side of a dialog created by `request` (an INVITE) answered
+    /// with `local_tag` (RFC 3261 §12.1.1): remote target from Contact, route
+    /// set from Record-Route in order, remote CSeq from the request.
+    pub fn new_uas(request: &Request, local_tag: ByteStr) -> Result<Dialog, DialogError> {
+        let from = request.from()?;
+        let remote_tag = match from.tag() {
+            Some(t) => ByteStr::from(t.to_owned()),
+            None => return Err(DialogError::MissingTag("From")),
+        };
+        let to_raw = request
+            .headers
+            .get(&HeaderName::To)
+            .cloned()
+            .unwrap_or_default();
+        let from_raw = request
+            .headers
+            .get(&HeaderName::From)
+            .cloned()
+            .unwrap_or_default();
+        let remote_target = contact_uri(request.contacts()?).unwrap_or_else(|| from.uri.clone());
+        Ok(Dialog {
+            call_id: request.call_id()?,
+            local_header: with_tag(&to_raw, &local_tag),
+            local_tag,
+            remote_tag,
+            remote_header: from_raw,
+            local_seq: 0,
+            remote_seq: Some(request.cseq()?.seq),
+            remote_target,
+            route_set: request.record_route()?,
+            state: DialogState::Confirmed,
+        })
+    }
+
+    /// The UAC side of a dialog we are about to create with an INVITE
+    /// (RFC 3261 §12.1.2 once a response arrives). `from` is the From value
+    /// without tag; `to` the To value; `cseq` the INVITE's CSeq number.
+    pub fn new_uac(
+        call_id: ByteStr,
+        local_tag: ByteStr,
+        from: &[u8],
+        to: Bytes,
+        target: Uri,
+        cseq: u32,
+    ) -> Dialog {
+        Dialog {
+            call_id,
+            local_header: with_tag(from, &local_tag),
+            local_tag,
+            remote_tag: ByteStr::default(),
+            remote_header: to,
+            local_seq: cseq,
+            remote_seq: None,
+            remote_target: target,
+            route_set: Vec::new(),
+            state: DialogState::Initial,
+        }
+    }
+
+    /// Updates a UAC dialog from a response to its INVITE: a 1xx with a To
+    /// tag makes it early, a 2xx confirms it; the remote target comes from
+    /// Contact and the route set from Record-Route in reverse (the 2xx's route
+    /// set replaces an early one, RFC 3261 §12.1.2 and §13.2.2.4). A 100 and
+    /// failures change nothing.
+    pub fn on_uac_response(&mut self, response: &Response) -> Result<(), DialogError> {
+        let status = response.status;
+        if status.as_u16() == 100 || status.as_u16() >= 300 || self.state == DialogState::Confirmed
+        {
+            return Ok(());
+        }
+        let to = response.to()?;
+        let Some(tag) = to.tag() else {
+            if status.is_success() {
+                return Err(DialogError::MissingTag("To"));
+            }
+            return Ok(());
+        };
+        if self.state == DialogState::Initial
+            || self.remote_tag.as_str() != tag
+            || status.is_success()
+        {
+            self.remote_tag = ByteStr::from(tag.to_owned());
+            if let Some(raw) = response.headers.get(&HeaderName::To) {
+                self.remote_header = raw.clone();
+            }
+            if let Some(uri) = contact_uri(response.contacts()?) {
+                self.remote_target = uri;
+            }
+            let mut routes = response.record_route()?;
+            routes.reverse();
+            self.route_set = routes;
+        }
+        self.state = if status.is_success() {
+            DialogState::Confirmed
+        } else {
+            DialogState::Early
+        };
+        Ok(())
+    }
+
+    /// Checks and records the CSeq of a request from the remote party
+    /// (RFC 3261 §12.2.2), and takes a new remote target from a target
+    /// refresh request (re-INVITE, UPDATE) with a Contact.
+    pub fn on_remote_request(&mut self, request: &Request) -> Result<(), DialogError> {
+        let seq = request.cseq()?.seq;
+        if !matches!(request.method, Method::Ack | Method::Cancel) {
+            if let Some(last) = self.remote_seq {
+                if seq <= last {
+                    return Err(DialogError::CSeqOutOfOrder { got: seq, last });
+                }
+            }
+            self.remote_seq = Some(seq);
+        }
+        if matches!(request.method, Method::Invite | Method::Update) {
+            if let Some(uri) = contact_uri(request.contacts()?) {
+                self.remote_target = uri;
+            }
+        }
+        Ok(())
+    }
+
+    /// The dialog's identifiers.
+    pub fn id(&self) -> DialogId {
+        DialogId {
+            call_id: self.call_id.clone(),
+            local_tag: self.local_tag.clone(),
+            remote_tag: self.remote_tag.clone(),
+        }
+    }
+
+    /// Call-ID of the dialog.
+    pub fn call_id(&self) -> &ByteStr {
+        &self.call_id
+    }
+
+    /// Our tag.
+    pub fn local_tag(&self) -> &ByteStr {
+        &self.local_tag
+    }
+
+    /// The peer's tag (empty before a UAC dialog got one).
+    pub fn remote_tag(&self) -> &ByteStr {
+        &self.remote_tag
+    }
+
+    /// Current state.
+    pub fn state(&self) -> DialogState {
+        self.state
+    }
+
+    /// CSeq number of our last request.
+    pub fn local_seq(&self) -> u32 {
+        self.local_seq
+    }
+
+    /// The remote target (Contact of the peer).
+    pub fn remote_target(&self) -> &Uri {
+        &self.remote_target
+    }
+
+    /// A new request in the dialog (RFC 3261 §12.2.1.1) with the next local
+    /// CSeq: Request-URI and Route from the remote target and route set,
+    /// From/To with tags, Call-ID, CSeq, Max-Forwards 70. ACK and CANCEL are
+    /// built by [`Dialog::ack`] and by the B2BUA from the INVITE.
+    pub fn new_request(&mut self, method: Method) -> Request {
+        self.local_seq = self.local_seq.wrapping_add(1);
+        let seq = self.local_seq;
+        self.request_with_seq(method, seq)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq number `invite_seq`
+    /// (RFC 3261 §13.2.2.4): same CSeq number, method ACK.
+    pub fn ack(&self, invite_seq: u32) -> Request {
+        self.request_with_seq(Method::Ack, invite_seq)
+    }
+
+    /// Takes a new remote target from the Contact of a 2xx to a target
+    /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
+    pub fn on_refresh_response(&mut self, response: &Response) {
+        if let Ok(Some(uri)) = response.contacts().map(contact_uri) {
+            self.remote_target = uri;
+        }
+    }
+
+    /// A request in the dialog with an explicit CSeq number: the initial
+    /// INVITE of a UAC dialog, the ACK of a 2xx.
+    pub fn request_with_seq(&self, method: Method, seq: u32) -> Request {
+        let (uri, routes) = self.request_target();
+        let mut request = Request::new(method.clone(), uri);
+        let h = &mut request.headers;
+        for route in routes {
+            h.push(HeaderName::Route, route);
+        }
+        h.push(HeaderName::From, self.local_header.clone());
+        h.push(HeaderName::To, self.remote_header.clone());
+        h.push(HeaderName::CallId, self.call_id.as_bytes().clone());
+        h.push(HeaderName::CSeq, cseq_value(seq, &method));
+        h.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+        request
+    }
+
+    /// Request-URI and Route values: loose routing when the first route has
+    /// `lr`, else the strict routing of RFC 3261 §12.2.1.1.
+    fn request_target(&self) -> (Uri, Vec<Bytes>) {
+        let render = |n: &NameAddr| Bytes::from(n.to_string());
+        match self.route_set.first() {
+            None => (self.remote_target.clone(), Vec::new()),
+            Some(first) if is_loose(first) => (
+                self.remote_target.clone(),
+                self.route_set.iter().map(render).collect(),
+            ),
+            Some(first) => {
+                let mut routes: Vec<Bytes> = self.route_set[1..].iter().map(render).collect();
+                routes.push(Bytes::from(format!("<{}>", self.remote_target)));
+                (strip_uri_headers(&first.uri), routes)
+            }
+        }
+    }
+}
+
+/// `CSeq` value `"<seq> <METHOD>"`.
+pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
+    let m = method.as_str();
+    let mut b = BytesMut::with_capacity(11 + m.len());
+    b.put_slice(seq.to_string().as_bytes());
+    b.put_u8(b' ');
+    b.put_slice(m.as_bytes());
+    b.freeze()
+}
+
+/// `value;tag=<tag>`.
+fn with_tag(value: &[u8], tag: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(value.len() + 5 + tag.len());
+    b.put_slice(value);
+    b.put_slice(b";tag=");
+    b.put_slice(tag.as_bytes());
+    b.freeze()
+}
+
+fn contact_uri(contact: Option<crate::sip::Contact>) -> Option<Uri> {
+    match contact {
+        Some(crate::sip::Contact::Addrs(addrs)) => addrs.into_iter().next().map(|a| a.uri),
+        _ => None,
+    }
+}
+
+fn is_loose(route: &NameAddr) -> bool {
+    match &route.uri {
+        Uri::Sip(u) => u.params.contains("lr"),
+        _ => false,
+    }
+}
+
+/// A Request-URI may not carry URI headers or `method` (RFC 3261 §19.1.5).
+fn strip_uri_headers(uri: &Uri) -> Uri {
+    let mut uri = uri.clone();
+    if let Uri::Sip(u) = &mut uri {
+        u.headers = Default::default();
+        u.params.remove("method");
+    }
+    uri
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::sip::{parse_datagram, Limits, Message, StatusCode};
+
+fn request(text: &str) -> Request {
+    match parse_datagram(Bytes::copy_from_slice(text.as_bytes()), &Limits::default()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("not a request"),
+    }
+}
+
+fn reparse(r: &Request) -> Request {
+    match parse_datagram(Message::Request(r.clone()).to_bytes(), &Limits::default()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("not a request"),
+    }
+}
+
+const INVITE: &str = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9\r\n\
+Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=9fxced76sl\r\n\
+To: Bob <sip:bob@biloxi.example.com>\r\n\
+Call-ID: 3848276298220188511@atlanta.example.com\r\n\
+CSeq: 2 INVITE\r\n\
+Contact: <sip:alice@client.atlanta.example.com>\r\n\
+Content-Length: 0\r\n\r\n";
+
+#[test]
+fn uas_dialog_takes_target_routes_and_tags_from_the_invite() {
+    let mut d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
+    assert_eq!(
+        d.id(),
+        DialogId {
+            call_id: "3848276298220188511@atlanta.example.com".into(),
+            local_tag: "ourtag".into(),
+            remote_tag: "9fxced76sl".into(),
+        }
+    );
+    let bye = reparse(&d.new_request(Method::Bye));
+    assert_eq!(bye.uri.to_string(), "sip:alice@client.atlanta.example.com");
+    let routes: Vec<String> = bye
+        .route()
+        .unwrap()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        ["sip:p2.example.com;lr", "sip:p1.example.com;lr"],
+        "UAS keeps Record-Route order"
+    );
+    assert_eq!(bye.from().unwrap().tag(), Some("ourtag"));
+    assert_eq!(
+        bye.from().unwrap().uri.to_string(),
+        "sip:bob@biloxi.example.com"
+    );
+    assert_eq!(bye.to().unwrap().tag(), Some("9fxced76sl"));
+    assert_eq!(bye.cseq().unwrap().seq, 1);
+    assert_eq!(reparse(&d.new_request(Method::Info)).cseq().unwrap().seq, 2);
+}
+
+#[test]
+fn remote_cseq_must_grow() {
+    let mut d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
+    let bye = INVITE
+        .replace("INVITE sip", "BYE sip")
+        .replace("2 INVITE", "2 BYE");
+    assert!(matches!(
+        d.on_remote_request(&request(&bye)),
+        Err(DialogError::CSeqOutOfOrder { got: 2, last: 2 })
+    ));
+    let bye3 = bye.replace("2 BYE", "3 BYE");
+    assert!(d.on_remote_request(&request(&bye3)).is_ok());
+}
+
+#[test]
+fn uac_dialog_is_early_on_180_and_confirmed_on_200_with_reversed_routes() {
+    let target = Uri::parse("sip:bob@biloxi.example.com").unwrap();
+    let to = Bytes::from_static(b"<sip:bob@biloxi.example.com>");
+    let mut d = Dialog::new_uac(
+        "c1@here".into(),
+        "lt".into(),
+        b"<sip:alice@here>",
+        to,
+        target,
+        1,
+    );
+    assert_eq!(d.state(), DialogState::Initial);
+    let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+    let mut ringing = Response::for_request(&invite, StatusCode::RINGING);
+    ringing.set_to_tag("rt");
+    ringing.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:bob@192.0.2.4>"),
+    );
+    d.on_uac_response(&ringing).unwrap();
+    assert_eq!(d.state(), DialogState::Early);
+    assert_eq!(d.remote_tag(), "rt");
+    let mut ok = Response::for_request(&invite, StatusCode::OK);
+    ok.set_to_tag("rt");
+    ok.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:bob@192.0.2.5>"),
+    );
+    ok.headers.push(
+        HeaderName::RecordRoute,
+        Bytes::from_static(b"<sip:p1.example.com;lr>"),
+    );
+    ok.headers.push(
+        HeaderName::RecordRoute,
+        Bytes::from_static(b"<sip:p2.example.com;lr>"),
+    );
+    d.on_uac_response(&ok).unwrap();
+    assert_eq!(d.state(), DialogState::Confirmed);
+    let ack = reparse(&d.ack(1));
+    assert_eq!(ack.uri.to_string(), "sip:bob@192.0.2.5");
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(ack.cseq().unwrap().method, Method::Ack);
+    let routes: Vec<String> = ack
+        .route()
+        .unwrap()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        ["sip:p2.example.com;lr", "sip:p1.example.com;lr"],
+        "UAC reverses Record-Route"
+    );
+    assert_eq!(reparse(&d.new_request(Method::Bye)).cseq().unwrap().seq, 2);
+}
+
+#[test]
+fn strict_route_goes_into_the_request_uri() {
+    let invite = INVITE.replace(
+        "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>",
+        "Record-Route: <sip:strict.example.com>",
+    );
+    let mut d = Dialog::new_uas(&request(&invite), ByteStr::from("t")).unwrap();
+    let bye = reparse(&d.new_request(Method::Bye));
+    assert_eq!(bye.uri.to_string(), "sip:strict.example.com");
+    let routes: Vec<String> = bye
+        .route()
+        .unwrap()
+        .iter()
+        .map(|r| r.uri.to_string())
+        .collect();
+    assert_eq!(routes, ["sip:alice@client.atlanta.example.com"]);
+}
+
+#[test]
+fn uas_dialog_needs_the_from_tag() {
+    let invite = INVITE.replace(";tag=9fxced76sl", "");
+    assert!(matches!(
+        Dialog::new_uas(&request(&invite), ByteStr::from("t")),
+        Err(DialogError::MissingTag("From"))
+    ));
+}
