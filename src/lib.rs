@@ -11,4 +11,5 @@ pub mod config;
 pub mod dialog;
 pub mod routing;
 pub mod sip;
+pub mod transaction;
 pub mod transport;

@@ -1,0 +1,445 @@
+//! The INVITE server transaction: RFC 3261 §17.2.1 with the Accepted state
+//! and Timer L of RFC 6026 §7.1.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
+use crate::sip::{Method, Request, Response, StatusCode};
+
+/// States of the INVITE server transaction (RFC 3261 Figure 7, RFC 6026
+/// Figure 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteServerState {
+    /// INVITE received; the TU may send provisional responses.
+    Proceeding,
+    /// A 300-699 was sent; Timer G retransmits it (unreliable), H waits for
+    /// the ACK.
+    Completed,
+    /// The ACK arrived; Timer I absorbs its retransmissions.
+    Confirmed,
+    /// A 2xx was sent (RFC 6026): INVITE retransmissions are absorbed, the
+    /// TU's 2xx retransmissions pass, ACKs go to the TU, until Timer L.
+    Accepted,
+    /// Done; the driver forgets the transaction.
+    Terminated,
+}
+
+impl InviteServerState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Proceeding => "Proceeding",
+            Self::Completed => "Completed",
+            Self::Confirmed => "Confirmed",
+            Self::Accepted => "Accepted",
+            Self::Terminated => "Terminated",
+        }
+    }
+}
+
+/// An INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1).
+///
+/// Created with the INVITE (which the driver passes to the TU); fed with
+/// retransmitted INVITEs and ACKs, the TU's responses, timers and transport
+/// errors. Sends 100 (Trying) itself when the TU has sent no provisional
+/// response 200 ms after the INVITE arrived.
+#[derive(Debug)]
+pub struct InviteServer {
+    state: InviteServerState,
+    reliable: bool,
+    config: TimerConfig,
+    /// The 100 (Trying) to send when Timer Trying fires first.
+    trying: Option<Response>,
+    /// The most recent provisional (Proceeding) or the final (Completed)
+    /// response, resent on INVITE retransmissions and Timer G.
+    last: Option<Bytes>,
+    /// The current Timer G interval (doubles up to T2).
+    timer_g: Duration,
+}
+
+impl InviteServer {
+    /// Creates the transaction for a received INVITE and schedules the
+    /// 200 ms Trying timer (§17.2.1).
+    pub fn new(invite: &Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
+        let trying = Some(Response::for_request(invite, StatusCode::TRYING));
+        let mut out = Actions::default();
+        out.push(Action::Schedule(
+            Timer::Trying,
+            config.initial(Timer::Trying, reliable),
+        ));
+        let tx = Self {
+            state: InviteServerState::Proceeding,
+            reliable,
+            config: *config,
+            trying,
+            last: None,
+            timer_g: config.t1,
+        };
+        (tx, out)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> InviteServerState {
+        self.state
+    }
+
+    /// The TU sends a response on this transaction.
+    ///
+    /// Proceeding accepts any status; Accepted accepts further 2xx (the TU
+    /// retransmits its 2xx itself, §13.3.1.4); anything else is
+    /// [`TxError::ResponseNotAllowed`].
+    pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+        use InviteServerState::*;
+        let status = response.status;
+        let mut out = Actions::default();
+        match self.state {
+            Proceeding if status.is_provisional() => {
+                let wire = encode_response(&response);
+                self.trying = None;
+                self.last = Some(wire.clone());
+                out.push(Action::Send(wire));
+            }
+            Proceeding if status.is_success() => {
+                self.trying = None;
+                self.last = None;
+                self.state = Accepted;
+                out.push(Action::Send(encode_response(&response)));
+                out.push(Action::Schedule(
+                    Timer::L,
+                    self.config.initial(Timer::L, self.reliable),
+                ));
+            }
+            Proceeding => {
+                let wire = encode_response(&response);
+                self.trying = None;
+                self.last = Some(wire.clone());
+                self.state = Completed;
+                out.push(Action::Send(wire));
+                if !self.reliable {
+                    out.push(Action::Schedule(Timer::G, self.timer_g));
+                }
+                out.push(Action::Schedule(
+                    Timer::H,
+                    self.config.initial(Timer::H, self.reliable),
+                ));
+            }
+            Accepted if status.is_success() => {
+                out.push(Action::Send(encode_response(&response)));
+            }
+            state => {
+                return Err(TxError::ResponseNotAllowed {
+                    status: status.as_u16(),
+                    state: state.name(),
+                })
+            }
+        }
+        Ok(out)
+    }
+
+    /// A request matched this transaction: a retransmitted INVITE or an ACK.
+    pub fn on_request(&mut self, request: Request) -> Actions {
+        use InviteServerState::*;
+        let mut out = Actions::default();
+        match (&request.method, self.state) {
+            // Retransmitted INVITE: resend the latest provisional or the
+            // final response; absorbed in Accepted (RFC 6026) and Confirmed.
+            (Method::Invite, Proceeding | Completed) => {
+                if let Some(last) = &self.last {
+                    out.push(Action::Send(last.clone()));
+                }
+            }
+            (Method::Ack, Completed) => {
+                let i = self.config.initial(Timer::I, self.reliable);
+                if i.is_zero() {
+                    self.state = Terminated;
+                    out.push(Action::Terminate);
+                } else {
+                    self.state = Confirmed;
+                    out.push(Action::Schedule(Timer::I, i));
+                }
+                self.last = None;
+            }
+            // RFC 6026 §7.1: the ACK for the 2xx belongs to the TU.
+            (Method::Ack, Accepted) => out.push(Action::Deliver(TuEvent::Ack(request))),
+            _ => {}
+        }
+        out
+    }
+
+    /// A timer scheduled by this transaction fired.
+    pub fn on_timer(&mut self, timer: Timer) -> Actions {
+        use InviteServerState::*;
+        let mut out = Actions::default();
+        match (self.state, timer) {
+            (Proceeding, Timer::Trying) => {
+                if let Some(trying) = self.trying.take() {
+                    let wire = encode_response(&trying);
+                    self.last = Some(wire.clone());
+                    out.push(Action::Send(wire));
+                }
+            }
+            (Completed, Timer::G) => {
+                if let Some(last) = &self.last {
+                    out.push(Action::Send(last.clone()));
+                }
+                self.timer_g = self.timer_g.saturating_mul(2).min(self.config.t2);
+                out.push(Action::Schedule(Timer::G, self.timer_g));
+            }
+            (Completed, Timer::H) => {
+                self.state = Terminated;
+                self.last = None;
+                out.push(Action::Deliver(TuEvent::Timeout));
+                out.push(Action::Terminate);
+            }
+            (Confirmed, Timer::I) | (Accepted, Timer::L) => {
+                self.state = Terminated;
+                out.push(Action::Terminate);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The transport failed to send a response (§17.2.4).
+    pub fn on_transport_error(&mut self) -> Actions {
+        use InviteServerState::*;
+        let mut out = Actions::default();
+        match self.state {
+            Proceeding | Completed => {
+                self.state = Terminated;
+                self.trying = None;
+                self.last = None;
+                out.push(Action::Deliver(TuEvent::TransportError));
+                out.push(Action::Terminate);
+            }
+            // The TU owns the 2xx (and its retransmissions); tell it, and
+            // keep absorbing INVITE retransmissions until Timer L.
+            Accepted => out.push(Action::Deliver(TuEvent::TransportError)),
+            Confirmed | Terminated => {}
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::HeaderName;
+    use crate::transaction::test_support::*;
+
+    fn start(reliable: bool) -> (InviteServer, Clock) {
+        let (tx, actions) = InviteServer::new(&invite(), reliable, &TimerConfig::default());
+        let mut clock = Clock::default();
+        clock.absorb(actions);
+        (tx, clock)
+    }
+
+    fn status_of(b: &Bytes) -> u16 {
+        parse_response(b).status.as_u16()
+    }
+
+    #[test]
+    fn sends_100_trying_when_the_tu_is_silent_for_200_ms() {
+        let (mut tx, mut clock) = start(false);
+        clock.run_until(ms(199), |t| tx.on_timer(t));
+        assert!(clock.sent().is_empty());
+        clock.run_until(ms(300), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times(), vec![ms(200)]);
+        let trying = parse_response(&clock.sent()[0]);
+        let inv = invite();
+        assert_eq!(trying.status.as_u16(), 100);
+        assert_eq!(trying.via().unwrap(), inv.via().unwrap(), "all Vias copied");
+        assert_eq!(trying.from().unwrap(), inv.from().unwrap());
+        assert_eq!(trying.to().unwrap(), inv.to().unwrap());
+        assert_eq!(trying.call_id().unwrap(), inv.call_id().unwrap());
+        assert_eq!(trying.cseq().unwrap(), inv.cseq().unwrap());
+        // A retransmitted INVITE now gets the 100 again.
+        clock.absorb(tx.on_request(invite()));
+        assert_eq!(clock.sent().len(), 2);
+        assert_eq!(status_of(&clock.sent()[1]), 100);
+    }
+
+    #[test]
+    fn no_100_trying_when_the_tu_answered_first() {
+        let (mut tx, mut clock) = start(false);
+        clock.run_until(ms(50), |t| tx.on_timer(t));
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 180, Some("u")))
+                .unwrap(),
+        );
+        clock.run_until(secs(1), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times(), vec![ms(50)]);
+        assert_eq!(status_of(&clock.sent()[0]), 180);
+    }
+
+    #[test]
+    fn retransmitted_invite_resends_the_latest_provisional_or_is_absorbed() {
+        let (mut tx, mut clock) = start(false);
+        assert!(
+            tx.on_request(invite()).is_empty(),
+            "nothing sent yet: absorbed"
+        );
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 180, Some("u")))
+                .unwrap(),
+        );
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 183, Some("u")))
+                .unwrap(),
+        );
+        clock.absorb(tx.on_request(invite()));
+        let sent = clock.sent();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(status_of(&sent[2]), 183);
+        assert_eq!(tx.state(), InviteServerState::Proceeding);
+    }
+
+    #[test]
+    fn failure_over_udp_retransmits_with_timer_g_to_t2_until_timer_h() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 486, Some("u")))
+                .unwrap(),
+        );
+        assert_eq!(tx.state(), InviteServerState::Completed);
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        // G: 0.5, 1, 2, then T2 (§17.2.1); H = 64*T1 without an ACK.
+        let expected: Vec<_> = [
+            0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
+        ]
+        .into_iter()
+        .map(ms)
+        .collect();
+        assert_eq!(clock.send_times(), expected);
+        assert!(clock.sent().iter().all(|b| status_of(b) == 486));
+        assert!(matches!(clock.delivered()[..], [(t, TuEvent::Timeout)] if t == secs(32)));
+        assert_eq!(clock.terminated_at(), Some(secs(32)));
+        assert_eq!(tx.state(), InviteServerState::Terminated);
+    }
+
+    #[test]
+    fn failure_over_tcp_is_not_retransmitted_but_h_still_runs() {
+        let (mut tx, mut clock) = start(true);
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 486, Some("u")))
+                .unwrap(),
+        );
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times(), vec![ms(0)]);
+        assert_eq!(clock.terminated_at(), Some(secs(32)));
+    }
+
+    #[test]
+    fn completed_resends_the_final_on_invite_retransmission() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 404, Some("u")))
+                .unwrap(),
+        );
+        clock.run_until(ms(100), |t| tx.on_timer(t));
+        clock.absorb(tx.on_request(invite()));
+        assert_eq!(clock.send_times(), vec![ms(0), ms(100)]);
+        assert_eq!(status_of(&clock.sent()[1]), 404);
+        assert!(matches!(
+            tx.on_tu_response(response(&invite(), 200, Some("u"))),
+            Err(TxError::ResponseNotAllowed {
+                status: 200,
+                state: "Completed"
+            })
+        ));
+    }
+
+    #[test]
+    fn ack_confirms_and_timer_i_absorbs_retransmissions() {
+        let (mut tx, mut clock) = start(false);
+        let busy = response(&invite(), 486, Some("u"));
+        clock.absorb(tx.on_tu_response(busy.clone()).unwrap());
+        clock.run_until(secs(1), |t| tx.on_timer(t));
+        let ack = crate::transaction::invite_client::build_ack(&invite(), &busy);
+        clock.absorb(tx.on_request(ack.clone()));
+        assert_eq!(tx.state(), InviteServerState::Confirmed);
+        let sends = clock.sent().len();
+        // ACK and INVITE retransmissions are absorbed, G is dead.
+        clock.absorb(tx.on_request(ack));
+        clock.absorb(tx.on_request(invite()));
+        clock.run_until(secs(10), |t| tx.on_timer(t));
+        assert_eq!(clock.sent().len(), sends);
+        assert!(
+            clock.delivered().is_empty(),
+            "the non-2xx ACK is not the TU's"
+        );
+        assert_eq!(clock.terminated_at(), Some(secs(6)), "I = T4 after the ACK");
+    }
+
+    #[test]
+    fn ack_over_tcp_terminates_at_once() {
+        let (mut tx, mut clock) = start(true);
+        let busy = response(&invite(), 486, Some("u"));
+        clock.absorb(tx.on_tu_response(busy.clone()).unwrap());
+        clock.absorb(tx.on_request(crate::transaction::invite_client::build_ack(
+            &invite(),
+            &busy,
+        )));
+        assert_eq!(tx.state(), InviteServerState::Terminated);
+        assert_eq!(clock.terminated_at(), Some(ms(0)));
+    }
+
+    #[test]
+    fn success_moves_to_accepted_per_rfc_6026() {
+        let (mut tx, mut clock) = start(false);
+        let ok = response(&invite(), 200, Some("u"));
+        clock.absorb(tx.on_tu_response(ok.clone()).unwrap());
+        assert_eq!(tx.state(), InviteServerState::Accepted);
+        // INVITE retransmissions are absorbed, not answered and not passed up.
+        assert!(tx.on_request(invite()).is_empty());
+        // The TU retransmits its 2xx through the transaction.
+        clock.run_until(ms(500), |t| tx.on_timer(t));
+        clock.absorb(tx.on_tu_response(ok.clone()).unwrap());
+        assert_eq!(clock.send_times(), vec![ms(0), ms(500)]);
+        assert!(tx
+            .on_tu_response(response(&invite(), 486, Some("u")))
+            .is_err());
+        // The ACK for the 2xx goes to the TU.
+        let mut ack = crate::transaction::invite_client::build_ack(&invite(), &ok);
+        ack.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack2",
+        );
+        clock.absorb(tx.on_request(ack));
+        assert!(matches!(
+            clock.delivered()[..],
+            [(_, TuEvent::Ack(ref a))] if a.method == Method::Ack
+        ));
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(clock.terminated_at(), Some(secs(32)), "Timer L = 64*T1");
+        assert_eq!(
+            clock.sent().len(),
+            2,
+            "no 2xx retransmission by the transaction"
+        );
+    }
+
+    #[test]
+    fn transport_error_terminates_and_informs_tu() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 180, Some("u")))
+                .unwrap(),
+        );
+        clock.absorb(tx.on_transport_error());
+        assert_eq!(tx.state(), InviteServerState::Terminated);
+        assert!(matches!(
+            clock.delivered()[..],
+            [(_, TuEvent::TransportError)]
+        ));
+        assert_eq!(clock.terminated_at(), Some(ms(0)));
+        assert!(matches!(
+            tx.on_tu_response(response(&invite(), 200, Some("u"))),
+            Err(TxError::ResponseNotAllowed {
+                state: "Terminated",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,394 @@
+//! Transaction matching: RFC 3261 §17.1.3 (responses to client transactions)
+//! and §17.2.3 (requests to server transactions, with the RFC 2543 fallback
+//! for branches without the magic cookie).
+
+use std::fmt::Write as _;
+
+use rand::Rng;
+
+use crate::sip::{ByteStr, HeaderError, Host, Method, Request, Response, Via, MAGIC_COOKIE};
+
+/// Why a message yields no transaction key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A header the key is made of is missing or malformed.
+    #[error("no usable {header} header")]
+    Header {
+        /// The header's name.
+        header: &'static str,
+        /// What was wrong with it.
+        #[source]
+        source: HeaderError,
+    },
+    /// A response's top Via has no branch, so it matches no client
+    /// transaction (§17.1.3).
+    #[error("the top Via has no branch parameter")]
+    NoBranch,
+}
+
+fn header<T>(header: &'static str, r: Result<T, HeaderError>) -> Result<T, KeyError> {
+    r.map_err(|source| KeyError::Header { header, source })
+}
+
+/// A new branch for a request this element originates: the magic cookie
+/// followed by 96 random bits.
+pub fn generate_branch() -> ByteStr {
+    let mut rng = rand::thread_rng();
+    let (a, b): (u64, u32) = (rng.gen(), rng.gen());
+    let mut s = String::with_capacity(MAGIC_COOKIE.len() + 24);
+    s.push_str(MAGIC_COOKIE);
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{a:016x}{b:08x}");
+    ByteStr::from(s)
+}
+
+fn branch_of(via: &Via) -> Option<ByteStr> {
+    via.params.get("branch").flatten().cloned()
+}
+
+/// Identifies a client transaction (§17.1.3): the branch of the top Via the
+/// client inserted, and the request method (CANCEL shares the INVITE's
+/// branch but is its own transaction).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    branch: ByteStr,
+    method: Method,
+}
+
+impl ClientKey {
+    /// The key of a request about to be sent (its top Via carries our branch).
+    pub fn for_request(req: &Request) -> Result<Self, KeyError> {
+        let via = header("Via", req.top_via())?;
+        let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
+        Ok(Self {
+            branch,
+            method: req.method.clone(),
+        })
+    }
+
+    /// The key a received response matches: top Via branch and CSeq method.
+    pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
+        let via = header("Via", resp.top_via())?;
+        let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
+        let cseq = header("CSeq", resp.cseq())?;
+        Ok(Self {
+            branch,
+            method: cseq.method,
+        })
+    }
+
+    /// The branch parameter.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The method of the request that created the transaction.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+}
+
+/// The host and port of a Via's sent-by, with domain names compared
+/// case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SentBy {
+    host: Host,
+    port: Option<u16>,
+}
+
+impl SentBy {
+    fn of(via: &Via) -> Self {
+        let host = match &via.host {
+            Host::Domain(d) if d.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Host::Domain(ByteStr::from(d.to_ascii_lowercase()))
+            }
+            h => h.clone(),
+        };
+        Self {
+            host,
+            port: via.port,
+        }
+    }
+}
+
+/// The fields of an RFC 2543 request that identify its transaction when the
+/// branch lacks the magic cookie (§17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Rfc2543Key {
+    request_uri: String,
+    /// None for INVITE transactions: an ACK carries the To tag of the
+    /// response, the INVITE none, so the INVITE's tag is not part of the key;
+    /// the layer checks the ACK's To tag against the response sent instead.
+    to_tag: Option<ByteStr>,
+    from_tag: Option<ByteStr>,
+    call_id: ByteStr,
+    cseq: u32,
+    method: Method,
+    top_via: String,
+}
+
+/// Identifies a server transaction (§17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerKey {
+    /// The top Via branch carries the magic cookie: branch, sent-by and
+    /// method (ACK matches the INVITE).
+    Rfc3261 {
+        /// Top Via branch.
+        branch: ByteStr,
+        /// Top Via sent-by.
+        #[allow(private_interfaces)]
+        sent_by: SentBy,
+        /// Request method; INVITE for an ACK.
+        method: Method,
+    },
+    /// RFC 2543 peer: Request-URI, tags, Call-ID, CSeq and top Via.
+    #[allow(private_interfaces)]
+    Rfc2543(Box<Rfc2543Key>),
+}
+
+impl ServerKey {
+    /// The key of the server transaction a received request belongs to
+    /// (creates or matches). An ACK maps to its INVITE transaction.
+    pub fn for_request(req: &Request) -> Result<Self, KeyError> {
+        let via = header("Via", req.top_via())?;
+        Self::for_request_via(req, &via)
+    }
+
+    /// [`ServerKey::for_request`] with the request's top Via already parsed.
+    pub(crate) fn for_request_via(req: &Request, via: &Via) -> Result<Self, KeyError> {
+        let method = match req.method {
+            Method::Ack => Method::Invite,
+            ref m => m.clone(),
+        };
+        Self::with_method(req, via, method)
+    }
+
+    /// The key of the INVITE server transaction a CANCEL cancels (§9.2):
+    /// the same matching rules, with the method INVITE.
+    pub fn invite_for_cancel(cancel: &Request) -> Result<Self, KeyError> {
+        let via = header("Via", cancel.top_via())?;
+        Self::with_method(cancel, &via, Method::Invite)
+    }
+
+    fn with_method(req: &Request, via: &Via, method: Method) -> Result<Self, KeyError> {
+        match branch_of(via) {
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self::Rfc3261 {
+                branch,
+                sent_by: SentBy::of(via),
+                method,
+            }),
+            _ => {
+                let to_tag = if method == Method::Invite {
+                    None
+                } else {
+                    header("To", req.to())?.tag().map(owned)
+                };
+                Ok(Self::Rfc2543(Box::new(Rfc2543Key {
+                    request_uri: req.uri.to_string(),
+                    to_tag,
+                    from_tag: header("From", req.from())?.tag().map(owned),
+                    call_id: header("Call-ID", req.call_id())?,
+                    cseq: header("CSeq", req.cseq())?.seq,
+                    method,
+                    top_via: via.to_string(),
+                })))
+            }
+        }
+    }
+
+    /// True for keys built by the RFC 2543 fallback; an ACK matching such a
+    /// key must also carry the To tag of the response that was sent.
+    pub fn is_rfc2543(&self) -> bool {
+        matches!(self, Self::Rfc2543(_))
+    }
+
+    /// The method of the request that created the transaction.
+    pub fn method(&self) -> &Method {
+        match self {
+            Self::Rfc3261 { method, .. } => method,
+            Self::Rfc2543(k) => &k.method,
+        }
+    }
+}
+
+/// Either side's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TransactionKey {
+    /// A client transaction (§17.1.3).
+    Client(ClientKey),
+    /// A server transaction (§17.2.3).
+    Server(ServerKey),
+}
+
+fn owned(s: &str) -> ByteStr {
+    ByteStr::from(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{HeaderName, Request};
+    use crate::transaction::invite_client::{build_ack, build_cancel};
+    use crate::transaction::test_support::*;
+
+    fn with_via(mut req: Request, via: &'static str) -> Request {
+        req.headers.remove_first(&HeaderName::Via);
+        req.headers.push_front(HeaderName::Via, via);
+        req
+    }
+
+    #[test]
+    fn client_key_matches_responses_by_branch_and_cseq_method() {
+        let inv = invite();
+        let key = ClientKey::for_request(&inv).unwrap();
+        assert_eq!(key.branch(), "z9hG4bKabc123");
+        assert_eq!(key.method(), &Method::Invite);
+        assert_eq!(
+            ClientKey::for_response(&response(&inv, 180, None)).unwrap(),
+            key
+        );
+        // CANCEL shares the branch but is another transaction (§9.1).
+        let cancel = build_cancel(&inv);
+        let ckey = ClientKey::for_request(&cancel).unwrap();
+        assert_ne!(ckey, key);
+        assert_eq!(
+            ClientKey::for_response(&response(&cancel, 200, None)).unwrap(),
+            ckey
+        );
+        // Another branch: no match.
+        let other = with_via(inv, "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKother");
+        assert_ne!(
+            ClientKey::for_response(&response(&other, 180, None)).unwrap(),
+            key
+        );
+    }
+
+    #[test]
+    fn client_key_needs_a_branch() {
+        let inv = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5060");
+        assert!(matches!(
+            ClientKey::for_request(&inv),
+            Err(KeyError::NoBranch)
+        ));
+        let mut inv = invite();
+        inv.headers.remove_all(&HeaderName::Via);
+        assert!(matches!(
+            ClientKey::for_response(&response(&inv, 200, None)),
+            Err(KeyError::Header { header: "Via", .. })
+        ));
+    }
+
+    #[test]
+    fn server_key_per_rfc_3261_branch_sent_by_and_method_with_ack_as_invite() {
+        let inv = invite();
+        let key = ServerKey::for_request(&inv).unwrap();
+        assert!(!key.is_rfc2543());
+        assert_eq!(key.method(), &Method::Invite);
+        assert_eq!(
+            ServerKey::for_request(&invite()).unwrap(),
+            key,
+            "retransmission"
+        );
+        let ack = build_ack(&inv, &response(&inv, 486, Some("x")));
+        assert_eq!(
+            ServerKey::for_request(&ack).unwrap(),
+            key,
+            "ACK matches the INVITE"
+        );
+        // CANCEL: its own transaction, and it finds the INVITE (§9.2).
+        let cancel = build_cancel(&inv);
+        assert_ne!(ServerKey::for_request(&cancel).unwrap(), key);
+        assert_eq!(ServerKey::invite_for_cancel(&cancel).unwrap(), key);
+        // Same branch from another sent-by is another transaction.
+        let spoof = with_via(invite(), "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKabc123");
+        assert_ne!(ServerKey::for_request(&spoof).unwrap(), key);
+        let port = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc123");
+        assert_ne!(ServerKey::for_request(&port).unwrap(), key);
+        // Host names compare case-insensitively.
+        let a = with_via(
+            invite(),
+            "SIP/2.0/UDP PC33.Example.COM;branch=z9hG4bKabc123",
+        );
+        let b = with_via(
+            invite(),
+            "SIP/2.0/UDP pc33.example.com;branch=z9hG4bKabc123",
+        );
+        assert_eq!(
+            ServerKey::for_request(&a).unwrap(),
+            ServerKey::for_request(&b).unwrap()
+        );
+    }
+
+    #[test]
+    fn server_key_falls_back_to_rfc_2543_without_the_magic_cookie() {
+        let via = "SIP/2.0/UDP 10.0.0.1:5060;branch=oldstyle1";
+        let inv = with_via(invite(), via);
+        let key = ServerKey::for_request(&inv).unwrap();
+        assert!(key.is_rfc2543());
+        assert_eq!(
+            ServerKey::for_request(&with_via(invite(), via)).unwrap(),
+            key
+        );
+        // The ACK carries the response's To tag, yet maps to the INVITE; the
+        // layer then checks that tag against the response it sent.
+        let ack = build_ack(&inv, &response(&inv, 486, Some("x")));
+        assert_eq!(ServerKey::for_request(&ack).unwrap(), key);
+        let cancel = build_cancel(&inv);
+        assert_eq!(ServerKey::invite_for_cancel(&cancel).unwrap(), key);
+        assert_ne!(ServerKey::for_request(&cancel).unwrap(), key);
+        // Each identifying field matters.
+        let mut other_cseq = inv.clone();
+        other_cseq.headers.set(HeaderName::CSeq, "314160 INVITE");
+        assert_ne!(ServerKey::for_request(&other_cseq).unwrap(), key);
+        let mut other_from = inv.clone();
+        other_from
+            .headers
+            .set(HeaderName::From, "Alice <sip:alice@example.com>;tag=other");
+        assert_ne!(ServerKey::for_request(&other_from).unwrap(), key);
+        let mut other_call = inv.clone();
+        other_call
+            .headers
+            .set(HeaderName::CallId, "another@10.0.0.1");
+        assert_ne!(ServerKey::for_request(&other_call).unwrap(), key);
+        let mut other_uri = inv.clone();
+        other_uri.uri = request(
+            "
+INVITE sip:carol@example.com SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=oldstyle1
+From: <sip:a@b>;tag=1
+To: <sip:c@d>
+Call-ID: x
+CSeq: 1 INVITE
+Content-Length: 0
+
+",
+        )
+        .uri;
+        assert_ne!(ServerKey::for_request(&other_uri).unwrap(), key);
+        let no_branch = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5060");
+        assert!(ServerKey::for_request(&no_branch).unwrap().is_rfc2543());
+    }
+
+    #[test]
+    fn rfc_2543_non_invite_keys_include_the_to_tag() {
+        let mut bye = options();
+        bye.headers
+            .set(HeaderName::Via, "SIP/2.0/UDP 10.0.0.1:5060");
+        bye.headers
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=a");
+        let a = ServerKey::for_request(&bye).unwrap();
+        bye.headers
+            .set(HeaderName::To, "<sip:bob@example.com>;tag=b");
+        assert_ne!(ServerKey::for_request(&bye).unwrap(), a);
+    }
+
+    #[test]
+    fn generated_branches_carry_the_magic_cookie_and_differ() {
+        let a = generate_branch();
+        let b = generate_branch();
+        assert!(a.starts_with(MAGIC_COOKIE));
+        assert_eq!(a.len(), MAGIC_COOKIE.len() + 24);
+        assert_ne!(a, b);
+    }
+}

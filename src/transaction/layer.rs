@@ -1,0 +1,1447 @@
+//! The async shell around the sans-IO transactions: the transaction tables,
+//! the timers, and the hand-off to the transport below and the TU above.
+//!
+//! Concurrency: each table is a `DashMap`; a machine is stepped while its
+//! shard is locked (no await there), and the resulting actions are carried
+//! out after the lock is released. All timers of a layer live in one heap
+//! served by one task ([`super::wheel`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::wheel::Wheel;
+use super::{
+    Action, Actions, ClientKey, InviteClient, InviteServer, NonInviteClient, NonInviteServer,
+    ServerKey, Timer, TimerConfig, TuEvent, TxError,
+};
+use crate::sip::{ByteStr, HeaderName, Message, Method, Request, Response, StatusCode, Via};
+use crate::transport::{Destination, Source};
+
+/// The future a [`TransportSink`] returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+/// The transport failed to send a message of a transaction (§17.1.4,
+/// §17.2.4).
+#[derive(Debug, thiserror::Error)]
+#[error("could not send to {dest}")]
+pub struct SendError {
+    /// Where the message was going.
+    pub dest: Destination,
+    /// What the transport reported.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What the layer needs from the transport: sending encoded messages.
+pub trait TransportSink: Send + Sync + 'static {
+    /// Sends an encoded request (or a retransmission, or an ACK/CANCEL built
+    /// by a client transaction) to `dest`.
+    fn send_request(&self, data: Bytes, dest: Destination) -> SendFuture<'_>;
+
+    /// Sends an encoded response to the request that arrived from `source`
+    /// (RFC 3261 §18.2.2): over the same TCP connection while it is open;
+    /// otherwise to `dest`, the address §18.2.2/RFC 3581 derive from the
+    /// request's top Via.
+    fn send_response(&self, data: Bytes, source: Source, dest: Destination) -> SendFuture<'_>;
+}
+
+/// Tunables of the layer; `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// Capacity of the channel of [`Incoming`] messages to the TU. When it
+    /// is full, new requests are answered 503 with Retry-After by their
+    /// server transaction.
+    pub tu_queue: usize,
+    /// Capacity of the event channel [`TransactionLayer::send_request`]
+    /// creates per client transaction.
+    pub client_queue: usize,
+    /// Answer UDP requests at their source port even without `rport`
+    /// (RFC 3581 behaviour for clients behind NAT).
+    pub force_rport: bool,
+    /// Seconds in the Retry-After of overload 503s.
+    pub overload_retry_after: u32,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        Self {
+            timers: TimerConfig::default(),
+            tu_queue: 4096,
+            client_queue: 16,
+            force_rport: false,
+            overload_retry_after: 5,
+        }
+    }
+}
+
+/// What the layer passes up to the TU through the channel returned by
+/// [`TransactionLayer::new`].
+#[derive(Debug)]
+pub enum Incoming {
+    /// A new request (not ACK): a server transaction was created; answer it
+    /// with [`ServerTransaction::respond`].
+    Request(ServerRequest),
+    /// An ACK that is not part of an INVITE server transaction's non-2xx
+    /// exchange: the ACK for a 2xx, which is end-to-end and the dialog's
+    /// (§13.3.1.4; RFC 6026 §7.1). Also an ACK matching nothing.
+    Ack {
+        /// The ACK.
+        request: Request,
+        /// Where it came from.
+        source: Source,
+    },
+    /// A response matching no client transaction (§17.1.3): e.g. a 2xx
+    /// retransmission after Timer M, or a late answer from a fork. A UA core
+    /// ACKs (and BYEs) an unexpected 2xx; anything else may be dropped.
+    Response {
+        /// The response.
+        response: Response,
+        /// Where it came from.
+        source: Source,
+    },
+    /// Something happened to a server transaction after its request was
+    /// delivered: Timer H fired (no ACK for a non-2xx final) or the
+    /// transport failed to send a response.
+    Event(ServerEvent),
+}
+
+/// A new request and the server transaction created for it.
+#[derive(Debug)]
+pub struct ServerRequest {
+    /// The request as received (`received`/`rport` already stamped).
+    pub request: Request,
+    /// Where it came from.
+    pub source: Source,
+    /// The transaction to respond on.
+    pub tx: ServerTransaction,
+}
+
+/// An event of a server transaction (see [`Incoming::Event`]).
+#[derive(Debug)]
+pub struct ServerEvent {
+    /// The transaction.
+    pub tx: ServerTransaction,
+    /// [`TuEvent::Timeout`] or [`TuEvent::TransportError`].
+    pub event: TuEvent,
+}
+
+/// An event of a client transaction, tagged with its key so one channel can
+/// serve several transactions (an INVITE and its CANCEL, or all the
+/// transactions of a call).
+#[derive(Debug)]
+pub struct ClientEvent {
+    /// Which transaction (its method tells an INVITE from its CANCEL).
+    pub key: ClientKey,
+    /// What happened.
+    pub event: ClientEventKind,
+}
+
+/// What happened to a client transaction.
+#[derive(Debug)]
+pub enum ClientEventKind {
+    /// A response (provisional, final, or in Accepted a further 2xx that
+    /// the TU must ACK again).
+    Response(Response),
+    /// Timer B or F fired: no final response (treat as 408, §8.1.3.1).
+    Timeout,
+    /// The transport could not send the request (treat as 503, §8.1.3.1).
+    TransportError,
+    /// The transaction is gone; nothing more will come for this key.
+    Terminated,
+}
+
+/// The transaction layer: RFC 3261 §17 client and server transactions over
+/// a [`TransportSink`]. Cheap to clone (one `Arc`).
+///
+/// # What the TU must do itself
+/// - Put a Via with a fresh magic-cookie branch ([`super::generate_branch`])
+///   on every request it sends; the branch is the client transaction's key.
+/// - ACK 2xx responses to INVITE (end-to-end, §13.2.2.4), including each
+///   retransmitted 2xx delivered in Accepted, and retransmit its own 2xx
+///   until the ACK arrives (§13.3.1.4): the layer ACKs only non-2xx finals
+///   and retransmits only non-2xx finals.
+/// - Answer CANCEL: it arrives as its own request; find the INVITE with
+///   [`TransactionLayer::find_invite`], answer the CANCEL 200 (or 481 when
+///   there is none) and the INVITE 487 (§9.2).
+/// - Send at most one final response per server transaction (2xx may be
+///   repeated), and add the To tag to final responses (§8.2.6.2).
+/// - Read the [`Incoming`] channel promptly: when it is full new requests
+///   are refused with 503.
+#[derive(Clone)]
+pub struct TransactionLayer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TransactionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionLayer")
+            .field("clients", &self.inner.clients.len())
+            .field("servers", &self.inner.servers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum ClientMachine {
+    /// Boxed: it keeps the INVITE for its ACK and CANCEL.
+    Invite(Box<InviteClient>),
+    NonInvite(NonInviteClient),
+}
+
+impl ClientMachine {
+    fn on_response(&mut self, response: Response) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_response(response),
+            Self::NonInvite(m) => m.on_response(response),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_timer(timer),
+            Self::NonInvite(m) => m.on_timer(timer),
+        }
+    }
+
+    fn on_transport_error(&mut self) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_transport_error(),
+            Self::NonInvite(m) => m.on_transport_error(),
+        }
+    }
+}
+
+enum ServerMachine {
+    Invite(InviteServer),
+    NonInvite(NonInviteServer),
+}
+
+impl ServerMachine {
+    fn on_request(&mut self, request: Request) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_request(request),
+            Self::NonInvite(m) => m.on_request(),
+        }
+    }
+
+    fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+        match self {
+            Self::Invite(m) => m.on_tu_response(response),
+            Self::NonInvite(m) => m.on_tu_response(response),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_timer(timer),
+            Self::NonInvite(m) => m.on_timer(timer),
+        }
+    }
+
+    fn on_transport_error(&mut self) -> Actions {
+        match self {
+            Self::Invite(m) => m.on_transport_error(),
+            Self::NonInvite(m) => m.on_transport_error(),
+        }
+    }
+}
+
+struct ClientEntry {
+    /// Tells this transaction from a later one with the same key, so stale
+    /// timers and handles cannot touch it.
+    id: u64,
+    machine: ClientMachine,
+    dest: Destination,
+    events: mpsc::Sender<ClientEvent>,
+}
+
+struct ServerEntry {
+    id: u64,
+    machine: ServerMachine,
+    source: Source,
+    /// Where responses go when the request's connection is gone / for UDP.
+    reply: Destination,
+    /// RFC 2543 keys only: the To tag of the final response, which the ACK
+    /// must carry to match (§17.2.3).
+    final_to_tag: Option<ByteStr>,
+}
+
+/// What executing a client step needs once the table lock is released.
+struct ClientCtx {
+    id: u64,
+    dest: Destination,
+    events: mpsc::Sender<ClientEvent>,
+}
+
+#[derive(Clone, Copy)]
+struct ServerCtx {
+    id: u64,
+    source: Source,
+    reply: Destination,
+}
+
+enum TimerTarget {
+    Client(ClientKey, u64, Timer),
+    Server(ServerKey, u64, Timer),
+}
+
+struct Inner {
+    config: LayerConfig,
+    sink: Arc<dyn TransportSink>,
+    clients: DashMap<ClientKey, ClientEntry>,
+    servers: DashMap<ServerKey, ServerEntry>,
+    wheel: Arc<Wheel<TimerTarget>>,
+    incoming: mpsc::Sender<Incoming>,
+    next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.wheel.close();
+    }
+}
+
+impl TransactionLayer {
+    /// Creates the layer and starts its timer task (call inside a tokio
+    /// runtime). Returns the channel on which the TU receives new requests,
+    /// 2xx ACKs, stray responses and server transaction events.
+    pub fn new(
+        sink: Arc<dyn TransportSink>,
+        config: LayerConfig,
+    ) -> (TransactionLayer, mpsc::Receiver<Incoming>) {
+        let (incoming, rx) = mpsc::channel(config.tu_queue.max(1));
+        let wheel = Arc::new(Wheel::new());
+        let inner = Arc::new(Inner {
+            config,
+            sink,
+            clients: DashMap::new(),
+            servers: DashMap::new(),
+            wheel: Arc::clone(&wheel),
+            incoming,
+            next_id: AtomicU64::new(1),
+        });
+        tokio::spawn(timer_task(wheel, Arc::downgrade(&inner)));
+        (TransactionLayer { inner }, rx)
+    }
+
+    /// The timer values in use.
+    pub fn timers(&self) -> &TimerConfig {
+        &self.inner.config.timers
+    }
+
+    /// Hands an inbound message to the layer (the transport calls this for
+    /// every message it receives). Responses go to their client
+    /// transaction, retransmitted requests and non-2xx ACKs to their server
+    /// transaction; new requests create one and go to the TU; the rest goes
+    /// to the TU as [`Incoming::Ack`] / [`Incoming::Response`].
+    ///
+    /// Fails only when the message lacks the headers matching needs (the
+    /// transport answers such requests 400 before they get here).
+    pub async fn on_message(&self, message: Message, source: Source) -> Result<(), TxError> {
+        match message {
+            Message::Response(r) => self.inner.on_response(r, source).await,
+            Message::Request(r) => self.inner.on_request(r, source).await,
+        }
+    }
+
+    /// Starts a client transaction for `request` (INVITE or non-INVITE, not
+    /// ACK) towards `dest`. Its events arrive on the returned handle.
+    pub async fn send_request(
+        &self,
+        request: Request,
+        dest: Destination,
+    ) -> Result<ClientTransaction, TxError> {
+        let (tx, events) = mpsc::channel(self.inner.config.client_queue.max(1));
+        let key = self.inner.start_client(request, dest, tx).await?;
+        Ok(ClientTransaction {
+            key,
+            events,
+            layer: self.clone(),
+        })
+    }
+
+    /// Like [`TransactionLayer::send_request`], with the events going to a
+    /// channel of the caller's (e.g. one per call for all its transactions).
+    pub async fn send_request_with(
+        &self,
+        request: Request,
+        dest: Destination,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<ClientKey, TxError> {
+        self.inner.start_client(request, dest, events).await
+    }
+
+    /// Cancels the INVITE client transaction `key` (§9.1): sends a CANCEL
+    /// as its own client transaction (events to the INVITE's channel, with
+    /// a CANCEL key) once a provisional response has arrived; before that
+    /// the CANCEL waits for the first one. If no final response follows
+    /// within 64*T1, the INVITE ends with [`ClientEventKind::Timeout`].
+    pub async fn cancel(&self, key: &ClientKey) -> Result<(), TxError> {
+        self.inner.cancel(key).await
+    }
+
+    /// The INVITE server transaction a CANCEL request cancels (§9.2), if it
+    /// still exists.
+    pub fn find_invite(&self, cancel: &Request) -> Option<ServerTransaction> {
+        let key = ServerKey::invite_for_cancel(cancel).ok()?;
+        let id = self.inner.servers.get(&key)?.id;
+        Some(ServerTransaction {
+            key,
+            id,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Live client and server transactions.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.inner.clients.len(), self.inner.servers.len())
+    }
+}
+
+/// A client transaction started by [`TransactionLayer::send_request`].
+#[derive(Debug)]
+pub struct ClientTransaction {
+    key: ClientKey,
+    events: mpsc::Receiver<ClientEvent>,
+    layer: TransactionLayer,
+}
+
+impl ClientTransaction {
+    /// The transaction's key.
+    pub fn key(&self) -> &ClientKey {
+        &self.key
+    }
+
+    /// The next event; `None` once the transaction (and its CANCEL, if any)
+    /// are gone.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.events.recv().await
+    }
+
+    /// Cancels this INVITE (see [`TransactionLayer::cancel`]); the CANCEL's
+    /// events arrive on this handle too.
+    pub async fn cancel(&self) -> Result<(), TxError> {
+        self.layer.cancel(&self.key).await
+    }
+}
+
+/// A handle to a server transaction, to respond on it. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerTransaction {
+    key: ServerKey,
+    id: u64,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServerTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTransaction")
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl ServerTransaction {
+    /// The transaction's key.
+    pub fn key(&self) -> &ServerKey {
+        &self.key
+    }
+
+    /// Sends `response` on this transaction. Fails with
+    /// [`TxError::ResponseNotAllowed`] when the state does not allow it
+    /// (e.g. a second final response) and [`TxError::NoTransaction`] once
+    /// the transaction has terminated.
+    pub async fn respond(&self, response: Response) -> Result<(), TxError> {
+        self.inner.respond(&self.key, self.id, response).await
+    }
+}
+
+impl Inner {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- client side ----
+
+    async fn start_client(
+        self: &Arc<Self>,
+        request: Request,
+        dest: Destination,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<ClientKey, TxError> {
+        if request.method == Method::Ack {
+            return Err(TxError::AckTransaction);
+        }
+        let key = ClientKey::for_request(&request)?;
+        let reliable = dest.protocol.is_reliable();
+        let id = self.next_id();
+        let actions = match self.clients.entry(key.clone()) {
+            Entry::Occupied(_) => return Err(TxError::Duplicate),
+            Entry::Vacant(v) => {
+                let timers = &self.config.timers;
+                let (machine, actions) = if request.method == Method::Invite {
+                    let (m, a) = InviteClient::new(request, reliable, timers);
+                    (ClientMachine::Invite(Box::new(m)), a)
+                } else {
+                    let (m, a) = NonInviteClient::new(&request, reliable, timers);
+                    (ClientMachine::NonInvite(m), a)
+                };
+                v.insert(ClientEntry {
+                    id,
+                    machine,
+                    dest,
+                    events: events.clone(),
+                });
+                actions
+            }
+        };
+        let ctx = ClientCtx { id, dest, events };
+        self.execute_client(&key, &ctx, actions).await;
+        Ok(key)
+    }
+
+    /// Steps client transaction `key` (if it is still transaction `id`,
+    /// when given) under its shard lock.
+    fn lock_client<R>(
+        &self,
+        key: &ClientKey,
+        id: Option<u64>,
+        f: impl FnOnce(&mut ClientMachine) -> R,
+    ) -> Option<(R, ClientCtx)> {
+        let mut entry = self.clients.get_mut(key)?;
+        if id.is_some_and(|id| id != entry.id) {
+            return None;
+        }
+        let r = f(&mut entry.machine);
+        let ctx = ClientCtx {
+            id: entry.id,
+            dest: entry.dest,
+            events: entry.events.clone(),
+        };
+        Some((r, ctx))
+    }
+
+    async fn on_response(
+        self: &Arc<Self>,
+        response: Response,
+        source: Source,
+    ) -> Result<(), TxError> {
+        let key = ClientKey::for_response(&response)?;
+        let Some(mut entry) = self.clients.get_mut(&key) else {
+            debug!(
+                branch = key.branch(),
+                status = response.status.as_u16(),
+                "stray response"
+            );
+            deliver(
+                &self.incoming,
+                Incoming::Response { response, source },
+                true,
+            );
+            return Ok(());
+        };
+        let actions = entry.machine.on_response(response);
+        let pending_cancel = match &mut entry.machine {
+            ClientMachine::Invite(m) => m.take_pending_cancel(),
+            ClientMachine::NonInvite(_) => None,
+        };
+        let ctx = ClientCtx {
+            id: entry.id,
+            dest: entry.dest,
+            events: entry.events.clone(),
+        };
+        drop(entry);
+        self.execute_client(&key, &ctx, actions).await;
+        if let Some((cancel, actions)) = pending_cancel {
+            self.execute_client(&key, &ctx, actions).await;
+            self.start_client(cancel, ctx.dest, ctx.events).await?;
+        }
+        Ok(())
+    }
+
+    async fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<(), TxError> {
+        let (result, ctx) = self
+            .lock_client(key, None, |m| match m {
+                ClientMachine::Invite(m) => m.cancel(),
+                ClientMachine::NonInvite(_) => Err(TxError::NothingToCancel),
+            })
+            .ok_or(TxError::NoTransaction)?;
+        let (cancel, actions) = result?;
+        self.execute_client(key, &ctx, actions).await;
+        if let Some(cancel) = cancel {
+            self.start_client(cancel, ctx.dest, ctx.events).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out a client machine's actions; a failed send feeds the
+    /// machine a transport error and carries out what that yields.
+    async fn execute_client(self: &Arc<Self>, key: &ClientKey, ctx: &ClientCtx, actions: Actions) {
+        let mut actions = actions;
+        loop {
+            let mut failed = false;
+            for action in actions {
+                match action {
+                    Action::Send(data) => {
+                        if failed {
+                            continue;
+                        }
+                        if let Err(e) = self.sink.send_request(data, ctx.dest).await {
+                            debug!(branch = key.branch(), error = %e, "send failed");
+                            failed = true;
+                        }
+                    }
+                    Action::Schedule(timer, after) => self.wheel.schedule(
+                        Instant::now() + after,
+                        TimerTarget::Client(key.clone(), ctx.id, timer),
+                    ),
+                    Action::Deliver(event) => {
+                        let (event, droppable) = match event {
+                            TuEvent::Response(r) => {
+                                let provisional = r.status.is_provisional();
+                                (ClientEventKind::Response(r), provisional)
+                            }
+                            TuEvent::Timeout => (ClientEventKind::Timeout, false),
+                            TuEvent::TransportError => (ClientEventKind::TransportError, false),
+                            // Client machines never deliver ACKs.
+                            TuEvent::Ack(_) => continue,
+                        };
+                        let event = ClientEvent {
+                            key: key.clone(),
+                            event,
+                        };
+                        deliver(&ctx.events, event, droppable);
+                    }
+                    Action::Terminate => {
+                        self.clients.remove_if(key, |_, e| e.id == ctx.id);
+                        let event = ClientEvent {
+                            key: key.clone(),
+                            event: ClientEventKind::Terminated,
+                        };
+                        deliver(&ctx.events, event, false);
+                    }
+                }
+            }
+            if !failed {
+                return;
+            }
+            match self.lock_client(key, Some(ctx.id), ClientMachine::on_transport_error) {
+                Some((next, _)) => actions = next,
+                None => return,
+            }
+        }
+    }
+
+    // ---- server side ----
+
+    async fn on_request(self: &Arc<Self>, request: Request, source: Source) -> Result<(), TxError> {
+        let via = request
+            .top_via()
+            .map_err(|source| super::KeyError::Header {
+                header: "Via",
+                source,
+            })?;
+        let key = ServerKey::for_request_via(&request, &via)?;
+        if request.method == Method::Ack {
+            return self.on_ack(key, request, source).await;
+        }
+        let id = self.next_id();
+        let reliable = source.protocol.is_reliable();
+        let (actions, ctx, created) = match self.servers.entry(key.clone()) {
+            Entry::Occupied(mut o) => {
+                let entry = o.get_mut();
+                let ctx = ServerCtx {
+                    id: entry.id,
+                    source: entry.source,
+                    reply: entry.reply,
+                };
+                (entry.machine.on_request(request), ctx, None)
+            }
+            Entry::Vacant(v) => {
+                let timers = &self.config.timers;
+                let (machine, actions) = if request.method == Method::Invite {
+                    let (m, a) = InviteServer::new(&request, reliable, timers);
+                    (ServerMachine::Invite(m), a)
+                } else {
+                    (
+                        ServerMachine::NonInvite(NonInviteServer::new(reliable, timers)),
+                        Actions::default(),
+                    )
+                };
+                let reply = reply_destination(&via, &source, self.config.force_rport);
+                v.insert(ServerEntry {
+                    id,
+                    machine,
+                    source,
+                    reply,
+                    final_to_tag: None,
+                });
+                let ctx = ServerCtx { id, source, reply };
+                (actions, ctx, Some(request))
+            }
+        };
+        self.execute_server(&key, ctx, actions).await;
+        if let Some(request) = created {
+            let tx = ServerTransaction {
+                key,
+                id,
+                inner: Arc::clone(self),
+            };
+            let item = Incoming::Request(ServerRequest {
+                request,
+                source,
+                tx,
+            });
+            if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
+                debug!("TU queue full: 503");
+                let response = overload_response(&r.request, self.config.overload_retry_after);
+                // Only a transaction that vanished meanwhile fails here.
+                let _ = r.tx.respond(response).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_ack(
+        self: &Arc<Self>,
+        key: ServerKey,
+        ack: Request,
+        source: Source,
+    ) -> Result<(), TxError> {
+        let stepped = match self.servers.get_mut(&key) {
+            Some(mut entry) if ack_matches(&key, &entry, &ack) => {
+                let ctx = ServerCtx {
+                    id: entry.id,
+                    source,
+                    reply: entry.reply,
+                };
+                Ok((entry.machine.on_request(ack), ctx))
+            }
+            _ => Err(ack),
+        };
+        match stepped {
+            Ok((actions, ctx)) => self.execute_server(&key, ctx, actions).await,
+            Err(request) => deliver(&self.incoming, Incoming::Ack { request, source }, true),
+        }
+        Ok(())
+    }
+
+    fn lock_server<R>(
+        &self,
+        key: &ServerKey,
+        id: u64,
+        f: impl FnOnce(&mut ServerEntry) -> R,
+    ) -> Option<(R, ServerCtx)> {
+        let mut entry = self.servers.get_mut(key)?;
+        if entry.id != id {
+            return None;
+        }
+        let r = f(&mut entry);
+        let ctx = ServerCtx {
+            id: entry.id,
+            source: entry.source,
+            reply: entry.reply,
+        };
+        Some((r, ctx))
+    }
+
+    async fn respond(
+        self: &Arc<Self>,
+        key: &ServerKey,
+        id: u64,
+        response: Response,
+    ) -> Result<(), TxError> {
+        let (actions, ctx) = self
+            .lock_server(key, id, |entry| {
+                if key.is_rfc2543() && !response.status.is_provisional() {
+                    entry.final_to_tag = to_tag(&response);
+                }
+                entry.machine.on_tu_response(response)
+            })
+            .ok_or(TxError::NoTransaction)?;
+        self.execute_server(key, ctx, actions?).await;
+        Ok(())
+    }
+
+    /// Carries out a server machine's actions (see `execute_client`).
+    /// `ctx.source` is where an ACK delivered to the TU came from.
+    async fn execute_server(self: &Arc<Self>, key: &ServerKey, ctx: ServerCtx, actions: Actions) {
+        let mut actions = actions;
+        loop {
+            let mut failed = false;
+            for action in actions {
+                match action {
+                    Action::Send(data) => {
+                        if failed {
+                            continue;
+                        }
+                        if let Err(e) = self.sink.send_response(data, ctx.source, ctx.reply).await {
+                            debug!(error = %e, "response send failed");
+                            failed = true;
+                        }
+                    }
+                    Action::Schedule(timer, after) => self.wheel.schedule(
+                        Instant::now() + after,
+                        TimerTarget::Server(key.clone(), ctx.id, timer),
+                    ),
+                    Action::Deliver(TuEvent::Ack(request)) => deliver(
+                        &self.incoming,
+                        Incoming::Ack {
+                            request,
+                            source: ctx.source,
+                        },
+                        true,
+                    ),
+                    Action::Deliver(event) => {
+                        let tx = ServerTransaction {
+                            key: key.clone(),
+                            id: ctx.id,
+                            inner: Arc::clone(self),
+                        };
+                        deliver(
+                            &self.incoming,
+                            Incoming::Event(ServerEvent { tx, event }),
+                            false,
+                        );
+                    }
+                    Action::Terminate => {
+                        self.servers.remove_if(key, |_, e| e.id == ctx.id);
+                    }
+                }
+            }
+            if !failed {
+                return;
+            }
+            match self.lock_server(key, ctx.id, |e| e.machine.on_transport_error()) {
+                Some((next, _)) => actions = next,
+                None => return,
+            }
+        }
+    }
+
+    // ---- timers ----
+
+    async fn fire(self: &Arc<Self>, target: TimerTarget) {
+        match target {
+            TimerTarget::Client(key, id, timer) => {
+                if let Some((actions, ctx)) =
+                    self.lock_client(&key, Some(id), |m| m.on_timer(timer))
+                {
+                    self.execute_client(&key, &ctx, actions).await;
+                }
+            }
+            TimerTarget::Server(key, id, timer) => {
+                if let Some((actions, ctx)) =
+                    self.lock_server(&key, id, |e| e.machine.on_timer(timer))
+                {
+                    self.execute_server(&key, ctx, actions).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves the layer's timers until the layer is dropped.
+async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
+    let mut due = Vec::new();
+    while !wheel.is_closed() {
+        wheel.wait().await;
+        wheel.pop_due(Instant::now(), &mut due);
+        if due.is_empty() {
+            continue;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        for target in due.drain(..) {
+            inner.fire(target).await;
+        }
+    }
+}
+
+/// Passes `item` to the TU. When the channel is full, droppable items
+/// (provisional responses, stray messages the peer will retransmit) are
+/// dropped; the others wait in a task so a final response is never lost.
+fn deliver<T: Send + 'static>(tx: &mpsc::Sender<T>, item: T, droppable: bool) {
+    match tx.try_send(item) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(_)) if droppable => debug!("TU queue full: dropped"),
+        Err(TrySendError::Full(item)) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(item).await;
+            });
+        }
+    }
+}
+
+/// Whether an ACK matching `key` belongs to `entry`: always for RFC 3261
+/// keys; for RFC 2543 keys its To tag must equal that of the final response
+/// sent (§17.2.3).
+fn ack_matches(key: &ServerKey, entry: &ServerEntry, ack: &Request) -> bool {
+    !key.is_rfc2543()
+        || ack
+            .to()
+            .ok()
+            .is_some_and(|to| to.tag() == entry.final_to_tag.as_deref())
+}
+
+fn to_tag(response: &Response) -> Option<ByteStr> {
+    let to = response.to().ok()?;
+    to.tag().map(|t| ByteStr::from(t.to_owned()))
+}
+
+/// Where responses to a request from `source` with top Via `via` go when
+/// they cannot use its connection: RFC 3261 §18.2.2 with RFC 3581. The IP
+/// is always the source IP (the `received` address, or the sent-by host
+/// when they agree); the port is the source port with `rport`, else the
+/// sent-by port, else 5060.
+fn reply_destination(via: &Via, source: &Source, force_rport: bool) -> Destination {
+    let port = if force_rport || via.rport().is_some() {
+        source.peer.port()
+    } else {
+        via.port.unwrap_or(5060)
+    };
+    Destination {
+        protocol: source.protocol,
+        addr: SocketAddr::new(source.peer.ip(), port),
+    }
+}
+
+/// The 503 a server transaction sends when the TU's queue is full (SPEC §3:
+/// overload is answered, never a silent drop).
+fn overload_response(request: &Request, retry_after: u32) -> Response {
+    let mut response = Response::for_request(request, StatusCode::SERVICE_UNAVAILABLE);
+    response.set_to_tag(super::generate_branch().trim_start_matches(crate::sip::MAGIC_COOKIE));
+    response
+        .headers
+        .push(HeaderName::RetryAfter, retry_after.to_string());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transaction::invite_client::{build_ack, build_cancel};
+    use crate::transaction::test_support::*;
+    use crate::transport::Protocol;
+
+    /// Where a fake send went.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum To {
+        Request(Destination),
+        Response(Source, Destination),
+    }
+
+    /// A transport that records what it is asked to send.
+    #[derive(Default)]
+    struct FakeSink {
+        sent: Mutex<Vec<(Duration, Bytes, To)>>,
+        fail: AtomicBool,
+        start: Mutex<Option<Instant>>,
+    }
+
+    impl FakeSink {
+        fn record(&self, data: Bytes, to: To) -> SendFuture<'_> {
+            let at = {
+                let mut start = self.start.lock().unwrap();
+                let start = *start.get_or_insert_with(Instant::now);
+                Instant::now() - start
+            };
+            let fail = self.fail.load(Ordering::Relaxed);
+            if !fail {
+                self.sent.lock().unwrap().push((at, data, to));
+            }
+            let dest = match to {
+                To::Request(d) | To::Response(_, d) => d,
+            };
+            Box::pin(async move {
+                if fail {
+                    Err(SendError {
+                        dest,
+                        source: Box::new(std::io::Error::other("unreachable")),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+        }
+
+        fn sent(&self) -> Vec<(Duration, Bytes, To)> {
+            self.sent.lock().unwrap().clone()
+        }
+
+        fn statuses(&self) -> Vec<u16> {
+            self.sent()
+                .iter()
+                .map(|(_, b, _)| parse_response(b).status.as_u16())
+                .collect()
+        }
+    }
+
+    impl TransportSink for FakeSink {
+        fn send_request(&self, data: Bytes, dest: Destination) -> SendFuture<'_> {
+            self.record(data, To::Request(dest))
+        }
+
+        fn send_response(&self, data: Bytes, source: Source, dest: Destination) -> SendFuture<'_> {
+            self.record(data, To::Response(source, dest))
+        }
+    }
+
+    fn layer_with(
+        config: LayerConfig,
+    ) -> (TransactionLayer, mpsc::Receiver<Incoming>, Arc<FakeSink>) {
+        let sink = Arc::new(FakeSink::default());
+        *sink.start.lock().unwrap() = Some(Instant::now());
+        let (layer, rx) = TransactionLayer::new(sink.clone(), config);
+        (layer, rx, sink)
+    }
+
+    fn layer() -> (TransactionLayer, mpsc::Receiver<Incoming>, Arc<FakeSink>) {
+        layer_with(LayerConfig::default())
+    }
+
+    fn udp_source() -> Source {
+        Source {
+            protocol: Protocol::Udp,
+            peer: "10.0.0.1:40000".parse().unwrap(),
+            local: "10.0.0.2:5060".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    fn peer() -> Destination {
+        Destination::udp("10.0.0.3:5060".parse().unwrap())
+    }
+
+    /// An OPTIONS we originate with the given branch.
+    fn our_options(branch: &str) -> Request {
+        let mut req = options();
+        req.headers.set(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP 10.0.0.2:5060;branch={branch}"),
+        );
+        req
+    }
+
+    async fn expect_request(rx: &mut mpsc::Receiver<Incoming>) -> ServerRequest {
+        match rx.recv().await {
+            Some(Incoming::Request(r)) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    async fn advance(d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_invite_absorbs_retransmissions_sends_100_and_waits_for_ack() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        assert_eq!(req.request.method, Method::Invite);
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert!(rx.try_recv().is_err(), "retransmission absorbed");
+        assert!(sink.sent().is_empty());
+
+        advance(Duration::from_millis(250)).await;
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, Duration::from_millis(200));
+        assert_eq!(parse_response(&sent[0].1).status.as_u16(), 100);
+        // rport in the Via: back to the source port (RFC 3581).
+        assert_eq!(sent[0].2, To::Response(src, Destination::udp(src.peer)));
+
+        let busy = response(&req.request, 486, Some("srv"));
+        req.tx.respond(busy.clone()).await.unwrap();
+        advance(Duration::from_millis(1600)).await;
+        // 486 at 250 ms, Timer G at 750 and 1750 ms.
+        assert_eq!(sink.statuses(), vec![100, 486, 486, 486]);
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert_eq!(
+            sink.statuses().len(),
+            5,
+            "INVITE retransmission re-answered"
+        );
+
+        layer
+            .on_message(build_ack(&invite(), &busy).into(), src)
+            .await
+            .unwrap();
+        advance(Duration::from_secs(4)).await;
+        assert_eq!(sink.statuses().len(), 5, "G stopped by the ACK");
+        assert!(rx.try_recv().is_err(), "the non-2xx ACK stays in the layer");
+        assert_eq!(
+            layer.transaction_counts(),
+            (0, 1),
+            "Confirmed until Timer I"
+        );
+        advance(Duration::from_secs(2)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_timer_h_reports_a_missing_ack_to_the_tu() {
+        let (layer, mut rx, sink) = layer();
+        layer
+            .on_message(invite().into(), udp_source())
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        req.tx
+            .respond(response(&req.request, 480, Some("x")))
+            .await
+            .unwrap();
+        advance(Duration::from_secs(33)).await;
+        match rx.recv().await {
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::Timeout,
+                tx,
+            })) => assert_eq!(tx.key(), req.tx.key()),
+            other => panic!("expected Timer H, got {other:?}"),
+        }
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert_eq!(
+            sink.statuses().len(),
+            11,
+            "480 + 10 Timer G retransmissions"
+        );
+        assert!(matches!(
+            req.tx.respond(response(&req.request, 500, Some("x"))).await,
+            Err(TxError::NoTransaction)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_for_2xx_and_accepted_invite_retransmissions() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert_eq!(sink.statuses(), vec![200], "INVITE absorbed in Accepted");
+        // The 2xx ACK has its own branch: end-to-end, to the TU.
+        let mut ack = build_ack(&invite(), &ok);
+        ack.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack",
+        );
+        layer.on_message(ack.into(), src).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Incoming::Ack { .. })));
+        advance(Duration::from_secs(33)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer L");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_invite_server_answers_retransmissions_from_the_transaction() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(options().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        layer.on_message(options().into(), src).await.unwrap();
+        assert!(sink.sent().is_empty(), "Trying absorbs");
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        layer.on_message(options().into(), src).await.unwrap();
+        assert_eq!(sink.statuses(), vec![200, 200]);
+        assert!(rx.try_recv().is_err());
+        // No rport in this Via: §18.2.2 sends to the sent-by port.
+        let (_, _, to) = &sink.sent()[0];
+        let expected: SocketAddr = "10.0.0.1:5060".parse().unwrap();
+        assert_eq!(*to, To::Response(src, Destination::udp(expected)));
+        advance(Duration::from_secs(33)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn responses_go_to_the_client_transaction_they_match() {
+        let (layer, mut rx, sink) = layer();
+        let a = our_options("z9hG4bKaaa");
+        let b = our_options("z9hG4bKbbb");
+        let mut ta = layer.send_request(a.clone(), peer()).await.unwrap();
+        let mut tb = layer.send_request(b.clone(), peer()).await.unwrap();
+        assert_eq!(sink.sent().len(), 2);
+        assert_eq!(sink.sent()[0].2, To::Request(peer()));
+
+        let from = udp_source();
+        layer
+            .on_message(response(&b, 200, Some("x")).into(), from)
+            .await
+            .unwrap();
+        let ev = tb.recv().await.unwrap();
+        assert_eq!(ev.key, *tb.key());
+        assert!(matches!(ev.event, ClientEventKind::Response(ref r) if r.status.as_u16() == 200));
+        assert!(ta.events.try_recv().is_err());
+        // Retransmitted final: absorbed in Completed.
+        layer
+            .on_message(response(&b, 200, Some("x")).into(), from)
+            .await
+            .unwrap();
+        layer
+            .on_message(response(&a, 180, Some("y")).into(), from)
+            .await
+            .unwrap();
+        assert!(matches!(
+            ta.recv().await.unwrap().event,
+            ClientEventKind::Response(ref r) if r.status.as_u16() == 180
+        ));
+        advance(Duration::from_secs(6)).await;
+        assert!(matches!(
+            tb.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert!(
+            tb.recv().await.is_none(),
+            "channel closes with the transaction"
+        );
+        // A response for no transaction is passed up as stray.
+        layer
+            .on_message(response(&our_options("z9hG4bKzzz"), 200, None).into(), from)
+            .await
+            .unwrap();
+        assert!(matches!(rx.recv().await, Some(Incoming::Response { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_timeout_after_retransmissions_over_udp_only() {
+        for (dest, sends) in [(peer(), 11), (Destination::tcp(peer().addr), 1)] {
+            let (layer, _rx, sink) = layer();
+            let mut tx = layer
+                .send_request(our_options("z9hG4bKto"), dest)
+                .await
+                .unwrap();
+            advance(Duration::from_secs(33)).await;
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Timeout
+            ));
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Terminated
+            ));
+            assert_eq!(sink.sent().len(), sends, "{dest}");
+            assert_eq!(layer.transaction_counts(), (0, 0));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invite_client_acks_failures_and_cancel_waits_for_a_provisional() {
+        let (layer, _rx, sink) = layer();
+        let mut inv = invite();
+        inv.headers.remove_all(&HeaderName::Via);
+        inv.headers.push_front(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKinv",
+        );
+        let mut tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        tx.cancel().await.unwrap();
+        assert_eq!(
+            sink.sent().len(),
+            1,
+            "no CANCEL before a provisional (§9.1)"
+        );
+        let from = udp_source();
+        layer
+            .on_message(response(&inv, 180, Some("r")).into(), from)
+            .await
+            .unwrap();
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 2);
+        let mut cancel = parse_request(&sent[1].1);
+        assert_eq!(cancel.method, Method::Cancel);
+        cancel.headers.remove_all(&HeaderName::ContentLength);
+        assert_eq!(cancel, build_cancel(&inv));
+        assert_eq!(layer.transaction_counts(), (2, 0));
+
+        layer
+            .on_message(response(&cancel, 200, Some("r")).into(), from)
+            .await
+            .unwrap();
+        layer
+            .on_message(response(&inv, 487, Some("r")).into(), from)
+            .await
+            .unwrap();
+        let ack = parse_request(&sink.sent()[2].1);
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(ack.to().unwrap().tag(), Some("r"));
+        let mut kinds = Vec::new();
+        while let Ok(ev) = tx.events.try_recv() {
+            kinds.push((ev.key.method().clone(), ev.event));
+        }
+        assert!(
+            matches!(kinds[0], (Method::Invite, ClientEventKind::Response(ref r)) if r.status.as_u16() == 180)
+        );
+        assert!(
+            matches!(kinds[1], (Method::Cancel, ClientEventKind::Response(ref r)) if r.status.as_u16() == 200)
+        );
+        assert!(
+            matches!(kinds[2], (Method::Invite, ClientEventKind::Response(ref r)) if r.status.as_u16() == 487)
+        );
+        advance(Duration::from_secs(33)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timers K and D");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transport_error_terminates_the_client_transaction() {
+        let (layer, _rx, sink) = layer();
+        sink.fail.store(true, Ordering::Relaxed);
+        let mut tx = layer
+            .send_request(our_options("z9hG4bKfail"), peer())
+            .await
+            .unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::TransportError
+        ));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transport_error_on_a_response_is_reported_to_the_tu() {
+        let (layer, mut rx, sink) = layer();
+        layer
+            .on_message(options().into(), udp_source())
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        sink.fail.store(true, Ordering::Relaxed);
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::TransportError,
+                ..
+            }))
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_is_its_own_transaction_and_finds_its_invite() {
+        let (layer, mut rx, _sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let inv = expect_request(&mut rx).await;
+        let cancel = build_cancel(&invite());
+        layer.on_message(cancel.clone().into(), src).await.unwrap();
+        let c = expect_request(&mut rx).await;
+        assert_eq!(c.request.method, Method::Cancel);
+        assert_ne!(c.tx.key(), inv.tx.key());
+        let found = layer.find_invite(&c.request).unwrap();
+        assert_eq!(found.key(), inv.tx.key());
+        found
+            .respond(response(&inv.request, 487, Some("t")))
+            .await
+            .unwrap();
+        c.tx.respond(response(&c.request, 200, Some("t")))
+            .await
+            .unwrap();
+        assert_eq!(layer.transaction_counts(), (0, 2));
+        assert!(layer.find_invite(&build_cancel(&options())).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rfc_2543_ack_must_carry_the_to_tag_of_the_final_response() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        let mut old = invite();
+        old.headers.remove_all(&HeaderName::Via);
+        old.headers
+            .push_front(HeaderName::Via, "SIP/2.0/UDP 10.0.0.1:5060;branch=1234");
+        layer.on_message(old.clone().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        assert!(req.tx.key().is_rfc2543());
+        let busy = response(&old, 486, Some("ours"));
+        req.tx.respond(busy.clone()).await.unwrap();
+        // An ACK with another To tag is not this transaction's.
+        let wrong = build_ack(&old, &response(&old, 486, Some("other")));
+        layer.on_message(wrong.into(), src).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Incoming::Ack { .. })));
+        advance(Duration::from_millis(600)).await;
+        assert_eq!(sink.statuses(), vec![486, 486], "still Completed: G runs");
+        layer
+            .on_message(build_ack(&old, &busy).into(), src)
+            .await
+            .unwrap();
+        advance(Duration::from_secs(2)).await;
+        assert_eq!(sink.statuses().len(), 2, "Confirmed: G stopped");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_tu_queue_is_answered_503_with_retry_after() {
+        let config = LayerConfig {
+            tu_queue: 1,
+            ..LayerConfig::default()
+        };
+        let (layer, mut rx, sink) = layer_with(config);
+        let src = udp_source();
+        layer.on_message(options().into(), src).await.unwrap();
+        let mut second = options();
+        second.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsecond",
+        );
+        layer.on_message(second.into(), src).await.unwrap();
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 1);
+        let r = parse_response(&sent[0].1);
+        assert_eq!(r.status.as_u16(), 503);
+        assert_eq!(
+            r.headers.get(&HeaderName::RetryAfter).unwrap().as_ref(),
+            b"5"
+        );
+        assert!(r.to().unwrap().tag().is_some());
+        assert!(matches!(rx.recv().await, Some(Incoming::Request(_))));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_cannot_start_a_client_transaction_and_keys_are_unique() {
+        let (layer, _rx, _sink) = layer();
+        let ack = build_ack(&invite(), &response(&invite(), 200, Some("t")));
+        assert!(matches!(
+            layer.send_request(ack, peer()).await,
+            Err(TxError::AckTransaction)
+        ));
+        let _a = layer
+            .send_request(our_options("z9hG4bKdup"), peer())
+            .await
+            .unwrap();
+        assert!(matches!(
+            layer.send_request(our_options("z9hG4bKdup"), peer()).await,
+            Err(TxError::Duplicate)
+        ));
+    }
+}

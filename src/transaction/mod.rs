@@ -1,0 +1,179 @@
+//! The SIP transaction layer of RFC 3261 §17 (with the RFC 6026 corrections
+//! for 2xx responses to INVITE).
+//!
+//! This module owns:
+//! - [`TimerConfig`] and the timers of Table 4 ([`Timer`]),
+//! - [`TransactionKey`]: matching of responses to client transactions
+//!   (§17.1.3) and of requests to server transactions (§17.2.3, including the
+//!   RFC 2543 fallback),
+//! - four sans-IO state machines, one type each: [`InviteClient`],
+//!   [`NonInviteClient`], [`InviteServer`], [`NonInviteServer`]. They take
+//!   events (a received message, a TU response, a timer that fired, a
+//!   transport error) and return [`Actions`]; they never touch sockets,
+//!   clocks or tasks,
+//! - the thin tokio shell [`TransactionLayer`] that holds the transaction
+//!   tables, drives the machines with tokio timers and hands messages to the
+//!   transport through [`TransportSink`].
+//!
+//! It must not contain socket code: the transport sends what the shell gives
+//! it. Dialog and call logic (2xx ACKs, CANCEL decisions) belong to the TU
+//! (`b2bua`); see [`TransactionLayer`] for what the TU must do itself.
+
+mod invite_client;
+mod invite_server;
+mod key;
+mod layer;
+mod non_invite_client;
+mod non_invite_server;
+mod timers;
+mod wheel;
+
+pub use invite_client::{InviteClient, InviteClientState};
+pub use invite_server::{InviteServer, InviteServerState};
+pub use key::{generate_branch, ClientKey, KeyError, ServerKey, TransactionKey};
+pub use layer::{
+    ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, SendError, SendFuture,
+    ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink,
+};
+pub use non_invite_client::{NonInviteClient, NonInviteClientState};
+pub use non_invite_server::{NonInviteServer, NonInviteServerState};
+pub use timers::{Timer, TimerConfig, TRYING_DELAY};
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::sip::{Request, Response};
+
+/// What a state machine asks its driver to do.
+// Deliver carries a whole message: boxing it would cost an allocation per
+// delivered message to save stack space in the short-lived `Actions`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Action {
+    /// Send these bytes (an encoded request or response) to the
+    /// transaction's peer.
+    Send(Bytes),
+    /// Fire `Timer` after `Duration` (relative to the event being handled).
+    /// A timer that fires in a state that no longer uses it is ignored by the
+    /// machine, so drivers need not cancel timers.
+    Schedule(Timer, Duration),
+    /// Pass an event up to the transaction user.
+    Deliver(TuEvent),
+    /// The machine entered Terminated: the driver must forget it.
+    Terminate,
+}
+
+/// Events a transaction passes to its transaction user (TU).
+#[derive(Debug)]
+pub enum TuEvent {
+    /// A response received by a client transaction (provisional, final,
+    /// and, in Accepted, 2xx retransmissions or forked 2xx).
+    Response(Response),
+    /// An ACK for a 2xx received by an INVITE server transaction in the
+    /// Accepted state (RFC 6026 §7.1): it belongs to the TU's dialog.
+    Ack(Request),
+    /// Timer B or F fired (client: no final response, treat as 408), or
+    /// Timer H fired (server: no ACK for a non-2xx final response).
+    Timeout,
+    /// The transport failed to send a message of this transaction.
+    TransportError,
+}
+
+/// Most actions one event produces (e.g. send ACK, schedule D, deliver the
+/// response).
+const MAX_ACTIONS: usize = 4;
+
+/// The actions produced by one event, in order; stored inline so that
+/// stepping a machine does not allocate.
+#[derive(Debug, Default)]
+pub struct Actions {
+    items: [Option<Action>; MAX_ACTIONS],
+    len: usize,
+}
+
+impl Actions {
+    pub(crate) fn push(&mut self, action: Action) {
+        // Every machine emits at most MAX_ACTIONS per event (checked by the
+        // tests); dropping one would be a bug, hence the debug assertion.
+        debug_assert!(self.len < MAX_ACTIONS, "too many actions: {action:?}");
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(action);
+            self.len += 1;
+        }
+    }
+
+    /// Number of actions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the event produced nothing to do (e.g. an absorbed
+    /// retransmission).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The actions, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Action> {
+        self.items.iter().flatten()
+    }
+}
+
+impl IntoIterator for Actions {
+    type Item = Action;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Action>, MAX_ACTIONS>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter().flatten()
+    }
+}
+
+/// Errors of the transaction layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// The message lacks what a transaction key is made of.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The TU sent a response the transaction's state does not allow (e.g. a
+    /// second non-2xx final response, or any response after Terminated).
+    #[error("a {status} response is not allowed in state {state}")]
+    ResponseNotAllowed {
+        /// Status code of the rejected response.
+        status: u16,
+        /// Name of the state the transaction was in (as in RFC 3261).
+        state: &'static str,
+    },
+    /// The transaction no longer exists (terminated) or never did.
+    #[error("no such transaction")]
+    NoTransaction,
+    /// A transaction with the same key already exists.
+    #[error("a transaction with this key already exists")]
+    Duplicate,
+    /// ACK never starts a client transaction: the ACK for a 2xx is sent by
+    /// the TU directly, the ACK for a non-2xx by the INVITE client
+    /// transaction.
+    #[error("ACK cannot start a client transaction")]
+    AckTransaction,
+    /// CANCEL asked for an INVITE client transaction that already has a
+    /// final response (§9.1: nothing left to cancel).
+    #[error("the INVITE has a final response; nothing to cancel")]
+    NothingToCancel,
+    /// The message could not be encoded or handed to the transport.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// The wire form of a request this layer sends (and may retransmit).
+fn encode_request(request: &Request) -> Bytes {
+    request.to_bytes()
+}
+
+/// The wire form of a response this layer sends (and may retransmit).
+fn encode_response(response: &Response) -> Bytes {
+    response.to_bytes()
+}
+
+#[cfg(test)]
+mod test_support;

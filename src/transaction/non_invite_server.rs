@@ -1,0 +1,205 @@
+//! The non-INVITE server transaction: RFC 3261 §17.2.2.
+
+use bytes::Bytes;
+
+use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
+use crate::sip::Response;
+
+/// States of the non-INVITE server transaction (RFC 3261 Figure 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonInviteServerState {
+    /// Request received, nothing sent yet: retransmissions are absorbed.
+    Trying,
+    /// A provisional response was sent; retransmissions get it again.
+    Proceeding,
+    /// The final response was sent; Timer J keeps answering
+    /// retransmissions with it.
+    Completed,
+    /// Done; the driver forgets the transaction.
+    Terminated,
+}
+
+impl NonInviteServerState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Trying => "Trying",
+            Self::Proceeding => "Proceeding",
+            Self::Completed => "Completed",
+            Self::Terminated => "Terminated",
+        }
+    }
+}
+
+/// A non-INVITE server transaction (RFC 3261 §17.2.2).
+#[derive(Debug)]
+pub struct NonInviteServer {
+    state: NonInviteServerState,
+    reliable: bool,
+    config: TimerConfig,
+    /// The latest response sent, resent on request retransmissions.
+    last: Option<Bytes>,
+}
+
+impl NonInviteServer {
+    /// Creates the transaction for a received request (the driver passes the
+    /// request to the TU).
+    pub fn new(reliable: bool, config: &TimerConfig) -> Self {
+        Self {
+            state: NonInviteServerState::Trying,
+            reliable,
+            config: *config,
+            last: None,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> NonInviteServerState {
+        self.state
+    }
+
+    /// The TU sends a response; after a final response any other is
+    /// [`TxError::ResponseNotAllowed`].
+    pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+        use NonInviteServerState::*;
+        let mut out = Actions::default();
+        match self.state {
+            Trying | Proceeding => {
+                let wire = encode_response(&response);
+                out.push(Action::Send(wire.clone()));
+                if response.status.is_provisional() {
+                    self.state = Proceeding;
+                    self.last = Some(wire);
+                } else {
+                    let j = self.config.initial(Timer::J, self.reliable);
+                    if j.is_zero() {
+                        self.state = Terminated;
+                        out.push(Action::Terminate);
+                    } else {
+                        self.state = Completed;
+                        self.last = Some(wire);
+                        out.push(Action::Schedule(Timer::J, j));
+                    }
+                }
+                Ok(out)
+            }
+            state => Err(TxError::ResponseNotAllowed {
+                status: response.status.as_u16(),
+                state: state.name(),
+            }),
+        }
+    }
+
+    /// A retransmission of the request arrived.
+    pub fn on_request(&mut self) -> Actions {
+        let mut out = Actions::default();
+        if let Some(last) = &self.last {
+            out.push(Action::Send(last.clone()));
+        }
+        out
+    }
+
+    /// A timer scheduled by this transaction fired.
+    pub fn on_timer(&mut self, timer: Timer) -> Actions {
+        let mut out = Actions::default();
+        if self.state == NonInviteServerState::Completed && timer == Timer::J {
+            self.state = NonInviteServerState::Terminated;
+            self.last = None;
+            out.push(Action::Terminate);
+        }
+        out
+    }
+
+    /// The transport failed to send a response (§17.2.4).
+    pub fn on_transport_error(&mut self) -> Actions {
+        use NonInviteServerState::*;
+        let mut out = Actions::default();
+        if matches!(self.state, Proceeding | Completed) {
+            self.state = Terminated;
+            self.last = None;
+            out.push(Action::Deliver(TuEvent::TransportError));
+            out.push(Action::Terminate);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::test_support::*;
+
+    fn start(reliable: bool) -> (NonInviteServer, Clock) {
+        (
+            NonInviteServer::new(reliable, &TimerConfig::default()),
+            Clock::default(),
+        )
+    }
+
+    #[test]
+    fn trying_absorbs_retransmissions() {
+        let (mut tx, _) = start(false);
+        assert!(tx.on_request().is_empty());
+        assert_eq!(tx.state(), NonInviteServerState::Trying);
+    }
+
+    #[test]
+    fn proceeding_answers_retransmissions_with_the_provisional() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_tu_response(response(&options(), 100, None)).unwrap());
+        assert_eq!(tx.state(), NonInviteServerState::Proceeding);
+        clock.absorb(tx.on_request());
+        let sent = clock.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0], sent[1]);
+        assert_eq!(parse_response(&sent[1]).status.as_u16(), 100);
+    }
+
+    #[test]
+    fn completed_answers_retransmissions_with_the_final_until_timer_j() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(
+            tx.on_tu_response(response(&options(), 200, Some("t")))
+                .unwrap(),
+        );
+        assert_eq!(tx.state(), NonInviteServerState::Completed);
+        clock.run_until(secs(10), |t| tx.on_timer(t));
+        clock.absorb(tx.on_request());
+        assert_eq!(clock.send_times(), vec![ms(0), secs(10)]);
+        assert_eq!(parse_response(&clock.sent()[1]).status.as_u16(), 200);
+        assert!(matches!(
+            tx.on_tu_response(response(&options(), 500, Some("t"))),
+            Err(TxError::ResponseNotAllowed {
+                status: 500,
+                state: "Completed"
+            })
+        ));
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(clock.terminated_at(), Some(secs(32)), "J = 64*T1 over UDP");
+        assert_eq!(tx.state(), NonInviteServerState::Terminated);
+        assert!(tx.on_request().is_empty());
+    }
+
+    #[test]
+    fn final_over_tcp_terminates_at_once() {
+        let (mut tx, mut clock) = start(true);
+        clock.absorb(
+            tx.on_tu_response(response(&options(), 200, Some("t")))
+                .unwrap(),
+        );
+        assert_eq!(tx.state(), NonInviteServerState::Terminated);
+        assert_eq!(clock.terminated_at(), Some(ms(0)));
+        assert_eq!(clock.sent().len(), 1);
+    }
+
+    #[test]
+    fn transport_error_terminates_and_informs_tu() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_tu_response(response(&options(), 180, None)).unwrap());
+        clock.absorb(tx.on_transport_error());
+        assert_eq!(tx.state(), NonInviteServerState::Terminated);
+        assert!(matches!(
+            clock.delivered()[..],
+            [(_, TuEvent::TransportError)]
+        ));
+    }
+}

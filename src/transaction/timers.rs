@@ -1,0 +1,133 @@
+//! RFC 3261 §17 timer values (Table 4 of RFC 3261, plus Timers L and M of
+//! RFC 6026) and the configuration they derive from.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Base timer values of RFC 3261 §17.1.1.1 / Table 4, from which every
+/// transaction timer is derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimerConfig {
+    /// T1: RTT estimate; the first retransmission interval (default 500 ms).
+    #[serde(with = "humantime_serde")]
+    pub t1: Duration,
+    /// T2: the maximum retransmission interval for non-INVITE requests and
+    /// INVITE responses (default 4 s).
+    #[serde(with = "humantime_serde")]
+    pub t2: Duration,
+    /// T4: the maximum time a message stays in the network (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long an INVITE server transaction waits for the TU's first
+/// provisional response before sending 100 (Trying) itself (§17.2.1).
+pub const TRYING_DELAY: Duration = Duration::from_millis(200);
+
+/// Timer D's value over unreliable transports: "at least 32 seconds"
+/// (§17.1.1.2), the longest a server keeps retransmitting its final response.
+const TIMER_D_UNRELIABLE: Duration = Duration::from_secs(32);
+
+impl TimerConfig {
+    /// 64*T1: the value of Timers B, F, H, J (unreliable), L and M.
+    pub fn t1x64(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+
+    /// The duration a timer is first scheduled with, per Table 4.
+    /// `reliable` is true for TCP/TLS/SCTP, where the retransmission timers
+    /// (A, E, G) are not used and D, I, J, K are zero.
+    pub fn initial(&self, timer: Timer, reliable: bool) -> Duration {
+        let unless_reliable = |d: Duration| if reliable { Duration::ZERO } else { d };
+        match timer {
+            Timer::A | Timer::E | Timer::G => self.t1,
+            Timer::B | Timer::F | Timer::H | Timer::L | Timer::M | Timer::Cancelled => self.t1x64(),
+            Timer::D => unless_reliable(TIMER_D_UNRELIABLE.max(self.t1x64())),
+            Timer::I | Timer::K => unless_reliable(self.t4),
+            Timer::J => unless_reliable(self.t1x64()),
+            Timer::Trying => TRYING_DELAY,
+        }
+    }
+}
+
+/// The timers of RFC 3261 §17 (Table 4) and RFC 6026, named as there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// INVITE request retransmission (client, unreliable only).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Wait time for response retransmissions in Completed (INVITE client).
+    D,
+    /// Non-INVITE request retransmission (client, unreliable only).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE final response retransmission (server, unreliable only).
+    G,
+    /// Wait time for ACK receipt (INVITE server).
+    H,
+    /// Wait time for ACK retransmissions in Confirmed (INVITE server).
+    I,
+    /// Wait time for non-INVITE request retransmissions (server).
+    J,
+    /// Wait time for response retransmissions (non-INVITE client).
+    K,
+    /// Wait time for INVITE retransmissions in Accepted (server, RFC 6026).
+    L,
+    /// Wait time for 2xx retransmissions in Accepted (client, RFC 6026).
+    M,
+    /// The 200 ms after which an INVITE server transaction sends 100 (Trying)
+    /// itself when the TU has not answered (§17.2.1; unnamed in the RFC).
+    Trying,
+    /// The 64*T1 an INVITE client transaction waits for a final response
+    /// after its CANCEL was sent before giving up (§9.1; unnamed in the RFC).
+    Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_rfc_values() {
+        let c = TimerConfig::default();
+        assert_eq!(c.t1, Duration::from_millis(500));
+        assert_eq!(c.t2, Duration::from_secs(4));
+        assert_eq!(c.t4, Duration::from_secs(5));
+        assert_eq!(c.initial(Timer::B, false), Duration::from_secs(32));
+        assert_eq!(c.initial(Timer::D, false), Duration::from_secs(32));
+        assert_eq!(c.initial(Timer::K, false), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn reliable_transports_zero_the_wait_timers() {
+        let c = TimerConfig::default();
+        for t in [Timer::D, Timer::I, Timer::J, Timer::K] {
+            assert_eq!(c.initial(t, true), Duration::ZERO, "{t:?}");
+        }
+        assert_eq!(c.initial(Timer::B, true), Duration::from_secs(32));
+        assert_eq!(c.initial(Timer::H, true), Duration::from_secs(32));
+    }
+
+    #[test]
+    fn deserializes_humantime_and_fills_defaults() {
+        let c: TimerConfig = toml::from_str("t1 = \"250ms\"").unwrap();
+        assert_eq!(c.t1, Duration::from_millis(250));
+        assert_eq!(c.t2, Duration::from_secs(4));
+        assert_eq!(c.initial(Timer::F, false), Duration::from_secs(16));
+        assert!(toml::from_str::<TimerConfig>("t3 = \"1s\"").is_err());
+    }
+}
