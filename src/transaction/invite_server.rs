@@ -1,5 +1,6 @@
 //! The INVITE server transaction: RFC 3261 §17.2.1 with the Accepted state
-//! and Timer L of RFC 6026 §7.1.
+//! and Timer L of RFC 6026 §7.1, plus (opt-in) the UAS core's 2xx
+//! retransmission of §13.3.1.4.
 
 use std::time::Duration;
 
@@ -44,6 +45,13 @@ impl InviteServerState {
 /// retransmitted INVITEs and ACKs, the TU's responses, timers and transport
 /// errors. Sends 100 (Trying) itself when the TU has sent no provisional
 /// response 200 ms after the INVITE arrived.
+///
+/// The transaction itself never retransmits a 2xx (RFC 6026 §7.1): that is
+/// the UAS core's job (§13.3.1.4). A UA-type TU may hand that job over with
+/// [`InviteServer::retransmit_2xx`]: in Accepted the latest 2xx is then
+/// resent at T1, 2*T1, … capped at T2 until [`InviteServer::on_2xx_ack`],
+/// and Timer L without an ACK is reported as [`TuEvent::Timeout`] (the
+/// session should be ended with BYE).
 #[derive(Debug)]
 pub struct InviteServer {
     state: InviteServerState,
@@ -56,6 +64,12 @@ pub struct InviteServer {
     last: Option<Bytes>,
     /// The current Timer G interval (doubles up to T2).
     timer_g: Duration,
+    /// Whether this transaction retransmits 2xx for the UAS core.
+    retransmit_2xx: bool,
+    /// The latest 2xx while it awaits its ACK (retransmit mode only).
+    unacked_2xx: Option<Bytes>,
+    /// The current 2xx retransmission interval (doubles up to T2).
+    timer_2xx: Duration,
 }
 
 impl InviteServer {
@@ -75,8 +89,17 @@ impl InviteServer {
             trying,
             last: None,
             timer_g: config.t1,
+            retransmit_2xx: false,
+            unacked_2xx: None,
+            timer_2xx: config.t1,
         };
         (tx, out)
+    }
+
+    /// Takes on the UAS core's 2xx retransmission (§13.3.1.4) for this
+    /// transaction; see the type's docs.
+    pub fn retransmit_2xx(&mut self) {
+        self.retransmit_2xx = true;
     }
 
     /// The current state.
@@ -104,7 +127,12 @@ impl InviteServer {
                 self.trying = None;
                 self.last = None;
                 self.state = Accepted;
-                out.push(Action::Send(encode_response(&response)));
+                let wire = encode_response(&response);
+                if self.retransmit_2xx {
+                    self.unacked_2xx = Some(wire.clone());
+                    out.push(Action::Schedule(Timer::Retransmit2xx, self.timer_2xx));
+                }
+                out.push(Action::Send(wire));
                 out.push(Action::Schedule(
                     Timer::L,
                     self.config.initial(Timer::L, self.reliable),
@@ -125,7 +153,11 @@ impl InviteServer {
                 ));
             }
             Accepted if status.is_success() => {
-                out.push(Action::Send(encode_response(&response)));
+                let wire = encode_response(&response);
+                if self.unacked_2xx.is_some() {
+                    self.unacked_2xx = Some(wire.clone());
+                }
+                out.push(Action::Send(wire));
             }
             state => {
                 return Err(TxError::ResponseNotAllowed {
@@ -161,7 +193,10 @@ impl InviteServer {
                 self.last = None;
             }
             // RFC 6026 §7.1: the ACK for the 2xx belongs to the TU.
-            (Method::Ack, Accepted) => out.push(Action::Deliver(TuEvent::Ack(request))),
+            (Method::Ack, Accepted) => {
+                self.unacked_2xx = None;
+                out.push(Action::Deliver(TuEvent::Ack(request)));
+            }
             _ => {}
         }
         out
@@ -192,13 +227,34 @@ impl InviteServer {
                 out.push(Action::Deliver(TuEvent::Timeout));
                 out.push(Action::Terminate);
             }
-            (Confirmed, Timer::I) | (Accepted, Timer::L) => {
+            (Accepted, Timer::Retransmit2xx) => {
+                if let Some(wire) = &self.unacked_2xx {
+                    out.push(Action::Send(wire.clone()));
+                    self.timer_2xx = self.timer_2xx.saturating_mul(2).min(self.config.t2);
+                    out.push(Action::Schedule(Timer::Retransmit2xx, self.timer_2xx));
+                }
+            }
+            (Accepted, Timer::L) => {
+                self.state = Terminated;
+                if self.unacked_2xx.take().is_some() {
+                    // §13.3.1.4: no ACK within 64*T1.
+                    out.push(Action::Deliver(TuEvent::Timeout));
+                }
+                out.push(Action::Terminate);
+            }
+            (Confirmed, Timer::I) => {
                 self.state = Terminated;
                 out.push(Action::Terminate);
             }
             _ => {}
         }
         out
+    }
+
+    /// The ACK for the 2xx arrived (matched by its dialog, since it is a
+    /// transaction of its own): stop retransmitting the 2xx.
+    pub fn on_2xx_ack(&mut self) {
+        self.unacked_2xx = None;
     }
 
     /// The transport failed to send a response (§17.2.4).
@@ -418,6 +474,40 @@ mod tests {
             2,
             "no 2xx retransmission by the transaction"
         );
+    }
+
+    #[test]
+    fn uas_2xx_retransmission_runs_until_the_ack() {
+        let (mut tx, mut clock) = start(false);
+        tx.retransmit_2xx();
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 200, Some("u")))
+                .unwrap(),
+        );
+        clock.run_until(secs(10), |t| tx.on_timer(t));
+        // §13.3.1.4: T1, doubling, capped at T2.
+        let expected: Vec<_> = [0, 500, 1500, 3500, 7500].into_iter().map(ms).collect();
+        assert_eq!(clock.send_times(), expected);
+        assert!(clock.sent().iter().all(|b| status_of(b) == 200));
+        tx.on_2xx_ack();
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times().len(), 5, "stopped by the ACK");
+        assert!(clock.delivered().is_empty());
+        assert_eq!(clock.terminated_at(), Some(secs(32)));
+    }
+
+    #[test]
+    fn uas_2xx_without_ack_times_out_with_timer_l() {
+        let (mut tx, mut clock) = start(false);
+        tx.retransmit_2xx();
+        clock.absorb(
+            tx.on_tu_response(response(&invite(), 200, Some("u")))
+                .unwrap(),
+        );
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times().len(), 11);
+        assert!(matches!(clock.delivered()[..], [(t, TuEvent::Timeout)] if t == secs(32)));
+        assert_eq!(clock.terminated_at(), Some(secs(32)));
     }
 
     #[test]

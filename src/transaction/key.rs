@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 
 use rand::Rng;
 
-use crate::sip::{ByteStr, HeaderError, Host, Method, Request, Response, Via, MAGIC_COOKIE};
+use crate::sip::{
+    ByteStr, HeaderError, Headers, Host, Method, Request, Response, Via, MAGIC_COOKIE,
+};
 
 /// Why a message yields no transaction key.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +211,31 @@ impl ServerKey {
             Self::Rfc3261 { method, .. } => method,
             Self::Rfc2543(k) => &k.method,
         }
+    }
+}
+
+/// What a 2xx to INVITE and its ACK share although the ACK is a transaction
+/// of its own (§13.2.2.4, §12.2.1.1): Call-ID, CSeq number and the tags.
+/// Lets the layer stop the UAS core's 2xx retransmissions when the ACK
+/// arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct AckKey {
+    call_id: ByteStr,
+    cseq: u32,
+    from_tag: Option<ByteStr>,
+    to_tag: Option<ByteStr>,
+}
+
+impl AckKey {
+    /// The key of a 2xx response or of an ACK (`None` when the headers are
+    /// unusable: such an ACK matches nothing).
+    pub(crate) fn of(headers: &Headers) -> Option<Self> {
+        Some(Self {
+            call_id: headers.call_id().ok()?,
+            cseq: headers.cseq().ok()?.seq,
+            from_tag: headers.from().ok()?.tag().map(owned),
+            to_tag: headers.to().ok()?.tag().map(owned),
+        })
     }
 }
 

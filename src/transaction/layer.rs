@@ -20,10 +20,11 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::key::AckKey;
 use super::wheel::Wheel;
 use super::{
-    Action, Actions, ClientKey, InviteClient, InviteServer, NonInviteClient, NonInviteServer,
-    ServerKey, Timer, TimerConfig, TuEvent, TxError,
+    Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, NonInviteClient,
+    NonInviteServer, ServerKey, Timer, TimerConfig, TuEvent, TxError,
 };
 use crate::sip::{ByteStr, HeaderName, Message, Method, Request, Response, StatusCode, Via};
 use crate::transport::{Destination, Source};
@@ -68,11 +69,14 @@ pub struct LayerConfig {
     /// Capacity of the event channel [`TransactionLayer::send_request`]
     /// creates per client transaction.
     pub client_queue: usize,
-    /// Answer UDP requests at their source port even without `rport`
-    /// (RFC 3581 behaviour for clients behind NAT).
-    pub force_rport: bool,
     /// Seconds in the Retry-After of overload 503s.
     pub overload_retry_after: u32,
+    /// Do the UAS core's 2xx retransmission (§13.3.1.4) for the TU: resend
+    /// a 2xx to INVITE at T1, 2*T1, … T2 until its ACK arrives, and report
+    /// [`TuEvent::Timeout`] on the server transaction when none arrives
+    /// within 64*T1. On by default (our TU is a B2BUA, i.e. a UA); a proxy
+    /// TU would turn it off.
+    pub retransmit_2xx: bool,
 }
 
 impl Default for LayerConfig {
@@ -81,8 +85,8 @@ impl Default for LayerConfig {
             timers: TimerConfig::default(),
             tu_queue: 4096,
             client_queue: 16,
-            force_rport: false,
             overload_retry_after: 5,
+            retransmit_2xx: true,
         }
     }
 }
@@ -276,6 +280,8 @@ struct ServerEntry {
     /// RFC 2543 keys only: the To tag of the final response, which the ACK
     /// must carry to match (§17.2.3).
     final_to_tag: Option<ByteStr>,
+    /// While a 2xx awaits its ACK: the entry in `Inner::awaiting_ack`.
+    ack_key: Option<AckKey>,
 }
 
 /// What executing a client step needs once the table lock is released.
@@ -302,6 +308,9 @@ struct Inner {
     sink: Arc<dyn TransportSink>,
     clients: DashMap<ClientKey, ClientEntry>,
     servers: DashMap<ServerKey, ServerEntry>,
+    /// INVITE server transactions whose 2xx is retransmitted until its ACK
+    /// (which has its own branch) arrives.
+    awaiting_ack: DashMap<AckKey, (ServerKey, u64)>,
     wheel: Arc<Wheel<TimerTarget>>,
     incoming: mpsc::Sender<Incoming>,
     next_id: AtomicU64,
@@ -328,6 +337,7 @@ impl TransactionLayer {
             sink,
             clients: DashMap::new(),
             servers: DashMap::new(),
+            awaiting_ack: DashMap::new(),
             wheel: Arc::clone(&wheel),
             incoming,
             next_id: AtomicU64::new(1),
@@ -673,7 +683,10 @@ impl Inner {
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
                 let (machine, actions) = if request.method == Method::Invite {
-                    let (m, a) = InviteServer::new(&request, reliable, timers);
+                    let (mut m, a) = InviteServer::new(&request, reliable, timers);
+                    if self.config.retransmit_2xx {
+                        m.retransmit_2xx();
+                    }
                     (ServerMachine::Invite(m), a)
                 } else {
                     (
@@ -681,13 +694,14 @@ impl Inner {
                         Actions::default(),
                     )
                 };
-                let reply = reply_destination(&via, &source, self.config.force_rport);
+                let reply = reply_destination(&via, &source);
                 v.insert(ServerEntry {
                     id,
                     machine,
                     source,
                     reply,
                     final_to_tag: None,
+                    ack_key: None,
                 });
                 let ctx = ServerCtx { id, source, reply };
                 (actions, ctx, Some(request))
@@ -734,9 +748,33 @@ impl Inner {
         };
         match stepped {
             Ok((actions, ctx)) => self.execute_server(&key, ctx, actions).await,
-            Err(request) => deliver(&self.incoming, Incoming::Ack { request, source }, true),
+            Err(request) => {
+                self.ack_for_2xx(&request);
+                deliver(&self.incoming, Incoming::Ack { request, source }, true);
+            }
         }
         Ok(())
+    }
+
+    /// Stops the 2xx retransmissions an ACK (for a 2xx) answers.
+    fn ack_for_2xx(&self, ack: &Request) {
+        if self.awaiting_ack.is_empty() {
+            return;
+        }
+        let Some(ack_key) = AckKey::of(&ack.headers) else {
+            return;
+        };
+        let Some((_, (key, id))) = self.awaiting_ack.remove(&ack_key) else {
+            return;
+        };
+        if let Some(mut entry) = self.servers.get_mut(&key) {
+            if entry.id == id {
+                entry.ack_key = None;
+                if let ServerMachine::Invite(m) = &mut entry.machine {
+                    m.on_2xx_ack();
+                }
+            }
+        }
     }
 
     fn lock_server<R>(
@@ -766,10 +804,26 @@ impl Inner {
     ) -> Result<(), TxError> {
         let (actions, ctx) = self
             .lock_server(key, id, |entry| {
-                if key.is_rfc2543() && !response.status.is_provisional() {
+                let status = response.status;
+                if key.is_rfc2543() && !status.is_provisional() {
                     entry.final_to_tag = to_tag(&response);
                 }
-                entry.machine.on_tu_response(response)
+                let first_2xx = status.is_success()
+                    && entry.ack_key.is_none()
+                    && matches!(&entry.machine, ServerMachine::Invite(m)
+                        if m.state() == InviteServerState::Proceeding);
+                let ack_key = if first_2xx && self.config.retransmit_2xx {
+                    AckKey::of(&response.headers)
+                } else {
+                    None
+                };
+                let actions = entry.machine.on_tu_response(response)?;
+                if let Some(ack_key) = ack_key {
+                    self.awaiting_ack
+                        .insert(ack_key.clone(), (key.clone(), entry.id));
+                    entry.ack_key = Some(ack_key);
+                }
+                Ok::<_, TxError>(actions)
             })
             .ok_or(TxError::NoTransaction)?;
         self.execute_server(key, ctx, actions?).await;
@@ -818,7 +872,10 @@ impl Inner {
                         );
                     }
                     Action::Terminate => {
-                        self.servers.remove_if(key, |_, e| e.id == ctx.id);
+                        let removed = self.servers.remove_if(key, |_, e| e.id == ctx.id);
+                        if let Some(ack_key) = removed.and_then(|(_, e)| e.ack_key) {
+                            self.awaiting_ack.remove(&ack_key);
+                        }
                     }
                 }
             }
@@ -908,9 +965,10 @@ fn to_tag(response: &Response) -> Option<ByteStr> {
 /// they cannot use its connection: RFC 3261 §18.2.2 with RFC 3581. The IP
 /// is always the source IP (the `received` address, or the sent-by host
 /// when they agree); the port is the source port with `rport`, else the
-/// sent-by port, else 5060.
-fn reply_destination(via: &Via, source: &Source, force_rport: bool) -> Destination {
-    let port = if force_rport || via.rport().is_some() {
+/// sent-by port, else 5060. The transport writes its NAT policy into the
+/// Via as `rport=PORT` on receipt, so this agrees with it.
+fn reply_destination(via: &Via, source: &Source) -> Destination {
+    let port = if via.rport().is_some() {
         source.peer.port()
     } else {
         via.port.unwrap_or(5060)
@@ -1148,10 +1206,48 @@ mod tests {
             HeaderName::Via,
             "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack",
         );
+        advance(Duration::from_millis(1600)).await;
+        assert_eq!(
+            sink.statuses(),
+            vec![200, 200, 200],
+            "UAS core retransmits the 2xx"
+        );
         layer.on_message(ack.into(), src).await.unwrap();
         assert!(matches!(rx.recv().await, Some(Incoming::Ack { .. })));
         advance(Duration::from_secs(33)).await;
+        assert_eq!(
+            sink.statuses().len(),
+            3,
+            "the ACK stopped the retransmissions"
+        );
         assert_eq!(layer.transaction_counts(), (0, 0), "Timer L");
+        assert!(rx.try_recv().is_err(), "no timeout after an ACK");
+        assert!(layer.inner.awaiting_ack.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unacknowledged_2xx_is_reported_after_64_t1() {
+        let (layer, mut rx, sink) = layer();
+        layer
+            .on_message(invite().into(), udp_source())
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        req.tx
+            .respond(response(&req.request, 200, Some("srv")))
+            .await
+            .unwrap();
+        advance(Duration::from_secs(33)).await;
+        assert!(matches!(
+            rx.recv().await,
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::Timeout,
+                ..
+            }))
+        ));
+        assert_eq!(sink.statuses().len(), 11);
+        assert!(layer.inner.awaiting_ack.is_empty());
+        assert_eq!(layer.transaction_counts(), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

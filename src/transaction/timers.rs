@@ -52,7 +52,7 @@ impl TimerConfig {
     pub fn initial(&self, timer: Timer, reliable: bool) -> Duration {
         let unless_reliable = |d: Duration| if reliable { Duration::ZERO } else { d };
         match timer {
-            Timer::A | Timer::E | Timer::G => self.t1,
+            Timer::A | Timer::E | Timer::G | Timer::Retransmit2xx => self.t1,
             Timer::B | Timer::F | Timer::H | Timer::L | Timer::M | Timer::Cancelled => self.t1x64(),
             Timer::D => unless_reliable(TIMER_D_UNRELIABLE.max(self.t1x64())),
             Timer::I | Timer::K => unless_reliable(self.t4),
@@ -95,6 +95,9 @@ pub enum Timer {
     /// The 64*T1 an INVITE client transaction waits for a final response
     /// after its CANCEL was sent before giving up (§9.1; unnamed in the RFC).
     Cancelled,
+    /// The UAS core's 2xx retransmission interval: T1 doubling up to T2
+    /// until the ACK arrives (§13.3.1.4; unnamed in the RFC).
+    Retransmit2xx,
 }
 
 #[cfg(test)]
