@@ -10,6 +10,7 @@
 //! its ACK (§13.3.1.4), the ACK of the callee's 2xx (§13.2.2.4), CANCEL
 //! (§9), BYE (§15) and the in-dialog relay.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::dialog::{cseq_value, Dialog, DialogState};
 use crate::sip::{ByteStr, HeaderName, Method, NameAddr, Request, Response, StatusCode, Uri};
 
+use super::auth::{self, DigestCredentials};
 use super::ids;
 use super::{failure_for_status, FinishReason};
 
@@ -136,6 +138,8 @@ pub struct Plan {
     pub dial_timeout: Duration,
     /// Our addressing on the outbound leg.
     pub outbound: LegTransport,
+    /// Credentials for the callee's digest challenge, if configured.
+    pub credentials: Option<Arc<DigestCredentials>>,
 }
 
 /// How the call ended, for the CDR.
@@ -219,6 +223,9 @@ pub struct Call {
     out_invite_seq: u32,
     caller_100rel: bool,
     provisional_seen: bool,
+    credentials: Option<Arc<DigestCredentials>>,
+    /// INVITEs resent with credentials so far (one is allowed).
+    auth_attempts: u8,
     cancel: Cancel,
     /// Our 2xx to the caller, retransmitted until its ACK.
     ok: Option<Response>,
@@ -294,7 +301,7 @@ impl Call {
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 
-        let outbound_tp = plan.outbound;
+        let outbound_tp = plan.outbound.clone();
         let call_id = ids::call_id(&outbound_tp.host);
         let from = caller_id(&invite, &outbound_tp.host);
         let to = Bytes::from(format!("<{}>", plan.request_uri));
@@ -339,6 +346,8 @@ impl Call {
             out_invite_seq: out_seq,
             caller_100rel,
             provisional_seen: false,
+            credentials: plan.credentials,
+            auth_attempts: 0,
             cancel: Cancel::None,
             ok: None,
             retx_interval: settings.t1,
@@ -926,8 +935,66 @@ impl Call {
             }
             return;
         }
+        if matches!(status.as_u16(), 401 | 407) && self.retry_with_credentials(&response, out) {
+            return;
+        }
         self.callee_status = Some(status.as_u16());
         self.on_invite_failure(status, now, out);
+    }
+
+    /// Answers the callee's 401/407 by sending the INVITE again with
+    /// credentials (RFC 3261 §22.2): same Call-ID and tags, next CSeq, new
+    /// branch. Once only: a second challenge is a failure.
+    fn retry_with_credentials(&mut self, challenge: &Response, out: &mut Vec<Action>) -> bool {
+        let (Some(creds), Some(invite)) = (self.credentials.clone(), self.out_invite.as_ref())
+        else {
+            return false;
+        };
+        if self.auth_attempts > 0
+            || self.caller != CallerState::Proceeding
+            || self.cancel != Cancel::None
+        {
+            return false;
+        }
+        let proxy = challenge.status.as_u16() == 407;
+        let challenges = if proxy {
+            challenge.proxy_authenticate()
+        } else {
+            challenge.www_authenticate()
+        };
+        let uri = invite.uri.to_string();
+        let cnonce = ids::tag();
+        let Some(value) = challenges
+            .unwrap_or_default()
+            .iter()
+            .find_map(|c| auth::answer(c, &creds, &Method::Invite, &uri, &cnonce))
+        else {
+            return false;
+        };
+        let mut retry = invite.clone();
+        let seq = self.outbound.next_seq();
+        retry.headers.remove_all(&HeaderName::Via);
+        retry
+            .headers
+            .push_front(HeaderName::Via, self.via(Leg::Outbound, seq));
+        retry
+            .headers
+            .set(HeaderName::CSeq, cseq_value(seq, &Method::Invite));
+        let name = if proxy {
+            HeaderName::ProxyAuthorization
+        } else {
+            HeaderName::Authorization
+        };
+        retry.headers.push(name, Bytes::from(value));
+        self.auth_attempts += 1;
+        self.out_invite_seq = seq;
+        self.provisional_seen = false;
+        self.out_invite = Some(retry.clone());
+        out.push(Action::Request {
+            leg: Leg::Outbound,
+            request: retry,
+        });
+        true
     }
 
     fn on_invite_failure(&mut self, status: StatusCode, now: Instant, out: &mut Vec<Action>) {

@@ -10,6 +10,9 @@
 //! snapshot when it is set up and keeps it, so a reload never changes a
 //! routed call.
 //!
+//! A 401/407 from the callee is answered once with digest credentials when
+//! the external PBX has them configured ([`auth`]).
+//!
 //! Topology hiding: the outbound leg has its own Call-ID, tags, CSeq, Via
 //! and Contact; only the body, its Content-Type, the caller ID (display name
 //! and user of From) and a short list of end-to-end headers (Supported,
@@ -26,7 +29,7 @@
 //! | no answer within the dial timeout        | 480 (we CANCEL it)   | `no_answer`   |
 //! | 408, 480, 503, Timer B, transport error  | 480                  | `unavailable` |
 //! | 3xx (redirects are not followed)         | 480                  | `unavailable` |
-//! | 401/407 (no usable credentials)          | 480                  | `error`       |
+//! | 401/407 (no usable credentials, or a second challenge) | 480    | `error`       |
 //! | other 5xx                                | 500                  | `rejected`    |
 //! | other 4xx, other 6xx (603, 604, 606)     | the same status      | `rejected`    |
 //!
@@ -40,6 +43,7 @@
 //! within 64*T1 ends it with `error`.
 
 pub mod admission;
+pub mod auth;
 pub mod call;
 pub mod ids;
 

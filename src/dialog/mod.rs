@@ -239,6 +239,13 @@ impl Dialog {
         &self.remote_target
     }
 
+    /// Takes the next local CSeq number without building a request (e.g.
+    /// for an INVITE resent with credentials).
+    pub fn next_seq(&mut self) -> u32 {
+        self.local_seq = self.local_seq.wrapping_add(1);
+        self.local_seq
+    }
+
     /// A new request in the dialog (RFC 3261 §12.2.1.1) with the next local
     /// CSeq: Request-URI and Route from the remote target and route set,
     /// From/To with tags, Call-ID, CSeq, Max-Forwards 70. ACK and CANCEL are

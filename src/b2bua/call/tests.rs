@@ -65,6 +65,7 @@ fn plan() -> Plan {
         request_uri: Uri::parse("sip:+74951234567@127.0.0.1:5080").unwrap(),
         dial_timeout: Duration::from_secs(30),
         outbound: LegTransport::new("127.0.0.1", 5060, "udp"),
+        credentials: None,
     }
 }
 
@@ -800,4 +801,77 @@ fn callee_that_never_answers_the_cancel_is_given_up_after_64_t1() {
     h.advance(65 * T1);
     assert!(h.call.is_finished());
     assert_eq!(h.call.outcome().unwrap().reason, FinishReason::CallerHangup);
+}
+
+#[test]
+fn digest_challenge_is_answered_once_with_credentials() {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut p = plan();
+    p.credentials = Some(std::sync::Arc::new(crate::b2bua::auth::DigestCredentials {
+        username: "office".into(),
+        password: "secret".into(),
+    }));
+    let inbound = LegTransport::new("203.0.113.5", 5060, "udp");
+    let mut call = Call::new(
+        7,
+        request(INVITE),
+        inbound,
+        p,
+        &settings(None),
+        now,
+        &mut out,
+    )
+    .unwrap();
+    let Some(Action::Request { request: first, .. }) = out.pop() else {
+        panic!()
+    };
+    let first = roundtrip_request(&first);
+    let mut challenge = Response::for_request(&first, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    challenge.set_to_tag("x");
+    challenge.headers.push(
+        HeaderName::ProxyAuthenticate,
+        Bytes::from_static(b"Digest realm=\"pbx\", nonce=\"abc\", qop=\"auth\""),
+    );
+    call.on_response(Leg::Outbound, roundtrip_response(&challenge), now, &mut out);
+    assert_eq!(out.len(), 1, "the caller sees nothing: {out:?}");
+    let Some(Action::Request {
+        leg: Leg::Outbound,
+        request: retry,
+    }) = out.pop()
+    else {
+        panic!()
+    };
+    let retry = roundtrip_request(&retry);
+    assert_eq!(retry.method, Method::Invite);
+    assert_eq!(retry.cseq().unwrap().seq, 2);
+    assert_eq!(retry.call_id().unwrap(), first.call_id().unwrap());
+    assert_eq!(retry.from().unwrap().tag(), first.from().unwrap().tag());
+    assert_ne!(
+        retry.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    let creds = retry.proxy_authorization().unwrap().remove(0);
+    assert_eq!(creds.param("username").as_deref(), Some("office"));
+    assert_eq!(creds.param("realm").as_deref(), Some("pbx"));
+    assert_eq!(
+        creds.param("uri").as_deref(),
+        Some("sip:+74951234567@127.0.0.1:5080")
+    );
+    assert_eq!(&retry.body[..], &first.body[..]);
+    // A second challenge is a failure for the caller.
+    let mut again = Response::for_request(&retry, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    again.set_to_tag("y");
+    call.on_response(Leg::Outbound, roundtrip_response(&again), now, &mut out);
+    assert_eq!(responses(&out, Leg::Inbound), vec![480]);
+    assert_eq!(call.outcome().unwrap().reason, FinishReason::Error);
+    assert!(call.is_finished());
+}
+
+#[test]
+fn challenge_without_credentials_fails_the_call() {
+    let mut h = Harness::new();
+    h.callee_responds(401, "");
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![480]);
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Error);
 }
