@@ -23,9 +23,9 @@ pub enum KeyError {
         #[source]
         source: HeaderError,
     },
-    /// A response's top Via has no branch, so it matches no client
+    /// The top Via has no (RFC 3261) branch, so the response matches no
     /// transaction (§17.1.3).
-    #[error("the top Via has no branch parameter")]
+    #[error("the top Via has no RFC 3261 branch parameter")]
     NoBranch,
 }
 
@@ -164,6 +164,21 @@ impl ServerKey {
             ref m => m.clone(),
         };
         Self::with_method(req, via, method)
+    }
+
+    /// The key of the server transaction a response answers, for RFC 3261
+    /// branches: top Via branch and sent-by, CSeq method. A response cannot
+    /// rebuild an RFC 2543 key (no Request-URI): [`KeyError::NoBranch`].
+    pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
+        let via = header("Via", resp.top_via())?;
+        match branch_of(&via) {
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self::Rfc3261 {
+                branch,
+                sent_by: SentBy::of(&via),
+                method: header("CSeq", resp.cseq())?.method,
+            }),
+            _ => Err(KeyError::NoBranch),
+        }
     }
 
     /// The key of the INVITE server transaction a CANCEL cancels (§9.2):
@@ -345,6 +360,21 @@ mod tests {
             ServerKey::for_request(&a).unwrap(),
             ServerKey::for_request(&b).unwrap()
         );
+    }
+
+    #[test]
+    fn server_key_from_a_response_matches_its_request() {
+        let inv = invite();
+        let key = ServerKey::for_request(&inv).unwrap();
+        assert_eq!(
+            ServerKey::for_response(&response(&inv, 180, Some("t"))).unwrap(),
+            key
+        );
+        let old = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5060;branch=old");
+        assert!(matches!(
+            ServerKey::for_response(&response(&old, 180, None)),
+            Err(KeyError::NoBranch)
+        ));
     }
 
     #[test]

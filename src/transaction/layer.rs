@@ -74,8 +74,9 @@ pub struct LayerConfig {
     /// Do the UAS core's 2xx retransmission (§13.3.1.4) for the TU: resend
     /// a 2xx to INVITE at T1, 2*T1, … T2 until its ACK arrives, and report
     /// [`TuEvent::Timeout`] on the server transaction when none arrives
-    /// within 64*T1. On by default (our TU is a B2BUA, i.e. a UA); a proxy
-    /// TU would turn it off.
+    /// within 64*T1. For UA-type TUs that leave this to the layer; a proxy
+    /// TU must not use it. Off by default: the B2BUA's call machine
+    /// retransmits its 2xx itself.
     pub retransmit_2xx: bool,
 }
 
@@ -86,7 +87,7 @@ impl Default for LayerConfig {
             tu_queue: 4096,
             client_queue: 16,
             overload_retry_after: 5,
-            retransmit_2xx: true,
+            retransmit_2xx: false,
         }
     }
 }
@@ -400,6 +401,51 @@ impl TransactionLayer {
     /// within 64*T1, the INVITE ends with [`ClientEventKind::Timeout`].
     pub async fn cancel(&self, key: &ClientKey) -> Result<(), TxError> {
         self.inner.cancel(key).await
+    }
+
+    /// Sends `response` on the server transaction it answers, found from
+    /// its top Via (branch, sent-by) and CSeq method as §17.2.3 matches the
+    /// request. Only for requests with an RFC 3261 branch; an RFC 2543
+    /// request is answered through its [`ServerTransaction`] handle.
+    pub async fn respond(&self, response: Response) -> Result<(), TxError> {
+        let key = ServerKey::for_response(&response)?;
+        let id = self
+            .inner
+            .servers
+            .get(&key)
+            .map(|e| e.id)
+            .ok_or(TxError::NoTransaction)?;
+        self.inner.respond(&key, id, response).await
+    }
+
+    /// Sends a request outside any transaction: the ACK for a 2xx
+    /// (§13.2.2.4), which the TU sends (and resends) itself.
+    pub async fn send_stateless_request(
+        &self,
+        request: &Request,
+        dest: Destination,
+    ) -> Result<(), TxError> {
+        let data = super::encode_request(request);
+        Ok(self.inner.sink.send_request(data, dest).await?)
+    }
+
+    /// Sends a response outside any transaction (e.g. a 2xx retransmission
+    /// after its INVITE server transaction ended) back to where its request
+    /// came from, per §18.2.2.
+    pub async fn send_stateless_response(
+        &self,
+        response: &Response,
+        source: Source,
+    ) -> Result<(), TxError> {
+        let via = response
+            .top_via()
+            .map_err(|source| super::KeyError::Header {
+                header: "Via",
+                source,
+            })?;
+        let dest = reply_destination(&via, &source);
+        let data = super::encode_response(response);
+        Ok(self.inner.sink.send_response(data, source, dest).await?)
     }
 
     /// The INVITE server transaction a CANCEL request cancels (§9.2), if it
@@ -1192,7 +1238,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ack_for_2xx_and_accepted_invite_retransmissions() {
-        let (layer, mut rx, sink) = layer();
+        let (layer, mut rx, sink) = layer_with(LayerConfig {
+            retransmit_2xx: true,
+            ..LayerConfig::default()
+        });
         let src = udp_source();
         layer.on_message(invite().into(), src).await.unwrap();
         let req = expect_request(&mut rx).await;
@@ -1227,7 +1276,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unacknowledged_2xx_is_reported_after_64_t1() {
-        let (layer, mut rx, sink) = layer();
+        let (layer, mut rx, sink) = layer_with(LayerConfig {
+            retransmit_2xx: true,
+            ..LayerConfig::default()
+        });
         layer
             .on_message(invite().into(), udp_source())
             .await
@@ -1539,5 +1591,81 @@ mod tests {
             layer.send_request(our_options("z9hG4bKdup"), peer()).await,
             Err(TxError::Duplicate)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_2xx_retransmission_the_ack_just_goes_to_the_tu() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        advance(Duration::from_secs(2)).await;
+        assert_eq!(sink.statuses(), vec![200], "the TU retransmits its 2xx");
+        // ... through the transaction while it is Accepted.
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert_eq!(sink.statuses(), vec![200, 200]);
+        advance(Duration::from_secs(33)).await;
+        assert!(rx.try_recv().is_err(), "no timeout reported");
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn respond_finds_the_server_transaction_from_the_response() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(options().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        layer
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        assert_eq!(sink.statuses(), vec![200]);
+        assert!(matches!(
+            layer.respond(response(&req.request, 500, Some("t"))).await,
+            Err(TxError::ResponseNotAllowed { .. })
+        ));
+        assert!(matches!(
+            layer.respond(response(&invite(), 200, Some("t"))).await,
+            Err(TxError::NoTransaction)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stateless_sends_bypass_the_tables() {
+        let (layer, _rx, sink) = layer();
+        let ack = build_ack(&invite(), &response(&invite(), 200, Some("t")));
+        layer.send_stateless_request(&ack, peer()).await.unwrap();
+        let src = udp_source();
+        let ok = response(&invite(), 200, Some("t"));
+        layer.send_stateless_response(&ok, src).await.unwrap();
+        let sent = sink.sent();
+        assert_eq!(sent[0].2, To::Request(peer()));
+        assert_eq!(parse_request(&sent[0].1).method, Method::Ack);
+        // The INVITE's Via has rport: back to the source address and port.
+        assert_eq!(sent[1].2, To::Response(src, Destination::udp(src.peer)));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn transports_carry_the_layers_messages_over_udp() {
+        use crate::transport::{ListenAddr, TransportConfig, Transports};
+        let listen: ListenAddr = "udp:127.0.0.1:0".parse().unwrap();
+        let (transports, _inbound) = Transports::bind(&[listen], TransportConfig::default())
+            .await
+            .unwrap();
+        let local = transports.local_addrs()[0].addr;
+        let (layer, _rx) = TransactionLayer::new(Arc::new(transports), LayerConfig::default());
+        let peer_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = Destination::udp(peer_sock.local_addr().unwrap());
+        let req = our_options("z9hG4bKreal");
+        let _tx = layer.send_request(req.clone(), peer).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = peer_sock.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from, local);
+        let got = parse_request(&Bytes::copy_from_slice(&buf[..n]));
+        assert_eq!(got.method, Method::Options);
+        assert_eq!(got.top_via().unwrap().branch(), Some("z9hG4bKreal"));
     }
 }

@@ -25,6 +25,7 @@ mod key;
 mod layer;
 mod non_invite_client;
 mod non_invite_server;
+mod sink;
 mod timers;
 mod wheel;
 
