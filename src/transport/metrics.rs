@@ -20,6 +20,8 @@ pub struct TransportMetrics {
     pub malformed_answered: AtomicU64,
     /// Input that could not be answered (garbage, malformed responses) and was dropped.
     pub malformed_dropped: AtomicU64,
+    /// CRLF keep-alives received (RFC 5626 §4.4.1); TCP pings are answered.
+    pub keepalives: AtomicU64,
     /// Messages over the size limit (datagrams truncated, TCP buffers overflowing).
     pub oversize: AtomicU64,
     /// Requests answered 503 because the inbound queue was full.
@@ -52,6 +54,7 @@ impl TransportMetrics {
             ("messages_delivered", get(&self.messages_delivered)),
             ("malformed_answered", get(&self.malformed_answered)),
             ("malformed_dropped", get(&self.malformed_dropped)),
+            ("keepalives", get(&self.keepalives)),
             ("oversize", get(&self.oversize)),
             ("overload_rejected", get(&self.overload_rejected)),
             ("overload_dropped", get(&self.overload_dropped)),

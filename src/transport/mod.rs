@@ -323,6 +323,18 @@ impl Transports {
         routing::send_response_bytes(&self.shared, response.to_bytes(), response, to).await
     }
 
+    /// Sends an already-encoded response (e.g. a retransmission) to the
+    /// request that came from `to`: on its TCP connection while open, else
+    /// to `dest` (normally [`response_destination`] of the response).
+    pub async fn send_encoded_response(
+        &self,
+        bytes: Bytes,
+        to: &Source,
+        dest: Destination,
+    ) -> Result<(), TransportError> {
+        routing::send_reply(&self.shared, bytes, to, dest).await
+    }
+
     /// Sends a request: over UDP from a listening socket of the destination's
     /// address family (so responses come back to it); over TCP on an open
     /// connection to that address, or a new one.
@@ -565,5 +577,77 @@ mod tests {
             0,
             "open connection not closed"
         );
+    }
+
+    #[tokio::test]
+    async fn crlf_keepalives_are_not_malformed_and_tcp_pings_get_a_pong() {
+        let (t, mut rx) = bind(
+            &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
+            TransportConfig::default(),
+        )
+        .await;
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        udp.send_to(b"\r\n\r\n", addr_of(&t, Protocol::Udp))
+            .await
+            .unwrap();
+        let mut tcp = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+            .await
+            .unwrap();
+        tcp.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        tcp.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        // A request after the ping is framed normally.
+        tcp.write_all(options("SIP/2.0/TCP client.example.com", "k1").as_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            rx.recv().await.unwrap().message,
+            Message::Request(_)
+        ));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while t.metrics().keepalives.load(Ordering::Relaxed) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both keep-alives counted");
+        assert_eq!(t.metrics().malformed_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn response_after_the_connection_closed_opens_one_to_the_sent_by_port() {
+        let (t, mut rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        // The client listens for the reconnect on its sent-by port.
+        let client_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sent_by = client_listener.local_addr().unwrap();
+        let mut conn = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+            .await
+            .unwrap();
+        conn.write_all(options(&format!("SIP/2.0/TCP {sent_by};rport"), "gone").as_bytes())
+            .await
+            .unwrap();
+        let inbound = rx.recv().await.unwrap();
+        drop(conn);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while t.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("connection removed");
+        let Message::Request(req) = inbound.message else {
+            panic!("not a request")
+        };
+        t.send_response(
+            &Response::for_request(&req, StatusCode::OK),
+            &inbound.source,
+        )
+        .await
+        .unwrap();
+        let (mut back, _) = client_listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = back.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
     }
 }

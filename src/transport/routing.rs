@@ -21,7 +21,8 @@ use crate::sip::{
 const DEFAULT_PORT: u16 = 5060;
 
 /// Where a response to a request from `source` goes when it cannot use the
-/// request's TCP connection (RFC 3261 §18.2.2 with RFC 3581 §4).
+/// request's TCP connection (RFC 3261 §18.2.2 with RFC 3581 §4). The
+/// transaction layer calls this too, so responses are routed one way.
 ///
 /// The address is always the request's source IP: RFC 3261 §18.2.1 has the
 /// server add `received` whenever the sent-by host is not that IP, so
@@ -37,14 +38,17 @@ pub fn response_destination(
 ) -> Destination {
     let port = match response.top_via() {
         Ok(via) => {
-            let symmetric = via.rport().is_some()
-                || match policy {
-                    ResponsePort::SentBy => false,
-                    ResponsePort::SourceWhenTranslated => {
-                        via.received().is_some() || !host_is(&via.host, source.peer.ip())
-                    }
-                    ResponsePort::Source => true,
-                };
+            // rport is a UDP matter (RFC 3581); over TCP this address is
+            // only used to reconnect, to the sent-by port.
+            let symmetric = source.protocol == Protocol::Udp
+                && (via.rport().is_some()
+                    || match policy {
+                        ResponsePort::SentBy => false,
+                        ResponsePort::SourceWhenTranslated => {
+                            via.received().is_some() || !host_is(&via.host, source.peer.ip())
+                        }
+                        ResponsePort::Source => true,
+                    });
             if symmetric {
                 source.peer.port()
             } else {
@@ -65,6 +69,19 @@ pub(crate) async fn send_response_bytes(
     response: &Response,
     to: &Source,
 ) -> Result<(), TransportError> {
+    let dest = response_destination(response, to, shared.config.response_port);
+    send_reply(shared, bytes, to, dest).await
+}
+
+/// Sends an encoded response to the request that came from `to`: on its
+/// TCP connection while open, else to `dest` (see [`response_destination`]);
+/// over UDP from the socket that received the request.
+pub(crate) async fn send_reply(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    to: &Source,
+    dest: Destination,
+) -> Result<(), TransportError> {
     match to.protocol {
         Protocol::Tcp => {
             if let Some(id) = to.conn {
@@ -75,11 +92,9 @@ pub(crate) async fn send_response_bytes(
             }
             // §18.2.2: the connection is gone; open one to the received
             // address and the sent-by port.
-            let dest = response_destination(response, to, ResponsePort::SentBy);
             super::tcp::send(shared, bytes, dest.addr).await
         }
         Protocol::Udp => {
-            let dest = response_destination(response, to, shared.config.response_port);
             let sock = shared
                 .udp_socket_for(to.local)
                 .or_else(|| shared.udp_socket_for_family(dest.addr))

@@ -265,6 +265,13 @@ async fn read_messages(
             Ok(Ok(n)) => n,
         };
         conn.activity.touch();
+        // RFC 5626 §4.4.1: a double-CRLF "ping" between messages is
+        // answered with a single-CRLF "pong".
+        if &chunk[..n] == b"\r\n\r\n" && parser.buffered() == 0 {
+            shared.metrics.keepalives.fetch_add(1, Ordering::Relaxed);
+            let _ = conn.tx.try_send(Bytes::from_static(b"\r\n"));
+            continue;
+        }
         // Draining every complete message after each feed keeps the
         // parser's buffer under max_message_size + READ_CHUNK.
         parser.feed(&chunk[..n]);

@@ -84,6 +84,12 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
 /// Parses one datagram and hands it on; returns a stateless answer to send
 /// (400 for a malformed request, 503 on overload).
 fn on_datagram(datagram: bytes::Bytes, source: Source, shared: &Shared) -> Option<Response> {
+    // CRLF keep-alives (RFC 5626 §3.5.1 style, sent by many phones over UDP
+    // too) are not malformed messages: ignore them without counting.
+    if is_keepalive(&datagram) {
+        shared.metrics.keepalives.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
     match sip::parse_datagram(datagram, &shared.config.limits) {
         Ok(message) => deliver(shared, message, source),
         Err(err) => {
@@ -103,6 +109,11 @@ fn on_datagram(datagram: bytes::Bytes, source: Source, shared: &Shared) -> Optio
             reply
         }
     }
+}
+
+/// A datagram of nothing but CR/LF (a keep-alive).
+pub(crate) fn is_keepalive(data: &[u8]) -> bool {
+    !data.is_empty() && data.iter().all(|&b| b == b'\r' || b == b'\n')
 }
 
 /// 513 Message Too Large (RFC 3261 §21.5.14) from the first `max` bytes, if
