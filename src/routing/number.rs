@@ -365,4 +365,28 @@ mod tests {
         assert_eq!(t.n.to_string(), "+74951234567");
         assert!(toml::from_str::<T>("n = \"12\"").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_normal_form_is_stable(s in "\\PC{0,24}") {
+            if let Ok(n) = Number::parse(&s) {
+                proptest::prop_assert_eq!(Number::parse(&n.to_string()), Ok(n));
+            }
+            let _ = Number::from_sip_user(&s);
+        }
+
+        #[test]
+        fn separators_never_change_the_number(
+            digits in "[1-9][0-9]{9,13}",
+            seps in proptest::collection::vec("[ .()-]{0,2}", 15),
+        ) {
+            let plain = Number::parse(&format!("+{digits}"));
+            let mut spaced = String::from("+");
+            for (d, sep) in digits.chars().zip(&seps) {
+                spaced.push(d);
+                spaced.push_str(sep);
+            }
+            proptest::prop_assert_eq!(Number::parse(&spaced), plain);
+        }
+    }
 }

@@ -133,3 +133,33 @@ fn run_rejects_a_bad_listen_flag() {
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport protocol \"sctp\""));
 }
+
+#[test]
+fn routes_from_csv_output_passes_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let csv = dir.join("routes.csv");
+    write(
+        dir,
+        "routes.csv",
+        "number;destination\r\n74951234567;127.0.0.1:5080\r\n# a comment\n\n8 (495) 765-43-21;127.0.0.1:5080\n+442079460958;sip:10.0.0.2:5070\n",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/routes-from-csv");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["-i", "loadtest", "-t", "tcp"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert!(toml.contains("id = \"dest-2\"\nuri = \"sip:10.0.0.2:5070\"\ntransport = \"tcp\""), "{toml}");
+    write(dir, "cfg/vpbx.toml", "");
+    write(dir, "cfg/pbx/loadtest.toml", &toml);
+
+    let out = vpbx().arg("check").arg("--config").arg(dir.join("cfg")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8(out.stdout).unwrap().starts_with("config OK: 1 PBX(s), 3 number(s), 2 external PBX(s)"),
+    );
+}
