@@ -29,7 +29,10 @@ fn big_config(n: u64) -> Config {
     let external = Arc::new(ExternalPbx {
         pbx: "bench".into(),
         id: "uas".into(),
-        uri: "sip:127.0.0.1:5080".into(),
+        uri: match vpbx::sip::Uri::parse("sip:127.0.0.1:5080") {
+            Ok(vpbx::sip::Uri::Sip(u)) => u,
+            other => panic!("{other:?}"),
+        },
         transport: Protocol::Udp,
         credentials: None,
         dial_timeout: Duration::from_secs(30),

@@ -61,7 +61,13 @@ fn embedded_default_config_is_valid() {
     let Target::External(office) = &demo.numbers[0].forward else {
         panic!("demo numbers go to an external PBX")
     };
-    assert_eq!(office.uri, "sip:127.0.0.1:5080");
+    assert_eq!(office.uri.to_string(), "sip:127.0.0.1:5080");
+    assert_eq!(
+        office.destination(),
+        Some(crate::transport::Destination::udp(
+            "127.0.0.1:5080".parse().unwrap()
+        ))
+    );
     assert_eq!(office.transport, Protocol::Udp);
     assert_eq!(office.dial_timeout, Duration::from_secs(30));
     let table = RoutingTable::from_config(&config).unwrap();
@@ -317,7 +323,7 @@ fn bad_external_pbx() {
     assert_eq!(
         pbx_errors(text),
         [
-            "cfg/pbx/acme.toml:4:7: bad SIP URI \"sip:pbx:99999\": bad port \"99999\"",
+            "cfg/pbx/acme.toml:4:7: bad SIP URI \"sip:pbx:99999\": invalid port",
             "cfg/pbx/acme.toml:5:13: bad transport: unknown transport protocol \"sctp\" (expected udp or tcp)",
             "cfg/pbx/acme.toml:6:12: digest username and password must be given together",
             "cfg/pbx/acme.toml:7:16: dial_timeout = \"101s\" is out of range (allowed: 1s to 100s)",
@@ -347,6 +353,9 @@ fn full_external_pbx_is_read() {
     assert_eq!(pbx.name.as_deref(), Some("ACME"));
     let ext = &pbx.externals[0];
     assert_eq!(ext.transport, Protocol::Tcp);
+    assert_eq!(ext.uri.to_string(), "sip:office@pbx.example.com:5070");
+    // A domain needs RFC 3263 resolution: no direct destination.
+    assert_eq!(ext.destination(), None);
     assert_eq!(ext.dial_timeout, DEFAULT_DIAL_TIMEOUT);
     let creds = ext.credentials.as_ref().unwrap();
     assert_eq!(

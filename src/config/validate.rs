@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as K, ConfigErrors, SourceFile};
 use super::raw::{RawDaemon, RawDuration, RawExternal, RawNumber, RawPbx};
-use super::uri::{check_sip_uri, is_host};
+use super::uri::{is_host, parse_sip_uri};
 use super::{
     CdrConfig, Config, DaemonConfig, Limits, ListenAddr, NumberConfig, PbxConfig, ReloadConfig,
     ShutdownConfig, Timers, DEFAULT_DIAL_TIMEOUT,
@@ -443,17 +443,19 @@ fn external(
         c.err(raw.id.span(), K::BadId(raw.id.get_ref().clone()));
         ok = false;
     }
-    let uri = raw.uri.get_ref().trim();
-    if let Err(source) = check_sip_uri(uri) {
-        c.err(
-            raw.uri.span(),
-            K::BadUri {
-                text: raw.uri.get_ref().clone(),
-                source,
-            },
-        );
-        ok = false;
-    }
+    let uri = match parse_sip_uri(raw.uri.get_ref().trim()) {
+        Ok(uri) => Some(uri),
+        Err(source) => {
+            c.err(
+                raw.uri.span(),
+                K::BadUri {
+                    text: raw.uri.get_ref().clone(),
+                    source,
+                },
+            );
+            None
+        }
+    };
     let transport = match &raw.transport {
         None => Protocol::Udp,
         Some(t) => match t.get_ref().parse::<Protocol>() {
@@ -492,10 +494,11 @@ fn external(
             listed.push((num, n.span()));
         }
     }
+    let uri = uri?;
     ok.then(|| ExternalPbx {
         pbx: pbx_id.clone(),
         id: Arc::from(id),
-        uri: uri.to_owned(),
+        uri,
         transport,
         credentials,
         dial_timeout,

@@ -9,6 +9,8 @@ use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
 
+use crate::sip::Uri;
+
 /// Most digits an E.164 number may have (ITU-T E.164 §6).
 pub const MAX_DIGITS: usize = 15;
 /// Fewest digits (country code included) accepted for a `+CC…` number.
@@ -173,6 +175,30 @@ impl Number {
     /// such as `;phone-context` already removed or still attached.
     pub fn from_tel(number: &str) -> Result<Number, NumberError> {
         Number::from_sip_user(number)
+    }
+
+    /// The number a URI carries: the user part of a `sip:`/`sips:` URI or
+    /// the number of a `tel:` URI (SPEC §2.1).
+    pub fn from_uri(uri: &Uri) -> Result<Number, NumberError> {
+        match uri {
+            Uri::Sip(sip) => {
+                Number::from_sip_user(sip.user.as_deref().ok_or(NumberError::NoUserPart)?)
+            }
+            Uri::Tel(tel) => Number::from_tel(&tel.number),
+            Uri::Other { scheme, .. } => Err(NumberError::UnsupportedScheme {
+                scheme: scheme.to_string(),
+            }),
+        }
+    }
+
+    /// The dialed number of an inbound request (SPEC §2.1): from the
+    /// Request-URI, else from the To URI. When neither carries a number the
+    /// Request-URI's error is returned.
+    pub fn dialed(request_uri: &Uri, to: Option<&Uri>) -> Result<Number, NumberError> {
+        match Number::from_uri(request_uri) {
+            Ok(n) => Ok(n),
+            Err(e) => to.and_then(|to| Number::from_uri(to).ok()).ok_or(e),
+        }
     }
 
     /// The digits as an integer (without the `+`).
@@ -346,6 +372,61 @@ mod tests {
             })
         );
         assert_eq!(Number::from_tel("+7-495-123-45-67"), Ok(want));
+    }
+
+    fn uri(s: &str) -> Uri {
+        Uri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn from_request_uri_sip_and_tel() {
+        let want = Number::parse("+74951234567").unwrap();
+        for u in [
+            "sip:+74951234567@vpbx.example.com",
+            "sip:84951234567@10.0.0.1:5060;user=phone",
+            "sips:+7-495-123-45-67;phone-context=+7@example.com",
+            "sip:%2B74951234567@[::1]",
+            "tel:+7-495-123-45-67",
+            "tel:+74951234567;phone-context=+7",
+        ] {
+            assert_eq!(Number::from_uri(&uri(u)), Ok(want), "{u}");
+        }
+        assert_eq!(
+            Number::from_uri(&uri("sip:vpbx.example.com")),
+            Err(NumberError::NoUserPart)
+        );
+        assert_eq!(
+            Number::from_uri(&uri("urn:service:sos")),
+            Err(NumberError::UnsupportedScheme {
+                scheme: "urn".into()
+            })
+        );
+    }
+
+    #[test]
+    fn dialed_falls_back_to_to() {
+        let want = Number::parse("+74951234567").unwrap();
+        let to = uri("sip:+74951234567@example.com");
+        // Request-URI without a user part (e.g. routed by host): To decides.
+        assert_eq!(Number::dialed(&uri("sip:10.0.0.1"), Some(&to)), Ok(want));
+        // A Request-URI number wins over To.
+        let other = Number::parse("+74957654321").unwrap();
+        assert_eq!(
+            Number::dialed(&uri("sip:+74957654321@10.0.0.1"), Some(&to)),
+            Ok(other)
+        );
+        // Neither: the Request-URI's reason.
+        assert_eq!(
+            Number::dialed(&uri("sip:alice@10.0.0.1"), Some(&uri("sip:bob@x"))),
+            Err(NumberError::InvalidCharacter {
+                ch: 'a',
+                position: 0
+            })
+        );
+        assert_eq!(
+            Number::dialed(&uri("sip:10.0.0.1"), None),
+            Err(NumberError::NoUserPart)
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! ([`OnFailure`]), as resolved from the PBX files.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::number::Number;
-use crate::transport::Protocol;
+use crate::sip::{Host, SipUri};
+use crate::transport::{Destination, Protocol};
 
 /// Identifier of a virtual PBX (tenant); the stem of its `config/pbx/<id>.toml`.
 pub type PbxId = Arc<str>;
@@ -38,8 +40,8 @@ pub struct ExternalPbx {
     pub pbx: PbxId,
     /// Its id inside that PBX, as used in `forward = "external:<id>"`.
     pub id: Arc<str>,
-    /// Where calls are sent: a `sip:` or `sips:` URI.
-    pub uri: String,
+    /// Where calls are sent: the Request-URI of the outbound INVITE.
+    pub uri: SipUri,
     /// Transport used to reach it.
     pub transport: Protocol,
     /// Credentials to answer its digest challenges, if it sends any.
@@ -49,6 +51,25 @@ pub struct ExternalPbx {
     /// Numbers this external PBX uses (e.g. as caller ID); a number listed here
     /// cannot be disconnected while it stays listed (SPEC §7).
     pub numbers: Vec<Number>,
+}
+
+impl ExternalPbx {
+    /// Where to send to it when its URI's host is an IP address: that
+    /// address, the URI's port or 5060 (5061 for `sips:`, RFC 3261 §19.1.2),
+    /// over [`ExternalPbx::transport`]. `None` for a domain name, which
+    /// needs RFC 3263 resolution first.
+    pub fn destination(&self) -> Option<Destination> {
+        let ip = match &self.uri.host {
+            Host::Ipv4(a) => IpAddr::V4(*a),
+            Host::Ipv6(a) => IpAddr::V6(*a),
+            Host::Domain(_) => return None,
+        };
+        let default_port = if self.uri.secure { 5061 } else { 5060 };
+        Some(Destination {
+            protocol: self.transport,
+            addr: SocketAddr::new(ip, self.uri.port.unwrap_or(default_port)),
+        })
+    }
 }
 
 /// The forward target of a number (SPEC §7 "Per number").

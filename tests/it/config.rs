@@ -151,15 +151,31 @@ fn routes_from_csv_output_passes_check() {
         .arg(&csv)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let toml = String::from_utf8(out.stdout).unwrap();
-    assert!(toml.contains("id = \"dest-2\"\nuri = \"sip:10.0.0.2:5070\"\ntransport = \"tcp\""), "{toml}");
+    assert!(
+        toml.contains("id = \"dest-2\"\nuri = \"sip:10.0.0.2:5070\"\ntransport = \"tcp\""),
+        "{toml}"
+    );
     write(dir, "cfg/vpbx.toml", "");
     write(dir, "cfg/pbx/loadtest.toml", &toml);
 
-    let out = vpbx().arg("check").arg("--config").arg(dir.join("cfg")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vpbx()
+        .arg("check")
+        .arg("--config")
+        .arg(dir.join("cfg"))
+        .output()
+        .unwrap();
     assert!(
-        String::from_utf8(out.stdout).unwrap().starts_with("config OK: 1 PBX(s), 3 number(s), 2 external PBX(s)"),
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("config OK: 1 PBX(s), 3 number(s), 2 external PBX(s)"),);
 }
