@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::key::generate_tag;
+use super::timers::UNANSWERED_INVITE;
 use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
-use crate::sip::{Method, Request, Response, StatusCode};
+use crate::sip::{ByteStr, Method, Request, Response, StatusCode};
 
 /// States of the INVITE server transaction (RFC 3261 Figure 7, RFC 6026
 /// Figure 5).
@@ -57,8 +59,14 @@ pub struct InviteServer {
     state: InviteServerState,
     reliable: bool,
     config: TimerConfig,
-    /// The 100 (Trying) to send when Timer Trying fires first.
-    trying: Option<Response>,
+    /// The INVITE's 100 (Trying), kept while in Proceeding to send it (on
+    /// Timer Trying) or to build our own 408 (on Timer Unanswered).
+    template: Option<Response>,
+    /// No provisional response sent yet: Timer Trying sends 100.
+    trying_due: bool,
+    /// How long the INVITE has waited for a final response, in whole
+    /// Timer Unanswered periods.
+    unanswered_for: Duration,
     /// The most recent provisional (Proceeding) or the final (Completed)
     /// response, resent on INVITE retransmissions and Timer G.
     last: Option<Bytes>,
@@ -74,19 +82,25 @@ pub struct InviteServer {
 
 impl InviteServer {
     /// Creates the transaction for a received INVITE and schedules the
-    /// 200 ms Trying timer (§17.2.1).
+    /// 200 ms Trying timer (§17.2.1) and Timer Unanswered.
     pub fn new(invite: &Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
-        let trying = Some(Response::for_request(invite, StatusCode::TRYING));
+        let template = Some(Response::for_request(invite, StatusCode::TRYING));
         let mut out = Actions::default();
         out.push(Action::Schedule(
             Timer::Trying,
             config.initial(Timer::Trying, reliable),
         ));
+        // Checked every 64*T1 rather than scheduled once for 3 minutes, so
+        // that the timer of an answered INVITE does not linger in the
+        // driver's queue long after the transaction is gone.
+        out.push(Action::Schedule(Timer::Unanswered, config.t1x64()));
         let tx = Self {
             state: InviteServerState::Proceeding,
             reliable,
             config: *config,
-            trying,
+            template,
+            trying_due: true,
+            unanswered_for: Duration::ZERO,
             last: None,
             timer_g: config.t1,
             retransmit_2xx: false,
@@ -119,12 +133,12 @@ impl InviteServer {
         match self.state {
             Proceeding if status.is_provisional() => {
                 let wire = encode_response(&response);
-                self.trying = None;
+                self.trying_due = false;
                 self.last = Some(wire.clone());
                 out.push(Action::Send(wire));
             }
             Proceeding if status.is_success() => {
-                self.trying = None;
+                self.template = None;
                 self.last = None;
                 self.state = Accepted;
                 let wire = encode_response(&response);
@@ -138,20 +152,7 @@ impl InviteServer {
                     self.config.initial(Timer::L, self.reliable),
                 ));
             }
-            Proceeding => {
-                let wire = encode_response(&response);
-                self.trying = None;
-                self.last = Some(wire.clone());
-                self.state = Completed;
-                out.push(Action::Send(wire));
-                if !self.reliable {
-                    out.push(Action::Schedule(Timer::G, self.timer_g));
-                }
-                out.push(Action::Schedule(
-                    Timer::H,
-                    self.config.initial(Timer::H, self.reliable),
-                ));
-            }
+            Proceeding => self.complete(encode_response(&response), &mut out),
             Accepted if status.is_success() => {
                 let wire = encode_response(&response);
                 if self.unacked_2xx.is_some() {
@@ -208,11 +209,28 @@ impl InviteServer {
         let mut out = Actions::default();
         match (self.state, timer) {
             (Proceeding, Timer::Trying) => {
-                if let Some(trying) = self.trying.take() {
-                    let wire = encode_response(&trying);
+                if let (true, Some(trying)) = (self.trying_due, &self.template) {
+                    self.trying_due = false;
+                    let wire = encode_response(trying);
                     self.last = Some(wire.clone());
                     out.push(Action::Send(wire));
                 }
+            }
+            (Proceeding, Timer::Unanswered) => {
+                self.unanswered_for += self.config.t1x64();
+                if self.unanswered_for < UNANSWERED_INVITE {
+                    out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
+                    return out;
+                }
+                // The TU never answered: end the INVITE for the caller (whose
+                // client transaction has no timeout in Proceeding).
+                if let Some(mut timeout) = self.template.take() {
+                    timeout.status = StatusCode::REQUEST_TIMEOUT;
+                    timeout.reason = ByteStr::from(StatusCode::REQUEST_TIMEOUT.default_reason());
+                    timeout.set_to_tag(&generate_tag());
+                    self.complete(encode_response(&timeout), &mut out);
+                }
+                out.push(Action::Deliver(TuEvent::Timeout));
             }
             (Completed, Timer::G) => {
                 if let Some(last) = &self.last {
@@ -251,6 +269,21 @@ impl InviteServer {
         out
     }
 
+    /// Sends a 300-699 final response and enters Completed.
+    fn complete(&mut self, wire: Bytes, out: &mut Actions) {
+        self.template = None;
+        self.last = Some(wire.clone());
+        self.state = InviteServerState::Completed;
+        out.push(Action::Send(wire));
+        if !self.reliable {
+            out.push(Action::Schedule(Timer::G, self.timer_g));
+        }
+        out.push(Action::Schedule(
+            Timer::H,
+            self.config.initial(Timer::H, self.reliable),
+        ));
+    }
+
     /// The ACK for the 2xx arrived (matched by its dialog, since it is a
     /// transaction of its own): stop retransmitting the 2xx.
     pub fn on_2xx_ack(&mut self) {
@@ -264,7 +297,7 @@ impl InviteServer {
         match self.state {
             Proceeding | Completed => {
                 self.state = Terminated;
-                self.trying = None;
+                self.template = None;
                 self.last = None;
                 out.push(Action::Deliver(TuEvent::TransportError));
                 out.push(Action::Terminate);
@@ -508,6 +541,31 @@ mod tests {
         assert_eq!(clock.send_times().len(), 11);
         assert!(matches!(clock.delivered()[..], [(t, TuEvent::Timeout)] if t == secs(32)));
         assert_eq!(clock.terminated_at(), Some(secs(32)));
+    }
+
+    #[test]
+    fn an_invite_the_tu_never_answers_gets_408_after_timer_unanswered() {
+        let (mut tx, mut clock) = start(false);
+        // Checked every 64*T1: the first check at or past 3 minutes is 192 s.
+        clock.run_until(secs(192) - ms(1), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times(), vec![ms(200)], "only the 100 so far");
+        assert_eq!(clock.pending().len(), 1, "one Unanswered check pending");
+        clock.run_until(secs(193), |t| tx.on_timer(t));
+        assert_eq!(tx.state(), InviteServerState::Completed);
+        let sent = clock.sent();
+        assert_eq!(sent.len(), 3, "100, 408, one Timer G retransmission");
+        let timeout = parse_response(&sent[1]);
+        assert_eq!(timeout.status.as_u16(), 408);
+        assert_eq!(timeout.reason, "Request Timeout");
+        assert!(timeout.to().unwrap().tag().is_some());
+        assert_eq!(timeout.via().unwrap(), invite().via().unwrap());
+        assert!(matches!(clock.delivered()[..], [(t, TuEvent::Timeout)] if t == secs(192)));
+        assert!(tx
+            .on_tu_response(response(&invite(), 200, Some("late")))
+            .is_err());
+        let ack = crate::transaction::invite_client::build_ack(&invite(), &timeout);
+        clock.absorb(tx.on_request(ack));
+        assert_eq!(tx.state(), InviteServerState::Confirmed);
     }
 
     #[test]

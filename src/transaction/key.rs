@@ -45,6 +45,12 @@ pub fn generate_branch() -> ByteStr {
     ByteStr::from(s)
 }
 
+/// A new To/From tag (§19.3): 64 random bits in hex.
+pub fn generate_tag() -> ByteStr {
+    let n: u64 = rand::thread_rng().gen();
+    ByteStr::from(format!("{n:016x}"))
+}
+
 fn branch_of(via: &Via) -> Option<ByteStr> {
     via.params.get("branch").flatten().cloned()
 }

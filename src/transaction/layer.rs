@@ -735,10 +735,8 @@ impl Inner {
                     }
                     (ServerMachine::Invite(m), a)
                 } else {
-                    (
-                        ServerMachine::NonInvite(NonInviteServer::new(reliable, timers)),
-                        Actions::default(),
-                    )
+                    let (m, a) = NonInviteServer::new(reliable, timers);
+                    (ServerMachine::NonInvite(m), a)
                 };
                 let reply = reply_destination(&via, &source);
                 v.insert(ServerEntry {
@@ -1029,7 +1027,7 @@ fn reply_destination(via: &Via, source: &Source) -> Destination {
 /// overload is answered, never a silent drop).
 fn overload_response(request: &Request, retry_after: u32) -> Response {
     let mut response = Response::for_request(request, StatusCode::SERVICE_UNAVAILABLE);
-    response.set_to_tag(super::generate_branch().trim_start_matches(crate::sip::MAGIC_COOKIE));
+    response.set_to_tag(&super::key::generate_tag());
     response
         .headers
         .push(HeaderName::RetryAfter, retry_after.to_string());

@@ -31,14 +31,14 @@ mod wheel;
 
 pub use invite_client::{InviteClient, InviteClientState};
 pub use invite_server::{InviteServer, InviteServerState};
-pub use key::{generate_branch, ClientKey, KeyError, ServerKey, TransactionKey};
+pub use key::{generate_branch, generate_tag, ClientKey, KeyError, ServerKey, TransactionKey};
 pub use layer::{
     ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, SendError, SendFuture,
     ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink,
 };
 pub use non_invite_client::{NonInviteClient, NonInviteClientState};
 pub use non_invite_server::{NonInviteServer, NonInviteServerState};
-pub use timers::{Timer, TimerConfig, TRYING_DELAY};
+pub use timers::{Timer, TimerConfig, TRYING_DELAY, UNANSWERED_INVITE};
 
 use std::time::Duration;
 

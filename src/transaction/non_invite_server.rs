@@ -42,14 +42,21 @@ pub struct NonInviteServer {
 
 impl NonInviteServer {
     /// Creates the transaction for a received request (the driver passes the
-    /// request to the TU).
-    pub fn new(reliable: bool, config: &TimerConfig) -> Self {
-        Self {
+    /// request to the TU) and schedules Timer Unanswered (64*T1: by then the
+    /// client has given up with Timer F, so an unanswered request is dropped).
+    pub fn new(reliable: bool, config: &TimerConfig) -> (Self, Actions) {
+        let tx = Self {
             state: NonInviteServerState::Trying,
             reliable,
             config: *config,
             last: None,
-        }
+        };
+        let mut out = Actions::default();
+        out.push(Action::Schedule(
+            Timer::Unanswered,
+            config.initial(Timer::Unanswered, reliable),
+        ));
+        (tx, out)
     }
 
     /// The current state.
@@ -100,11 +107,21 @@ impl NonInviteServer {
 
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
+        use NonInviteServerState::*;
         let mut out = Actions::default();
-        if self.state == NonInviteServerState::Completed && timer == Timer::J {
-            self.state = NonInviteServerState::Terminated;
-            self.last = None;
-            out.push(Action::Terminate);
+        match (self.state, timer) {
+            (Completed, Timer::J) => {
+                self.state = Terminated;
+                self.last = None;
+                out.push(Action::Terminate);
+            }
+            (Trying | Proceeding, Timer::Unanswered) => {
+                self.state = Terminated;
+                self.last = None;
+                out.push(Action::Deliver(TuEvent::Timeout));
+                out.push(Action::Terminate);
+            }
+            _ => {}
         }
         out
     }
@@ -129,10 +146,10 @@ mod tests {
     use crate::transaction::test_support::*;
 
     fn start(reliable: bool) -> (NonInviteServer, Clock) {
-        (
-            NonInviteServer::new(reliable, &TimerConfig::default()),
-            Clock::default(),
-        )
+        let (tx, actions) = NonInviteServer::new(reliable, &TimerConfig::default());
+        let mut clock = Clock::default();
+        clock.absorb(actions);
+        (tx, clock)
     }
 
     #[test]
@@ -189,6 +206,16 @@ mod tests {
         assert_eq!(tx.state(), NonInviteServerState::Terminated);
         assert_eq!(clock.terminated_at(), Some(ms(0)));
         assert_eq!(clock.sent().len(), 1);
+    }
+
+    #[test]
+    fn a_request_the_tu_never_answers_is_dropped_after_64_t1() {
+        let (mut tx, mut clock) = start(false);
+        clock.run_until(secs(40), |t| tx.on_timer(t));
+        assert_eq!(tx.state(), NonInviteServerState::Terminated);
+        assert!(clock.sent().is_empty());
+        assert!(matches!(clock.delivered()[..], [(t, TuEvent::Timeout)] if t == secs(32)));
+        assert_eq!(clock.terminated_at(), Some(secs(32)));
     }
 
     #[test]

@@ -36,6 +36,14 @@ impl Default for TimerConfig {
 /// provisional response before sending 100 (Trying) itself (§17.2.1).
 pub const TRYING_DELAY: Duration = Duration::from_millis(200);
 
+/// How long an INVITE may wait for the TU's final response before its
+/// server transaction answers 408 itself (Timer Unanswered, checked every
+/// 64*T1, so the answer comes at the first check at or past this). Not in
+/// RFC 3261's transaction layer; like a proxy's Timer C (§16.6 step 11,
+/// "greater than 3 minutes") it keeps a stuck TU from leaking transactions
+/// and callers from ringing forever.
+pub const UNANSWERED_INVITE: Duration = Duration::from_secs(180);
+
 /// Timer D's value over unreliable transports: "at least 32 seconds"
 /// (§17.1.1.2), the longest a server keeps retransmitting its final response.
 const TIMER_D_UNRELIABLE: Duration = Duration::from_secs(32);
@@ -58,6 +66,8 @@ impl TimerConfig {
             Timer::I | Timer::K => unless_reliable(self.t4),
             Timer::J => unless_reliable(self.t1x64()),
             Timer::Trying => TRYING_DELAY,
+            // The period of the check (INVITE) / the whole wait (non-INVITE).
+            Timer::Unanswered => self.t1x64(),
         }
     }
 }
@@ -98,6 +108,10 @@ pub enum Timer {
     /// The UAS core's 2xx retransmission interval: T1 doubling up to T2
     /// until the ACK arrives (§13.3.1.4; unnamed in the RFC).
     Retransmit2xx,
+    /// The longest a server transaction waits for the TU's final response:
+    /// [`UNANSWERED_INVITE`] for INVITE (then 408), 64*T1 for non-INVITE
+    /// (when the client has given up with Timer F). Not in RFC 3261.
+    Unanswered,
 }
 
 #[cfg(test)]
