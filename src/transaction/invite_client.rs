@@ -435,6 +435,22 @@ mod tests {
     }
 
     #[test]
+    fn proceeding_moves_to_completed_or_accepted_on_the_final() {
+        for (code, state) in [
+            (404, InviteClientState::Completed),
+            (200, InviteClientState::Accepted),
+        ] {
+            let (mut tx, mut clock) = start(false);
+            clock.absorb(tx.on_response(response(&invite(), 183, Some("e"))));
+            clock.absorb(tx.on_response(response(&invite(), code, Some("e"))));
+            assert_eq!(tx.state(), state);
+            let acks = clock.sent().len() - 1;
+            assert_eq!(acks, usize::from(code == 404), "ACK only for the non-2xx");
+            assert_eq!(clock.delivered().len(), 2);
+        }
+    }
+
+    #[test]
     fn failure_over_tcp_is_acked_and_terminates_at_once() {
         let (mut tx, mut clock) = start(true);
         clock.absorb(tx.on_response(response(&invite(), 603, Some("d"))));

@@ -561,6 +561,7 @@ impl Inner {
                     dest,
                     events: events.clone(),
                 });
+                debug!(branch = key.branch(), method = %key.method(), %dest, "client transaction");
                 actions
             }
         };
@@ -682,6 +683,7 @@ impl Inner {
                         deliver(&ctx.events, event, droppable);
                     }
                     Action::Terminate => {
+                        debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
                         self.clients.remove_if(key, |_, e| e.id == ctx.id);
                         let event = ClientEvent {
                             key: key.clone(),
@@ -739,6 +741,7 @@ impl Inner {
                     (ServerMachine::NonInvite(m), a)
                 };
                 let reply = reply_destination(&via, &source);
+                debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
                 v.insert(ServerEntry {
                     id,
                     machine,
@@ -916,6 +919,7 @@ impl Inner {
                         );
                     }
                     Action::Terminate => {
+                        debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
                         let removed = self.servers.remove_if(key, |_, e| e.id == ctx.id);
                         if let Some(ack_key) = removed.and_then(|(_, e)| e.ack_key) {
                             self.awaiting_ack.remove(&ack_key);

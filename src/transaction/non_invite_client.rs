@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn proceeding_moves_to_completed_on_the_final() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_response(response(&options(), 100, None)));
+        clock.absorb(tx.on_response(response(&options(), 180, None)));
+        assert_eq!(clock.delivered().len(), 2, "provisionals go to the TU");
+        clock.absorb(tx.on_response(response(&options(), 486, Some("t"))));
+        assert_eq!(tx.state(), NonInviteClientState::Completed);
+        clock.absorb(tx.on_response(response(&options(), 180, None)));
+        assert_eq!(clock.delivered().len(), 3, "nothing after the final");
+    }
+
+    #[test]
     fn final_response_over_tcp_terminates_at_once() {
         let (mut tx, mut clock) = start(true);
         clock.absorb(tx.on_response(response(&options(), 404, Some("t"))));

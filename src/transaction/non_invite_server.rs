@@ -197,6 +197,26 @@ mod tests {
     }
 
     #[test]
+    fn proceeding_moves_to_completed_on_the_final() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_tu_response(response(&options(), 180, None)).unwrap());
+        clock.absorb(tx.on_tu_response(response(&options(), 182, None)).unwrap());
+        assert_eq!(tx.state(), NonInviteServerState::Proceeding);
+        clock.absorb(
+            tx.on_tu_response(response(&options(), 200, Some("t")))
+                .unwrap(),
+        );
+        assert_eq!(tx.state(), NonInviteServerState::Completed);
+        clock.absorb(tx.on_request());
+        let statuses: Vec<_> = clock
+            .sent()
+            .iter()
+            .map(|b| parse_response(b).status.as_u16())
+            .collect();
+        assert_eq!(statuses, vec![180, 182, 200, 200]);
+    }
+
+    #[test]
     fn final_over_tcp_terminates_at_once() {
         let (mut tx, mut clock) = start(true);
         clock.absorb(
