@@ -27,7 +27,7 @@ use super::{
     NonInviteServer, ServerKey, Timer, TimerConfig, TuEvent, TxError,
 };
 use crate::sip::{ByteStr, HeaderName, Message, Method, Request, Response, StatusCode, Via};
-use crate::transport::{Destination, Source};
+use crate::transport::{Destination, Protocol, Source};
 
 /// The future a [`TransportSink`] returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
@@ -1010,13 +1010,14 @@ fn to_tag(response: &Response) -> Option<ByteStr> {
 }
 
 /// Where responses to a request from `source` with top Via `via` go when
-/// they cannot use its connection: RFC 3261 §18.2.2 with RFC 3581. The IP
-/// is always the source IP (the `received` address, or the sent-by host
-/// when they agree); the port is the source port with `rport`, else the
-/// sent-by port, else 5060. The transport writes its NAT policy into the
-/// Via as `rport=PORT` on receipt, so this agrees with it.
+/// they cannot use its connection: RFC 3261 §18.2.2 with RFC 3581, as
+/// [`crate::transport::response_destination`] decides it (computed from the
+/// request here, so it is known before the first response exists). The IP
+/// is the source IP; the port is the source port for UDP with `rport` (the
+/// transport writes its NAT policy into the Via as `rport=PORT`), else the
+/// sent-by port, else 5060.
 fn reply_destination(via: &Via, source: &Source) -> Destination {
-    let port = if via.rport().is_some() {
+    let port = if source.protocol == Protocol::Udp && via.rport().is_some() {
         source.peer.port()
     } else {
         via.port.unwrap_or(5060)
@@ -1047,7 +1048,6 @@ mod tests {
     use super::*;
     use crate::transaction::invite_client::{build_ack, build_cancel};
     use crate::transaction::test_support::*;
-    use crate::transport::Protocol;
 
     /// Where a fake send went.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1669,5 +1669,32 @@ mod tests {
         let got = parse_request(&Bytes::copy_from_slice(&buf[..n]));
         assert_eq!(got.method, Method::Options);
         assert_eq!(got.top_via().unwrap().branch(), Some("z9hG4bKreal"));
+    }
+
+    #[test]
+    fn reply_destination_agrees_with_the_transport() {
+        use crate::transport::{response_destination, ResponsePort};
+        let vias = [
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000;received=10.0.0.1",
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1",
+            "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1",
+            "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bK1;rport=40000",
+        ];
+        for via in vias {
+            for protocol in [Protocol::Udp, Protocol::Tcp] {
+                let mut req = options();
+                req.headers.set(HeaderName::Via, via);
+                let source = Source {
+                    protocol,
+                    ..udp_source()
+                };
+                let resp = response(&req, 200, Some("t"));
+                assert_eq!(
+                    reply_destination(&req.top_via().unwrap(), &source),
+                    response_destination(&resp, &source, ResponsePort::SentBy),
+                    "{via} over {protocol}"
+                );
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::layer::{SendError, SendFuture, TransportSink};
-use crate::transport::{Destination, Protocol, Source, Transports};
+use crate::transport::{Destination, Source, Transports};
 
 impl TransportSink for Transports {
     fn send_request(&self, data: Bytes, dest: Destination) -> SendFuture<'_> {
@@ -16,22 +16,16 @@ impl TransportSink for Transports {
         })
     }
 
-    /// RFC 3261 §18.2.2: over TCP, first the connection the request came on
-    /// (the connection table finds it by the peer address), then a new
-    /// connection to `dest` (received address, sent-by port); over UDP to
-    /// `dest`.
+    /// RFC 3261 §18.2.2: over TCP on the request's connection while it is
+    /// open, else (and over UDP) to `dest`.
     fn send_response(&self, data: Bytes, source: Source, dest: Destination) -> SendFuture<'_> {
         Box::pin(async move {
-            if source.protocol == Protocol::Tcp && source.conn.is_some() {
-                let same = Destination::tcp(source.peer);
-                if self.send_bytes(data.clone(), &same).await.is_ok() {
-                    return Ok(());
-                }
-            }
-            self.send_bytes(data, &dest).await.map_err(|e| SendError {
-                dest,
-                source: Box::new(e),
-            })
+            self.send_encoded_response(data, &source, dest)
+                .await
+                .map_err(|e| SendError {
+                    dest,
+                    source: Box::new(e),
+                })
         })
     }
 }
