@@ -1,5 +1,6 @@
-//! Parser benchmark: vpbx's own SIP parser against two baselines, `rsip` 0.4
-//! and `rsipstack` 0.7, on the same messages in the same run.
+//! Parser benchmark: vpbx's own SIP parser (`vpbx::sip`) against two
+//! baselines, `rsip` 0.4 and `rsipstack` 0.7, on the same messages in the
+//! same run.
 //!
 //! Messages: a ~900-byte INVITE with an SDP offer, a 200 OK with an SDP
 //! answer, a REGISTER with digest credentials, and the RFC 4475 torture
@@ -15,15 +16,103 @@
 //!   library's typed accessors. The values are folded into a checksum that
 //!   goes through `black_box`, so none of the work can be optimised away.
 //!
-//! Run with `cargo bench --bench parse`; figures are recorded in
-//! `docs/performance.md`.
+//! A `write` group serialises the parsed INVITE with each library.
+//!
+//! Time is the benchmark thread's CPU time (see [`ThreadCpuTime`]), so the
+//! figures hold on a busy machine. Run with `cargo bench --bench parse`;
+//! figures are recorded in `docs/performance.md`.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+/// Criterion measurement: CPU time of the benchmark thread
+/// (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time. The machine the
+/// figures come from is shared with other builds; time spent descheduled
+/// would otherwise land in whichever benchmark happened to be running.
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuTimeFormatter
+    }
+}
+
+/// Formats nanoseconds of CPU time and the matching throughputs.
+struct CpuTimeFormatter;
+
+impl ValueFormatter for CpuTimeFormatter {
+    fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical_ns < 1e3 {
+            (1.0, "ns")
+        } else if typical_ns < 1e6 {
+            (1e3, "µs")
+        } else if typical_ns < 1e9 {
+            (1e6, "ms")
+        } else {
+            (1e9, "s")
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        typical_ns: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per_iter, unit) = match throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (*n as f64, "B/s"),
+            Throughput::Elements(n) => (*n as f64, "elem/s"),
+        };
+        let typical = per_iter * 1e9 / typical_ns;
+        let (div, unit) = match (typical, unit) {
+            (t, "elem/s") if t >= 1e6 => (1e6, "Melem/s"),
+            (t, "elem/s") if t >= 1e3 => (1e3, "Kelem/s"),
+            (t, "B/s") if t >= 1e6 => (1e6, "MB/s"),
+            (_, u) => (1.0, u),
+        };
+        values
+            .iter_mut()
+            .for_each(|v| *v = per_iter * 1e9 / *v / div);
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
 
 /// Folds a string into the checksum (length and first byte: cheap, but it
 /// needs the string to exist).
@@ -47,18 +136,68 @@ enum Failure {
     Fields,
 }
 
+/// The benchmarked fields as plain text, to check that the libraries read
+/// the same values (not timed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    via_branch: String,
+    via_sent_by: String,
+    from: String,
+    from_tag: String,
+    to: String,
+    to_tag: String,
+    cseq: String,
+    call_id: String,
+}
+
+impl Fields {
+    /// Names of the fields whose values differ.
+    fn differences(&self, other: &Fields) -> Vec<&'static str> {
+        let pairs = [
+            ("via_branch", &self.via_branch, &other.via_branch),
+            ("via_sent_by", &self.via_sent_by, &other.via_sent_by),
+            ("from", &self.from, &other.from),
+            ("from_tag", &self.from_tag, &other.from_tag),
+            ("to", &self.to, &other.to),
+            ("to_tag", &self.to_tag, &other.to_tag),
+            ("cseq", &self.cseq, &other.cseq),
+            ("call_id", &self.call_id, &other.call_id),
+        ];
+        pairs
+            .iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(n, _, _)| *n)
+            .collect()
+    }
+}
+
+/// `user@host:port` of a URI, for [`Fields`].
+fn addr_text(user: Option<&str>, host: String, port: Option<u16>) -> String {
+    let mut s = String::new();
+    if let Some(u) = user {
+        s.push_str(u);
+        s.push('@');
+    }
+    s.push_str(&host);
+    if let Some(p) = port {
+        s.push_str(&format!(":{p}"));
+    }
+    s
+}
+
 /// One parser under test: parse alone, and parse plus typed field access.
 struct Lib {
     name: &'static str,
     parse: fn(&Bytes) -> Result<(), Failure>,
     parse_fields: fn(&Bytes) -> Result<u64, Failure>,
+    fields: fn(&Bytes) -> Option<Fields>,
 }
 
 mod with_rsip {
     //! `rsip` 0.4: nom tokenizers; headers are kept as untyped `String`
     //! newtypes and parsed into typed headers on request with `.typed()`,
     //! the crate's public path (its tokenizers are `#[doc(hidden)]`).
-    use super::{fold_num, fold_str, Failure};
+    use super::{addr_text, fold_num, fold_str, Failure, Fields};
     use bytes::Bytes;
     use rsip::headers::{ToTypedHeader, UntypedHeader};
     use rsip::prelude::HeadersExt;
@@ -110,6 +249,41 @@ mod with_rsip {
         black_box(&msg);
         Ok(acc)
     }
+
+    fn uri_text(uri: &rsip::Uri) -> String {
+        let host = match &uri.host_with_port.host {
+            rsip::Host::Domain(d) => d.value().to_string(),
+            rsip::Host::IpAddr(ip) => ip.to_string(),
+        };
+        let port = uri.host_with_port.port.map(|p| *p.value());
+        addr_text(uri.auth.as_ref().map(|a| a.user.as_str()), host, port)
+    }
+
+    pub fn fields(buf: &Bytes) -> Option<Fields> {
+        let msg = parse(buf).ok()?;
+        let via = msg.via_header().ok()?.typed().ok()?;
+        let from = msg.from_header().ok()?.typed().ok()?;
+        let to = msg.to_header().ok()?.typed().ok()?;
+        let cseq = msg.cseq_header().ok()?.typed().ok()?;
+        Some(Fields {
+            via_branch: via.branch().map_or("", |b| b.value()).to_string(),
+            via_sent_by: uri_text(&via.uri),
+            from: uri_text(&from.uri),
+            from_tag: from.tag().map_or("", |t| t.value()).to_string(),
+            to: uri_text(&to.uri),
+            to_tag: to.tag().map_or("", |t| t.value()).to_string(),
+            cseq: format!("{} {}", cseq.seq, cseq.method),
+            call_id: msg.call_id_header().ok()?.value().to_string(),
+        })
+    }
+
+    pub fn write(msg: &rsip::SipMessage) -> usize {
+        msg.to_string().len()
+    }
+
+    pub fn parsed(buf: &Bytes) -> Option<rsip::SipMessage> {
+        parse(buf).ok()
+    }
 }
 
 mod with_rsipstack {
@@ -117,7 +291,7 @@ mod with_rsipstack {
     //! line splitting, no longer rsip's). Headers are kept as untyped
     //! `String` newtypes; typed headers are parsed from the value with the
     //! public `typed::X::parse(&str)`, which skips the clone `.typed()` makes.
-    use super::{fold_num, fold_str, Failure};
+    use super::{addr_text, fold_num, fold_str, Failure, Fields};
     use bytes::Bytes;
     use rsipstack::sip::prelude::HeadersExt;
     use rsipstack::sip::typed;
@@ -175,20 +349,172 @@ mod with_rsipstack {
         black_box(&msg);
         Ok(acc)
     }
+
+    fn uri_text(uri: &rsipstack::sip::Uri) -> String {
+        let host = match &uri.host_with_port.host {
+            rsipstack::sip::Host::Domain(d) => d.0.clone(),
+            rsipstack::sip::Host::IpAddr(ip) => ip.to_string(),
+        };
+        let port = uri.host_with_port.port.as_ref().map(|p| p.value());
+        addr_text(uri.auth.as_ref().map(|a| a.user.as_str()), host, port)
+    }
+
+    pub fn fields(buf: &Bytes) -> Option<Fields> {
+        let msg = parse(buf).ok()?;
+        let via = typed::Via::parse(msg.top_via_header().ok()?.value()).ok()?;
+        let from = typed::From::parse(msg.from_header().ok()?.value()).ok()?;
+        let to = typed::To::parse(msg.to_header().ok()?.value()).ok()?;
+        let cseq = typed::CSeq::parse(msg.cseq_header().ok()?.value()).ok()?;
+        Some(Fields {
+            via_branch: via.branch().map_or("", |b| b.value()).to_string(),
+            via_sent_by: uri_text(&via.uri),
+            from: uri_text(&from.uri),
+            from_tag: from.tag().map_or("", |t| t.value()).to_string(),
+            to: uri_text(&to.uri),
+            to_tag: to.tag().map_or("", |t| t.value()).to_string(),
+            cseq: format!("{} {}", cseq.seq, cseq.method),
+            call_id: msg.call_id_header().ok()?.value().to_string(),
+        })
+    }
+
+    pub fn write(msg: &rsipstack::sip::SipMessage) -> usize {
+        msg.to_bytes().len()
+    }
+
+    pub fn parsed(buf: &Bytes) -> Option<rsipstack::sip::SipMessage> {
+        parse(buf).ok()
+    }
+}
+
+mod with_vpbx {
+    //! vpbx: `parse_datagram` splits the header section into raw header
+    //! values (slices of the datagram); typed values are parsed on access.
+    use super::{addr_text, fold_num, fold_str, Failure, Fields};
+    use bytes::{Bytes, BytesMut};
+    use std::hint::black_box;
+    use vpbx::sip::{parse_datagram, Host, Limits, Message, Uri};
+
+    fn parse(buf: &Bytes) -> Result<Message, Failure> {
+        parse_datagram(buf.clone(), &Limits::default()).map_err(|_| Failure::Parse)
+    }
+
+    pub fn parse_only(buf: &Bytes) -> Result<(), Failure> {
+        black_box(parse(buf)?);
+        Ok(())
+    }
+
+    fn fold_host(acc: u64, host: &Host) -> u64 {
+        match host {
+            Host::Domain(d) => fold_str(acc, d),
+            Host::Ipv4(_) => fold_num(acc, 1),
+            Host::Ipv6(_) => fold_num(acc, 0),
+        }
+    }
+
+    fn fold_uri(acc: u64, uri: &Uri) -> u64 {
+        match uri {
+            Uri::Sip(u) => {
+                let mut acc = acc;
+                if let Some(user) = &u.user {
+                    acc = fold_str(acc, user);
+                }
+                acc = fold_host(acc, &u.host);
+                fold_num(acc, u64::from(u.port.unwrap_or(0)))
+            }
+            Uri::Tel(t) => fold_str(acc, &t.number),
+            Uri::Other { rest, .. } => fold_str(acc, rest),
+        }
+    }
+
+    pub fn parse_fields(buf: &Bytes) -> Result<u64, Failure> {
+        let msg = parse(buf)?;
+        let h = msg.headers();
+        let f = |_| Failure::Fields;
+        let via = h.top_via().map_err(f)?;
+        let mut acc = 0;
+        acc = fold_str(acc, via.branch().unwrap_or(""));
+        acc = fold_host(acc, &via.host);
+        acc = fold_num(acc, u64::from(via.port.unwrap_or(0)));
+        let from = h.from().map_err(f)?;
+        acc = fold_uri(acc, &from.uri);
+        acc = fold_str(acc, from.tag().unwrap_or(""));
+        let to = h.to().map_err(f)?;
+        acc = fold_uri(acc, &to.uri);
+        acc = fold_str(acc, to.tag().unwrap_or(""));
+        let cseq = h.cseq().map_err(f)?;
+        acc = fold_num(acc, u64::from(cseq.seq));
+        black_box(&cseq.method);
+        acc = fold_str(acc, &h.call_id().map_err(f)?);
+        black_box(&msg);
+        Ok(acc)
+    }
+
+    fn host_text(host: &Host) -> String {
+        match host {
+            Host::Domain(d) => d.to_string(),
+            Host::Ipv4(a) => a.to_string(),
+            Host::Ipv6(a) => a.to_string(),
+        }
+    }
+
+    fn uri_text(uri: &Uri) -> String {
+        match uri {
+            Uri::Sip(u) => addr_text(u.user.as_deref(), host_text(&u.host), u.port),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn fields(buf: &Bytes) -> Option<Fields> {
+        let msg = parse(buf).ok()?;
+        let h = msg.headers();
+        let via = h.top_via().ok()?;
+        let from = h.from().ok()?;
+        let to = h.to().ok()?;
+        let cseq = h.cseq().ok()?;
+        Some(Fields {
+            via_branch: via.branch().unwrap_or("").to_string(),
+            via_sent_by: addr_text(None, host_text(&via.host), via.port),
+            from: uri_text(&from.uri),
+            from_tag: from.tag().unwrap_or("").to_string(),
+            to: uri_text(&to.uri),
+            to_tag: to.tag().unwrap_or("").to_string(),
+            cseq: format!("{} {}", cseq.seq, cseq.method.as_str()),
+            call_id: h.call_id().ok()?.to_string(),
+        })
+    }
+
+    pub fn parsed(buf: &Bytes) -> Option<Message> {
+        parse(buf).ok()
+    }
+
+    /// Serialises into a reused buffer (the transport's pattern).
+    pub fn write(msg: &Message, out: &mut BytesMut) -> usize {
+        out.clear();
+        msg.write_into(out);
+        out.len()
+    }
 }
 
 /// The libraries under test, in table order.
 fn libs() -> Vec<Lib> {
     vec![
         Lib {
+            name: "vpbx",
+            parse: with_vpbx::parse_only,
+            parse_fields: with_vpbx::parse_fields,
+            fields: with_vpbx::fields,
+        },
+        Lib {
             name: "rsip",
             parse: with_rsip::parse_only,
             parse_fields: with_rsip::parse_fields,
+            fields: with_rsip::fields,
         },
         Lib {
             name: "rsipstack",
             parse: with_rsipstack::parse_only,
             parse_fields: with_rsipstack::parse_fields,
+            fields: with_rsipstack::fields,
         },
     ]
 }
@@ -317,14 +643,15 @@ fn torture_valid() -> Vec<(String, Bytes)> {
         .collect()
 }
 
-fn config() -> Criterion {
+fn config() -> Criterion<ThreadCpuTime> {
     Criterion::default()
+        .with_measurement(ThreadCpuTime)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30)
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let libs = libs();
     let singles = [
         ("invite", invite()),
@@ -379,6 +706,45 @@ fn bench(c: &mut Criterion) {
         accepted_fields.push(fields_ok);
     }
 
+    // Do the baselines read the same values as vpbx (libs[0])? Printed, not
+    // asserted: the point is to know what the figures compare.
+    let named = singles
+        .iter()
+        .map(|(n, m)| ((*n).to_owned(), m.clone()))
+        .chain(torture.iter().cloned());
+    let reference: Vec<(String, Bytes, Option<Fields>)> = named
+        .map(|(n, m)| {
+            let f = (libs[0].fields)(&m);
+            (n, m, f)
+        })
+        .collect();
+    for lib in &libs[1..] {
+        let mut diffs = Vec::new();
+        for (name, m, expected) in &reference {
+            if let (Some(expected), Some(got)) = (expected, (lib.fields)(m)) {
+                let d = expected.differences(&got);
+                if !d.is_empty() {
+                    diffs.push(format!("{name} {d:?}"));
+                }
+            }
+        }
+        eprintln!(
+            "  {} reads other values than {} on {} messages: {}",
+            lib.name,
+            libs[0].name,
+            diffs.len(),
+            diffs.join(", ")
+        );
+    }
+
+    // The torture messages every library handles, for a like-for-like figure.
+    let common: Vec<Bytes> = torture
+        .iter()
+        .filter(|(_, m)| libs.iter().all(|lib| (lib.parse_fields)(m).is_ok()))
+        .map(|(_, m)| m.clone())
+        .collect();
+    eprintln!("  accepted by all: {}", common.len());
+
     let mut group = c.benchmark_group("parse");
     for (name, m) in &singles {
         group.throughput(Throughput::Elements(1));
@@ -388,19 +754,20 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
-    for (lib, msgs) in libs.iter().zip(&accepted_parse) {
+    let parse_sets = accepted_parse
+        .iter()
+        .zip(&libs)
+        .map(|(msgs, lib)| (lib, "rfc4475_valid", msgs))
+        .chain(libs.iter().map(|lib| (lib, "rfc4475_common", &common)));
+    for (lib, set, msgs) in parse_sets {
         group.throughput(Throughput::Elements(msgs.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new(lib.name, "rfc4475_valid"),
-            msgs,
-            |b, msgs| {
-                b.iter(|| {
-                    for m in msgs {
-                        let _ = black_box((lib.parse)(black_box(m)));
-                    }
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new(lib.name, set), msgs, |b, msgs| {
+            b.iter(|| {
+                for m in msgs {
+                    let _ = black_box((lib.parse)(black_box(m)));
+                }
+            })
+        });
     }
     group.finish();
 
@@ -413,21 +780,44 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
-    for (lib, msgs) in libs.iter().zip(&accepted_fields) {
+    let field_sets = accepted_fields
+        .iter()
+        .zip(&libs)
+        .map(|(msgs, lib)| (lib, "rfc4475_valid", msgs))
+        .chain(libs.iter().map(|lib| (lib, "rfc4475_common", &common)));
+    for (lib, set, msgs) in field_sets {
         group.throughput(Throughput::Elements(msgs.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new(lib.name, "rfc4475_valid"),
-            msgs,
-            |b, msgs| {
-                b.iter(|| {
-                    let mut acc = 0u64;
-                    for m in msgs {
-                        acc = acc.wrapping_add((lib.parse_fields)(black_box(m)).unwrap_or(0));
-                    }
-                    acc
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new(lib.name, set), msgs, |b, msgs| {
+            b.iter(|| {
+                let mut acc = 0u64;
+                for m in msgs {
+                    acc = acc.wrapping_add((lib.parse_fields)(black_box(m)).unwrap_or(0));
+                }
+                acc
+            })
+        });
+    }
+    group.finish();
+
+    // Writer: serialise the parsed INVITE.
+    let invite = &singles[0].1;
+    let mut group = c.benchmark_group("write");
+    group.throughput(Throughput::Elements(1));
+    if let Some(msg) = with_vpbx::parsed(invite) {
+        let mut out = bytes::BytesMut::with_capacity(2048);
+        group.bench_function(BenchmarkId::new("vpbx", "invite"), |b| {
+            b.iter(|| with_vpbx::write(black_box(&msg), &mut out))
+        });
+    }
+    if let Some(msg) = with_rsip::parsed(invite) {
+        group.bench_function(BenchmarkId::new("rsip", "invite"), |b| {
+            b.iter(|| with_rsip::write(black_box(&msg)))
+        });
+    }
+    if let Some(msg) = with_rsipstack::parsed(invite) {
+        group.bench_function(BenchmarkId::new("rsipstack", "invite"), |b| {
+            b.iter(|| with_rsipstack::write(black_box(&msg)))
+        });
     }
     group.finish();
 }
