@@ -23,13 +23,17 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 use crate::config::{self, Config, DaemonConfig, ListenAddr};
 use crate::routing::{Number, Routes, RoutingTable};
 use crate::sip::{
     validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode, Uri,
 };
-use crate::transport::{self, Inbound, Source, TransportConfig, Transports};
+use crate::transaction::{
+    Incoming, LayerConfig, ServerKey, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
+};
+use crate::transport::{self, Inbound, TransportConfig, Transports};
 
 /// Options of `vpbx run` that are not in the config files.
 #[derive(Debug, Clone, Default)]
@@ -96,17 +100,35 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         None
     };
 
+    let sink: Arc<dyn TransportSink> = Arc::new(transports.clone());
+    let (layer, incoming) = TransactionLayer::new(sink, layer_config(&config.daemon));
     let uas = Uas::new(Arc::clone(&routes));
+    // The B2BUA (calls in progress) and the CDR writer register here.
+    let drain = Drain::new();
+
+    let pump = tokio::spawn(pump(
+        transports.clone(),
+        layer.clone(),
+        uas.clone(),
+        inbound,
+    ));
+    let tu = tokio::spawn(tu_loop(layer.clone(), uas, incoming));
     tracing::info!(
         pbxs = config.pbxs.len(),
         numbers = routes.load().len(),
         "vpbx running"
     );
-    serve(&transports, inbound, &uas).await?;
+    wait_for_termination().await?;
 
+    // Requests keep flowing while draining, so calls in progress can end.
+    let unfinished = drain.run(config.daemon.shutdown.drain_time).await;
+    if !unfinished.is_empty() {
+        tracing::warn!(?unfinished, "drain time over");
+    }
     tracing::info!("shutting down: no longer receiving");
     transports.shutdown().await;
-    Drain::new().run(config.daemon.shutdown.drain_time).await;
+    pump.abort();
+    tu.abort();
     if let Some(task) = ignore_hup {
         task.abort();
     }
@@ -114,6 +136,17 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     std::io::stdout().flush().context("stdout")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn layer_config(daemon: &DaemonConfig) -> LayerConfig {
+    LayerConfig {
+        timers: TimerConfig {
+            t1: daemon.timers.t1,
+            t2: daemon.timers.t2,
+            t4: daemon.timers.t4,
+        },
+        ..LayerConfig::default()
+    }
 }
 
 fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
@@ -149,54 +182,85 @@ fn ignore_sighup() -> anyhow::Result<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// Handles inbound messages until SIGTERM/SIGINT (or the transports stop).
-async fn serve(
-    transports: &Transports,
-    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
-    uas: &Uas,
-) -> anyhow::Result<()> {
+/// Returns on SIGTERM or SIGINT.
+async fn wait_for_termination() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    loop {
-        tokio::select! {
-            msg = inbound.recv() => match msg {
-                Some(Inbound { message, source }) => on_message(transports, uas, message, source).await,
-                None => return Ok(()),
-            },
-            _ = term.recv() => {
-                tracing::info!("SIGTERM");
-                return Ok(());
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    Ok(())
+}
+
+/// Transport → transaction layer. A request the layer cannot key (no Via
+/// branch or sent-by, no CSeq: RFC 3261 §17.2.3) is answered statelessly;
+/// the validator names what is missing.
+async fn pump(
+    transports: Transports,
+    layer: TransactionLayer,
+    uas: Uas,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
+    while let Some(Inbound { message, source }) = inbound.recv().await {
+        if let Message::Request(req) = &message {
+            if ServerKey::for_request(req).is_err() && req.method != Method::Ack {
+                if let Some(response) = uas.answer(req, |_| false) {
+                    if let Err(e) = transports.send_response(&response, &source).await {
+                        tracing::debug!(error = %e, "cannot send response");
+                    }
+                }
+                continue;
             }
-            _ = int.recv() => {
-                tracing::info!("SIGINT");
-                return Ok(());
-            }
+        }
+        if let Err(e) = layer.on_message(message, source).await {
+            tracing::debug!(error = %e, peer = %source.peer, "message refused by the transaction layer");
         }
     }
 }
 
-async fn on_message(transports: &Transports, uas: &Uas, message: Message, source: Source) {
-    match message {
-        Message::Request(req) => {
-            let span = tracing::debug_span!(
-                "request",
-                method = %req.method,
-                call_id = req.call_id().map(|c| c.to_string()).unwrap_or_default(),
-                peer = %source.peer,
-            );
-            let _enter = span.enter();
-            let Some(response) = uas.answer(&req) else {
-                return;
-            };
-            tracing::debug!(status = response.status.as_u16(), "answer");
-            if let Err(e) = transports.send_response(&response, &source).await {
-                tracing::debug!(error = %e, "cannot send response");
+/// The transaction user: answers each new server transaction.
+///
+/// INVITE is where the B2BUA takes over: it will get the [`ServerRequest`]
+/// (and 2xx ACKs, and the responses of its client transactions) instead of
+/// [`Uas::invite`].
+async fn tu_loop(layer: TransactionLayer, uas: Uas, mut incoming: mpsc::Receiver<Incoming>) {
+    while let Some(event) = incoming.recv().await {
+        match event {
+            Incoming::Request(ServerRequest {
+                request,
+                source,
+                tx,
+            }) => {
+                let span = tracing::debug_span!(
+                    "request",
+                    method = %request.method,
+                    call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
+                    peer = %source.peer,
+                );
+                let _enter = span.enter();
+                let Some(response) =
+                    uas.answer(&request, |cancel| layer.find_invite(cancel).is_some())
+                else {
+                    continue;
+                };
+                tracing::debug!(status = response.status.as_u16(), "answer");
+                if let Err(e) = tx.respond(response).await {
+                    tracing::debug!(error = %e, "cannot respond");
+                }
             }
-        }
-        // No client transactions yet: every response is stray (RFC 3261
-        // §17.1.3: a response matching no transaction is discarded by a UA).
-        Message::Response(resp) => {
-            tracing::debug!(status = resp.status.as_u16(), peer = %source.peer, "stray response dropped");
+            // No dialogs yet: a 2xx ACK has nothing to confirm.
+            Incoming::Ack { request, source } => {
+                tracing::debug!(call_id = ?request.call_id().ok(), peer = %source.peer, "ACK outside any dialog");
+            }
+            // RFC 3261 §17.1.3: a response matching no transaction is
+            // discarded by a UA core that has no dialog for it.
+            Incoming::Response { response, source } => {
+                tracing::debug!(status = response.status.as_u16(), peer = %source.peer, "stray response dropped");
+            }
+            Incoming::Event(event) => {
+                tracing::debug!(?event, "server transaction event");
+            }
         }
     }
 }
@@ -259,6 +323,7 @@ impl Drain {
 
 /// The daemon's user-agent server: decides the answer to each request in
 /// its current role (a UAS / B2BUA endpoint, not a proxy or registrar).
+#[derive(Clone)]
 pub struct Uas {
     routes: Arc<Routes>,
 }
@@ -271,8 +336,13 @@ impl Uas {
 
     /// The answer to a request, or `None` for ACK (never answered, RFC 3261
     /// §17.2.1). Order: the validator (505, 400, 416, 420, and for INVITE
-    /// 415/406), then the method.
-    pub fn answer(&self, req: &Request) -> Option<Response> {
+    /// 415/406), then the method. `invite_exists` tells whether a CANCEL
+    /// matches an INVITE server transaction (RFC 3261 §9.2).
+    pub fn answer(
+        &self,
+        req: &Request,
+        invite_exists: impl FnOnce(&Request) -> bool,
+    ) -> Option<Response> {
         if req.method == Method::Ack {
             return None;
         }
@@ -283,7 +353,7 @@ impl Uas {
             produces: invite.then_some(SESSION_BODY_TYPES),
         };
         let mut response = match validate_request_with(req, &policy) {
-            Ok(()) => self.by_method(req),
+            Ok(()) => self.by_method(req, invite_exists),
             // RFC 4475 §3.1.2.18: an unknown method whose CSeq disagrees is
             // better answered 501 than 400 (the method is the real problem).
             Err(rej)
@@ -315,11 +385,14 @@ impl Uas {
     }
 
     /// The answer to a valid request, by method.
-    fn by_method(&self, req: &Request) -> Response {
+    fn by_method(&self, req: &Request, invite_exists: impl FnOnce(&Request) -> bool) -> Response {
         match &req.method {
             Method::Options => options_response(req),
             Method::Invite => self.invite(req),
-            // No dialogs or transactions to match yet (RFC 3261 §15.1.2, §9.2).
+            // RFC 3261 §9.2: 200 when the INVITE exists (its final answer,
+            // if already sent, stands), else 481.
+            Method::Cancel if invite_exists(req) => Response::for_request(req, StatusCode::OK),
+            // No dialogs yet (RFC 3261 §15.1.2).
             Method::Bye | Method::Cancel => {
                 Response::for_request(req, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST)
             }
@@ -388,6 +461,24 @@ mod tests {
     use super::*;
     use crate::sip::{parse_datagram, Limits};
 
+    /// `answer` for requests that are not a CANCEL of a live INVITE.
+    trait AnswerPlain {
+        fn answer_plain(&self, req: &Request) -> Option<Response>;
+    }
+
+    impl AnswerPlain for Uas {
+        fn answer_plain(&self, req: &Request) -> Option<Response> {
+            self.answer(req, |_| false)
+        }
+    }
+
+    #[test]
+    fn cancel_of_a_live_invite_is_200_else_481() {
+        let req = request("CANCEL sip:a@example.com", "");
+        assert_eq!(status(&uas().answer(&req, |_| true)), 200);
+        assert_eq!(status(&uas().answer(&req, |_| false)), 481);
+    }
+
     fn uas() -> Uas {
         let config = config::embedded().expect("embedded config");
         Uas::new(Arc::new(Routes::new(
@@ -415,7 +506,7 @@ mod tests {
     #[test]
     fn options_gets_200_with_capabilities_and_a_to_tag() {
         let r = uas()
-            .answer(&request("OPTIONS sip:a@example.com", ""))
+            .answer_plain(&request("OPTIONS sip:a@example.com", ""))
             .unwrap();
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
@@ -432,7 +523,7 @@ mod tests {
         let mut req = request("OPTIONS sip:a@example.com", "");
         req.headers
             .set(HeaderName::MaxForwards, Bytes::from_static(b"0"));
-        assert_eq!(status(&uas().answer(&req)), 200);
+        assert_eq!(status(&uas().answer_plain(&req)), 200);
     }
 
     #[test]
@@ -440,7 +531,7 @@ mod tests {
         let mut req = request("INVITE sip:+74951234567@example.com", "");
         req.headers
             .set(HeaderName::MaxForwards, Bytes::from_static(b"0"));
-        assert_eq!(status(&uas().answer(&req)), 483);
+        assert_eq!(status(&uas().answer_plain(&req)), 483);
     }
 
     #[test]
@@ -448,25 +539,25 @@ mod tests {
         let u = uas();
         // Unknown number (and no number at all): 404.
         assert_eq!(
-            status(&u.answer(&request("INVITE sip:+74950000000@example.com", ""))),
+            status(&u.answer_plain(&request("INVITE sip:+74950000000@example.com", ""))),
             404
         );
         assert_eq!(
-            status(&u.answer(&request("INVITE sip:alice@example.com", ""))),
+            status(&u.answer_plain(&request("INVITE sip:alice@example.com", ""))),
             404
         );
         // Routed (demo config), written differently: 480 until the B2BUA connects calls.
         assert_eq!(
-            status(&u.answer(&request("INVITE sip:84951234567@example.com", ""))),
+            status(&u.answer_plain(&request("INVITE sip:84951234567@example.com", ""))),
             480
         );
         assert_eq!(
-            status(&u.answer(&request("INVITE tel:+7-495-123-45-67", ""))),
+            status(&u.answer_plain(&request("INVITE tel:+7-495-123-45-67", ""))),
             480
         );
         // Disabled number: 480.
         assert_eq!(
-            status(&u.answer(&request("INVITE sip:+79160000001@example.com", ""))),
+            status(&u.answer_plain(&request("INVITE sip:+79160000001@example.com", ""))),
             480
         );
     }
@@ -474,7 +565,7 @@ mod tests {
     #[test]
     fn ack_is_never_answered() {
         assert!(uas()
-            .answer(&request("ACK sip:a@example.com", ""))
+            .answer_plain(&request("ACK sip:a@example.com", ""))
             .is_none());
     }
 
@@ -482,18 +573,20 @@ mod tests {
     fn methods_by_role() {
         let u = uas();
         assert_eq!(
-            status(&u.answer(&request("BYE sip:a@example.com", ""))),
+            status(&u.answer_plain(&request("BYE sip:a@example.com", ""))),
             481
         );
         assert_eq!(
-            status(&u.answer(&request("CANCEL sip:a@example.com", ""))),
+            status(&u.answer_plain(&request("CANCEL sip:a@example.com", ""))),
             481
         );
-        let r = u.answer(&request("REGISTER sip:example.com", "")).unwrap();
+        let r = u
+            .answer_plain(&request("REGISTER sip:example.com", ""))
+            .unwrap();
         assert_eq!(r.status.as_u16(), 405);
         assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
         let r = u
-            .answer(&request("FROBNICATE sip:a@example.com", ""))
+            .answer_plain(&request("FROBNICATE sip:a@example.com", ""))
             .unwrap();
         assert_eq!(r.status.as_u16(), 501);
         assert_eq!(r.allow().unwrap(), ALLOWED_METHODS);
@@ -502,7 +595,7 @@ mod tests {
     #[test]
     fn unknown_required_extension_is_420_with_unsupported() {
         let r = uas()
-            .answer(&request(
+            .answer_plain(&request(
                 "OPTIONS sip:a@example.com",
                 "Require: nobody-knows\r\n",
             ))
@@ -514,7 +607,7 @@ mod tests {
     #[test]
     fn invite_accepting_no_sdp_is_406_with_a_warning() {
         let r = uas()
-            .answer(&request(
+            .answer_plain(&request(
                 "INVITE sip:+74951234567@example.com",
                 "Accept: text/nobody\r\n",
             ))

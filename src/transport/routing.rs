@@ -167,12 +167,15 @@ pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: Resp
     let translated = !host_is(&via.host, src_ip);
     // The policy's choice is written into the Via as `rport=PORT`, so every
     // layer that routes the response (the transaction layer too) agrees.
+    // RFC 3581 §4 fills a requested rport on any transport; the policy
+    // adds one only for UDP (TCP answers use the connection).
     let wants_rport = via.rport().is_some()
-        || match policy {
-            ResponsePort::SentBy => false,
-            ResponsePort::SourceWhenTranslated => translated,
-            ResponsePort::Source => true,
-        };
+        || (source.protocol == Protocol::Udp
+            && match policy {
+                ResponsePort::SentBy => false,
+                ResponsePort::SourceWhenTranslated => translated,
+                ResponsePort::Source => true,
+            });
     if !translated && !wants_rport {
         return;
     }
