@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::number::Number;
-use crate::sip::{Host, SipUri};
+use crate::sip::{ByteStr, Host, SipUri, Uri};
 use crate::transport::{Destination, Protocol};
 
 /// Identifier of a virtual PBX (tenant); the stem of its `config/pbx/<id>.toml`.
@@ -69,6 +69,18 @@ impl ExternalPbx {
             protocol: self.transport,
             addr: SocketAddr::new(ip, self.uri.port.unwrap_or(default_port)),
         })
+    }
+
+    /// The Request-URI of the outbound INVITE for a call to `dialed`: the
+    /// configured URI, with the dialed number (E.164) as user part when the
+    /// URI names no user (`sip:10.0.0.1:5080` → `sip:+74951234567@10.0.0.1:5080`);
+    /// a URI with a user part is used as written.
+    pub fn request_uri(&self, dialed: Number) -> Uri {
+        let mut uri = self.uri.clone();
+        if uri.user.is_none() {
+            uri.user = Some(ByteStr::from(dialed.to_string()));
+        }
+        Uri::Sip(uri)
     }
 }
 
@@ -223,6 +235,49 @@ mod tests {
             TargetSpec::parse("external:a b"),
             Err(TargetError::BadId("a b".into()))
         );
+    }
+
+    fn external(uri: &str) -> ExternalPbx {
+        let Ok(Uri::Sip(uri)) = Uri::parse(uri) else {
+            panic!("{uri}")
+        };
+        ExternalPbx {
+            pbx: "acme".into(),
+            id: "office".into(),
+            uri,
+            transport: Protocol::Tcp,
+            credentials: None,
+            dial_timeout: std::time::Duration::from_secs(30),
+            numbers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn request_uri_carries_the_dialed_number_unless_the_uri_has_a_user() {
+        let n = Number::parse("84951234567").unwrap();
+        assert_eq!(
+            external("sip:10.0.0.1:5080").request_uri(n).to_string(),
+            "sip:+74951234567@10.0.0.1:5080"
+        );
+        assert_eq!(
+            external("sip:office@pbx.example.com;transport=tcp")
+                .request_uri(n)
+                .to_string(),
+            "sip:office@pbx.example.com;transport=tcp"
+        );
+    }
+
+    #[test]
+    fn destination_of_ip_hosts_only() {
+        assert_eq!(
+            external("sip:10.0.0.1").destination(),
+            Some(Destination::tcp("10.0.0.1:5060".parse().unwrap()))
+        );
+        assert_eq!(
+            external("sips:[2001:db8::1]:5071").destination(),
+            Some(Destination::tcp("[2001:db8::1]:5071".parse().unwrap()))
+        );
+        assert_eq!(external("sip:pbx.example.com").destination(), None);
     }
 
     #[test]
