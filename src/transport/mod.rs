@@ -148,9 +148,12 @@ pub enum TransportError {
     /// The TCP connection table is full.
     #[error("too many TCP connections (limit {0})")]
     TooManyConnections(usize),
-    /// The connection closed or its send queue is full.
-    #[error("connection {0} is closed or congested")]
+    /// The connection is closed.
+    #[error("connection {0} is closed")]
     ConnectionGone(ConnectionId),
+    /// The connection's send queue is full: the peer does not read.
+    #[error("connection {0} is congested (send queue full)")]
+    Congested(ConnectionId),
     /// The transports are shutting down.
     #[error("transport is shut down")]
     Shutdown,
@@ -649,5 +652,38 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         let n = back.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+    }
+
+    #[tokio::test]
+    async fn oversize_datagram_is_answered_513() {
+        let config = TransportConfig {
+            limits: Limits {
+                max_message_size: 600,
+                ..Limits::default()
+            },
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], config).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
+        let big = options(&via, "big").replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "p".repeat(700)),
+            1,
+        );
+        client
+            .send_to(big.as_bytes(), addr_of(&t, Protocol::Udp))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        let Ok(Message::Response(r)) =
+            parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.status, StatusCode::MESSAGE_TOO_LARGE);
+        assert_eq!(r.call_id().unwrap().to_string(), "big");
+        assert_eq!(t.metrics().oversize.load(Ordering::Relaxed), 1);
     }
 }

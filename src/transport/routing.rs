@@ -85,9 +85,17 @@ pub(crate) async fn send_reply(
     match to.protocol {
         Protocol::Tcp => {
             if let Some(id) = to.conn {
-                if shared.connections.send(id, bytes.clone()).is_ok() {
-                    shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                match shared.connections.send(id, bytes.clone()) {
+                    Ok(()) => {
+                        shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    // A new connection would not make the peer read faster.
+                    Err(e @ TransportError::Congested(_)) => {
+                        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    Err(_) => {}
                 }
             }
             // §18.2.2: the connection is gone; open one to the received

@@ -88,16 +88,18 @@ impl ConnectionTable {
         self.by_id.len()
     }
 
-    /// Queues bytes on a connection; fails if it is gone or its queue is full.
+    /// Queues bytes on a connection; fails if it is gone or its send queue
+    /// is full (the peer does not read).
     pub(crate) fn send(&self, id: ConnectionId, bytes: Bytes) -> Result<(), TransportError> {
         let conn = self
             .by_id
             .get(&id)
             .map(|c| Arc::clone(c.value()))
             .ok_or(TransportError::ConnectionGone(id))?;
-        conn.tx
-            .try_send(bytes)
-            .map_err(|_| TransportError::ConnectionGone(id))
+        conn.tx.try_send(bytes).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TransportError::Congested(id),
+            mpsc::error::TrySendError::Closed(_) => TransportError::ConnectionGone(id),
+        })
     }
 
     fn by_peer(&self, peer: SocketAddr) -> Option<ConnectionId> {
