@@ -7,11 +7,14 @@
 //! resolved), so scripts and tests learn the ports; at exit the transport
 //! counters are printed as `transport counters: name=value ...`.
 //!
-//! Requests are answered by [`Uas`], the daemon's own user-agent server:
-//! OPTIONS, the RFC 4475 semantic checks, and the role-dependent answers
-//! (405/501/481/483). INVITE is the seam where the B2BUA plugs in
-//! ([`Uas::invite`]); until it does, INVITE is answered from the routing
-//! table with 404 (unknown number) or 480 (known but not reachable yet).
+//! Every message goes through the transaction layer. The transaction user
+//! first lets [`Uas`] refuse what the validator refuses (the RFC 4475
+//! semantic checks), then hands new INVITEs, in-dialog requests, CANCEL, 2xx
+//! ACKs and stray responses to the B2BUA ([`crate::b2bua::B2bua`]); the
+//! rest (OPTIONS, methods we do not serve) is answered by [`Uas`]. Draining
+//! refuses new calls with 503 and waits for calls in progress; then the CDR
+//! file is flushed and synced, and the call table is reported on stdout as
+//! `b2bua calls: active=N legs=M` (0 and 0 after a clean drain).
 
 use std::future::Future;
 use std::io::Write as _;
@@ -25,10 +28,14 @@ use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::b2bua::admission;
+use crate::b2bua::call::CallSettings;
+use crate::b2bua::{B2bua, B2buaConfig};
+use crate::cdr::{CdrWriter, WriterOptions};
 use crate::config::{self, Config, DaemonConfig, ListenAddr};
-use crate::routing::{Number, Routes, RoutingTable};
+use crate::routing::{Routes, RoutingTable};
 use crate::sip::{
-    validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode, Uri,
+    validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode,
 };
 use crate::transaction::{
     Incoming, LayerConfig, ServerKey, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
@@ -103,8 +110,24 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let sink: Arc<dyn TransportSink> = Arc::new(transports.clone());
     let (layer, incoming) = TransactionLayer::new(sink, layer_config(&config.daemon));
     let uas = Uas::new(Arc::clone(&routes));
-    // The B2BUA (calls in progress) and the CDR writer register here.
-    let drain = Drain::new();
+    let cdr = CdrWriter::spawn(&config.daemon.cdr.path, WriterOptions::default())
+        .await
+        .context("cannot open the CDR file")?;
+    let b2bua = B2bua::new(
+        b2bua_config(&config.daemon),
+        layer.clone(),
+        transports.clone(),
+        Arc::clone(&routes),
+        Some(cdr.sink()),
+    );
+    let mut drain = Drain::new();
+    {
+        let b2bua = b2bua.clone();
+        drain.register("calls", async move {
+            b2bua.start_draining();
+            b2bua.drained().await;
+        });
+    }
 
     let pump = tokio::spawn(pump(
         transports.clone(),
@@ -112,7 +135,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         uas.clone(),
         inbound,
     ));
-    let tu = tokio::spawn(tu_loop(layer.clone(), uas, incoming));
+    let tu = tokio::spawn(tu_loop(layer.clone(), uas, b2bua.clone(), incoming));
     tracing::info!(
         pbxs = config.pbxs.len(),
         numbers = routes.load().len(),
@@ -132,6 +155,14 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(task) = ignore_hup {
         task.abort();
     }
+    if let Err(e) = cdr.shutdown().await {
+        tracing::error!(error = %e, "CDR flush failed");
+    }
+    println!(
+        "b2bua calls: active={} legs={}",
+        b2bua.active_calls(),
+        b2bua.leg_entries()
+    );
     println!("transport counters: {}", transports.metrics());
     std::io::stdout().flush().context("stdout")?;
     tracing::info!("stopped");
@@ -148,6 +179,25 @@ fn layer_config(daemon: &DaemonConfig) -> LayerConfig {
         ..LayerConfig::default()
     }
 }
+
+fn b2bua_config(daemon: &DaemonConfig) -> B2buaConfig {
+    B2buaConfig {
+        calls: CallSettings {
+            t1: daemon.timers.t1,
+            t2: daemon.timers.t2,
+            max_duration: Some(daemon.limits.max_call_duration),
+        },
+        limits: admission::Limits {
+            max_calls: usize::try_from(daemon.limits.max_calls).unwrap_or(usize::MAX),
+            max_cps: daemon.limits.max_cps,
+            retry_after: OVERLOAD_RETRY_AFTER,
+        },
+        advertised_host: daemon.advertised_address.clone(),
+    }
+}
+
+/// `Retry-After` of the B2BUA's overload and drain 503s.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
     let defaults = TransportConfig::default();
@@ -219,48 +269,47 @@ async fn pump(
     }
 }
 
-/// The transaction user: answers each new server transaction.
-///
-/// INVITE is where the B2BUA takes over: it will get the [`ServerRequest`]
-/// (and 2xx ACKs, and the responses of its client transactions) instead of
-/// [`Uas::invite`].
-async fn tu_loop(layer: TransactionLayer, uas: Uas, mut incoming: mpsc::Receiver<Incoming>) {
+/// The transaction user: refuses what the validator refuses, gives the
+/// B2BUA its part (new INVITEs, in-dialog requests, CANCEL, 2xx ACKs, stray
+/// responses) and answers the rest with [`Uas`].
+async fn tu_loop(
+    layer: TransactionLayer,
+    uas: Uas,
+    b2bua: B2bua,
+    mut incoming: mpsc::Receiver<Incoming>,
+) {
     while let Some(event) = incoming.recv().await {
-        match event {
-            Incoming::Request(ServerRequest {
-                request,
-                source,
-                tx,
-            }) => {
-                let span = tracing::debug_span!(
-                    "request",
-                    method = %request.method,
-                    call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
-                    peer = %source.peer,
-                );
-                let _enter = span.enter();
-                let Some(response) =
-                    uas.answer(&request, |cancel| layer.find_invite(cancel).is_some())
-                else {
-                    continue;
-                };
-                tracing::debug!(status = response.status.as_u16(), "answer");
-                if let Err(e) = tx.respond(response).await {
+        if let Incoming::Request(sr) = &event {
+            if let Some(response) = uas.reject(&sr.request) {
+                tracing::debug!(status = response.status.as_u16(), "refused");
+                if let Err(e) = sr.tx.respond(response).await {
                     tracing::debug!(error = %e, "cannot respond");
                 }
+                continue;
             }
-            // No dialogs yet: a 2xx ACK has nothing to confirm.
-            Incoming::Ack { request, source } => {
-                tracing::debug!(call_id = ?request.call_id().ok(), peer = %source.peer, "ACK outside any dialog");
-            }
-            // RFC 3261 §17.1.3: a response matching no transaction is
-            // discarded by a UA core that has no dialog for it.
-            Incoming::Response { response, source } => {
-                tracing::debug!(status = response.status.as_u16(), peer = %source.peer, "stray response dropped");
-            }
-            Incoming::Event(event) => {
-                tracing::debug!(?event, "server transaction event");
-            }
+        }
+        let Some(ServerRequest {
+            request,
+            source,
+            tx,
+        }) = b2bua.handle(event).await
+        else {
+            continue;
+        };
+        let span = tracing::debug_span!(
+            "request",
+            method = %request.method,
+            call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
+            peer = %source.peer,
+        );
+        let _enter = span.enter();
+        let Some(response) = uas.answer(&request, |cancel| layer.find_invite(cancel).is_some())
+        else {
+            continue;
+        };
+        tracing::debug!(status = response.status.as_u16(), "answer");
+        if let Err(e) = tx.respond(response).await {
+            tracing::debug!(error = %e, "cannot respond");
         }
     }
 }
@@ -346,14 +395,27 @@ impl Uas {
         if req.method == Method::Ack {
             return None;
         }
+        Some(
+            self.reject(req)
+                .unwrap_or_else(|| finish(self.by_method(req, invite_exists))),
+        )
+    }
+
+    /// The validator's refusal of `req` (505, 400, 416, 420, and for INVITE
+    /// 415/406), ready to send; `None` when the request is valid (or an ACK,
+    /// which is never answered).
+    pub fn reject(&self, req: &Request) -> Option<Response> {
+        if req.method == Method::Ack {
+            return None;
+        }
         let invite = req.method == Method::Invite;
         let policy = Policy {
             supported: SUPPORTED_OPTION_TAGS,
             accept: invite.then_some(SESSION_BODY_TYPES),
             produces: invite.then_some(SESSION_BODY_TYPES),
         };
-        let mut response = match validate_request_with(req, &policy) {
-            Ok(()) => self.by_method(req, invite_exists),
+        let response = match validate_request_with(req, &policy) {
+            Ok(()) => return None,
             // RFC 4475 §3.1.2.18: an unknown method whose CSeq disagrees is
             // better answered 501 than 400 (the method is the real problem).
             Err(rej)
@@ -377,11 +439,7 @@ impl Uas {
                 r
             }
         };
-        response.set_to_tag(&transport::new_tag());
-        response
-            .headers
-            .push(HeaderName::Server, Bytes::from_static(SERVER.as_bytes()));
-        Some(response)
+        Some(finish(response))
     }
 
     /// The answer to a valid request, by method.
@@ -419,17 +477,15 @@ impl Uas {
     }
 }
 
-/// The dialed number (SPEC §2.1): the user part of a `sip:`/`sips:`
-/// Request-URI or the number of a `tel:` one, else the user part of To.
-pub fn dialed_number(req: &Request) -> Option<Number> {
-    fn from_uri(uri: &Uri) -> Option<Number> {
-        match uri {
-            Uri::Sip(u) => Number::from_sip_user(u.user.as_deref()?).ok(),
-            Uri::Tel(t) => Number::from_tel(&t.number).ok(),
-            Uri::Other { .. } => None,
-        }
-    }
-    from_uri(&req.uri).or_else(|| from_uri(&req.to().ok()?.uri))
+pub use crate::b2bua::dialed_number;
+
+/// Adds our To tag and Server to a response of ours.
+fn finish(mut response: Response) -> Response {
+    response.set_to_tag(&transport::new_tag());
+    response
+        .headers
+        .push(HeaderName::Server, Bytes::from_static(SERVER.as_bytes()));
+    response
 }
 
 fn allow_value() -> Bytes {

@@ -46,6 +46,9 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod ids;
+mod service;
+
+pub use service::{dialed_number, B2bua, B2buaConfig};
 
 pub use crate::cdr::FinishReason;
 use crate::sip::StatusCode;

@@ -23,7 +23,7 @@ pub enum DialogError {
     /// A header the dialog needs is missing or malformed.
     #[error("dialog header: {0}")]
     Header(#[from] HeaderError),
-    /// The remote party's From (UAS) or To (UAC) carries no tag.
+    /// The remote party's To of a 2xx (UAC) carries no tag.
     #[error("the remote party's {0} header has no tag")]
     MissingTag(&'static str),
     /// A request with a CSeq lower than or equal to the last one seen
@@ -84,10 +84,11 @@ impl Dialog {
     /// set from Record-Route in order, remote CSeq from the request.
     pub fn new_uas(request: &Request, local_tag: ByteStr) -> Result<Dialog, DialogError> {
         let from = request.from()?;
-        let remote_tag = match from.tag() {
-            Some(t) => ByteStr::from(t.to_owned()),
-            None => return Err(DialogError::MissingTag("From")),
-        };
+        // RFC 3261 §12.1.1: a From without tag (RFC 2543) is a null tag.
+        let remote_tag = from
+            .tag()
+            .map(|t| ByteStr::from(t.to_owned()))
+            .unwrap_or_default();
         let to_raw = request
             .headers
             .get(&HeaderName::To)

@@ -151,10 +151,10 @@ fn strict_route_goes_into_the_request_uri() {
 }
 
 #[test]
-fn uas_dialog_needs_the_from_tag() {
+fn uas_dialog_takes_a_missing_from_tag_as_null() {
     let invite = INVITE.replace(";tag=9fxced76sl", "");
-    assert!(matches!(
-        Dialog::new_uas(&request(&invite), ByteStr::from("t")),
-        Err(DialogError::MissingTag("From"))
-    ));
+    let mut d = Dialog::new_uas(&request(&invite), ByteStr::from("t")).unwrap();
+    assert_eq!(d.remote_tag(), "");
+    let bye = reparse(&d.new_request(Method::Bye));
+    assert_eq!(bye.to().unwrap().tag(), None);
 }

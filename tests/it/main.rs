@@ -4,6 +4,7 @@
 // Helpers outside #[test] fns too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod calls;
 mod config;
 mod daemon;
 mod sipp;

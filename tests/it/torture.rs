@@ -72,13 +72,14 @@ fn fixture_dir(set: &str) -> PathBuf {
 
 /// The daemon's answer to a well-formed request of this method, in its
 /// current role (a UAS / B2BUA without registrar): OPTIONS 200; INVITE to a
-/// number not in the routing table 404; BYE/CANCEL outside any dialog 481;
+/// number not in the routing table 404 (481 when its To tag names a dialog
+/// that does not exist, RFC 3261 §12.2.2); BYE/CANCEL outside any dialog 481;
 /// methods it knows but does not serve (REGISTER, MESSAGE, ...) 405;
 /// unknown methods 501 (RFC 3261 §8.2.1).
 fn normal_answer(method: &str) -> Vec<u16> {
     match method {
         "OPTIONS" => vec![200],
-        "INVITE" => vec![404],
+        "INVITE" => vec![404, 481],
         "BYE" | "CANCEL" => vec![481],
         "REGISTER" | "MESSAGE" | "INFO" | "UPDATE" | "PRACK" | "SUBSCRIBE" | "NOTIFY" | "REFER"
         | "PUBLISH" => vec![405],

@@ -1,0 +1,943 @@
+//! The async shell around [`Call`]: the call table, the routing of new
+//! INVITEs, the execution of call actions on the transaction layer and the
+//! transport, the call timers and the CDR of every call.
+//!
+//! No task per call: one task reads the events of all our client
+//! transactions (their branch names the call, see [`ids::branch_for`]), one
+//! task serves all call timers from one ordered set, and the daemon's
+//! transaction-user loop hands requests in through [`B2bua::handle`]. A
+//! call's state is locked only while its sans-IO machine runs; sending
+//! happens after the lock is released.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, Notify};
+
+use crate::cdr::{CallTimes, CdrRecord, CdrSink, TargetAttempt};
+use crate::routing::{Number, Routes, Target};
+use crate::sip::{ByteStr, HeaderName, Host, Message, Method, Request, Response, StatusCode, Uri};
+use crate::transaction::{
+    ClientEvent, ClientEventKind, Incoming, ServerRequest, ServerTransaction, TransactionLayer,
+};
+use crate::transport::{Destination, Protocol, Source, Transports};
+
+use super::admission::{self, Admission, CallSlot, Refusal};
+use super::auth::DigestCredentials;
+use super::call::{Action, Call, CallSettings, Leg, LegTransport, Plan};
+use super::{ids, FinishReason};
+
+/// Settings of the B2BUA, from the daemon config.
+#[derive(Clone, Debug)]
+pub struct B2buaConfig {
+    /// Timers and the maximum call duration.
+    pub calls: CallSettings,
+    /// Overload limits.
+    pub limits: admission::Limits,
+    /// Host (name or IP) to put in our Via and Contact; else the IP of the
+    /// local socket (set it when listening on 0.0.0.0 or behind NAT).
+    pub advertised_host: Option<String>,
+}
+
+/// Key of the call table's leg index: the inbound leg by the caller's
+/// Call-ID and From tag (so CANCEL, which has no To tag, finds it), the
+/// outbound leg by our own Call-ID.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum LegKey {
+    Inbound {
+        call_id: ByteStr,
+        remote_tag: ByteStr,
+    },
+    Outbound {
+        call_id: ByteStr,
+    },
+}
+
+/// What the CDR needs besides the call's own outcome.
+#[derive(Debug)]
+struct Meta {
+    started: SystemTime,
+    caller: String,
+    dialed: String,
+    pbx: String,
+    target: String,
+    inbound_dest: Destination,
+    outbound_dest: Destination,
+    span: tracing::Span,
+}
+
+/// A server transaction waiting for the call's answer.
+#[derive(Debug)]
+struct OpenServer {
+    leg: Leg,
+    seq: u32,
+    method: Method,
+    tx: ServerTransaction,
+}
+
+#[derive(Debug)]
+struct State {
+    call: Call,
+    servers: Vec<OpenServer>,
+    scheduled: Option<Instant>,
+    meta: Meta,
+    keys: [LegKey; 2],
+    /// Frees the concurrent-call slot when the call is dropped.
+    _slot: CallSlot,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    state: Mutex<State>,
+}
+
+impl Entry {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while a call was locked poisons only that call's mutex;
+        // its state is still the best we have.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An input for one call.
+// Inputs live briefly on the stack of one step; boxing the request would
+// cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Request(Leg, Request, Option<ServerTransaction>),
+    Response(Leg, Response),
+    Failed(Leg, Method, u32),
+    Timeout,
+}
+
+/// What to do once the call is unlocked.
+enum Effect {
+    Respond(ServerTransaction, Response),
+    Request(Leg, Request, Destination),
+    Send(Bytes, Destination),
+}
+
+/// The B2BUA service. Cheap to clone.
+#[derive(Clone)]
+pub struct B2bua {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for B2bua {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("B2bua")
+            .field("calls", &self.inner.calls.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: B2buaConfig,
+    txn: TransactionLayer,
+    transports: Transports,
+    routes: Arc<Routes>,
+    cdr: Option<CdrSink>,
+    admission: Admission,
+    calls: DashMap<u64, Arc<Entry>>,
+    legs: DashMap<LegKey, u64>,
+    next_id: AtomicU64,
+    client_events: mpsc::Sender<ClientEvent>,
+    timers: Mutex<BTreeSet<(Instant, u64)>>,
+    timer_wake: Notify,
+}
+
+/// Capacity of the channel of client transaction events of all calls.
+const CLIENT_EVENT_QUEUE: usize = 16_384;
+
+impl B2bua {
+    /// Starts the B2BUA (inside a tokio runtime): its client-event task and
+    /// its timer task run until the last handle is dropped.
+    pub fn new(
+        config: B2buaConfig,
+        txn: TransactionLayer,
+        transports: Transports,
+        routes: Arc<Routes>,
+        cdr: Option<CdrSink>,
+    ) -> B2bua {
+        let (client_events, events_rx) = mpsc::channel(CLIENT_EVENT_QUEUE);
+        let admission = Admission::new(config.limits.clone(), Instant::now());
+        let inner = Arc::new(Inner {
+            config,
+            txn,
+            transports,
+            routes,
+            cdr,
+            admission,
+            calls: DashMap::new(),
+            legs: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            client_events,
+            timers: Mutex::new(BTreeSet::new()),
+            timer_wake: Notify::new(),
+        });
+        tokio::spawn(client_event_task(Arc::downgrade(&inner), events_rx));
+        tokio::spawn(timer_task(Arc::downgrade(&inner)));
+        B2bua { inner }
+    }
+
+    /// Calls alive now (the call table's size).
+    pub fn active_calls(&self) -> usize {
+        self.inner.calls.len()
+    }
+
+    /// Entries of the leg index (two per live call); for leak checks.
+    pub fn leg_entries(&self) -> usize {
+        self.inner.legs.len()
+    }
+
+    /// Refuse new calls with 503 from now on (SIGTERM drain); calls in
+    /// progress go on.
+    pub fn start_draining(&self) {
+        self.inner.admission.start_draining();
+    }
+
+    /// Returns once no call is left (poll every 50 ms; bound it with a
+    /// timeout).
+    pub async fn drained(&self) {
+        while !self.inner.calls.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Handles what the transaction layer passes up. Returns the requests
+    /// that are not the B2BUA's (out-of-dialog requests other than INVITE
+    /// and CANCEL, e.g. OPTIONS or REGISTER) for the daemon to answer.
+    pub async fn handle(&self, incoming: Incoming) -> Option<ServerRequest> {
+        match incoming {
+            Incoming::Request(sr) => self.inner.on_request(sr).await,
+            Incoming::Ack { request, .. } => {
+                if let Some((entry, leg)) = self.inner.find(&request) {
+                    self.inner
+                        .step(&entry, Input::Request(leg, request, None))
+                        .await;
+                }
+                None
+            }
+            Incoming::Response { response, .. } => {
+                // A 2xx retransmission after the client transaction ended.
+                let leg = response
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch().and_then(ids::parse_branch))
+                    .map(|(id, leg, _)| (id, leg));
+                if let Some((id, leg)) = leg {
+                    if let Some(entry) = self.inner.entry(id) {
+                        self.inner
+                            .step(&entry, Input::Response(leg, response))
+                            .await;
+                    }
+                }
+                None
+            }
+            // Timer H or a transport error on one of our server
+            // transactions: the call's own timers cover both.
+            Incoming::Event(ev) => {
+                tracing::debug!(event = ?ev.event, "server transaction event");
+                None
+            }
+        }
+    }
+}
+
+fn tag_of(value: Result<crate::sip::NameAddr, crate::sip::HeaderError>) -> Option<ByteStr> {
+    value
+        .ok()
+        .and_then(|n| n.tag().map(|t| ByteStr::from(t.to_owned())))
+}
+
+/// The caller's From tag; empty for an RFC 2543 From without tag (RFC 3261
+/// §12.1.1 "null"); `None` when From is unreadable.
+fn remote_tag_of(req: &Request) -> Option<ByteStr> {
+    let from = req.from().ok()?;
+    Some(
+        from.tag()
+            .map(|t| ByteStr::from(t.to_owned()))
+            .unwrap_or_default(),
+    )
+}
+
+/// The dialed number (SPEC §2.1): the user part of a `sip:`/`sips:`
+/// Request-URI or the number of a `tel:` one, else the same from To.
+pub fn dialed_number(req: &Request) -> Option<Number> {
+    fn from_uri(uri: &Uri) -> Option<Number> {
+        match uri {
+            Uri::Sip(u) => Number::from_sip_user(u.user.as_deref()?).ok(),
+            Uri::Tel(t) => Number::from_tel(&t.number).ok(),
+            Uri::Other { .. } => None,
+        }
+    }
+    from_uri(&req.uri).or_else(|| from_uri(&req.to().ok()?.uri))
+}
+
+fn raw_user(req: &Request) -> String {
+    match &req.uri {
+        Uri::Sip(u) => u.user.as_deref().unwrap_or_default().to_owned(),
+        Uri::Tel(t) => t.number.to_string(),
+        Uri::Other { .. } => String::new(),
+    }
+}
+
+fn host_port(
+    addr: SocketAddr,
+    advertised: Option<&str>,
+    fallback: Option<IpAddr>,
+) -> (String, u16) {
+    let ip = addr.ip();
+    let host = match advertised {
+        Some(h) => h.to_owned(),
+        None if ip.is_unspecified() => fallback.unwrap_or(IpAddr::from([127, 0, 0, 1])).to_string(),
+        None => ip.to_string(),
+    };
+    (host, addr.port())
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "UDP",
+        Protocol::Tcp => "TCP",
+    }
+}
+
+/// Where the external PBX's URI points: its host and port (5060 by
+/// default), resolved if it is a name.
+async fn resolve(uri: &Uri, protocol: Protocol) -> Option<Destination> {
+    let Uri::Sip(u) = uri else { return None };
+    let port = u.port.unwrap_or(5060);
+    let ip = match &u.host {
+        Host::Ipv4(ip) => IpAddr::V4(*ip),
+        Host::Ipv6(ip) => IpAddr::V6(*ip),
+        Host::Domain(name) => match name.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .ok()?
+                .next()?
+                .ip(),
+        },
+    };
+    Some(Destination {
+        protocol,
+        addr: SocketAddr::new(ip, port),
+    })
+}
+
+impl Inner {
+    fn entry(&self, id: u64) -> Option<Arc<Entry>> {
+        self.calls.get(&id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// The call and leg an in-dialog request (or CANCEL/ACK) belongs to.
+    fn find(&self, req: &Request) -> Option<(Arc<Entry>, Leg)> {
+        let call_id = req.call_id().ok()?;
+        if let Some(id) = self
+            .legs
+            .get(&LegKey::Outbound {
+                call_id: call_id.clone(),
+            })
+            .map(|v| *v)
+        {
+            return self.entry(id).map(|e| (e, Leg::Outbound));
+        }
+        let remote_tag = remote_tag_of(req)?;
+        let id = *self.legs.get(&LegKey::Inbound {
+            call_id,
+            remote_tag,
+        })?;
+        self.entry(id).map(|e| (e, Leg::Inbound))
+    }
+
+    async fn on_request(self: &Arc<Self>, sr: ServerRequest) -> Option<ServerRequest> {
+        let has_to_tag = tag_of(sr.request.to()).is_some();
+        if sr.request.method == Method::Invite && !has_to_tag {
+            self.new_call(sr).await;
+            return None;
+        }
+        if !has_to_tag && sr.request.method != Method::Cancel {
+            return Some(sr);
+        }
+        match self.find(&sr.request) {
+            Some((entry, leg)) => {
+                self.step(&entry, Input::Request(leg, sr.request, Some(sr.tx)))
+                    .await;
+            }
+            None => {
+                // RFC 3261 §12.2.2 / §9.2: no such dialog or transaction.
+                let mut r = Response::for_request(
+                    &sr.request,
+                    StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+                );
+                r.set_to_tag(&ids::tag());
+                if let Err(e) = sr.tx.respond(r).await {
+                    tracing::debug!(error = %e, "cannot answer 481");
+                }
+            }
+        }
+        None
+    }
+
+    /// Answers a new INVITE we do not take, and writes its CDR.
+    async fn refuse(
+        &self,
+        sr: ServerRequest,
+        status: StatusCode,
+        reason: FinishReason,
+        dialed: String,
+        pbx: Option<String>,
+    ) {
+        let now = SystemTime::now();
+        let mut r = Response::for_request(&sr.request, status);
+        r.set_to_tag(&ids::tag());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = self.admission.retry_after().as_secs().max(1);
+            r.headers
+                .push(HeaderName::RetryAfter, Bytes::from(secs.to_string()));
+        }
+        tracing::info!(
+            call_id = %sr.request.call_id().unwrap_or_default(),
+            number = %dialed,
+            status = status.as_u16(),
+            reason = reason.as_str(),
+            "call refused"
+        );
+        if let Err(e) = sr.tx.respond(r).await {
+            tracing::debug!(error = %e, "cannot answer refused INVITE");
+        }
+        if let Some(cdr) = &self.cdr {
+            let call_id = sr
+                .request
+                .call_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let mut rec = CdrRecord::new(
+                call_id,
+                CallTimes {
+                    start: now,
+                    answer: None,
+                    end: now,
+                },
+                status.as_u16(),
+                reason,
+            );
+            rec.caller = sr
+                .request
+                .from()
+                .map(|f| f.uri.to_string())
+                .unwrap_or_default();
+            rec.dialed = dialed;
+            rec.pbx = pbx;
+            if let Err(e) = cdr.write(rec).await {
+                tracing::error!(error = %e, "CDR lost");
+            }
+        }
+    }
+
+    async fn new_call(self: &Arc<Self>, sr: ServerRequest) {
+        let now = Instant::now();
+        let req = &sr.request;
+        let number = dialed_number(req);
+        let dialed = number
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| raw_user(req));
+        if let Err(refusal) = admission::check_invite(req) {
+            return self
+                .refuse(sr, refusal.status(), refusal.finish_reason(), dialed, None)
+                .await;
+        }
+        let (Ok(call_id), Some(remote_tag)) = (req.call_id(), remote_tag_of(req)) else {
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::BAD_REQUEST,
+                    FinishReason::Rejected,
+                    dialed,
+                    None,
+                )
+                .await;
+        };
+        let in_key = LegKey::Inbound {
+            call_id,
+            remote_tag,
+        };
+        if self.legs.contains_key(&in_key) {
+            // Same dialog-forming request under a new branch: a merged or
+            // looped request (RFC 3261 §8.2.2.2).
+            let r = Refusal::Loop;
+            return self
+                .refuse(sr, r.status(), r.finish_reason(), dialed, None)
+                .await;
+        }
+        let slot = match self.admission.admit(now) {
+            Ok(slot) => slot,
+            Err(r) => {
+                return self
+                    .refuse(sr, r.status(), r.finish_reason(), dialed, None)
+                    .await
+            }
+        };
+        let Some(number) = number else {
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::NOT_FOUND,
+                    FinishReason::NotFound,
+                    dialed,
+                    None,
+                )
+                .await;
+        };
+        // One snapshot per call: what it routes by is kept for its lifetime.
+        let route = {
+            let table = self.routes.load();
+            table.lookup(&number).cloned()
+        };
+        let Some(route) = route else {
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::NOT_FOUND,
+                    FinishReason::NotFound,
+                    dialed,
+                    None,
+                )
+                .await;
+        };
+        let pbx = route.pbx.to_string();
+        if !route.enabled {
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    FinishReason::Rejected,
+                    dialed,
+                    Some(pbx),
+                )
+                .await;
+        }
+        let Target::External(ext) = &route.forward else {
+            tracing::warn!(number = %number, "forward target not supported yet");
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    FinishReason::Unavailable,
+                    dialed,
+                    Some(pbx),
+                )
+                .await;
+        };
+        let protocol = ext.transport;
+        let mut target_uri = Uri::Sip(ext.uri.clone());
+        let Some(outbound_dest) = resolve(&target_uri, protocol).await else {
+            tracing::warn!(uri = %ext.uri, "external PBX address does not resolve");
+            return self
+                .refuse(
+                    sr,
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    FinishReason::Unavailable,
+                    dialed,
+                    Some(pbx),
+                )
+                .await;
+        };
+        if let Uri::Sip(u) = &mut target_uri {
+            u.user = Some(ByteStr::from(number.to_string()));
+        }
+        let advertised = self.config.advertised_host.as_deref();
+        let (in_host, in_port) = host_port(sr.source.local, advertised, None);
+        let inbound_tp = LegTransport::new(&in_host, in_port, protocol_name(sr.source.protocol));
+        let local_out = self
+            .transports
+            .sent_by_for(&outbound_dest)
+            .unwrap_or(sr.source.local);
+        let (out_host, out_port) = host_port(
+            local_out,
+            advertised,
+            Some(sr.source.local.ip()).filter(|ip| !ip.is_unspecified()),
+        );
+        let plan = Plan {
+            request_uri: target_uri,
+            dial_timeout: ext.dial_timeout,
+            outbound: LegTransport::new(&out_host, out_port, protocol_name(protocol)),
+            credentials: ext.credentials.as_ref().map(|c| {
+                Arc::new(DigestCredentials {
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                })
+            }),
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ServerRequest {
+            request,
+            source,
+            tx,
+        } = sr;
+        let caller = request
+            .from()
+            .map(|f| f.uri.to_string())
+            .unwrap_or_default();
+        let invite_seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+        let span = tracing::info_span!(
+            "call",
+            call_id = %request.call_id().unwrap_or_default(),
+            number = %number,
+            pbx = %pbx,
+        );
+        let mut actions = Vec::new();
+        let call = match Call::new(
+            id,
+            request,
+            inbound_tp,
+            plan,
+            &self.config.calls,
+            now,
+            &mut actions,
+        ) {
+            Ok(call) => call,
+            Err(e) => {
+                tracing::debug!(error = %e, "INVITE cannot set up a dialog");
+                let mut r = Response::new(StatusCode::BAD_REQUEST);
+                r.set_to_tag(&ids::tag());
+                drop(slot);
+                let _ = tx.respond(r).await;
+                return;
+            }
+        };
+        let _enter = span.enter();
+        tracing::info!(target_uri = %ext.uri, "call routed");
+        drop(_enter);
+        let out_key = LegKey::Outbound {
+            call_id: call.outbound_call_id().clone(),
+        };
+        let meta = Meta {
+            started: SystemTime::now(),
+            caller,
+            dialed,
+            pbx,
+            target: format!("external:{}", ext.id),
+            inbound_dest: Destination {
+                protocol: source.protocol,
+                addr: inbound_peer(&source),
+            },
+            outbound_dest,
+            span,
+        };
+        let state = State {
+            call,
+            servers: vec![OpenServer {
+                leg: Leg::Inbound,
+                seq: invite_seq,
+                method: Method::Invite,
+                tx,
+            }],
+            scheduled: None,
+            meta,
+            keys: [in_key.clone(), out_key.clone()],
+            _slot: slot,
+        };
+        let entry = Arc::new(Entry {
+            id,
+            state: Mutex::new(state),
+        });
+        self.calls.insert(id, Arc::clone(&entry));
+        self.legs.insert(in_key, id);
+        self.legs.insert(out_key, id);
+        let effects = {
+            let mut st = entry.lock();
+            let effects = resolve_actions(&mut st, actions);
+            self.reschedule(id, &mut st);
+            effects
+        };
+        self.execute(&entry, effects).await;
+    }
+
+    /// Runs `input` through the call, then carries out what it asked for,
+    /// feeding send failures back in.
+    async fn step(self: &Arc<Self>, entry: &Arc<Entry>, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let (effects, record) = {
+                let mut st = entry.lock();
+                let st = &mut *st;
+                let span = st.meta.span.clone();
+                let _enter = span.enter();
+                let now = Instant::now();
+                let mut actions = Vec::new();
+                match input {
+                    Input::Request(leg, request, tx) => {
+                        if let (Some(tx), Ok(cseq)) = (tx, request.cseq()) {
+                            st.servers.push(OpenServer {
+                                leg,
+                                seq: cseq.seq,
+                                method: request.method.clone(),
+                                tx,
+                            });
+                        }
+                        if request.method == Method::Ack {
+                            // The ACK ends the 2xx retransmissions of that INVITE.
+                            if let Ok(c) = request.cseq() {
+                                st.servers.retain(|s| {
+                                    !(s.leg == leg && s.seq == c.seq && s.method == Method::Invite)
+                                });
+                            }
+                        }
+                        st.call.on_request(leg, request, now, &mut actions);
+                    }
+                    Input::Response(leg, response) => {
+                        st.call.on_response(leg, response, now, &mut actions)
+                    }
+                    Input::Failed(leg, method, seq) => {
+                        st.call
+                            .on_request_failed(leg, &method, seq, now, &mut actions)
+                    }
+                    Input::Timeout => st.call.handle_timeout(now, &mut actions),
+                }
+                let effects = resolve_actions(st, actions);
+                let record = if st.call.is_finished() {
+                    self.remove(entry.id, st);
+                    Some(self.record(st))
+                } else {
+                    self.reschedule(entry.id, st);
+                    None
+                };
+                (effects, record)
+            };
+            inputs.extend(self.execute(entry, effects).await);
+            if let Some(record) = record {
+                if let Some(cdr) = &self.cdr {
+                    if let Err(e) = cdr.write(record).await {
+                        tracing::error!(error = %e, "CDR lost");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out effects; returns the inputs their failures produce.
+    async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, effects: Vec<Effect>) -> Vec<Input> {
+        let mut failures = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Respond(tx, response) => {
+                    if let Err(e) = tx.respond(response).await {
+                        tracing::debug!(call = entry.id, error = %e, "response not sent");
+                    }
+                }
+                Effect::Request(leg, request, dest) => {
+                    let (method, seq) = match request.cseq() {
+                        Ok(c) => (c.method, c.seq),
+                        Err(_) => continue,
+                    };
+                    if let Err(e) = self
+                        .txn
+                        .send_request_with(request, dest, self.client_events.clone())
+                        .await
+                    {
+                        tracing::debug!(call = entry.id, error = %e, "request not sent");
+                        failures.push(Input::Failed(leg, method, seq));
+                    }
+                }
+                Effect::Send(bytes, dest) => {
+                    if let Err(e) = self.transports.send_bytes(bytes, &dest).await {
+                        tracing::debug!(call = entry.id, error = %e, "ACK not sent");
+                    }
+                }
+            }
+        }
+        failures
+    }
+
+    fn remove(&self, id: u64, st: &mut State) {
+        self.calls.remove(&id);
+        for key in &st.keys {
+            self.legs.remove(key);
+        }
+        if let Some(at) = st.scheduled.take() {
+            self.timers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(at, id));
+        }
+        st.servers.clear();
+    }
+
+    fn reschedule(&self, id: u64, st: &mut State) {
+        let want = st.call.poll_timeout();
+        if want == st.scheduled {
+            return;
+        }
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = st.scheduled.take() {
+            timers.remove(&(old, id));
+        }
+        if let Some(at) = want {
+            timers.insert((at, id));
+            if timers.first() == Some(&(at, id)) {
+                self.timer_wake.notify_one();
+            }
+        }
+        st.scheduled = want;
+    }
+
+    fn record(&self, st: &State) -> CdrRecord {
+        let call = &st.call;
+        let start = st.meta.started;
+        let at = |i: Instant| start + i.saturating_duration_since(call.started_at());
+        let end = call.ended_at().map_or_else(SystemTime::now, at);
+        let outcome = call.outcome();
+        let (status, reason) = outcome.map_or((500, FinishReason::Error), |o| (o.status, o.reason));
+        let times = CallTimes {
+            start,
+            answer: call.answered_at().map(at),
+            end,
+        };
+        let mut rec = CdrRecord::new(call.inbound_call_id().to_string(), times, status, reason);
+        rec.caller = st.meta.caller.clone();
+        rec.dialed = st.meta.dialed.clone();
+        rec.pbx = Some(st.meta.pbx.clone());
+        rec.targets = vec![TargetAttempt {
+            target: st.meta.target.clone(),
+            status: call.callee_status(),
+        }];
+        let _enter = st.meta.span.enter();
+        tracing::info!(status, reason = reason.as_str(), "call ended");
+        rec
+    }
+}
+
+/// Where requests to the caller go: back over the flow its INVITE came on
+/// (the TCP connection's peer, or the UDP source), which works behind NAT
+/// and needs no resolution of its Contact.
+fn inbound_peer(source: &Source) -> SocketAddr {
+    source.peer
+}
+
+/// Turns call actions into effects while the call is locked: picks the
+/// server transaction a response belongs to and the destination of a leg.
+fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
+    let mut effects = Vec::with_capacity(actions.len());
+    for action in actions {
+        match action {
+            Action::Respond { leg, response } => {
+                let Ok(cseq) = response.cseq() else { continue };
+                let Some(i) = st
+                    .servers
+                    .iter()
+                    .position(|s| s.leg == leg && s.seq == cseq.seq && s.method == cseq.method)
+                else {
+                    tracing::debug!(
+                        status = response.status.as_u16(),
+                        "no transaction for response"
+                    );
+                    continue;
+                };
+                let keep = response.status.is_provisional()
+                    || (response.status.is_success() && cseq.method == Method::Invite);
+                let tx = if keep {
+                    st.servers[i].tx.clone()
+                } else {
+                    st.servers.swap_remove(i).tx
+                };
+                effects.push(Effect::Respond(tx, response));
+            }
+            Action::Request { leg, request } => {
+                let dest = match leg {
+                    Leg::Inbound => st.meta.inbound_dest,
+                    Leg::Outbound => st.meta.outbound_dest,
+                };
+                effects.push(Effect::Request(leg, request, dest));
+            }
+            Action::Transmit { leg, message } => {
+                match message {
+                    // Our 2xx again: through the INVITE server transaction
+                    // (Accepted passes 2xx retransmissions of the TU).
+                    Message::Response(response) => {
+                        let Ok(cseq) = response.cseq() else { continue };
+                        if let Some(s) = st.servers.iter().find(|s| {
+                            s.leg == leg && s.seq == cseq.seq && s.method == Method::Invite
+                        }) {
+                            effects.push(Effect::Respond(s.tx.clone(), response));
+                        }
+                    }
+                    Message::Request(ack) => {
+                        let dest = match leg {
+                            Leg::Inbound => st.meta.inbound_dest,
+                            Leg::Outbound => st.meta.outbound_dest,
+                        };
+                        effects.push(Effect::Send(Message::Request(ack).to_bytes(), dest));
+                    }
+                }
+            }
+        }
+    }
+    effects
+}
+
+async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<ClientEvent>) {
+    while let Some(ev) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Some((id, leg, seq)) = ids::parse_branch(ev.key.branch()) else {
+            continue;
+        };
+        let Some(entry) = inner.entry(id) else {
+            continue;
+        };
+        let input = match ev.event {
+            ClientEventKind::Response(r) => Input::Response(leg, r),
+            ClientEventKind::Timeout | ClientEventKind::TransportError => {
+                Input::Failed(leg, ev.key.method().clone(), seq)
+            }
+            ClientEventKind::Terminated => continue,
+        };
+        inner.step(&entry, input).await;
+    }
+}
+
+async fn timer_task(weak: Weak<Inner>) {
+    while let Some(inner) = weak.upgrade() {
+        let now = Instant::now();
+        let next = inner
+            .timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .copied();
+        match next {
+            Some((at, id)) if at <= now => {
+                inner
+                    .timers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(at, id));
+                if let Some(entry) = inner.entry(id) {
+                    {
+                        let mut st = entry.lock();
+                        if st.scheduled == Some(at) {
+                            st.scheduled = None;
+                        }
+                    }
+                    inner.step(&entry, Input::Timeout).await;
+                }
+            }
+            next => {
+                // Sleep until the first deadline, an earlier one being
+                // scheduled, or a second (to notice the B2BUA is gone).
+                let until = next.map_or(now + Duration::from_secs(1), |(at, _)| at);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+                    _ = inner.timer_wake.notified() => {}
+                }
+            }
+        }
+    }
+}

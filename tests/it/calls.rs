@@ -1,0 +1,499 @@
+//! Calls through the B2BUA (SPEC §2, §3): the real binary routes numbers of
+//! a temporary config to a SIPp UAS on a free port, a SIPp UAC (or the test
+//! UA) calls in. Every SIPp run is bounded (`-m`, `-timeout`); each test
+//! asserts the exit status of both SIPp sides, the CDR lines written at the
+//! graceful stop, and that the call table is empty afterwards.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::daemon::Daemon;
+use crate::ua::{UdpUa, ANSWER_WAIT};
+
+const ROUTED: &str = "+74951234567";
+const DISABLED: &str = "+74951234568";
+const UNKNOWN: &str = "+74950000000";
+
+fn sipp_installed() -> bool {
+    Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn scenario(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp-scenarios")
+        .join(name);
+    assert!(p.exists(), "missing {}", p.display());
+    p
+}
+
+/// A loopback port free for both UDP and TCP right now.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Options of the test config.
+struct Setup {
+    /// Transport towards the callee (`udp`/`tcp`).
+    callee_transport: &'static str,
+    dial_timeout: &'static str,
+    max_cps: u32,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            callee_transport: "udp",
+            dial_timeout: "10s",
+            max_cps: 5000,
+        }
+    }
+}
+
+fn write_pbx(dir: &Path, uas_port: u16, setup: &Setup, comment: &str) {
+    std::fs::write(
+        dir.join("pbx/test.toml"),
+        format!(
+            "id = \"test\"\n\
+             [[external]]\nid = \"office\"\nuri = \"sip:127.0.0.1:{uas_port}\"\n\
+             transport = \"{}\"\ndial_timeout = \"{}\"\n\
+             [[number]]\nnumber = \"{ROUTED}\"\nforward = \"external:office\"\non_failure = \"hangup\"\n\
+             comment = \"{comment}\"\n\
+             [[number]]\nnumber = \"{DISABLED}\"\nforward = \"external:office\"\nenabled = false\n",
+            setup.callee_transport, setup.dial_timeout
+        ),
+    )
+    .unwrap();
+}
+
+/// A daemon on a temporary config routing [`ROUTED`] to `127.0.0.1:uas_port`.
+struct Rig {
+    dir: tempfile::TempDir,
+    _cdr_dir: tempfile::TempDir,
+    cdr: PathBuf,
+    uas_port: u16,
+    daemon: Option<Daemon>,
+}
+
+impl Rig {
+    fn start(listen: &[&str], setup: Setup) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let cdr_dir = tempfile::tempdir().unwrap();
+        let cdr = cdr_dir.path().join("cdr.jsonl");
+        std::fs::create_dir_all(dir.path().join("pbx")).unwrap();
+        std::fs::write(
+            dir.path().join("vpbx.toml"),
+            format!(
+                "listen = [\"udp:127.0.0.1:0\"]\n\
+                 [timers]\nt1 = \"500ms\"\n\
+                 [limits]\nmax_cps = {}\n\
+                 [cdr]\npath = \"{}\"\n\
+                 [shutdown]\ndrain_time = \"5s\"\n",
+                setup.max_cps,
+                cdr.display()
+            ),
+        )
+        .unwrap();
+        let uas_port = free_port();
+        write_pbx(dir.path(), uas_port, &setup, "test");
+        let daemon = Daemon::start_with_config(dir.path(), listen);
+        Rig {
+            dir,
+            _cdr_dir: cdr_dir,
+            cdr,
+            uas_port,
+            daemon: Some(daemon),
+        }
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// The callee: a SIPp UAS on the routed port, `-m calls`.
+    fn uas(&self, name: &str, transport: &str, calls: u32, extra: &[&str]) -> Child {
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(name))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &self.uas_port.to_string(),
+                "-t",
+                transport,
+            ])
+            .args([
+                "-m",
+                &calls.to_string(),
+                "-timeout",
+                "40s",
+                "-timeout_error",
+                "-nostdin",
+            ])
+            .args(extra)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Let it bind before the first INVITE.
+        thread::sleep(Duration::from_millis(300));
+        child
+    }
+
+    /// The caller: a SIPp UAC dialing `number` at the daemon's `proto`
+    /// listener; waits for it.
+    fn uac(&self, name: &str, number: &str, proto: &str, calls: u32, extra: &[&str]) -> Output {
+        let server = self.daemon().addr(proto, false);
+        let transport = if proto == "tcp" { "t1" } else { "u1" };
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(scenario(name))
+            .arg(server.to_string())
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &free_port().to_string(),
+                "-t",
+                transport,
+                "-s",
+                number,
+            ])
+            .args([
+                "-m",
+                &calls.to_string(),
+                "-timeout",
+                "40s",
+                "-timeout_error",
+                "-nostdin",
+            ])
+            .args(extra)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// SIGTERM (drain, CDR flush); returns the CDR lines and checks that no
+    /// call was left in the table.
+    fn stop(&mut self) -> Vec<Value> {
+        let daemon = self.daemon.take().unwrap();
+        let stderr = daemon.stderr_text();
+        let (status, stdout) = daemon.terminate();
+        assert!(status.success(), "vpbx exit {status:?}\n{stderr}");
+        assert!(
+            stdout.iter().any(|l| l == "b2bua calls: active=0 legs=0"),
+            "call table not empty at exit: {stdout:?}"
+        );
+        let text = std::fs::read_to_string(&self.cdr).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: sipp exited with {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_ok(what: &str, child: Child) {
+    let out = child.wait_with_output().unwrap();
+    assert_ok(what, &out);
+}
+
+/// Asserts `n` CDR lines, all with this reason and status to the caller.
+fn assert_cdrs(cdrs: &[Value], n: usize, reason: &str, status: u64) {
+    assert_eq!(cdrs.len(), n, "{cdrs:#?}");
+    for c in cdrs {
+        assert_eq!(c["reason"], reason, "{c}");
+        assert_eq!(c["status"], status, "{c}");
+    }
+}
+
+macro_rules! need_sipp {
+    () => {
+        if !sipp_installed() {
+            eprintln!(
+                "SKIPPED: sipp is not installed (apt-get install sip-tester; scripts/test does it)"
+            );
+            return;
+        }
+    };
+}
+
+fn basic_call(caller: &str, callee: &'static str) {
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
+        Setup {
+            callee_transport: callee,
+            ..Setup::default()
+        },
+    );
+    let uas = rig.uas(
+        "uas_answer.xml",
+        if callee == "tcp" { "t1" } else { "u1" },
+        5,
+        &[],
+    );
+    let uac = rig.uac("uac_call.xml", ROUTED, caller, 5, &["-r", "10"]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, 5, "answered", 200);
+    for c in &cdrs {
+        assert_eq!(c["dialed"], ROUTED);
+        assert_eq!(c["pbx"], "test");
+        assert_eq!(c["targets"][0]["target"], "external:office");
+        assert_eq!(c["targets"][0]["status"], 200);
+        assert!(c["answer"].is_string(), "{c}");
+        assert!(
+            c["caller"]
+                .as_str()
+                .unwrap()
+                .starts_with("sip:sipp@127.0.0.1"),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn basic_call_udp_to_udp_is_answered_and_recorded() {
+    need_sipp!();
+    basic_call("udp", "udp");
+}
+
+#[test]
+fn tcp_caller_reaches_udp_callee() {
+    need_sipp!();
+    basic_call("tcp", "udp");
+}
+
+#[test]
+fn udp_caller_reaches_tcp_callee() {
+    need_sipp!();
+    basic_call("udp", "tcp");
+}
+
+#[test]
+fn bye_from_callee_ends_the_call_on_both_legs() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_answer_bye.xml", "u1", 3, &[]);
+    let uac = rig.uac("uac_callee_bye.xml", ROUTED, "udp", 3, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 3, "answered", 200);
+}
+
+#[test]
+fn busy_callee_gives_486_and_busy() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_busy.xml", "u1", 2, &[]);
+    let uac = rig.uac("uac_expect_486.xml", ROUTED, "udp", 2, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, 2, "busy", 486);
+    assert_eq!(cdrs[0]["targets"][0]["status"], 486);
+}
+
+#[test]
+fn unavailable_callee_503_gives_480() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_reject_503.xml", "u1", 1, &[]);
+    let uac = rig.uac("uac_expect_480.xml", ROUTED, "udp", 1, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 1, "unavailable", 480);
+}
+
+#[test]
+fn no_answer_within_dial_timeout_cancels_and_gives_480() {
+    need_sipp!();
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            dial_timeout: "1s",
+            ..Setup::default()
+        },
+    );
+    let uas = rig.uas("uas_noanswer.xml", "u1", 2, &[]);
+    let started = Instant::now();
+    let uac = rig.uac("uac_expect_480.xml", ROUTED, "udp", 2, &[]);
+    assert_ok("caller", &uac);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "dial timeout not applied"
+    );
+    wait_ok("callee (got our CANCEL)", uas);
+    assert_cdrs(&rig.stop(), 2, "no_answer", 480);
+}
+
+#[test]
+fn cancel_before_answer_gives_487_and_cancels_the_callee() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_noanswer.xml", "u1", 2, &[]);
+    let uac = rig.uac("uac_cancel.xml", ROUTED, "udp", 2, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 2, "caller_hangup", 487);
+}
+
+#[test]
+fn cancel_crossing_the_callees_200_still_gives_487_and_byes_the_callee() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_cancel_race.xml", "u1", 2, &[]);
+    let uac = rig.uac("uac_cancel.xml", ROUTED, "udp", 2, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee (ACKed and BYEd)", uas);
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, 2, "caller_hangup", 487);
+    assert_eq!(cdrs[0]["targets"][0]["status"], 200);
+}
+
+#[test]
+fn reinvite_is_relayed_in_the_dialog() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_reinvite.xml", "u1", 2, &[]);
+    let uac = rig.uac("uac_reinvite.xml", ROUTED, "udp", 2, &[]);
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 2, "answered", 200);
+}
+
+#[test]
+fn unknown_number_gives_404_and_disabled_480() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uac = rig.uac("uac_expect_404.xml", UNKNOWN, "udp", 2, &[]);
+    assert_ok("unknown number", &uac);
+    let uac = rig.uac("uac_expect_480.xml", DISABLED, "udp", 1, &[]);
+    assert_ok("disabled number", &uac);
+    let cdrs = rig.stop();
+    assert_eq!(cdrs.len(), 3, "{cdrs:#?}");
+    assert_cdrs(&cdrs[..2], 2, "not_found", 404);
+    assert_eq!(cdrs[0]["dialed"], UNKNOWN);
+    assert_cdrs(&cdrs[2..], 1, "rejected", 480);
+    assert_eq!(cdrs[2]["pbx"], "test");
+}
+
+fn invite(number: &str, ua: &UdpUa, i: u32) -> String {
+    let local = ua.local();
+    format!(
+        "INVITE sip:{number}@{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKov{i};rport\r\n\
+         From: <sip:load@{local}>;tag=ov{i}\r\n\
+         To: <sip:{number}@{server}>\r\n\
+         Call-ID: overload-{i}@{local}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:load@{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        server = ua.server
+    )
+}
+
+#[test]
+fn calls_above_the_rate_limit_get_503_with_retry_after() {
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            max_cps: 1,
+            ..Setup::default()
+        },
+    );
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        ua.send(invite(UNKNOWN, &ua, i).as_bytes());
+        let r = ua.recv_final(ANSWER_WAIT).expect("a final response");
+        if r.status.as_u16() == 503 {
+            let ra = r
+                .headers
+                .get(&vpbx::sip::HeaderName::RetryAfter)
+                .expect("Retry-After on 503");
+            assert!(
+                std::str::from_utf8(ra)
+                    .unwrap()
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap()
+                    > 0
+            );
+        }
+        statuses.push(r.status.as_u16());
+    }
+    // One token a second, burst 1: the first call is routed (404), the rest
+    // within the same second are refused.
+    assert_eq!(statuses, [404, 503, 503, 503]);
+    let cdrs = rig.stop();
+    assert_eq!(cdrs.len(), 4);
+    assert_eq!(cdrs.iter().filter(|c| c["reason"] == "overload").count(), 3);
+}
+
+#[test]
+fn max_forwards_zero_gives_483() {
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    ua.send(
+        invite(ROUTED, &ua, 1)
+            .replace("Max-Forwards: 70", "Max-Forwards: 0")
+            .as_bytes(),
+    );
+    assert_eq!(ua.recv_final(ANSWER_WAIT).unwrap().status.as_u16(), 483);
+    rig.stop();
+}
+
+#[test]
+fn reload_under_traffic_fails_no_call() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let calls = 150;
+    let uas = rig.uas("uas_answer.xml", "u1", calls, &[]);
+    let server = rig.daemon().addr("udp", false);
+    let dir = rig.dir.path().to_path_buf();
+    let port = rig.uas_port;
+    // Edit the routing file (a comment) while SIPp runs at 50 calls/s.
+    let editor = thread::spawn(move || {
+        for i in 0..6 {
+            thread::sleep(Duration::from_millis(400));
+            write_pbx(&dir, port, &Setup::default(), &format!("edit {i}"));
+        }
+    });
+    let _ = server;
+    let uac = rig.uac("uac_call.xml", ROUTED, "udp", calls, &["-r", "50"]);
+    editor.join().unwrap();
+    assert_ok("caller", &uac);
+    wait_ok("callee", uas);
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, calls as usize, "answered", 200);
+}
