@@ -151,8 +151,8 @@ struct Fields {
 }
 
 impl Fields {
-    /// Names of the fields whose values differ.
-    fn differences(&self, other: &Fields) -> Vec<&'static str> {
+    /// The fields whose values differ: `name: self vs other`.
+    fn differences(&self, other: &Fields) -> Vec<String> {
         let pairs = [
             ("via_branch", &self.via_branch, &other.via_branch),
             ("via_sent_by", &self.via_sent_by, &other.via_sent_by),
@@ -166,7 +166,7 @@ impl Fields {
         pairs
             .iter()
             .filter(|(_, a, b)| a != b)
-            .map(|(n, _, _)| *n)
+            .map(|(n, a, b)| format!("{n}: {a:?} vs {b:?}"))
             .collect()
     }
 }
@@ -722,14 +722,14 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
         let mut diffs = Vec::new();
         for (name, m, expected) in &reference {
             if let (Some(expected), Some(got)) = (expected, (lib.fields)(m)) {
-                let d = expected.differences(&got);
+                let d = got.differences(expected);
                 if !d.is_empty() {
-                    diffs.push(format!("{name} {d:?}"));
+                    diffs.push(format!("{name} ({})", d.join(", ")));
                 }
             }
         }
         eprintln!(
-            "  {} reads other values than {} on {} messages: {}",
+            "  {} reads other values than {} on {} messages (theirs vs ours): {}",
             lib.name,
             libs[0].name,
             diffs.len(),
