@@ -230,6 +230,32 @@ mod tests {
         assert_eq!(a.active(), 3);
     }
 
+    fn invite(max_forwards: u32, extra_via: &str) -> Request {
+        let text = format!(
+            "INVITE sip:+74951234567@h SIP/2.0\r\n{extra_via}\
+             Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\n\
+             To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: {max_forwards}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        match crate::sip::parse_datagram(text.into(), &crate::sip::Limits::default()).unwrap() {
+            crate::sip::Message::Request(r) => r,
+            crate::sip::Message::Response(_) => panic!("not a request"),
+        }
+    }
+
+    #[test]
+    fn max_forwards_zero_is_483_and_our_own_branch_is_a_loop() {
+        assert_eq!(check_invite(&invite(70, "")), Ok(()));
+        assert_eq!(check_invite(&invite(0, "")), Err(Refusal::TooManyHops));
+        assert_eq!(Refusal::TooManyHops.status().as_u16(), 483);
+        let ours = format!(
+            "Via: SIP/2.0/UDP 192.0.2.9;branch={}\r\n",
+            super::super::ids::branch_for(3, super::super::call::Leg::Outbound, 1)
+        );
+        assert_eq!(check_invite(&invite(69, &ours)), Err(Refusal::Loop));
+        assert_eq!(Refusal::Loop.status().as_u16(), 482);
+    }
+
     #[test]
     fn draining_refuses_everything() {
         let now = Instant::now();

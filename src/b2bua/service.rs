@@ -2,6 +2,10 @@
 //! INVITEs, the execution of call actions on the transaction layer and the
 //! transport, the call timers and the CDR of every call.
 //!
+//! Every call has an `info` span (`call_id`, `number`, `pbx`) entered while
+//! its machine runs; its routine events (routed, ended, refused) are
+//! `debug`, so a busy daemon logs nothing per call at `info`.
+//!
 //! No task per call: one task reads the events of all our client
 //! transactions (their branch names the call, see [`ids::branch_for`]), one
 //! task serves all call timers from one ordered set, and the daemon's
@@ -20,7 +24,7 @@ use dashmap::DashMap;
 use tokio::sync::{mpsc, Notify};
 
 use crate::cdr::{CallTimes, CdrRecord, CdrSink, TargetAttempt};
-use crate::routing::{Number, Routes, Target};
+use crate::routing::{ExternalPbx, Number, Routes, Target};
 use crate::sip::{ByteStr, HeaderName, Host, Message, Method, Request, Response, StatusCode, Uri};
 use crate::transaction::{
     ClientEvent, ClientEventKind, Incoming, ServerRequest, ServerTransaction, TransactionLayer,
@@ -309,26 +313,26 @@ fn protocol_name(p: Protocol) -> &'static str {
     }
 }
 
-/// Where the external PBX's URI points: its host and port (5060 by
-/// default), resolved if it is a name.
-async fn resolve(uri: &Uri, protocol: Protocol) -> Option<Destination> {
-    let Uri::Sip(u) = uri else { return None };
-    let port = u.port.unwrap_or(5060);
-    let ip = match &u.host {
-        Host::Ipv4(ip) => IpAddr::V4(*ip),
-        Host::Ipv6(ip) => IpAddr::V6(*ip),
-        Host::Domain(name) => match name.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .ok()?
-                .next()?
-                .ip(),
-        },
+/// Where the external PBX is: its IP address from the config, else its
+/// host name resolved (first address) with the port of its URI.
+async fn destination(ext: &ExternalPbx) -> Option<Destination> {
+    if let Some(d) = ext.destination() {
+        return Some(d);
+    }
+    let Host::Domain(name) = &ext.uri.host else {
+        return None;
     };
+    let port = ext
+        .uri
+        .port
+        .unwrap_or(if ext.uri.secure { 5061 } else { 5060 });
+    let addr = tokio::net::lookup_host((name.as_str(), port))
+        .await
+        .ok()?
+        .next()?;
     Some(Destination {
-        protocol,
-        addr: SocketAddr::new(ip, port),
+        protocol: ext.transport,
+        addr,
     })
 }
 
@@ -403,7 +407,7 @@ impl Inner {
             r.headers
                 .push(HeaderName::RetryAfter, Bytes::from(secs.to_string()));
         }
-        tracing::info!(
+        tracing::debug!(
             call_id = %sr.request.call_id().unwrap_or_default(),
             number = %dialed,
             status = status.as_u16(),
@@ -537,8 +541,8 @@ impl Inner {
                 .await;
         };
         let protocol = ext.transport;
-        let mut target_uri = Uri::Sip(ext.uri.clone());
-        let Some(outbound_dest) = resolve(&target_uri, protocol).await else {
+        let target_uri = ext.request_uri(number);
+        let Some(outbound_dest) = destination(ext).await else {
             tracing::warn!(uri = %ext.uri, "external PBX address does not resolve");
             return self
                 .refuse(
@@ -550,9 +554,6 @@ impl Inner {
                 )
                 .await;
         };
-        if let Uri::Sip(u) = &mut target_uri {
-            u.user = Some(ByteStr::from(number.to_string()));
-        }
         let advertised = self.config.advertised_host.as_deref();
         let (in_host, in_port) = host_port(sr.source.local, advertised, None);
         let inbound_tp = LegTransport::new(&in_host, in_port, protocol_name(sr.source.protocol));
@@ -614,7 +615,7 @@ impl Inner {
             }
         };
         let _enter = span.enter();
-        tracing::info!(target_uri = %ext.uri, "call routed");
+        tracing::debug!(target_uri = %ext.uri, "call routed");
         drop(_enter);
         let out_key = LegKey::Outbound {
             call_id: call.outbound_call_id().clone(),
@@ -810,7 +811,7 @@ impl Inner {
             status: call.callee_status(),
         }];
         let _enter = st.meta.span.enter();
-        tracing::info!(status, reason = reason.as_str(), "call ended");
+        tracing::debug!(status, reason = reason.as_str(), "call ended");
         rec
     }
 }
