@@ -275,10 +275,12 @@ impl Headers {
                 reason: "not a method list",
             })?;
             for m in list {
-                out.push(Method::from_bytes(m).map_err(|_| HeaderError::Invalid {
-                    name: HeaderName::Allow,
-                    reason: "not a method list",
-                })?);
+                out.push(
+                    Method::from_slice(&m, &m).map_err(|_| HeaderError::Invalid {
+                        name: HeaderName::Allow,
+                        reason: "not a method list",
+                    })?,
+                );
             }
         }
         Ok(out)

@@ -27,6 +27,14 @@ impl ByteStr {
         Ok(ByteStr(bytes))
     }
 
+    /// Wraps bytes that the grammar guarantees to be ASCII (tokens, hosts,
+    /// URI characters), skipping the UTF-8 check.
+    #[inline]
+    pub(crate) fn from_ascii(bytes: Bytes) -> Self {
+        debug_assert!(bytes.is_ascii());
+        ByteStr(bytes)
+    }
+
     /// Wraps `bytes`, replacing invalid UTF-8 sequences (copies only then).
     pub fn from_utf8_lossy(bytes: Bytes) -> Self {
         match std::str::from_utf8(&bytes) {

@@ -164,10 +164,11 @@ pub(crate) fn sub(src: &Bytes, s: &[u8]) -> Bytes {
     }
 }
 
-/// A zero-copy [`ByteStr`] for an ASCII-only sub-slice (tokens and the like).
+/// A zero-copy [`ByteStr`] for a sub-slice that the grammar restricts to
+/// ASCII (tokens, hosts, URI characters); `None` if it is not ASCII.
 #[inline]
 pub(crate) fn sub_str(src: &Bytes, s: &[u8]) -> Option<ByteStr> {
-    ByteStr::from_utf8(sub(src, s)).ok()
+    s.is_ascii().then(|| ByteStr::from_ascii(sub(src, s)))
 }
 
 /// Trims SP / HTAB on both sides.
@@ -239,31 +240,6 @@ pub(crate) fn generic_param(i: &[u8]) -> IResult<&[u8], RawParam<'_>> {
     pair(token, opt(preceded(sep('='), gen_value)))(i)
 }
 
-/// *( SEMI generic-param ), as raw slices.
-pub(crate) fn semi_params(mut i: &[u8]) -> IResult<&[u8], Vec<RawParam<'_>>> {
-    let mut out = Vec::new();
-    loop {
-        match preceded(sep(';'), generic_param)(i) {
-            Ok((rest, p)) => {
-                out.push(p);
-                i = rest;
-            }
-            Err(nom::Err::Error(_)) => {
-                // A dangling ';' is an error, not the end of the list.
-                let (after, _) = sws(i)?;
-                if after.first() == Some(&b';') {
-                    return Err(nom::Err::Error(nom::error::Error::new(
-                        after,
-                        nom::error::ErrorKind::Tag,
-                    )));
-                }
-                return Ok((i, out));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Recognizes `1*DIGIT`.
 pub(crate) fn digits(i: &[u8]) -> IResult<&[u8], &[u8]> {
     take_while1(|c: u8| c.is_ascii_digit())(i)
@@ -307,15 +283,6 @@ mod tests {
         assert_eq!(&*unescape(b"null-%00-null"), b"null-\0-null");
         assert!(escapes_valid(b"a%20b"));
         assert!(!escapes_valid(b"a%2"));
-    }
-
-    #[test]
-    fn semi_params_reject_empty_param() {
-        assert!(semi_params(b";;").is_err());
-        let (rest, p) = semi_params(b" ; branch = z9hG4bK1 ;rport, x").unwrap();
-        assert_eq!(rest, b", x");
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[1], (&b"rport"[..], None));
     }
 
     #[test]

@@ -114,21 +114,27 @@ impl HeaderName {
         if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
             return Err(InvalidHeaderName);
         }
+        Ok(Self::recognize_token(name, make_other))
+    }
+
+    /// [`HeaderName::recognize`] for a slice already known to be a token.
+    #[inline]
+    fn recognize_token(name: &[u8], make_other: impl FnOnce() -> ByteStr) -> Self {
         let mut buf = [0u8; 20];
         if name.len() <= buf.len() {
             let lower = &mut buf[..name.len()];
             lower.copy_from_slice(name);
             lower.make_ascii_lowercase();
             if let Some(h) = HeaderName::known(lower) {
-                return Ok(h);
+                return h;
             }
             if lower.len() == 1 {
                 if let Some(long) = compact_other(lower[0]) {
-                    return Ok(HeaderName::Other(ByteStr::from_static(long)));
+                    return HeaderName::Other(ByteStr::from_static(long));
                 }
             }
         }
-        Ok(HeaderName::Other(make_other()))
+        HeaderName::Other(make_other())
     }
 
     /// Parses a header name (copies only unknown names).
@@ -138,14 +144,17 @@ impl HeaderName {
         })
     }
 
-    /// Parses a header name that is a slice of a received buffer (zero-copy).
-    pub(crate) fn from_bytes(name: Bytes) -> Result<Self, InvalidHeaderName> {
-        let n = name.clone();
-        Self::recognize(&n, move || ByteStr::from_utf8_lossy(name))
+    /// Parses a header name that is the slice `name` of `src`; only an
+    /// unknown name is kept, as a zero-copy slice.
+    /// `name` must be a non-empty token.
+    pub(crate) fn from_token_slice(src: &Bytes, name: &[u8]) -> Self {
+        debug_assert!(!name.is_empty() && name.iter().all(|&c| is_token(c)));
+        Self::recognize_token(name, || ByteStr::from_ascii(super::grammar::sub(src, name)))
     }
 }
 
 impl PartialEq for HeaderName {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),

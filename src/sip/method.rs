@@ -101,12 +101,18 @@ impl Method {
             .unwrap_or_else(|| Method::Other(ByteStr::from_utf8_lossy(Bytes::copy_from_slice(b)))))
     }
 
-    /// Parses a method token that is a slice of a received buffer (zero-copy).
-    pub(crate) fn from_bytes(b: Bytes) -> Result<Method, InvalidMethod> {
+    /// Parses a method token that is the slice `b` of `src`; only an
+    /// unknown method is kept, as a zero-copy slice.
+    pub(crate) fn from_slice(src: &Bytes, b: &[u8]) -> Result<Method, InvalidMethod> {
+        if let Some(m) = Method::known(b) {
+            return Ok(m);
+        }
         if b.is_empty() || !b.iter().all(|&c| is_token(c)) {
             return Err(InvalidMethod);
         }
-        Ok(Method::known(&b).unwrap_or_else(|| Method::Other(ByteStr::from_utf8_lossy(b))))
+        Ok(Method::Other(ByteStr::from_ascii(super::grammar::sub(
+            src, b,
+        ))))
     }
 }
 

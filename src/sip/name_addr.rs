@@ -6,10 +6,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
-use super::grammar::{
-    is_wsp, quote_escape, quoted_string, semi_params, sub_str, sws, token, unquote,
-};
-use super::params::{from_raw, Params};
+use super::grammar::{is_wsp, quote_escape, quoted_string, sub_str, sws, token, unquote};
+use super::params::{parse_semi, Params};
 use super::uri::Uri;
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
@@ -133,8 +131,7 @@ impl NameAddr {
                 (uri, &i[end..])
             }
         };
-        let (rest, raw) = semi_params(rest).map_err(|_| "malformed header parameter")?;
-        let params = from_raw(src, raw).map_err(|_| "header parameter is not UTF-8")?;
+        let (params, rest) = parse_semi(src, rest)?;
         let (rest, _) = sws(rest).map_err(|_| "malformed address")?;
         Ok((
             NameAddr {

@@ -98,21 +98,40 @@ impl fmt::Display for Params {
     }
 }
 
-/// Builds [`Params`] from raw `(name, value)` slices of `src`.
-pub(crate) fn from_raw(
+/// Parses `*( SEMI generic-param )` at the start of `i` (a slice of `src`)
+/// straight into [`Params`]; returns them and the rest. A `;` not followed
+/// by a parameter is an error (RFC 4475 §3.1.2.1).
+pub(crate) fn parse_semi<'a>(
     src: &bytes::Bytes,
-    raw: Vec<super::grammar::RawParam<'_>>,
-) -> Result<Params, std::str::Utf8Error> {
-    let mut p = Params(Vec::with_capacity(raw.len()));
-    for (n, v) in raw {
-        let name = ByteStr::from_utf8(super::grammar::sub(src, n))?;
-        let value = match v {
-            Some(v) => Some(ByteStr::from_utf8(super::grammar::sub(src, v))?),
-            None => None,
-        };
-        p.0.push((name, value));
+    mut i: &'a [u8],
+) -> Result<(Params, &'a [u8]), &'static str> {
+    use super::grammar::{generic_param, sep, sub, sws};
+    use nom::sequence::preceded;
+    let mut p = Params::new();
+    loop {
+        match preceded(sep(';'), generic_param)(i) {
+            Ok((rest, (n, v))) => {
+                let value = match v {
+                    // Only quoted strings may hold non-ASCII (UTF-8) text.
+                    Some(v) if v.first() == Some(&b'"') => Some(
+                        ByteStr::from_utf8(sub(src, v))
+                            .map_err(|_| "parameter value is not UTF-8")?,
+                    ),
+                    Some(v) => Some(ByteStr::from_ascii(sub(src, v))),
+                    None => None,
+                };
+                p.0.push((ByteStr::from_ascii(sub(src, n)), value));
+                i = rest;
+            }
+            Err(_) => {
+                let after = sws(i).map(|(a, _)| a).unwrap_or(i);
+                if after.first() == Some(&b';') {
+                    return Err("empty or malformed parameter");
+                }
+                return Ok((p, i));
+            }
+        }
     }
-    Ok(p)
 }
 
 #[cfg(test)]
@@ -132,5 +151,17 @@ mod tests {
         assert_eq!(p.to_string(), ";Branch=x;lr");
         assert!(p.remove("lr"));
         assert!(!p.contains("lr"));
+    }
+
+    #[test]
+    fn parse_semi_stops_at_comma_and_rejects_empty_param() {
+        let src = bytes::Bytes::from_static(b" ; branch = z9hG4bK1 ;rport;x=\"\xd1\x80\", y");
+        let (p, rest) = parse_semi(&src, &src).unwrap();
+        assert_eq!(rest, b", y");
+        assert_eq!(p.value("branch"), Some("z9hG4bK1"));
+        assert_eq!(p.get("rport"), Some(None));
+        assert_eq!(p.value("x"), Some("\"\u{440}\""));
+        let src = bytes::Bytes::from_static(b";;");
+        assert!(parse_semi(&src, &src).is_err());
     }
 }

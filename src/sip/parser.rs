@@ -332,28 +332,34 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         if let Some((name, value)) = pending.take() {
             push_field(&mut headers, name, value.into_bytes(buf), limits)?;
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
+        // field-name HCOLON: a token, optional white space, ':'.
+        let n = line
+            .iter()
+            .position(|&c| !is_token(c))
+            .unwrap_or(line.len());
+        let mut colon = n;
+        while line.get(colon).is_some_and(|&c| is_wsp(c)) {
+            colon += 1;
+        }
+        if line.get(colon) != Some(&b':') {
             first_error.get_or_insert(ParseErrorKind::HeaderLine {
                 line: line_no,
-                reason: "no colon",
+                reason: if n == 0 {
+                    "invalid header name"
+                } else {
+                    "no colon after header name"
+                },
             });
             continue;
-        };
-        let raw_name = trim(&line[..colon]);
-        if raw_name.is_empty() || !raw_name.iter().all(|&c| is_token(c)) {
+        }
+        if n == 0 {
             first_error.get_or_insert(ParseErrorKind::HeaderLine {
                 line: line_no,
                 reason: "invalid header name",
             });
             continue;
         }
-        let Ok(name) = HeaderName::from_bytes(sub(buf, raw_name)) else {
-            first_error.get_or_insert(ParseErrorKind::HeaderLine {
-                line: line_no,
-                reason: "invalid header name",
-            });
-            continue;
-        };
+        let name = HeaderName::from_token_slice(buf, &line[..n]);
         pending = Some((name, Pending::Slice(trim(&line[colon + 1..]))));
     }
     if let Some((name, value)) = pending.take() {
@@ -434,8 +440,7 @@ fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKin
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
     // between elements and none after (RFC 4475 §3.1.2.8-10 may be rejected).
     let sp1 = memchr::memchr(b' ', line).ok_or(E("missing SP after method"))?;
-    let method =
-        Method::from_bytes(sub(buf, &line[..sp1])).map_err(|_| E("method is not a token"))?;
+    let method = Method::from_slice(buf, &line[..sp1]).map_err(|_| E("method is not a token"))?;
     let rest = &line[sp1 + 1..];
     if rest.first().is_some_and(|&c| is_wsp(c)) {
         return Err(E("more than one SP between method and Request-URI"));

@@ -36,10 +36,7 @@ fn number(i: &[u8]) -> Result<(u32, &[u8]), &'static str> {
 
 fn method_at<'a>(src: &Bytes, i: &'a [u8]) -> Result<(Method, &'a [u8]), &'static str> {
     let (r, m) = token(i).map_err(|_| "missing method")?;
-    Ok((
-        Method::from_bytes(sub(src, m)).map_err(|_| "invalid method")?,
-        r,
-    ))
+    Ok((Method::from_slice(src, m).map_err(|_| "invalid method")?, r))
 }
 
 impl CSeq {

@@ -7,9 +7,9 @@ use nom::bytes::complete::take_while1;
 use nom::character::complete::char as ch;
 
 use super::bytestr::ByteStr;
-use super::grammar::{digits, is_wsp, semi_params, sep, sub_str, sws, token};
+use super::grammar::{digits, is_wsp, sep, sub_str, sws, token};
 use super::method::Version;
-use super::params::{from_raw, Params};
+use super::params::{parse_semi, Params};
 use super::uri::{parse_host, parse_ipv6, Host};
 
 /// The transport of a Via `sent-protocol`.
@@ -182,8 +182,7 @@ impl Via {
             }
             Err(_) => (None, i),
         };
-        let (i, raw) = semi_params(i).map_err(|_| "malformed Via parameter")?;
-        let params = from_raw(src, raw).map_err(|_| "Via parameter is not UTF-8")?;
+        let (params, i) = parse_semi(src, i).map_err(|_| "malformed Via parameter")?;
         Ok((
             Via {
                 version,
