@@ -18,6 +18,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A running `vpbx run` process, killed on drop.
 pub struct Daemon {
     child: Child,
+    /// Working directory of the process: relative paths of the config
+    /// (the CDR file) land here, not in the source tree.
+    _workdir: tempfile::TempDir,
     /// Bound addresses in `--listen` order.
     pub listening: Vec<(String, SocketAddr)>,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -54,8 +57,12 @@ impl Daemon {
 
     /// As [`Daemon::start`] with another config directory.
     pub fn start_with_config(config: &std::path::Path, listen: &[&str]) -> Daemon {
+        let workdir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vpbx"));
-        cmd.arg("run").arg("--config").arg(config);
+        cmd.current_dir(workdir.path())
+            .arg("run")
+            .arg("--config")
+            .arg(config);
         for l in listen {
             cmd.arg("--listen").arg(l);
         }
@@ -79,6 +86,7 @@ impl Daemon {
         );
         let mut daemon = Daemon {
             child,
+            _workdir: workdir,
             listening: Vec::new(),
             stdout,
             stderr,

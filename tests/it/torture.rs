@@ -256,6 +256,7 @@ fn every_torture_message_over_tcp_gets_the_rfc_answer() {
     for case in load_cases() {
         let server = daemons.for_case(&case).addr("tcp", false);
         let mut ua = TcpUa::connect(server);
+        let local = Some(ua.stream.local_addr().unwrap());
         ua.send(&case.bytes);
         match tcp_framing_override(&case.file) {
             // Dropped: unanswered; an unparseable message also ends the
@@ -263,12 +264,12 @@ fn every_torture_message_over_tcp_gets_the_rfc_answer() {
             TcpExpect::Table if case.may_drop => match ua.next_final(SILENCE_WAIT) {
                 TcpEvent::Silence | TcpEvent::Closed => {}
                 TcpEvent::Response(r) if !case.allowed.is_empty() => {
-                    failures.extend(check_response(&case, &r, None))
+                    failures.extend(check_response(&case, &r, local))
                 }
                 other => failures.push(format!("{}: must be dropped, got {other:?}", case.file)),
             },
             TcpExpect::Table => match ua.next_final(ANSWER_WAIT) {
-                TcpEvent::Response(r) => failures.extend(check_response(&case, &r, None)),
+                TcpEvent::Response(r) => failures.extend(check_response(&case, &r, local)),
                 other => failures.push(format!("{}: no answer over TCP: {other:?}", case.file)),
             },
             TcpExpect::WaitsForMore => match ua.next(SILENCE_WAIT) {
