@@ -148,6 +148,8 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     if !unfinished.is_empty() {
         tracing::warn!(?unfinished, "drain time over");
     }
+    // Calls still up after the drain time are hung up, so each gets its CDR.
+    b2bua.hang_up_all().await;
     tracing::info!("shutting down: no longer receiving");
     transports.shutdown().await;
     pump.abort();

@@ -1112,6 +1112,38 @@ impl Call {
         }
     }
 
+    /// Ends the call now (shutdown after the drain time): a caller still
+    /// waiting gets 503 and the callee a CANCEL; an established call is hung
+    /// up on both legs. The call is finished on return (the BYE and CANCEL
+    /// transactions run on without it), so its CDR can be written at once.
+    pub fn terminate(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.caller == CallerState::Proceeding {
+            self.reject_caller(
+                StatusCode::SERVICE_UNAVAILABLE,
+                FinishReason::Error,
+                now,
+                out,
+            );
+            self.cancel_callee(out);
+        } else if matches!(self.caller, CallerState::Answered | CallerState::Confirmed) {
+            self.hang_up_both(FinishReason::Answered, now, out);
+        }
+        self.give_up();
+    }
+
+    /// Forgets every open exchange: the call counts as finished.
+    fn give_up(&mut self) {
+        self.caller = CallerState::Done;
+        self.callee = CalleeState::Done;
+        self.byes.clear();
+        self.relays.clear();
+        self.dial_deadline = None;
+        self.max_deadline = None;
+        self.retx_deadline = None;
+        self.ack_deadline = None;
+        self.guard_deadline = None;
+    }
+
     /// Runs the timers whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.dial_deadline.is_some_and(|d| d <= now) {
@@ -1159,14 +1191,7 @@ impl Call {
                     out,
                 );
             }
-            self.caller = CallerState::Done;
-            self.callee = CalleeState::Done;
-            self.byes.clear();
-            self.relays.clear();
-            self.dial_deadline = None;
-            self.max_deadline = None;
-            self.retx_deadline = None;
-            self.ack_deadline = None;
+            self.give_up();
         }
     }
 }

@@ -118,6 +118,7 @@ enum Input {
     Response(Leg, Response),
     Failed(Leg, Method, u32),
     Timeout,
+    Terminate,
 }
 
 /// What to do once the call is unlocked.
@@ -211,6 +212,27 @@ impl B2bua {
     pub async fn drained(&self) {
         while !self.inner.calls.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ends every call still in progress (after the drain time): BYE on
+    /// both legs of established calls, 503 and CANCEL for ringing ones; each
+    /// gets its CDR now.
+    pub async fn hang_up_all(&self) {
+        let entries: Vec<Arc<Entry>> = self
+            .inner
+            .calls
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        if !entries.is_empty() {
+            tracing::warn!(
+                calls = entries.len(),
+                "hanging up the calls left after the drain"
+            );
+        }
+        for entry in entries {
+            self.inner.step(&entry, Input::Terminate).await;
         }
     }
 
@@ -702,6 +724,7 @@ impl Inner {
                             .on_request_failed(leg, &method, seq, now, &mut actions)
                     }
                     Input::Timeout => st.call.handle_timeout(now, &mut actions),
+                    Input::Terminate => st.call.terminate(now, &mut actions),
                 }
                 let effects = resolve_actions(st, actions);
                 let record = if st.call.is_finished() {

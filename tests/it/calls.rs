@@ -161,10 +161,23 @@ impl Rig {
     /// The caller: a SIPp UAC dialing `number` at the daemon's `proto`
     /// listener; waits for it.
     fn uac(&self, name: &str, number: &str, proto: &str, calls: u32, extra: &[&str]) -> Output {
+        self.uac_command(name, number, proto, calls, extra)
+            .output()
+            .unwrap()
+    }
+
+    fn uac_command(
+        &self,
+        name: &str,
+        number: &str,
+        proto: &str,
+        calls: u32,
+        extra: &[&str],
+    ) -> Command {
         let server = self.daemon().addr(proto, false);
         let transport = if proto == "tcp" { "t1" } else { "u1" };
-        Command::new("sipp")
-            .arg("-sf")
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
             .arg(scenario(name))
             .arg(server.to_string())
             .args([
@@ -188,16 +201,24 @@ impl Rig {
             .args(extra)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
     }
 
     /// SIGTERM (drain, CDR flush); returns the CDR lines and checks that no
     /// call was left in the table.
     fn stop(&mut self) -> Vec<Value> {
+        self.daemon().signal_term();
+        self.wait_stopped()
+    }
+
+    /// After a SIGTERM: waits for the exit, returns the CDR lines and checks
+    /// that no call was left in the table.
+    fn wait_stopped(&mut self) -> Vec<Value> {
         let daemon = self.daemon.take().unwrap();
         let stderr = daemon.stderr_text();
-        let (status, stdout) = daemon.terminate();
+        let (status, stdout) = daemon.wait_exit();
         assert!(status.success(), "vpbx exit {status:?}\n{stderr}");
         assert!(
             stdout.iter().any(|l| l == "b2bua calls: active=0 legs=0"),
@@ -496,4 +517,33 @@ fn reload_under_traffic_fails_no_call() {
     wait_ok("callee", uas);
     let cdrs = rig.stop();
     assert_cdrs(&cdrs, calls as usize, "answered", 200);
+}
+
+#[test]
+fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
+    // One call held for 2 s by the caller.
+    let uac = rig
+        .uac_command("uac_call.xml", ROUTED, "udp", 1, &["-d", "2000"])
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(800));
+    rig.daemon().signal_term();
+    thread::sleep(Duration::from_millis(300));
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    ua.send(invite(ROUTED, &ua, 1).as_bytes());
+    let r = ua
+        .recv_final(ANSWER_WAIT)
+        .expect("an answer while draining");
+    assert_eq!(r.status.as_u16(), 503);
+    assert!(r.headers.get(&vpbx::sip::HeaderName::RetryAfter).is_some());
+    wait_ok("caller (its call outlived the SIGTERM)", uac);
+    wait_ok("callee", uas);
+    let cdrs = rig.wait_stopped();
+    assert_eq!(cdrs.len(), 2, "{cdrs:#?}");
+    assert_eq!(cdrs[0]["reason"], "overload");
+    assert_eq!(cdrs[1]["reason"], "answered");
+    assert!(cdrs[1]["talk_ms"].as_u64().unwrap() >= 1900, "{}", cdrs[1]);
 }

@@ -129,13 +129,23 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and stdout.
-    pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+    pub fn terminate(self) -> (ExitStatus, Vec<String>) {
+        self.signal_term();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting (the daemon starts draining).
+    pub fn signal_term(&self) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("run kill");
         assert!(killed.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the exit after a SIGTERM; returns the status and stdout.
+    pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         let deadline = Instant::now() + EXIT_TIMEOUT;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait vpbx") {

@@ -875,3 +875,30 @@ fn challenge_without_credentials_fails_the_call() {
     assert_eq!(responses(&h.take(), Leg::Inbound), vec![480]);
     assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Error);
 }
+
+#[test]
+fn terminate_hangs_up_an_answered_call_and_finishes_it() {
+    let mut h = Harness::new();
+    h.answer();
+    let now = h.now;
+    h.call.terminate(now, &mut h.out);
+    let out = h.take();
+    assert_eq!(requests(&out, Leg::Inbound)[0].method, Method::Bye);
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Bye);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Answered);
+    assert_eq!(h.call.poll_timeout(), None);
+}
+
+#[test]
+fn terminate_refuses_a_ringing_call_with_503_and_cancels_the_callee() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.take();
+    let now = h.now;
+    h.call.terminate(now, &mut h.out);
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![503]);
+    assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Cancel);
+    assert!(h.call.is_finished());
+}
