@@ -18,6 +18,21 @@
 //! It must not contain socket code: the transport sends what the shell gives
 //! it. Dialog and call logic (2xx ACKs, CANCEL decisions) belong to the TU
 //! (`b2bua`); see [`TransactionLayer`] for what the TU must do itself.
+//!
+//! # Flow
+//! - Inbound: the daemon passes every message from the transport to
+//!   [`TransactionLayer::on_message`]. Retransmissions are absorbed there; a
+//!   new request creates a server transaction and reaches the TU as
+//!   [`Incoming::Request`] (answer with [`ServerTransaction::respond`]);
+//!   responses go to their client transaction's channel; the rest (2xx
+//!   ACKs, stray responses, Timer H / transport errors of server
+//!   transactions) reaches the TU on the same [`Incoming`] channel.
+//! - Outbound: [`TransactionLayer::send_request`] (or `send_request_with`
+//!   for one channel per call) starts a client transaction; its responses,
+//!   timeout (treat as 408) and transport error (treat as 503) arrive as
+//!   [`ClientEvent`]s.
+//! - Timers: all transactions share one deadline heap and one tokio task;
+//!   time is tokio's, so tests use `tokio::time::pause`.
 
 mod invite_client;
 mod invite_server;

@@ -1,0 +1,168 @@
+//! Transaction layer benchmarks: what one call's transactions cost.
+//!
+//! Run: `cargo bench --bench transaction`. The groups:
+//! - `transaction/invite_server_sans_io`: an INVITE server transaction
+//!   stepped by hand (create, 180, 200, Timer L): the state machine alone,
+//!   encoding of the responses included.
+//! - `transaction/layer_uas_invite`: an INVITE through the tokio shell with a
+//!   transport that discards: `on_message`, the TU receives it, answers 180
+//!   and 200 (tables, timer heap and channels included; parsing not).
+//! - `transaction/layer_uac_options`: a non-INVITE client transaction
+//!   through the shell: `send_request`, its 200 through `on_message`, the
+//!   TU receives it.
+
+// The inputs are constant fixtures: a failure is a bug in the bench.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use vpbx::sip::{parse_datagram, HeaderName, Limits, Message, Request, Response, StatusCode};
+use vpbx::transaction::{
+    Incoming, InviteServer, LayerConfig, SendFuture, TimerConfig, TransactionLayer, TransportSink,
+};
+use vpbx::transport::{Destination, Protocol, Source};
+
+const INVITE: &str = "INVITE sip:+74951234567@vpbx.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"Caller\" <sip:+74957654321@carrier.example.net>;tag=1928301774\r\n\
+To: <sip:+74951234567@vpbx.example.com>\r\n\
+Call-ID: a84b4c76e66710@192.0.2.10\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:+74957654321@192.0.2.10:5060>\r\n\
+Content-Length: 0\r\n\r\n";
+
+const OPTIONS: &str = "OPTIONS sip:peer@192.0.2.20 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKopt\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:vpbx@192.0.2.1>;tag=77\r\n\
+To: <sip:peer@192.0.2.20>\r\n\
+Call-ID: opt-1@192.0.2.1\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n";
+
+fn request(text: &str) -> Request {
+    match parse_datagram(Bytes::copy_from_slice(text.as_bytes()), &Limits::default()) {
+        Ok(Message::Request(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn response(req: &Request, code: u16) -> Response {
+    let mut r = Response::for_request(req, StatusCode::new(code).unwrap());
+    r.set_to_tag("bench");
+    r
+}
+
+/// A request with a branch of its own (a new transaction each time).
+fn with_branch(base: &Request, n: u64, host: &str) -> Request {
+    let mut r = base.clone();
+    r.headers.set(
+        HeaderName::Via,
+        format!("SIP/2.0/UDP {host}:5060;branch=z9hG4bK{n:x};rport"),
+    );
+    r
+}
+
+/// A transport that drops everything.
+struct Discard;
+
+impl TransportSink for Discard {
+    fn send_request(&self, data: Bytes, _dest: Destination) -> SendFuture<'_> {
+        black_box(data);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn send_response(&self, data: Bytes, _source: Source, _dest: Destination) -> SendFuture<'_> {
+        black_box(data);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn source() -> Source {
+    let peer: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    Source {
+        protocol: Protocol::Udp,
+        peer,
+        local: "192.0.2.1:5060".parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let invite = request(INVITE);
+    let ringing = response(&invite, 180);
+    let ok = response(&invite, 200);
+    let timers = TimerConfig::default();
+    c.bench_function("transaction/invite_server_sans_io", |b| {
+        b.iter(|| {
+            let (mut tx, a) = InviteServer::new(&invite, false, &timers);
+            black_box(a);
+            black_box(tx.on_tu_response(ringing.clone()).ok());
+            black_box(tx.on_tu_response(ok.clone()).ok());
+            black_box(tx.on_timer(vpbx::transaction::Timer::L));
+        })
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (layer, mut rx) =
+        rt.block_on(async { TransactionLayer::new(Arc::new(Discard), LayerConfig::default()) });
+    let counter = AtomicU64::new(0);
+    c.bench_function("transaction/layer_uas_invite", |b| {
+        b.iter_batched(
+            || {
+                with_branch(
+                    &invite,
+                    counter.fetch_add(1, Ordering::Relaxed),
+                    "192.0.2.10",
+                )
+            },
+            |inv| {
+                rt.block_on(async {
+                    layer.on_message(inv.into(), source()).await.unwrap();
+                    let Some(Incoming::Request(sr)) = rx.recv().await else {
+                        panic!("no request");
+                    };
+                    sr.tx.respond(response(&sr.request, 180)).await.unwrap();
+                    sr.tx.respond(response(&sr.request, 200)).await.unwrap();
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let options = request(OPTIONS);
+    let dest = Destination::udp("192.0.2.20:5060".parse().unwrap());
+    c.bench_function("transaction/layer_uac_options", |b| {
+        b.iter_batched(
+            || {
+                let req = with_branch(
+                    &options,
+                    counter.fetch_add(1, Ordering::Relaxed),
+                    "192.0.2.1",
+                );
+                let ok = response(&req, 200);
+                (req, ok)
+            },
+            |(req, ok)| {
+                rt.block_on(async {
+                    let mut tx = layer.send_request(req, dest).await.unwrap();
+                    layer.on_message(ok.into(), source()).await.unwrap();
+                    black_box(tx.recv().await);
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
