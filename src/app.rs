@@ -1,7 +1,7 @@
 //! The daemon (`vpbx run`): binds the transports, answers requests, and owns
 //! the process lifetime: SIGTERM/SIGINT stop receiving, drain, and exit;
 //! SIGHUP and config file changes reload the routing table (see
-//! [`crate::config::watch`]).
+//! [`crate::config::watch()`]).
 //!
 //! Each bound socket is reported on stdout as `listening PROTO ADDR` (port 0
 //! resolved), so scripts and tests learn the ports; at exit the transport
@@ -51,13 +51,20 @@ pub struct RunOptions {
     pub config_dir: Option<PathBuf>,
 }
 
-/// Methods this daemon handles, in the order listed in `Allow`.
+/// Methods this daemon handles, in the order listed in `Allow`: the ones
+/// that create or end calls, OPTIONS, and those the B2BUA relays inside a
+/// dialog (the same list as [`crate::b2bua::ALLOW`]).
 pub const ALLOWED_METHODS: &[Method] = &[
     Method::Invite,
     Method::Ack,
     Method::Cancel,
     Method::Bye,
     Method::Options,
+    Method::Prack,
+    Method::Update,
+    Method::Info,
+    Method::Message,
+    Method::Notify,
 ];
 
 /// Option tags we support (`Supported`; any other tag in `Require` is 420).
@@ -374,6 +381,24 @@ impl Drain {
 
 /// The daemon's user-agent server: decides the answer to each request in
 /// its current role (a UAS / B2BUA endpoint, not a proxy or registrar).
+///
+/// Role decisions for the RFC 4475 cases whose answer depends on the role
+/// (`tests/it/torture.rs` asserts all of `EXPECTED.tsv`):
+///
+/// | case | answer | why |
+/// |---|---|---|
+/// | zeromf (OPTIONS, Max-Forwards 0) | 200 | an endpoint answers; 483 is a proxy's (INVITE with 0 is 483: the B2BUA would forward it) |
+/// | intmeth, esc02 (unknown methods) | 501 + Allow | RFC 3261 §8.2.1 |
+/// | mismatch02 (unknown method, CSeq INVITE) | 501 | the method is the real problem; preferred by the RFC |
+/// | badbranch (branch = bare magic cookie) | 400 | refused statelessly, the preferred answer |
+/// | novelsc, unkscm (other URI schemes) | 416 | we never route on them |
+/// | bext01 (Require unknown) | 420 + Unsupported | UAS role: Require (Proxy-Require is a proxy's) |
+/// | invut (INVITE body application/unknownformat) | 415 + Accept | endpoint role |
+/// | sdp01 (Accept without application/sdp) | 406 + Warning 399 | we answer only with SDP |
+/// | unksm2 (REGISTER To isbn:) | 400 | the validator refuses a non-SIP AOR |
+/// | regaut01, REGISTER in general | 405 + Allow | not a registrar (yet) |
+/// | BYE/in-dialog requests without a dialog | 481 | RFC 3261 §12.2.2 |
+/// | responses (bcast, scalarlg, unreason, ...) | never answered | stray ones are dropped (§17.1.3) |
 #[derive(Clone)]
 pub struct Uas {
     routes: Arc<Routes>,
@@ -463,10 +488,12 @@ impl Uas {
         }
     }
 
-    /// INVITE: the seam where the B2BUA takes over. Until it does: Max-Forwards
-    /// 0 is 483 (we would have to forward the call, SPEC §3), an unknown
-    /// number 404 and a disabled one 480 (SPEC §2.2), and a routed number
-    /// 480 since no call can be connected yet.
+    /// INVITE answered without a call: the daemon gives every INVITE that
+    /// has a server transaction to the B2BUA, so this answers only one the
+    /// transaction layer could not key, statelessly. Max-Forwards 0 is 483
+    /// (we would have to forward the call, SPEC §3), an unknown number 404
+    /// and a disabled one 480 (SPEC §2.2), and a routed number 480 (no call
+    /// is set up without a transaction).
     pub fn invite(&self, req: &Request) -> Response {
         if matches!(req.max_forwards(), Ok(Some(0))) {
             return Response::for_request(req, StatusCode::TOO_MANY_HOPS);
@@ -528,6 +555,11 @@ mod tests {
         fn answer_plain(&self, req: &Request) -> Option<Response> {
             self.answer(req, |_| false)
         }
+    }
+
+    #[test]
+    fn allow_is_the_same_list_the_b2bua_sends() {
+        assert_eq!(allow_value().as_ref(), crate::b2bua::ALLOW);
     }
 
     #[test]
