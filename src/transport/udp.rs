@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use socket2::{Domain, Socket, Type};
 use tokio::net::UdpSocket;
 
@@ -15,10 +15,6 @@ use crate::sip::{self, Message, Response, StatusCode};
 
 /// Kernel receive buffer we ask for, so bursts survive while a loop is busy.
 const RECV_BUFFER_BYTES: usize = 4 << 20;
-
-/// How many message-size buffers one allocation holds; received datagrams
-/// are zero-copy slices of it.
-const BUFFERS_PER_ALLOCATION: usize = 4;
 
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
@@ -35,16 +31,19 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Receives datagrams until shutdown. Each datagram is at most
 /// `max_message_size` bytes: a larger one is counted as oversize and
 /// answered 513 when its headers can be read, else dropped.
+///
+/// Each datagram is copied out of the receive buffer into its own
+/// allocation of its exact size, and parsed zero-copy from there: parsed
+/// values are slices that may live as long as a call, and a slice of a
+/// shared receive buffer would keep the whole buffer alive.
 pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
     let max = shared.config.limits.max_message_size;
     let mut shutdown = shared.shutdown.clone();
-    let mut buf = BytesMut::new();
+    // One octet more than the limit: a datagram that fills it is too large.
+    let mut buf = vec![0u8; max.saturating_add(1)];
     loop {
-        if buf.capacity() - buf.len() <= max {
-            buf = BytesMut::with_capacity((max + 1) * BUFFERS_PER_ALLOCATION);
-        }
         let received = tokio::select! {
-            r = sock.recv_buf_from(&mut buf) => r,
+            r = sock.recv_from(&mut buf) => r,
             _ = shutdown.wait_for(|down| *down) => break,
         };
         let (len, peer) = match received {
@@ -53,11 +52,10 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
                 // ICMP errors from earlier sends surface here on some
                 // systems; they say nothing about the next datagram.
                 tracing::debug!(%local, error = %e, "udp receive error");
-                buf.clear();
                 continue;
             }
         };
-        let datagram = buf.split_to(len).freeze();
+        let datagram = Bytes::copy_from_slice(&buf[..len.min(max)]);
         shared
             .metrics
             .udp_datagrams_received
@@ -70,7 +68,7 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
         };
         let reply = if len > max {
             shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
-            oversize_reply(datagram.slice(..max), &shared)
+            oversize_reply(datagram, &shared)
         } else {
             on_datagram(datagram, source, &shared)
         };
