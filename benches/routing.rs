@@ -5,8 +5,10 @@
 //! - `routing/build_1m`: `RoutingTable::from_config` over 1,000,000 numbers.
 //! - `routing/lookup_hit_1m`, `routing/lookup_miss_1m`: one lookup in that table.
 //! - `routing/parse_number`: normalizing a written number.
-//! - `config/load_10k`: parsing and validating a PBX file of 10,000 numbers
-//!   (the size of the load-test routes, see scripts/routes-from-csv).
+//! - `config/load_*`: parsing and validating a PBX file of 10,000 numbers
+//!   (the size of the load-test routes) as `[[number]]` tables and as one
+//!   `[[number_block]]` (what scripts/routes-from-csv writes), and of
+//!   1,000,000 numbers in a block, alone and with the table build.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -98,10 +100,10 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-/// A PBX file like scripts/routes-from-csv writes.
-fn pbx_toml(n: u64) -> String {
+/// A PBX file with one `[[number]]` table per number.
+fn pbx_toml_tables(n: u64) -> String {
     let mut text = String::from(
-        "id = \"bench\"\n\n[[external]]\nid = \"uas\"\nuri = \"sip:127.0.0.1:5080\"\ntransport = \"udp\"\n",
+        "id = \"bench\"\n\n[[external]]\nid = \"uas\"\nuri = \"sip:127.0.0.1:5080\"\n",
     );
     for i in 0..n {
         let digits = number(i).to_string();
@@ -113,22 +115,49 @@ fn pbx_toml(n: u64) -> String {
     text
 }
 
+/// A PBX file like scripts/routes-from-csv writes: one `[[number_block]]`.
+fn pbx_toml_block(n: u64) -> String {
+    let mut text = String::from(
+        "id = \"bench\"\n\n[[external]]\nid = \"uas\"\nuri = \"sip:127.0.0.1:5080\"\n\n\
+         [[number_block]]\nforward = \"external:uas\"\nnumbers = \"\"\"\n",
+    );
+    for i in 0..n {
+        let digits = number(i).to_string();
+        text.push_str(&digits[1..]);
+        text.push('\n');
+    }
+    text.push_str("\"\"\"\n");
+    text
+}
+
+fn load_text(text: &str) -> Config {
+    config::load_sources(
+        None,
+        vec![Source {
+            name: "pbx/bench.toml".into(),
+            text: text.to_owned(),
+        }],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn load(c: &mut Criterion) {
-    let text = pbx_toml(10_000);
+    let tables = pbx_toml_tables(10_000);
+    let block_10k = pbx_toml_block(10_000);
+    let block_1m = pbx_toml_block(MILLION);
     let mut group = c.benchmark_group("config");
     group.sample_size(10);
-    group.bench_function("load_10k", |b| {
-        b.iter(|| {
-            config::load_sources(
-                None,
-                vec![Source {
-                    name: "pbx/bench.toml".into(),
-                    text: text.clone(),
-                }],
-            )
-            .map(|c| c.number_count())
-            .unwrap_or_else(|e| panic!("{e}"))
-        })
+    group.bench_function("load_10k_number_tables", |b| {
+        b.iter(|| load_text(&tables).number_count())
+    });
+    group.bench_function("load_10k_number_block", |b| {
+        b.iter(|| load_text(&block_10k).number_count())
+    });
+    group.bench_function("load_1m_number_block", |b| {
+        b.iter(|| load_text(&block_1m).number_count())
+    });
+    group.bench_function("load_and_build_1m_number_block", |b| {
+        b.iter(|| RoutingTable::from_config(&load_text(&block_1m)).map(|t| t.len()))
     });
     group.finish();
 }

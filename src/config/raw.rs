@@ -111,6 +111,25 @@ pub(super) struct RawPbx {
     /// `[[external]]` tables.
     #[serde(default)]
     pub external: Vec<RawExternal>,
+    /// `[[number_block]]` tables.
+    #[serde(default)]
+    pub number_block: Vec<RawNumberBlock>,
+}
+
+/// One `[[number_block]]`: many numbers sharing one route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNumberBlock {
+    /// One number per line; `#` starts a comment.
+    pub numbers: Spanned<String>,
+    /// See [`super::NumberConfig::forward`].
+    pub forward: Spanned<String>,
+    /// See [`super::NumberConfig::on_failure`].
+    pub on_failure: Option<Spanned<toml::Value>>,
+    /// See [`super::NumberConfig::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`super::NumberConfig::comment`].
+    pub comment: Option<String>,
 }
 
 /// One `[[number]]`.

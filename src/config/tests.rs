@@ -411,3 +411,63 @@ fn errors_from_several_files_come_in_file_order() {
     assert!(errs[2].starts_with("cfg/pbx/b.toml:3:10: bad number \"1\""));
     assert!(errs[3].starts_with("cfg/pbx/b.toml:4:11: forward target external:x is not defined"));
 }
+
+#[test]
+fn number_block_routes_every_line() {
+    let text = format!(
+        "id = \"acme\"\n{EXT}[[number_block]]\nforward = \"external:office\"\ncomment = \"bulk\"\nnumbers = '''\n\
+         +74951234567\n  8 (495) 765-43-21   # sales\n\n# a comment line\n+442079460958\n'''\n"
+    );
+    let config = load_text("", &[("acme.toml", &text)]).unwrap();
+    let numbers: Vec<String> = config.pbxs[0]
+        .numbers
+        .iter()
+        .map(|n| n.number.to_string())
+        .collect();
+    assert_eq!(numbers, ["+74951234567", "+74957654321", "+442079460958"]);
+    assert!(config.pbxs[0].numbers.iter().all(|n| n.enabled
+        && n.comment.as_deref() == Some("bulk")
+        && n.on_failure == OnFailure::Hangup));
+}
+
+#[test]
+fn number_block_errors_point_at_their_line() {
+    let text = format!(
+        "id = \"acme\"\n{EXT}[[number]]\nnumber = \"+74951234567\"\nforward = \"external:office\"\n\
+         [[number_block]]\nforward = \"external:office\"\nnumbers = \"\"\"\n\
+         +74957654321\n   +7 495 12x\n84951234567\n\"\"\"\n\
+         [[number_block]]\nforward = \"external:nope\"\nnumbers = '''+74950000001\n+1'''\n"
+    );
+    assert_eq!(
+        pbx_errors(&text),
+        [
+            "cfg/pbx/acme.toml:6:10: duplicate number +74951234567 (also at cfg/pbx/acme.toml:13:1)",
+            "cfg/pbx/acme.toml:12:4: bad number \"+7 495 12x\": invalid character 'x' at position 9 (allowed: digits, a leading '+', and the separators space - . ( ))",
+            "cfg/pbx/acme.toml:13:1: duplicate number +74951234567 (also at cfg/pbx/acme.toml:6:10)",
+            "cfg/pbx/acme.toml:16:11: forward target external:nope is not defined: PBX \"acme\" has no [[external]] with id = \"nope\"",
+            "cfg/pbx/acme.toml:18:1: bad number \"+1\": too short: 1 digits after '+', at least 6 expected",
+        ]
+    );
+}
+
+#[test]
+fn number_block_with_escapes_reports_at_the_string() {
+    let text = format!(
+        "id = \"acme\"\n{EXT}[[number_block]]\nforward = \"external:office\"\nnumbers = \"+74951234567\\n12\"\n"
+    );
+    assert_eq!(
+        pbx_errors(&text),
+        ["cfg/pbx/acme.toml:7:11: bad number \"12\": no country code: write +<country code><number>, or 11 digits starting with 8 or 7 (found 2 digits)"]
+    );
+}
+
+#[test]
+fn number_block_rejects_unknown_keys() {
+    let text = format!(
+        "id = \"acme\"\n{EXT}[[number_block]]\nforward = \"external:office\"\nnumbers = ''\nnumber = \"x\"\n"
+    );
+    assert_eq!(
+        pbx_errors(&text),
+        ["cfg/pbx/acme.toml:8:1: unknown field `number`, expected one of `numbers`, `forward`, `on_failure`, `enabled`, `comment`"]
+    );
+}

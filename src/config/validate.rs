@@ -12,12 +12,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as K, ConfigErrors, SourceFile};
-use super::raw::{RawDaemon, RawDuration, RawExternal, RawNumber, RawPbx};
+use super::raw::{RawDaemon, RawDuration, RawExternal, RawNumberBlock, RawPbx};
 use super::uri::{is_host, parse_sip_uri};
 use super::{
     CdrConfig, Config, DaemonConfig, Limits, ListenAddr, NumberConfig, PbxConfig, ReloadConfig,
     ShutdownConfig, Timers, DEFAULT_DIAL_TIMEOUT,
 };
+use crate::routing::NumberHashBuilder;
 use crate::routing::{
     is_valid_id, DigestCredentials, ExternalPbx, Number, OnFailure, Target, TargetKind, TargetSpec,
 };
@@ -108,13 +109,17 @@ impl Ctx<'_> {
     }
 
     fn number(&mut self, raw: &Spanned<String>) -> Option<Number> {
-        match Number::parse(raw.get_ref()) {
+        self.number_at(raw.get_ref(), raw.span())
+    }
+
+    fn number_at(&mut self, text: &str, span: Range<usize>) -> Option<Number> {
+        match Number::parse(text) {
             Ok(n) => Some(n),
             Err(source) => {
                 self.err(
-                    raw.span(),
+                    span,
                     K::BadNumber {
-                        text: raw.get_ref().clone(),
+                        text: text.to_owned(),
                         source,
                     },
                 );
@@ -388,23 +393,45 @@ fn pbx(src: &SourceFile, errors: &mut Vec<ConfigError>) -> Option<CheckedPbx> {
         }
     }
 
+    let targets = Targets {
+        pbx_id: &pbx_id,
+        externals: &externals,
+        external_ids: &external_ids,
+    };
     let mut numbers = Vec::with_capacity(raw.number.len());
     let mut number_spans = Vec::with_capacity(raw.number.len());
+    // Numbers that parsed, whatever else was wrong with their entry.
+    let mut declared = Vec::new();
     for n in &raw.number {
-        if let Some(config) = number(&mut c, &pbx_id, n, &externals, &external_ids) {
-            numbers.push(config);
+        let number = c.number(&n.number);
+        declared.extend(number);
+        let route = route(&mut c, &targets, &n.forward, n.on_failure.as_ref());
+        if let (Some(number), Some((forward, on_failure))) = (number, route) {
+            numbers.push(NumberConfig {
+                number,
+                forward,
+                on_failure,
+                enabled: n.enabled.unwrap_or(true),
+                comment: n.comment.as_deref().map(Arc::from),
+            });
             number_spans.push(n.number.span());
         }
+    }
+    for block in &raw.number_block {
+        number_block(
+            &mut c,
+            &targets,
+            block,
+            &mut numbers,
+            &mut number_spans,
+            &mut declared,
+        );
     }
 
     if !listed_numbers.is_empty() {
         let own: HashSet<Number> = numbers.iter().map(|n| n.number).collect();
-        // A number that failed its own validation was reported already.
-        let failed: HashSet<Number> = raw
-            .number
-            .iter()
-            .filter_map(|n| Number::parse(n.number.get_ref()).ok())
-            .collect();
+        // A number whose own entry failed was reported already.
+        let failed: HashSet<Number> = declared.into_iter().collect();
         for (n, span) in listed_numbers {
             if !own.contains(&n) && !failed.contains(&n) {
                 c.err(
@@ -506,31 +533,36 @@ fn external(
     })
 }
 
-fn number(
-    c: &mut Ctx<'_>,
-    pbx_id: &Arc<str>,
-    raw: &RawNumber,
-    externals: &[Arc<ExternalPbx>],
-    external_ids: &HashMap<String, (Range<usize>, usize)>,
-) -> Option<NumberConfig> {
-    let number = c.number(&raw.number);
+/// What `forward` values of one PBX may refer to.
+struct Targets<'a> {
+    pbx_id: &'a Arc<str>,
+    externals: &'a [Arc<ExternalPbx>],
+    external_ids: &'a HashMap<String, (Range<usize>, usize)>,
+}
 
-    let forward = match TargetSpec::parse(raw.forward.get_ref()) {
+/// Resolves `forward` and `on_failure`; reports both when both are wrong.
+fn route(
+    c: &mut Ctx<'_>,
+    targets: &Targets<'_>,
+    forward: &Spanned<String>,
+    raw_on_failure: Option<&Spanned<toml::Value>>,
+) -> Option<(Target, OnFailure)> {
+    let target = match TargetSpec::parse(forward.get_ref()) {
         Err(e) => {
-            c.err(raw.forward.span(), K::BadTarget(e));
+            c.err(forward.span(), K::BadTarget(e));
             None
         }
         Ok(TargetSpec {
             kind: TargetKind::External,
             id,
-        }) => match external_ids.get(id) {
-            Some(&(_, i)) => externals.get(i).cloned().map(Target::External),
+        }) => match targets.external_ids.get(id) {
+            Some(&(_, i)) => targets.externals.get(i).cloned().map(Target::External),
             None => {
                 c.err(
-                    raw.forward.span(),
+                    forward.span(),
                     K::UnknownExternal {
                         id: id.to_owned(),
-                        pbx: pbx_id.to_string(),
+                        pbx: targets.pbx_id.to_string(),
                     },
                 );
                 None
@@ -538,7 +570,7 @@ fn number(
         },
         Ok(TargetSpec { kind, .. }) => {
             c.err(
-                raw.forward.span(),
+                forward.span(),
                 K::UnsupportedTarget {
                     kind: kind.as_str(),
                 },
@@ -546,19 +578,90 @@ fn number(
             None
         }
     };
-
-    let on_failure = match &raw.on_failure {
+    let on_failure = match raw_on_failure {
         None => Some(OnFailure::Hangup),
         Some(v) => on_failure(c, v),
     };
+    Some((target?, on_failure?))
+}
 
-    Some(NumberConfig {
-        number: number?,
-        forward: forward?,
-        on_failure: on_failure?,
-        enabled: raw.enabled.unwrap_or(true),
-        comment: raw.comment.as_deref().map(Arc::from),
-    })
+/// A `[[number_block]]`: one number per line of `numbers`, all with the
+/// block's route. Each bad line is reported at its own line.
+fn number_block(
+    c: &mut Ctx<'_>,
+    targets: &Targets<'_>,
+    block: &RawNumberBlock,
+    numbers: &mut Vec<NumberConfig>,
+    number_spans: &mut Vec<Range<usize>>,
+    declared: &mut Vec<Number>,
+) {
+    let route = route(c, targets, &block.forward, block.on_failure.as_ref());
+    let comment: Option<Arc<str>> = block.comment.as_deref().map(Arc::from);
+    let enabled = block.enabled.unwrap_or(true);
+    let text = block.numbers.get_ref();
+    let body = string_body_start(c.src, block.numbers.span(), text);
+    let lines = memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1;
+    numbers.reserve(lines);
+    number_spans.reserve(lines);
+    let mut offset = 0;
+    for line in text.split('\n') {
+        let line_start = offset;
+        offset += line.len() + 1;
+        let content = line.split('#').next().unwrap_or(line);
+        let trimmed = content.trim_start();
+        let number_text = trimmed.trim_end();
+        if number_text.is_empty() {
+            continue;
+        }
+        // Exact place when the string maps 1:1 onto the file; else the string.
+        let span = match body {
+            Some(start) => {
+                let at = start + line_start + (content.len() - trimmed.len());
+                at..at + number_text.len()
+            }
+            None => block.numbers.span(),
+        };
+        let Some(number) = c.number_at(number_text, span.clone()) else {
+            continue;
+        };
+        declared.push(number);
+        if let Some((forward, on_failure)) = &route {
+            numbers.push(NumberConfig {
+                number,
+                forward: forward.clone(),
+                on_failure: on_failure.clone(),
+                enabled,
+                comment: comment.clone(),
+            });
+            number_spans.push(span);
+        }
+    }
+}
+
+/// Where the value of a TOML string starts in the file, when the value is
+/// the file's text verbatim (no escapes), so offsets in the value are
+/// offsets in the file. TOML drops a newline right after `"""`/`'''`.
+fn string_body_start(src: &SourceFile, span: Range<usize>, value: &str) -> Option<usize> {
+    let raw = src.text.get(span.clone())?;
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else if raw.starts_with('"') || raw.starts_with('\'') {
+        1
+    } else {
+        return None;
+    };
+    let mut body = raw.get(quote..raw.len().checked_sub(quote)?)?;
+    let mut start = span.start + quote;
+    if quote == 3 {
+        for newline in ["\r\n", "\n"] {
+            if let Some(rest) = body.strip_prefix(newline) {
+                body = rest;
+                start += newline.len();
+                break;
+            }
+        }
+    }
+    (body == value).then_some(start)
 }
 
 fn on_failure(c: &mut Ctx<'_>, raw: &Spanned<toml::Value>) -> Option<OnFailure> {
@@ -641,7 +744,8 @@ pub(super) fn validate(
 
     // Numbers: unique across all PBXs, reported at both places.
     let total: usize = checked.iter().map(|(_, p)| p.config.numbers.len()).sum();
-    let mut seen: HashMap<Number, (usize, usize, bool)> = HashMap::with_capacity(total);
+    let mut seen: HashMap<Number, (usize, usize, bool), NumberHashBuilder> =
+        HashMap::with_capacity_and_hasher(total, NumberHashBuilder);
     for (k, (file, p)) in checked.iter().enumerate() {
         for (j, n) in p.config.numbers.iter().enumerate() {
             match seen.entry(n.number) {

@@ -11,6 +11,7 @@ mod table;
 mod target;
 
 pub use number::{Number, NumberError, MAX_DIGITS, MIN_DIGITS};
+pub(crate) use table::NumberHashBuilder;
 pub use table::{DuplicateRoute, Route, Routes, RoutingTable};
 pub use target::{
     is_valid_id, DigestCredentials, ExternalPbx, OnFailure, PbxId, Target, TargetError, TargetKind,

@@ -159,7 +159,7 @@ impl Default for Routes {
 /// seeded DoS-resistant hash buys nothing here: a caller can choose what to
 /// look up but cannot make the table's buckets collide.
 #[derive(Debug, Default, Clone, Copy)]
-struct NumberHashBuilder;
+pub(crate) struct NumberHashBuilder;
 
 impl BuildHasher for NumberHashBuilder {
     type Hasher = NumberHasher;
@@ -169,7 +169,7 @@ impl BuildHasher for NumberHashBuilder {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct NumberHasher(u64);
+pub(crate) struct NumberHasher(u64);
 
 impl NumberHasher {
     #[inline]

@@ -61,7 +61,7 @@ fn check_reports_every_error_with_file_and_line_and_fails() {
         format!("{d}/pbx/acme.toml:6:10: duplicate number +74951234567 (also at {d}/pbx/gamma.toml:6:10)"),
         format!("{d}/pbx/acme.toml:9:10: bad number \"+7 495 12x\": invalid character 'x' at position 9 (allowed: digits, a leading '+', and the separators space - . ( ))"),
         format!("{d}/pbx/acme.toml:10:11: forward target external:nowhere is not defined: PBX \"acme\" has no [[external]] with id = \"nowhere\""),
-        format!("{d}/pbx/beta.toml:2:1: unknown field `colour`, expected one of `id`, `name`, `number`, `external`"),
+        format!("{d}/pbx/beta.toml:2:1: unknown field `colour`, expected one of `id`, `name`, `number`, `external`, `number_block`"),
         format!("{d}/pbx/gamma.toml:6:10: duplicate number +74951234567 (also at {d}/pbx/acme.toml:6:10)"),
         "6 error(s)".to_owned(),
     ];
