@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::key::AckKey;
+use super::metrics::TransactionMetrics;
 use super::wheel::Wheel;
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, NonInviteClient,
@@ -309,6 +310,7 @@ struct Inner {
     sink: Arc<dyn TransportSink>,
     clients: DashMap<ClientKey, ClientEntry>,
     servers: DashMap<ServerKey, ServerEntry>,
+    metrics: TransactionMetrics,
     /// INVITE server transactions whose 2xx is retransmitted until its ACK
     /// (which has its own branch) arrives.
     awaiting_ack: DashMap<AckKey, (ServerKey, u64)>,
@@ -338,6 +340,7 @@ impl TransactionLayer {
             sink,
             clients: DashMap::new(),
             servers: DashMap::new(),
+            metrics: TransactionMetrics::default(),
             awaiting_ack: DashMap::new(),
             wheel: Arc::clone(&wheel),
             incoming,
@@ -460,6 +463,11 @@ impl TransactionLayer {
         })
     }
 
+    /// The layer's counters.
+    pub fn metrics(&self) -> &TransactionMetrics {
+        &self.inner.metrics
+    }
+
     /// Live client and server transactions.
     pub fn transaction_counts(&self) -> (usize, usize) {
         (self.inner.clients.len(), self.inner.servers.len())
@@ -555,6 +563,7 @@ impl Inner {
                     let (m, a) = NonInviteClient::new(&request, reliable, timers);
                     (ClientMachine::NonInvite(m), a)
                 };
+                TransactionMetrics::inc(&self.metrics.client_transactions);
                 v.insert(ClientEntry {
                     id,
                     machine,
@@ -603,7 +612,9 @@ impl Inner {
                 status = response.status.as_u16(),
                 "stray response"
             );
+            TransactionMetrics::inc(&self.metrics.stray_responses);
             deliver(
+                &self.metrics,
                 &self.incoming,
                 Incoming::Response { response, source },
                 true,
@@ -666,6 +677,7 @@ impl Inner {
                         TimerTarget::Client(key.clone(), ctx.id, timer),
                     ),
                     Action::Deliver(event) => {
+                        self.count_failure(&event);
                         let (event, droppable) = match event {
                             TuEvent::Response(r) => {
                                 let provisional = r.status.is_provisional();
@@ -680,7 +692,7 @@ impl Inner {
                             key: key.clone(),
                             event,
                         };
-                        deliver(&ctx.events, event, droppable);
+                        deliver(&self.metrics, &ctx.events, event, droppable);
                     }
                     Action::Terminate => {
                         debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
@@ -689,7 +701,7 @@ impl Inner {
                             key: key.clone(),
                             event: ClientEventKind::Terminated,
                         };
-                        deliver(&ctx.events, event, false);
+                        deliver(&self.metrics, &ctx.events, event, false);
                     }
                 }
             }
@@ -720,6 +732,7 @@ impl Inner {
         let reliable = source.protocol.is_reliable();
         let (actions, ctx, created) = match self.servers.entry(key.clone()) {
             Entry::Occupied(mut o) => {
+                TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
                 let entry = o.get_mut();
                 let ctx = ServerCtx {
                     id: entry.id,
@@ -742,6 +755,7 @@ impl Inner {
                 };
                 let reply = reply_destination(&via, &source);
                 debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
+                TransactionMetrics::inc(&self.metrics.server_transactions);
                 v.insert(ServerEntry {
                     id,
                     machine,
@@ -768,6 +782,7 @@ impl Inner {
             });
             if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
                 debug!("TU queue full: 503");
+                TransactionMetrics::inc(&self.metrics.overload_rejected);
                 let response = overload_response(&r.request, self.config.overload_retry_after);
                 // Only a transaction that vanished meanwhile fails here.
                 let _ = r.tx.respond(response).await;
@@ -784,6 +799,7 @@ impl Inner {
     ) -> Result<(), TxError> {
         let stepped = match self.servers.get_mut(&key) {
             Some(mut entry) if ack_matches(&key, &entry, &ack) => {
+                TransactionMetrics::inc(&self.metrics.acks_absorbed);
                 let ctx = ServerCtx {
                     id: entry.id,
                     source,
@@ -797,7 +813,12 @@ impl Inner {
             Ok((actions, ctx)) => self.execute_server(&key, ctx, actions).await,
             Err(request) => {
                 self.ack_for_2xx(&request);
-                deliver(&self.incoming, Incoming::Ack { request, source }, true);
+                deliver(
+                    &self.metrics,
+                    &self.incoming,
+                    Incoming::Ack { request, source },
+                    true,
+                );
             }
         }
         Ok(())
@@ -899,6 +920,7 @@ impl Inner {
                         TimerTarget::Server(key.clone(), ctx.id, timer),
                     ),
                     Action::Deliver(TuEvent::Ack(request)) => deliver(
+                        &self.metrics,
                         &self.incoming,
                         Incoming::Ack {
                             request,
@@ -907,12 +929,14 @@ impl Inner {
                         true,
                     ),
                     Action::Deliver(event) => {
+                        self.count_failure(&event);
                         let tx = ServerTransaction {
                             key: key.clone(),
                             id: ctx.id,
                             inner: Arc::clone(self),
                         };
                         deliver(
+                            &self.metrics,
                             &self.incoming,
                             Incoming::Event(ServerEvent { tx, event }),
                             false,
@@ -937,6 +961,14 @@ impl Inner {
         }
     }
 
+    fn count_failure(&self, event: &TuEvent) {
+        match event {
+            TuEvent::Timeout => TransactionMetrics::inc(&self.metrics.timeouts),
+            TuEvent::TransportError => TransactionMetrics::inc(&self.metrics.transport_errors),
+            TuEvent::Response(_) | TuEvent::Ack(_) => {}
+        }
+    }
+
     // ---- timers ----
 
     async fn fire(self: &Arc<Self>, target: TimerTarget) {
@@ -945,6 +977,7 @@ impl Inner {
                 if let Some((actions, ctx)) =
                     self.lock_client(&key, Some(id), |m| m.on_timer(timer))
                 {
+                    self.count_timer_sends(timer, &actions);
                     self.execute_client(&key, &ctx, actions).await;
                 }
             }
@@ -952,9 +985,22 @@ impl Inner {
                 if let Some((actions, ctx)) =
                     self.lock_server(&key, id, |e| e.machine.on_timer(timer))
                 {
+                    self.count_timer_sends(timer, &actions);
                     self.execute_server(&key, ctx, actions).await;
                 }
             }
+        }
+    }
+
+    fn count_timer_sends(&self, timer: Timer, actions: &Actions) {
+        let counter = match timer {
+            Timer::A | Timer::E => &self.metrics.request_retransmissions,
+            Timer::G | Timer::Retransmit2xx => &self.metrics.response_retransmissions,
+            Timer::Trying => &self.metrics.trying_sent,
+            _ => return,
+        };
+        if actions.iter().any(|a| matches!(a, Action::Send(_))) {
+            TransactionMetrics::inc(counter);
         }
     }
 }
@@ -980,11 +1026,20 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
 /// Passes `item` to the TU. When the channel is full, droppable items
 /// (provisional responses, stray messages the peer will retransmit) are
 /// dropped; the others wait in a task so a final response is never lost.
-fn deliver<T: Send + 'static>(tx: &mpsc::Sender<T>, item: T, droppable: bool) {
+fn deliver<T: Send + 'static>(
+    metrics: &TransactionMetrics,
+    tx: &mpsc::Sender<T>,
+    item: T,
+    droppable: bool,
+) {
     match tx.try_send(item) {
         Ok(()) | Err(TrySendError::Closed(_)) => {}
-        Err(TrySendError::Full(_)) if droppable => debug!("TU queue full: dropped"),
         Err(TrySendError::Full(item)) => {
+            TransactionMetrics::inc(&metrics.tu_queue_full);
+            if droppable {
+                debug!("TU queue full: dropped");
+                return;
+            }
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _ = tx.send(item).await;
@@ -1204,6 +1259,18 @@ mod tests {
         );
         advance(Duration::from_secs(2)).await;
         assert_eq!(layer.transaction_counts(), (0, 0));
+        let m = layer.metrics();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(get(&m.server_transactions), 1);
+        assert_eq!(
+            get(&m.retransmissions_absorbed),
+            2,
+            "two INVITE retransmissions"
+        );
+        assert_eq!(get(&m.trying_sent), 1);
+        assert_eq!(get(&m.response_retransmissions), 2);
+        assert_eq!(get(&m.acks_absorbed), 1);
+        assert_eq!(get(&m.timeouts), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1395,6 +1462,13 @@ mod tests {
             ));
             assert_eq!(sink.sent().len(), sends, "{dest}");
             assert_eq!(layer.transaction_counts(), (0, 0));
+            let m = layer.metrics();
+            assert_eq!(
+                m.request_retransmissions.load(Ordering::Relaxed),
+                sends as u64 - 1
+            );
+            assert_eq!(m.timeouts.load(Ordering::Relaxed), 1);
+            assert_eq!(m.client_transactions.load(Ordering::Relaxed), 1);
         }
     }
 
@@ -1575,6 +1649,9 @@ mod tests {
         assert!(r.to().unwrap().tag().is_some());
         assert!(matches!(rx.recv().await, Some(Incoming::Request(_))));
         assert!(rx.try_recv().is_err());
+        let m = layer.metrics().to_string();
+        assert!(m.contains("overload_rejected=1"), "{m}");
+        assert!(m.contains("server_transactions=2"), "{m}");
     }
 
     #[tokio::test(start_paused = true)]

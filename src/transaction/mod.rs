@@ -38,6 +38,7 @@ mod invite_client;
 mod invite_server;
 mod key;
 mod layer;
+mod metrics;
 mod non_invite_client;
 mod non_invite_server;
 mod sink;
@@ -51,6 +52,7 @@ pub use layer::{
     ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, SendError, SendFuture,
     ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink,
 };
+pub use metrics::TransactionMetrics;
 pub use non_invite_client::{NonInviteClient, NonInviteClientState};
 pub use non_invite_server::{NonInviteServer, NonInviteServerState};
 pub use timers::{Timer, TimerConfig, TRYING_DELAY, UNANSWERED_INVITE};

@@ -90,6 +90,12 @@ impl<T> Wheel<T> {
                 out.push(e.target);
             }
         }
+        // Give back what a load peak left behind, with slack so a steady
+        // load does not reallocate.
+        let (len, cap) = (heap.entries.len(), heap.entries.capacity());
+        if cap > 4096 && len < cap / 4 {
+            heap.entries.shrink_to(len * 2);
+        }
     }
 
     /// The earliest deadline, if any.
