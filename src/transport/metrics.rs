@@ -36,6 +36,9 @@ pub struct TransportMetrics {
     pub tcp_rejected: AtomicU64,
     /// TCP connections closed after the idle timeout.
     pub tcp_idle_closed: AtomicU64,
+    /// TCP connections closed because a started message did not complete
+    /// within the message timeout.
+    pub tcp_incomplete_closed: AtomicU64,
     /// TCP connections closed because of a framing error.
     pub tcp_framing_closed: AtomicU64,
     /// Messages sent.
@@ -62,6 +65,7 @@ impl TransportMetrics {
             ("tcp_connected", get(&self.tcp_connected)),
             ("tcp_rejected", get(&self.tcp_rejected)),
             ("tcp_idle_closed", get(&self.tcp_idle_closed)),
+            ("tcp_incomplete_closed", get(&self.tcp_incomplete_closed)),
             ("tcp_framing_closed", get(&self.tcp_framing_closed)),
             ("sent", get(&self.sent)),
             ("send_errors", get(&self.send_errors)),

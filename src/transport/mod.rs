@@ -60,6 +60,9 @@ pub struct TransportConfig {
     pub max_connections: usize,
     /// A TCP connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
+    /// A TCP connection whose started message is still incomplete after
+    /// this long is closed (slow senders cannot pin a connection slot).
+    pub message_timeout: Duration,
     /// Timeout of an outbound TCP connect.
     pub connect_timeout: Duration,
     /// Capacity (in messages) of each TCP connection's send queue.
@@ -78,6 +81,7 @@ impl Default for TransportConfig {
             inbound_queue: 4096,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(120),
+            message_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             connection_send_queue: 256,
             response_port: ResponsePort::default(),
@@ -685,5 +689,36 @@ mod tests {
         assert_eq!(r.status, StatusCode::MESSAGE_TOO_LARGE);
         assert_eq!(r.call_id().unwrap().to_string(), "big");
         assert_eq!(t.metrics().oversize.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_trickled_too_slowly_closes_the_connection() {
+        let config = TransportConfig {
+            idle_timeout: Duration::from_secs(60),
+            message_timeout: Duration::from_secs(10),
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], config).await;
+        let mut client = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+            .await
+            .unwrap();
+        let msg = options("SIP/2.0/TCP client.example.com", "slow");
+        let start = tokio::time::Instant::now();
+        // One octet every 5 s: never idle, never complete.
+        let mut buf = [0u8; 16];
+        for b in msg.as_bytes() {
+            client.write_all(&[*b]).await.unwrap();
+            match tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => panic!("unexpected {n} octets"),
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "closed after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(t.metrics().tcp_incomplete_closed.load(Ordering::Relaxed), 1);
     }
 }

@@ -197,6 +197,7 @@ enum CloseReason {
     PeerClosed,
     ReadError,
     Idle,
+    Incomplete,
     Framing,
     Shutdown,
 }
@@ -214,6 +215,12 @@ async fn read_loop(
             shared
                 .metrics
                 .tcp_idle_closed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        CloseReason::Incomplete => {
+            shared
+                .metrics
+                .tcp_incomplete_closed
                 .fetch_add(1, Ordering::Relaxed);
         }
         CloseReason::Framing => {
@@ -246,17 +253,28 @@ async fn read_messages(
     shared: &Shared,
 ) -> CloseReason {
     let idle = shared.config.idle_timeout;
+    let message_timeout = shared.config.message_timeout;
     let mut shutdown = shared.shutdown.clone();
     let mut parser = StreamParser::new(shared.config.limits.clone());
     let mut chunk = vec![0u8; READ_CHUNK];
+    // Since when a started message has been waiting for its remaining
+    // octets: a peer that trickles a message must not hold a connection
+    // slot forever by keeping it non-idle.
+    let mut partial_since: Option<Instant> = None;
     loop {
-        let wait = idle.saturating_sub(conn.activity.idle_for());
+        let mut wait = idle.saturating_sub(conn.activity.idle_for());
+        if let Some(since) = partial_since {
+            wait = wait.min(message_timeout.saturating_sub(since.elapsed()));
+        }
         let read = tokio::select! {
             r = tokio::time::timeout(wait, reader.read(&mut chunk)) => r,
             _ = shutdown.wait_for(|down| *down) => return CloseReason::Shutdown,
         };
         let n = match read {
             Err(_elapsed) => {
+                if partial_since.is_some_and(|since| since.elapsed() >= message_timeout) {
+                    return CloseReason::Incomplete;
+                }
                 if conn.activity.idle_for() >= idle {
                     return CloseReason::Idle;
                 }
@@ -292,6 +310,11 @@ async fn read_messages(
                 Err(err) => return framing_error(&err, conn, shared, source),
             }
         }
+        partial_since = match (parser.buffered(), partial_since) {
+            (0, _) => None,
+            (_, Some(since)) => Some(since),
+            (_, None) => Some(Instant::now()),
+        };
     }
 }
 
