@@ -185,11 +185,19 @@ impl InviteClient {
         use InviteClientState::*;
         let mut out = Actions::default();
         match self.state {
-            Calling | Proceeding | Completed => {
+            Calling | Proceeding => {
                 self.state = Terminated;
                 self.request = None;
                 self.wire = None;
                 out.push(Action::Deliver(TuEvent::TransportError));
+                out.push(Action::Terminate);
+            }
+            // The ACK could not be sent. Figure 5 has the TU informed, but it
+            // already has the final response and nothing left to do; a
+            // second outcome for one transaction would only mislead it.
+            Completed => {
+                self.state = Terminated;
+                self.ack = None;
                 out.push(Action::Terminate);
             }
             // The 2xx ACK is the TU's; nothing of ours is on the wire.
@@ -477,6 +485,14 @@ mod tests {
             ));
             assert_eq!(clock.terminated_at(), Some(ms(0)));
         }
+        // In Completed (the ACK failed) the TU, which has its final
+        // response, hears nothing more.
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_response(response(&invite(), 486, Some("t"))));
+        clock.absorb(tx.on_transport_error());
+        assert_eq!(tx.state(), InviteClientState::Terminated);
+        assert_eq!(clock.delivered().len(), 1);
+        assert_eq!(clock.terminated_at(), Some(ms(0)));
         // In Accepted nothing of ours is on the wire.
         let (mut tx, mut clock) = start(false);
         clock.absorb(tx.on_response(response(&invite(), 200, Some("t"))));

@@ -78,6 +78,8 @@ pub struct InviteServer {
     unacked_2xx: Option<Bytes>,
     /// The current 2xx retransmission interval (doubles up to T2).
     timer_2xx: Duration,
+    /// A transport error in Accepted was reported to the TU already.
+    transport_error_reported: bool,
 }
 
 impl InviteServer {
@@ -106,6 +108,7 @@ impl InviteServer {
             retransmit_2xx: false,
             unacked_2xx: None,
             timer_2xx: config.t1,
+            transport_error_reported: false,
         };
         (tx, out)
     }
@@ -302,9 +305,13 @@ impl InviteServer {
                 out.push(Action::Deliver(TuEvent::TransportError));
                 out.push(Action::Terminate);
             }
-            // The TU owns the 2xx (and its retransmissions); tell it, and
-            // keep absorbing INVITE retransmissions until Timer L.
-            Accepted => out.push(Action::Deliver(TuEvent::TransportError)),
+            // The TU owns the 2xx (and its retransmissions); tell it once,
+            // and keep absorbing INVITE retransmissions until Timer L.
+            Accepted if !self.transport_error_reported => {
+                self.transport_error_reported = true;
+                out.push(Action::Deliver(TuEvent::TransportError));
+            }
+            Accepted => {}
             Confirmed | Terminated => {}
         }
         out

@@ -194,4 +194,6 @@ fn encode_response(response: &Response) -> Bytes {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod test_support;

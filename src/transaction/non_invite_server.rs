@@ -80,6 +80,7 @@ impl NonInviteServer {
                     let j = self.config.initial(Timer::J, self.reliable);
                     if j.is_zero() {
                         self.state = Terminated;
+                        self.last = None;
                         out.push(Action::Terminate);
                     } else {
                         self.state = Completed;
@@ -219,13 +220,15 @@ mod tests {
     #[test]
     fn final_over_tcp_terminates_at_once() {
         let (mut tx, mut clock) = start(true);
+        clock.absorb(tx.on_tu_response(response(&options(), 100, None)).unwrap());
         clock.absorb(
             tx.on_tu_response(response(&options(), 200, Some("t")))
                 .unwrap(),
         );
         assert_eq!(tx.state(), NonInviteServerState::Terminated);
         assert_eq!(clock.terminated_at(), Some(ms(0)));
-        assert_eq!(clock.sent().len(), 1);
+        assert_eq!(clock.sent().len(), 2);
+        assert!(tx.on_request().is_empty(), "no stale 100 after Terminated");
     }
 
     #[test]
