@@ -1,5 +1,6 @@
 //! The `vpbx` binary: parse the command line, load the config, run.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -40,6 +41,8 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }
@@ -86,7 +89,7 @@ fn run(dir: Option<std::path::PathBuf>, listen: Vec<config::ListenAddr>) -> anyh
         Ok(config) => config,
         Err(errors) => {
             for e in errors.errors() {
-                tracing::error!("{e}");
+                tracing::error!(error = %e, "invalid config");
             }
             anyhow::bail!("invalid config: {} error(s)", errors.errors().len());
         }

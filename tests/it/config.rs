@@ -179,3 +179,49 @@ fn routes_from_csv_output_passes_check() {
         .unwrap()
         .starts_with("config OK: 1 PBX(s), 3 number(s), 2 external PBX(s)"),);
 }
+
+#[test]
+fn run_refuses_to_start_on_a_bad_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "vpbx.toml", "");
+    write(
+        tmp.path(),
+        "pbx/acme.toml",
+        "id = \"acme\"\n[[number]]\nnumber = \"12\"\nforward = \"external:x\"\n",
+    );
+    let out = vpbx()
+        .args(["run", "--listen", "udp:127.0.0.1:0", "--config"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = tmp.path().join("pbx/acme.toml");
+    assert!(
+        stderr.contains(&format!("{}:3:10: bad number \"12\"", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:11: forward target external:x is not defined",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vpbx: invalid config: 2 error(s)"),
+        "{stderr}"
+    );
+    // Not a terminal: no colour codes in the log.
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn log_level_flag_is_checked() {
+    let out = vpbx()
+        .args(["--log-level", "=bad=", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad --log-level"));
+}
