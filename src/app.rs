@@ -1,5 +1,6 @@
 //! The daemon (`vpbx run`): binds the transports, answers requests, and owns
-//! the process lifetime: SIGTERM/SIGINT stop receiving, drain, and exit;
+//! the process lifetime: SIGTERM/SIGINT drain (a second one cuts the drain
+//! short), stop receiving, and exit;
 //! SIGHUP and config file changes reload the routing table (see
 //! [`crate::config::watch()`]).
 //!
@@ -151,10 +152,15 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     wait_for_termination().await?;
 
     // Requests keep flowing while draining, so calls in progress can end.
-    let unfinished = drain.run(config.daemon.shutdown.drain_time).await;
-    if !unfinished.is_empty() {
-        tracing::warn!(?unfinished, "drain time over");
-    }
+    let second_signal = async {
+        if wait_for_termination().await.is_err() {
+            // No handler, no second signal: the drain time decides.
+            std::future::pending::<()>().await;
+        }
+    };
+    drain
+        .run_until(config.daemon.shutdown.drain_time, second_signal)
+        .await;
     // Calls still up after the drain time are hung up, so each gets its CDR.
     b2bua.hang_up_all().await;
     tracing::info!("shutting down: no longer receiving");
@@ -323,9 +329,9 @@ async fn tu_loop(
     }
 }
 
-/// Work that must finish before the process exits, run after the
-/// transports stop receiving and bounded by the drain time. The B2BUA
-/// (calls in progress) and the CDR writer (flush) register here.
+/// Work that must finish before the process exits, run on SIGTERM/SIGINT
+/// while requests still flow, bounded by the drain time. The B2BUA (calls
+/// in progress) registers here.
 #[derive(Default)]
 pub struct Drain {
     tasks: Vec<(&'static str, DrainTask)>,
@@ -346,6 +352,19 @@ impl Drain {
         task: impl Future<Output = ()> + Send + 'static,
     ) {
         self.tasks.push((name, Box::pin(task)));
+    }
+
+    /// [`Drain::run`], cut short when `interrupt` completes (a second
+    /// SIGTERM/SIGINT). Logs what did not finish.
+    pub async fn run_until<T>(self, limit: Duration, interrupt: impl Future<Output = T>) {
+        tokio::select! {
+            unfinished = self.run(limit) => {
+                if !unfinished.is_empty() {
+                    tracing::warn!(?unfinished, "drain time over");
+                }
+            }
+            _ = interrupt => tracing::warn!("second signal: drain cut short"),
+        }
     }
 
     /// Runs all tasks concurrently; returns when all are done or `limit`
@@ -708,6 +727,28 @@ mod tests {
             .get(&HeaderName::Warning)
             .unwrap()
             .starts_with(b"399 "));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_cuts_the_drain_short() {
+        let mut drain = Drain::new();
+        drain.register("call", tokio::time::sleep(Duration::from_secs(60)));
+        let start = tokio::time::Instant::now();
+        drain
+            .run_until(
+                Duration::from_secs(30),
+                tokio::time::sleep(Duration::from_secs(2)),
+            )
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        // Without the interrupt, the limit ends it.
+        let mut drain = Drain::new();
+        drain.register("call", tokio::time::sleep(Duration::from_secs(60)));
+        let start = tokio::time::Instant::now();
+        drain
+            .run_until(Duration::from_secs(30), std::future::pending::<()>())
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
