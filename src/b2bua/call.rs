@@ -137,7 +137,7 @@ pub struct Plan {
     /// No answer within this → CANCEL and `on_failure`.
     pub dial_timeout: Duration,
     /// Our addressing on the outbound leg.
-    pub outbound: LegTransport,
+    pub outbound: Arc<LegTransport>,
     /// Credentials for the callee's digest challenge, if configured.
     pub credentials: Option<Arc<DigestCredentials>>,
 }
@@ -209,17 +209,17 @@ pub struct Call {
     settings_t1: Duration,
     settings_t2: Duration,
     max_duration: Option<Duration>,
-    inbound_tp: LegTransport,
-    outbound_tp: LegTransport,
+    inbound_tp: Arc<LegTransport>,
+    outbound_tp: Arc<LegTransport>,
     inbound: Dialog,
     outbound: Dialog,
     caller: CallerState,
     callee: CalleeState,
     /// The caller's INVITE until it has a final response.
-    invite: Option<Request>,
+    invite: Option<Box<Request>>,
     invite_seq: u32,
     /// Our INVITE to the callee until it has a final response (for CANCEL).
-    out_invite: Option<Request>,
+    out_invite: Option<Box<Request>>,
     out_invite_seq: u32,
     caller_100rel: bool,
     provisional_seen: bool,
@@ -228,10 +228,13 @@ pub struct Call {
     auth_attempts: u8,
     cancel: Cancel,
     /// Our 2xx to the caller, retransmitted until its ACK.
-    ok: Option<Response>,
+    ok: Option<Box<Response>>,
     retx_interval: Duration,
     /// The ACK we sent for the callee's 2xx, sent again on its retransmissions.
-    ack_sent: Option<Request>,
+    ack_sent: Option<Box<Request>>,
+    /// When `ack_sent` may be forgotten: the callee retransmits its 2xx for
+    /// 64*T1 at most.
+    ack_keep_deadline: Option<Instant>,
     byes: Vec<(Leg, u32)>,
     relays: Vec<Relay>,
     reinvite_ack: Option<ReinviteAck>,
@@ -289,7 +292,7 @@ impl Call {
     pub fn new(
         id: u64,
         invite: Request,
-        inbound_tp: LegTransport,
+        inbound_tp: Arc<LegTransport>,
         plan: Plan,
         settings: &CallSettings,
         now: Instant,
@@ -340,9 +343,9 @@ impl Call {
             outbound,
             caller: CallerState::Proceeding,
             callee: CalleeState::Calling,
-            invite: Some(invite),
+            invite: Some(Box::new(invite)),
             invite_seq,
-            out_invite: Some(req.clone()),
+            out_invite: Some(Box::new(req.clone())),
             out_invite_seq: out_seq,
             caller_100rel,
             provisional_seen: false,
@@ -352,6 +355,7 @@ impl Call {
             ok: None,
             retx_interval: settings.t1,
             ack_sent: None,
+            ack_keep_deadline: None,
             byes: Vec::new(),
             relays: Vec::new(),
             reinvite_ack: None,
@@ -432,6 +436,7 @@ impl Call {
             self.retx_deadline,
             self.ack_deadline,
             self.guard_deadline,
+            self.ack_keep_deadline,
         ]
         .into_iter()
         .flatten()
@@ -547,7 +552,7 @@ impl Call {
     }
 
     /// ACK the callee's 2xx, with `body` (late offer answer) if any.
-    fn ack_callee(&mut self, from_ack: Option<&Request>, out: &mut Vec<Action>) {
+    fn ack_callee(&mut self, from_ack: Option<&Request>, now: Instant, out: &mut Vec<Action>) {
         if self.callee != CalleeState::Answered {
             return;
         }
@@ -570,7 +575,8 @@ impl Call {
             leg: Leg::Outbound,
             message: crate::sip::Message::Request(ack.clone()),
         });
-        self.ack_sent = Some(ack);
+        self.ack_sent = Some(Box::new(ack));
+        self.ack_keep_deadline = Some(now + 64 * self.settings_t1);
         self.callee = CalleeState::Confirmed;
     }
 
@@ -616,7 +622,7 @@ impl Call {
     /// End an established call from our side (max duration, missing ACK):
     /// ACK the callee if needed, BYE both legs.
     fn hang_up_both(&mut self, reason: FinishReason, now: Instant, out: &mut Vec<Action>) {
-        self.ack_callee(None, out);
+        self.ack_callee(None, now, out);
         self.ok = None;
         self.retx_deadline = None;
         self.ack_deadline = None;
@@ -635,7 +641,7 @@ impl Call {
     /// A request received on `leg` that belongs to this call.
     pub fn on_request(&mut self, leg: Leg, request: Request, now: Instant, out: &mut Vec<Action>) {
         match request.method {
-            Method::Ack => self.on_ack(leg, &request, out),
+            Method::Ack => self.on_ack(leg, &request, now, out),
             Method::Cancel => self.on_cancel(leg, &request, now, out),
             Method::Bye => self.on_bye(leg, &request, now, out),
             Method::Options => {
@@ -661,7 +667,7 @@ impl Call {
         }
     }
 
-    fn on_ack(&mut self, leg: Leg, ack: &Request, out: &mut Vec<Action>) {
+    fn on_ack(&mut self, leg: Leg, ack: &Request, now: Instant, out: &mut Vec<Action>) {
         let Ok(seq) = ack.cseq().map(|c| c.seq) else {
             return;
         };
@@ -671,7 +677,7 @@ impl Call {
             self.retx_deadline = None;
             self.ack_deadline = None;
             self.invite = None;
-            self.ack_callee(Some(ack), out);
+            self.ack_callee(Some(ack), now, out);
             return;
         }
         if let Some(ra) = self.reinvite_ack {
@@ -749,7 +755,7 @@ impl Call {
         self.finish(FinishReason::Answered, 200, now);
         // The callee may still wait for our ACK.
         if leg == Leg::Inbound {
-            self.ack_callee(None, out);
+            self.ack_callee(None, now, out);
         }
         let other = leg.other();
         let other_up = match other {
@@ -758,7 +764,7 @@ impl Call {
         };
         if other_up {
             if other == Leg::Outbound {
-                self.ack_callee(None, out);
+                self.ack_callee(None, now, out);
             }
             self.bye(other, out);
         }
@@ -971,7 +977,7 @@ impl Call {
         else {
             return false;
         };
-        let mut retry = invite.clone();
+        let mut retry = Request::clone(invite);
         let seq = self.outbound.next_seq();
         retry.headers.remove_all(&HeaderName::Via);
         retry
@@ -989,7 +995,7 @@ impl Call {
         self.auth_attempts += 1;
         self.out_invite_seq = seq;
         self.provisional_seen = false;
-        self.out_invite = Some(retry.clone());
+        self.out_invite = Some(Box::new(retry.clone()));
         out.push(Action::Request {
             leg: Leg::Outbound,
             request: retry,
@@ -1018,7 +1024,7 @@ impl Call {
                 if let Some(ack) = &self.ack_sent {
                     out.push(Action::Transmit {
                         leg: Leg::Outbound,
-                        message: crate::sip::Message::Request(ack.clone()),
+                        message: crate::sip::Message::Request((**ack).clone()),
                     });
                 }
                 return;
@@ -1035,7 +1041,7 @@ impl Call {
         if self.caller != CallerState::Proceeding {
             // The CANCEL/200 race (RFC 3261 §9.1): the caller already has its
             // 487; ACK and BYE the callee.
-            self.ack_callee(None, out);
+            self.ack_callee(None, now, out);
             self.bye(Leg::Outbound, out);
             self.enter_ending(now);
             return;
@@ -1050,7 +1056,7 @@ impl Call {
         self.caller = CallerState::Answered;
         self.answered_at = Some(now);
         if !self.inbound_tp.reliable {
-            self.ok = Some(ok);
+            self.ok = Some(Box::new(ok));
             self.retx_interval = self.settings_t1;
             self.retx_deadline = Some(now + self.settings_t1);
         }
@@ -1142,6 +1148,7 @@ impl Call {
         self.retx_deadline = None;
         self.ack_deadline = None;
         self.guard_deadline = None;
+        self.ack_keep_deadline = None;
     }
 
     /// Runs the timers whose deadline is at or before `now`.
@@ -1163,7 +1170,7 @@ impl Call {
             if let (CallerState::Answered, Some(ok)) = (self.caller, &self.ok) {
                 out.push(Action::Transmit {
                     leg: Leg::Inbound,
-                    message: crate::sip::Message::Response(ok.clone()),
+                    message: crate::sip::Message::Response((**ok).clone()),
                 });
                 self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
                 self.retx_deadline = Some(now + self.retx_interval);
@@ -1175,6 +1182,10 @@ impl Call {
                 // No ACK within 64*T1 (RFC 3261 §13.3.1.4): end the call.
                 self.hang_up_both(FinishReason::Error, now, out);
             }
+        }
+        if self.ack_keep_deadline.is_some_and(|d| d <= now) {
+            self.ack_keep_deadline = None;
+            self.ack_sent = None;
         }
         if self.max_deadline.is_some_and(|d| d <= now) {
             self.max_deadline = None;

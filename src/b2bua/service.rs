@@ -151,6 +151,8 @@ struct Inner {
     admission: Admission,
     calls: DashMap<u64, Arc<Entry>>,
     legs: DashMap<LegKey, u64>,
+    /// Via/Contact addressing per (local socket, protocol).
+    leg_transports: DashMap<(SocketAddr, Protocol), Arc<LegTransport>>,
     next_id: AtomicU64,
     client_events: mpsc::Sender<ClientEvent>,
     timers: Mutex<BTreeSet<(Instant, u64)>>,
@@ -181,6 +183,7 @@ impl B2bua {
             admission,
             calls: DashMap::new(),
             legs: DashMap::new(),
+            leg_transports: DashMap::new(),
             next_id: AtomicU64::new(1),
             client_events,
             timers: Mutex::new(BTreeSet::new()),
@@ -359,6 +362,23 @@ async fn destination(ext: &ExternalPbx) -> Option<Destination> {
 }
 
 impl Inner {
+    /// Our Via/Contact addressing for a local socket, built once per socket.
+    fn leg_transport(
+        &self,
+        local: SocketAddr,
+        protocol: Protocol,
+        fallback: Option<IpAddr>,
+    ) -> Arc<LegTransport> {
+        if let Some(tp) = self.leg_transports.get(&(local, protocol)) {
+            return Arc::clone(tp.value());
+        }
+        let (host, port) = host_port(local, self.config.advertised_host.as_deref(), fallback);
+        let tp = Arc::new(LegTransport::new(&host, port, protocol_name(protocol)));
+        self.leg_transports
+            .insert((local, protocol), Arc::clone(&tp));
+        tp
+    }
+
     fn entry(&self, id: u64) -> Option<Arc<Entry>> {
         self.calls.get(&id).map(|e| Arc::clone(e.value()))
     }
@@ -491,8 +511,9 @@ impl Inner {
                 )
                 .await;
         };
+        // Own copies: the key lives as long as the call.
         let in_key = LegKey::Inbound {
-            call_id,
+            call_id: ByteStr::from(call_id.to_string()),
             remote_tag,
         };
         if self.legs.contains_key(&in_key) {
@@ -576,22 +597,17 @@ impl Inner {
                 )
                 .await;
         };
-        let advertised = self.config.advertised_host.as_deref();
-        let (in_host, in_port) = host_port(sr.source.local, advertised, None);
-        let inbound_tp = LegTransport::new(&in_host, in_port, protocol_name(sr.source.protocol));
+        let inbound_tp = self.leg_transport(sr.source.local, sr.source.protocol, None);
         let local_out = self
             .transports
             .sent_by_for(&outbound_dest)
             .unwrap_or(sr.source.local);
-        let (out_host, out_port) = host_port(
-            local_out,
-            advertised,
-            Some(sr.source.local.ip()).filter(|ip| !ip.is_unspecified()),
-        );
+        let fallback_ip = Some(sr.source.local.ip()).filter(|ip| !ip.is_unspecified());
+        let outbound_tp = self.leg_transport(local_out, protocol, fallback_ip);
         let plan = Plan {
             request_uri: target_uri,
             dial_timeout: ext.dial_timeout,
-            outbound: LegTransport::new(&out_host, out_port, protocol_name(protocol)),
+            outbound: outbound_tp,
             credentials: ext.credentials.as_ref().map(|c| {
                 Arc::new(DigestCredentials {
                     username: c.username.clone(),

@@ -8,8 +8,9 @@
 //! It does not add a Via (that needs the transport and a fresh branch) nor a
 //! Contact: the B2BUA adds both, since they depend on the leg's transport.
 //!
-//! The header values From/To of our requests are kept as the raw bytes that
-//! the dialog was set up with, so building a request copies no text.
+//! The header values From/To of our requests are kept as raw bytes, copied
+//! once when the dialog is set up (so the received datagram is not kept
+//! alive for the whole call); building a request copies no text.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -99,17 +100,18 @@ impl Dialog {
             .get(&HeaderName::From)
             .cloned()
             .unwrap_or_default();
-        let remote_target = contact_uri(request.contacts()?).unwrap_or_else(|| from.uri.clone());
+        let remote_target =
+            own_uri(contact_uri(request.contacts()?).unwrap_or_else(|| from.uri.clone()));
         Ok(Dialog {
-            call_id: request.call_id()?,
+            call_id: ByteStr::from(request.call_id()?.to_string()),
             local_header: with_tag(&to_raw, &local_tag),
             local_tag,
             remote_tag,
-            remote_header: from_raw,
+            remote_header: Bytes::copy_from_slice(&from_raw),
             local_seq: 0,
             remote_seq: Some(request.cseq()?.seq),
             remote_target,
-            route_set: request.record_route()?,
+            route_set: own_routes(request.record_route()?),
             state: DialogState::Confirmed,
         })
     }
@@ -163,14 +165,14 @@ impl Dialog {
         {
             self.remote_tag = ByteStr::from(tag.to_owned());
             if let Some(raw) = response.headers.get(&HeaderName::To) {
-                self.remote_header = raw.clone();
+                self.remote_header = Bytes::copy_from_slice(raw);
             }
             if let Some(uri) = contact_uri(response.contacts()?) {
-                self.remote_target = uri;
+                self.remote_target = own_uri(uri);
             }
             let mut routes = response.record_route()?;
             routes.reverse();
-            self.route_set = routes;
+            self.route_set = own_routes(routes);
         }
         self.state = if status.is_success() {
             DialogState::Confirmed
@@ -195,7 +197,7 @@ impl Dialog {
         }
         if matches!(request.method, Method::Invite | Method::Update) {
             if let Some(uri) = contact_uri(request.contacts()?) {
-                self.remote_target = uri;
+                self.remote_target = own_uri(uri);
             }
         }
         Ok(())
@@ -267,7 +269,7 @@ impl Dialog {
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
         if let Ok(Some(uri)) = response.contacts().map(contact_uri) {
-            self.remote_target = uri;
+            self.remote_target = own_uri(uri);
         }
     }
 
@@ -315,6 +317,20 @@ pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
     b.put_u8(b' ');
     b.put_slice(m.as_bytes());
     b.freeze()
+}
+
+/// A URI in a buffer of its own. Dialog state lives as long as the call; a
+/// slice of the received message would keep the whole datagram alive.
+fn own_uri(uri: Uri) -> Uri {
+    Uri::parse(&uri.to_string()).unwrap_or(uri)
+}
+
+/// Route set values in buffers of their own (see [`own_uri`]).
+fn own_routes(routes: Vec<NameAddr>) -> Vec<NameAddr> {
+    routes
+        .into_iter()
+        .map(|n| NameAddr::parse_single(&Bytes::from(n.to_string())).unwrap_or(n))
+        .collect()
 }
 
 /// `value;tag=<tag>`.

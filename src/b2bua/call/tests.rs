@@ -64,7 +64,7 @@ fn plan() -> Plan {
     Plan {
         request_uri: Uri::parse("sip:+74951234567@127.0.0.1:5080").unwrap(),
         dial_timeout: Duration::from_secs(30),
-        outbound: LegTransport::new("127.0.0.1", 5060, "udp"),
+        outbound: std::sync::Arc::new(LegTransport::new("127.0.0.1", 5060, "udp")),
         credentials: None,
     }
 }
@@ -82,11 +82,11 @@ impl Harness {
     fn new() -> Harness {
         Harness::with(
             settings(None),
-            LegTransport::new("203.0.113.5", 5060, "udp"),
+            std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp")),
         )
     }
 
-    fn with(settings: CallSettings, inbound: LegTransport) -> Harness {
+    fn with(settings: CallSettings, inbound: std::sync::Arc<LegTransport>) -> Harness {
         let now = Instant::now();
         let mut out = Vec::new();
         let call = Call::new(
@@ -583,7 +583,7 @@ fn no_ack_within_64_t1_hangs_up_both_legs() {
 fn ok_over_tcp_is_not_retransmitted() {
     let mut h = Harness::with(
         settings(None),
-        LegTransport::new("203.0.113.5", 5060, "tcp"),
+        std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "tcp")),
     );
     h.callee_responds(200, "v=0\r\n");
     h.take();
@@ -704,7 +704,7 @@ fn options_in_dialog_is_answered_here() {
 fn max_duration_hangs_up_both_legs() {
     let mut h = Harness::with(
         settings(Some(Duration::from_secs(60))),
-        LegTransport::new("203.0.113.5", 5060, "udp"),
+        std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp")),
     );
     h.answer();
     h.advance(Duration::from_secs(60));
@@ -719,7 +719,7 @@ fn reliable_provisional_and_prack_pass_through() {
     let invite = INVITE.replace("Supported: timer", "Supported: 100rel, timer");
     let now = Instant::now();
     let mut out = Vec::new();
-    let inbound = LegTransport::new("203.0.113.5", 5060, "udp");
+    let inbound = std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp"));
     let mut call = Call::new(
         7,
         request(&invite),
@@ -812,7 +812,7 @@ fn digest_challenge_is_answered_once_with_credentials() {
         username: "office".into(),
         password: "secret".into(),
     }));
-    let inbound = LegTransport::new("203.0.113.5", 5060, "udp");
+    let inbound = std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp"));
     let mut call = Call::new(
         7,
         request(INVITE),
