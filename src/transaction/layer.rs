@@ -230,7 +230,9 @@ impl ClientMachine {
 }
 
 enum ServerMachine {
-    Invite(InviteServer),
+    /// Boxed: it keeps the 100 (Trying) template and is larger than the
+    /// rest of the table entry.
+    Invite(Box<InviteServer>),
     NonInvite(NonInviteServer),
 }
 
@@ -282,8 +284,9 @@ struct ServerEntry {
     /// RFC 2543 keys only: the To tag of the final response, which the ACK
     /// must carry to match (§17.2.3).
     final_to_tag: Option<ByteStr>,
-    /// While a 2xx awaits its ACK: the entry in `Inner::awaiting_ack`.
-    ack_key: Option<AckKey>,
+    /// While a 2xx awaits its ACK: the entry in `Inner::awaiting_ack`
+    /// (boxed: only with `retransmit_2xx`).
+    ack_key: Option<Box<AckKey>>,
 }
 
 /// What executing a client step needs once the table lock is released.
@@ -748,7 +751,7 @@ impl Inner {
                     if self.config.retransmit_2xx {
                         m.retransmit_2xx();
                     }
-                    (ServerMachine::Invite(m), a)
+                    (ServerMachine::Invite(Box::new(m)), a)
                 } else {
                     let (m, a) = NonInviteServer::new(reliable, timers);
                     (ServerMachine::NonInvite(m), a)
@@ -889,7 +892,7 @@ impl Inner {
                 if let Some(ack_key) = ack_key {
                     self.awaiting_ack
                         .insert(ack_key.clone(), (key.clone(), entry.id));
-                    entry.ack_key = Some(ack_key);
+                    entry.ack_key = Some(Box::new(ack_key));
                 }
                 Ok::<_, TxError>(actions)
             })
