@@ -1777,4 +1777,72 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_and_timers_drain_after_mixed_traffic() {
+        let (layer, mut rx, _sink) = layer_with(LayerConfig {
+            retransmit_2xx: true,
+            ..LayerConfig::default()
+        });
+        let src = udp_source();
+        let mut clients = Vec::new();
+        for i in 0..60u32 {
+            // Server side: INVITEs answered 486 (ACKed or not), 200 (ACKed
+            // or not) or never; OPTIONS answered or not.
+            let mut inv = invite();
+            inv.headers.set(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKmix{i};rport"),
+            );
+            inv.headers.set(HeaderName::CallId, format!("mix-{i}"));
+            layer.on_message(inv.clone().into(), src).await.unwrap();
+            let req = loop {
+                match rx.recv().await {
+                    Some(Incoming::Request(r)) => break r,
+                    Some(Incoming::Ack { .. }) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            };
+            let code = [486, 200, 0][i as usize % 3];
+            if code != 0 {
+                let resp = response(&req.request, code, Some("t"));
+                req.tx.respond(resp.clone()).await.unwrap();
+                if i % 2 == 0 {
+                    let mut ack = build_ack(&inv, &resp);
+                    if code == 200 {
+                        ack.headers.set(
+                            HeaderName::Via,
+                            format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack{i}"),
+                        );
+                    }
+                    layer.on_message(ack.into(), src).await.unwrap();
+                }
+            }
+            // Client side: OPTIONS answered, or left to time out.
+            let opt = our_options(&format!("z9hG4bKcli{i}"));
+            let tx = layer.send_request(opt.clone(), peer()).await.unwrap();
+            if i % 2 == 0 {
+                layer
+                    .on_message(response(&opt, 200, Some("p")).into(), src)
+                    .await
+                    .unwrap();
+            }
+            clients.push(tx);
+        }
+        // The unanswered INVITEs get their 408 at 192 s, then Timer H.
+        advance(Duration::from_secs(190)).await;
+        assert_eq!(layer.transaction_counts(), (0, 20));
+        advance(Duration::from_secs(40)).await;
+        while rx.try_recv().is_ok() {}
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert!(layer.inner.awaiting_ack.is_empty());
+        assert_eq!(layer.inner.wheel.len(), 0, "no timer left behind");
+        for mut tx in clients {
+            let mut last = None;
+            while let Some(ev) = tx.recv().await {
+                last = Some(ev.event);
+            }
+            assert!(matches!(last, Some(ClientEventKind::Terminated)));
+        }
+    }
 }
