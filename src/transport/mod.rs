@@ -65,6 +65,9 @@ pub struct TransportConfig {
     pub message_timeout: Duration,
     /// Timeout of an outbound TCP connect.
     pub connect_timeout: Duration,
+    /// After a failed outbound connect, sends to that address fail at once
+    /// for this long (a dead peer stalls one sender, not every one).
+    pub connect_backoff: Duration,
     /// Capacity (in messages) of each TCP connection's send queue.
     pub connection_send_queue: usize,
     /// Which port UDP responses go to when the request did not ask for
@@ -83,6 +86,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(120),
             message_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            connect_backoff: Duration::from_secs(10),
             connection_send_queue: 256,
             response_port: ResponsePort::default(),
             overload_retry_after: 5,
@@ -149,6 +153,9 @@ pub enum TransportError {
     /// An outbound TCP connect did not finish in time.
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
+    /// A connect to this address failed moments ago; not retried yet.
+    #[error("{0} was unreachable moments ago (connect backoff)")]
+    Unreachable(SocketAddr),
     /// The TCP connection table is full.
     #[error("too many TCP connections (limit {0})")]
     TooManyConnections(usize),
@@ -720,5 +727,33 @@ mod tests {
             start.elapsed()
         );
         assert_eq!(t.metrics().tcp_incomplete_closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_connect_makes_the_next_sends_fail_fast_for_a_while() {
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        // A port nobody listens on: connect is refused.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dest = Destination::tcp(closed);
+        let bytes = Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+        assert!(matches!(
+            t.send_bytes(bytes.clone(), &dest).await,
+            Err(TransportError::Io { .. })
+        ));
+        assert!(matches!(
+            t.send_bytes(bytes.clone(), &dest).await,
+            Err(TransportError::Unreachable(a)) if a == closed
+        ));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // Tried again after the backoff.
+        assert!(matches!(
+            t.send_bytes(bytes, &dest).await,
+            Err(TransportError::Io { .. })
+        ));
+        assert_eq!(t.metrics().send_errors.load(Ordering::Relaxed), 3);
     }
 }

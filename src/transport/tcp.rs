@@ -81,9 +81,31 @@ impl Activity {
 pub(crate) struct ConnectionTable {
     by_id: DashMap<ConnectionId, Arc<Connection>>,
     by_peer: DashMap<SocketAddr, ConnectionId>,
+    /// When an outbound connect to an address last failed.
+    failed: DashMap<SocketAddr, Instant>,
 }
 
+/// Most addresses remembered as unreachable; beyond it the memory is reset.
+const MAX_FAILED_ADDRESSES: usize = 10_000;
+
 impl ConnectionTable {
+    fn recently_failed(&self, addr: SocketAddr, backoff: Duration) -> bool {
+        self.failed
+            .get(&addr)
+            .is_some_and(|at| at.elapsed() < backoff)
+    }
+
+    fn connect_failed(&self, addr: SocketAddr) {
+        if self.failed.len() >= MAX_FAILED_ADDRESSES {
+            self.failed.clear();
+        }
+        self.failed.insert(addr, Instant::now());
+    }
+
+    fn connect_succeeded(&self, addr: SocketAddr) {
+        self.failed.remove(&addr);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -366,19 +388,32 @@ pub(crate) async fn send(
             shared.config.max_connections,
         ));
     }
+    // Senders wait for the connect (the transaction layer needs the
+    // failure now, RFC 3261 §17.1.4); after one failure, fail fast for a
+    // while instead of making every request to a dead peer wait again.
+    if shared
+        .connections
+        .recently_failed(addr, shared.config.connect_backoff)
+    {
+        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        return Err(TransportError::Unreachable(addr));
+    }
     let dest = Destination::tcp(addr);
     let stream =
         match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => {
                 shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                shared.connections.connect_failed(addr);
                 return Err(TransportError::Io { dest, source });
             }
             Err(_) => {
                 shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                shared.connections.connect_failed(addr);
                 return Err(TransportError::ConnectTimeout(addr));
             }
         };
+    shared.connections.connect_succeeded(addr);
     shared.metrics.tcp_connected.fetch_add(1, Ordering::Relaxed);
     let id = start_connection(stream, addr, shared);
     shared.connections.send(id, bytes).inspect_err(|_| {
