@@ -195,6 +195,9 @@ pub enum ConfigErrorKind {
         /// Why.
         source: UriError,
     },
+    /// A `sips:` URI: it needs TLS, which vpbx does not speak yet.
+    #[error("sips: URIs need TLS, which is not supported yet; use sip: with transport udp or tcp")]
+    UnsupportedSips,
     /// A transport other than udp/tcp.
     #[error("bad transport: {0}")]
     BadTransport(#[source] AddrParseError),

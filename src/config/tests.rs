@@ -471,3 +471,34 @@ fn number_block_rejects_unknown_keys() {
         ["cfg/pbx/acme.toml:8:1: unknown field `number`, expected one of `numbers`, `forward`, `on_failure`, `enabled`, `comment`"]
     );
 }
+
+#[test]
+fn uri_transport_parameter_agrees_with_transport() {
+    let ext = |uri: &str, transport: &str| {
+        format!("id = \"acme\"\n[[external]]\nid = \"office\"\nuri = \"{uri}\"\n{transport}")
+    };
+    // The URI's parameter stands in for a missing `transport`.
+    let config = load_text("", &[("acme.toml", &ext("sip:10.0.0.1;transport=TCP", ""))]).unwrap();
+    assert_eq!(config.pbxs[0].externals[0].transport, Protocol::Tcp);
+    let config = load_text(
+        "",
+        &[(
+            "acme.toml",
+            &ext("sip:10.0.0.1;transport=tcp", "transport = \"tcp\"\n"),
+        )],
+    )
+    .unwrap();
+    assert_eq!(config.pbxs[0].externals[0].transport, Protocol::Tcp);
+    assert_eq!(
+        pbx_errors(&ext("sip:10.0.0.1;transport=tcp", "transport = \"udp\"\n")),
+        ["cfg/pbx/acme.toml:5:13: transport disagrees with the URI's ;transport= parameter"]
+    );
+    assert_eq!(
+        pbx_errors(&ext("sip:10.0.0.1;transport=sctp", "")),
+        ["cfg/pbx/acme.toml:4:7: bad transport: unknown transport protocol \"sctp\" (expected udp or tcp)"]
+    );
+    assert_eq!(
+        pbx_errors(&ext("sips:10.0.0.1", "")),
+        ["cfg/pbx/acme.toml:4:7: sips: URIs need TLS, which is not supported yet; use sip: with transport udp or tcp"]
+    );
+}

@@ -484,16 +484,43 @@ fn external(
         }
     };
     let transport = match &raw.transport {
-        None => Protocol::Udp,
+        None => None,
         Some(t) => match t.get_ref().parse::<Protocol>() {
-            Ok(p) => p,
+            Ok(p) => Some(p),
             Err(e) => {
                 c.err(t.span(), K::BadTransport(e));
                 ok = false;
-                Protocol::Udp
+                None
             }
         },
     };
+    // The URI may say `;transport=…` itself (RFC 3261 §19.1.1); it must
+    // agree with `transport`, and stands in for it when that is absent.
+    let uri_transport = match uri.as_ref().and_then(|u| u.transport()) {
+        None => None,
+        Some(param) => match param.parse::<Protocol>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.err(raw.uri.span(), K::BadTransport(e));
+                ok = false;
+                None
+            }
+        },
+    };
+    if let (Some(key), Some(param), Some(t)) = (transport, uri_transport, &raw.transport) {
+        if key != param {
+            c.err(
+                t.span(),
+                K::Inconsistent("transport disagrees with the URI's ;transport= parameter"),
+            );
+            ok = false;
+        }
+    }
+    if uri.as_ref().is_some_and(|u| u.secure) {
+        c.err(raw.uri.span(), K::UnsupportedSips);
+        ok = false;
+    }
+    let transport = transport.or(uri_transport).unwrap_or(Protocol::Udp);
     let credentials = match (&raw.username, &raw.password) {
         (Some(u), Some(p)) => Some(DigestCredentials {
             username: u.get_ref().clone(),
