@@ -87,7 +87,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let (transports, inbound) = Transports::bind(listen, transport_config(&config.daemon))
         .await
         .context("cannot start the SIP transports")?;
-    announce(&transports)?;
+    announce(&transports);
 
     let routes = Arc::new(Routes::new(
         RoutingTable::from_config(&config).context("invalid routing table")?,
@@ -173,13 +173,12 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Err(e) = cdr.shutdown().await {
         tracing::error!(error = %e, "CDR flush failed");
     }
-    println!(
-        "b2bua calls: active={} legs={}",
+    report(&format!(
+        "b2bua calls: active={} legs={}\ntransport counters: {}",
         b2bua.active_calls(),
-        b2bua.leg_entries()
-    );
-    println!("transport counters: {}", transports.metrics());
-    std::io::stdout().flush().context("stdout")?;
+        b2bua.leg_entries(),
+        transports.metrics()
+    ));
     tracing::info!("stopped");
     Ok(())
 }
@@ -228,14 +227,25 @@ fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
 }
 
 /// `listening PROTO ADDR` per bound socket, on stdout, flushed.
-fn announce(transports: &Transports) -> anyhow::Result<()> {
+fn announce(transports: &Transports) {
+    let lines: Vec<String> = transports
+        .local_addrs()
+        .into_iter()
+        .map(|l| {
+            tracing::info!(protocol = %l.protocol, addr = %l.addr, "listening");
+            format!("listening {} {}", l.protocol, l.addr)
+        })
+        .collect();
+    report(&lines.join("\n"));
+}
+
+/// A machine-readable line (or lines) on stdout, flushed. A closed or full
+/// stdout is not a reason to stop serving calls: the failure is only logged.
+fn report(text: &str) {
     let mut out = std::io::stdout().lock();
-    for l in transports.local_addrs() {
-        tracing::info!(protocol = %l.protocol, addr = %l.addr, "listening");
-        writeln!(out, "listening {} {}", l.protocol, l.addr).context("stdout")?;
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        tracing::warn!(error = %e, "cannot write to stdout");
     }
-    out.flush().context("stdout")?;
-    Ok(())
 }
 
 fn ignore_sighup() -> anyhow::Result<tokio::task::JoinHandle<()>> {

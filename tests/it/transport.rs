@@ -222,3 +222,54 @@ fn request_without_rport_is_answered_to_the_sent_by_port() {
         "answer went to the source port"
     );
 }
+
+#[test]
+fn a_full_stdout_does_not_stop_the_daemon() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(full) = full else {
+        eprintln!("SKIPPED a_full_stdout_does_not_stop_the_daemon: no /dev/full");
+        return;
+    };
+    let workdir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpbx"))
+        .current_dir(workdir.path())
+        .args(["run", "--listen", "udp:127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The port comes from the log line on stderr instead.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server: SocketAddr = loop {
+        let line = lines.next().expect("vpbx exited").unwrap();
+        if line.contains("listening") {
+            let addr = line.split("addr=").nth(1).expect("addr= in the log line");
+            break addr.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    thread::spawn(move || lines.for_each(drop));
+    let ua = UdpUa::new(server);
+    ua.send(options(server, "UDP", ua.local(), "full").as_bytes());
+    let answer = ua.recv_final(ANSWER_WAIT);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vpbx did not exit after SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(answer.expect("answer").status.as_u16(), 200);
+    assert!(status.success(), "exit status {status:?}");
+}
