@@ -682,6 +682,56 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_accepted_record_survives_a_shutdown_racing_the_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let options = WriterOptions {
+            queue_capacity: 8,
+            ..WriterOptions::default()
+        };
+        let writer = CdrWriter::spawn(&path, options).await.unwrap();
+        let mut senders = Vec::new();
+        for t in 0..4 {
+            let sink = writer.sink();
+            senders.push(tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in 0..10_000 {
+                    let r = record(t * 100_000 + i);
+                    let id = r.call_id.clone();
+                    match sink.write(r).await {
+                        Ok(()) => accepted.push(id),
+                        Err(CdrError::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                    if i % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                accepted
+            }));
+        }
+        // Let the writers get going, then shut down while they still send.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        let stats = writer.shutdown().await.unwrap();
+        let mut accepted = Vec::new();
+        for s in senders {
+            accepted.extend(s.await.unwrap());
+        }
+        assert!(
+            !accepted.is_empty() && accepted.len() < 40_000,
+            "{} accepted",
+            accepted.len()
+        );
+        let mut written: Vec<String> = read_lines(&path).into_iter().map(|r| r.call_id).collect();
+        accepted.sort();
+        written.sort();
+        assert_eq!(stats.records as usize, written.len());
+        assert_eq!(written, accepted);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn small_queue_backpressures_instead_of_dropping() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cdr.jsonl");
