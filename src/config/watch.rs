@@ -3,11 +3,11 @@
 //! and keep the running config.
 //!
 //! File changes are debounced (editors write several events per save); a
-//! SIGHUP reloads at once. Loading runs on the blocking pool so a big
-//! routing file never stalls the runtime.
+//! SIGHUP reloads at once. Loading and applying run on the blocking pool so
+//! a big routing file never stalls the runtime.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -62,12 +62,14 @@ impl Drop for WatchHandle {
 ///
 /// After each change (quiet for `debounce`) or signal, the directory is
 /// loaded with [`load`]; a valid config goes to `on_reload`, a bad one is
-/// logged error by error and dropped, so the running config stays. Must be
-/// called inside a tokio runtime.
+/// logged error by error and dropped, so the running config stays. Loading
+/// and `on_reload` run on tokio's blocking pool, one reload at a time, so
+/// `on_reload` may do heavy work such as building the routing table without
+/// stalling the runtime. Must be called inside a tokio runtime.
 pub fn watch<F>(
     dir: PathBuf,
     debounce: Duration,
-    mut on_reload: F,
+    on_reload: F,
 ) -> Result<WatchHandle, WatchError>
 where
     F: FnMut(Config) + Send + 'static,
@@ -107,10 +109,15 @@ where
         }
     });
 
-    let loader: Loader = Arc::new(move || load(&dir));
-    let task = tokio::spawn(reload_loop(rx, debounce, loader, move |outcome| {
-        apply(outcome, &mut on_reload);
-    }));
+    let on_reload = Mutex::new(on_reload);
+    let job: Job = Arc::new(move || {
+        let outcome = load(&dir);
+        // Only this job calls it, one reload at a time; a panic in an
+        // earlier call leaves nothing half-done in the closure we rely on.
+        let mut on_reload = on_reload.lock().unwrap_or_else(PoisonError::into_inner);
+        apply(outcome, &mut *on_reload);
+    });
+    let task = tokio::spawn(reload_loop(rx, debounce, job));
     Ok(WatchHandle {
         task,
         signal_task,
@@ -155,18 +162,17 @@ pub(crate) fn apply<F: FnMut(Config)>(
     }
 }
 
-/// Loads the config (runs on the blocking pool).
-pub(crate) type Loader = Arc<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
+/// Loads the config and applies it (runs on the blocking pool).
+pub(crate) type Job = Arc<dyn Fn() + Send + Sync>;
 
-/// The debounce loop: ends when every trigger sender is gone.
-pub(crate) async fn reload_loop<F>(
+/// The debounce loop: runs `job` (load and apply) on the blocking pool after
+/// each debounced change or signal, one at a time; ends when every trigger
+/// sender is gone.
+pub(crate) async fn reload_loop(
     mut triggers: mpsc::Receiver<Trigger>,
     debounce: Duration,
-    loader: Loader,
-    mut on_outcome: F,
-) where
-    F: FnMut(Result<Config, ConfigErrors>) + Send,
-{
+    job: Job,
+) {
     let mut deadline: Option<Instant> = None;
     loop {
         let due = async {
@@ -188,10 +194,9 @@ pub(crate) async fn reload_loop<F>(
         };
         if reload_now {
             deadline = None;
-            let loader = loader.clone();
-            match tokio::task::spawn_blocking(move || loader()).await {
-                Ok(outcome) => on_outcome(outcome),
-                Err(e) => tracing::error!(error = %e, "config load task failed"),
+            let job = job.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || job()).await {
+                tracing::error!(error = %e, "config reload task failed");
             }
         }
     }
@@ -201,7 +206,6 @@ pub(crate) async fn reload_loop<F>(
 mod tests {
     use super::*;
     use std::path::Path;
-    use std::sync::Mutex;
 
     const DAEMON: &str = "listen = [\"udp:127.0.0.1:0\"]\n";
 
@@ -235,12 +239,12 @@ mod tests {
         let applied: Applied = Arc::default();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let dir = dir.to_path_buf();
-        let loader: Loader = Arc::new(move || load(&dir));
         let sink = applied.clone();
-        tokio::spawn(reload_loop(rx, debounce, loader, move |outcome| {
-            let ok = apply(outcome, &mut |c| sink.lock().unwrap().push(c));
+        let job: Job = Arc::new(move || {
+            let ok = apply(load(&dir), &mut |c| sink.lock().unwrap().push(c));
             let _ = done_tx.send(ok);
-        }));
+        });
+        tokio::spawn(reload_loop(rx, debounce, job));
         (tx, applied, done_rx)
     }
 
