@@ -68,8 +68,11 @@ pub const ALLOWED_METHODS: &[Method] = &[
     Method::Notify,
 ];
 
-/// Option tags we support (`Supported`; any other tag in `Require` is 420).
-pub const SUPPORTED_OPTION_TAGS: &[&str] = &[];
+/// Option tags we support (`Supported`; any other tag in `Require` is 420):
+/// reliable provisionals (RFC 3262, PRACK relayed end to end) and session
+/// timers (RFC 4028, Session-Expires/Min-SE relayed, refreshes relayed in
+/// the dialog). The B2BUA passes `Require` on to the callee.
+pub const SUPPORTED_OPTION_TAGS: &[&str] = &["100rel", "timer"];
 
 /// Body types we accept in an INVITE and answer with (`Accept`).
 pub const SESSION_BODY_TYPES: &[&str] = &["application/sdp"];
@@ -633,7 +636,7 @@ mod tests {
             r.headers.get(&HeaderName::Accept).unwrap().as_ref(),
             b"application/sdp"
         );
-        assert!(r.headers.get(&HeaderName::Supported).is_some());
+        assert_eq!(r.supported().unwrap(), SUPPORTED_OPTION_TAGS);
         assert!(r.to().unwrap().tag().is_some());
     }
 
@@ -721,6 +724,15 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, StatusCode::BAD_EXTENSION);
         assert_eq!(r.unsupported().unwrap(), ["nobody-knows"]);
+    }
+
+    #[test]
+    fn invite_requiring_what_the_b2bua_relays_is_not_refused() {
+        let req = request(
+            "INVITE sip:+74951234567@example.com",
+            "Require: 100rel, timer\r\nSession-Expires: 1800\r\n",
+        );
+        assert!(uas().reject(&req).is_none());
     }
 
     #[test]
