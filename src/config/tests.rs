@@ -502,3 +502,35 @@ fn uri_transport_parameter_agrees_with_transport() {
         ["cfg/pbx/acme.toml:4:7: sips: URIs need TLS, which is not supported yet; use sip: with transport udp or tcp"]
     );
 }
+
+proptest::proptest! {
+    /// Any edit of a valid PBX file either loads or yields errors that all
+    /// point inside the file; it never panics.
+    #[test]
+    fn mangled_pbx_files_never_panic(
+        at in 0usize..2000,
+        len in 0usize..40,
+        insert in "\\PC{0,12}",
+    ) {
+        let base = EMBEDDED_PBXS[0].1;
+        let mut at = at.min(base.len());
+        while !base.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + len).min(base.len());
+        while !base.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = format!("{}{}{}", &base[..at], insert, &base[end..]);
+        let lines = text.lines().count().max(1);
+        if let Err(errors) = load_text("", &[("demo.toml", &text)]) {
+            proptest::prop_assert!(!errors.errors().is_empty());
+            for e in errors.errors() {
+                if let Some(p) = e.location.position {
+                    proptest::prop_assert!(p.line >= 1 && p.line <= lines + 1, "{e}");
+                    proptest::prop_assert!(p.column >= 1, "{e}");
+                }
+            }
+        }
+    }
+}

@@ -66,11 +66,7 @@ impl Drop for WatchHandle {
 /// and `on_reload` run on tokio's blocking pool, one reload at a time, so
 /// `on_reload` may do heavy work such as building the routing table without
 /// stalling the runtime. Must be called inside a tokio runtime.
-pub fn watch<F>(
-    dir: PathBuf,
-    debounce: Duration,
-    on_reload: F,
-) -> Result<WatchHandle, WatchError>
+pub fn watch<F>(dir: PathBuf, debounce: Duration, on_reload: F) -> Result<WatchHandle, WatchError>
 where
     F: FnMut(Config) + Send + 'static,
 {
