@@ -52,8 +52,8 @@ pub struct DaemonConfig {
     /// Sockets to listen on, `"udp:ADDR:PORT"` / `"tcp:ADDR:PORT"`.
     /// Default: `udp:127.0.0.1:5060` and `tcp:127.0.0.1:5060`.
     pub listen: Vec<ListenAddr>,
-    /// SIP domain this daemon serves (used in From/To of requests it
-    /// originates). Default: none.
+    /// SIP domain this daemon serves, for requests it originates itself
+    /// (registrations; not used yet). Default: none.
     pub domain: Option<String>,
     /// Host (IP or name) put in Via and Contact of outgoing messages; needed
     /// when listening on a wildcard or behind NAT. Default: the address of
