@@ -178,7 +178,11 @@ pub enum ClientEventKind {
 /// - ACK 2xx responses to INVITE (end-to-end, §13.2.2.4), including each
 ///   retransmitted 2xx delivered in Accepted, and retransmit its own 2xx
 ///   until the ACK arrives (§13.3.1.4): the layer ACKs only non-2xx finals
-///   and retransmits only non-2xx finals.
+///   and retransmits only non-2xx finals, unless
+///   [`LayerConfig::retransmit_2xx`] hands it the 2xx retransmission.
+/// - Handle [`Incoming::Event`]: Timer H (no ACK), Timer Unanswered (the TU
+///   left a request unanswered; an INVITE then got 408) and transport
+///   errors of server transactions.
 /// - Answer CANCEL: it arrives as its own request; find the INVITE with
 ///   [`TransactionLayer::find_invite`], answer the CANCEL 200 (or 481 when
 ///   there is none) and the INVITE 487 (§9.2).
