@@ -6,7 +6,8 @@
 //!
 //! Each bound socket is reported on stdout as `listening PROTO ADDR` (port 0
 //! resolved), so scripts and tests learn the ports; at exit the transport
-//! counters are printed as `transport counters: name=value ...`.
+//! counters are printed as `transport counters: name=value ...` and
+//! `transaction counters: ...`.
 //!
 //! Every message goes through the transaction layer. The transaction user
 //! first lets [`Uas`] refuse what the validator refuses (the RFC 4475
@@ -177,10 +178,11 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         tracing::error!(error = %e, "CDR flush failed");
     }
     report(&format!(
-        "b2bua calls: active={} legs={}\ntransport counters: {}",
+        "b2bua calls: active={} legs={}\ntransport counters: {}\ntransaction counters: {}",
         b2bua.active_calls(),
         b2bua.leg_entries(),
-        transports.metrics()
+        transports.metrics(),
+        layer.metrics()
     ));
     tracing::info!("stopped");
     Ok(())

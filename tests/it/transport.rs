@@ -175,6 +175,12 @@ fn garbage_datagrams_are_dropped_and_counted() {
         .unwrap_or_else(|| panic!("no counters line in stdout: {stdout:?}"));
     assert!(counters.contains(" malformed_dropped=3"), "{counters}");
     assert!(counters.contains(" udp_datagrams_received=4"), "{counters}");
+    // Only the OPTIONS got as far as the transaction layer.
+    let tx = stdout
+        .iter()
+        .find(|l| l.starts_with("transaction counters:"))
+        .unwrap_or_else(|| panic!("no transaction counters in stdout: {stdout:?}"));
+    assert!(tx.contains(" server_transactions=1 "), "{tx}");
 }
 
 #[test]
