@@ -1,11 +1,17 @@
 //! The INVITE client transaction: RFC 3261 §17.1.1 with the Accepted state
 //! and Timer M of RFC 6026 §7.2, plus the ACK for non-2xx finals
 //! (§17.1.1.3) and the CANCEL it may need (§9.1).
+//!
+//! Proceeding has no timeout in RFC 3261 (the TU cancels); so that a peer
+//! that never sends a final response cannot keep the transaction forever,
+//! Timer Unanswered ends it with a timeout after [`UNANSWERED_INVITE`], and
+//! Timer Cancelled 64*T1 after a CANCEL.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::timers::UNANSWERED_INVITE;
 use super::{encode_request, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
 use crate::sip::{HeaderName, Method, Request, Response};
 
@@ -49,6 +55,9 @@ pub struct InviteClient {
     cancel_pending: bool,
     /// A CANCEL was sent; Timer Cancelled runs (§9.1).
     cancelled: bool,
+    /// How long the INVITE has been in Proceeding, in whole Timer
+    /// Unanswered periods.
+    proceeding_for: Duration,
 }
 
 impl InviteClient {
@@ -79,6 +88,7 @@ impl InviteClient {
             ack: None,
             cancel_pending: false,
             cancelled: false,
+            proceeding_for: Duration::ZERO,
         };
         (tx, out)
     }
@@ -100,6 +110,10 @@ impl InviteClient {
         let status = response.status;
         match self.state {
             Calling | Proceeding if status.is_provisional() => {
+                if self.state == Calling {
+                    // Proceeding has no RFC timeout; see Timer Unanswered.
+                    out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
+                }
                 self.state = Proceeding;
                 out.push(Action::Deliver(TuEvent::Response(response)));
             }
@@ -163,6 +177,14 @@ impl InviteClient {
             }
             (Calling, Timer::B) => self.time_out(&mut out),
             (Calling | Proceeding, Timer::Cancelled) => self.time_out(&mut out),
+            (Proceeding, Timer::Unanswered) => {
+                self.proceeding_for += self.config.t1x64();
+                if self.proceeding_for < UNANSWERED_INVITE {
+                    out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
+                } else {
+                    self.time_out(&mut out);
+                }
+            }
             (Completed, Timer::D) | (Accepted, Timer::M) => {
                 self.state = Terminated;
                 out.push(Action::Terminate);
@@ -224,6 +246,26 @@ impl InviteClient {
             Proceeding => Ok((None, Actions::default())),
             Completed | Accepted | Terminated => Err(TxError::NothingToCancel),
         }
+    }
+
+    /// The TU sent a CANCEL for this INVITE itself (as its own client
+    /// transaction): start waiting 64*T1 for the final response (§9.1), as
+    /// [`InviteClient::cancel`] does.
+    pub fn on_cancel_sent(&mut self) -> Actions {
+        let mut out = Actions::default();
+        let open = matches!(
+            self.state,
+            InviteClientState::Calling | InviteClientState::Proceeding
+        );
+        if open && !self.cancelled {
+            self.cancelled = true;
+            self.cancel_pending = false;
+            out.push(Action::Schedule(
+                Timer::Cancelled,
+                self.config.initial(Timer::Cancelled, self.reliable),
+            ));
+        }
+        out
     }
 
     /// The CANCEL requested in Calling, once a provisional response moved
@@ -529,6 +571,36 @@ mod tests {
         // No final response within 64*T1 of the CANCEL: give up (§9.1).
         clock.run_until(secs(60), |t| tx.on_timer(t));
         assert_eq!(clock.terminated_at(), Some(secs(42)));
+        assert!(matches!(
+            clock.delivered().last(),
+            Some((_, TuEvent::Timeout))
+        ));
+    }
+
+    #[test]
+    fn a_cancel_sent_by_the_tu_starts_the_64_t1_wait() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_response(response(&invite(), 180, Some("r"))));
+        clock.run_until(secs(5), |t| tx.on_timer(t));
+        clock.absorb(tx.on_cancel_sent());
+        assert!(tx.on_cancel_sent().is_empty(), "once");
+        clock.run_until(secs(60), |t| tx.on_timer(t));
+        assert_eq!(clock.terminated_at(), Some(secs(37)));
+        assert!(matches!(
+            clock.delivered().last(),
+            Some((_, TuEvent::Timeout))
+        ));
+    }
+
+    #[test]
+    fn proceeding_without_a_final_ends_after_timer_unanswered() {
+        let (mut tx, mut clock) = start(false);
+        clock.absorb(tx.on_response(response(&invite(), 180, Some("r"))));
+        clock.run_until(secs(191), |t| tx.on_timer(t));
+        assert_eq!(tx.state(), InviteClientState::Proceeding);
+        clock.run_until(secs(200), |t| tx.on_timer(t));
+        assert_eq!(tx.state(), InviteClientState::Terminated);
+        assert_eq!(clock.terminated_at(), Some(secs(192)));
         assert!(matches!(
             clock.delivered().last(),
             Some((_, TuEvent::Timeout))

@@ -86,6 +86,15 @@ impl ClientKey {
         })
     }
 
+    /// The key of the transaction with this branch and another method (the
+    /// INVITE a CANCEL belongs to).
+    pub(crate) fn with_method(&self, method: Method) -> Self {
+        Self {
+            branch: self.branch.clone(),
+            method,
+        }
+    }
+
     /// The branch parameter.
     pub fn branch(&self) -> &str {
         &self.branch

@@ -557,6 +557,9 @@ impl Inner {
             return Err(TxError::AckTransaction);
         }
         let key = ClientKey::for_request(&request)?;
+        if request.method == Method::Cancel {
+            self.cancel_sent(&key.with_method(Method::Invite)).await;
+        }
         let reliable = dest.protocol.is_reliable();
         let id = self.next_id();
         let actions = match self.clients.entry(key.clone()) {
@@ -660,6 +663,19 @@ impl Inner {
             self.start_client(cancel, ctx.dest, ctx.events).await?;
         }
         Ok(())
+    }
+
+    /// A CANCEL is going out for the INVITE client transaction `invite`
+    /// (built by the TU or by `cancel`): its final response is now awaited
+    /// 64*T1 at most (§9.1).
+    async fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) {
+        let stepped = self.lock_client(invite, None, |m| match m {
+            ClientMachine::Invite(m) => m.on_cancel_sent(),
+            ClientMachine::NonInvite(_) => Actions::default(),
+        });
+        if let Some((actions, ctx)) = stepped {
+            self.execute_client(invite, &ctx, actions).await;
+        }
     }
 
     /// Carries out a client machine's actions; a failed send feeds the
@@ -1848,5 +1864,43 @@ mod tests {
             }
             assert!(matches!(last, Some(ClientEventKind::Terminated)));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_from_the_tu_bounds_its_invite() {
+        let (layer, _rx, sink) = layer();
+        let mut inv = invite();
+        inv.headers.remove_all(&HeaderName::Via);
+        inv.headers.push_front(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKtu",
+        );
+        let mut tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        layer
+            .on_message(response(&inv, 180, Some("r")).into(), udp_source())
+            .await
+            .unwrap();
+        // The TU builds and sends the CANCEL itself; the callee answers it
+        // but never sends a final response for the INVITE.
+        let cancel = build_cancel(&inv);
+        let mut ctx = layer.send_request(cancel.clone(), peer()).await.unwrap();
+        layer
+            .on_message(response(&cancel, 200, Some("r")).into(), udp_source())
+            .await
+            .unwrap();
+        assert_eq!(sink.sent().len(), 2);
+        advance(Duration::from_secs(33)).await;
+        let mut kinds = Vec::new();
+        while let Some(ev) = tx.recv().await {
+            kinds.push(ev.event);
+        }
+        assert!(matches!(kinds[0], ClientEventKind::Response(_)));
+        assert!(matches!(kinds[1], ClientEventKind::Timeout));
+        assert!(matches!(kinds[2], ClientEventKind::Terminated));
+        assert!(matches!(
+            ctx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
     }
 }

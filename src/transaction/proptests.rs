@@ -111,9 +111,10 @@ proptest! {
                 Event::Status(code) => tx.on_response(response(&invite(), code, Some("t"))),
                 Event::TransportError => tx.on_transport_error(),
                 Event::Cancel => tx.cancel().map(|(_, a)| a).unwrap_or_default(),
-                Event::Retransmission | Event::Ack => {
+                Event::Retransmission => {
                     tx.take_pending_cancel().map(|(_, a)| a).unwrap_or_default()
                 }
+                Event::Ack => tx.on_cancel_sent(),
             };
             c.step(actions)?;
             prop_assert_eq!(c.terminated, tx.state() == InviteClientState::Terminated);
