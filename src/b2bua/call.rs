@@ -108,7 +108,8 @@ impl LegTransport {
         }
     }
 
-    fn via(&self, branch: &str) -> Bytes {
+    /// Our Via value with `branch`.
+    pub fn via(&self, branch: &str) -> Bytes {
         let mut b = BytesMut::with_capacity(self.via_prefix.len() + branch.len() + 6);
         b.put_slice(&self.via_prefix);
         b.put_slice(branch.as_bytes());
@@ -1205,6 +1206,54 @@ impl Call {
             self.give_up();
         }
     }
+}
+
+/// The ACK and the BYE for a 2xx to an INVITE of ours that no call owns any
+/// more (RFC 3261 §13.2.2.4: every 2xx is ACKed; a UA that does not want the
+/// session then sends BYE), built from the response alone: Request-URI from
+/// its Contact, Route from its Record-Route reversed. Without Via: the
+/// caller adds its own. `None` for anything but a 2xx to INVITE with a To tag.
+pub fn ack_and_bye_for_stray_2xx(response: &Response) -> Option<(Request, Request)> {
+    if !response.status.is_success() {
+        return None;
+    }
+    let cseq = response.cseq().ok()?;
+    if cseq.method != Method::Invite {
+        return None;
+    }
+    let to = response.to().ok()?;
+    to.tag()?;
+    let target = match response.contacts().ok().flatten() {
+        Some(crate::sip::Contact::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
+        _ => None,
+    }
+    .unwrap_or(to.uri);
+    let mut routes = response.record_route().ok()?;
+    routes.reverse();
+    let h = &response.headers;
+    let (from, to_raw, call_id) = (
+        h.get(&HeaderName::From)?,
+        h.get(&HeaderName::To)?,
+        h.get(&HeaderName::CallId)?,
+    );
+    let build = |method: Method, seq: u32| {
+        let mut r = Request::new(method.clone(), target.clone());
+        for route in &routes {
+            r.headers
+                .push(HeaderName::Route, Bytes::from(route.to_string()));
+        }
+        r.headers.push(HeaderName::From, from.clone());
+        r.headers.push(HeaderName::To, to_raw.clone());
+        r.headers.push(HeaderName::CallId, call_id.clone());
+        r.headers.push(HeaderName::CSeq, cseq_value(seq, &method));
+        r.headers
+            .push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+        r
+    };
+    Some((
+        build(Method::Ack, cseq.seq),
+        build(Method::Bye, cseq.seq.wrapping_add(1)),
+    ))
 }
 
 /// From of the outbound INVITE: the caller's display name and user (caller

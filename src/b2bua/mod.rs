@@ -33,6 +33,10 @@
 //! | other 5xx                                | 500                  | `rejected`    |
 //! | other 4xx, other 6xx (603, 604, 606)     | the same status      | `rejected`    |
 //!
+//! Of the number's `on_failure` actions only `hangup` exists without media;
+//! `prompt` and `voicemail` need media anchoring (a later issue) and act as
+//! `hangup` until then.
+//!
 //! 503 is never passed on: towards a carrier it would say that *we* are
 //! overloaded and divert its traffic away from us. Our own refusals: unknown
 //! number 404 (`not_found`), disabled number 480 (`unavailable`), overload and

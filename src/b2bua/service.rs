@@ -33,7 +33,7 @@ use crate::transport::{Destination, Protocol, Source, Transports};
 
 use super::admission::{self, Admission, CallSlot, Refusal};
 use super::auth::DigestCredentials;
-use super::call::{Action, Call, CallSettings, Leg, LegTransport, Plan};
+use super::call::{ack_and_bye_for_stray_2xx, Action, Call, CallSettings, Leg, LegTransport, Plan};
 use super::{ids, FinishReason};
 
 /// Settings of the B2BUA, from the daemon config.
@@ -253,18 +253,23 @@ impl B2bua {
                 }
                 None
             }
-            Incoming::Response { response, .. } => {
+            Incoming::Response { response, source } => {
                 // A 2xx retransmission after the client transaction ended.
                 let leg = response
                     .top_via()
                     .ok()
                     .and_then(|v| v.branch().and_then(ids::parse_branch))
                     .map(|(id, leg, _)| (id, leg));
+                // Not an answer to anything we sent: dropped.
                 if let Some((id, leg)) = leg {
-                    if let Some(entry) = self.inner.entry(id) {
-                        self.inner
-                            .step(&entry, Input::Response(leg, response))
-                            .await;
+                    match self.inner.entry(id) {
+                        Some(entry) => {
+                            self.inner
+                                .step(&entry, Input::Response(leg, response))
+                                .await;
+                        }
+                        // Our INVITE, but its call is gone.
+                        None => self.inner.end_stray_2xx(&response, &source).await,
                     }
                 }
                 None
@@ -381,6 +386,42 @@ impl Inner {
 
     fn entry(&self, id: u64) -> Option<Arc<Entry>> {
         self.calls.get(&id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// A 2xx to an INVITE that no call owns (it ended meanwhile): ACK it
+    /// and BYE it, so the callee does not keep a session nobody relays.
+    async fn end_stray_2xx(self: &Arc<Self>, response: &Response, source: &Source) {
+        let Some((mut ack, mut bye)) = ack_and_bye_for_stray_2xx(response) else {
+            return;
+        };
+        let dest = Destination {
+            protocol: source.protocol,
+            addr: source.peer,
+        };
+        let tp = self.leg_transport(source.local, source.protocol, None);
+        // Call number 0 is never used: events of this BYE find no call.
+        for r in [&mut ack, &mut bye] {
+            let seq = r.cseq().map(|c| c.seq).unwrap_or_default();
+            r.headers.push_front(
+                HeaderName::Via,
+                tp.via(&ids::branch_for(0, Leg::Outbound, seq)),
+            );
+        }
+        tracing::debug!(call_id = ?response.call_id().ok(), "stray 2xx: ACK and BYE");
+        if let Err(e) = self
+            .transports
+            .send_bytes(Message::Request(ack).to_bytes(), &dest)
+            .await
+        {
+            tracing::debug!(error = %e, "ACK for a stray 2xx not sent");
+        }
+        if let Err(e) = self
+            .txn
+            .send_request_with(bye, dest, self.client_events.clone())
+            .await
+        {
+            tracing::debug!(error = %e, "BYE for a stray 2xx not sent");
+        }
     }
 
     /// The call and leg an in-dialog request (or CANCEL/ACK) belongs to.

@@ -515,6 +515,11 @@ fn reload_under_traffic_fails_no_call() {
     editor.join().unwrap();
     assert_ok("caller", &uac);
     wait_ok("callee", uas);
+    let log = rig.daemon().stderr_text();
+    assert!(
+        log.contains("config reloaded"),
+        "no reload happened:\n{log}"
+    );
     let cdrs = rig.stop();
     assert_cdrs(&cdrs, calls as usize, "answered", 200);
 }

@@ -902,3 +902,29 @@ fn terminate_refuses_a_ringing_call_with_503_and_cancels_the_callee() {
     assert_eq!(requests(&out, Leg::Outbound)[0].method, Method::Cancel);
     assert!(h.call.is_finished());
 }
+
+#[test]
+fn stray_2xx_gets_an_ack_and_a_bye_in_its_dialog() {
+    let h = Harness::new();
+    let mut ok = Response::for_request(&h.invite_b, StatusCode::OK);
+    ok.set_to_tag("late");
+    ok.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:callee@127.0.0.1:5080>"),
+    );
+    let ok = roundtrip_response(&ok);
+    let (ack, bye) = ack_and_bye_for_stray_2xx(&ok).unwrap();
+    let (ack, bye) = (roundtrip_request(&ack), roundtrip_request(&bye));
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(bye.cseq().unwrap().seq, 2);
+    assert_eq!(bye.cseq().unwrap().method, Method::Bye);
+    for r in [&ack, &bye] {
+        assert_eq!(r.uri.to_string(), "sip:callee@127.0.0.1:5080");
+        assert_eq!(r.to().unwrap().tag(), Some("late"));
+        assert_eq!(r.call_id().unwrap(), h.invite_b.call_id().unwrap());
+        assert_eq!(r.from().unwrap().tag(), h.invite_b.from().unwrap().tag());
+    }
+    let ringing = roundtrip_response(&Response::for_request(&h.invite_b, StatusCode::RINGING));
+    assert!(ack_and_bye_for_stray_2xx(&ringing).is_none());
+}
