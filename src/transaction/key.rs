@@ -145,22 +145,21 @@ pub(crate) struct Rfc2543Key {
     top_via: String,
 }
 
-/// Identifies a server transaction (§17.2.3).
+/// Identifies a server transaction (§17.2.3): built by the RFC 3261 rules
+/// when the top Via branch carries the magic cookie, by the RFC 2543
+/// fallback otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ServerKey {
-    /// The top Via branch carries the magic cookie: branch, sent-by and
-    /// method (ACK matches the INVITE).
+pub struct ServerKey(ServerKeyKind);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ServerKeyKind {
+    /// Branch, sent-by and method (INVITE for an ACK).
     Rfc3261 {
-        /// Top Via branch.
         branch: ByteStr,
-        /// Top Via sent-by.
-        #[allow(private_interfaces)]
         sent_by: SentBy,
-        /// Request method; INVITE for an ACK.
         method: Method,
     },
-    /// RFC 2543 peer: Request-URI, tags, Call-ID, CSeq and top Via.
-    #[allow(private_interfaces)]
+    /// Request-URI, tags, Call-ID, CSeq and top Via.
     Rfc2543(Box<Rfc2543Key>),
 }
 
@@ -187,11 +186,11 @@ impl ServerKey {
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
         let via = header("Via", resp.top_via())?;
         match branch_of(&via) {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self::Rfc3261 {
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
                 branch,
                 sent_by: SentBy::of(&via),
                 method: header("CSeq", resp.cseq())?.method,
-            }),
+            })),
             _ => Err(KeyError::NoBranch),
         }
     }
@@ -205,18 +204,18 @@ impl ServerKey {
 
     fn with_method(req: &Request, via: &Via, method: Method) -> Result<Self, KeyError> {
         match branch_of(via) {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self::Rfc3261 {
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
                 branch,
                 sent_by: SentBy::of(via),
                 method,
-            }),
+            })),
             _ => {
                 let to_tag = if method == Method::Invite {
                     None
                 } else {
                     header("To", req.to())?.tag().map(owned)
                 };
-                Ok(Self::Rfc2543(Box::new(Rfc2543Key {
+                Ok(Self(ServerKeyKind::Rfc2543(Box::new(Rfc2543Key {
                     request_uri: req.uri.to_string(),
                     to_tag,
                     from_tag: header("From", req.from())?.tag().map(owned),
@@ -224,7 +223,7 @@ impl ServerKey {
                     cseq: header("CSeq", req.cseq())?.seq,
                     method,
                     top_via: via.to_string(),
-                })))
+                }))))
             }
         }
     }
@@ -232,14 +231,14 @@ impl ServerKey {
     /// True for keys built by the RFC 2543 fallback; an ACK matching such a
     /// key must also carry the To tag of the response that was sent.
     pub fn is_rfc2543(&self) -> bool {
-        matches!(self, Self::Rfc2543(_))
+        matches!(self.0, ServerKeyKind::Rfc2543(_))
     }
 
     /// The method of the request that created the transaction.
     pub fn method(&self) -> &Method {
-        match self {
-            Self::Rfc3261 { method, .. } => method,
-            Self::Rfc2543(k) => &k.method,
+        match &self.0 {
+            ServerKeyKind::Rfc3261 { method, .. } => method,
+            ServerKeyKind::Rfc2543(k) => &k.method,
         }
     }
 }
