@@ -83,6 +83,9 @@ const SERVER: &str = concat!("vpbx/", env!("CARGO_PKG_VERSION"));
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
+    // Before the sockets are announced: a SIGTERM sent as soon as a client
+    // sees them must drain, not kill the process (the default action).
+    let mut termination = Termination::new()?;
     let listen = if opts.listen_overrides.is_empty() {
         &config.daemon.listen
     } else {
@@ -153,15 +156,10 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         numbers = routes.load().len(),
         "vpbx running"
     );
-    wait_for_termination().await?;
+    termination.wait().await;
 
     // Requests keep flowing while draining, so calls in progress can end.
-    let second_signal = async {
-        if wait_for_termination().await.is_err() {
-            // No handler, no second signal: the drain time decides.
-            std::future::pending::<()>().await;
-        }
-    };
+    let second_signal = termination.wait();
     drain
         .run_until(config.daemon.shutdown.drain_time, second_signal)
         .await;
@@ -262,15 +260,27 @@ fn ignore_sighup() -> anyhow::Result<tokio::task::JoinHandle<()>> {
     }))
 }
 
-/// Returns on SIGTERM or SIGINT.
-async fn wait_for_termination() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+/// SIGTERM and SIGINT, listened for from the start of `run`.
+struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    fn new() -> anyhow::Result<Termination> {
+        Ok(Termination {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Returns on the next SIGTERM or SIGINT.
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM"),
+            _ = self.int.recv() => tracing::info!("SIGINT"),
+        }
+    }
 }
 
 /// Transport → transaction layer. A request the layer cannot key (no Via
