@@ -928,3 +928,28 @@ fn stray_2xx_gets_an_ack_and_a_bye_in_its_dialog() {
     let ringing = roundtrip_response(&Response::for_request(&h.invite_b, StatusCode::RINGING));
     assert!(ack_and_bye_for_stray_2xx(&ringing).is_none());
 }
+
+#[test]
+fn update_in_the_early_dialog_is_relayed_to_the_callee() {
+    let mut h = Harness::new();
+    h.callee_responds(183, "v=0\r\no=early\r\n");
+    h.take();
+    h.caller_in_dialog("UPDATE", 11, "v=0\r\no=upd\r\n");
+    let out = h.take();
+    let fwd = &requests(&out, Leg::Outbound)[0];
+    assert_eq!(fwd.method, Method::Update);
+    assert_eq!(fwd.to().unwrap().tag(), Some("callee-tag"));
+    assert_eq!(fwd.cseq().unwrap().seq, 2);
+    assert_eq!(&fwd.body[..], b"v=0\r\no=upd\r\n");
+    assert!(
+        fwd.headers.get(&HeaderName::Contact).is_some(),
+        "UPDATE is a target refresh"
+    );
+    h.call
+        .on_response(Leg::Outbound, response_to(fwd, 200), h.now, &mut h.out);
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    // The INVITE is still ringing: the caller's final answer is yet to come.
+    h.callee_responds(200, "v=0\r\n");
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![200]);
+}
