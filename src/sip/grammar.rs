@@ -75,10 +75,22 @@ pub(crate) fn is_wsp(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
 
+/// Position of `b` in `s`. SIP tokens and URI parts are short and the byte
+/// sought is usually near the start, where a plain loop beats `memchr`'s
+/// SIMD set-up; long inputs still go to `memchr`.
+#[inline]
+pub(crate) fn find_byte(b: u8, s: &[u8]) -> Option<usize> {
+    if s.len() < 48 {
+        s.iter().position(|&c| c == b)
+    } else {
+        memchr::memchr(b, s)
+    }
+}
+
 /// True when every `%` in `s` starts a `% HEXDIG HEXDIG` escape.
 pub(crate) fn escapes_valid(s: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(p) = memchr::memchr(b'%', &s[i..]) {
+    while let Some(p) = find_byte(b'%', &s[i..]) {
         let at = i + p;
         match s.get(at + 1..at + 3) {
             Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => i = at + 3,
@@ -91,7 +103,7 @@ pub(crate) fn escapes_valid(s: &[u8]) -> bool {
 /// Resolves `% HEXDIG HEXDIG` escapes once (RFC 3261 §19.1.4). Invalid
 /// escapes are kept as they are.
 pub fn unescape(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if memchr::memchr(b'%', s).is_none() {
+    if find_byte(b'%', s).is_none() {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = Vec::with_capacity(s.len());

@@ -280,7 +280,7 @@ impl Version {
 
     /// Parses `1*DIGIT.1*DIGIT`.
     pub(crate) fn parse_number(b: &[u8]) -> Option<Version> {
-        let dot = memchr::memchr(b'.', b)?;
+        let dot = super::grammar::find_byte(b'.', b)?;
         let major = super::grammar::parse_u32(&b[..dot])?;
         let minor = super::grammar::parse_u32(&b[dot + 1..])?;
         Some(Version { major, minor })

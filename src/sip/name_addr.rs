@@ -6,7 +6,9 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
-use super::grammar::{is_wsp, quote_escape, quoted_string, sub_str, sws, token, unquote};
+use super::grammar::{
+    find_byte, is_wsp, quote_escape, quoted_string, sub_str, sws, token, unquote,
+};
 use super::params::{parse_semi, Params};
 use super::uri::Uri;
 
@@ -106,7 +108,7 @@ impl NameAddr {
         };
         let (uri, rest) = match angle {
             Some(a) => {
-                let end = memchr::memchr(b'>', a).ok_or("missing > after URI")?;
+                let end = find_byte(b'>', a).ok_or("missing > after URI")?;
                 let inner = &a[1..end];
                 let uri = Uri::parse_in(src, inner).map_err(|_| "malformed URI in <>")?;
                 (uri, &a[end + 1..])
@@ -117,7 +119,7 @@ impl NameAddr {
                     .position(|&c| c == b';' || c == b',' || is_wsp(c))
                     .unwrap_or(i.len());
                 let uri = Uri::parse_in(src, &i[..end]).map_err(|_| {
-                    if memchr::memchr(b'<', i).is_some() {
+                    if find_byte(b'<', i).is_some() {
                         "display name with non-token characters is not quoted"
                     } else {
                         "malformed addr-spec"

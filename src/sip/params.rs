@@ -98,6 +98,34 @@ impl fmt::Display for Params {
     }
 }
 
+/// Parameter names that nearly every message carries. Taking these from
+/// static memory spares the reference count of the received buffer.
+const COMMON_NAMES: [&str; 12] = [
+    "branch",
+    "tag",
+    "rport",
+    "received",
+    "lr",
+    "user",
+    "transport",
+    "maddr",
+    "ttl",
+    "q",
+    "expires",
+    "ftag",
+];
+
+/// A parameter name: static when common, else a zero-copy slice of `src`.
+#[inline]
+pub(crate) fn param_name(src: &bytes::Bytes, n: &[u8]) -> ByteStr {
+    for k in COMMON_NAMES {
+        if n == k.as_bytes() {
+            return ByteStr::from_static(k);
+        }
+    }
+    ByteStr::from_ascii(super::grammar::sub(src, n))
+}
+
 /// Parses `*( SEMI generic-param )` at the start of `i` (a slice of `src`)
 /// straight into [`Params`]; returns them and the rest. A `;` not followed
 /// by a parameter is an error (RFC 4475 §3.1.2.1).
@@ -120,7 +148,7 @@ pub(crate) fn parse_semi<'a>(
                     Some(v) => Some(ByteStr::from_ascii(sub(src, v))),
                     None => None,
                 };
-                p.0.push((ByteStr::from_ascii(sub(src, n)), value));
+                p.0.push((param_name(src, n), value));
                 i = rest;
             }
             Err(_) => {

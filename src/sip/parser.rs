@@ -7,7 +7,7 @@ use std::fmt;
 use bytes::{Bytes, BytesMut};
 
 use super::bytestr::ByteStr;
-use super::grammar::{is_token, is_wsp, parse_u64, sub, trim};
+use super::grammar::{find_byte, is_token, is_wsp, parse_u64, sub, trim};
 use super::header::{Header, HeaderName, Headers};
 use super::message::{Message, Request, Response};
 use super::method::{Method, StatusCode, Version};
@@ -175,6 +175,8 @@ struct Head {
     headers: Headers,
     /// Offset of the body in the buffer.
     body_start: usize,
+    /// Content-Length from all its fields.
+    content_length: Result<Option<usize>, ParseErrorKind>,
 }
 
 /// Parses one SIP message from a UDP datagram (RFC 3261 §18.3): the body is
@@ -190,7 +192,7 @@ pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
     }
     let head = parse_head(&buf, limits)?;
     let available = buf.len() - head.body_start;
-    let body = match content_length(&head.headers) {
+    let body = match head.content_length.clone() {
         Ok(Some(n)) if n <= available => buf.slice(head.body_start..head.body_start + n),
         Ok(Some(n)) => {
             return Err(with_context(
@@ -242,19 +244,15 @@ fn finish(head: Head, body: Bytes) -> Message {
     }
 }
 
-/// Content-Length from all its fields: each must be 1*DIGIT and all equal.
-fn content_length(h: &Headers) -> Result<Option<usize>, ParseErrorKind> {
-    let mut found: Option<usize> = None;
-    for v in h.get_all(&HeaderName::ContentLength) {
-        let n = parse_u64(trim(v))
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or(ParseErrorKind::InvalidContentLength)?;
-        match found {
-            Some(m) if m != n => return Err(ParseErrorKind::ConflictingContentLength),
-            _ => found = Some(n),
-        }
-    }
-    Ok(found)
+/// Folds one Content-Length field into the running result: each must be
+/// 1*DIGIT and all must be equal (RFC 4475 §3.3.9).
+fn fold_content_length(found: &mut Result<Option<usize>, ParseErrorKind>, v: &[u8]) {
+    let Ok(prev) = *found else { return };
+    *found = match parse_u64(v).and_then(|n| usize::try_from(n).ok()) {
+        None => Err(ParseErrorKind::InvalidContentLength),
+        Some(n) if prev.is_some_and(|m| m != n) => Err(ParseErrorKind::ConflictingContentLength),
+        Some(n) => Ok(Some(n)),
+    };
 }
 
 /// Splits off the next line of `buf` from `pos`: returns the line without
@@ -301,6 +299,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     // The field being assembled: name and value; owned only when folded.
     let mut pending: Option<(HeaderName, Pending)> = None;
     let mut body_start = buf.len();
+    let mut content_length = Ok(None);
     while pos < buf.len() {
         let (line, next) = next_line(buf, pos);
         line_no += 1;
@@ -330,7 +329,13 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             continue;
         }
         if let Some((name, value)) = pending.take() {
-            push_field(&mut headers, name, value.into_bytes(buf), limits)?;
+            push_field(
+                &mut headers,
+                &mut content_length,
+                name,
+                value.into_bytes(buf),
+                limits,
+            )?;
         }
         // field-name HCOLON: a token, optional white space, ':'.
         let n = line
@@ -363,7 +368,13 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         pending = Some((name, Pending::Slice(trim(&line[colon + 1..]))));
     }
     if let Some((name, value)) = pending.take() {
-        push_field(&mut headers, name, value.into_bytes(buf), limits)?;
+        push_field(
+            &mut headers,
+            &mut content_length,
+            name,
+            value.into_bytes(buf),
+            limits,
+        )?;
     }
     let fail = |kind: ParseErrorKind, headers: Headers| ParseError {
         kind,
@@ -384,11 +395,13 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
         start,
         headers,
         body_start,
+        content_length,
     })
 }
 
 fn push_field(
     headers: &mut Headers,
+    content_length: &mut Result<Option<usize>, ParseErrorKind>,
     name: HeaderName,
     value: Bytes,
     limits: &Limits,
@@ -398,6 +411,9 @@ fn push_field(
             limit: limits.max_headers,
         }
         .into());
+    }
+    if name == HeaderName::ContentLength {
+        fold_content_length(content_length, &value);
     }
     headers.push_header(Header { name, value });
     Ok(())
@@ -439,13 +455,13 @@ fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKin
     use ParseErrorKind::RequestLine as E;
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP
     // between elements and none after (RFC 4475 §3.1.2.8-10 may be rejected).
-    let sp1 = memchr::memchr(b' ', line).ok_or(E("missing SP after method"))?;
+    let sp1 = find_byte(b' ', line).ok_or(E("missing SP after method"))?;
     let method = Method::from_slice(buf, &line[..sp1]).map_err(|_| E("method is not a token"))?;
     let rest = &line[sp1 + 1..];
     if rest.first().is_some_and(|&c| is_wsp(c)) {
         return Err(E("more than one SP between method and Request-URI"));
     }
-    let sp2 = memchr::memchr(b' ', rest).ok_or(E("missing SIP-Version"))?;
+    let sp2 = find_byte(b' ', rest).ok_or(E("missing SIP-Version"))?;
     let raw_uri = &rest[..sp2];
     let raw_version = &rest[sp2 + 1..];
     if raw_uri.is_empty() || raw_uri.contains(&b'\t') {
@@ -474,7 +490,7 @@ fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKin
 
 fn parse_status_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKind> {
     use ParseErrorKind::StatusLine as E;
-    let sp = memchr::memchr(b' ', line).ok_or(E("missing SP after SIP-Version"))?;
+    let sp = find_byte(b' ', line).ok_or(E("missing SP after SIP-Version"))?;
     let version = Version::parse(&line[..sp]).ok_or(E("malformed SIP-Version"))?;
     let rest = &line[sp + 1..];
     let code = rest.get(..3).ok_or(E("status code is not 3 digits"))?;
@@ -578,7 +594,7 @@ impl StreamParser {
             }
             let head_bytes = self.buf.split_to(end).freeze();
             let head = parse_head(&head_bytes, &self.limits)?;
-            let n = match content_length(&head.headers) {
+            let n = match head.content_length.clone() {
                 Ok(Some(n)) => n,
                 Ok(None) => return Err(with_context(ParseErrorKind::MissingContentLength, head)),
                 Err(kind) => return Err(with_context(kind, head)),

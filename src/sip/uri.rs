@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::bytestr::ByteStr;
 use super::grammar::{
-    escapes_valid, is_hnv, is_host, is_paramchar, is_password, is_user, parse_u64, sub, sub_str,
-    unescape,
+    escapes_valid, find_byte, is_hnv, is_host, is_paramchar, is_password, is_user, parse_u64, sub,
+    sub_str, unescape,
 };
 use super::params::Params;
 
@@ -105,7 +105,7 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
 /// Returns the host and the rest.
 pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
     if s.first() == Some(&b'[') {
-        let end = memchr::memchr(b']', s).ok_or(UriError::Host)?;
+        let end = find_byte(b']', s).ok_or(UriError::Host)?;
         let ip = parse_ipv6(&s[1..end]).ok_or(UriError::Host)?;
         return Ok((Host::Ipv6(ip), &s[end + 1..]));
     }
@@ -195,10 +195,10 @@ impl SipUri {
     }
 
     fn parse(src: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, UriError> {
-        let (user, password, hostport) = match memchr::memchr(b'@', s) {
+        let (user, password, hostport) = match find_byte(b'@', s) {
             Some(at) => {
                 let userinfo = &s[..at];
-                let (u, p) = match memchr::memchr(b':', userinfo) {
+                let (u, p) = match find_byte(b':', userinfo) {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
@@ -270,7 +270,10 @@ fn uri_pair<'a>(
     if name.is_empty() || !escapes_valid(name) {
         return Err(err);
     }
-    let name = sub_str(src, name).ok_or(err)?;
+    if !name.is_ascii() {
+        return Err(err);
+    }
+    let name = super::params::param_name(src, name);
     let rest = &s[n..];
     match rest.strip_prefix(&[eq]) {
         Some(r) => {
@@ -315,7 +318,7 @@ pub struct TelUri {
 
 impl TelUri {
     fn parse(src: &Bytes, s: &[u8]) -> Result<TelUri, UriError> {
-        let n = memchr::memchr(b';', s).unwrap_or(s.len());
+        let n = find_byte(b';', s).unwrap_or(s.len());
         let number = &s[..n];
         if number.is_empty() || !number.iter().all(|&c| is_paramchar(c) || c == b'#') {
             return Err(UriError::Number);
@@ -372,7 +375,7 @@ impl Uri {
 
     /// Parses `s`, a slice of `src`, as a whole URI.
     pub(crate) fn parse_in(src: &Bytes, s: &[u8]) -> Result<Uri, UriError> {
-        let colon = memchr::memchr(b':', s).ok_or(UriError::Scheme)?;
+        let colon = find_byte(b':', s).ok_or(UriError::Scheme)?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
         let valid_scheme = scheme.first().is_some_and(|c| c.is_ascii_alphabetic())
