@@ -468,3 +468,117 @@ macro_rules! delegate_accessors {
 
 delegate_accessors!(super::message::Request);
 delegate_accessors!(super::message::Response);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(fields: &[(&str, &'static str)]) -> Headers {
+        let mut h = Headers::new();
+        for (n, v) in fields {
+            h.push(HeaderName::parse(n.as_bytes()).unwrap(), *v);
+        }
+        h
+    }
+
+    #[test]
+    fn contact_star_and_lists_over_several_lines() {
+        assert_eq!(
+            headers(&[("Contact", " * ")]).contacts().unwrap(),
+            Some(Contact::Star)
+        );
+        assert!(headers(&[("m", "*"), ("m", "<sip:a@b>")])
+            .contacts()
+            .is_err());
+        let h = headers(&[
+            ("m", "<sip:a@b>;expires=0, <sip:c@d>;q=0.7"),
+            ("Contact", "sip:e@f"),
+        ]);
+        let Some(Contact::Addrs(a)) = h.contacts().unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].expires(), Some(0));
+        assert_eq!(a[1].q(), Some(0.7));
+        assert_eq!(headers(&[]).contacts().unwrap(), None);
+    }
+
+    #[test]
+    fn single_valued_headers_reject_duplicates_and_bad_numbers() {
+        let h = headers(&[("Call-ID", "a@b"), ("i", "c@d")]);
+        assert_eq!(h.call_id(), Err(HeaderError::Duplicate(HeaderName::CallId)));
+        assert!(headers(&[("Max-Forwards", "300")]).max_forwards().is_err());
+        assert_eq!(
+            headers(&[("Max-Forwards", "0068")]).max_forwards().unwrap(),
+            Some(68)
+        );
+        let big = headers(&[("Expires", "10000000000000000000000000")]);
+        assert_eq!(big.expires().unwrap(), Some(u32::MAX));
+        assert!(headers(&[("Expires", "soon")]).expires().is_err());
+        assert_eq!(
+            headers(&[]).cseq(),
+            Err(HeaderError::Missing(HeaderName::CSeq))
+        );
+        assert!(headers(&[("Call-ID", "a b")]).call_id().is_err());
+    }
+
+    #[test]
+    fn token_lists_and_reliable_provisionals() {
+        let h = headers(&[
+            ("Allow", "INVITE, ACK,BYE , FOO"),
+            ("k", "100rel, timer"),
+            ("Supported", ""),
+            ("Require", "100rel"),
+            ("RSeq", "988789"),
+            ("RAck", "988789 1 INVITE"),
+            ("Min-Expires", "60"),
+        ]);
+        assert_eq!(
+            h.allow().unwrap(),
+            [
+                Method::Invite,
+                Method::Ack,
+                Method::Bye,
+                Method::Other("FOO".into())
+            ]
+        );
+        assert_eq!(h.supported().unwrap(), ["100rel", "timer"]);
+        assert_eq!(h.require().unwrap(), ["100rel"]);
+        assert_eq!(h.rseq().unwrap(), Some(988789));
+        assert_eq!(h.rack().unwrap().unwrap().cseq, 1);
+        assert_eq!(h.min_expires().unwrap(), Some(60));
+        assert!(headers(&[("Require", "a b")]).require().is_err());
+        assert!(headers(&[("Require", "a,,b")]).require().is_err());
+    }
+
+    #[test]
+    fn challenges_and_routes() {
+        let h = headers(&[
+            (
+                "WWW-Authenticate",
+                r#"Digest realm="vpbx", nonce="abc", algorithm=MD5, qop="auth""#,
+            ),
+            (
+                "Proxy-Authorization",
+                r#"Digest username="u", realm="r", uri="sip:a@b", response="0123""#,
+            ),
+            (
+                "Record-Route",
+                "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>",
+            ),
+            ("Route", "<sip:p3.example.com;lr>"),
+        ]);
+        let c = h.www_authenticate().unwrap();
+        assert_eq!(c[0].param("nonce").unwrap(), "abc");
+        assert_eq!(
+            h.proxy_authorization().unwrap()[0].param("uri").unwrap(),
+            "sip:a@b"
+        );
+        assert_eq!(h.record_route().unwrap().len(), 2);
+        assert_eq!(
+            h.route().unwrap()[0].uri.to_string(),
+            "sip:p3.example.com;lr"
+        );
+        assert!(h.proxy_authenticate().unwrap().is_empty());
+    }
+}

@@ -165,7 +165,7 @@ pub fn validate_request_with(req: &Request, policy: &Policy<'_>) -> Result<(), R
         if !req.body.is_empty() {
             let ok = match req.content_type().map_err(header_rejection)? {
                 Some(ct) => accept.iter().any(|a| ct.matches(a)),
-                // §7.4.1: a body without Content-Type is application/sdp by default? No: it must have one.
+                // §7.4.1: a non-empty body must say its type.
                 None => false,
             };
             if !ok {
@@ -197,4 +197,56 @@ pub fn validate_response(resp: &Response) -> Result<(), HeaderError> {
     resp.call_id()?;
     resp.cseq()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{parse_datagram, Limits, Message};
+
+    fn req(text: &str) -> Request {
+        match parse_datagram(
+            bytes::Bytes::from(text.replace('\n', "\r\n")),
+            &Limits::default(),
+        ) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BASE: &str =
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>\nCall-ID: x@y\n";
+
+    #[test]
+    fn ack_and_cancel_are_never_refused_for_require() {
+        let policy = Policy::default();
+        let ack = req(&format!(
+            "ACK sip:c@d SIP/2.0\n{BASE}CSeq: 1 ACK\nRequire: foo\nl: 0\n\n"
+        ));
+        assert!(validate_request_with(&ack, &policy).is_ok());
+        let inv = req(&format!(
+            "INVITE sip:c@d SIP/2.0\n{BASE}CSeq: 1 INVITE\nRequire: foo\nl: 0\n\n"
+        ));
+        let rej = validate_request_with(&inv, &policy).unwrap_err();
+        assert_eq!(rej.status, StatusCode::BAD_EXTENSION);
+        let resp = rej.response_to(&inv);
+        assert_eq!(resp.unsupported().unwrap(), ["foo"]);
+        assert_eq!(resp.call_id().unwrap(), "x@y");
+    }
+
+    #[test]
+    fn tel_uri_is_accepted_and_body_without_type_is_415() {
+        let r = req(&format!(
+            "INVITE tel:+4930123 SIP/2.0\n{BASE}CSeq: 1 INVITE\nl: 2\n\nab"
+        ));
+        assert!(validate_request(&r).is_ok());
+        let policy = Policy {
+            accept: Some(&["application/sdp"]),
+            ..Policy::default()
+        };
+        assert_eq!(
+            validate_request_with(&r, &policy).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
 }
