@@ -71,6 +71,7 @@ impl NameAddr {
     }
 
     /// Parses one name-addr or addr-spec at the start of `i` (a slice of `src`).
+    #[inline]
     pub(crate) fn parse_one<'a>(
         src: &Bytes,
         i: &'a [u8],
@@ -146,6 +147,7 @@ impl NameAddr {
     }
 
     /// Parses a value that holds exactly one address (From, To).
+    #[inline]
     pub(crate) fn parse_single(src: &Bytes) -> Result<NameAddr, &'static str> {
         let (na, rest) = NameAddr::parse_one(src, src)?;
         if rest.is_empty() {

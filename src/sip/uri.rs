@@ -194,6 +194,7 @@ impl SipUri {
         self.params.contains("lr")
     }
 
+    #[inline]
     fn parse(src: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, UriError> {
         let (user, password, hostport) = match find_byte(b'@', s) {
             Some(at) => {
@@ -374,6 +375,7 @@ impl Uri {
     }
 
     /// Parses `s`, a slice of `src`, as a whole URI.
+    #[inline]
     pub(crate) fn parse_in(src: &Bytes, s: &[u8]) -> Result<Uri, UriError> {
         let colon = find_byte(b':', s).ok_or(UriError::Scheme)?;
         let scheme = &s[..colon];

@@ -211,6 +211,7 @@ impl Via {
     }
 
     /// Parses the first via-parm of one header value.
+    #[inline]
     pub(crate) fn parse_first(src: &Bytes) -> Result<Via, &'static str> {
         let (v, rest) = Via::parse_one(src, src)?;
         let (rest, _) = sws(rest).map_err(|_| "malformed Via")?;
