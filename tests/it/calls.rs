@@ -552,3 +552,55 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
     assert_eq!(cdrs[1]["reason"], "answered");
     assert!(cdrs[1]["talk_ms"].as_u64().unwrap() >= 1900, "{}", cdrs[1]);
 }
+
+#[test]
+fn a_reload_does_not_change_a_call_already_routed() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
+    // One call held 2.5 s by the caller, routed before the edit.
+    let uac = rig
+        .uac_command("uac_call.xml", ROUTED, "udp", 1, &["-d", "2500"])
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    // The number is disabled by a reload while the call is up.
+    let reloads = |rig: &Rig| {
+        rig.daemon()
+            .stderr_text()
+            .matches("config reloaded")
+            .count()
+    };
+    let before = reloads(&rig);
+    let pbx = rig.dir.path().join("pbx/test.toml");
+    let text = std::fs::read_to_string(&pbx).unwrap();
+    let disabled = text.replacen(
+        "on_failure = \"hangup\"\n",
+        "on_failure = \"hangup\"\nenabled = false\n",
+        1,
+    );
+    assert_ne!(text, disabled);
+    std::fs::write(&pbx, disabled).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reloads(&rig) == before {
+        assert!(Instant::now() < deadline, "no reload within 5 s");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    ua.send(invite(ROUTED, &ua, 1).as_bytes());
+    let status = ua
+        .recv_final(ANSWER_WAIT)
+        .expect("a final answer")
+        .status
+        .as_u16();
+    assert_eq!(status, 480, "new calls see the reloaded (disabled) number");
+    wait_ok("caller (routed before the reload)", uac);
+    wait_ok("callee", uas);
+    let cdrs = rig.stop();
+    let answered: Vec<&Value> = cdrs.iter().filter(|c| c["reason"] == "answered").collect();
+    assert_eq!(answered.len(), 1, "{cdrs:#?}");
+    assert!(answered[0]["talk_ms"].as_u64().unwrap() >= 2400);
+    assert!(cdrs
+        .iter()
+        .any(|c| c["reason"] == "rejected" && c["status"] == 480));
+}
