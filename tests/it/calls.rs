@@ -604,3 +604,14 @@ fn a_reload_does_not_change_a_call_already_routed() {
         .iter()
         .any(|c| c["reason"] == "rejected" && c["status"] == 480));
 }
+
+#[test]
+fn bye_from_callee_reaches_a_tcp_caller_over_its_connection() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_answer_bye.xml", "u1", 2, &[]);
+    let uac = rig.uac("uac_callee_bye.xml", ROUTED, "tcp", 2, &[]);
+    assert_ok("TCP caller", &uac);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 2, "answered", 200);
+}
