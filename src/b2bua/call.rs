@@ -4,11 +4,17 @@
 //! output an [`Action`] the async shell carries out; timers are deadlines the
 //! shell reads with [`Call::poll_timeout`] (quinn-proto style).
 //!
-//! The transaction layer below absorbs retransmissions, answers CANCEL-less
-//! ACKs for non-2xx finals and retransmits requests; what is left here is the
-//! transaction user's job of RFC 3261: 2xx retransmission to the caller until
-//! its ACK (§13.3.1.4), the ACK of the callee's 2xx (§13.2.2.4), CANCEL
-//! (§9), BYE (§15) and the in-dialog relay.
+//! The transaction layer below absorbs retransmissions, sends and absorbs
+//! the ACKs of non-2xx finals and retransmits requests; what is left here is
+//! the transaction user's job of RFC 3261: 2xx retransmission to the caller
+//! until its ACK (§13.3.1.4), the ACK of the callee's 2xx (§13.2.2.4), CANCEL
+//! (§9), BYE (§15), digest answers (§22.2) and the in-dialog relay (§12.2,
+//! §14, RFC 3262 PRACK, RFC 3311 UPDATE, RFC 6086 INFO).
+//!
+//! Requests towards the caller go back over the flow its INVITE came on
+//! (see the shell); requests towards the callee go to the external PBX's
+//! configured address (an outbound proxy in RFC 3261 §8.1.2 terms), with the
+//! Request-URI and Route of the dialog.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
