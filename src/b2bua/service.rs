@@ -269,7 +269,15 @@ impl B2bua {
                                 .await;
                         }
                         // Our INVITE, but its call is gone.
-                        None => self.inner.end_stray_2xx(&response, &source).await,
+                        None => {
+                            let dest = Destination {
+                                protocol: source.protocol,
+                                addr: source.peer,
+                            };
+                            self.inner
+                                .end_stray_2xx(&response, dest, Some(source.local))
+                                .await
+                        }
                     }
                 }
                 None
@@ -390,15 +398,21 @@ impl Inner {
 
     /// A 2xx to an INVITE that no call owns (it ended meanwhile): ACK it
     /// and BYE it, so the callee does not keep a session nobody relays.
-    async fn end_stray_2xx(self: &Arc<Self>, response: &Response, source: &Source) {
+    /// `dest` is where the 2xx came from (or its Contact); `local` our
+    /// socket, when known.
+    async fn end_stray_2xx(
+        self: &Arc<Self>,
+        response: &Response,
+        dest: Destination,
+        local: Option<SocketAddr>,
+    ) {
         let Some((mut ack, mut bye)) = ack_and_bye_for_stray_2xx(response) else {
             return;
         };
-        let dest = Destination {
-            protocol: source.protocol,
-            addr: source.peer,
+        let Some(local) = local.or_else(|| self.transports.sent_by_for(&dest)) else {
+            return;
         };
-        let tp = self.leg_transport(source.local, source.protocol, None);
+        let tp = self.leg_transport(local, dest.protocol, None);
         // Call number 0 is never used: events of this BYE find no call.
         for r in [&mut ack, &mut bye] {
             let seq = r.cseq().map(|c| c.seq).unwrap_or_default();
@@ -964,6 +978,26 @@ fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
     effects
 }
 
+/// Where a response's Contact points, if it is an IP address; over the
+/// transport of the response's top Via.
+fn contact_destination(response: &Response) -> Option<Destination> {
+    let Some(crate::sip::Contact::Addrs(addrs)) = response.contacts().ok().flatten() else {
+        return None;
+    };
+    let Uri::Sip(uri) = &addrs.first()?.uri else {
+        return None;
+    };
+    let ip = uri.host.ip()?;
+    let protocol = match response.top_via().ok()?.transport {
+        crate::sip::Transport::Tcp => Protocol::Tcp,
+        _ => Protocol::Udp,
+    };
+    Some(Destination {
+        protocol,
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+    })
+}
+
 async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<ClientEvent>) {
     while let Some(ev) = events.recv().await {
         let Some(inner) = inner.upgrade() else { return };
@@ -971,6 +1005,13 @@ async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<Client
             continue;
         };
         let Some(entry) = inner.entry(id) else {
+            // A 2xx for a call that gave up on its INVITE (guard timer,
+            // shutdown): end that session at the callee's Contact.
+            if let ClientEventKind::Response(r) = &ev.event {
+                if let Some(dest) = contact_destination(r) {
+                    inner.end_stray_2xx(r, dest, None).await;
+                }
+            }
             continue;
         };
         let input = match ev.event {
