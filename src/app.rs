@@ -125,9 +125,12 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let sink: Arc<dyn TransportSink> = Arc::new(transports.clone());
     let (layer, incoming) = TransactionLayer::new(sink, layer_config(&config.daemon));
     let uas = Uas::new(Arc::clone(&routes));
-    let cdr = CdrWriter::spawn(&config.daemon.cdr.path, WriterOptions::default())
-        .await
-        .context("cannot open the CDR file")?;
+    let cdr = CdrWriter::spawn(
+        &config.daemon.cdr.path,
+        WriterOptions::from_config(&config.daemon.cdr),
+    )
+    .await
+    .context("cannot open the CDR file")?;
     let b2bua = B2bua::new(
         b2bua_config(&config.daemon),
         layer.clone(),

@@ -6,24 +6,8 @@ use std::fmt::Write;
 
 use md5::{Digest, Md5};
 
+pub use crate::routing::DigestCredentials;
 use crate::sip::{Challenge, Method};
-
-/// Username and password for one external PBX.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DigestCredentials {
-    /// Username.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for DigestCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DigestCredentials")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
 
 fn md5_hex(parts: &[&str]) -> String {
     let mut h = Md5::new();

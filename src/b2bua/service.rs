@@ -32,7 +32,6 @@ use crate::transaction::{
 use crate::transport::{Destination, Protocol, Source, Transports};
 
 use super::admission::{self, Admission, CallSlot, Refusal};
-use super::auth::DigestCredentials;
 use super::call::{ack_and_bye_for_stray_2xx, Action, Call, CallSettings, Leg, LegTransport, Plan};
 use super::{ids, FinishReason};
 
@@ -312,14 +311,8 @@ fn remote_tag_of(req: &Request) -> Option<ByteStr> {
 /// The dialed number (SPEC §2.1): the user part of a `sip:`/`sips:`
 /// Request-URI or the number of a `tel:` one, else the same from To.
 pub fn dialed_number(req: &Request) -> Option<Number> {
-    fn from_uri(uri: &Uri) -> Option<Number> {
-        match uri {
-            Uri::Sip(u) => Number::from_sip_user(u.user.as_deref()?).ok(),
-            Uri::Tel(t) => Number::from_tel(&t.number).ok(),
-            Uri::Other { .. } => None,
-        }
-    }
-    from_uri(&req.uri).or_else(|| from_uri(&req.to().ok()?.uri))
+    let to = req.to().ok();
+    Number::dialed(&req.uri, to.as_ref().map(|t| &t.uri)).ok()
 }
 
 fn raw_user(req: &Request) -> String {
@@ -663,12 +656,7 @@ impl Inner {
             request_uri: target_uri,
             dial_timeout: ext.dial_timeout,
             outbound: outbound_tp,
-            credentials: ext.credentials.as_ref().map(|c| {
-                Arc::new(DigestCredentials {
-                    username: c.username.clone(),
-                    password: c.password.clone(),
-                })
-            }),
+            credentials: ext.credentials.clone().map(Arc::new),
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let ServerRequest {
