@@ -147,17 +147,25 @@ pub fn unquote(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Escapes `"` and `\` so that `s` can be put inside a quoted-string.
+/// Makes `s` fit inside a quoted-string (RFC 3261 §25.1): `"`, `\`, DEL
+/// and control characters become quoted-pairs; CR and LF, which cannot be
+/// quoted, become SP.
 pub fn quote_escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['"', '\\']) {
+    let needs =
+        |c: char| c == '"' || c == '\\' || c == '\u{7f}' || (c.is_ascii_control() && c != '\t');
+    if !s.chars().any(needs) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 4);
     for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+        match c {
+            '\r' | '\n' => out.push(' '),
+            c if needs(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
         }
-        out.push(c);
     }
     std::borrow::Cow::Owned(out)
 }
@@ -308,5 +316,6 @@ mod tests {
     fn unquote_and_escape_are_inverse() {
         assert_eq!(unquote(r#"J Rosenberg \\\""#), r#"J Rosenberg \""#);
         assert_eq!(quote_escape(r#"a"b\"#), r#"a\"b\\"#);
+        assert_eq!(quote_escape("bel\u{7}\r\n"), "bel\\\u{7}  ");
     }
 }

@@ -346,3 +346,24 @@ proptest! {
         prop_assert!(h.via().is_ok() && h.from().is_ok() && h.to().is_ok() && h.cseq().is_ok());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn display_names_and_tags_round_trip(name in "[ -~äр\u{7f}]{0,16}", tag in "[A-Za-z0-9.!%*_+`'~-]{1,12}", u in uri()) {
+        let mut na = NameAddr::new(u);
+        na.set_display_name(&name);
+        na.set_tag(ByteStr::from(tag.clone()));
+        let mut h = Headers::new();
+        h.push(HeaderName::From, na.to_string());
+        let back = h.from();
+        prop_assert!(back.is_ok(), "{:?} -> {:?}", na.to_string(), back);
+        if let Ok(back) = back {
+            let unescaped = back.display_name_unescaped().map(|d| d.into_owned());
+            prop_assert_eq!(unescaped, Some(name.clone()));
+            prop_assert_eq!(back.tag(), Some(tag.as_str()));
+            prop_assert_eq!(back, na);
+        }
+    }
+}
