@@ -147,12 +147,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         });
     }
 
-    let pump = tokio::spawn(pump(
-        transports.clone(),
-        layer.clone(),
-        uas.clone(),
-        inbound,
-    ));
+    let pump = spawn_pumps(transports.clone(), layer.clone(), uas.clone(), inbound);
     let tu = tokio::spawn(tu_loop(layer.clone(), uas, b2bua.clone(), incoming));
     tracing::info!(
         pbxs = config.pbxs.len(),
@@ -286,9 +281,69 @@ impl Termination {
     }
 }
 
-/// Transport → transaction layer. A request the layer cannot key (no Via
-/// branch or sent-by, no CSeq: RFC 3261 §17.2.3) is answered statelessly;
-/// the validator names what is missing.
+/// Capacity of each pump worker's queue.
+const PUMP_QUEUE: usize = 1024;
+
+/// Transport → transaction layer on several workers (one per core, at least
+/// two). Messages are spread by Call-ID, so those of one call leg stay in
+/// order while different calls are matched and answered in parallel. The
+/// returned task dispatches; aborting it ends the workers once their queues
+/// are empty. A full worker queue holds the dispatcher back, which fills the
+/// transport's inbound queue, which answers 503 (never a silent drop).
+fn spawn_pumps(
+    transports: Transports,
+    layer: TransactionLayer,
+    uas: Uas,
+    mut inbound: mpsc::Receiver<Inbound>,
+) -> tokio::task::JoinHandle<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
+    let queues: Vec<mpsc::Sender<Inbound>> = (0..workers)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(PUMP_QUEUE);
+            tokio::spawn(pump(transports.clone(), layer.clone(), uas.clone(), rx));
+            tx
+        })
+        .collect();
+    tokio::spawn(async move {
+        while let Some(inbound) = inbound.recv().await {
+            let shard = shard_of(&inbound, queues.len());
+            if queues[shard].send(inbound).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The worker for a message. Over TCP, the connection's: a stream's
+/// messages are handled in the order they came. Over UDP, a hash (FNV-1a)
+/// of the Call-ID, so every message of a call leg goes to the same worker;
+/// 0 without a Call-ID.
+fn shard_of(inbound: &Inbound, shards: usize) -> usize {
+    let shards = shards.max(1) as u64;
+    if let Some(conn) = inbound.source.conn {
+        return usize::try_from(conn.get() % shards).unwrap_or(0);
+    }
+    let headers = match &inbound.message {
+        Message::Request(r) => &r.headers,
+        Message::Response(r) => &r.headers,
+    };
+    let Some(call_id) = headers.get(&HeaderName::CallId) else {
+        return 0;
+    };
+    let hash = call_id
+        .trim_ascii()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    usize::try_from(hash % shards).unwrap_or(0)
+}
+
+/// Transport → transaction layer, one worker. A request the layer cannot
+/// key (no Via branch or sent-by, no CSeq: RFC 3261 §17.2.3) is answered
+/// statelessly; the validator names what is missing.
 async fn pump(
     transports: Transports,
     layer: TransactionLayer,
@@ -602,6 +657,60 @@ mod tests {
         fn answer_plain(&self, req: &Request) -> Option<Response> {
             self.answer(req, |_| false)
         }
+    }
+
+    fn udp(message: Message) -> Inbound {
+        Inbound {
+            message,
+            source: transport::Source {
+                protocol: transport::Protocol::Udp,
+                peer: "192.0.2.1:5060".parse().unwrap(),
+                local: "192.0.2.2:5060".parse().unwrap(),
+                conn: None,
+            },
+        }
+    }
+
+    #[test]
+    fn messages_of_one_call_go_to_one_pump_worker() {
+        let a = udp(Message::Request(request("OPTIONS sip:a@example.com", "")));
+        // The same Call-ID in compact form, on a response.
+        let b = parse_datagram(
+            Bytes::from_static(
+                b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+                  f: <sip:b@example.com>;tag=1\r\nt: <sip:a@example.com>;tag=2\r\n\
+                  i: c1\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n",
+            ),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(matches!(b, Message::Response(_)));
+        let b = udp(b);
+        for shards in 1..8 {
+            assert_eq!(shard_of(&a, shards), shard_of(&b, shards));
+            assert!(shard_of(&a, shards) < shards);
+        }
+        // Different calls spread over the workers.
+        let spread: std::collections::HashSet<usize> = (0..64)
+            .map(|i| {
+                let mut r = request("OPTIONS sip:a@example.com", "");
+                r.headers
+                    .set(HeaderName::CallId, Bytes::from(format!("call-{i}@host")));
+                shard_of(&udp(Message::Request(r)), 4)
+            })
+            .collect();
+        assert_eq!(spread.len(), 4);
+        // Over TCP the connection decides, whatever the Call-ID.
+        let on_conn = |call_id: &str| {
+            let mut r = request("OPTIONS sip:a@example.com", "");
+            r.headers
+                .set(HeaderName::CallId, Bytes::from(call_id.to_owned()));
+            let mut inbound = udp(Message::Request(r));
+            inbound.source.protocol = transport::Protocol::Tcp;
+            inbound.source.conn = Some(transport::ConnectionId(7));
+            shard_of(&inbound, 4)
+        };
+        assert!((0..16).all(|i| on_conn(&format!("c{i}")) == 7 % 4));
     }
 
     #[test]
