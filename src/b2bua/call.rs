@@ -6,10 +6,12 @@
 //!
 //! The transaction layer below absorbs retransmissions, sends and absorbs
 //! the ACKs of non-2xx finals and retransmits requests; what is left here is
-//! the transaction user's job of RFC 3261: 2xx retransmission to the caller
-//! until its ACK (§13.3.1.4), the ACK of the callee's 2xx (§13.2.2.4), CANCEL
-//! (§9), BYE (§15), digest answers (§22.2) and the in-dialog relay (§12.2,
-//! §14, RFC 3262 PRACK, RFC 3311 UPDATE, RFC 6086 INFO).
+//! the transaction user's job of RFC 3261: 2xx retransmission until its ACK
+//! (§13.3.1.4; to the caller for its INVITE, to either leg for a relayed
+//! re-INVITE, whose ACK is then relayed to the other leg), the ACK of the
+//! callee's 2xx (§13.2.2.4), CANCEL (§9), BYE (§15), digest answers (§22.2)
+//! and the in-dialog relay (§12.2, §14, RFC 3262 PRACK, RFC 3311 UPDATE,
+//! RFC 6086 INFO).
 //!
 //! Requests towards the caller go back over the flow its INVITE came on
 //! (see the shell); requests towards the callee go to the external PBX's
@@ -199,12 +201,34 @@ struct Relay {
     to_seq: u32,
 }
 
-/// The ACK still expected for a relayed re-INVITE's 2xx.
-#[derive(Clone, Copy, Debug)]
+/// A relayed re-INVITE answered 2xx, waiting for the ACK of the leg that
+/// sent it. Our 2xx to that leg is retransmitted at T1, 2*T1, … T2 over an
+/// unreliable transport, and the session is ended when no ACK comes within
+/// 64*T1 (RFC 3261 §13.3.1.4). The ACK is then relayed as the ACK of the
+/// other leg's 2xx (with the body of a late answer).
+#[derive(Debug)]
 struct ReinviteAck {
+    /// Leg that sent the re-INVITE (we are its UAS).
     from: Leg,
     from_seq: u32,
+    /// CSeq of the re-INVITE we sent on the other leg.
     to_seq: u32,
+    /// Our 2xx to `from`, while it is retransmitted.
+    ok: Option<Box<Response>>,
+    retx_interval: Duration,
+    retx_deadline: Option<Instant>,
+    /// No ACK by then: BYE both legs.
+    ack_deadline: Instant,
+}
+
+/// The last ACK we sent for a relayed re-INVITE's 2xx, sent again when that
+/// 2xx is retransmitted (its sender retransmits for 64*T1 at most).
+#[derive(Debug)]
+struct SentAck {
+    leg: Leg,
+    seq: u32,
+    ack: Box<Request>,
+    keep_until: Instant,
 }
 
 /// One call (see the module doc).
@@ -245,6 +269,7 @@ pub struct Call {
     byes: Vec<(Leg, u32)>,
     relays: Vec<Relay>,
     reinvite_ack: Option<ReinviteAck>,
+    reinvite_ack_sent: Option<SentAck>,
     dial_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     retx_deadline: Option<Instant>,
@@ -366,6 +391,7 @@ impl Call {
             byes: Vec::new(),
             relays: Vec::new(),
             reinvite_ack: None,
+            reinvite_ack_sent: None,
             dial_deadline: Some(now + plan.dial_timeout),
             max_deadline: None,
             retx_deadline: None,
@@ -444,6 +470,11 @@ impl Call {
             self.ack_deadline,
             self.guard_deadline,
             self.ack_keep_deadline,
+            self.reinvite_ack.as_ref().map(|ra| {
+                ra.retx_deadline
+                    .map_or(ra.ack_deadline, |r| r.min(ra.ack_deadline))
+            }),
+            self.reinvite_ack_sent.as_ref().map(|s| s.keep_until),
         ]
         .into_iter()
         .flatten()
@@ -587,6 +618,36 @@ impl Call {
         self.callee = CalleeState::Confirmed;
     }
 
+    /// Ends the wait for the ACK of a relayed re-INVITE's 2xx: stops our
+    /// 2xx retransmissions and ACKs the other leg's 2xx, with the body of
+    /// `from_ack` (a late answer) if any. Without `from_ack` (the call is
+    /// being hung up) the other leg still gets its ACK (RFC 3261 §13.2.2.4).
+    fn ack_reinvite(&mut self, from_ack: Option<&Request>, now: Instant, out: &mut Vec<Action>) {
+        let Some(ra) = self.reinvite_ack.take() else {
+            return;
+        };
+        let to = ra.from.other();
+        let mut ack = self.dialog(to).ack(ra.to_seq);
+        ack.headers
+            .push_front(HeaderName::Via, self.via(to, ra.to_seq));
+        if let Some(a) = from_ack.filter(|a| !a.body.is_empty()) {
+            if let Some(ct) = a.headers.get(&HeaderName::ContentType) {
+                ack.headers.push(HeaderName::ContentType, ct.clone());
+            }
+            ack.body = a.body.clone();
+        }
+        out.push(Action::Transmit {
+            leg: to,
+            message: crate::sip::Message::Request(ack.clone()),
+        });
+        self.reinvite_ack_sent = Some(SentAck {
+            leg: to,
+            seq: ra.to_seq,
+            ack: Box::new(ack),
+            keep_until: now + 64 * self.settings_t1,
+        });
+    }
+
     /// CANCEL our INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
     /// To, CSeq number and top Via; deferred until a provisional response.
     fn cancel_callee(&mut self, out: &mut Vec<Action>) {
@@ -630,6 +691,7 @@ impl Call {
     /// ACK the callee if needed, BYE both legs.
     fn hang_up_both(&mut self, reason: FinishReason, now: Instant, out: &mut Vec<Action>) {
         self.ack_callee(None, now, out);
+        self.ack_reinvite(None, now, out);
         self.ok = None;
         self.retx_deadline = None;
         self.ack_deadline = None;
@@ -687,24 +749,12 @@ impl Call {
             self.ack_callee(Some(ack), now, out);
             return;
         }
-        if let Some(ra) = self.reinvite_ack {
-            if ra.from == leg && ra.from_seq == seq {
-                self.reinvite_ack = None;
-                let to = leg.other();
-                let mut fwd = self.dialog(to).ack(ra.to_seq);
-                fwd.headers
-                    .push_front(HeaderName::Via, self.via(to, ra.to_seq));
-                if !ack.body.is_empty() {
-                    if let Some(ct) = ack.headers.get(&HeaderName::ContentType) {
-                        fwd.headers.push(HeaderName::ContentType, ct.clone());
-                    }
-                    fwd.body = ack.body.clone();
-                }
-                out.push(Action::Transmit {
-                    leg: to,
-                    message: crate::sip::Message::Request(fwd),
-                });
-            }
+        if self
+            .reinvite_ack
+            .as_ref()
+            .is_some_and(|ra| ra.from == leg && ra.from_seq == seq)
+        {
+            self.ack_reinvite(Some(ack), now, out);
         }
         // Anything else is a retransmitted ACK: nothing to do.
     }
@@ -760,10 +810,12 @@ impl Call {
         self.retx_deadline = None;
         self.ack_deadline = None;
         self.finish(FinishReason::Answered, 200, now);
-        // The callee may still wait for our ACK.
+        // The callee may still wait for our ACK, of its 2xx to our INVITE or
+        // to a relayed re-INVITE.
         if leg == Leg::Inbound {
             self.ack_callee(None, now, out);
         }
+        self.ack_reinvite(None, now, out);
         let other = leg.other();
         let other_up = match other {
             Leg::Inbound => matches!(self.caller, CallerState::Answered | CallerState::Confirmed),
@@ -873,7 +925,7 @@ impl Call {
                 }
             }
             Method::Cancel => {}
-            _ => self.on_relay_response(leg, cseq.seq, &cseq.method, response, out),
+            _ => self.on_relay_response(leg, cseq.seq, &cseq.method, response, now, out),
         }
     }
 
@@ -1077,6 +1129,7 @@ impl Call {
         seq: u32,
         method: &Method,
         response: Response,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         let Some(i) = self
@@ -1084,6 +1137,9 @@ impl Call {
             .iter()
             .position(|r| r.to_seq == seq && r.from == leg.other() && r.request.method == *method)
         else {
+            if response.status.is_success() && *method == Method::Invite {
+                self.on_reinvite_2xx_again(leg, seq, out);
+            }
             return;
         };
         let status = response.status;
@@ -1107,21 +1163,44 @@ impl Call {
             back.headers.push(HeaderName::RSeq, rseq.clone());
         }
         back.body = response.body.clone();
-        out.push(Action::Respond {
-            leg: from,
-            response: back,
-        });
         if status.as_u16() >= 200 {
             let relay = self.relays.swap_remove(i);
             if status.is_success() && *method == Method::Invite {
                 if let Ok(c) = relay.request.cseq() {
+                    let t1 = self.settings_t1;
+                    let unreliable = !self.transport(from).reliable;
                     self.reinvite_ack = Some(ReinviteAck {
                         from,
                         from_seq: c.seq,
                         to_seq: seq,
+                        ok: unreliable.then(|| Box::new(back.clone())),
+                        retx_interval: t1,
+                        retx_deadline: unreliable.then_some(now + t1),
+                        ack_deadline: now + 64 * t1,
                     });
                 }
             }
+        }
+        out.push(Action::Respond {
+            leg: from,
+            response: back,
+        });
+    }
+
+    /// A 2xx again for the re-INVITE `seq` we relayed on `leg`: its sender
+    /// did not get our ACK. Sent again once we have sent it; before that the
+    /// ACK of the re-INVITE's sender is still awaited (and our own 2xx to it
+    /// is on its retransmission timer).
+    fn on_reinvite_2xx_again(&mut self, leg: Leg, seq: u32, out: &mut Vec<Action>) {
+        if let Some(sent) = self
+            .reinvite_ack_sent
+            .as_ref()
+            .filter(|s| s.leg == leg && s.seq == seq)
+        {
+            out.push(Action::Transmit {
+                leg,
+                message: crate::sip::Message::Request((*sent.ack).clone()),
+            });
         }
     }
 
@@ -1156,6 +1235,8 @@ impl Call {
         self.ack_deadline = None;
         self.guard_deadline = None;
         self.ack_keep_deadline = None;
+        self.reinvite_ack = None;
+        self.reinvite_ack_sent = None;
     }
 
     /// Runs the timers whose deadline is at or before `now`.
@@ -1194,6 +1275,7 @@ impl Call {
             self.ack_keep_deadline = None;
             self.ack_sent = None;
         }
+        self.reinvite_timers(now, out);
         if self.max_deadline.is_some_and(|d| d <= now) {
             self.max_deadline = None;
             self.hang_up_both(FinishReason::Answered, now, out);
@@ -1210,6 +1292,41 @@ impl Call {
                 );
             }
             self.give_up();
+        }
+    }
+}
+
+impl Call {
+    /// The timers of a relayed re-INVITE's 2xx (see [`ReinviteAck`]) and of
+    /// the ACK we keep for its retransmissions.
+    fn reinvite_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self
+            .reinvite_ack_sent
+            .as_ref()
+            .is_some_and(|s| s.keep_until <= now)
+        {
+            self.reinvite_ack_sent = None;
+        }
+        let t2 = self.settings_t2;
+        let Some(ra) = self.reinvite_ack.as_mut() else {
+            return;
+        };
+        if ra.ack_deadline <= now {
+            // No ACK within 64*T1 (RFC 3261 §13.3.1.4): the session is
+            // ended with BYE; the other leg's 2xx is ACKed first. The call
+            // was answered, so that is how it ends.
+            self.hang_up_both(FinishReason::Answered, now, out);
+            return;
+        }
+        if ra.retx_deadline.is_some_and(|d| d <= now) {
+            if let Some(ok) = &ra.ok {
+                out.push(Action::Transmit {
+                    leg: ra.from,
+                    message: crate::sip::Message::Response((**ok).clone()),
+                });
+            }
+            ra.retx_interval = (ra.retx_interval * 2).min(t2);
+            ra.retx_deadline = Some(now + ra.retx_interval);
         }
     }
 }

@@ -44,7 +44,9 @@
 //! (`rejected`). A caller's CANCEL (or BYE on the early dialog) gives 487 and
 //! `caller_hangup`; an answered call ends `answered` whoever hangs up, also
 //! when the maximum call duration ends it; a 2xx never ACKed by the caller
-//! within 64*T1 ends it with `error`.
+//! within 64*T1 ends it with `error`. A 2xx to a relayed re-INVITE is
+//! retransmitted until its ACK too, and the ACK relayed to the other leg;
+//! no ACK within 64*T1 hangs up both legs (the call stays `answered`).
 
 pub mod admission;
 pub mod auth;

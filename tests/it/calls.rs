@@ -615,3 +615,84 @@ fn bye_from_callee_reaches_a_tcp_caller_over_its_connection() {
     wait_ok("callee", uas);
     assert_cdrs(&rig.stop(), 2, "answered", 200);
 }
+
+/// A request of the test caller in its dialog with the daemon (`to_tag`:
+/// the daemon's tag; empty for the INVITE).
+fn caller_request(ua: &UdpUa, method: &str, seq: u32, to_tag: &str, sdp: bool) -> String {
+    let local = ua.local();
+    let server = ua.server;
+    let to_tag = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
+    let body = if sdp {
+        format!("v=0\r\no=caller 1 {seq} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n")
+    } else {
+        String::new()
+    };
+    let content_type = if sdp {
+        "Content-Type: application/sdp\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "{method} sip:{ROUTED}@{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKri{seq}{method};rport\r\n\
+         From: <sip:caller@{local}>;tag=ri-caller\r\n\
+         To: <sip:{ROUTED}@{server}>{to_tag}\r\n\
+         Call-ID: reinvite-retx@{local}\r\n\
+         CSeq: {seq} {method}\r\n\
+         Contact: <sip:caller@{local}>\r\n\
+         Max-Forwards: 70\r\n\
+         {content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn reinvite_2xx_is_retransmitted_until_the_callers_ack() {
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_reinvite.xml", "u1", 1, &[]);
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    ua.send(caller_request(&ua, "INVITE", 1, "", true).as_bytes());
+    let ok = ua.recv_final(ANSWER_WAIT).expect("200 to the INVITE");
+    assert_eq!(ok.status.as_u16(), 200);
+    let tag = ok.to().unwrap().tag().unwrap().to_owned();
+    ua.send(caller_request(&ua, "ACK", 1, &tag, false).as_bytes());
+
+    ua.send(caller_request(&ua, "INVITE", 2, &tag, true).as_bytes());
+    let first = ua.recv_final(ANSWER_WAIT).expect("200 to the re-INVITE");
+    let sent_at = Instant::now();
+    assert_eq!(first.status.as_u16(), 200);
+    assert_eq!(first.cseq().unwrap().seq, 2);
+    // Our ACK is "lost": the daemon sends its 2xx again after T1 (500 ms
+    // in this config), then 2*T1 later.
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let r = ua
+            .recv_final(ANSWER_WAIT)
+            .expect("the 2xx retransmitted while no ACK came");
+        assert_eq!((r.status.as_u16(), r.cseq().unwrap().seq), (200, 2));
+        assert_eq!(r.body, first.body);
+        again.push(sent_at.elapsed());
+    }
+    assert!(again[0] >= Duration::from_millis(400), "{again:?}");
+    assert!(
+        again[1] - again[0] >= Duration::from_millis(800),
+        "{again:?}"
+    );
+    ua.send(caller_request(&ua, "ACK", 2, &tag, false).as_bytes());
+    // The next retransmission would come 4*T1 = 2 s later.
+    assert!(
+        ua.recv(Duration::from_millis(2500)).is_none(),
+        "2xx retransmitted after the ACK"
+    );
+    // The callee got the relayed ACK (else its scenario fails) and the BYE.
+    ua.send(caller_request(&ua, "BYE", 3, &tag, false).as_bytes());
+    let bye_ok = ua.recv_final(ANSWER_WAIT).expect("200 to the BYE");
+    assert_eq!(bye_ok.status.as_u16(), 200);
+    wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 1, "answered", 200);
+}

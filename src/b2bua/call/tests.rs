@@ -953,3 +953,189 @@ fn update_in_the_early_dialog_is_relayed_to_the_callee() {
     h.callee_responds(200, "v=0\r\n");
     assert_eq!(responses(&h.take(), Leg::Inbound), vec![200]);
 }
+
+impl Harness {
+    /// The caller re-INVITEs (CSeq 11) and the callee answers the relayed
+    /// re-INVITE 200; returns the re-INVITE as the callee got it.
+    fn caller_reinvite_answered(&mut self) -> Request {
+        self.caller_in_dialog("INVITE", 11, "v=0\r\no=hold\r\n");
+        let fwd = requests(&self.take(), Leg::Outbound).remove(0);
+        self.call.on_response(
+            Leg::Outbound,
+            response_to(&fwd, 200),
+            self.now,
+            &mut self.out,
+        );
+        let out = self.take();
+        assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+        fwd
+    }
+
+    /// Runs the call's timers up to `until`; returns each instant at which
+    /// something was sent, with what was sent.
+    fn run_timers_until(&mut self, until: Instant) -> Vec<(Instant, Vec<Action>)> {
+        let mut sent = Vec::new();
+        while let Some(next) = self.call.poll_timeout().filter(|t| *t <= until) {
+            self.now = next;
+            self.call.handle_timeout(next, &mut self.out);
+            let out = self.take();
+            if !out.is_empty() {
+                sent.push((next, out));
+            }
+        }
+        self.now = until;
+        sent
+    }
+}
+
+fn transmitted_responses(actions: &[Action], leg: Leg) -> Vec<(u16, u32)> {
+    transmitted(actions, leg)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Response(r) => Some((r.status.as_u16(), r.cseq().unwrap().seq)),
+            Message::Request(_) => None,
+        })
+        .collect()
+}
+
+fn transmitted_acks(actions: &[Action], leg: Leg) -> Vec<Request> {
+    transmitted(actions, leg)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Request(r) if r.method == Method::Ack => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reinvite_2xx_is_retransmitted_until_the_ack_and_the_ack_is_relayed() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_reinvite_answered();
+    let start = h.now;
+    let sent = h.run_timers_until(start + 15 * T1);
+    let mut last = start;
+    let mut gaps = Vec::new();
+    for (at, out) in &sent {
+        assert_eq!(transmitted_responses(out, Leg::Inbound), vec![(200, 11)]);
+        assert!(transmitted(out, Leg::Outbound).is_empty(), "{out:?}");
+        gaps.push(*at - last);
+        last = *at;
+    }
+    // RFC 3261 §13.3.1.4: T1, 2*T1, 4*T1, then capped at T2.
+    assert_eq!(gaps, vec![T1, 2 * T1, 4 * T1, T2]);
+
+    h.caller_in_dialog("ACK", 11, "v=0\r\no=late-answer\r\n");
+    let out = h.take();
+    let acks = transmitted_acks(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    assert_eq!(acks[0].cseq().unwrap().seq, 2);
+    assert_eq!(acks[0].to().unwrap().tag(), Some("callee-tag"));
+    assert_eq!(&acks[0].body[..], b"v=0\r\no=late-answer\r\n");
+    let later = h.run_timers_until(h.now + 64 * T1);
+    assert!(later.is_empty(), "nothing after the ACK: {later:?}");
+    assert!(h.call.outcome().is_none(), "the call goes on");
+}
+
+#[test]
+fn reinvite_2xx_never_acked_ends_the_call_after_64_t1() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_reinvite_answered();
+    let start = h.now;
+    let sent = h.run_timers_until(start + 64 * T1);
+    let (at, last) = sent.last().unwrap();
+    assert_eq!(*at, start + 64 * T1);
+    let acks = transmitted_acks(last, Leg::Outbound);
+    assert_eq!(acks.len(), 1, "the callee's 2xx is ACKed: {last:?}");
+    assert_eq!(acks[0].cseq().unwrap().seq, 2);
+    assert_eq!(requests(last, Leg::Inbound)[0].method, Method::Bye);
+    assert_eq!(requests(last, Leg::Outbound)[0].method, Method::Bye);
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::Answered);
+    // Every earlier step was a retransmission of our 2xx only.
+    for (_, out) in &sent[..sent.len() - 1] {
+        assert_eq!(transmitted_responses(out, Leg::Inbound), vec![(200, 11)]);
+        assert_eq!(out.len(), 1);
+    }
+}
+
+#[test]
+fn retransmitted_reinvite_2xx_gets_the_relayed_ack_again() {
+    let mut h = Harness::new();
+    h.answer();
+    let fwd = h.caller_reinvite_answered();
+    // Before the caller's ACK: nothing to send to the callee yet.
+    h.call
+        .on_response(Leg::Outbound, response_to(&fwd, 200), h.now, &mut h.out);
+    let out = h.take();
+    assert!(out.is_empty(), "{out:?}");
+    h.caller_in_dialog("ACK", 11, "");
+    assert_eq!(transmitted_acks(&h.take(), Leg::Outbound).len(), 1);
+    h.call
+        .on_response(Leg::Outbound, response_to(&fwd, 200), h.now, &mut h.out);
+    let out = h.take();
+    let acks = transmitted_acks(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    assert_eq!(acks[0].cseq().unwrap().seq, 2);
+    assert!(responses(&out, Leg::Inbound).is_empty());
+}
+
+#[test]
+fn reinvite_2xx_over_tcp_is_not_retransmitted_but_still_awaits_its_ack() {
+    let mut h = Harness::with(
+        settings(None),
+        std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "tcp")),
+    );
+    h.answer();
+    h.caller_reinvite_answered();
+    let start = h.now;
+    let sent = h.run_timers_until(start + 64 * T1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, start + 64 * T1);
+    assert_eq!(requests(&sent[0].1, Leg::Inbound)[0].method, Method::Bye);
+}
+
+#[test]
+fn callee_reinvite_2xx_from_the_caller_side_is_retransmitted_to_the_callee() {
+    let mut h = Harness::new();
+    h.answer();
+    h.callee_in_dialog("INVITE", 5);
+    let fwd = requests(&h.take(), Leg::Inbound).remove(0);
+    assert_eq!(fwd.method, Method::Invite);
+    h.call
+        .on_response(Leg::Inbound, response_to(&fwd, 200), h.now, &mut h.out);
+    assert_eq!(responses(&h.take(), Leg::Outbound), vec![200]);
+    let start = h.now;
+    let sent = h.run_timers_until(start + 3 * T1);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for (_, out) in &sent {
+        assert_eq!(transmitted_responses(out, Leg::Outbound), vec![(200, 5)]);
+    }
+    h.callee_in_dialog("ACK", 5);
+    let acks = transmitted_acks(&h.take(), Leg::Inbound);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].cseq().unwrap().seq, fwd.cseq().unwrap().seq);
+    assert_eq!(acks[0].call_id().unwrap(), "inbound-call-1@carrier.example");
+}
+
+#[test]
+fn bye_while_a_reinvite_2xx_awaits_its_ack_acks_the_other_leg_first() {
+    let mut h = Harness::new();
+    h.answer();
+    h.caller_reinvite_answered();
+    h.caller_in_dialog("BYE", 12, "");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    let acks = transmitted_acks(&out, Leg::Outbound);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].cseq().unwrap().seq, 2);
+    let byes = requests(&out, Leg::Outbound);
+    assert_eq!(byes[0].method, Method::Bye);
+    let sent = h.run_timers_until(h.now + 10 * T1);
+    assert!(
+        sent.iter()
+            .all(|(_, o)| transmitted_responses(o, Leg::Inbound).is_empty()),
+        "no 2xx retransmission after the BYE: {sent:?}"
+    );
+}
