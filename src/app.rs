@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::b2bua::admission;
 use crate::b2bua::call::CallSettings;
-use crate::b2bua::{B2bua, B2buaConfig};
+use crate::b2bua::{B2bua, B2buaConfig, RefusedCalls};
 use crate::cdr::{CdrWriter, WriterOptions};
 use crate::config::{self, Config, DaemonConfig, ListenAddr};
 use crate::routing::{Routes, RoutingTable};
@@ -42,7 +42,7 @@ use crate::sip::{
 use crate::transaction::{
     Incoming, LayerConfig, ServerKey, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
 };
-use crate::transport::{self, Inbound, TransportConfig, Transports};
+use crate::transport::{self, Inbound, RefusalObserver, TransportConfig, Transports};
 
 /// Options of `vpbx run` that are not in the config files.
 #[derive(Debug, Clone, Default)]
@@ -91,9 +91,24 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     } else {
         &opts.listen_overrides
     };
-    let (transports, inbound) = Transports::bind(listen, transport_config(&config.daemon))
-        .await
-        .context("cannot start the SIP transports")?;
+    // Before the sockets: INVITEs the transport and the transaction layer
+    // refuse on their own get a CDR line too.
+    let cdr = CdrWriter::spawn(
+        &config.daemon.cdr.path,
+        WriterOptions::from_config(&config.daemon.cdr),
+    )
+    .await
+    .context("cannot open the CDR file")?;
+    let refusals: Arc<dyn RefusalObserver> = Arc::new(RefusedCalls::new(cdr.sink()));
+    let (transports, inbound) = Transports::bind(
+        listen,
+        TransportConfig {
+            refusals: Some(Arc::clone(&refusals)),
+            ..transport_config(&config.daemon)
+        },
+    )
+    .await
+    .context("cannot start the SIP transports")?;
     announce(&transports);
 
     let routes = Arc::new(Routes::new(
@@ -123,14 +138,14 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     };
 
     let sink: Arc<dyn TransportSink> = Arc::new(transports.clone());
-    let (layer, incoming) = TransactionLayer::new(sink, layer_config(&config.daemon));
-    let uas = Uas::new(Arc::clone(&routes));
-    let cdr = CdrWriter::spawn(
-        &config.daemon.cdr.path,
-        WriterOptions::from_config(&config.daemon.cdr),
-    )
-    .await
-    .context("cannot open the CDR file")?;
+    let (layer, incoming) = TransactionLayer::new(
+        sink,
+        LayerConfig {
+            refusals: Some(Arc::clone(&refusals)),
+            ..layer_config(&config.daemon)
+        },
+    );
+    let uas = Uas::new(Arc::clone(&routes)).with_refusals(refusals);
     let b2bua = B2bua::new(
         b2bua_config(&config.daemon),
         layer.clone(),
@@ -354,6 +369,7 @@ async fn pump(
         if let Message::Request(req) = &message {
             if ServerKey::for_request(req).is_err() && req.method != Method::Ack {
                 if let Some(response) = uas.answer(req, |_| false) {
+                    uas.note_refusal(req, &response);
                     if let Err(e) = transports.send_response(&response, &source).await {
                         tracing::debug!(error = %e, "cannot send response");
                     }
@@ -380,6 +396,7 @@ async fn tu_loop(
         if let Incoming::Request(sr) = &event {
             if let Some(response) = uas.reject(&sr.request) {
                 tracing::debug!(status = response.status.as_u16(), "refused");
+                uas.note_refusal(&sr.request, &response);
                 if let Err(e) = sr.tx.respond(response).await {
                     tracing::debug!(error = %e, "cannot respond");
                 }
@@ -504,12 +521,35 @@ impl Drain {
 #[derive(Clone)]
 pub struct Uas {
     routes: Arc<Routes>,
+    refusals: Option<Arc<dyn RefusalObserver>>,
 }
 
 impl Uas {
     /// A UAS answering INVITEs from `routes`.
     pub fn new(routes: Arc<Routes>) -> Self {
-        Uas { routes }
+        Uas {
+            routes,
+            refusals: None,
+        }
+    }
+
+    /// Tells `refusals` of the requests this UAS refuses (see
+    /// [`Uas::note_refusal`]).
+    pub fn with_refusals(self, refusals: Arc<dyn RefusalObserver>) -> Self {
+        Uas {
+            refusals: Some(refusals),
+            ..self
+        }
+    }
+
+    /// Tells the observer (if any) that `request` was answered with the
+    /// final failure `response` (a refused INVITE gets its CDR line there).
+    pub fn note_refusal(&self, request: &Request, response: &Response) {
+        if let Some(refusals) = &self.refusals {
+            if response.status.as_u16() >= 300 {
+                refusals.refused(request, response.status);
+            }
+        }
     }
 
     /// The answer to a request, or `None` for ACK (never answered, RFC 3261

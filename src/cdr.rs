@@ -261,6 +261,10 @@ pub enum CdrError {
     /// The writer has shut down; the record was not accepted.
     #[error("CDR writer is shut down")]
     Closed,
+    /// [`CdrSink::try_write`] found the queue full; the record was not
+    /// accepted.
+    #[error("CDR queue is full")]
+    Full,
     /// The writer task panicked or was aborted.
     #[error("CDR writer task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -342,6 +346,18 @@ impl CdrSink {
             .send(Command::Record(Box::new(record)))
             .await
             .map_err(|_| CdrError::Closed)
+    }
+
+    /// Queue one record without waiting, for callers that must not block
+    /// (the receive path refusing requests under overload): fails with
+    /// [`CdrError::Full`] when the queue is full.
+    pub fn try_write(&self, record: CdrRecord) -> Result<(), CdrError> {
+        self.tx
+            .try_send(Command::Record(Box::new(record)))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CdrError::Full,
+                mpsc::error::TrySendError::Closed(_) => CdrError::Closed,
+            })
     }
 }
 
@@ -679,6 +695,26 @@ mod tests {
         }
         // The sink outlived the writer: it is refused, not silently dropped.
         assert!(matches!(sink.write(record(9)).await, Err(CdrError::Closed)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_write_refuses_a_full_queue_at_once_and_keeps_what_it_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cdr.jsonl");
+        let options = WriterOptions {
+            queue_capacity: 2,
+            ..WriterOptions::default()
+        };
+        let writer = CdrWriter::spawn(&path, options).await.unwrap();
+        let sink = writer.sink();
+        // The writer task does not run until this task yields.
+        sink.try_write(record(0)).unwrap();
+        sink.try_write(record(1)).unwrap();
+        assert!(matches!(sink.try_write(record(2)), Err(CdrError::Full)));
+        let stats = writer.shutdown().await.unwrap();
+        assert_eq!(stats.records, 2);
+        assert_eq!(read_lines(&path), vec![record(0), record(1)]);
+        assert!(matches!(sink.try_write(record(3)), Err(CdrError::Closed)));
     }
 
     #[tokio::test(start_paused = true)]

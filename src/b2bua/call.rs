@@ -318,6 +318,18 @@ fn has_option_tag(values: Result<Vec<ByteStr>, crate::sip::HeaderError>, tag: &s
         .unwrap_or(false)
 }
 
+/// The caller's INVITE cannot set up a call (a header the dialog needs is
+/// missing or malformed); the INVITE is handed back to be answered.
+#[derive(Debug, thiserror::Error)]
+#[error("INVITE cannot set up a call: {source}")]
+pub struct SetupError {
+    /// What is wrong with it.
+    #[source]
+    pub source: crate::dialog::DialogError,
+    /// The INVITE.
+    pub invite: Box<Request>,
+}
+
 impl Call {
     /// Sets up a call for the caller's `invite` (already admitted: routed,
     /// Max-Forwards checked) and returns it with the outbound INVITE to send.
@@ -329,10 +341,23 @@ impl Call {
         settings: &CallSettings,
         now: Instant,
         out: &mut Vec<Action>,
-    ) -> Result<Call, crate::dialog::DialogError> {
-        let inbound = Dialog::new_uas(&invite, ids::tag())?;
-        let invite_seq = invite.cseq()?.seq;
-        let max_forwards = invite.max_forwards()?.unwrap_or(70).saturating_sub(1);
+    ) -> Result<Call, SetupError> {
+        let checked = (|| {
+            let inbound = Dialog::new_uas(&invite, ids::tag())?;
+            let invite_seq = invite.cseq()?.seq;
+            let max_forwards = invite.max_forwards()?;
+            Ok::<_, crate::dialog::DialogError>((inbound, invite_seq, max_forwards))
+        })();
+        let (inbound, invite_seq, max_forwards) = match checked {
+            Ok(v) => v,
+            Err(source) => {
+                return Err(SetupError {
+                    source,
+                    invite: Box::new(invite),
+                })
+            }
+        };
+        let max_forwards = max_forwards.unwrap_or(70).saturating_sub(1);
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 

@@ -39,9 +39,12 @@
 //!
 //! 503 is never passed on: towards a carrier it would say that *we* are
 //! overloaded and divert its traffic away from us. Our own refusals: unknown
-//! number 404 (`not_found`), disabled number 480 (`unavailable`), overload and
-//! drain 503 with Retry-After (`overload`), Max-Forwards 0 483 and loops 482
-//! (`rejected`). A caller's CANCEL (or BYE on the early dialog) gives 487 and
+//! number 404 (`not_found`), disabled number 480 (`rejected`), a number whose
+//! target cannot be reached (not an external PBX yet, or its host does not
+//! resolve) 480 (`unavailable`), overload and drain 503 with Retry-After
+//! (`overload`), Max-Forwards 0 483, loops 482 and an INVITE that cannot
+//! set up a dialog 400 (`rejected`). INVITEs refused before they reach the
+//! B2BUA get their CDR too ([`refused`]). A caller's CANCEL (or BYE on the early dialog) gives 487 and
 //! `caller_hangup`; an answered call ends `answered` whoever hangs up, also
 //! when the maximum call duration ends it; a 2xx never ACKed by the caller
 //! within 64*T1 ends it with `error`. A 2xx to a relayed re-INVITE is
@@ -52,8 +55,10 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod ids;
+pub mod refused;
 mod service;
 
+pub use refused::RefusedCalls;
 pub use service::{dialed_number, B2bua, B2buaConfig};
 
 pub use crate::cdr::FinishReason;

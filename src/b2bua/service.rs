@@ -33,6 +33,7 @@ use crate::transport::{Destination, Protocol, Source, Transports};
 
 use super::admission::{self, Admission, CallSlot, Refusal};
 use super::call::{ack_and_bye_for_stray_2xx, Action, Call, CallSettings, Leg, LegTransport, Plan};
+use super::refused::{dialed_for_cdr, refusal_record};
 use super::{ids, FinishReason};
 
 /// Settings of the B2BUA, from the daemon config.
@@ -315,14 +316,6 @@ pub fn dialed_number(req: &Request) -> Option<Number> {
     Number::dialed(&req.uri, to.as_ref().map(|t| &t.uri)).ok()
 }
 
-fn raw_user(req: &Request) -> String {
-    match &req.uri {
-        Uri::Sip(u) => u.user.as_deref().unwrap_or_default().to_owned(),
-        Uri::Tel(t) => t.number.to_string(),
-        Uri::Other { .. } => String::new(),
-    }
-}
-
 fn host_port(
     addr: SocketAddr,
     advertised: Option<&str>,
@@ -508,28 +501,7 @@ impl Inner {
             tracing::debug!(error = %e, "cannot answer refused INVITE");
         }
         if let Some(cdr) = &self.cdr {
-            let call_id = sr
-                .request
-                .call_id()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let mut rec = CdrRecord::new(
-                call_id,
-                CallTimes {
-                    start: now,
-                    answer: None,
-                    end: now,
-                },
-                status.as_u16(),
-                reason,
-            );
-            rec.caller = sr
-                .request
-                .from()
-                .map(|f| f.uri.to_string())
-                .unwrap_or_default();
-            rec.dialed = dialed;
-            rec.pbx = pbx;
+            let rec = refusal_record(&sr.request, status, reason, dialed, pbx, now);
             if let Err(e) = cdr.write(rec).await {
                 tracing::error!(error = %e, "CDR lost");
             }
@@ -540,9 +512,7 @@ impl Inner {
         let now = Instant::now();
         let req = &sr.request;
         let number = dialed_number(req);
-        let dialed = number
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| raw_user(req));
+        let dialed = dialed_for_cdr(req);
         if let Err(refusal) = admission::check_invite(req) {
             return self
                 .refuse(sr, refusal.status(), refusal.finish_reason(), dialed, None)
@@ -687,12 +657,22 @@ impl Inner {
         ) {
             Ok(call) => call,
             Err(e) => {
-                tracing::debug!(error = %e, "INVITE cannot set up a dialog");
-                let mut r = Response::new(StatusCode::BAD_REQUEST);
-                r.set_to_tag(&ids::tag());
+                tracing::debug!(error = %e.source, "INVITE cannot set up a dialog");
                 drop(slot);
-                let _ = tx.respond(r).await;
-                return;
+                let sr = ServerRequest {
+                    request: *e.invite,
+                    source,
+                    tx,
+                };
+                return self
+                    .refuse(
+                        sr,
+                        StatusCode::BAD_REQUEST,
+                        FinishReason::Rejected,
+                        dialed,
+                        Some(pbx),
+                    )
+                    .await;
             }
         };
         let _enter = span.enter();

@@ -79,6 +79,8 @@ pub struct LayerConfig {
     /// TU must not use it. Off by default: the B2BUA's call machine
     /// retransmits its 2xx itself.
     pub retransmit_2xx: bool,
+    /// Told of each new request answered 503 because the TU queue is full.
+    pub refusals: Option<Arc<dyn crate::transport::RefusalObserver>>,
 }
 
 impl Default for LayerConfig {
@@ -89,6 +91,7 @@ impl Default for LayerConfig {
             client_queue: 16,
             overload_retry_after: 5,
             retransmit_2xx: false,
+            refusals: None,
         }
     }
 }
@@ -806,6 +809,9 @@ impl Inner {
             if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
                 debug!("TU queue full: 503");
                 TransactionMetrics::inc(&self.metrics.overload_rejected);
+                if let Some(refusals) = &self.config.refusals {
+                    refusals.refused(&r.request, StatusCode::SERVICE_UNAVAILABLE);
+                }
                 let response = overload_response(&r.request, self.config.overload_retry_after);
                 // Only a transaction that vanished meanwhile fails here.
                 let _ = r.tx.respond(response).await;
@@ -1646,10 +1652,23 @@ mod tests {
         assert!(rx.try_recv().is_err());
     }
 
+    /// Remembers the branch and status of each refusal it is told of.
+    #[derive(Debug, Default)]
+    struct Refused(Mutex<Vec<(String, u16)>>);
+
+    impl crate::transport::RefusalObserver for Refused {
+        fn refused(&self, request: &Request, status: StatusCode) {
+            let branch = request.top_via().unwrap().branch().unwrap().to_owned();
+            self.0.lock().unwrap().push((branch, status.as_u16()));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_full_tu_queue_is_answered_503_with_retry_after() {
+        let refused = Arc::new(Refused::default());
         let config = LayerConfig {
             tu_queue: 1,
+            refusals: Some(refused.clone()),
             ..LayerConfig::default()
         };
         let (layer, mut rx, sink) = layer_with(config);
@@ -1675,6 +1694,10 @@ mod tests {
         let m = layer.metrics().to_string();
         assert!(m.contains("overload_rejected=1"), "{m}");
         assert!(m.contains("server_transactions=2"), "{m}");
+        assert_eq!(
+            *refused.0.lock().unwrap(),
+            vec![("z9hG4bKsecond".to_owned(), 503)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

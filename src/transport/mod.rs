@@ -49,6 +49,16 @@ pub struct Inbound {
     pub source: Source,
 }
 
+/// Told of each request that a lower layer (the transport, the transaction
+/// layer) refuses on its own, e.g. 503 when its queue to the layer above is
+/// full, so that refused call attempts are accounted for (a CDR line per
+/// refused INVITE, SPEC §2.5) by the daemon without those layers knowing of
+/// calls. Called on the receive path: it must be quick and never block.
+pub trait RefusalObserver: std::fmt::Debug + Send + Sync + 'static {
+    /// `request` was answered `status` and goes no further.
+    fn refused(&self, request: &Request, status: crate::sip::StatusCode);
+}
+
 /// Tunables of the transport layer. `Default` gives production values.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -75,6 +85,8 @@ pub struct TransportConfig {
     pub response_port: ResponsePort,
     /// `Retry-After` seconds in the 503 sent when the inbound queue is full.
     pub overload_retry_after: u32,
+    /// Told of each request answered 503 because the inbound queue is full.
+    pub refusals: Option<Arc<dyn RefusalObserver>>,
 }
 
 impl Default for TransportConfig {
@@ -90,6 +102,7 @@ impl Default for TransportConfig {
             connection_send_queue: 256,
             response_port: ResponsePort::default(),
             overload_retry_after: 5,
+            refusals: None,
         }
     }
 }
@@ -451,10 +464,23 @@ mod tests {
         assert_eq!(t.metrics().messages_delivered.load(Ordering::Relaxed), 1);
     }
 
+    /// Remembers the Call-ID and status of each refusal it is told of.
+    #[derive(Debug, Default)]
+    struct Refused(Mutex<Vec<(String, u16)>>);
+
+    impl RefusalObserver for Refused {
+        fn refused(&self, request: &Request, status: crate::sip::StatusCode) {
+            let call_id = request.call_id().unwrap().to_string();
+            self.0.lock().unwrap().push((call_id, status.as_u16()));
+        }
+    }
+
     #[tokio::test]
     async fn full_inbound_queue_answers_503_with_retry_after() {
+        let refused = Arc::new(Refused::default());
         let config = TransportConfig {
             inbound_queue: 1,
+            refusals: Some(refused.clone()),
             ..TransportConfig::default()
         };
         let (t, _rx) = bind(&["udp:127.0.0.1:0"], config).await;
@@ -478,6 +504,7 @@ mod tests {
         assert_eq!(r.call_id().unwrap().to_string(), "q2");
         assert!(r.headers.get(&crate::sip::HeaderName::RetryAfter).is_some());
         assert_eq!(t.metrics().overload_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(*refused.0.lock().unwrap(), vec![("q2".to_owned(), 503)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -297,6 +297,9 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
                     .metrics
                     .overload_rejected
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some(refusals) = &shared.config.refusals {
+                    refusals.refused(&req, StatusCode::SERVICE_UNAVAILABLE);
+                }
                 let mut resp = Response::for_request(&req, StatusCode::SERVICE_UNAVAILABLE);
                 resp.set_to_tag(&new_tag());
                 resp.headers.push(

@@ -491,7 +491,39 @@ fn max_forwards_zero_gives_483() {
             .as_bytes(),
     );
     assert_eq!(ua.recv_final(ANSWER_WAIT).unwrap().status.as_u16(), 483);
-    rig.stop();
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, 1, "rejected", 483);
+    assert_eq!(cdrs[0]["call_id"], format!("overload-1@{}", ua.local()));
+}
+
+/// INVITEs refused before they become calls, whichever layer refuses them,
+/// get a CDR line each: here the validator in front of the B2BUA (420) and
+/// the B2BUA itself for an INVITE whose Record-Route cannot set up a dialog
+/// (400, a well-formed response).
+#[test]
+fn every_refused_invite_gets_a_cdr_line() {
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    let with = |i: u32, header: &str| {
+        invite(ROUTED, &ua, i).replace(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\n{header}\r\n"),
+        )
+    };
+    ua.send(with(1, "Require: no-such-extension").as_bytes());
+    let r = ua.recv_final(ANSWER_WAIT).expect("420");
+    assert_eq!(r.status.as_u16(), 420);
+    ua.send(with(2, "Record-Route: <sip:proxy.example;lr>;x=\"unterminated").as_bytes());
+    let r = ua.recv_final(ANSWER_WAIT).expect("400");
+    assert_eq!(r.status.as_u16(), 400);
+    assert_eq!(r.cseq().unwrap().seq, 1, "a response to the INVITE");
+    assert!(r.to().unwrap().tag().is_some());
+    let cdrs = rig.stop();
+    assert_eq!(cdrs.len(), 2, "{cdrs:#?}");
+    assert_cdrs(&cdrs[..1], 1, "rejected", 420);
+    assert_cdrs(&cdrs[1..], 1, "rejected", 400);
+    assert_eq!(cdrs[0]["dialed"], ROUTED);
+    assert_eq!(cdrs[1]["pbx"], "test");
 }
 
 #[test]
