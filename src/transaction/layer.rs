@@ -3,8 +3,10 @@
 //!
 //! Concurrency: each table is a `DashMap`; a machine is stepped while its
 //! shard is locked (no await there), and the resulting actions are carried
-//! out after the lock is released. All timers of a layer live in one heap
-//! served by one task ([`super::wheel`]).
+//! out after the lock is released; timers are armed under that lock and
+//! remembered by their transaction, which cancels those still pending when
+//! it terminates. All timers of a layer live in one queue served by one
+//! task ([`super::wheel`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use tracing::debug;
 
 use super::key::AckKey;
 use super::metrics::TransactionMetrics;
-use super::wheel::Wheel;
+use super::wheel::{TimerId, Wheel};
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, NonInviteClient,
     NonInviteServer, ServerKey, Timer, TimerConfig, TuEvent, TxError,
@@ -280,6 +282,39 @@ struct ClientEntry {
     machine: ClientMachine,
     dest: Destination,
     events: mpsc::Sender<ClientEvent>,
+    timers: TimerSet,
+}
+
+/// Most pending timers a transaction keeps track of. The machines have at
+/// most five pending at once (an INVITE client's A, B, Unanswered,
+/// Cancelled and D/M); one beyond this is not lost, it fires and finds its
+/// transaction gone (or still there, as any timer would).
+const TRACKED_TIMERS: usize = 8;
+
+/// The pending timers of one transaction, cancelled when it terminates.
+#[derive(Default)]
+struct TimerSet {
+    ids: [Option<TimerId>; TRACKED_TIMERS],
+}
+
+impl TimerSet {
+    fn insert(&mut self, id: TimerId) {
+        match self.ids.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(id),
+            None => debug!("more pending timers than tracked"),
+        }
+    }
+
+    /// Forgets `id` (it fired).
+    fn remove(&mut self, id: TimerId) {
+        if let Some(slot) = self.ids.iter_mut().find(|slot| **slot == Some(id)) {
+            *slot = None;
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = TimerId> + '_ {
+        self.ids.iter_mut().filter_map(Option::take)
+    }
 }
 
 struct ServerEntry {
@@ -294,6 +329,7 @@ struct ServerEntry {
     /// While a 2xx awaits its ACK: the entry in `Inner::awaiting_ack`
     /// (boxed: only with `retransmit_2xx`).
     ack_key: Option<Box<AckKey>>,
+    timers: TimerSet,
 }
 
 /// What executing a client step needs once the table lock is released.
@@ -482,6 +518,13 @@ impl TransactionLayer {
     pub fn transaction_counts(&self) -> (usize, usize) {
         (self.inner.clients.len(), self.inner.servers.len())
     }
+
+    /// Timers scheduled that have neither fired nor been cancelled. Every
+    /// one belongs to a live transaction: a transaction's pending timers are
+    /// cancelled when it terminates.
+    pub fn pending_timers(&self) -> usize {
+        self.inner.wheel.len()
+    }
 }
 
 /// A client transaction started by [`TransactionLayer::send_request`].
@@ -569,7 +612,7 @@ impl Inner {
             Entry::Occupied(_) => return Err(TxError::Duplicate),
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
-                let (machine, actions) = if request.method == Method::Invite {
+                let (machine, mut actions) = if request.method == Method::Invite {
                     let (m, a) = InviteClient::new(request, reliable, timers);
                     (ClientMachine::Invite(Box::new(m)), a)
                 } else {
@@ -577,11 +620,14 @@ impl Inner {
                     (ClientMachine::NonInvite(m), a)
                 };
                 TransactionMetrics::inc(&self.metrics.client_transactions);
+                let mut pending = TimerSet::default();
+                self.arm_client(&key, id, &mut pending, &mut actions);
                 v.insert(ClientEntry {
                     id,
                     machine,
                     dest,
                     events: events.clone(),
+                    timers: pending,
                 });
                 debug!(branch = key.branch(), method = %key.method(), %dest, "client transaction");
                 actions
@@ -593,24 +639,38 @@ impl Inner {
     }
 
     /// Steps client transaction `key` (if it is still transaction `id`,
-    /// when given) under its shard lock.
+    /// when given) under its shard lock; the timers among the step's
+    /// actions are armed there.
     fn lock_client<R>(
         &self,
         key: &ClientKey,
         id: Option<u64>,
-        f: impl FnOnce(&mut ClientMachine) -> R,
-    ) -> Option<(R, ClientCtx)> {
+        f: impl FnOnce(&mut ClientEntry) -> (R, Actions),
+    ) -> Option<(R, Actions, ClientCtx)> {
         let mut entry = self.clients.get_mut(key)?;
         if id.is_some_and(|id| id != entry.id) {
             return None;
         }
-        let r = f(&mut entry.machine);
+        let (r, mut actions) = f(&mut entry);
+        let entry = &mut *entry;
+        self.arm_client(key, entry.id, &mut entry.timers, &mut actions);
         let ctx = ClientCtx {
             id: entry.id,
             dest: entry.dest,
             events: entry.events.clone(),
         };
-        Some((r, ctx))
+        Some((r, actions, ctx))
+    }
+
+    /// Arms the timers among `actions` for client transaction `key` / `id`
+    /// and records them in `pending`.
+    fn arm_client(&self, key: &ClientKey, id: u64, pending: &mut TimerSet, actions: &mut Actions) {
+        actions.take_schedules(|timer, after| {
+            pending.insert(
+                self.wheel
+                    .schedule(after, TimerTarget::Client(key.clone(), id, timer)),
+            );
+        });
     }
 
     async fn on_response(
@@ -634,11 +694,16 @@ impl Inner {
             );
             return Ok(());
         };
-        let actions = entry.machine.on_response(response);
-        let pending_cancel = match &mut entry.machine {
+        let mut actions = entry.machine.on_response(response);
+        let mut pending_cancel = match &mut entry.machine {
             ClientMachine::Invite(m) => m.take_pending_cancel(),
             ClientMachine::NonInvite(_) => None,
         };
+        let e = &mut *entry;
+        self.arm_client(&key, e.id, &mut e.timers, &mut actions);
+        if let Some((_, cancel_actions)) = &mut pending_cancel {
+            self.arm_client(&key, e.id, &mut e.timers, cancel_actions);
+        }
         let ctx = ClientCtx {
             id: entry.id,
             dest: entry.dest,
@@ -654,13 +719,16 @@ impl Inner {
     }
 
     async fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<(), TxError> {
-        let (result, ctx) = self
-            .lock_client(key, None, |m| match m {
-                ClientMachine::Invite(m) => m.cancel(),
-                ClientMachine::NonInvite(_) => Err(TxError::NothingToCancel),
+        let (result, actions, ctx) = self
+            .lock_client(key, None, |e| match &mut e.machine {
+                ClientMachine::Invite(m) => match m.cancel() {
+                    Ok((cancel, actions)) => (Ok(cancel), actions),
+                    Err(e) => (Err(e), Actions::default()),
+                },
+                ClientMachine::NonInvite(_) => (Err(TxError::NothingToCancel), Actions::default()),
             })
             .ok_or(TxError::NoTransaction)?;
-        let (cancel, actions) = result?;
+        let cancel = result?;
         self.execute_client(key, &ctx, actions).await;
         if let Some(cancel) = cancel {
             self.start_client(cancel, ctx.dest, ctx.events).await?;
@@ -672,11 +740,11 @@ impl Inner {
     /// (built by the TU or by `cancel`): its final response is now awaited
     /// 64*T1 at most (§9.1).
     async fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) {
-        let stepped = self.lock_client(invite, None, |m| match m {
-            ClientMachine::Invite(m) => m.on_cancel_sent(),
-            ClientMachine::NonInvite(_) => Actions::default(),
+        let stepped = self.lock_client(invite, None, |e| match &mut e.machine {
+            ClientMachine::Invite(m) => ((), m.on_cancel_sent()),
+            ClientMachine::NonInvite(_) => ((), Actions::default()),
         });
-        if let Some((actions, ctx)) = stepped {
+        if let Some(((), actions, ctx)) = stepped {
             self.execute_client(invite, &ctx, actions).await;
         }
     }
@@ -698,10 +766,12 @@ impl Inner {
                             failed = true;
                         }
                     }
-                    Action::Schedule(timer, after) => self.wheel.schedule(
-                        Instant::now() + after,
-                        TimerTarget::Client(key.clone(), ctx.id, timer),
-                    ),
+                    // Armed under the transaction's lock already; any other
+                    // still fires (its transaction just cannot cancel it).
+                    Action::Schedule(timer, after) => {
+                        self.wheel
+                            .schedule(after, TimerTarget::Client(key.clone(), ctx.id, timer));
+                    }
                     Action::Deliver(event) => {
                         self.count_failure(&event);
                         let (event, droppable) = match event {
@@ -722,7 +792,11 @@ impl Inner {
                     }
                     Action::Terminate => {
                         debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
-                        self.clients.remove_if(key, |_, e| e.id == ctx.id);
+                        if let Some((_, mut entry)) =
+                            self.clients.remove_if(key, |_, e| e.id == ctx.id)
+                        {
+                            self.wheel.cancel_all(entry.timers.drain());
+                        }
                         let event = ClientEvent {
                             key: key.clone(),
                             event: ClientEventKind::Terminated,
@@ -734,8 +808,8 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_client(key, Some(ctx.id), ClientMachine::on_transport_error) {
-                Some((next, _)) => actions = next,
+            match self.lock_client(key, Some(ctx.id), |e| ((), e.machine.on_transport_error())) {
+                Some(((), next, _)) => actions = next,
                 None => return,
             }
         }
@@ -765,11 +839,13 @@ impl Inner {
                     source: entry.source,
                     reply: entry.reply,
                 };
-                (entry.machine.on_request(request), ctx, None)
+                let mut actions = entry.machine.on_request(request);
+                self.arm_server(&key, entry.id, &mut entry.timers, &mut actions);
+                (actions, ctx, None)
             }
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
-                let (machine, actions) = if request.method == Method::Invite {
+                let (machine, mut actions) = if request.method == Method::Invite {
                     let (mut m, a) = InviteServer::new(&request, reliable, timers);
                     if self.config.retransmit_2xx {
                         m.retransmit_2xx();
@@ -782,6 +858,8 @@ impl Inner {
                 let reply = reply_destination(&via, &source);
                 debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);
+                let mut pending = TimerSet::default();
+                self.arm_server(&key, id, &mut pending, &mut actions);
                 v.insert(ServerEntry {
                     id,
                     machine,
@@ -789,6 +867,7 @@ impl Inner {
                     reply,
                     final_to_tag: None,
                     ack_key: None,
+                    timers: pending,
                 });
                 let ctx = ServerCtx { id, source, reply };
                 (actions, ctx, Some(request))
@@ -834,7 +913,10 @@ impl Inner {
                     source,
                     reply: entry.reply,
                 };
-                Ok((entry.machine.on_request(ack), ctx))
+                let e = &mut *entry;
+                let mut actions = e.machine.on_request(ack);
+                self.arm_server(&key, e.id, &mut e.timers, &mut actions);
+                Ok((actions, ctx))
             }
             _ => Err(ack),
         };
@@ -874,23 +956,41 @@ impl Inner {
         }
     }
 
-    fn lock_server<R>(
+    /// Steps server transaction `key` if it is still transaction `id`,
+    /// under its shard lock; the timers among the step's actions are armed
+    /// there. `f` fails without a step (no actions).
+    fn lock_server(
         &self,
         key: &ServerKey,
         id: u64,
-        f: impl FnOnce(&mut ServerEntry) -> R,
-    ) -> Option<(R, ServerCtx)> {
+        f: impl FnOnce(&mut ServerEntry) -> Result<Actions, TxError>,
+    ) -> Option<(Result<Actions, TxError>, ServerCtx)> {
         let mut entry = self.servers.get_mut(key)?;
         if entry.id != id {
             return None;
         }
-        let r = f(&mut entry);
+        let mut result = f(&mut entry);
+        if let Ok(actions) = &mut result {
+            let entry = &mut *entry;
+            self.arm_server(key, entry.id, &mut entry.timers, actions);
+        }
         let ctx = ServerCtx {
             id: entry.id,
             source: entry.source,
             reply: entry.reply,
         };
-        Some((r, ctx))
+        Some((result, ctx))
+    }
+
+    /// Arms the timers among `actions` for server transaction `key` / `id`
+    /// and records them in `pending`.
+    fn arm_server(&self, key: &ServerKey, id: u64, pending: &mut TimerSet, actions: &mut Actions) {
+        actions.take_schedules(|timer, after| {
+            pending.insert(
+                self.wheel
+                    .schedule(after, TimerTarget::Server(key.clone(), id, timer)),
+            );
+        });
     }
 
     async fn respond(
@@ -920,7 +1020,7 @@ impl Inner {
                         .insert(ack_key.clone(), (key.clone(), entry.id));
                     entry.ack_key = Some(Box::new(ack_key));
                 }
-                Ok::<_, TxError>(actions)
+                Ok(actions)
             })
             .ok_or(TxError::NoTransaction)?;
         self.execute_server(key, ctx, actions?).await;
@@ -944,10 +1044,12 @@ impl Inner {
                             failed = true;
                         }
                     }
-                    Action::Schedule(timer, after) => self.wheel.schedule(
-                        Instant::now() + after,
-                        TimerTarget::Server(key.clone(), ctx.id, timer),
-                    ),
+                    // Armed under the transaction's lock already (see
+                    // `execute_client`).
+                    Action::Schedule(timer, after) => {
+                        self.wheel
+                            .schedule(after, TimerTarget::Server(key.clone(), ctx.id, timer));
+                    }
                     Action::Deliver(TuEvent::Ack(request)) => deliver(
                         &self.metrics,
                         &self.incoming,
@@ -973,9 +1075,13 @@ impl Inner {
                     }
                     Action::Terminate => {
                         debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
-                        let removed = self.servers.remove_if(key, |_, e| e.id == ctx.id);
-                        if let Some(ack_key) = removed.and_then(|(_, e)| e.ack_key) {
-                            self.awaiting_ack.remove(&ack_key);
+                        if let Some((_, mut entry)) =
+                            self.servers.remove_if(key, |_, e| e.id == ctx.id)
+                        {
+                            self.wheel.cancel_all(entry.timers.drain());
+                            if let Some(ack_key) = entry.ack_key {
+                                self.awaiting_ack.remove(&ack_key);
+                            }
                         }
                     }
                 }
@@ -983,9 +1089,9 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_server(key, ctx.id, |e| e.machine.on_transport_error()) {
-                Some((next, _)) => actions = next,
-                None => return,
+            match self.lock_server(key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
+                Some((Ok(next), _)) => actions = next,
+                _ => return,
             }
         }
     }
@@ -1000,20 +1106,24 @@ impl Inner {
 
     // ---- timers ----
 
-    async fn fire(self: &Arc<Self>, target: TimerTarget) {
+    async fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) {
         match target {
             TimerTarget::Client(key, id, timer) => {
-                if let Some((actions, ctx)) =
-                    self.lock_client(&key, Some(id), |m| m.on_timer(timer))
-                {
+                let stepped = self.lock_client(&key, Some(id), |e| {
+                    e.timers.remove(timer_id);
+                    ((), e.machine.on_timer(timer))
+                });
+                if let Some(((), actions, ctx)) = stepped {
                     self.count_timer_sends(timer, &actions);
                     self.execute_client(&key, &ctx, actions).await;
                 }
             }
             TimerTarget::Server(key, id, timer) => {
-                if let Some((actions, ctx)) =
-                    self.lock_server(&key, id, |e| e.machine.on_timer(timer))
-                {
+                let stepped = self.lock_server(&key, id, |e| {
+                    e.timers.remove(timer_id);
+                    Ok(e.machine.on_timer(timer))
+                });
+                if let Some((Ok(actions), ctx)) = stepped {
                     self.count_timer_sends(timer, &actions);
                     self.execute_server(&key, ctx, actions).await;
                 }
@@ -1046,8 +1156,8 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        for target in due.drain(..) {
-            inner.fire(target).await;
+        for (id, target) in due.drain(..) {
+            inner.fire(id, target).await;
         }
     }
 }
@@ -1887,6 +1997,122 @@ mod tests {
             }
             assert!(matches!(last, Some(ClientEventKind::Terminated)));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_transaction_leaves_no_timer_behind() {
+        let (layer, mut rx, _sink) = layer();
+        // Client, UDP: E, F armed; the 200 moves it to Completed (K, 5 s).
+        let opt = our_options("z9hG4bKend");
+        let _tx = layer.send_request(opt.clone(), peer()).await.unwrap();
+        assert_eq!(layer.pending_timers(), 2, "E and F");
+        layer
+            .on_message(response(&opt, 200, Some("p")).into(), udp_source())
+            .await
+            .unwrap();
+        assert_eq!(
+            layer.pending_timers(),
+            3,
+            "E, F (ignored from now on) and K"
+        );
+        advance(Duration::from_secs(6)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
+        assert_eq!(layer.pending_timers(), 0, "F went with its transaction");
+        assert_eq!(layer.inner.wheel.queued(), 0);
+
+        // Server, TCP: Unanswered (64*T1) armed; the 200 ends it at once.
+        let tcp = Source {
+            protocol: Protocol::Tcp,
+            ..udp_source()
+        };
+        layer.on_message(options().into(), tcp).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        assert_eq!(layer.pending_timers(), 1, "Unanswered");
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J is zero");
+        assert_eq!(layer.pending_timers(), 0, "Unanswered went with it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_stay_bounded_by_live_transactions_in_a_long_run() {
+        use crate::transaction::wheel::COMPACT_MIN;
+        let (layer, mut rx, sink) = layer();
+        let udp = udp_source();
+        let tcp = Source {
+            protocol: Protocol::Tcp,
+            ..udp
+        };
+        let mut n = 0u64;
+        let mut max_pending = 0;
+        // 100 s (three times 64*T1): per 100 ms, 10 INVITEs answered 200 and
+        // ACKed (UDP: Timer L keeps them 32 s), 10 OPTIONS over TCP answered
+        // at once (their 32 s Unanswered timer outlives them) and 10 of our
+        // OPTIONS answered (Timer K 5 s; F outlives them).
+        for _ in 0..1_000 {
+            for _ in 0..10 {
+                n += 1;
+                let mut inv = invite();
+                inv.headers.set(
+                    HeaderName::Via,
+                    format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKi{n};rport"),
+                );
+                layer.on_message(inv.into(), udp).await.unwrap();
+                let req = expect_request(&mut rx).await;
+                let ok = response(&req.request, 200, Some("t"));
+                req.tx.respond(ok).await.unwrap();
+
+                let mut opt = options();
+                opt.headers.set(
+                    HeaderName::Via,
+                    format!("SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKo{n}"),
+                );
+                layer.on_message(opt.into(), tcp).await.unwrap();
+                let req = expect_request(&mut rx).await;
+                req.tx
+                    .respond(response(&req.request, 200, Some("t")))
+                    .await
+                    .unwrap();
+
+                let ours = our_options(&format!("z9hG4bKc{n}"));
+                let _tx = layer.send_request(ours.clone(), peer()).await.unwrap();
+                layer
+                    .on_message(response(&ours, 200, Some("p")).into(), udp)
+                    .await
+                    .unwrap();
+            }
+            advance(Duration::from_millis(100)).await;
+            sink.sent.lock().unwrap().clear();
+            let (clients, servers) = layer.transaction_counts();
+            let pending = layer.pending_timers();
+            // INVITE server in Accepted: Unanswered (ignored once
+            // answered) and L, plus Trying (200 ms) for the INVITEs of
+            // the last two rounds;
+            // client: E, F (both ignored once answered) and K.
+            assert!(
+                pending <= 3 * clients + 2 * servers + 20,
+                "{pending} timers for {clients} + {servers} transactions"
+            );
+            let queued = layer.inner.wheel.queued();
+            assert!(
+                queued <= 2 * pending + COMPACT_MIN,
+                "{queued} queued for {pending} pending timers"
+            );
+            max_pending = max_pending.max(pending);
+        }
+        // Steady state: 3,200 INVITE server transactions (100/s for the
+        // 32 s of Timer L) with 2 timers each, 500 client ones (5 s of
+        // Timer K) with 3; the TCP ones add none.
+        assert!(
+            (2 * 3_000..=2 * 3_300 + 3 * 600).contains(&max_pending),
+            "{max_pending}"
+        );
+        advance(Duration::from_secs(40)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert_eq!(layer.pending_timers(), 0);
+        assert!(layer.inner.wheel.queued() <= COMPACT_MIN);
     }
 
     #[tokio::test(start_paused = true)]

@@ -121,6 +121,25 @@ impl Actions {
         }
     }
 
+    /// Hands every [`Action::Schedule`] to `f` and removes it, keeping the
+    /// other actions in order (the shell arms timers while the transaction
+    /// is locked, and carries out the rest afterwards).
+    pub(crate) fn take_schedules(&mut self, mut f: impl FnMut(Timer, Duration)) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            match self.items.get_mut(i).and_then(Option::take) {
+                Some(Action::Schedule(timer, after)) => f(timer, after),
+                other => {
+                    if let Some(slot) = self.items.get_mut(kept) {
+                        *slot = other;
+                    }
+                    kept += 1;
+                }
+            }
+        }
+        self.len = kept;
+    }
+
     /// Number of actions.
     pub fn len(&self) -> usize {
         self.len
@@ -197,3 +216,29 @@ fn encode_response(response: &Response) -> Bytes {
 mod proptests;
 #[cfg(test)]
 mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_schedules_removes_only_the_timers_in_order() {
+        let mut actions = Actions::default();
+        actions.push(Action::Send(Bytes::from_static(b"a")));
+        actions.push(Action::Schedule(Timer::A, Duration::from_millis(500)));
+        actions.push(Action::Terminate);
+        actions.push(Action::Schedule(Timer::B, Duration::from_secs(32)));
+        let mut armed = Vec::new();
+        actions.take_schedules(|t, d| armed.push((t, d)));
+        assert_eq!(
+            armed,
+            [
+                (Timer::A, Duration::from_millis(500)),
+                (Timer::B, Duration::from_secs(32))
+            ]
+        );
+        assert_eq!(actions.len(), 2);
+        let rest: Vec<Action> = actions.into_iter().collect();
+        assert!(matches!(&rest[..], [Action::Send(b), Action::Terminate] if b.as_ref() == b"a"));
+    }
+}

@@ -1,49 +1,215 @@
-//! The shell's timer queue: one binary heap of deadlines for all
-//! transactions, served by a single tokio task. Scheduling is a heap push
-//! under a short mutex; nothing is spawned per timer, and a timer whose
-//! transaction is gone simply finds nothing when it fires.
+//! The shell's timer queue: the deadlines of all transactions of a layer,
+//! served by a single tokio task. Nothing is spawned per timer.
+//!
+//! Layout, chosen for the load the layer sees (tens of thousands of timers
+//! scheduled per second, most of them 64*T1 long):
+//! - a slab holds each pending timer's target (what the layer needs to find
+//!   its transaction); a [`TimerId`] (slot and generation) names it, so a
+//!   timer is cancelled in O(1) and its target is dropped at once;
+//! - the deadlines sit in one FIFO *lane* per distinct duration: timers
+//!   scheduled with the same duration fall due in the order they were
+//!   scheduled, so each lane is sorted by construction and scheduling and
+//!   popping are O(1) (plus a scan over the handful of lanes). A deadline
+//!   that fits no lane (more distinct durations than lanes, or a clock read
+//!   out of order) goes to a small binary heap;
+//! - lane and heap entries are 32 bytes (deadline, sequence, slot,
+//!   generation). A cancelled timer's entry stays queued until it reaches
+//!   the front of its lane or until the queue is compacted, which happens as
+//!   soon as cancelled entries outnumber live timers (and [`COMPACT_MIN`]):
+//!   queued entries never exceed twice the live timers plus that constant.
+//!
+//! Timers fall due in (deadline, scheduling order), as with a single heap.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A due timer of type `T` (what the layer needs to find its transaction).
-struct Entry<T> {
-    at: Instant,
-    seq: u64,
-    target: T,
+/// Most distinct durations that get a lane of their own (the RFC 3261
+/// timers with doubling retransmission intervals use about ten).
+const MAX_LANES: usize = 32;
+
+/// Cancelled entries the queue tolerates before compacting, whatever the
+/// number of live timers.
+pub(crate) const COMPACT_MIN: usize = 1024;
+
+/// Names one scheduled timer; stale once the timer fired or was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimerId {
+    slot: u32,
+    generation: u32,
 }
 
-impl<T> PartialEq for Entry<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+/// A deadline in a lane or in the heap.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    slot: u32,
+    generation: u32,
+}
+
+impl Queued {
+    fn order(&self) -> (Instant, u64) {
+        (self.at, self.seq)
     }
 }
-impl<T> Eq for Entry<T> {}
-impl<T> PartialOrd for Entry<T> {
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<T> Ord for Entry<T> {
+impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+        self.order().cmp(&other.order())
     }
 }
 
-struct Heap<T> {
-    entries: BinaryHeap<Reverse<Entry<T>>>,
+struct Lane {
+    after: Duration,
+    entries: VecDeque<Queued>,
+}
+
+struct Slot<T> {
+    /// Bumped each time the slot is freed, so old ids and entries of an
+    /// earlier timer in the same slot are recognised as stale.
+    generation: u32,
+    target: Option<T>,
+}
+
+/// Where the earliest queued entry is.
+#[derive(Clone, Copy)]
+enum Front {
+    Lane(usize),
+    Heap,
+}
+
+struct Queue<T> {
+    lanes: Vec<Lane>,
+    heap: BinaryHeap<Reverse<Queued>>,
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    /// Timers scheduled and neither fired nor cancelled.
+    live: usize,
+    /// Queued entries of cancelled timers.
+    stale: usize,
     /// Tie-breaker keeping timers with equal deadlines in schedule order.
     seq: u64,
 }
 
+impl<T> Queue<T> {
+    fn is_live(&self, q: &Queued) -> bool {
+        self.slots
+            .get(q.slot as usize)
+            .is_some_and(|s| s.generation == q.generation && s.target.is_some())
+    }
+
+    /// Frees slot `slot` and returns its target, if `generation` is current.
+    fn release(&mut self, slot: u32, generation: u32) -> Option<T> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.generation != generation {
+            return None;
+        }
+        let target = s.target.take()?;
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.live -= 1;
+        Some(target)
+    }
+
+    /// Drops cancelled entries from the fronts of the lanes and the heap, so
+    /// that the earliest front is a live timer.
+    fn clean_fronts(&mut self) {
+        for i in 0..self.lanes.len() {
+            while let Some(q) = self.lanes[i].entries.front().copied() {
+                if self.is_live(&q) {
+                    break;
+                }
+                self.lanes[i].entries.pop_front();
+                self.stale -= 1;
+            }
+        }
+        while let Some(Reverse(q)) = self.heap.peek().copied() {
+            if self.is_live(&q) {
+                break;
+            }
+            self.heap.pop();
+            self.stale -= 1;
+        }
+    }
+
+    /// The earliest queued entry (live or not) and where it is.
+    fn front(&self) -> Option<(Queued, Front)> {
+        let mut best: Option<(Queued, Front)> = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(q) = lane.entries.front() {
+                if best.map_or(true, |(b, _)| q < &b) {
+                    best = Some((*q, Front::Lane(i)));
+                }
+            }
+        }
+        if let Some(Reverse(q)) = self.heap.peek() {
+            if best.map_or(true, |(b, _)| q < &b) {
+                best = Some((*q, Front::Heap));
+            }
+        }
+        best
+    }
+
+    fn pop_front(&mut self, front: Front) {
+        match front {
+            Front::Lane(i) => {
+                self.lanes[i].entries.pop_front();
+            }
+            Front::Heap => {
+                self.heap.pop();
+            }
+        }
+    }
+
+    /// Removes the entries of cancelled timers once they outnumber the live
+    /// ones, and gives back what a load peak left behind.
+    fn maybe_compact(&mut self) {
+        if self.stale <= COMPACT_MIN || self.stale <= self.live {
+            return;
+        }
+        let slots = &self.slots;
+        let live = |q: &Queued| {
+            slots
+                .get(q.slot as usize)
+                .is_some_and(|s| s.generation == q.generation && s.target.is_some())
+        };
+        for lane in &mut self.lanes {
+            lane.entries.retain(|q| live(q));
+            let (len, cap) = (lane.entries.len(), lane.entries.capacity());
+            if cap > 4096 && len < cap / 4 {
+                lane.entries.shrink_to(len * 2);
+            }
+        }
+        self.heap.retain(|Reverse(q)| live(q));
+        self.stale = 0;
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(|l| l.entries.len()).sum::<usize>() + self.heap.len()
+    }
+}
+
 /// Deadlines of all transactions of one layer.
 pub(crate) struct Wheel<T> {
-    heap: Mutex<Heap<T>>,
+    queue: Mutex<Queue<T>>,
     /// Wakes the timer task when an earlier deadline arrives or on shutdown.
     notify: Notify,
     closed: AtomicBool,
@@ -52,8 +218,13 @@ pub(crate) struct Wheel<T> {
 impl<T> Wheel<T> {
     pub(crate) fn new() -> Self {
         Self {
-            heap: Mutex::new(Heap {
-                entries: BinaryHeap::new(),
+            queue: Mutex::new(Queue {
+                lanes: Vec::new(),
+                heap: BinaryHeap::new(),
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                stale: 0,
                 seq: 0,
             }),
             notify: Notify::new(),
@@ -61,52 +232,143 @@ impl<T> Wheel<T> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Heap<T>> {
-        // A panic while holding this lock cannot leave the heap inconsistent
-        // (push/pop are atomic from our point of view), so poisoning is moot.
-        self.heap.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<T>> {
+        // Every method leaves the queue consistent before it can panic
+        // (allocation failure aside), so poisoning is moot.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fires `target` at `at`.
-    pub(crate) fn schedule(&self, at: Instant, target: T) {
-        let earliest = {
-            let mut heap = self.lock();
-            heap.seq += 1;
-            let seq = heap.seq;
-            let earliest = heap.entries.peek().map_or(true, |Reverse(e)| at < e.at);
-            heap.entries.push(Reverse(Entry { at, seq, target }));
-            earliest
+    /// Fires `target` `after` from now.
+    pub(crate) fn schedule(&self, after: Duration, target: T) -> TimerId {
+        let (id, earliest) = {
+            let mut queue = self.lock();
+            let now = Instant::now();
+            // A deadline beyond the clock's range is as good as never.
+            let at = now
+                .checked_add(after)
+                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+            queue.seq += 1;
+            let seq = queue.seq;
+            let slot = match queue.free.pop() {
+                Some(slot) => {
+                    if let Some(s) = queue.slots.get_mut(slot as usize) {
+                        s.target = Some(target);
+                    }
+                    slot
+                }
+                None => {
+                    let slot = u32::try_from(queue.slots.len()).unwrap_or(u32::MAX);
+                    queue.slots.push(Slot {
+                        generation: 0,
+                        target: Some(target),
+                    });
+                    slot
+                }
+            };
+            let generation = queue.slots.get(slot as usize).map_or(0, |s| s.generation);
+            queue.live += 1;
+            queue.clean_fronts();
+            let earliest = queue.front().map_or(true, |(f, _)| at < f.at);
+            let entry = Queued {
+                at,
+                seq,
+                slot,
+                generation,
+            };
+            let lane = match queue.lanes.iter().position(|l| l.after == after) {
+                Some(i) => Some(i),
+                None if queue.lanes.len() < MAX_LANES => {
+                    queue.lanes.push(Lane {
+                        after,
+                        entries: VecDeque::new(),
+                    });
+                    Some(queue.lanes.len() - 1)
+                }
+                None => None,
+            };
+            match lane.map(|i| &mut queue.lanes[i].entries) {
+                Some(entries) if entries.back().map_or(true, |b| b.at <= at) => {
+                    entries.push_back(entry);
+                }
+                _ => queue.heap.push(Reverse(entry)),
+            }
+            (TimerId { slot, generation }, earliest)
         };
         if earliest {
             self.notify.notify_one();
         }
+        id
     }
 
-    /// Removes and returns every target due at `now`, earliest first.
-    pub(crate) fn pop_due(&self, now: Instant, out: &mut Vec<T>) {
-        let mut heap = self.lock();
-        while heap.entries.peek().is_some_and(|Reverse(e)| e.at <= now) {
-            if let Some(Reverse(e)) = heap.entries.pop() {
-                out.push(e.target);
+    /// Cancels timer `id`, dropping its target now. Returns false when it
+    /// had already fired or been cancelled.
+    #[cfg(test)]
+    pub(crate) fn cancel(&self, id: TimerId) -> bool {
+        let mut queue = self.lock();
+        Self::cancel_locked(&mut queue, id)
+    }
+
+    /// Cancels every timer of `ids` (see [`Wheel::cancel`]) under one lock.
+    pub(crate) fn cancel_all(&self, ids: impl IntoIterator<Item = TimerId>) {
+        let mut queue = self.lock();
+        for id in ids {
+            Self::cancel_locked(&mut queue, id);
+        }
+    }
+
+    fn cancel_locked(queue: &mut Queue<T>, id: TimerId) -> bool {
+        if queue.release(id.slot, id.generation).is_none() {
+            return false;
+        }
+        queue.stale += 1;
+        queue.maybe_compact();
+        true
+    }
+
+    /// Removes every timer due at `now` and appends it to `out`, in
+    /// (deadline, scheduling) order.
+    pub(crate) fn pop_due(&self, now: Instant, out: &mut Vec<(TimerId, T)>) {
+        let mut queue = self.lock();
+        while let Some((q, front)) = queue.front() {
+            if q.at > now {
+                break;
+            }
+            queue.pop_front(front);
+            match queue.release(q.slot, q.generation) {
+                Some(target) => out.push((
+                    TimerId {
+                        slot: q.slot,
+                        generation: q.generation,
+                    },
+                    target,
+                )),
+                None => queue.stale -= 1,
             }
         }
-        // Give back what a load peak left behind, with slack so a steady
-        // load does not reallocate.
-        let (len, cap) = (heap.entries.len(), heap.entries.capacity());
+        queue.clean_fronts();
+        let (len, cap) = (queue.heap.len(), queue.heap.capacity());
         if cap > 4096 && len < cap / 4 {
-            heap.entries.shrink_to(len * 2);
+            queue.heap.shrink_to(len * 2);
         }
     }
 
-    /// The earliest deadline, if any.
+    /// The earliest deadline of a live timer, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.lock().entries.peek().map(|Reverse(e)| e.at)
+        let mut queue = self.lock();
+        queue.clean_fronts();
+        queue.front().map(|(q, _)| q.at)
     }
 
-    /// Number of pending timers (stale ones included).
-    #[cfg(test)]
+    /// Timers scheduled and neither fired nor cancelled.
     pub(crate) fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().live
+    }
+
+    /// Entries queued, cancelled ones not yet dropped included (what the
+    /// queue's memory is proportional to, with the slab).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued()
     }
 
     /// Waits until the earliest deadline or until woken by an earlier one.
@@ -136,20 +398,139 @@ impl<T> Wheel<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use proptest::prelude::*;
 
-    #[test]
-    fn pops_due_timers_in_deadline_order() {
+    fn targets(due: Vec<(TimerId, &'static str)>) -> Vec<&'static str> {
+        due.into_iter().map(|(_, t)| t).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pops_due_timers_in_deadline_order() {
         let wheel = Wheel::new();
         let t0 = Instant::now();
-        wheel.schedule(t0 + Duration::from_millis(30), "c");
-        wheel.schedule(t0 + Duration::from_millis(10), "a");
-        wheel.schedule(t0 + Duration::from_millis(10), "b");
-        wheel.schedule(t0 + Duration::from_millis(50), "d");
+        wheel.schedule(Duration::from_millis(30), "c");
+        wheel.schedule(Duration::from_millis(10), "a");
+        wheel.schedule(Duration::from_millis(10), "b");
+        wheel.schedule(Duration::from_millis(50), "d");
         let mut due = Vec::new();
         wheel.pop_due(t0 + Duration::from_millis(30), &mut due);
-        assert_eq!(due, ["a", "b", "c"]);
+        assert_eq!(targets(due), ["a", "b", "c"]);
         assert_eq!(wheel.next_deadline(), Some(t0 + Duration::from_millis(50)));
         assert_eq!(wheel.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_timer_never_fires_and_frees_its_target() {
+        let wheel = Wheel::new();
+        let t0 = Instant::now();
+        let target = std::sync::Arc::new(());
+        let a = wheel.schedule(Duration::from_millis(10), std::sync::Arc::clone(&target));
+        let b = wheel.schedule(Duration::from_millis(20), std::sync::Arc::clone(&target));
+        assert_eq!(std::sync::Arc::strong_count(&target), 3);
+        assert!(wheel.cancel(a));
+        assert!(!wheel.cancel(a), "cancelled twice");
+        assert_eq!(std::sync::Arc::strong_count(&target), 2, "dropped at once");
+        assert_eq!(wheel.len(), 1);
+        assert_eq!(
+            wheel.next_deadline(),
+            Some(t0 + Duration::from_millis(20)),
+            "the cancelled front is skipped"
+        );
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + Duration::from_millis(30), &mut due);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, b);
+        assert!(!wheel.cancel(b), "already fired");
+        assert_eq!(wheel.queued(), 0);
+        // The slot is reused; the old ids do not touch the new timer.
+        let c = wheel.schedule(Duration::from_millis(5), std::sync::Arc::clone(&target));
+        assert!(!wheel.cancel(a) && !wheel.cancel(b));
+        assert_eq!(wheel.len(), 1);
+        assert!(wheel.cancel(c));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_entries_stay_bounded_by_the_live_timers() {
+        let wheel = Wheel::new();
+        // One long timer stays live; short-lived ones are scheduled and
+        // cancelled (transactions ending before their 64*T1 timer).
+        let _keep = wheel.schedule(Duration::from_secs(32), 0u32);
+        for i in 0..50_000u32 {
+            let id = wheel.schedule(Duration::from_secs(32), i);
+            wheel.cancel(id);
+            assert!(wheel.queued() <= 2 * wheel.len() + COMPACT_MIN + 1);
+        }
+        assert_eq!(wheel.len(), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Schedule(u64),
+        Cancel(usize),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            // Few distinct durations (lanes) and many (the heap): 0..40 ms
+            // in steps of 1 ms exceeds MAX_LANES.
+            (0u64..40).prop_map(Op::Schedule),
+            (0usize..64).prop_map(Op::Cancel),
+            (0u64..15).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// The queue fires exactly what a sorted list of (deadline,
+        /// schedule order) minus the cancelled timers would, in that order.
+        #[test]
+        fn fires_like_a_sorted_list(ops in proptest::collection::vec(op(), 1..300)) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let wheel = Wheel::new();
+                let mut model: Vec<(Instant, usize, TimerId)> = Vec::new();
+                let mut ids = Vec::new();
+                let mut fired = Vec::new();
+                let mut expected = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Schedule(ms) => {
+                            let n = ids.len();
+                            let id = wheel.schedule(Duration::from_millis(ms), n);
+                            model.push((Instant::now() + Duration::from_millis(ms), n, id));
+                            ids.push(id);
+                        }
+                        Op::Cancel(i) => {
+                            if let Some(&id) = ids.get(i) {
+                                let pending = model.iter().position(|m| m.2 == id);
+                                prop_assert_eq!(wheel.cancel(id), pending.is_some());
+                                if let Some(p) = pending {
+                                    model.remove(p);
+                                }
+                            }
+                        }
+                        Op::Advance(ms) => {
+                            tokio::time::advance(Duration::from_millis(ms)).await;
+                            let now = Instant::now();
+                            let mut due = Vec::new();
+                            wheel.pop_due(now, &mut due);
+                            fired.extend(due.into_iter().map(|(_, n)| n));
+                            model.sort_by_key(|m| (m.0, m.1));
+                            let split = model.partition_point(|m| m.0 <= now);
+                            expected.extend(model.drain(..split).map(|m| m.1));
+                        }
+                    }
+                    prop_assert_eq!(&fired, &expected);
+                    prop_assert_eq!(wheel.len(), model.len());
+                    let next = model.iter().map(|m| (m.0, m.1)).min().map(|m| m.0);
+                    prop_assert_eq!(wheel.next_deadline(), next);
+                }
+                Ok(())
+            })?;
+        }
     }
 }
