@@ -16,7 +16,10 @@
 //!   library's typed accessors. The values are folded into a checksum that
 //!   goes through `black_box`, so none of the work can be optimised away.
 //!
-//! A `write` group serialises the parsed INVITE with each library.
+//! A `write` group serialises the parsed INVITE with each library (vpbx
+//! twice: into a reused buffer, and with `to_bytes` as the transport does).
+//! A `daemon` group (vpbx only) times what the daemon does per relayed
+//! message: parse, read those fields, `to_bytes`.
 //!
 //! Time is the benchmark thread's CPU time (see [`ThreadCpuTime`]), so the
 //! figures hold on a busy machine. Run with `cargo bench --bench parse`;
@@ -428,6 +431,10 @@ mod with_vpbx {
 
     pub fn parse_fields(buf: &Bytes) -> Result<u64, Failure> {
         let msg = parse(buf)?;
+        parse_fields_of(&msg)
+    }
+
+    fn parse_fields_of(msg: &Message) -> Result<u64, Failure> {
         let h = msg.headers();
         let f = |_| Failure::Fields;
         let via = h.top_via().map_err(f)?;
@@ -445,7 +452,7 @@ mod with_vpbx {
         acc = fold_num(acc, u64::from(cseq.seq));
         black_box(&cseq.method);
         acc = fold_str(acc, &h.call_id().map_err(f)?);
-        black_box(&msg);
+        black_box(msg);
         Ok(acc)
     }
 
@@ -487,11 +494,29 @@ mod with_vpbx {
         parse(buf).ok()
     }
 
-    /// Serialises into a reused buffer (the transport's pattern).
+    /// Serialises into a reused buffer.
     pub fn write(msg: &Message, out: &mut BytesMut) -> usize {
         out.clear();
         msg.write_into(out);
         out.len()
+    }
+
+    /// Serialises into a buffer of its own (the transport's pattern:
+    /// `to_bytes()` per message sent).
+    #[inline(never)]
+    pub fn to_bytes(msg: &Message) -> Bytes {
+        msg.to_bytes()
+    }
+
+    /// What the daemon does with each message it relays: parse the
+    /// datagram, read the fields above, and write a message of the same
+    /// size out (here: the parsed one, through `to_bytes`).
+    #[inline(never)]
+    pub fn daemon(buf: &Bytes) -> Result<u64, Failure> {
+        let msg = parse(buf)?;
+        let acc = parse_fields_of(&msg)?;
+        let wire = msg.to_bytes();
+        Ok(acc.wrapping_add(wire.len() as u64))
     }
 }
 
@@ -809,6 +834,11 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
             b.iter(|| with_vpbx::write(black_box(&msg), &mut out))
         });
     }
+    if let Some(msg) = with_vpbx::parsed(invite) {
+        group.bench_function(BenchmarkId::new("vpbx_to_bytes", "invite"), |b| {
+            b.iter(|| with_vpbx::to_bytes(black_box(&msg)))
+        });
+    }
     if let Some(msg) = with_rsip::parsed(invite) {
         group.bench_function(BenchmarkId::new("rsip", "invite"), |b| {
             b.iter(|| with_rsip::write(black_box(&msg)))
@@ -817,6 +847,17 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     if let Some(msg) = with_rsipstack::parsed(invite) {
         group.bench_function(BenchmarkId::new("rsipstack", "invite"), |b| {
             b.iter(|| with_rsipstack::write(black_box(&msg)))
+        });
+    }
+    group.finish();
+
+    // The daemon's per-message path (vpbx only): parse, read the fields,
+    // write a message out with `to_bytes`.
+    let mut group = c.benchmark_group("daemon");
+    group.throughput(Throughput::Elements(1));
+    for (name, m) in &singles {
+        group.bench_with_input(BenchmarkId::new("vpbx", name), m, |b, m| {
+            b.iter(|| with_vpbx::daemon(black_box(m)))
         });
     }
     group.finish();

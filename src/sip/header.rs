@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -14,6 +15,10 @@ macro_rules! header_names {
         /// A header field name. Known names are variants; compact forms map to
         /// them (`v` is [`HeaderName::Via`]); the rest is kept in
         /// [`HeaderName::Other`] and compared case-insensitively.
+        ///
+        /// The type is 16 bytes (a [`Header`] 48), so that the header list of
+        /// a parsed message is small; an unknown name costs one small shared
+        /// allocation, and cloning it only a reference count.
         #[derive(Clone, Debug)]
         pub enum HeaderName {
             $(
@@ -21,7 +26,7 @@ macro_rules! header_names {
                 $variant,
             )*
             /// Any other header name, as written.
-            Other(ByteStr),
+            Other(Arc<ByteStr>),
         }
 
         impl HeaderName {
@@ -44,6 +49,8 @@ macro_rules! header_names {
     };
 }
 
+// RFC 3261 §20 and the extensions a PBX and its trunks commonly carry.
+// Compact forms per RFC 3261 §7.3.3 and the IANA header field registry.
 header_names! {
     Via => "Via", [b"via", b"v"];
     From => "From", [b"from", b"f"];
@@ -80,22 +87,40 @@ header_names! {
     ReferTo => "Refer-To", [b"refer-to", b"r"];
     Warning => "Warning", [b"warning"];
     Reason => "Reason", [b"reason"];
-}
-
-/// Compact forms of headers that have no variant of their own (RFC 3261
-/// §7.3.3 and the IANA registry); they map to the long form in `Other`.
-fn compact_other(c: u8) -> Option<&'static str> {
-    Some(match c {
-        b'u' => "Allow-Events",
-        b'b' => "Referred-By",
-        b'x' => "Session-Expires",
-        b'y' => "Identity",
-        b'a' => "Accept-Contact",
-        b'j' => "Reject-Contact",
-        b'd' => "Request-Disposition",
-        b'n' => "Identity-Info",
-        _ => return None,
-    })
+    AllowEvents => "Allow-Events", [b"allow-events", b"u"];
+    ReferredBy => "Referred-By", [b"referred-by", b"b"];
+    SessionExpires => "Session-Expires", [b"session-expires", b"x"];
+    MinSe => "Min-SE", [b"min-se"];
+    Identity => "Identity", [b"identity", b"y"];
+    IdentityInfo => "Identity-Info", [b"identity-info", b"n"];
+    AcceptContact => "Accept-Contact", [b"accept-contact", b"a"];
+    RejectContact => "Reject-Contact", [b"reject-contact", b"j"];
+    RequestDisposition => "Request-Disposition", [b"request-disposition", b"d"];
+    AcceptEncoding => "Accept-Encoding", [b"accept-encoding"];
+    AcceptLanguage => "Accept-Language", [b"accept-language"];
+    AlertInfo => "Alert-Info", [b"alert-info"];
+    CallInfo => "Call-Info", [b"call-info"];
+    ContentDisposition => "Content-Disposition", [b"content-disposition"];
+    ContentLanguage => "Content-Language", [b"content-language"];
+    ErrorInfo => "Error-Info", [b"error-info"];
+    AuthenticationInfo => "Authentication-Info", [b"authentication-info"];
+    InReplyTo => "In-Reply-To", [b"in-reply-to"];
+    MimeVersion => "MIME-Version", [b"mime-version"];
+    Organization => "Organization", [b"organization"];
+    Priority => "Priority", [b"priority"];
+    ReplyTo => "Reply-To", [b"reply-to"];
+    Timestamp => "Timestamp", [b"timestamp"];
+    Replaces => "Replaces", [b"replaces"];
+    Path => "Path", [b"path"];
+    ServiceRoute => "Service-Route", [b"service-route"];
+    HistoryInfo => "History-Info", [b"history-info"];
+    Diversion => "Diversion", [b"diversion"];
+    Privacy => "Privacy", [b"privacy"];
+    PAssertedIdentity => "P-Asserted-Identity", [b"p-asserted-identity"];
+    PPreferredIdentity => "P-Preferred-Identity", [b"p-preferred-identity"];
+    SubscriptionState => "Subscription-State", [b"subscription-state"];
+    InfoPackage => "Info-Package", [b"info-package"];
+    RecvInfo => "Recv-Info", [b"recv-info"];
 }
 
 /// The bytes are not a header name token.
@@ -104,8 +129,7 @@ fn compact_other(c: u8) -> Option<&'static str> {
 pub struct InvalidHeaderName;
 
 impl HeaderName {
-    /// Recognizes `name` without allocating; `make_other` is called only for
-    /// unknown names.
+    /// Recognizes `name`; `make_other` is called only for unknown names.
     #[inline]
     fn recognize(
         name: &[u8],
@@ -128,13 +152,8 @@ impl HeaderName {
             if let Some(h) = HeaderName::known(lower) {
                 return h;
             }
-            if lower.len() == 1 {
-                if let Some(long) = compact_other(lower[0]) {
-                    return HeaderName::Other(ByteStr::from_static(long));
-                }
-            }
         }
-        HeaderName::Other(make_other())
+        HeaderName::Other(Arc::new(make_other()))
     }
 
     /// Parses a header name (copies only unknown names).
@@ -340,6 +359,51 @@ mod tests {
             HeaderName::parse(b"X-Foo").unwrap(),
             HeaderName::parse(b"x-foo").unwrap()
         );
+    }
+
+    #[test]
+    fn extension_names_and_their_compact_forms_are_known() {
+        for (compact, long) in [
+            (&b"u"[..], HeaderName::AllowEvents),
+            (b"b", HeaderName::ReferredBy),
+            (b"x", HeaderName::SessionExpires),
+            (b"y", HeaderName::Identity),
+            (b"n", HeaderName::IdentityInfo),
+            (b"a", HeaderName::AcceptContact),
+            (b"j", HeaderName::RejectContact),
+            (b"d", HeaderName::RequestDisposition),
+        ] {
+            assert_eq!(HeaderName::parse(compact).unwrap(), long);
+            assert_eq!(HeaderName::parse(long.as_str().as_bytes()).unwrap(), long);
+        }
+        assert_eq!(
+            HeaderName::parse(b"p-asserted-IDENTITY").unwrap().as_str(),
+            "P-Asserted-Identity"
+        );
+        assert_eq!(HeaderName::parse(b"MIN-SE").unwrap(), HeaderName::MinSe);
+        // Unknown single letters stay unknown, as written.
+        let z = HeaderName::parse(b"z").unwrap();
+        assert!(matches!(&z, HeaderName::Other(s) if **s == "z"));
+    }
+
+    #[test]
+    fn unknown_names_hash_and_compare_case_insensitively() {
+        use std::collections::HashSet;
+        let a = HeaderName::parse(b"X-Custom-Header").unwrap();
+        let b = HeaderName::parse(b"x-custom-header").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "X-Custom-Header");
+        let set: HashSet<HeaderName> = [a.clone(), b, HeaderName::Via].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&HeaderName::parse(b"X-CUSTOM-HEADER").unwrap()));
+        assert_ne!(a, HeaderName::parse(b"X-Custom-Headers").unwrap());
+    }
+
+    #[test]
+    fn header_is_small() {
+        // The header list of every parsed message is a vector of these.
+        assert_eq!(std::mem::size_of::<HeaderName>(), 16);
+        assert_eq!(std::mem::size_of::<Header>(), 48);
     }
 
     #[test]
