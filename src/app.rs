@@ -162,7 +162,13 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         });
     }
 
-    let pump = spawn_pumps(transports.clone(), layer.clone(), uas.clone(), inbound);
+    let pump = spawn_pumps(
+        transports.clone(),
+        layer.clone(),
+        uas.clone(),
+        inbound,
+        usize::from(config.daemon.worker_threads),
+    );
     let tu = tokio::spawn(tu_loop(layer.clone(), uas, b2bua.clone(), incoming));
     tracing::info!(
         pbxs = config.pbxs.len(),
@@ -299,21 +305,24 @@ impl Termination {
 /// Capacity of each pump worker's queue.
 const PUMP_QUEUE: usize = 1024;
 
-/// Transport → transaction layer on several workers (one per core, at least
-/// two). Messages are spread by Call-ID, so those of one call leg stay in
-/// order while different calls are matched and answered in parallel. The
-/// returned task dispatches; aborting it ends the workers once their queues
-/// are empty. A full worker queue holds the dispatcher back, which fills the
-/// transport's inbound queue, which answers 503 (never a silent drop).
+/// Transport → transaction layer. With one worker thread, one task takes
+/// the transport's messages straight from its queue. With more, messages
+/// are spread over one worker per thread by Call-ID, so those of one call
+/// leg stay in order while different calls are matched and answered in
+/// parallel; the returned task dispatches, and aborting it ends the workers
+/// once their queues are empty. A full worker queue holds the dispatcher
+/// back, which fills the transport's inbound queue, which answers 503
+/// (never a silent drop).
 fn spawn_pumps(
     transports: Transports,
     layer: TransactionLayer,
     uas: Uas,
     mut inbound: mpsc::Receiver<Inbound>,
+    workers: usize,
 ) -> tokio::task::JoinHandle<()> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8);
+    if workers <= 1 {
+        return tokio::spawn(pump(transports, layer, uas, inbound));
+    }
     let queues: Vec<mpsc::Sender<Inbound>> = (0..workers)
         .map(|_| {
             let (tx, rx) = mpsc::channel(PUMP_QUEUE);

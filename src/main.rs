@@ -11,6 +11,12 @@ use vpbx::config::{self, Config, ConfigErrors};
 
 mod cli;
 
+/// mimalloc: the daemon allocates and frees small buffers for every SIP
+/// message; glibc malloc's bins and consolidation showed up at 9-19 % of the
+/// load profile (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -94,7 +100,16 @@ fn run(dir: Option<std::path::PathBuf>, listen: Vec<config::ListenAddr>) -> anyh
             anyhow::bail!("invalid config: {} error(s)", errors.errors().len());
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a message is received, matched, routed and relayed with
+    // no hand-off between threads (see `worker_threads`).
+    let mut builder = if config.daemon.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(usize::from(config.daemon.worker_threads));
+        b
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

@@ -21,6 +21,8 @@ pub(super) struct RawDaemon {
     pub domain: Option<Spanned<String>>,
     /// See [`super::DaemonConfig::advertised_address`].
     pub advertised_address: Option<Spanned<String>>,
+    /// See [`super::DaemonConfig::worker_threads`].
+    pub worker_threads: Option<Spanned<i64>>,
     /// `[timers]`.
     #[serde(default)]
     pub timers: RawTimers,

@@ -84,7 +84,7 @@ fn empty_daemon_file_means_all_defaults() {
 #[test]
 fn daemon_values_are_read() {
     let config = load_text(
-        "listen = [\"udp:[::1]:5070\"]\nadvertised_address = \"203.0.113.7\"\ndomain = \"pbx.example.com\"\n\
+        "listen = [\"udp:[::1]:5070\"]\nadvertised_address = \"203.0.113.7\"\ndomain = \"pbx.example.com\"\nworker_threads = 4\n\
          [timers]\nt1 = \"200ms\"\n[limits]\nmax_calls = 10\nmax_call_duration = \"1h\"\n\
          [cdr]\npath = \"/var/log/cdr.jsonl\"\n[shutdown]\ndrain_time = \"0s\"\n[reload]\ndebounce = \"2s\"\n",
         &[],
@@ -97,6 +97,7 @@ fn daemon_values_are_read() {
     );
     assert_eq!(d.advertised_address.as_deref(), Some("203.0.113.7"));
     assert_eq!(d.domain.as_deref(), Some("pbx.example.com"));
+    assert_eq!(d.worker_threads, 4);
     assert_eq!(d.timers.t1, Duration::from_millis(200));
     assert_eq!(d.timers.t2, Timers::default().t2);
     assert_eq!(d.limits.max_calls, 10);
@@ -154,14 +155,15 @@ fn bad_listen_addresses_all_reported() {
 fn bad_durations_and_ranges() {
     assert_eq!(
         errors(
-            "[timers]\nt1 = \"fast\"\nt4 = \"0s\"\n[limits]\nmax_cps = 0\nmax_message_size = 100\ntcp_idle_timeout = \"5 min\"\n",
+            "worker_threads = 0\n[timers]\nt1 = \"fast\"\nt4 = \"0s\"\n[limits]\nmax_cps = 0\nmax_message_size = 100\ntcp_idle_timeout = \"5 min\"\n",
             &[]
         ),
         [
-            "cfg/vpbx.toml:2:6: bad duration \"fast\": expected number at 0",
-            "cfg/vpbx.toml:3:6: timers.t4 = \"0s\" is out of range (allowed: 1ms to 10min)",
-            "cfg/vpbx.toml:5:11: limits.max_cps = 0 is out of range (allowed: 1 to 1000000)",
-            "cfg/vpbx.toml:6:20: limits.max_message_size = 100 is out of range (allowed: 1024 to 1048576 bytes)",
+            "cfg/vpbx.toml:1:18: worker_threads = 0 is out of range (allowed: 1 to 64)",
+            "cfg/vpbx.toml:3:6: bad duration \"fast\": expected number at 0",
+            "cfg/vpbx.toml:4:6: timers.t4 = \"0s\" is out of range (allowed: 1ms to 10min)",
+            "cfg/vpbx.toml:6:11: limits.max_cps = 0 is out of range (allowed: 1 to 1000000)",
+            "cfg/vpbx.toml:7:20: limits.max_message_size = 100 is out of range (allowed: 1024 to 1048576 bytes)",
         ]
     );
 }

@@ -203,6 +203,14 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
     let domain = host(&mut c, "domain", &raw.domain, false);
     let advertised_address = host(&mut c, "advertised_address", &raw.advertised_address, true);
 
+    let worker_threads = c.int_in(
+        &raw.worker_threads,
+        defaults.worker_threads,
+        "worker_threads",
+        (1, 64),
+        "1 to 64",
+    );
+
     let d = defaults.timers;
     let before = c.errors.len();
     let t1 = c.duration_in(&raw.timers.t1, d.t1, "timers.t1", MS, MINUTE, "1ms to 1min");
@@ -326,6 +334,7 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
         listen,
         domain,
         advertised_address,
+        worker_threads,
         timers: Timers { t1, t2, t4 },
         limits,
         cdr,

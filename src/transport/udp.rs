@@ -13,6 +13,9 @@ use super::routing::{deliver, reply_to_parse_error, stateless_reply};
 use super::{Protocol, Shared, Source};
 use crate::sip::{self, Message, Response, StatusCode};
 
+/// Datagrams read in one go before the loop yields to other tasks.
+const RECV_BATCH: usize = 32;
+
 /// Kernel receive buffer we ask for, so bursts survive while a loop is busy.
 const RECV_BUFFER_BYTES: usize = 4 << 20;
 
@@ -36,16 +39,42 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// allocation of its exact size, and parsed zero-copy from there: parsed
 /// values are slices that may live as long as a call, and a slice of a
 /// shared receive buffer would keep the whole buffer alive.
+///
+/// The loop reads what the socket holds without waiting (up to
+/// [`RECV_BATCH`] datagrams), and waits for readiness only when it is
+/// empty; after a full batch it yields, so the layers above can work off
+/// what it handed them before it reads more.
 pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
     let max = shared.config.limits.max_message_size;
     let mut shutdown = shared.shutdown.clone();
     // One octet more than the limit: a datagram that fills it is too large.
     let mut buf = vec![0u8; max.saturating_add(1)];
+    let mut batch = 0;
     loop {
-        let received = tokio::select! {
-            r = sock.recv_from(&mut buf) => r,
-            _ = shutdown.wait_for(|down| *down) => break,
+        if batch >= RECV_BATCH {
+            batch = 0;
+            tokio::task::yield_now().await;
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        let received = match sock.try_recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                batch = 0;
+                tokio::select! {
+                    r = sock.readable() => {
+                        if let Err(e) = r {
+                            tracing::warn!(%local, error = %e, "udp socket failed");
+                            break;
+                        }
+                        continue;
+                    }
+                    _ = shutdown.wait_for(|down| *down) => break,
+                }
+            }
+            r => r,
         };
+        batch += 1;
         let (len, peer) = match received {
             Ok(r) => r,
             Err(e) => {
