@@ -7,6 +7,7 @@ use super::header::{HeaderName, Headers};
 use super::method::{Method, StatusCode, Version};
 use super::name_addr::NameAddr;
 use super::uri::Uri;
+use super::wire::{self, Length, Sink};
 
 /// A SIP request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,22 +60,30 @@ impl Request {
         }
     }
 
-    /// Serializes the request (see [`Message::write_into`]).
+    /// Serializes the request (see [`Message::write_into`]) into a buffer
+    /// of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.size_hint());
-        self.write_into(&mut b);
+        let mut len = Length::default();
+        self.put(&mut len);
+        let mut b = BytesMut::with_capacity(len.0);
+        self.put(&mut b);
         b.freeze()
     }
 
     /// Appends the wire form to `out`.
     pub fn write_into(&self, out: &mut BytesMut) {
-        use std::fmt::Write;
         out.reserve(self.size_hint());
-        out.put_slice(self.method.as_str().as_bytes());
-        out.put_u8(b' ');
-        let _ = write!(Fmt(out), "{}", self.uri);
-        let _ = write!(Fmt(out), " {}\r\n", self.version);
-        write_headers_and_body(&self.headers, &self.body, out);
+        self.put(out);
+    }
+
+    fn put(&self, s: &mut impl Sink) {
+        s.put(self.method.as_str().as_bytes());
+        s.put(b" ");
+        wire::put_uri(s, &self.uri);
+        s.put(b" ");
+        wire::put_version(s, self.version);
+        s.put(b"\r\n");
+        wire::put_headers_and_body(s, &self.headers, &self.body);
     }
 
     fn size_hint(&self) -> usize {
@@ -146,21 +155,30 @@ impl Response {
         self.headers.set(HeaderName::To, v.freeze());
     }
 
-    /// Serializes the response (see [`Message::write_into`]).
+    /// Serializes the response (see [`Message::write_into`]) into a buffer
+    /// of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.size_hint());
-        self.write_into(&mut b);
+        let mut len = Length::default();
+        self.put(&mut len);
+        let mut b = BytesMut::with_capacity(len.0);
+        self.put(&mut b);
         b.freeze()
     }
 
     /// Appends the wire form to `out`.
     pub fn write_into(&self, out: &mut BytesMut) {
-        use std::fmt::Write;
         out.reserve(self.size_hint());
-        let _ = write!(Fmt(out), "{} {} ", self.version, self.status);
-        out.put_slice(self.reason.as_bytes());
-        out.put_slice(b"\r\n");
-        write_headers_and_body(&self.headers, &self.body, out);
+        self.put(out);
+    }
+
+    fn put(&self, s: &mut impl Sink) {
+        wire::put_version(s, self.version);
+        s.put(b" ");
+        wire::put_status(s, self.status);
+        s.put(b" ");
+        s.put(self.reason.as_bytes());
+        s.put(b"\r\n");
+        wire::put_headers_and_body(s, &self.headers, &self.body);
     }
 
     fn size_hint(&self) -> usize {
@@ -233,41 +251,4 @@ fn headers_size(h: &Headers) -> usize {
         .map(|f| f.name.as_str().len() + f.value.len() + 4)
         .sum::<usize>()
         + 24
-}
-
-fn write_headers_and_body(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
-    let mut wrote_length = false;
-    for h in headers.iter() {
-        if h.name == HeaderName::ContentLength {
-            if !wrote_length {
-                write_content_length(body.len(), out);
-                wrote_length = true;
-            }
-            continue;
-        }
-        out.put_slice(h.name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(&h.value);
-        out.put_slice(b"\r\n");
-    }
-    if !wrote_length {
-        write_content_length(body.len(), out);
-    }
-    out.put_slice(b"\r\n");
-    out.put_slice(body);
-}
-
-fn write_content_length(n: usize, out: &mut BytesMut) {
-    use std::fmt::Write;
-    let _ = write!(Fmt(out), "Content-Length: {n}\r\n");
-}
-
-/// `fmt::Write` over `BytesMut` (never fails).
-struct Fmt<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
-    }
 }

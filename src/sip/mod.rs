@@ -25,6 +25,7 @@ mod uri;
 mod validate;
 mod values;
 mod via;
+mod wire;
 
 pub use bytes::Bytes;
 

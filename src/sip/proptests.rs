@@ -366,4 +366,11 @@ proptest! {
             prop_assert_eq!(back, na);
         }
     }
+
+    #[test]
+    fn wire_writer_matches_display(u in uri()) {
+        let mut b = bytes::BytesMut::new();
+        super::wire::put_uri(&mut b, &u);
+        prop_assert_eq!(String::from_utf8_lossy(&b), u.to_string());
+    }
 }
