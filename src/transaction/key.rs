@@ -52,7 +52,15 @@ pub fn generate_tag() -> ByteStr {
 }
 
 fn branch_of(via: &Via) -> Option<ByteStr> {
-    via.params.get("branch").flatten().cloned()
+    via.params.get("branch").flatten().map(detached)
+}
+
+/// A copy of `text` in its own allocation. Keys outlive the message they
+/// come from (a server transaction is kept for 64*T1 after its final
+/// response over UDP); a slice would keep the whole received datagram
+/// alive that long.
+fn detached(text: &ByteStr) -> ByteStr {
+    ByteStr::from(text.as_str().to_owned())
 }
 
 /// Identifies a client transaction (§17.1.3): the branch of the top Via the
@@ -117,9 +125,7 @@ struct SentBy {
 impl SentBy {
     fn of(via: &Via) -> Self {
         let host = match &via.host {
-            Host::Domain(d) if d.bytes().any(|b| b.is_ascii_uppercase()) => {
-                Host::Domain(ByteStr::from(d.to_ascii_lowercase()))
-            }
+            Host::Domain(d) => Host::Domain(ByteStr::from(d.to_ascii_lowercase())),
             h => h.clone(),
         };
         Self {
@@ -292,6 +298,40 @@ mod tests {
         req.headers.remove_first(&HeaderName::Via);
         req.headers.push_front(HeaderName::Via, via);
         req
+    }
+
+    /// Whether `text` points into `buf`.
+    fn inside(text: &str, buf: &bytes::Bytes) -> bool {
+        buf.as_ptr_range().contains(&text.as_ptr())
+    }
+
+    #[test]
+    fn keys_do_not_keep_the_received_datagram_alive() {
+        let wire = with_via(
+            invite(),
+            "SIP/2.0/UDP Proxy.Example.com:5060;branch=z9hG4bKabc123",
+        )
+        .to_bytes();
+        let crate::sip::Message::Request(req) =
+            crate::sip::parse_datagram(wire.clone(), &crate::sip::Limits::default()).unwrap()
+        else {
+            panic!("not a request");
+        };
+        let via = req.top_via().unwrap();
+        assert!(inside(via.params.get("branch").flatten().unwrap(), &wire));
+        let ServerKeyKind::Rfc3261 { branch, sent_by, .. } = ServerKey::for_request(&req).unwrap().0
+        else {
+            panic!("not an RFC 3261 key");
+        };
+        assert_eq!(branch, "z9hG4bKabc123");
+        assert!(!inside(&branch, &wire));
+        let Host::Domain(host) = &sent_by.host else {
+            panic!("sent-by is a domain");
+        };
+        assert_eq!(host, "proxy.example.com");
+        assert!(!inside(host, &wire));
+        let ckey = ClientKey::for_request(&req).unwrap();
+        assert!(!inside(ckey.branch(), &wire));
     }
 
     #[test]
