@@ -120,11 +120,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         Some(dir) => {
             let routes = Arc::clone(&routes);
             Some(
+                // The table is in effect when `watch` logs "config reloaded".
                 config::watch(dir.clone(), config.daemon.reload.debounce, move |new| {
-                    match RoutingTable::from_config(&new) {
-                        Ok(table) => routes.store(table),
-                        Err(e) => tracing::error!(error = %e, "reload rejected"),
-                    }
+                    RoutingTable::from_config(&new).map(|table| routes.store(table))
                 })
                 .context("cannot watch the config directory")?,
             )

@@ -62,13 +62,22 @@ impl Drop for WatchHandle {
 ///
 /// After each change (quiet for `debounce`) or signal, the directory is
 /// loaded with [`load`]; a valid config goes to `on_reload`, a bad one is
-/// logged error by error and dropped, so the running config stays. Loading
-/// and `on_reload` run on tokio's blocking pool, one reload at a time, so
-/// `on_reload` may do heavy work such as building the routing table without
-/// stalling the runtime. Must be called inside a tokio runtime.
-pub fn watch<F>(dir: PathBuf, debounce: Duration, on_reload: F) -> Result<WatchHandle, WatchError>
+/// logged error by error and dropped, so the running config stays.
+/// `on_reload` puts the config in effect, or refuses it with an error
+/// (logged; the running config stays). "config reloaded" is logged only
+/// once it returned `Ok`, so whoever sees that line sees the new config in
+/// effect. Loading and `on_reload` run on tokio's blocking pool, one reload
+/// at a time, so `on_reload` may do heavy work such as building the routing
+/// table without stalling the runtime. Must be called inside a tokio
+/// runtime.
+pub fn watch<F, E>(
+    dir: PathBuf,
+    debounce: Duration,
+    on_reload: F,
+) -> Result<WatchHandle, WatchError>
 where
-    F: FnMut(Config) + Send + 'static,
+    F: FnMut(Config) -> Result<(), E> + Send + 'static,
+    E: std::error::Error,
 {
     // Capacity 1 is enough: one pending trigger already means "reload".
     let (tx, rx) = mpsc::channel(1);
@@ -129,21 +138,31 @@ fn is_change(kind: &EventKind) -> bool {
     )
 }
 
-/// Gives a good config to `on_reload`; logs every error of a bad one and
-/// drops it. Returns whether the config was applied.
-pub(crate) fn apply<F: FnMut(Config)>(
-    outcome: Result<Config, ConfigErrors>,
-    on_reload: &mut F,
-) -> bool {
+/// Gives a good config to `on_reload` and logs "config reloaded" once it
+/// is in effect (never before: a client that sees the line must get the
+/// new config); logs every error of a bad one, or `on_reload`'s refusal,
+/// and drops it. Returns whether the config was applied.
+pub(crate) fn apply<F, E>(outcome: Result<Config, ConfigErrors>, on_reload: &mut F) -> bool
+where
+    F: FnMut(Config) -> Result<(), E>,
+    E: std::error::Error,
+{
     match outcome {
         Ok(config) => {
-            tracing::info!(
-                pbxs = config.pbxs.len(),
-                numbers = config.number_count(),
-                "config reloaded"
-            );
-            on_reload(config);
-            true
+            let (pbxs, numbers) = (config.pbxs.len(), config.number_count());
+            match on_reload(config) {
+                Ok(()) => {
+                    tracing::info!(pbxs, numbers, "config reloaded");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "config reload rejected; keeping the running config"
+                    );
+                    false
+                }
+            }
         }
         Err(errors) => {
             for e in errors.errors() {
@@ -237,7 +256,10 @@ mod tests {
         let dir = dir.to_path_buf();
         let sink = applied.clone();
         let job: Job = Arc::new(move || {
-            let ok = apply(load(&dir), &mut |c| sink.lock().unwrap().push(c));
+            let ok = apply(load(&dir), &mut |c| {
+                sink.lock().unwrap().push(c);
+                Ok::<(), std::convert::Infallible>(())
+            });
             let _ = done_tx.send(ok);
         });
         tokio::spawn(reload_loop(rx, debounce, job));
@@ -316,6 +338,61 @@ mod tests {
         );
     }
 
+    /// A log sink for one test's subscriber.
+    #[derive(Clone, Default)]
+    struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuf {
+        fn reloaded_lines(&self) -> usize {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .matches("config reloaded")
+                .count()
+        }
+    }
+
+    #[test]
+    fn reloaded_is_logged_once_the_config_is_in_effect_and_only_then() {
+        let log = LogBuf::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let tmp = tempfile::tempdir().unwrap();
+        write_config(tmp.path(), "+74951234567");
+        tracing::subscriber::with_default(subscriber, || {
+            // Whoever watches the log for the line must find the new config
+            // in effect: it is not there while the config is being applied.
+            let mut logged_while_applying = None;
+            let ok = apply(load(tmp.path()), &mut |_| {
+                logged_while_applying = Some(log.reloaded_lines());
+                Ok::<(), std::io::Error>(())
+            });
+            assert!(ok);
+            assert_eq!(logged_while_applying, Some(0));
+            assert_eq!(log.reloaded_lines(), 1);
+            // Refused by the caller (e.g. the routing table cannot be
+            // built): not reloaded.
+            let ok = apply(load(tmp.path()), &mut |_| {
+                Err(std::io::Error::other("duplicate route"))
+            });
+            assert!(!ok);
+            assert_eq!(log.reloaded_lines(), 1);
+        });
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        assert!(text.contains("duplicate route"), "{text}");
+    }
+
     #[tokio::test]
     async fn watch_picks_up_a_real_file_change() {
         let tmp = tempfile::tempdir().unwrap();
@@ -326,6 +403,7 @@ mod tests {
             Duration::from_millis(50),
             move |c| {
                 let _ = tx.send(c);
+                Ok::<(), std::convert::Infallible>(())
             },
         )
         .unwrap();

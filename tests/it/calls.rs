@@ -7,10 +7,13 @@
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vpbx::sip::HeaderName;
 
 use crate::daemon::Daemon;
 use crate::ua::{UdpUa, ANSWER_WAIT};
@@ -18,6 +21,8 @@ use crate::ua::{UdpUa, ANSWER_WAIT};
 const ROUTED: &str = "+74951234567";
 const DISABLED: &str = "+74951234568";
 const UNKNOWN: &str = "+74950000000";
+/// How long a call placed by the test UA may take to be answered.
+const CALL_WAIT: Duration = Duration::from_secs(10);
 
 fn sipp_installed() -> bool {
     Command::new("sipp")
@@ -53,6 +58,8 @@ struct Setup {
     callee_transport: &'static str,
     dial_timeout: &'static str,
     max_cps: u32,
+    /// `[reload] debounce`.
+    debounce: &'static str,
 }
 
 impl Default for Setup {
@@ -61,6 +68,7 @@ impl Default for Setup {
             callee_transport: "udp",
             dial_timeout: "10s",
             max_cps: 5000,
+            debounce: "500ms",
         }
     }
 }
@@ -103,9 +111,11 @@ impl Rig {
                  [timers]\nt1 = \"500ms\"\n\
                  [limits]\nmax_cps = {}\n\
                  [cdr]\npath = \"{}\"\n\
-                 [shutdown]\ndrain_time = \"5s\"\n",
+                 [shutdown]\ndrain_time = \"5s\"\n\
+                 [reload]\ndebounce = \"{}\"\n",
                 setup.max_cps,
-                cdr.display()
+                cdr.display(),
+                setup.debounce
             ),
         )
         .unwrap();
@@ -460,7 +470,7 @@ fn calls_above_the_rate_limit_get_503_with_retry_after() {
         if r.status.as_u16() == 503 {
             let ra = r
                 .headers
-                .get(&vpbx::sip::HeaderName::RetryAfter)
+                .get(&HeaderName::RetryAfter)
                 .expect("Retry-After on 503");
             assert!(
                 std::str::from_utf8(ra)
@@ -526,31 +536,69 @@ fn every_refused_invite_gets_a_cdr_line() {
     assert_eq!(cdrs[1]["pbx"], "test");
 }
 
+/// How many times the daemon has logged a successful reload so far.
+fn reloads(daemon: &Daemon) -> usize {
+    daemon.stderr_text().matches("config reloaded").count()
+}
+
+/// Polls (every 50 ms, at most `wait`) until `done`; whether it came.
+fn wait_until(wait: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn reload_under_traffic_fails_no_call() {
     need_sipp!();
-    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    // A debounce well under the edit interval, so that edits reload while
+    // the calls run (with edits closer than the debounce, the only reload
+    // would come after the last edit, possibly after the traffic).
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            debounce: "100ms",
+            ..Setup::default()
+        },
+    );
     let calls = 150;
     let uas = rig.uas("uas_answer.xml", "u1", calls, &[]);
-    let server = rig.daemon().addr("udp", false);
-    let dir = rig.dir.path().to_path_buf();
-    let port = rig.uas_port;
-    // Edit the routing file (a comment) while SIPp runs at 50 calls/s.
-    let editor = thread::spawn(move || {
-        for i in 0..6 {
-            thread::sleep(Duration::from_millis(400));
-            write_pbx(&dir, port, &Setup::default(), &format!("edit {i}"));
-        }
-    });
-    let _ = server;
-    let uac = rig.uac("uac_call.xml", ROUTED, "udp", calls, &["-r", "50"]);
-    editor.join().unwrap();
+    // SIPp runs at 50 calls/s; the routing file (a comment) is edited every
+    // 300 ms for as long as it runs.
+    let uac = rig
+        .uac_command("uac_call.xml", ROUTED, "udp", calls, &["-r", "50"])
+        .spawn()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let editor = {
+        let (dir, port, stop) = (rig.dir.path().to_path_buf(), rig.uas_port, stop.clone());
+        thread::spawn(move || {
+            let mut edits = 0;
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(300));
+                write_pbx(&dir, port, &Setup::default(), &format!("edit {edits}"));
+                edits += 1;
+            }
+            edits
+        })
+    };
+    let uac = uac.wait_with_output().unwrap();
+    let during_traffic = reloads(rig.daemon());
+    stop.store(true, Ordering::Relaxed);
+    let edits = editor.join().unwrap();
     assert_ok("caller", &uac);
     wait_ok("callee", uas);
-    let log = rig.daemon().stderr_text();
     assert!(
-        log.contains("config reloaded"),
-        "no reload happened:\n{log}"
+        during_traffic > 0,
+        "no reload while the calls ran ({edits} edits):\n{}",
+        rig.daemon().stderr_text()
     );
     let cdrs = rig.stop();
     assert_cdrs(&cdrs, calls as usize, "answered", 200);
@@ -575,7 +623,7 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
         .recv_final(ANSWER_WAIT)
         .expect("an answer while draining");
     assert_eq!(r.status.as_u16(), 503);
-    assert!(r.headers.get(&vpbx::sip::HeaderName::RetryAfter).is_some());
+    assert!(r.headers.get(&HeaderName::RetryAfter).is_some());
     wait_ok("caller (its call outlived the SIGTERM)", uac);
     wait_ok("callee", uas);
     let cdrs = rig.wait_stopped();
@@ -585,25 +633,80 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
     assert!(cdrs[1]["talk_ms"].as_u64().unwrap() >= 1900, "{}", cdrs[1]);
 }
 
+/// The caller's side of a dialog set up by [`invite`] number `i`, for
+/// in-dialog requests (the B2BUA does not Record-Route: the remote target
+/// is the Contact of its 2xx).
+struct CallerDialog {
+    i: u32,
+    target: String,
+    to: String,
+}
+
+impl CallerDialog {
+    fn of(ok: &vpbx::sip::Response, i: u32) -> CallerDialog {
+        let header = |name| {
+            let v = ok.headers.get(&name).expect("header in the 2xx");
+            std::str::from_utf8(v).unwrap().trim().to_owned()
+        };
+        let contact = header(HeaderName::Contact);
+        let target = contact
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned();
+        CallerDialog {
+            i,
+            target,
+            to: header(HeaderName::To),
+        }
+    }
+
+    /// An in-dialog request (ACK with CSeq 1, BYE with CSeq 2).
+    fn request(&self, ua: &UdpUa, method: &str, cseq: u32) -> String {
+        let (i, local) = (self.i, ua.local());
+        format!(
+            "{method} {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK{method}{i};rport\r\n\
+             From: <sip:load@{local}>;tag=ov{i}\r\n\
+             To: {to}\r\n\
+             Call-ID: overload-{i}@{local}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            target = self.target,
+            to = self.to
+        )
+    }
+}
+
+/// The final response to `method`, skipping others (retransmitted 2xx of
+/// the INVITE, provisionals); `None` if none within `wait`.
+fn recv_final_to(ua: &UdpUa, method: &str, wait: Duration) -> Option<vpbx::sip::Response> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let r = ua.recv_final(deadline.saturating_duration_since(Instant::now()))?;
+        if r.cseq().is_ok_and(|c| c.method.as_str() == method) {
+            return Some(r);
+        }
+    }
+}
+
 #[test]
 fn a_reload_does_not_change_a_call_already_routed() {
     need_sipp!();
     let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
     let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
-    // One call held 2.5 s by the caller, routed before the edit.
-    let uac = rig
-        .uac_command("uac_call.xml", ROUTED, "udp", 1, &["-d", "2500"])
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_millis(500));
+    // A call routed and answered before the edit: its 200 says so.
+    let caller = UdpUa::new(rig.daemon().addr("udp", false));
+    caller.send(invite(ROUTED, &caller, 1).as_bytes());
+    let ok = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the first call is answered");
+    assert_eq!(ok.status.as_u16(), 200);
+    let dialog = CallerDialog::of(&ok, 1);
+    caller.send(dialog.request(&caller, "ACK", 1).as_bytes());
+
     // The number is disabled by a reload while the call is up.
-    let reloads = |rig: &Rig| {
-        rig.daemon()
-            .stderr_text()
-            .matches("config reloaded")
-            .count()
-    };
-    let before = reloads(&rig);
+    let before = reloads(rig.daemon());
     let pbx = rig.dir.path().join("pbx/test.toml");
     let text = std::fs::read_to_string(&pbx).unwrap();
     let disabled = text.replacen(
@@ -613,25 +716,34 @@ fn a_reload_does_not_change_a_call_already_routed() {
     );
     assert_ne!(text, disabled);
     std::fs::write(&pbx, disabled).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while reloads(&rig) == before {
-        assert!(Instant::now() < deadline, "no reload within 5 s");
-        thread::sleep(Duration::from_millis(50));
-    }
+    // The line is logged once the new table is in effect.
+    assert!(
+        wait_until(Duration::from_secs(10), || reloads(rig.daemon()) > before),
+        "no reload within 10 s:\n{}",
+        rig.daemon().stderr_text()
+    );
     let ua = UdpUa::new(rig.daemon().addr("udp", false));
-    ua.send(invite(ROUTED, &ua, 1).as_bytes());
+    ua.send(invite(ROUTED, &ua, 2).as_bytes());
     let status = ua
         .recv_final(ANSWER_WAIT)
-        .expect("a final answer")
+        .unwrap_or_else(|| panic!("no final answer; vpbx:\n{}", rig.daemon().stderr_text()))
         .status
         .as_u16();
-    assert_eq!(status, 480, "new calls see the reloaded (disabled) number");
-    wait_ok("caller (routed before the reload)", uac);
-    wait_ok("callee", uas);
+    assert_eq!(
+        status,
+        480,
+        "new calls see the reloaded (disabled) number; vpbx:\n{}",
+        rig.daemon().stderr_text()
+    );
+
+    // The call routed before the reload is still up on both legs.
+    caller.send(dialog.request(&caller, "BYE", 2).as_bytes());
+    let bye = recv_final_to(&caller, "BYE", CALL_WAIT).expect("an answer to the BYE");
+    assert_eq!(bye.status.as_u16(), 200);
+    wait_ok("callee (BYEd after the reload)", uas);
     let cdrs = rig.stop();
     let answered: Vec<&Value> = cdrs.iter().filter(|c| c["reason"] == "answered").collect();
     assert_eq!(answered.len(), 1, "{cdrs:#?}");
-    assert!(answered[0]["talk_ms"].as_u64().unwrap() >= 2400);
     assert!(cdrs
         .iter()
         .any(|c| c["reason"] == "rejected" && c["status"] == 480));

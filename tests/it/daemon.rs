@@ -1,5 +1,6 @@
 //! Starts the real `vpbx` binary on free ports and learns them from its
-//! `listening PROTO ADDR` lines on stdout.
+//! `listening PROTO ADDR` lines on stdout. Its log level is `info`, or
+//! `VPBX_TEST_LOG` when set (e.g. `info,vpbx::config=debug`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct Daemon {
     pub listening: Vec<(String, SocketAddr)>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The reader threads of stdout and stderr; they end at EOF.
+    readers: Vec<thread::JoinHandle<()>>,
 }
 
 /// The embedded default config shipped in the repository.
@@ -36,7 +39,7 @@ fn collect_lines(
     stream: impl Read + Send + 'static,
     sink: Arc<Mutex<Vec<String>>>,
     notify: Option<mpsc::Sender<String>>,
-) {
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -45,7 +48,7 @@ fn collect_lines(
             }
             sink.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 impl Daemon {
@@ -66,7 +69,8 @@ impl Daemon {
         for l in listen {
             cmd.arg("--listen").arg(l);
         }
-        cmd.env("RUST_LOG", "info")
+        let log = std::env::var("VPBX_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+        cmd.env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -74,22 +78,25 @@ impl Daemon {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        collect_lines(
-            child.stdout.take().expect("stdout piped"),
-            Arc::clone(&stdout),
-            Some(tx),
-        );
-        collect_lines(
-            child.stderr.take().expect("stderr piped"),
-            Arc::clone(&stderr),
-            None,
-        );
+        let readers = vec![
+            collect_lines(
+                child.stdout.take().expect("stdout piped"),
+                Arc::clone(&stdout),
+                Some(tx),
+            ),
+            collect_lines(
+                child.stderr.take().expect("stderr piped"),
+                Arc::clone(&stderr),
+                None,
+            ),
+        ];
         let mut daemon = Daemon {
             child,
             _workdir: workdir,
             listening: Vec::new(),
             stdout,
             stderr,
+            readers,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while daemon.listening.len() < listen.len() {
@@ -158,8 +165,19 @@ impl Daemon {
             );
             thread::sleep(Duration::from_millis(20));
         };
-        // Let the reader threads see EOF.
-        thread::sleep(Duration::from_millis(50));
+        // Everything the process wrote is read once the readers saw EOF
+        // (the process is gone, and nothing else holds its pipes).
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        for reader in std::mem::take(&mut self.readers) {
+            while !reader.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "vpbx output not at EOF after its exit"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+            reader.join().expect("reader thread");
+        }
         let lines = self.stdout.lock().unwrap().clone();
         (status, lines)
     }
