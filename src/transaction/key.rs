@@ -319,7 +319,9 @@ mod tests {
         };
         let via = req.top_via().unwrap();
         assert!(inside(via.params.get("branch").flatten().unwrap(), &wire));
-        let ServerKeyKind::Rfc3261 { branch, sent_by, .. } = ServerKey::for_request(&req).unwrap().0
+        let ServerKeyKind::Rfc3261 {
+            branch, sent_by, ..
+        } = ServerKey::for_request(&req).unwrap().0
         else {
             panic!("not an RFC 3261 key");
         };
