@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::bytestr::ByteStr;
 use super::grammar::{find_byte, is_token, is_wsp, parse_u64, sub, trim};
@@ -521,6 +521,12 @@ fn parse_status_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKi
 /// mandatory. The buffer is bounded: a message whose header section or
 /// total size exceeds [`Limits::max_message_size`] is an error, after
 /// which the stream cannot be resynchronized and should be closed.
+///
+/// Each message owns only its own octets: its header section and body are
+/// copied out of the read buffer (one copy, as a UDP datagram gets), so a
+/// message kept for a whole call never pins a read block, nor the messages
+/// that arrived with it; and the read buffer, never shared, is reused in
+/// place.
 #[derive(Debug)]
 pub struct StreamParser {
     buf: BytesMut,
@@ -571,7 +577,7 @@ impl StreamParser {
                 .position(|&c| c != b'\r' && c != b'\n')
                 .unwrap_or(self.buf.len());
             if skip > 0 {
-                let _ = self.buf.split_to(skip);
+                self.buf.advance(skip);
                 self.scanned = 0;
             }
             let Some(end) = self.find_head_end() else {
@@ -592,7 +598,8 @@ impl StreamParser {
                 }
                 .into());
             }
-            let head_bytes = self.buf.split_to(end).freeze();
+            let head_bytes = Bytes::copy_from_slice(&self.buf[..end]);
+            self.buf.advance(end);
             let head = parse_head(&head_bytes, &self.limits)?;
             let n = match head.content_length.clone() {
                 Ok(Some(n)) => n,
@@ -616,7 +623,12 @@ impl StreamParser {
                 let Some((PendingHead(head), _)) = self.pending.take() else {
                     return Ok(None);
                 };
-                let body = self.buf.split_to(n).freeze();
+                let body = if n == 0 {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(&self.buf[..n])
+                };
+                self.buf.advance(n);
                 Ok(Some(finish(head, body)))
             }
             _ => Ok(None),
@@ -748,6 +760,51 @@ v=0\r";
             let got = p.next_message().unwrap();
             assert_eq!(got.is_some(), (i + 1) * 5 >= INVITE.len(), "chunk {i}");
         }
+    }
+
+    /// The allocation `b` keeps alive, from its first octet on: the
+    /// capacity it has back as a `BytesMut`; `None` while the allocation is
+    /// still shared with anything else.
+    fn retained(b: Bytes) -> Option<usize> {
+        b.try_into_mut().ok().map(|m| m.capacity())
+    }
+
+    #[test]
+    fn stream_message_retains_only_its_own_octets() {
+        // One read block: a small MESSAGE with a body, then the start of a
+        // big one whose body is still coming.
+        let small: &[u8] = b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+              Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 5\r\n\r\nhello";
+        let mut block = small.to_vec();
+        block.extend_from_slice(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 40000\r\n\r\n");
+        block.resize(block.len() + 30_000, b'x');
+        let mut p = StreamParser::default();
+        p.feed(&block);
+        let Some(Message::Request(req)) = p.next_message().unwrap() else {
+            panic!("the small message is complete");
+        };
+        assert!(p.next_message().unwrap().is_none());
+        assert_eq!(p.buffered(), 30_000);
+        let call_id = req.headers.get(&HeaderName::CallId).unwrap().clone();
+        let body = req.body.clone();
+        drop(req);
+        // The parser (and the big message it buffers) lives on, as on a
+        // connection: the small message's parts still own only themselves.
+        assert_eq!(body.as_ref(), b"hello");
+        let kept = retained(body).expect("the body shares no allocation");
+        assert!(kept <= 5, "body keeps {kept} octets alive");
+        let kept = retained(call_id).expect("the header section shares no allocation");
+        assert!(
+            kept <= small.len(),
+            "a header value keeps {kept} octets alive"
+        );
+        // The big message completes and is framed as usual.
+        p.feed(&vec![b'y'; 10_000]);
+        let Some(Message::Request(big)) = p.next_message().unwrap() else {
+            panic!("the big message is complete");
+        };
+        assert_eq!(big.body.len(), 40_000);
+        assert_eq!(p.buffered(), 0);
     }
 
     #[test]
