@@ -75,23 +75,35 @@ pub struct ClientKey {
 impl ClientKey {
     /// The key of a request about to be sent (its top Via carries our branch).
     pub fn for_request(req: &Request) -> Result<Self, KeyError> {
+        Self::for_request_with_via(req).map(|(key, _)| key)
+    }
+
+    /// [`ClientKey::for_request`] and the top Via it was read from.
+    pub(crate) fn for_request_with_via(req: &Request) -> Result<(Self, Via), KeyError> {
         let via = header("Via", req.top_via())?;
         let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
-        Ok(Self {
+        let key = Self {
             branch,
             method: req.method.clone(),
-        })
+        };
+        Ok((key, via))
     }
 
     /// The key a received response matches: top Via branch and CSeq method.
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
+        Self::for_response_with_via(resp).map(|(key, _)| key)
+    }
+
+    /// [`ClientKey::for_response`] and the top Via it was read from.
+    pub(crate) fn for_response_with_via(resp: &Response) -> Result<(Self, Via), KeyError> {
         let via = header("Via", resp.top_via())?;
         let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
         let cseq = header("CSeq", resp.cseq())?;
-        Ok(Self {
+        let key = Self {
             branch,
             method: cseq.method,
-        })
+        };
+        Ok((key, via))
     }
 
     /// The key of the transaction with this branch and another method (the

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use super::key::AckKey;
 use super::metrics::TransactionMetrics;
+use super::sent_by::{SentBy, SentByTable};
 use super::wheel::{TimerId, Wheel};
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, NonInviteClient,
@@ -363,6 +364,8 @@ struct Inner {
     wheel: Arc<Wheel<TimerTarget>>,
     incoming: mpsc::Sender<Incoming>,
     next_id: AtomicU64,
+    /// The top Via sent-by values of our requests (RFC 3261 §18.1.2).
+    sent_by: SentByTable,
 }
 
 impl Drop for Inner {
@@ -391,6 +394,7 @@ impl TransactionLayer {
             wheel: Arc::clone(&wheel),
             incoming,
             next_id: AtomicU64::new(1),
+            sent_by: SentByTable::default(),
         });
         tokio::spawn(timer_task(wheel, Arc::downgrade(&inner)));
         (TransactionLayer { inner }, rx)
@@ -602,7 +606,8 @@ impl Inner {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
         }
-        let key = ClientKey::for_request(&request)?;
+        let (key, via) = ClientKey::for_request_with_via(&request)?;
+        self.sent_by.learn(SentBy::of(&via));
         if request.method == Method::Cancel {
             self.cancel_sent(&key.with_method(Method::Invite)).await;
         }
@@ -678,7 +683,20 @@ impl Inner {
         response: Response,
         source: Source,
     ) -> Result<(), TxError> {
-        let key = ClientKey::for_response(&response)?;
+        let (key, via) = ClientKey::for_response_with_via(&response)?;
+        // §18.1.2: not a value we put in our requests, so not an answer to
+        // one; checked before matching, stray responses included.
+        let sent_by = SentBy::of(&via);
+        if !self.sent_by.is_ours(&sent_by) {
+            debug!(
+                %sent_by,
+                status = response.status.as_u16(),
+                peer = %source.peer,
+                "response discarded: its top Via sent-by is not ours"
+            );
+            TransactionMetrics::inc(&self.metrics.foreign_sent_by);
+            return Ok(());
+        }
         let Some(mut entry) = self.clients.get_mut(&key) else {
             debug!(
                 branch = key.branch(),
@@ -1580,6 +1598,51 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(rx.recv().await, Some(Incoming::Response { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_whose_sent_by_is_not_ours_is_discarded() {
+        let (layer, mut rx, _sink) = layer();
+        let req = our_options("z9hG4bKsb");
+        let mut tx = layer.send_request(req.clone(), peer()).await.unwrap();
+        let from = udp_source();
+        // Same branch and CSeq, but a top Via we never wrote (RFC 3261
+        // §18.1.2): another host, then our host with another port.
+        for forged in [
+            "SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKsb",
+            "SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bKsb",
+        ] {
+            let mut r = response(&req, 200, Some("x"));
+            r.headers.set(HeaderName::Via, forged);
+            layer.on_message(r.into(), from).await.unwrap();
+        }
+        // A stray one with a foreign sent-by does not reach the TU either.
+        let mut stray = response(&our_options("z9hG4bKother"), 200, Some("y"));
+        stray.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP evil.example.com;branch=z9hG4bKother",
+        );
+        layer.on_message(stray.into(), from).await.unwrap();
+        assert!(
+            tx.events.try_recv().is_err(),
+            "nothing reached the transaction"
+        );
+        assert!(rx.try_recv().is_err(), "nothing reached the TU");
+        let metrics = layer.metrics();
+        assert_eq!(metrics.foreign_sent_by.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.stray_responses.load(Ordering::Relaxed), 0);
+        // The genuine response (our sent-by, with received/rport added on
+        // the way or not) still completes the transaction.
+        let mut ok = response(&req, 200, Some("x"));
+        ok.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKsb;received=10.0.0.2",
+        );
+        layer.on_message(ok.into(), from).await.unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(ref r) if r.status.as_u16() == 200
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,9 @@ pub struct TransactionMetrics {
     pub transport_errors: AtomicU64,
     /// Responses that matched no client transaction.
     pub stray_responses: AtomicU64,
+    /// Responses discarded because their top Via sent-by is none we put in
+    /// our requests (RFC 3261 §18.1.2).
+    pub foreign_sent_by: AtomicU64,
     /// New requests answered 503 because the TU queue was full.
     pub overload_rejected: AtomicU64,
     /// Deliveries to a full TU channel (dropped if droppable, else queued).
@@ -64,6 +67,7 @@ impl TransactionMetrics {
             ("timeouts", get(&self.timeouts)),
             ("transport_errors", get(&self.transport_errors)),
             ("stray_responses", get(&self.stray_responses)),
+            ("foreign_sent_by", get(&self.foreign_sent_by)),
             ("overload_rejected", get(&self.overload_rejected)),
             ("tu_queue_full", get(&self.tu_queue_full)),
         ]

@@ -24,7 +24,9 @@
 //!   [`TransactionLayer::on_message`]. Retransmissions are absorbed there; a
 //!   new request creates a server transaction and reaches the TU as
 //!   [`Incoming::Request`] (answer with [`ServerTransaction::respond`]);
-//!   responses go to their client transaction's channel; the rest (2xx
+//!   responses whose top Via sent-by is none we put in our requests are
+//!   discarded and counted (RFC 3261 §18.1.2, `foreign_sent_by`), the
+//!   others go to their client transaction's channel; the rest (2xx
 //!   ACKs, stray responses, Timer H / transport errors of server
 //!   transactions) reaches the TU on the same [`Incoming`] channel.
 //! - Outbound: [`TransactionLayer::send_request`] (or `send_request_with`
@@ -41,6 +43,7 @@ mod layer;
 mod metrics;
 mod non_invite_client;
 mod non_invite_server;
+mod sent_by;
 mod sink;
 mod timers;
 mod wheel;

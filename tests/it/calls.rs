@@ -4,7 +4,7 @@
 //! asserts the exit status of both SIPp sides, the CDR lines written at the
 //! graceful stop, and that the call table is empty afterwards.
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use serde_json::Value;
 use vpbx::sip::HeaderName;
 
 use crate::daemon::Daemon;
-use crate::ua::{UdpUa, ANSWER_WAIT};
+use crate::ua::{response_to, UdpUa, ANSWER_WAIT};
 
 const ROUTED: &str = "+74951234567";
 const DISABLED: &str = "+74951234568";
@@ -96,6 +96,8 @@ struct Rig {
     cdr: PathBuf,
     uas_port: u16,
     daemon: Option<Daemon>,
+    /// What the daemon printed on stdout, once it exited.
+    exit_stdout: Vec<String>,
 }
 
 impl Rig {
@@ -128,6 +130,7 @@ impl Rig {
             cdr,
             uas_port,
             daemon: Some(daemon),
+            exit_stdout: Vec::new(),
         }
     }
 
@@ -234,6 +237,7 @@ impl Rig {
             stdout.iter().any(|l| l == "b2bua calls: active=0 legs=0"),
             "call table not empty at exit: {stdout:?}"
         );
+        self.exit_stdout = stdout;
         let text = std::fs::read_to_string(&self.cdr).unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -839,4 +843,61 @@ fn reinvite_2xx_is_retransmitted_until_the_callers_ack() {
     assert_eq!(bye_ok.status.as_u16(), 200);
     wait_ok("callee", uas);
     assert_cdrs(&rig.stop(), 1, "answered", 200);
+}
+
+/// The value of `name=` in the daemon's `transaction counters:` exit line.
+fn transaction_counter(rig: &Rig, name: &str) -> u64 {
+    let line = rig
+        .exit_stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("transaction counters: "))
+        .unwrap_or_else(|| panic!("no transaction counters in {:?}", rig.exit_stdout));
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_response_whose_via_is_not_ours_is_discarded() {
+    // RFC 3261 §18.1.2. The callee is the test UA on the routed port: it
+    // answers our INVITE with a 200 whose top Via names another port, then
+    // another host (same branch, so it would match the transaction), and
+    // only then with a 486 carrying our Via as it came.
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let server = rig.daemon().addr("udp", false);
+    let callee = UdpUa::bind(SocketAddr::from(([127, 0, 0, 1], rig.uas_port)), server);
+    let caller = UdpUa::new(server);
+    caller.send(invite(ROUTED, &caller, 1).as_bytes());
+    let (req, from) = callee
+        .recv_request(CALL_WAIT)
+        .expect("the INVITE reaches the callee");
+    assert_eq!(req.method.as_str(), "INVITE");
+    let ours = std::str::from_utf8(req.headers.get(&HeaderName::Via).unwrap())
+        .unwrap()
+        .to_owned();
+    let via = req.top_via().unwrap();
+    let branch = via.branch().unwrap();
+    let port = via.port.unwrap();
+    let contact = format!("Contact: <sip:callee@{}>\r\n", callee.local());
+    for forged in [
+        format!("SIP/2.0/UDP 127.0.0.1:{};branch={branch};rport", port + 1),
+        format!("SIP/2.0/UDP 192.0.2.1:{port};branch={branch};rport"),
+    ] {
+        let ok = response_to(&req, "200 OK", &forged, "callee1", &contact);
+        callee.send_to(ok.as_bytes(), from);
+    }
+    let busy = response_to(&req, "486 Busy Here", &ours, "callee1", "");
+    callee.send_to(busy.as_bytes(), from);
+    let r = caller.recv_final(CALL_WAIT).expect("a final answer");
+    assert_eq!(
+        r.status.as_u16(),
+        486,
+        "the forged 200s were taken for answers; vpbx:\n{}",
+        rig.daemon().stderr_text()
+    );
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, 1, "busy", 486);
+    assert_eq!(transaction_counter(&rig, "foreign_sent_by"), 2);
 }

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use vpbx::sip::{self, Limits, Message, Response, StreamParser};
+use vpbx::sip::{self, HeaderName, Limits, Message, Request, Response, StreamParser};
 
 /// How long to wait for a response that must come.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
@@ -27,6 +27,15 @@ impl UdpUa {
         };
         let sock = UdpSocket::bind(bind).unwrap();
         UdpUa { sock, server }
+    }
+
+    /// A UA on a given loopback address, e.g. the callee's port of a
+    /// routing config; `server` is where [`UdpUa::send`] goes.
+    pub fn bind(local: SocketAddr, server: SocketAddr) -> UdpUa {
+        UdpUa {
+            sock: UdpSocket::bind(local).unwrap(),
+            server,
+        }
     }
 
     pub fn local(&self) -> SocketAddr {
@@ -59,6 +68,33 @@ impl UdpUa {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
             Err(e) => panic!("udp receive: {e}"),
         }
+    }
+
+    /// The next request within `wait` and where it came from, or `None`.
+    /// Responses are a failure.
+    pub fn recv_request(&self, wait: Duration) -> Option<(Request, SocketAddr)> {
+        let mut buf = vec![0u8; 70_000];
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let bytes = sip::Bytes::copy_from_slice(&buf[..n]);
+                match sip::parse_datagram(bytes, &Limits::default()) {
+                    Ok(Message::Request(r)) => Some((r, from)),
+                    Ok(Message::Response(r)) => panic!("expected a request, got {}", r.status),
+                    Err(e) => panic!(
+                        "unparseable request ({e}):\n{}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ),
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("udp receive: {e}"),
+        }
+    }
+
+    /// Sends to another address than the server's.
+    pub fn send_to(&self, bytes: &[u8], to: SocketAddr) {
+        self.sock.send_to(bytes, to).unwrap();
     }
 
     /// Responses until a final one (skipping 1xx), or `None` if none in time.
@@ -170,5 +206,29 @@ pub fn options(
          CSeq: 1 OPTIONS\r\n\
          Content-Length: 0\r\n\r\n",
         port = target.port()
+    )
+}
+
+/// A response to `req` as a callee writes it: its From, Call-ID and CSeq,
+/// its To with `to_tag`, `via` as the (only) Via (e.g. the request's own or
+/// a forged one), and `extra` header lines (each ending in CRLF).
+pub fn response_to(req: &Request, status: &str, via: &str, to_tag: &str, extra: &str) -> String {
+    let header = |name| {
+        let v = req.headers.get(&name).expect("header in the request");
+        std::str::from_utf8(v).unwrap().trim().to_owned()
+    };
+    format!(
+        "SIP/2.0 {status}\r\n\
+         Via: {via}\r\n\
+         From: {from}\r\n\
+         To: {to};tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq}\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n",
+        from = header(HeaderName::From),
+        to = header(HeaderName::To),
+        call_id = header(HeaderName::CallId),
+        cseq = header(HeaderName::CSeq),
     )
 }
