@@ -104,6 +104,9 @@ impl Headers {
                 reason: "empty or contains white space",
             });
         }
+        if v.is_ascii() {
+            return Ok(ByteStr::from_ascii(v.clone()));
+        }
         ByteStr::from_utf8(v.clone()).map_err(|_| HeaderError::Invalid {
             name: HeaderName::CallId,
             reason: "not UTF-8",

@@ -7,8 +7,7 @@
 use bytes::Bytes;
 use nom::bytes::complete::{take_while, take_while1};
 use nom::character::complete::char as ch;
-use nom::combinator::opt;
-use nom::sequence::{delimited, pair, preceded};
+use nom::sequence::delimited;
 use nom::IResult;
 
 use super::bytestr::ByteStr;
@@ -253,10 +252,15 @@ pub(crate) fn gen_value(i: &[u8]) -> IResult<&[u8], &[u8]> {
 }
 
 /// A parameter as raw slices: name and optional value.
+#[cfg(test)]
 pub(crate) type RawParam<'a> = (&'a [u8], Option<&'a [u8]>);
 
-/// generic-param = token [ EQUAL gen-value ].
+/// generic-param = token [ EQUAL gen-value ] (the reference `nom` form,
+/// against which the hand-written parameter parser is tested).
+#[cfg(test)]
 pub(crate) fn generic_param(i: &[u8]) -> IResult<&[u8], RawParam<'_>> {
+    use nom::combinator::opt;
+    use nom::sequence::{pair, preceded};
     pair(token, opt(preceded(sep('='), gen_value)))(i)
 }
 

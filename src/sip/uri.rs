@@ -109,22 +109,40 @@ pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]
         let ip = parse_ipv6(&s[1..end]).ok_or(UriError::Host)?;
         return Ok((Host::Ipv6(ip), &s[end + 1..]));
     }
-    let n = s.iter().position(|&c| !is_host(c)).unwrap_or(s.len());
+    // One pass: the extent of the host, whether it looks like an IPv4
+    // address, and whether a label is empty (a single trailing dot, as in
+    // an FQDN, is allowed).
+    let mut n = 0;
+    let mut dotted_digits = true;
+    let mut after_dot = true;
+    let mut empty_label = false;
+    while let Some(&c) = s.get(n) {
+        if !is_host(c) {
+            break;
+        }
+        if c == b'.' {
+            empty_label |= after_dot;
+            after_dot = true;
+        } else {
+            after_dot = false;
+            dotted_digits &= c.is_ascii_digit();
+        }
+        n += 1;
+    }
     let (h, rest) = s.split_at(n);
     if h.is_empty() {
         return Err(UriError::Host);
     }
-    if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+    if dotted_digits {
         let text = std::str::from_utf8(h).map_err(|_| UriError::Host)?;
         let ip: Ipv4Addr = text.parse().map_err(|_| UriError::Host)?;
         return Ok((Host::Ipv4(ip), rest));
     }
-    // Labels must not be empty; a single trailing dot is allowed (FQDN).
-    let body = h.strip_suffix(b".").unwrap_or(h);
-    if body.is_empty() || body.split(|&c| c == b'.').any(|l| l.is_empty()) {
+    if empty_label {
         return Err(UriError::Host);
     }
-    Ok((Host::Domain(sub_str(src, h).ok_or(UriError::Host)?), rest))
+    // Host characters are ASCII.
+    Ok((Host::Domain(ByteStr::from_ascii(sub(src, h))), rest))
 }
 
 /// Parses `:port` if present.
@@ -525,5 +543,23 @@ mod tests {
             sip("sip:example.com.").host,
             Host::Domain("example.com.".into())
         );
+        // Empty labels anywhere, and a lone or doubled trailing dot.
+        for bad in [
+            "sip:.example.com",
+            "sip:.",
+            "sip:example.com..",
+            "sip:a.b..c:5060",
+        ] {
+            assert_eq!(Uri::parse(bad), Err(UriError::Host), "{bad}");
+        }
+        // Dotted digits are an IPv4 address or nothing; a digit label in a
+        // name is fine.
+        assert!(Uri::parse("sip:1.2.3").is_err());
+        assert!(Uri::parse("sip:1.2.3.4.").is_err());
+        assert_eq!(
+            sip("sip:a.1.example:5070").host,
+            Host::Domain("a.1.example".into())
+        );
+        assert_eq!(sip("sip:a.1.example:5070").port, Some(5070));
     }
 }
