@@ -176,12 +176,14 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     termination.wait().await;
 
     // Requests keep flowing while draining, so calls in progress can end.
+    // The drain time bounds the whole stop: the last part of it is kept
+    // for hanging up the calls still up, and what is left after that is
+    // only recorded, so the exit follows the drain time by no more than
+    // the CDR flush (however many calls an overload left behind).
+    let (wait_time, hang_up_time) = split_drain_time(config.daemon.shutdown.drain_time);
     let second_signal = termination.wait();
-    drain
-        .run_until(config.daemon.shutdown.drain_time, second_signal)
-        .await;
-    // Calls still up after the drain time are hung up, so each gets its CDR.
-    b2bua.hang_up_all().await;
+    drain.run_until(wait_time, second_signal).await;
+    b2bua.hang_up_all(hang_up_time).await;
     tracing::info!("shutting down: no longer receiving");
     transports.shutdown().await;
     pump.abort();
@@ -201,6 +203,16 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     ));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Most of a stop's drain time kept for hanging up the calls left.
+const MAX_HANG_UP_TIME: Duration = Duration::from_secs(1);
+
+/// The drain time as (waiting for calls to end, hanging up those left):
+/// a fifth of it, at most [`MAX_HANG_UP_TIME`], for the hang-up.
+fn split_drain_time(drain_time: Duration) -> (Duration, Duration) {
+    let hang_up = (drain_time / 5).min(MAX_HANG_UP_TIME);
+    (drain_time.saturating_sub(hang_up), hang_up)
 }
 
 fn layer_config(daemon: &DaemonConfig) -> LayerConfig {
@@ -920,6 +932,18 @@ mod tests {
             .get(&HeaderName::Warning)
             .unwrap()
             .starts_with(b"399 "));
+    }
+
+    #[test]
+    fn the_hang_up_time_comes_out_of_the_drain_time() {
+        let s = Duration::from_secs;
+        assert_eq!(split_drain_time(s(30)), (s(29), s(1)));
+        assert_eq!(split_drain_time(s(5)), (s(4), s(1)));
+        assert_eq!(
+            split_drain_time(s(1)),
+            (Duration::from_millis(800), Duration::from_millis(200))
+        );
+        assert_eq!(split_drain_time(s(0)), (s(0), s(0)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -119,6 +119,9 @@ enum Input {
     Failed(Leg, Method, u32),
     Timeout,
     Terminate,
+    /// As `Terminate`, without a message to either side: the call is only
+    /// recorded (the hang-up time of a stop is over).
+    Abandon,
 }
 
 /// What to do once the call is unlocked.
@@ -218,25 +221,46 @@ impl B2bua {
         }
     }
 
-    /// Ends every call still in progress (after the drain time): BYE on
-    /// both legs of established calls, 503 and CANCEL for ringing ones; each
-    /// gets its CDR now.
-    pub async fn hang_up_all(&self) {
+    /// Ends every call still in progress (after the drain time), each with
+    /// its CDR now: for at most `limit`, BYE on both legs of established
+    /// calls, 503 and CANCEL for ringing ones; once `limit` has passed, the
+    /// calls left are only recorded (the process is about to exit; their
+    /// peers end them by their own timers). Returns how many calls were
+    /// hung up and how many only recorded.
+    pub async fn hang_up_all(&self, limit: Duration) -> (usize, usize) {
         let entries: Vec<Arc<Entry>> = self
             .inner
             .calls
             .iter()
             .map(|e| Arc::clone(e.value()))
             .collect();
-        if !entries.is_empty() {
+        if entries.is_empty() {
+            return (0, 0);
+        }
+        tracing::warn!(
+            calls = entries.len(),
+            ?limit,
+            "hanging up the calls left after the drain"
+        );
+        let deadline = Instant::now() + limit;
+        let (mut hung_up, mut recorded) = (0, 0);
+        for entry in entries {
+            if Instant::now() < deadline {
+                self.inner.step(&entry, Input::Terminate).await;
+                hung_up += 1;
+            } else {
+                self.inner.step(&entry, Input::Abandon).await;
+                recorded += 1;
+            }
+        }
+        if recorded > 0 {
             tracing::warn!(
-                calls = entries.len(),
-                "hanging up the calls left after the drain"
+                hung_up,
+                recorded,
+                "hang-up time over: the other calls were recorded without BYE or CANCEL"
             );
         }
-        for entry in entries {
-            self.inner.step(&entry, Input::Terminate).await;
-        }
+        (hung_up, recorded)
     }
 
     /// Handles what the transaction layer passes up. Returns the requests
@@ -764,6 +788,7 @@ impl Inner {
                     }
                     Input::Timeout => st.call.handle_timeout(now, &mut actions),
                     Input::Terminate => st.call.terminate(now, &mut actions),
+                    Input::Abandon => st.call.terminate(now, &mut Vec::new()),
                 }
                 let effects = resolve_actions(st, actions);
                 let record = if st.call.is_finished() {

@@ -119,8 +119,10 @@ pub struct CdrConfig {
 /// Graceful shutdown (`[shutdown]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownConfig {
-    /// On SIGTERM/SIGINT, how long to wait for calls in progress before
-    /// ending them. Default 30s.
+    /// On SIGTERM/SIGINT, how long the stop may take: calls in progress
+    /// are waited for, then (in the last fifth, at most 1s) the ones left
+    /// are hung up; any still left then are only recorded. The CDR flush
+    /// follows. Default 30s.
     pub drain_time: Duration,
 }
 

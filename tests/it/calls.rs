@@ -60,6 +60,8 @@ struct Setup {
     max_cps: u32,
     /// `[reload] debounce`.
     debounce: &'static str,
+    /// `[shutdown] drain_time`.
+    drain_time: &'static str,
 }
 
 impl Default for Setup {
@@ -69,6 +71,7 @@ impl Default for Setup {
             dial_timeout: "10s",
             max_cps: 5000,
             debounce: "500ms",
+            drain_time: "5s",
         }
     }
 }
@@ -113,10 +116,11 @@ impl Rig {
                  [timers]\nt1 = \"500ms\"\n\
                  [limits]\nmax_cps = {}\n\
                  [cdr]\npath = \"{}\"\n\
-                 [shutdown]\ndrain_time = \"5s\"\n\
+                 [shutdown]\ndrain_time = \"{}\"\n\
                  [reload]\ndebounce = \"{}\"\n",
                 setup.max_cps,
                 cdr.display(),
+                setup.drain_time,
                 setup.debounce
             ),
         )
@@ -900,4 +904,49 @@ fn a_response_whose_via_is_not_ours_is_discarded() {
     let cdrs = rig.stop();
     assert_cdrs(&cdrs, 1, "busy", 486);
     assert_eq!(transaction_counter(&rig, "foreign_sent_by"), 2);
+}
+
+#[test]
+fn a_stop_after_an_overload_keeps_to_the_drain_time() {
+    // Calls an overload leaves ringing (the callee never answers) are still
+    // up when the drain time is over: the stop must not take longer than
+    // the drain time plus recording them, however many there are.
+    let calls = 2000;
+    let drain = Duration::from_secs(1);
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            drain_time: "1s",
+            ..Setup::default()
+        },
+    );
+    // The callee: a socket that never reads (its INVITEs are retransmitted).
+    let _callee = UdpSocket::bind(("127.0.0.1", rig.uas_port)).unwrap();
+    let caller = UdpUa::new(rig.daemon().addr("udp", false));
+    for i in 0..calls {
+        caller.send(invite(ROUTED, &caller, i).as_bytes());
+    }
+    // Every call is in the daemon once it answered it (100 Trying).
+    let mut answered = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.len() < calls as usize {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = caller
+            .recv(left)
+            .unwrap_or_else(|| panic!("only {} of {calls} calls answered", answered.len()));
+        assert!(r.status.is_provisional(), "{}", r.status);
+        answered.insert(r.call_id().unwrap().to_string());
+    }
+    let stopped = Instant::now();
+    rig.daemon().signal_term();
+    let cdrs = rig.wait_stopped();
+    let took = stopped.elapsed();
+    eprintln!("stop took {took:?}");
+    // A loaded debug build records a few thousand calls a second.
+    assert!(
+        took < drain + Duration::from_secs(4),
+        "the stop took {took:?} with a drain time of {drain:?}"
+    );
+    assert_eq!(cdrs.len(), calls as usize, "one CDR per call");
+    assert!(cdrs.iter().all(|c| c["status"] == 503), "{:#?}", &cdrs[..3]);
 }
