@@ -343,12 +343,13 @@ impl Call {
         out: &mut Vec<Action>,
     ) -> Result<Call, SetupError> {
         let checked = (|| {
-            let inbound = Dialog::new_uas(&invite, ids::tag())?;
+            let from = invite.from()?;
+            let inbound = Dialog::new_uas_from(&invite, &from, ids::tag())?;
             let invite_seq = invite.cseq()?.seq;
             let max_forwards = invite.max_forwards()?;
-            Ok::<_, crate::dialog::DialogError>((inbound, invite_seq, max_forwards))
+            Ok::<_, crate::dialog::DialogError>((from, inbound, invite_seq, max_forwards))
         })();
-        let (inbound, invite_seq, max_forwards) = match checked {
+        let (from, inbound, invite_seq, max_forwards) = match checked {
             Ok(v) => v,
             Err(source) => {
                 return Err(SetupError {
@@ -363,7 +364,7 @@ impl Call {
 
         let outbound_tp = plan.outbound.clone();
         let call_id = ids::call_id(&outbound_tp.host);
-        let from = caller_id(&invite, &outbound_tp.host);
+        let from = caller_id(&from, &outbound_tp.host);
         let to = Bytes::from(format!("<{}>", plan.request_uri));
         let out_seq = 1;
         let outbound = Dialog::new_uac(
@@ -1406,32 +1407,35 @@ pub fn ack_and_bye_for_stray_2xx(response: &Response) -> Option<(Request, Reques
 
 /// From of the outbound INVITE: the caller's display name and user (caller
 /// ID) at our host, without the caller's tag or parameters.
-fn caller_id(invite: &Request, host: &str) -> Vec<u8> {
-    let (display, user) = match invite.from() {
-        Ok(NameAddr {
-            display_name, uri, ..
-        }) => {
-            let user = match &uri {
-                Uri::Sip(u) => u.user.as_ref().map(|u| u.to_string()),
-                Uri::Tel(t) => Some(t.number.to_string()),
-                _ => None,
-            };
-            (display_name.map(|d| d.to_string()), user)
-        }
-        Err(_) => (None, None),
-    };
-    let user = user.unwrap_or_else(|| "anonymous".to_owned());
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    match display {
+fn caller_id(from: &NameAddr, host: &str) -> Vec<u8> {
+    let user = match &from.uri {
+        Uri::Sip(u) => u.user.as_deref(),
+        Uri::Tel(t) => Some(&*t.number),
+        _ => None,
+    }
+    .unwrap_or("anonymous");
+    let display = from.display_name.as_deref().filter(|d| !d.is_empty());
+    let bracket = host.contains(':') && !host.starts_with('[');
+    let mut out = Vec::with_capacity(display.map_or(0, str::len) + user.len() + host.len() + 16);
+    if let Some(d) = display {
         // The display name is kept as written inside its quotes (escapes
         // included), so it can be quoted again as is.
-        Some(d) if !d.is_empty() => format!("\"{d}\" <sip:{user}@{host}>").into_bytes(),
-        _ => format!("<sip:{user}@{host}>").into_bytes(),
+        out.push(b'"');
+        out.extend_from_slice(d.as_bytes());
+        out.extend_from_slice(b"\" ");
     }
+    out.extend_from_slice(b"<sip:");
+    out.extend_from_slice(user.as_bytes());
+    out.push(b'@');
+    if bracket {
+        out.push(b'[');
+    }
+    out.extend_from_slice(host.as_bytes());
+    if bracket {
+        out.push(b']');
+    }
+    out.push(b'>');
+    out
 }
 
 #[cfg(test)]

@@ -26,15 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::cdr::{CallTimes, CdrRecord, CdrSink, FinishReason};
+use crate::routing::Number;
 use crate::sip::{Method, Request, StatusCode, Uri};
 use crate::transport::RefusalObserver;
 
 use super::service::dialed_number;
 
-/// The dialed number for the CDR: E.164 when it parses, else the user part
-/// of the Request-URI as received.
-pub(crate) fn dialed_for_cdr(req: &Request) -> String {
-    match dialed_number(req) {
+/// The dialed number for the CDR: E.164 when it parsed (`number`, from
+/// [`dialed_number`]), else the user part of the Request-URI as received.
+pub(crate) fn dialed_for_cdr(req: &Request, number: Option<Number>) -> String {
+    match number {
         Some(n) => n.to_string(),
         None => match &req.uri {
             Uri::Sip(u) => u.user.as_deref().unwrap_or_default().to_owned(),
@@ -115,7 +116,7 @@ impl RefusalObserver for RefusedCalls {
             request,
             status,
             reason,
-            dialed_for_cdr(request),
+            dialed_for_cdr(request, dialed_number(request)),
             None,
             SystemTime::now(),
         );

@@ -13,7 +13,7 @@
 //! call's state is locked only while its sans-IO machine runs; sending
 //! happens after the lock is released.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -316,28 +316,30 @@ impl B2bua {
     }
 }
 
-fn tag_of(value: Result<crate::sip::NameAddr, crate::sip::HeaderError>) -> Option<ByteStr> {
-    value
-        .ok()
-        .and_then(|n| n.tag().map(|t| ByteStr::from(t.to_owned())))
+/// Whether a request's To carries a tag (it is inside a dialog).
+fn has_to_tag(req: &Request) -> bool {
+    req.to().is_ok_and(|to| to.tag().is_some())
 }
 
-/// The caller's From tag; empty for an RFC 2543 From without tag (RFC 3261
-/// §12.1.1 "null"); `None` when From is unreadable.
-fn remote_tag_of(req: &Request) -> Option<ByteStr> {
-    let from = req.from().ok()?;
-    Some(
-        from.tag()
-            .map(|t| ByteStr::from(t.to_owned()))
-            .unwrap_or_default(),
-    )
+/// The caller's From tag, a slice of the request (for a lookup: do not
+/// keep it); empty for an RFC 2543 From without tag (RFC 3261 §12.1.1
+/// "null"); `None` when From is unreadable.
+fn remote_tag_of(from: &crate::sip::NameAddr) -> ByteStr {
+    from.params
+        .get("tag")
+        .flatten()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The dialed number (SPEC §2.1): the user part of a `sip:`/`sips:`
-/// Request-URI or the number of a `tel:` one, else the same from To.
+/// Request-URI or the number of a `tel:` one, else the same from To (only
+/// then is To parsed).
 pub fn dialed_number(req: &Request) -> Option<Number> {
-    let to = req.to().ok();
-    Number::dialed(&req.uri, to.as_ref().map(|t| &t.uri)).ok()
+    Number::from_uri(&req.uri).ok().or_else(|| {
+        let to = req.to().ok()?;
+        Number::from_uri(&to.uri).ok()
+    })
 }
 
 fn host_port(
@@ -460,7 +462,7 @@ impl Inner {
         {
             return self.entry(id).map(|e| (e, Leg::Outbound));
         }
-        let remote_tag = remote_tag_of(req)?;
+        let remote_tag = remote_tag_of(&req.from().ok()?);
         let id = *self.legs.get(&LegKey::Inbound {
             call_id,
             remote_tag,
@@ -469,7 +471,7 @@ impl Inner {
     }
 
     async fn on_request(self: &Arc<Self>, sr: ServerRequest) -> Option<ServerRequest> {
-        let has_to_tag = tag_of(sr.request.to()).is_some();
+        let has_to_tag = has_to_tag(&sr.request);
         if sr.request.method == Method::Invite && !has_to_tag {
             self.new_call(sr).await;
             return None;
@@ -536,13 +538,13 @@ impl Inner {
         let now = Instant::now();
         let req = &sr.request;
         let number = dialed_number(req);
-        let dialed = dialed_for_cdr(req);
+        let dialed = dialed_for_cdr(req, number);
         if let Err(refusal) = admission::check_invite(req) {
             return self
                 .refuse(sr, refusal.status(), refusal.finish_reason(), dialed, None)
                 .await;
         }
-        let (Ok(call_id), Some(remote_tag)) = (req.call_id(), remote_tag_of(req)) else {
+        let (Ok(call_id), Ok(from)) = (req.call_id(), req.from()) else {
             return self
                 .refuse(
                     sr,
@@ -556,8 +558,10 @@ impl Inner {
         // Own copies: the key lives as long as the call.
         let in_key = LegKey::Inbound {
             call_id: ByteStr::from(call_id.to_string()),
-            remote_tag,
+            remote_tag: ByteStr::from(remote_tag_of(&from).to_string()),
         };
+        // An own copy too: a slice would keep the datagram alive.
+        let caller = from.uri.to_string();
         if self.legs.contains_key(&in_key) {
             // Same dialog-forming request under a new branch: a merged or
             // looped request (RFC 3261 §8.2.2.2).
@@ -658,10 +662,6 @@ impl Inner {
             source,
             tx,
         } = sr;
-        let caller = request
-            .from()
-            .map(|f| f.uri.to_string())
-            .unwrap_or_default();
         let invite_seq = request.cseq().map(|c| c.seq).unwrap_or_default();
         let span = tracing::info_span!(
             "call",
@@ -750,8 +750,11 @@ impl Inner {
     /// Runs `input` through the call, then carries out what it asked for,
     /// feeding send failures back in.
     async fn step(self: &Arc<Self>, entry: &Arc<Entry>, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
+        // Send failures come back as inputs, in order; usually there are
+        // none (and then nothing is allocated).
+        let mut next = Some(input);
+        let mut failed = Vec::new();
+        while let Some(input) = next.take() {
             let (effects, record) = {
                 let mut st = entry.lock();
                 let st = &mut *st;
@@ -800,7 +803,10 @@ impl Inner {
                 };
                 (effects, record)
             };
-            inputs.extend(self.execute(entry, effects).await);
+            failed.extend(self.execute(entry, effects).await);
+            if !failed.is_empty() {
+                next = Some(failed.remove(0));
+            }
             if let Some(record) = record {
                 if let Some(cdr) = &self.cdr {
                     if let Err(e) = cdr.write(record).await {
@@ -877,7 +883,8 @@ impl Inner {
         st.scheduled = want;
     }
 
-    fn record(&self, st: &State) -> CdrRecord {
+    /// The call's CDR; takes the strings of `st.meta` (the call is over).
+    fn record(&self, st: &mut State) -> CdrRecord {
         let call = &st.call;
         let start = st.meta.started;
         let at = |i: Instant| start + i.saturating_duration_since(call.started_at());
@@ -890,11 +897,11 @@ impl Inner {
             end,
         };
         let mut rec = CdrRecord::new(call.inbound_call_id().to_string(), times, status, reason);
-        rec.caller = st.meta.caller.clone();
-        rec.dialed = st.meta.dialed.clone();
-        rec.pbx = Some(st.meta.pbx.clone());
+        rec.caller = std::mem::take(&mut st.meta.caller);
+        rec.dialed = std::mem::take(&mut st.meta.dialed);
+        rec.pbx = Some(std::mem::take(&mut st.meta.pbx));
         rec.targets = vec![TargetAttempt {
-            target: st.meta.target.clone(),
+            target: std::mem::take(&mut st.meta.target),
             status: call.callee_status(),
         }];
         let _enter = st.meta.span.enter();

@@ -15,7 +15,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::sip::{ByteStr, HeaderError, HeaderName, Method, NameAddr, Request, Response, Uri};
+use crate::sip::{
+    ByteStr, HeaderError, HeaderName, Headers, Method, NameAddr, Request, Response, Uri,
+};
 
 /// Why a message could not set up or update a dialog.
 #[derive(Debug, Error)]
@@ -84,7 +86,15 @@ impl Dialog {
     /// with `local_tag` (RFC 3261 §12.1.1): remote target from Contact, route
     /// set from Record-Route in order, remote CSeq from the request.
     pub fn new_uas(request: &Request, local_tag: ByteStr) -> Result<Dialog, DialogError> {
-        let from = request.from()?;
+        Dialog::new_uas_from(request, &request.from()?, local_tag)
+    }
+
+    /// [`Dialog::new_uas`] with the request's From already parsed.
+    pub fn new_uas_from(
+        request: &Request,
+        from: &NameAddr,
+        local_tag: ByteStr,
+    ) -> Result<Dialog, DialogError> {
         // RFC 3261 §12.1.1: a From without tag (RFC 2543) is a null tag.
         let remote_tag = from
             .tag()
@@ -100,8 +110,10 @@ impl Dialog {
             .get(&HeaderName::From)
             .cloned()
             .unwrap_or_default();
-        let remote_target =
-            own_uri(contact_uri(request.contacts()?).unwrap_or_else(|| from.uri.clone()));
+        let remote_target = match own_contact_uri(&request.headers)? {
+            Some(uri) => uri,
+            None => own_uri(&from.uri),
+        };
         Ok(Dialog {
             call_id: ByteStr::from(request.call_id()?.to_string()),
             local_header: with_tag(&to_raw, &local_tag),
@@ -167,8 +179,8 @@ impl Dialog {
             if let Some(raw) = response.headers.get(&HeaderName::To) {
                 self.remote_header = Bytes::copy_from_slice(raw);
             }
-            if let Some(uri) = contact_uri(response.contacts()?) {
-                self.remote_target = own_uri(uri);
+            if let Some(uri) = own_contact_uri(&response.headers)? {
+                self.remote_target = uri;
             }
             let mut routes = response.record_route()?;
             routes.reverse();
@@ -196,8 +208,8 @@ impl Dialog {
             self.remote_seq = Some(seq);
         }
         if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some(uri) = contact_uri(request.contacts()?) {
-                self.remote_target = own_uri(uri);
+            if let Some(uri) = own_contact_uri(&request.headers)? {
+                self.remote_target = uri;
             }
         }
         Ok(())
@@ -268,8 +280,8 @@ impl Dialog {
     /// Takes a new remote target from the Contact of a 2xx to a target
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
-        if let Ok(Some(uri)) = response.contacts().map(contact_uri) {
-            self.remote_target = own_uri(uri);
+        if let Ok(Some(uri)) = own_contact_uri(&response.headers) {
+            self.remote_target = uri;
         }
     }
 
@@ -321,8 +333,30 @@ pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
 
 /// A URI in a buffer of its own. Dialog state lives as long as the call; a
 /// slice of the received message would keep the whole datagram alive.
-fn own_uri(uri: Uri) -> Uri {
-    Uri::parse(&uri.to_string()).unwrap_or(uri)
+fn own_uri(uri: &Uri) -> Uri {
+    Uri::parse(&uri.to_string()).unwrap_or_else(|_| uri.clone())
+}
+
+/// The first Contact address's URI (RFC 3261 §12.1: the remote target),
+/// parsed from a copy of the header value, so it owns its buffer (see
+/// [`own_uri`]) without formatting and parsing the URI again. `*` has no
+/// URI.
+fn own_contact_uri(headers: &Headers) -> Result<Option<Uri>, DialogError> {
+    let Some(raw) = headers.get(&HeaderName::Contact) else {
+        return Ok(None);
+    };
+    if raw.trim_ascii() == b"*" {
+        return Ok(None);
+    }
+    let own = Bytes::copy_from_slice(raw);
+    let mut addrs = Vec::with_capacity(1);
+    NameAddr::parse_list(&own, &mut addrs).map_err(|reason| {
+        DialogError::Header(HeaderError::Invalid {
+            name: HeaderName::Contact,
+            reason,
+        })
+    })?;
+    Ok(addrs.into_iter().next().map(|a| a.uri))
 }
 
 /// Route set values in buffers of their own (see [`own_uri`]).
@@ -340,13 +374,6 @@ fn with_tag(value: &[u8], tag: &str) -> Bytes {
     b.put_slice(b";tag=");
     b.put_slice(tag.as_bytes());
     b.freeze()
-}
-
-fn contact_uri(contact: Option<crate::sip::Contact>) -> Option<Uri> {
-    match contact {
-        Some(crate::sip::Contact::Addrs(addrs)) => addrs.into_iter().next().map(|a| a.uri),
-        _ => None,
-    }
 }
 
 fn is_loose(route: &NameAddr) -> bool {
