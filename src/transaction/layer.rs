@@ -59,6 +59,46 @@ pub trait TransportSink: Send + Sync + 'static {
     /// otherwise to `dest`, the address §18.2.2/RFC 3581 derive from the
     /// request's top Via.
     fn send_response(&self, data: Bytes, source: Source, dest: Destination) -> SendFuture<'_>;
+
+    /// Sends like [`TransportSink::send_request`] if that can be done
+    /// without waiting (e.g. a UDP datagram the socket takes at once), else
+    /// hands the message back with [`TrySend::WouldWait`] and the layer
+    /// calls `send_request`. The default never sends here.
+    fn try_send_request(&self, data: Bytes, _dest: Destination) -> TrySend {
+        TrySend::WouldWait(data)
+    }
+
+    /// Sends like [`TransportSink::send_response`] if that can be done
+    /// without waiting (see [`TransportSink::try_send_request`]).
+    fn try_send_response(&self, data: Bytes, _source: Source, _dest: Destination) -> TrySend {
+        TrySend::WouldWait(data)
+    }
+}
+
+/// What a [`TransportSink`]'s synchronous send did.
+#[derive(Debug)]
+pub enum TrySend {
+    /// Handed to the socket (or failed) without waiting.
+    Done(Result<(), SendError>),
+    /// Sending would have to wait: here is the message back, for the async
+    /// send.
+    WouldWait(Bytes),
+}
+
+/// What a synchronous step of the layer could not finish without waiting
+/// (a send the transport can only do asynchronously, and every action
+/// after it). Boxed, so that only this rare path pays for a large future.
+type Deferred = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs `first`, then `then`.
+fn chain(first: Option<Deferred>, then: Option<Deferred>) -> Option<Deferred> {
+    match (first, then) {
+        (Some(a), Some(b)) => Some(Box::pin(async move {
+            a.await;
+            b.await;
+        })),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Tunables of the layer; `Default` gives production values.
@@ -334,6 +374,7 @@ struct ServerEntry {
 }
 
 /// What executing a client step needs once the table lock is released.
+#[derive(Clone)]
 struct ClientCtx {
     id: u64,
     dest: Destination,
@@ -414,10 +455,14 @@ impl TransactionLayer {
     /// Fails only when the message lacks the headers matching needs (the
     /// transport answers such requests 400 before they get here).
     pub async fn on_message(&self, message: Message, source: Source) -> Result<(), TxError> {
-        match message {
-            Message::Response(r) => self.inner.on_response(r, source).await,
-            Message::Request(r) => self.inner.on_request(r, source).await,
+        let deferred = match message {
+            Message::Response(r) => self.inner.on_response(r, source)?,
+            Message::Request(r) => self.inner.on_request(r, source)?,
+        };
+        if let Some(deferred) = deferred {
+            deferred.await;
         }
+        Ok(())
     }
 
     /// Starts a client transaction for `request` (INVITE or non-INVITE, not
@@ -428,7 +473,10 @@ impl TransactionLayer {
         dest: Destination,
     ) -> Result<ClientTransaction, TxError> {
         let (tx, events) = mpsc::channel(self.inner.config.client_queue.max(1));
-        let key = self.inner.start_client(request, dest, tx).await?;
+        let (key, deferred) = self.inner.start_client(request, dest, tx)?;
+        if let Some(deferred) = deferred {
+            deferred.await;
+        }
         Ok(ClientTransaction {
             key,
             events,
@@ -444,7 +492,11 @@ impl TransactionLayer {
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<ClientKey, TxError> {
-        self.inner.start_client(request, dest, events).await
+        let (key, deferred) = self.inner.start_client(request, dest, events)?;
+        if let Some(deferred) = deferred {
+            deferred.await;
+        }
+        Ok(key)
     }
 
     /// Cancels the INVITE client transaction `key` (§9.1): sends a CANCEL
@@ -453,7 +505,10 @@ impl TransactionLayer {
     /// the CANCEL waits for the first one. If no final response follows
     /// within 64*T1, the INVITE ends with [`ClientEventKind::Timeout`].
     pub async fn cancel(&self, key: &ClientKey) -> Result<(), TxError> {
-        self.inner.cancel(key).await
+        if let Some(deferred) = self.inner.cancel(key)? {
+            deferred.await;
+        }
+        Ok(())
     }
 
     /// Sends `response` on the server transaction it answers, found from
@@ -468,7 +523,10 @@ impl TransactionLayer {
             .get(&key)
             .map(|e| e.id)
             .ok_or(TxError::NoTransaction)?;
-        self.inner.respond(&key, id, response).await
+        if let Some(deferred) = self.inner.respond(&key, id, response)? {
+            deferred.await;
+        }
+        Ok(())
     }
 
     /// Sends a request outside any transaction: the ACK for a 2xx
@@ -479,7 +537,10 @@ impl TransactionLayer {
         dest: Destination,
     ) -> Result<(), TxError> {
         let data = super::encode_request(request);
-        Ok(self.inner.sink.send_request(data, dest).await?)
+        match self.inner.sink.try_send_request(data, dest) {
+            TrySend::Done(result) => Ok(result?),
+            TrySend::WouldWait(data) => Ok(self.inner.sink.send_request(data, dest).await?),
+        }
     }
 
     /// Sends a response outside any transaction (e.g. a 2xx retransmission
@@ -498,7 +559,12 @@ impl TransactionLayer {
             })?;
         let dest = reply_destination(&via, &source);
         let data = super::encode_response(response);
-        Ok(self.inner.sink.send_response(data, source, dest).await?)
+        match self.inner.sink.try_send_response(data, source, dest) {
+            TrySend::Done(result) => Ok(result?),
+            TrySend::WouldWait(data) => {
+                Ok(self.inner.sink.send_response(data, source, dest).await?)
+            }
+        }
     }
 
     /// The INVITE server transaction a CANCEL request cancels (§9.2), if it
@@ -586,7 +652,10 @@ impl ServerTransaction {
     /// (e.g. a second final response) and [`TxError::NoTransaction`] once
     /// the transaction has terminated.
     pub async fn respond(&self, response: Response) -> Result<(), TxError> {
-        self.inner.respond(&self.key, self.id, response).await
+        if let Some(deferred) = self.inner.respond(&self.key, self.id, response)? {
+            deferred.await;
+        }
+        Ok(())
     }
 }
 
@@ -597,20 +666,24 @@ impl Inner {
 
     // ---- client side ----
 
-    async fn start_client(
+    fn start_client(
         self: &Arc<Self>,
         request: Request,
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
-    ) -> Result<ClientKey, TxError> {
+    ) -> Result<(ClientKey, Option<Deferred>), TxError> {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
         }
         let (key, via) = ClientKey::for_request_with_via(&request)?;
         self.sent_by.learn(SentBy::of(&via));
-        if request.method == Method::Cancel {
-            self.cancel_sent(&key.with_method(Method::Invite)).await;
-        }
+        // Only arms Timer Cancelled on the INVITE: nothing is sent, so the
+        // CANCEL below cannot overtake anything.
+        let cancelled = if request.method == Method::Cancel {
+            self.cancel_sent(&key.with_method(Method::Invite))
+        } else {
+            None
+        };
         let reliable = dest.protocol.is_reliable();
         let id = self.next_id();
         let actions = match self.clients.entry(key.clone()) {
@@ -639,8 +712,8 @@ impl Inner {
             }
         };
         let ctx = ClientCtx { id, dest, events };
-        self.execute_client(&key, &ctx, actions).await;
-        Ok(key)
+        let deferred = self.run_client(&key, &ctx, actions);
+        Ok((key, chain(cancelled, deferred)))
     }
 
     /// Steps client transaction `key` (if it is still transaction `id`,
@@ -678,11 +751,11 @@ impl Inner {
         });
     }
 
-    async fn on_response(
+    fn on_response(
         self: &Arc<Self>,
         response: Response,
         source: Source,
-    ) -> Result<(), TxError> {
+    ) -> Result<Option<Deferred>, TxError> {
         let (key, via) = ClientKey::for_response_with_via(&response)?;
         // §18.1.2: not a value we put in our requests, so not an answer to
         // one; checked before matching, stray responses included.
@@ -695,7 +768,7 @@ impl Inner {
                 "response discarded: its top Via sent-by is not ours"
             );
             TransactionMetrics::inc(&self.metrics.foreign_sent_by);
-            return Ok(());
+            return Ok(None);
         }
         let Some(mut entry) = self.clients.get_mut(&key) else {
             debug!(
@@ -710,7 +783,7 @@ impl Inner {
                 Incoming::Response { response, source },
                 true,
             );
-            return Ok(());
+            return Ok(None);
         };
         let mut actions = entry.machine.on_response(response);
         let mut pending_cancel = match &mut entry.machine {
@@ -728,15 +801,17 @@ impl Inner {
             events: entry.events.clone(),
         };
         drop(entry);
-        self.execute_client(&key, &ctx, actions).await;
+        let mut deferred = self.run_client(&key, &ctx, actions);
         if let Some((cancel, actions)) = pending_cancel {
-            self.execute_client(&key, &ctx, actions).await;
-            self.start_client(cancel, ctx.dest, ctx.events).await?;
+            // The pending CANCEL's actions only arm Timer Cancelled.
+            deferred = chain(deferred, self.run_client(&key, &ctx, actions));
+            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
+            deferred = chain(deferred, started);
         }
-        Ok(())
+        Ok(deferred)
     }
 
-    async fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<(), TxError> {
+    fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<Option<Deferred>, TxError> {
         let (result, actions, ctx) = self
             .lock_client(key, None, |e| match &mut e.machine {
                 ClientMachine::Invite(m) => match m.cancel() {
@@ -747,95 +822,152 @@ impl Inner {
             })
             .ok_or(TxError::NoTransaction)?;
         let cancel = result?;
-        self.execute_client(key, &ctx, actions).await;
+        // Only Timer Cancelled, armed already: nothing to overtake.
+        let mut deferred = self.run_client(key, &ctx, actions);
         if let Some(cancel) = cancel {
-            self.start_client(cancel, ctx.dest, ctx.events).await?;
+            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
+            deferred = chain(deferred, started);
         }
-        Ok(())
+        Ok(deferred)
     }
 
     /// A CANCEL is going out for the INVITE client transaction `invite`
     /// (built by the TU or by `cancel`): its final response is now awaited
     /// 64*T1 at most (§9.1).
-    async fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) {
+    fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) -> Option<Deferred> {
         let stepped = self.lock_client(invite, None, |e| match &mut e.machine {
             ClientMachine::Invite(m) => ((), m.on_cancel_sent()),
             ClientMachine::NonInvite(_) => ((), Actions::default()),
         });
-        if let Some(((), actions, ctx)) = stepped {
-            self.execute_client(invite, &ctx, actions).await;
+        let ((), actions, ctx) = stepped?;
+        self.run_client(invite, &ctx, actions)
+    }
+
+    /// Carries out a client machine's actions as far as that is possible
+    /// without waiting; a failed send feeds the machine a transport error
+    /// and carries out what that yields. Returns the rest when a send has
+    /// to wait (see [`Inner::finish_client`]).
+    fn run_client(
+        self: &Arc<Self>,
+        key: &ClientKey,
+        ctx: &ClientCtx,
+        actions: Actions,
+    ) -> Option<Deferred> {
+        let mut actions = actions;
+        loop {
+            let mut failed = false;
+            let mut iter = actions.into_iter();
+            while let Some(action) = iter.next() {
+                let Action::Send(data) = action else {
+                    self.client_action(key, ctx, action);
+                    continue;
+                };
+                if failed {
+                    continue;
+                }
+                match self.sink.try_send_request(data, ctx.dest) {
+                    TrySend::Done(Ok(())) => {}
+                    TrySend::Done(Err(e)) => {
+                        debug!(branch = key.branch(), error = %e, "send failed");
+                        failed = true;
+                    }
+                    TrySend::WouldWait(data) => {
+                        let mut rest = Actions::default();
+                        rest.push(Action::Send(data));
+                        iter.for_each(|a| rest.push(a));
+                        let (inner, key, ctx) = (Arc::clone(self), key.clone(), ctx.clone());
+                        return Some(Box::pin(inner.finish_client(key, ctx, rest)));
+                    }
+                }
+            }
+            if !failed {
+                return None;
+            }
+            let stepped =
+                self.lock_client(key, Some(ctx.id), |e| ((), e.machine.on_transport_error()));
+            actions = stepped?.1;
         }
     }
 
-    /// Carries out a client machine's actions; a failed send feeds the
-    /// machine a transport error and carries out what that yields.
-    async fn execute_client(self: &Arc<Self>, key: &ClientKey, ctx: &ClientCtx, actions: Actions) {
+    /// What [`Inner::run_client`] left: carries out `actions` with async
+    /// sends.
+    async fn finish_client(self: Arc<Self>, key: ClientKey, ctx: ClientCtx, actions: Actions) {
         let mut actions = actions;
         loop {
             let mut failed = false;
             for action in actions {
-                match action {
-                    Action::Send(data) => {
-                        if failed {
-                            continue;
-                        }
-                        if let Err(e) = self.sink.send_request(data, ctx.dest).await {
-                            debug!(branch = key.branch(), error = %e, "send failed");
-                            failed = true;
-                        }
-                    }
-                    // Armed under the transaction's lock already; any other
-                    // still fires (its transaction just cannot cancel it).
-                    Action::Schedule(timer, after) => {
-                        self.wheel
-                            .schedule(after, TimerTarget::Client(key.clone(), ctx.id, timer));
-                    }
-                    Action::Deliver(event) => {
-                        self.count_failure(&event);
-                        let (event, droppable) = match event {
-                            TuEvent::Response(r) => {
-                                let provisional = r.status.is_provisional();
-                                (ClientEventKind::Response(r), provisional)
-                            }
-                            TuEvent::Timeout => (ClientEventKind::Timeout, false),
-                            TuEvent::TransportError => (ClientEventKind::TransportError, false),
-                            // Client machines never deliver ACKs.
-                            TuEvent::Ack(_) => continue,
-                        };
-                        let event = ClientEvent {
-                            key: key.clone(),
-                            event,
-                        };
-                        deliver(&self.metrics, &ctx.events, event, droppable);
-                    }
-                    Action::Terminate => {
-                        debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
-                        if let Some((_, mut entry)) =
-                            self.clients.remove_if(key, |_, e| e.id == ctx.id)
-                        {
-                            self.wheel.cancel_all(entry.timers.drain());
-                        }
-                        let event = ClientEvent {
-                            key: key.clone(),
-                            event: ClientEventKind::Terminated,
-                        };
-                        deliver(&self.metrics, &ctx.events, event, false);
-                    }
+                let Action::Send(data) = action else {
+                    self.client_action(&key, &ctx, action);
+                    continue;
+                };
+                if failed {
+                    continue;
+                }
+                if let Err(e) = self.sink.send_request(data, ctx.dest).await {
+                    debug!(branch = key.branch(), error = %e, "send failed");
+                    failed = true;
                 }
             }
             if !failed {
                 return;
             }
-            match self.lock_client(key, Some(ctx.id), |e| ((), e.machine.on_transport_error())) {
+            match self.lock_client(&key, Some(ctx.id), |e| ((), e.machine.on_transport_error())) {
                 Some(((), next, _)) => actions = next,
                 None => return,
             }
         }
     }
 
+    /// Carries out one action of a client machine other than a send.
+    fn client_action(&self, key: &ClientKey, ctx: &ClientCtx, action: Action) {
+        match action {
+            // Sends are the caller's.
+            Action::Send(_) => {}
+            // Armed under the transaction's lock already; any other still
+            // fires (its transaction just cannot cancel it).
+            Action::Schedule(timer, after) => {
+                self.wheel
+                    .schedule(after, TimerTarget::Client(key.clone(), ctx.id, timer));
+            }
+            Action::Deliver(event) => {
+                self.count_failure(&event);
+                let (event, droppable) = match event {
+                    TuEvent::Response(r) => {
+                        let provisional = r.status.is_provisional();
+                        (ClientEventKind::Response(r), provisional)
+                    }
+                    TuEvent::Timeout => (ClientEventKind::Timeout, false),
+                    TuEvent::TransportError => (ClientEventKind::TransportError, false),
+                    // Client machines never deliver ACKs.
+                    TuEvent::Ack(_) => return,
+                };
+                let event = ClientEvent {
+                    key: key.clone(),
+                    event,
+                };
+                deliver(&self.metrics, &ctx.events, event, droppable);
+            }
+            Action::Terminate => {
+                debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
+                if let Some((_, mut entry)) = self.clients.remove_if(key, |_, e| e.id == ctx.id) {
+                    self.wheel.cancel_all(entry.timers.drain());
+                }
+                let event = ClientEvent {
+                    key: key.clone(),
+                    event: ClientEventKind::Terminated,
+                };
+                deliver(&self.metrics, &ctx.events, event, false);
+            }
+        }
+    }
+
     // ---- server side ----
 
-    async fn on_request(self: &Arc<Self>, request: Request, source: Source) -> Result<(), TxError> {
+    fn on_request(
+        self: &Arc<Self>,
+        request: Request,
+        source: Source,
+    ) -> Result<Option<Deferred>, TxError> {
         let via = request
             .top_via()
             .map_err(|source| super::KeyError::Header {
@@ -844,7 +976,7 @@ impl Inner {
             })?;
         let key = ServerKey::for_request_via(&request, &via)?;
         if request.method == Method::Ack {
-            return self.on_ack(key, request, source).await;
+            return Ok(self.on_ack(key, request, source));
         }
         let id = self.next_id();
         let reliable = source.protocol.is_reliable();
@@ -891,7 +1023,7 @@ impl Inner {
                 (actions, ctx, Some(request))
             }
         };
-        self.execute_server(&key, ctx, actions).await;
+        let mut deferred = self.run_server(&key, ctx, actions);
         if let Some(request) = created {
             let tx = ServerTransaction {
                 key,
@@ -911,18 +1043,15 @@ impl Inner {
                 }
                 let response = overload_response(&r.request, self.config.overload_retry_after);
                 // Only a transaction that vanished meanwhile fails here.
-                let _ = r.tx.respond(response).await;
+                if let Ok(sent) = self.respond(&r.tx.key, r.tx.id, response) {
+                    deferred = chain(deferred, sent);
+                }
             }
         }
-        Ok(())
+        Ok(deferred)
     }
 
-    async fn on_ack(
-        self: &Arc<Self>,
-        key: ServerKey,
-        ack: Request,
-        source: Source,
-    ) -> Result<(), TxError> {
+    fn on_ack(self: &Arc<Self>, key: ServerKey, ack: Request, source: Source) -> Option<Deferred> {
         let stepped = match self.servers.get_mut(&key) {
             Some(mut entry) if ack_matches(&key, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
@@ -939,7 +1068,7 @@ impl Inner {
             _ => Err(ack),
         };
         match stepped {
-            Ok((actions, ctx)) => self.execute_server(&key, ctx, actions).await,
+            Ok((actions, ctx)) => self.run_server(&key, ctx, actions),
             Err(request) => {
                 self.ack_for_2xx(&request);
                 deliver(
@@ -948,9 +1077,9 @@ impl Inner {
                     Incoming::Ack { request, source },
                     true,
                 );
+                None
             }
         }
-        Ok(())
     }
 
     /// Stops the 2xx retransmissions an ACK (for a 2xx) answers.
@@ -1011,12 +1140,12 @@ impl Inner {
         });
     }
 
-    async fn respond(
+    fn respond(
         self: &Arc<Self>,
         key: &ServerKey,
         id: u64,
         response: Response,
-    ) -> Result<(), TxError> {
+    ) -> Result<Option<Deferred>, TxError> {
         let (actions, ctx) = self
             .lock_server(key, id, |entry| {
                 let status = response.status;
@@ -1041,75 +1170,126 @@ impl Inner {
                 Ok(actions)
             })
             .ok_or(TxError::NoTransaction)?;
-        self.execute_server(key, ctx, actions?).await;
-        Ok(())
+        Ok(self.run_server(key, ctx, actions?))
     }
 
-    /// Carries out a server machine's actions (see `execute_client`).
-    /// `ctx.source` is where an ACK delivered to the TU came from.
-    async fn execute_server(self: &Arc<Self>, key: &ServerKey, ctx: ServerCtx, actions: Actions) {
+    /// Carries out a server machine's actions as far as that is possible
+    /// without waiting (see `run_client`). `ctx.source` is where an ACK
+    /// delivered to the TU came from.
+    fn run_server(
+        self: &Arc<Self>,
+        key: &ServerKey,
+        ctx: ServerCtx,
+        actions: Actions,
+    ) -> Option<Deferred> {
+        let mut actions = actions;
+        loop {
+            let mut failed = false;
+            let mut iter = actions.into_iter();
+            while let Some(action) = iter.next() {
+                let Action::Send(data) = action else {
+                    self.server_action(key, ctx, action);
+                    continue;
+                };
+                if failed {
+                    continue;
+                }
+                match self.sink.try_send_response(data, ctx.source, ctx.reply) {
+                    TrySend::Done(Ok(())) => {}
+                    TrySend::Done(Err(e)) => {
+                        debug!(error = %e, "response send failed");
+                        failed = true;
+                    }
+                    TrySend::WouldWait(data) => {
+                        let mut rest = Actions::default();
+                        rest.push(Action::Send(data));
+                        iter.for_each(|a| rest.push(a));
+                        let (inner, key) = (Arc::clone(self), key.clone());
+                        return Some(Box::pin(inner.finish_server(key, ctx, rest)));
+                    }
+                }
+            }
+            if !failed {
+                return None;
+            }
+            match self.lock_server(key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
+                Some((Ok(next), _)) => actions = next,
+                _ => return None,
+            }
+        }
+    }
+
+    /// What [`Inner::run_server`] left: carries out `actions` with async
+    /// sends.
+    async fn finish_server(self: Arc<Self>, key: ServerKey, ctx: ServerCtx, actions: Actions) {
         let mut actions = actions;
         loop {
             let mut failed = false;
             for action in actions {
-                match action {
-                    Action::Send(data) => {
-                        if failed {
-                            continue;
-                        }
-                        if let Err(e) = self.sink.send_response(data, ctx.source, ctx.reply).await {
-                            debug!(error = %e, "response send failed");
-                            failed = true;
-                        }
-                    }
-                    // Armed under the transaction's lock already (see
-                    // `execute_client`).
-                    Action::Schedule(timer, after) => {
-                        self.wheel
-                            .schedule(after, TimerTarget::Server(key.clone(), ctx.id, timer));
-                    }
-                    Action::Deliver(TuEvent::Ack(request)) => deliver(
-                        &self.metrics,
-                        &self.incoming,
-                        Incoming::Ack {
-                            request,
-                            source: ctx.source,
-                        },
-                        true,
-                    ),
-                    Action::Deliver(event) => {
-                        self.count_failure(&event);
-                        let tx = ServerTransaction {
-                            key: key.clone(),
-                            id: ctx.id,
-                            inner: Arc::clone(self),
-                        };
-                        deliver(
-                            &self.metrics,
-                            &self.incoming,
-                            Incoming::Event(ServerEvent { tx, event }),
-                            false,
-                        );
-                    }
-                    Action::Terminate => {
-                        debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
-                        if let Some((_, mut entry)) =
-                            self.servers.remove_if(key, |_, e| e.id == ctx.id)
-                        {
-                            self.wheel.cancel_all(entry.timers.drain());
-                            if let Some(ack_key) = entry.ack_key {
-                                self.awaiting_ack.remove(&ack_key);
-                            }
-                        }
-                    }
+                let Action::Send(data) = action else {
+                    self.server_action(&key, ctx, action);
+                    continue;
+                };
+                if failed {
+                    continue;
+                }
+                if let Err(e) = self.sink.send_response(data, ctx.source, ctx.reply).await {
+                    debug!(error = %e, "response send failed");
+                    failed = true;
                 }
             }
             if !failed {
                 return;
             }
-            match self.lock_server(key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
+            match self.lock_server(&key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
                 Some((Ok(next), _)) => actions = next,
                 _ => return,
+            }
+        }
+    }
+
+    /// Carries out one action of a server machine other than a send.
+    fn server_action(self: &Arc<Self>, key: &ServerKey, ctx: ServerCtx, action: Action) {
+        match action {
+            // Sends are the caller's.
+            Action::Send(_) => {}
+            // Armed under the transaction's lock already (see
+            // `client_action`).
+            Action::Schedule(timer, after) => {
+                self.wheel
+                    .schedule(after, TimerTarget::Server(key.clone(), ctx.id, timer));
+            }
+            Action::Deliver(TuEvent::Ack(request)) => deliver(
+                &self.metrics,
+                &self.incoming,
+                Incoming::Ack {
+                    request,
+                    source: ctx.source,
+                },
+                true,
+            ),
+            Action::Deliver(event) => {
+                self.count_failure(&event);
+                let tx = ServerTransaction {
+                    key: key.clone(),
+                    id: ctx.id,
+                    inner: Arc::clone(self),
+                };
+                deliver(
+                    &self.metrics,
+                    &self.incoming,
+                    Incoming::Event(ServerEvent { tx, event }),
+                    false,
+                );
+            }
+            Action::Terminate => {
+                debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
+                if let Some((_, mut entry)) = self.servers.remove_if(key, |_, e| e.id == ctx.id) {
+                    self.wheel.cancel_all(entry.timers.drain());
+                    if let Some(ack_key) = entry.ack_key {
+                        self.awaiting_ack.remove(&ack_key);
+                    }
+                }
             }
         }
     }
@@ -1124,27 +1304,24 @@ impl Inner {
 
     // ---- timers ----
 
-    async fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) {
+    fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) -> Option<Deferred> {
         match target {
             TimerTarget::Client(key, id, timer) => {
-                let stepped = self.lock_client(&key, Some(id), |e| {
+                let ((), actions, ctx) = self.lock_client(&key, Some(id), |e| {
                     e.timers.remove(timer_id);
                     ((), e.machine.on_timer(timer))
-                });
-                if let Some(((), actions, ctx)) = stepped {
-                    self.count_timer_sends(timer, &actions);
-                    self.execute_client(&key, &ctx, actions).await;
-                }
+                })?;
+                self.count_timer_sends(timer, &actions);
+                self.run_client(&key, &ctx, actions)
             }
             TimerTarget::Server(key, id, timer) => {
-                let stepped = self.lock_server(&key, id, |e| {
+                let (actions, ctx) = self.lock_server(&key, id, |e| {
                     e.timers.remove(timer_id);
                     Ok(e.machine.on_timer(timer))
-                });
-                if let Some((Ok(actions), ctx)) = stepped {
-                    self.count_timer_sends(timer, &actions);
-                    self.execute_server(&key, ctx, actions).await;
-                }
+                })?;
+                let actions = actions.ok()?;
+                self.count_timer_sends(timer, &actions);
+                self.run_server(&key, ctx, actions)
             }
         }
     }
@@ -1175,7 +1352,9 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
             return;
         };
         for (id, target) in due.drain(..) {
-            inner.fire(id, target).await;
+            if let Some(deferred) = inner.fire(id, target) {
+                deferred.await;
+            }
         }
     }
 }
@@ -1268,38 +1447,54 @@ mod tests {
         Response(Source, Destination),
     }
 
-    /// A transport that records what it is asked to send.
+    /// A transport that records what it is asked to send, synchronously
+    /// (through `try_send_*`, as UDP does) unless `wait` is set.
     #[derive(Default)]
     struct FakeSink {
         sent: Mutex<Vec<(Duration, Bytes, To)>>,
         fail: AtomicBool,
+        /// Every send goes through the async path (as TCP does).
+        wait: AtomicBool,
+        /// Sends done through the async path.
+        waited: AtomicU64,
         start: Mutex<Option<Instant>>,
     }
 
     impl FakeSink {
-        fn record(&self, data: Bytes, to: To) -> SendFuture<'_> {
+        fn record_now(&self, data: Bytes, to: To) -> Result<(), SendError> {
             let at = {
                 let mut start = self.start.lock().unwrap();
                 let start = *start.get_or_insert_with(Instant::now);
                 Instant::now() - start
             };
-            let fail = self.fail.load(Ordering::Relaxed);
-            if !fail {
-                self.sent.lock().unwrap().push((at, data, to));
-            }
             let dest = match to {
                 To::Request(d) | To::Response(_, d) => d,
             };
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(SendError {
+                    dest,
+                    source: Box::new(std::io::Error::other("unreachable")),
+                });
+            }
+            self.sent.lock().unwrap().push((at, data, to));
+            Ok(())
+        }
+
+        fn record(&self, data: Bytes, to: To) -> SendFuture<'_> {
+            self.waited.fetch_add(1, Ordering::Relaxed);
             Box::pin(async move {
-                if fail {
-                    Err(SendError {
-                        dest,
-                        source: Box::new(std::io::Error::other("unreachable")),
-                    })
-                } else {
-                    Ok(())
-                }
+                // Really wait, once, as a socket would.
+                tokio::task::yield_now().await;
+                self.record_now(data, to)
             })
+        }
+
+        fn try_record(&self, data: Bytes, to: To) -> TrySend {
+            if self.wait.load(Ordering::Relaxed) {
+                TrySend::WouldWait(data)
+            } else {
+                TrySend::Done(self.record_now(data, to))
+            }
         }
 
         fn sent(&self) -> Vec<(Duration, Bytes, To)> {
@@ -1321,6 +1516,14 @@ mod tests {
 
         fn send_response(&self, data: Bytes, source: Source, dest: Destination) -> SendFuture<'_> {
             self.record(data, To::Response(source, dest))
+        }
+
+        fn try_send_request(&self, data: Bytes, dest: Destination) -> TrySend {
+            self.try_record(data, To::Request(dest))
+        }
+
+        fn try_send_response(&self, data: Bytes, source: Source, dest: Destination) -> TrySend {
+            self.try_record(data, To::Response(source, dest))
         }
     }
 
@@ -1996,10 +2199,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tables_and_timers_drain_after_mixed_traffic() {
-        let (layer, mut rx, _sink) = layer_with(LayerConfig {
+        let sent = mixed_traffic(false).await;
+        assert!(sent.len() > 200, "{}", sent.len());
+    }
+
+    /// The async send path (a transport that cannot send at once) sends
+    /// the same messages at the same times as the synchronous one.
+    #[tokio::test(start_paused = true)]
+    async fn sends_that_must_wait_keep_order_and_timing() {
+        let now = mixed_traffic(false).await;
+        let waited = mixed_traffic(true).await;
+        // The same but for the To tags the layer generates (408, 503).
+        let strip = |sent: &[(Duration, Bytes, To)]| -> Vec<(Duration, To, String)> {
+            sent.iter()
+                .map(|(at, data, to)| {
+                    let text = String::from_utf8_lossy(data);
+                    let text = text
+                        .lines()
+                        .filter(|l| !l.starts_with("To:"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    (*at, *to, text)
+                })
+                .collect()
+        };
+        assert_eq!(strip(&now), strip(&waited));
+    }
+
+    /// 60 rounds of server and client transactions of every outcome; checks
+    /// that tables and timers drain, and returns what was sent.
+    async fn mixed_traffic(wait: bool) -> Vec<(Duration, Bytes, To)> {
+        let (layer, mut rx, sink) = layer_with(LayerConfig {
             retransmit_2xx: true,
             ..LayerConfig::default()
         });
+        sink.wait.store(wait, Ordering::Relaxed);
         let src = udp_source();
         let mut clients = Vec::new();
         for i in 0..60u32 {
@@ -2060,6 +2294,13 @@ mod tests {
             }
             assert!(matches!(last, Some(ClientEventKind::Terminated)));
         }
+        let waited = sink.waited.load(Ordering::Relaxed);
+        if wait {
+            assert_eq!(waited as usize, sink.sent().len());
+        } else {
+            assert_eq!(waited, 0);
+        }
+        sink.sent()
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::layer::{SendError, SendFuture, TransportSink};
+use super::layer::{SendError, SendFuture, TransportSink, TrySend};
 use crate::transport::{Destination, Source, Transports};
 
 impl TransportSink for Transports {
@@ -27,5 +27,26 @@ impl TransportSink for Transports {
                     source: Box::new(e),
                 })
         })
+    }
+
+    /// UDP datagrams the socket takes at once; the rest waits.
+    fn try_send_request(&self, data: Bytes, dest: Destination) -> TrySend {
+        match self.try_send_bytes(&data, &dest) {
+            Some(result) => TrySend::Done(result.map_err(|e| SendError {
+                dest,
+                source: Box::new(e),
+            })),
+            None => TrySend::WouldWait(data),
+        }
+    }
+
+    fn try_send_response(&self, data: Bytes, source: Source, dest: Destination) -> TrySend {
+        match self.try_send_encoded_response(&data, &source, dest) {
+            Some(result) => TrySend::Done(result.map_err(|e| SendError {
+                dest,
+                source: Box::new(e),
+            })),
+            None => TrySend::WouldWait(data),
+        }
     }
 }

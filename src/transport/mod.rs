@@ -373,6 +373,29 @@ impl Transports {
         self.send_bytes(request.to_bytes(), to).await
     }
 
+    /// Sends already-encoded bytes like [`Transports::send_bytes`] if that
+    /// needs no waiting: over UDP when the socket takes the datagram at
+    /// once. `None`: it would have to wait (TCP, a full socket buffer); use
+    /// `send_bytes`.
+    pub fn try_send_bytes(
+        &self,
+        bytes: &[u8],
+        to: &Destination,
+    ) -> Option<Result<(), TransportError>> {
+        routing::try_send_to_destination(&self.shared, bytes, to)
+    }
+
+    /// [`Transports::send_encoded_response`] if that needs no waiting (see
+    /// [`Transports::try_send_bytes`]).
+    pub fn try_send_encoded_response(
+        &self,
+        bytes: &[u8],
+        to: &Source,
+        dest: Destination,
+    ) -> Option<Result<(), TransportError>> {
+        routing::try_send_reply(&self.shared, bytes, to, dest)
+    }
+
     /// Sends already-encoded bytes (e.g. a retransmission) to a destination.
     pub async fn send_bytes(&self, bytes: Bytes, to: &Destination) -> Result<(), TransportError> {
         routing::send_to_destination(&self.shared, bytes, to).await

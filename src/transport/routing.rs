@@ -115,6 +115,48 @@ pub(crate) async fn send_reply(
     }
 }
 
+/// [`send_reply`] without waiting: over UDP when the socket takes the
+/// datagram at once; `None` when the send would have to wait (TCP, a full
+/// socket buffer).
+pub(crate) fn try_send_reply(
+    shared: &Shared,
+    bytes: &[u8],
+    to: &Source,
+    dest: Destination,
+) -> Option<Result<(), TransportError>> {
+    match to.protocol {
+        Protocol::Tcp => None,
+        Protocol::Udp => match shared
+            .udp_socket_for(to.local)
+            .or_else(|| shared.udp_socket_for_family(dest.addr))
+        {
+            Some(sock) => try_udp_send(shared, sock, bytes, dest),
+            None => Some(Err(TransportError::NoRoute {
+                protocol: Protocol::Udp,
+                addr: dest.addr,
+            })),
+        },
+    }
+}
+
+/// [`send_to_destination`] without waiting (see [`try_send_reply`]).
+pub(crate) fn try_send_to_destination(
+    shared: &Shared,
+    bytes: &[u8],
+    to: &Destination,
+) -> Option<Result<(), TransportError>> {
+    match to.protocol {
+        Protocol::Tcp => None,
+        Protocol::Udp => match shared.udp_socket_for_family(to.addr) {
+            Some(sock) => try_udp_send(shared, sock, bytes, *to),
+            None => Some(Err(TransportError::NoRoute {
+                protocol: Protocol::Udp,
+                addr: to.addr,
+            })),
+        },
+    }
+}
+
 pub(crate) async fn send_to_destination(
     shared: &Arc<Shared>,
     bytes: Bytes,
@@ -148,6 +190,25 @@ async fn udp_send(
         Err(source) => {
             shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
             Err(TransportError::Io { dest, source })
+        }
+    }
+}
+
+fn try_udp_send(
+    shared: &Shared,
+    sock: &tokio::net::UdpSocket,
+    bytes: &[u8],
+    dest: Destination,
+) -> Option<Result<(), TransportError>> {
+    match sock.try_send_to(bytes, dest.addr) {
+        Ok(_) => {
+            shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+            Some(Ok(()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(source) => {
+            shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+            Some(Err(TransportError::Io { dest, source }))
         }
     }
 }
