@@ -19,7 +19,9 @@
 //! A `write` group serialises the parsed INVITE with each library (vpbx
 //! twice: into a reused buffer, and with `to_bytes` as the transport does).
 //! A `daemon` group (vpbx only) times what the daemon does per relayed
-//! message: parse, read those fields, `to_bytes`.
+//! message: parse, read those fields, `to_bytes`; and a UAS answer: a 180
+//! built from the parsed INVITE (`Response::for_request`, `set_to_tag`)
+//! and written.
 //!
 //! Time is the benchmark thread's CPU time (see [`ThreadCpuTime`]), so the
 //! figures hold on a busy machine. Run with `cargo bench --bench parse`;
@@ -508,6 +510,18 @@ mod with_vpbx {
         msg.to_bytes()
     }
 
+    /// A UAS answering the parsed request: a 180 with the request's Via,
+    /// From, To, Call-ID and CSeq, a To tag, serialised.
+    #[inline(never)]
+    pub fn respond(msg: &Message) -> Bytes {
+        let Message::Request(req) = msg else {
+            return Bytes::new();
+        };
+        let mut r = vpbx::sip::Response::for_request(req, vpbx::sip::StatusCode::RINGING);
+        r.set_to_tag("a6c85cf");
+        r.to_bytes()
+    }
+
     /// What the daemon does with each message it relays: parse the
     /// datagram, read the fields above, and write a message of the same
     /// size out (here: the parsed one, through `to_bytes`).
@@ -858,6 +872,12 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     for (name, m) in &singles {
         group.bench_with_input(BenchmarkId::new("vpbx", name), m, |b, m| {
             b.iter(|| with_vpbx::daemon(black_box(m)))
+        });
+    }
+    // Answering the INVITE: build a 180 from it and write it.
+    if let Some(msg) = with_vpbx::parsed(invite) {
+        group.bench_function(BenchmarkId::new("vpbx_respond_180", "invite"), |b| {
+            b.iter(|| with_vpbx::respond(black_box(&msg)))
         });
     }
     group.finish();

@@ -142,10 +142,8 @@ impl Response {
         let Some(to) = self.headers.get(&HeaderName::To) else {
             return;
         };
-        if NameAddr::parse_single(to)
-            .ok()
-            .is_some_and(|n| n.tag().is_some())
-        {
+        // Only the parameters matter here, not the URI.
+        if NameAddr::has_tag(to) == Some(true) {
             return;
         }
         let mut v = BytesMut::with_capacity(to.len() + tag.len() + 5);

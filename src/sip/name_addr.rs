@@ -157,6 +157,45 @@ impl NameAddr {
         }
     }
 
+    /// Whether the one address in `src` has a `tag` parameter, without
+    /// parsing its URI (only its extent is found): `None` when the value is
+    /// not a single name-addr / addr-spec with well-formed parameters. For
+    /// every value [`NameAddr::parse_single`] accepts, the answer is that
+    /// of its `tag()` (a proptest checks this); it allocates only if the
+    /// address has parameters.
+    pub(crate) fn has_tag(src: &Bytes) -> Option<bool> {
+        let (i, _) = sws(src).ok()?;
+        let after_uri = match i.first() {
+            Some(b'"') => {
+                let (rest, _) = quoted_string(i).ok()?;
+                let (rest, _) = sws(rest).ok()?;
+                if rest.first() != Some(&b'<') {
+                    return None;
+                }
+                &rest[find_byte(b'>', rest)? + 1..]
+            }
+            Some(b'<') => &i[find_byte(b'>', i)? + 1..],
+            _ => {
+                let mut j = i;
+                while let Ok((r, _)) = token(j) {
+                    j = sws(r).map(|(r, _)| r).unwrap_or(r);
+                }
+                if j.first() == Some(&b'<') && j.len() < i.len() {
+                    &j[find_byte(b'>', j)? + 1..]
+                } else {
+                    let end = i
+                        .iter()
+                        .position(|&c| c == b';' || c == b',' || is_wsp(c))
+                        .unwrap_or(i.len());
+                    &i[end..]
+                }
+            }
+        };
+        let (params, rest) = parse_semi(src, after_uri).ok()?;
+        let (rest, _) = sws(rest).ok()?;
+        rest.is_empty().then(|| params.contains("tag"))
+    }
+
     /// Parses a comma-separated list of addresses into `out`.
     pub(crate) fn parse_list(src: &Bytes, out: &mut Vec<NameAddr>) -> Result<(), &'static str> {
         let mut i: &[u8] = src;
@@ -239,6 +278,20 @@ mod tests {
         assert!(one("Bell, Alexander <sip:a.g.bell@example.com>;tag=43").is_err());
         assert!(one("sip:user@example.com?Route=%3Csip:sip.example.com%3E").is_err());
         assert!(one(r#""Joe" <sip:joe@example.org>;;;;"#).is_err());
+    }
+
+    #[test]
+    fn has_tag_reads_only_the_header_parameters() {
+        let t = |s: &'static str| NameAddr::has_tag(&Bytes::from_static(s.as_bytes()));
+        assert_eq!(t("<sip:a@b>;tag=1"), Some(true));
+        assert_eq!(t("<sip:a@b;tag=1>"), Some(false));
+        assert_eq!(t("\"A <x>\" <sip:a@b> ; TAG = 2 "), Some(true));
+        assert_eq!(t("Bob <sip:b@c;user=phone>;x=1"), Some(false));
+        assert_eq!(t("sip:a@b;tag=3"), Some(true));
+        assert_eq!(t("sip:a@b"), Some(false));
+        assert_eq!(t("<sip:a@b>;tag=1, <sip:c@d>"), None);
+        assert_eq!(t("<sip:a@b;;"), None);
+        assert_eq!(t("<sip:a@b>;;"), None);
     }
 
     #[test]

@@ -368,6 +368,30 @@ proptest! {
     }
 
     #[test]
+    fn has_tag_agrees_with_the_full_parse(name in prop::option::of("[ -~ä]{0,12}"), tag in prop::option::of("[a-z0-9]{1,8}"), angle in any::<bool>(), extra in prop::option::of("[a-z]{1,6}"), u in uri()) {
+        let mut na = NameAddr::new(u);
+        if let Some(name) = &name {
+            na.set_display_name(name);
+        }
+        if let Some(tag) = &tag {
+            na.set_tag(ByteStr::from(tag.clone()));
+        }
+        if let Some(extra) = extra {
+            na.params.set(ByteStr::from(extra), Some("1".into()));
+        }
+        let mut text = na.to_string();
+        if !angle && name.is_none() {
+            // addr-spec form, when the URI allows it.
+            text = text.replacen('<', "", 1).replacen('>', "", 1);
+        }
+        let value = Bytes::from(text);
+        let full = NameAddr::parse_single(&value).ok().map(|n| n.tag().is_some());
+        if let Some(full) = full {
+            prop_assert_eq!(NameAddr::has_tag(&value), Some(full), "{:?}", value);
+        }
+    }
+
+    #[test]
     fn wire_writer_matches_display(u in uri()) {
         let mut b = bytes::BytesMut::new();
         super::wire::put_uri(&mut b, &u);
