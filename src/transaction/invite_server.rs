@@ -199,7 +199,7 @@ impl InviteServer {
             // RFC 6026 §7.1: the ACK for the 2xx belongs to the TU.
             (Method::Ack, Accepted) => {
                 self.unacked_2xx = None;
-                out.push(Action::Deliver(TuEvent::Ack(request)));
+                out.push(Action::Deliver(TuEvent::Ack(Box::new(request))));
             }
             _ => {}
         }

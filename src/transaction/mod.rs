@@ -67,9 +67,6 @@ use bytes::Bytes;
 use crate::sip::{Request, Response};
 
 /// What a state machine asks its driver to do.
-// Deliver carries a whole message: boxing it would cost an allocation per
-// delivered message to save stack space in the short-lived `Actions`.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     /// Send these bytes (an encoded request or response) to the
@@ -93,7 +90,10 @@ pub enum TuEvent {
     Response(Response),
     /// An ACK for a 2xx received by an INVITE server transaction in the
     /// Accepted state (RFC 6026 §7.1): it belongs to the TU's dialog.
-    Ack(Request),
+    /// Boxed: it is rare (a 2xx ACK normally has its own branch and matches
+    /// no transaction), and a `Request` would more than double the size of
+    /// every [`Action`] and [`Actions`] the layer moves around.
+    Ack(Box<Request>),
     /// Timer B or F fired (client: no final response, treat as 408), or
     /// Timer H fired (server: no ACK for a non-2xx final response).
     Timeout,
