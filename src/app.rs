@@ -154,10 +154,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut drain = Drain::new();
     {
         let b2bua = b2bua.clone();
-        drain.register("calls", async move {
-            b2bua.start_draining();
-            b2bua.drained().await;
-        });
+        drain.register("calls", async move { b2bua.drained().await });
     }
 
     let pump = spawn_pumps(
@@ -174,6 +171,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         "vpbx running"
     );
     termination.wait().await;
+    // From here on new calls are refused (503); logged once in effect.
+    b2bua.start_draining();
+    tracing::info!("draining: new calls refused");
 
     // Requests keep flowing while draining, so calls in progress can end.
     // The drain time bounds the whole stop: the last part of it is kept

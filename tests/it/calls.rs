@@ -617,22 +617,38 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
     need_sipp!();
     let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
     let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
-    // One call held for 2 s by the caller.
-    let uac = rig
-        .uac_command("uac_call.xml", ROUTED, "udp", 1, &["-d", "2000"])
-        .spawn()
-        .unwrap();
-    thread::sleep(Duration::from_millis(800));
+    // A call answered before the SIGTERM (its 200 says so), hung up by its
+    // caller 2 s after the answer.
+    let caller = UdpUa::new(rig.daemon().addr("udp", false));
+    caller.send(invite(ROUTED, &caller, 1).as_bytes());
+    let ok = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the call is answered");
+    let answered = Instant::now();
+    assert_eq!(ok.status.as_u16(), 200);
+    let dialog = CallerDialog::of(&ok, 1);
+    caller.send(dialog.request(&caller, "ACK", 1).as_bytes());
+
     rig.daemon().signal_term();
-    thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || rig
+            .daemon()
+            .stderr_text()
+            .contains("draining: new calls refused")),
+        "not draining:\n{}",
+        rig.daemon().stderr_text()
+    );
     let ua = UdpUa::new(rig.daemon().addr("udp", false));
-    ua.send(invite(ROUTED, &ua, 1).as_bytes());
+    ua.send(invite(ROUTED, &ua, 2).as_bytes());
     let r = ua
         .recv_final(ANSWER_WAIT)
         .expect("an answer while draining");
     assert_eq!(r.status.as_u16(), 503);
     assert!(r.headers.get(&HeaderName::RetryAfter).is_some());
-    wait_ok("caller (its call outlived the SIGTERM)", uac);
+
+    // The call outlives the SIGTERM: its BYE is answered in the dialog.
+    thread::sleep(Duration::from_secs(2).saturating_sub(answered.elapsed()));
+    caller.send(dialog.request(&caller, "BYE", 2).as_bytes());
+    let bye = recv_final_to(&caller, "BYE", CALL_WAIT).expect("an answer to the BYE");
+    assert_eq!(bye.status.as_u16(), 200);
     wait_ok("callee", uas);
     let cdrs = rig.wait_stopped();
     assert_eq!(cdrs.len(), 2, "{cdrs:#?}");
@@ -911,12 +927,15 @@ fn a_stop_after_an_overload_keeps_to_the_drain_time() {
     // Calls an overload leaves ringing (the callee never answers) are still
     // up when the drain time is over: the stop must not take longer than
     // the drain time plus recording them, however many there are.
-    let calls = 2000;
+    let calls = 1000;
     let drain = Duration::from_secs(1);
     let mut rig = Rig::start(
         &["udp:127.0.0.1:0"],
         Setup {
             drain_time: "1s",
+            // No call may end by itself while a loaded box works them off
+            // (the callee sends nothing: Timer B ends them after 32 s).
+            dial_timeout: "100s",
             ..Setup::default()
         },
     );
