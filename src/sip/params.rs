@@ -98,32 +98,27 @@ impl fmt::Display for Params {
     }
 }
 
-/// Parameter names that nearly every message carries. Taking these from
-/// static memory spares the reference count of the received buffer.
-const COMMON_NAMES: [&str; 12] = [
-    "branch",
-    "tag",
-    "rport",
-    "received",
-    "lr",
-    "user",
-    "transport",
-    "maddr",
-    "ttl",
-    "q",
-    "expires",
-    "ftag",
-];
-
-/// A parameter name: static when common, else a zero-copy slice of `src`.
+/// A parameter name: static when it is one that nearly every message
+/// carries (taking these from static memory spares the reference count of
+/// the received buffer), else a zero-copy slice of `src`.
 #[inline]
 pub(crate) fn param_name(src: &bytes::Bytes, n: &[u8]) -> ByteStr {
-    for k in COMMON_NAMES {
-        if n == k.as_bytes() {
-            return ByteStr::from_static(k);
-        }
-    }
-    ByteStr::from_ascii(super::grammar::sub(src, n))
+    let known = match n {
+        b"branch" => "branch",
+        b"tag" => "tag",
+        b"rport" => "rport",
+        b"received" => "received",
+        b"lr" => "lr",
+        b"user" => "user",
+        b"transport" => "transport",
+        b"maddr" => "maddr",
+        b"ttl" => "ttl",
+        b"q" => "q",
+        b"expires" => "expires",
+        b"ftag" => "ftag",
+        _ => return ByteStr::from_ascii(super::grammar::sub(src, n)),
+    };
+    ByteStr::from_static(known)
 }
 
 /// Parses `*( SEMI generic-param )` at the start of `i` (a slice of `src`)

@@ -101,6 +101,29 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
     })
 }
 
+/// Parses a dotted-quad IPv4 address with the rules of `Ipv4Addr`'s
+/// `FromStr` (four decimal octets of one to three digits, each at most 255,
+/// no leading zeros), without going through `str`.
+pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p[0] == b'0') {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &c in p {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
 /// Parses `host` at the start of `s`: `[IPv6]`, IPv4 or a host name.
 /// Returns the host and the rest.
 pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
@@ -134,8 +157,7 @@ pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]
         return Err(UriError::Host);
     }
     if dotted_digits {
-        let text = std::str::from_utf8(h).map_err(|_| UriError::Host)?;
-        let ip: Ipv4Addr = text.parse().map_err(|_| UriError::Host)?;
+        let ip = parse_ipv4(h).ok_or(UriError::Host)?;
         return Ok((Host::Ipv4(ip), rest));
     }
     if empty_label {
@@ -277,10 +299,12 @@ impl SipUri {
 }
 
 /// `name[=value]` made of `class` characters, escapes checked.
+/// Generic over `class` so that the character test is inlined.
+#[inline]
 fn uri_pair<'a>(
     src: &Bytes,
     s: &'a [u8],
-    class: fn(u8) -> bool,
+    class: impl Fn(u8) -> bool,
     eq: u8,
     err: UriError,
 ) -> Result<(ByteStr, Option<ByteStr>, &'a [u8]), UriError> {
@@ -528,6 +552,43 @@ mod tests {
         assert_eq!(o.to_string(), "nobodyKnowsThisScheme:totallyopaquecontent");
         assert_eq!(Uri::parse("<sip:a@b>"), Err(UriError::Scheme));
         assert!(Uri::parse("sip:user@example.com; lr").is_err());
+    }
+
+    #[test]
+    fn ipv4_parses_like_std() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.0.2.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.",
+            "1234.1.1.1",
+            "1.2.3.4 ",
+            "",
+            "a.b.c.d",
+            "0.00.0.0",
+            "10.0.0.255",
+        ] {
+            assert_eq!(
+                parse_ipv4(text.as_bytes()),
+                text.parse::<Ipv4Addr>().ok(),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ipv4_agrees_with_std(parts in proptest::collection::vec("[0-9]{0,4}", 1..6)) {
+            let text = parts.join(".");
+            proptest::prop_assert_eq!(parse_ipv4(text.as_bytes()), text.parse::<Ipv4Addr>().ok());
+        }
     }
 
     #[test]
