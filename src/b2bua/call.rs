@@ -344,7 +344,7 @@ impl Call {
     ) -> Result<Call, SetupError> {
         let checked = (|| {
             let from = invite.from()?;
-            let inbound = Dialog::new_uas_from(&invite, &from, ids::tag())?;
+            let inbound = Dialog::new_uas_from(&invite, &from, ids::tag_for(id, Leg::Inbound))?;
             let invite_seq = invite.cseq()?.seq;
             let max_forwards = invite.max_forwards()?;
             Ok::<_, crate::dialog::DialogError>((from, inbound, invite_seq, max_forwards))
@@ -369,7 +369,7 @@ impl Call {
         let out_seq = 1;
         let outbound = Dialog::new_uac(
             call_id,
-            ids::tag(),
+            ids::tag_for(id, Leg::Outbound),
             &from,
             to,
             plan.request_uri.clone(),
@@ -454,6 +454,11 @@ impl Call {
     /// Call-ID of the outbound leg (ours).
     pub fn outbound_call_id(&self) -> &ByteStr {
         self.outbound.call_id()
+    }
+
+    /// Our tag on the outbound leg (From tag of our requests).
+    pub fn outbound_local_tag(&self) -> &ByteStr {
+        self.outbound.local_tag()
     }
 
     /// How the call ended, once decided.

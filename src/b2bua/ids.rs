@@ -1,8 +1,6 @@
 //! Fresh identifiers for our side of a call: tags, branches and Call-IDs
 //! (RFC 3261 §19.3: globally unique, cryptographically random).
 
-use std::fmt::Write;
-
 use super::call::Leg;
 use crate::sip::ByteStr;
 
@@ -11,30 +9,95 @@ use crate::sip::ByteStr;
 /// of our own branches is recognized as a loop.
 pub const BRANCH_PREFIX: &str = "z9hG4bKvpbx";
 
-fn hex(n: usize, prefix: &str, suffix: &str) -> String {
-    let mut s = String::with_capacity(prefix.len() + 2 * n + suffix.len());
-    s.push_str(prefix);
-    for _ in 0..n / 8 {
-        let _ = write!(s, "{:016x}", rand::random::<u64>());
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `v` in lower-case hex, all 16 digits.
+fn push_hex64(s: &mut String, v: u64) {
+    for i in (0..16).rev() {
+        s.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
     }
-    s.push_str(suffix);
-    s
+}
+
+/// `v` in lower-case hex without leading zeros.
+fn push_hex(s: &mut String, v: u64) {
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        s.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+    }
+}
+
+/// `v` in decimal.
+fn push_dec(s: &mut String, v: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        s.push(char::from(b));
+    }
+}
+
+fn leg_char(leg: Leg) -> char {
+    match leg {
+        Leg::Inbound => 'i',
+        Leg::Outbound => 'o',
+    }
 }
 
 /// A From/To tag (64 random bits).
 pub fn tag() -> ByteStr {
-    ByteStr::from(hex(8, "", ""))
+    let mut s = String::with_capacity(16);
+    push_hex64(&mut s, rand::random());
+    ByteStr::from(s)
+}
+
+/// Our tag in the dialog of `leg` of `call`, naming both (so that an
+/// in-dialog request finds its call by its To tag, [`parse_tag`]), plus 64
+/// random bits: `<call hex><i|o><16 hex>`.
+pub fn tag_for(call: u64, leg: Leg) -> ByteStr {
+    let mut s = String::with_capacity(33);
+    push_hex(&mut s, call);
+    s.push(leg_char(leg));
+    push_hex64(&mut s, rand::random());
+    ByteStr::from(s)
+}
+
+/// The call and leg a tag of ours names ([`tag_for`]).
+pub fn parse_tag(tag: &str) -> Option<(u64, Leg)> {
+    let at = tag.find(['i', 'o'])?;
+    if at == 0 || at > 16 || tag.len() != at + 17 {
+        return None;
+    }
+    let call = u64::from_str_radix(&tag[..at], 16).ok()?;
+    let leg = if tag.as_bytes()[at] == b'i' {
+        Leg::Inbound
+    } else {
+        Leg::Outbound
+    };
+    Some((call, leg))
 }
 
 /// A Via branch with the magic cookie and our marker, naming the call, the
 /// leg and the CSeq number of the request it goes on, plus 64 random bits
 /// for uniqueness: `z9hG4bKvpbx-<call>-<i|o><cseq>-<random>`.
 pub fn branch_for(call: u64, leg: Leg, seq: u32) -> ByteStr {
-    let l = match leg {
-        Leg::Inbound => 'i',
-        Leg::Outbound => 'o',
-    };
-    ByteStr::from(hex(8, &format!("{BRANCH_PREFIX}-{call:x}-{l}{seq}-"), ""))
+    let mut s = String::with_capacity(BRANCH_PREFIX.len() + 48);
+    s.push_str(BRANCH_PREFIX);
+    s.push('-');
+    push_hex(&mut s, call);
+    s.push('-');
+    s.push(leg_char(leg));
+    push_dec(&mut s, seq);
+    s.push('-');
+    push_hex64(&mut s, rand::random());
+    ByteStr::from(s)
 }
 
 /// The call, leg and CSeq number a branch of ours names ([`branch_for`]).
@@ -54,7 +117,10 @@ pub fn parse_branch(branch: &str) -> Option<(u64, Leg, u32)> {
 
 /// A Call-ID `<128 random bits>@host`.
 pub fn call_id(host: &str) -> ByteStr {
-    let mut s = hex(16, "", "@");
+    let mut s = String::with_capacity(33 + host.len());
+    push_hex64(&mut s, rand::random());
+    push_hex64(&mut s, rand::random());
+    s.push('@');
     s.push_str(host);
     ByteStr::from(s)
 }
@@ -74,8 +140,41 @@ mod tests {
         assert_ne!(b, branch_for(0x1f, Leg::Inbound, 12));
         assert_eq!(parse_branch("z9hG4bKother"), None);
         assert_eq!(parse_branch("z9hG4bKvpbx-zz-o1-0"), None);
+        assert!(branch_for(0, Leg::Outbound, 0).starts_with("z9hG4bKvpbx-0-o0-"));
+        assert_eq!(
+            parse_branch(&branch_for(u64::MAX, Leg::Outbound, u32::MAX)),
+            Some((u64::MAX, Leg::Outbound, u32::MAX))
+        );
         let id = call_id("192.0.2.1");
         assert!(id.ends_with("@192.0.2.1"));
         assert_eq!(id.len(), 32 + 1 + 9);
+    }
+
+    #[test]
+    fn tags_name_their_call_and_leg() {
+        for (call, leg) in [
+            (0, Leg::Inbound),
+            (0x2a, Leg::Outbound),
+            (u64::MAX, Leg::Inbound),
+        ] {
+            let t = tag_for(call, leg);
+            assert!(t
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'i' || b == b'o'));
+            assert_eq!(parse_tag(&t), Some((call, leg)), "{t}");
+        }
+        assert_ne!(tag_for(1, Leg::Inbound), tag_for(1, Leg::Inbound));
+        assert_eq!(parse_tag("2ai0123456789abcdef"), Some((0x2a, Leg::Inbound)));
+        // Not ours: plain random tags, other UAs' tags.
+        assert_eq!(parse_tag(&tag()), None);
+        for other in [
+            "",
+            "i0123456789abcdef",
+            "2ai0123",
+            "zzo0123456789abcdef",
+            "1928301774",
+        ] {
+            assert_eq!(parse_tag(other), None, "{other}");
+        }
     }
 }

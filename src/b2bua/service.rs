@@ -48,18 +48,13 @@ pub struct B2buaConfig {
     pub advertised_host: Option<String>,
 }
 
-/// Key of the call table's leg index: the inbound leg by the caller's
-/// Call-ID and From tag (so CANCEL, which has no To tag, finds it), the
-/// outbound leg by our own Call-ID.
+/// Key of the inbound leg index: the caller's Call-ID and From tag, so
+/// that CANCEL (no To tag) and a repeated INVITE find their call. Requests
+/// inside a dialog find it by our To tag instead ([`ids::tag_for`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum LegKey {
-    Inbound {
-        call_id: ByteStr,
-        remote_tag: ByteStr,
-    },
-    Outbound {
-        call_id: ByteStr,
-    },
+struct LegKey {
+    call_id: ByteStr,
+    remote_tag: ByteStr,
 }
 
 /// What the CDR needs besides the call's own outcome.
@@ -90,7 +85,6 @@ struct State {
     servers: Vec<OpenServer>,
     scheduled: Option<Instant>,
     meta: Meta,
-    keys: [LegKey; 2],
     /// Frees the concurrent-call slot when the call is dropped.
     _slot: CallSlot,
 }
@@ -98,7 +92,20 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     id: u64,
+    /// Call-ID and our tag of the inbound and the outbound dialog, to check
+    /// that a request naming the call by its To tag is in one of them.
+    dialogs: [(ByteStr, ByteStr); 2],
+    /// The call's key in the inbound leg index.
+    in_key: LegKey,
     state: Mutex<State>,
+}
+
+/// Index of a leg in [`Entry::dialogs`].
+fn leg_index(leg: Leg) -> usize {
+    match leg {
+        Leg::Inbound => 0,
+        Leg::Outbound => 1,
+    }
 }
 
 impl Entry {
@@ -202,7 +209,7 @@ impl B2bua {
         self.inner.calls.len()
     }
 
-    /// Entries of the leg index (two per live call); for leak checks.
+    /// Entries of the inbound leg index (one per live call); for leak checks.
     pub fn leg_entries(&self) -> usize {
         self.inner.legs.len()
     }
@@ -270,7 +277,9 @@ impl B2bua {
         match incoming {
             Incoming::Request(sr) => self.inner.on_request(sr).await,
             Incoming::Ack { request, .. } => {
-                if let Some((entry, leg)) = self.inner.find(&request) {
+                let to = request.to().ok();
+                let found = self.inner.find(&request, to.as_ref().and_then(|t| t.tag()));
+                if let Some((entry, leg)) = found {
                     self.inner
                         .step(&entry, Input::Request(leg, request, None))
                         .await;
@@ -314,11 +323,6 @@ impl B2bua {
             }
         }
     }
-}
-
-/// Whether a request's To carries a tag (it is inside a dialog).
-fn has_to_tag(req: &Request) -> bool {
-    req.to().is_ok_and(|to| to.tag().is_some())
 }
 
 /// The caller's From tag, a slice of the request (for a lookup: do not
@@ -450,20 +454,22 @@ impl Inner {
         }
     }
 
-    /// The call and leg an in-dialog request (or CANCEL/ACK) belongs to.
-    fn find(&self, req: &Request) -> Option<(Arc<Entry>, Leg)> {
+    /// The call and leg an in-dialog request (or CANCEL/ACK) belongs to:
+    /// by its To tag when that is one of ours (it names the call, and the
+    /// Call-ID must be that dialog's), else (CANCEL) by Call-ID and From
+    /// tag as the caller's.
+    fn find(&self, req: &Request, to_tag: Option<&str>) -> Option<(Arc<Entry>, Leg)> {
         let call_id = req.call_id().ok()?;
-        if let Some(id) = self
-            .legs
-            .get(&LegKey::Outbound {
-                call_id: call_id.clone(),
-            })
-            .map(|v| *v)
-        {
-            return self.entry(id).map(|e| (e, Leg::Outbound));
+        if let Some((id, leg)) = to_tag.and_then(ids::parse_tag) {
+            if let Some(entry) = self.entry(id) {
+                let (dialog_call_id, local_tag) = &entry.dialogs[leg_index(leg)];
+                if *dialog_call_id == call_id && Some(local_tag.as_str()) == to_tag {
+                    return Some((entry, leg));
+                }
+            }
         }
         let remote_tag = remote_tag_of(&req.from().ok()?);
-        let id = *self.legs.get(&LegKey::Inbound {
+        let id = *self.legs.get(&LegKey {
             call_id,
             remote_tag,
         })?;
@@ -471,7 +477,9 @@ impl Inner {
     }
 
     async fn on_request(self: &Arc<Self>, sr: ServerRequest) -> Option<ServerRequest> {
-        let has_to_tag = has_to_tag(&sr.request);
+        let to = sr.request.to().ok();
+        let to_tag = to.as_ref().and_then(|t| t.tag());
+        let has_to_tag = to_tag.is_some();
         if sr.request.method == Method::Invite && !has_to_tag {
             self.new_call(sr).await;
             return None;
@@ -479,7 +487,7 @@ impl Inner {
         if !has_to_tag && sr.request.method != Method::Cancel {
             return Some(sr);
         }
-        match self.find(&sr.request) {
+        match self.find(&sr.request, to_tag) {
             Some((entry, leg)) => {
                 self.step(&entry, Input::Request(leg, sr.request, Some(sr.tx)))
                     .await;
@@ -556,7 +564,7 @@ impl Inner {
                 .await;
         };
         // Own copies: the key lives as long as the call.
-        let in_key = LegKey::Inbound {
+        let in_key = LegKey {
             call_id: ByteStr::from(call_id.to_string()),
             remote_tag: ByteStr::from(remote_tag_of(&from).to_string()),
         };
@@ -702,9 +710,13 @@ impl Inner {
         let _enter = span.enter();
         tracing::debug!(target_uri = %ext.uri, "call routed");
         drop(_enter);
-        let out_key = LegKey::Outbound {
-            call_id: call.outbound_call_id().clone(),
-        };
+        let dialogs = [
+            (in_key.call_id.clone(), call.inbound_local_tag().clone()),
+            (
+                call.outbound_call_id().clone(),
+                call.outbound_local_tag().clone(),
+            ),
+        ];
         let meta = Meta {
             started: SystemTime::now(),
             caller,
@@ -728,16 +740,16 @@ impl Inner {
             }],
             scheduled: None,
             meta,
-            keys: [in_key.clone(), out_key.clone()],
             _slot: slot,
         };
+        self.legs.insert(in_key.clone(), id);
         let entry = Arc::new(Entry {
             id,
+            dialogs,
+            in_key,
             state: Mutex::new(state),
         });
         self.calls.insert(id, Arc::clone(&entry));
-        self.legs.insert(in_key, id);
-        self.legs.insert(out_key, id);
         let effects = {
             let mut st = entry.lock();
             let effects = resolve_actions(&mut st, actions);
@@ -795,7 +807,7 @@ impl Inner {
                 }
                 let effects = resolve_actions(st, actions);
                 let record = if st.call.is_finished() {
-                    self.remove(entry.id, st);
+                    self.remove(entry, st);
                     Some(self.record(st))
                 } else {
                     self.reschedule(entry.id, st);
@@ -851,11 +863,10 @@ impl Inner {
         failures
     }
 
-    fn remove(&self, id: u64, st: &mut State) {
+    fn remove(&self, entry: &Entry, st: &mut State) {
+        let id = entry.id;
         self.calls.remove(&id);
-        for key in &st.keys {
-            self.legs.remove(key);
-        }
+        self.legs.remove(&entry.in_key);
         if let Some(at) = st.scheduled.take() {
             self.timers
                 .lock()
