@@ -163,6 +163,20 @@ impl InviteClient {
         out
     }
 
+    /// Whether `timer` may still do something when it fires, now or later:
+    /// false only when [`Self::on_timer`] ignores it in this state and in
+    /// every state reachable from it, so that a driver may cancel it.
+    pub fn wants_timer(&self, timer: Timer) -> bool {
+        use InviteClientState::*;
+        match timer {
+            Timer::A | Timer::B => self.state == Calling,
+            Timer::Cancelled | Timer::Unanswered => matches!(self.state, Calling | Proceeding),
+            Timer::D => matches!(self.state, Calling | Proceeding | Completed),
+            Timer::M => matches!(self.state, Calling | Proceeding | Accepted),
+            _ => false,
+        }
+    }
+
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
         use InviteClientState::*;

@@ -206,6 +206,22 @@ impl InviteServer {
         out
     }
 
+    /// Whether `timer` may still do something when it fires, now or later:
+    /// false only when [`Self::on_timer`] ignores it in this state and in
+    /// every state reachable from it, so that a driver may cancel it.
+    pub fn wants_timer(&self, timer: Timer) -> bool {
+        use InviteServerState::*;
+        match timer {
+            // Once answered (or sent), the 100 is never due again.
+            Timer::Trying => self.state == Proceeding && self.trying_due,
+            Timer::Unanswered => self.state == Proceeding,
+            Timer::G | Timer::H => matches!(self.state, Proceeding | Completed),
+            Timer::Retransmit2xx | Timer::L => matches!(self.state, Proceeding | Accepted),
+            Timer::I => matches!(self.state, Proceeding | Completed | Confirmed),
+            _ => false,
+        }
+    }
+
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
         use InviteServerState::*;

@@ -277,6 +277,13 @@ impl ClientMachine {
             Self::NonInvite(m) => m.on_transport_error(),
         }
     }
+
+    fn wants_timer(&self, timer: Timer) -> bool {
+        match self {
+            Self::Invite(m) => m.wants_timer(timer),
+            Self::NonInvite(m) => m.wants_timer(timer),
+        }
+    }
 }
 
 enum ServerMachine {
@@ -314,6 +321,13 @@ impl ServerMachine {
             Self::NonInvite(m) => m.on_transport_error(),
         }
     }
+
+    fn wants_timer(&self, timer: Timer) -> bool {
+        match self {
+            Self::Invite(m) => m.wants_timer(timer),
+            Self::NonInvite(m) => m.wants_timer(timer),
+        }
+    }
 }
 
 struct ClientEntry {
@@ -328,33 +342,55 @@ struct ClientEntry {
 
 /// Most pending timers a transaction keeps track of. The machines have at
 /// most five pending at once (an INVITE client's A, B, Unanswered,
-/// Cancelled and D/M); one beyond this is not lost, it fires and finds its
+/// Cancelled and D/M), fewer as the layer cancels those its machine no
+/// longer wants; one beyond this is not lost, it fires and finds its
 /// transaction gone (or still there, as any timer would).
-const TRACKED_TIMERS: usize = 8;
+const TRACKED_TIMERS: usize = 6;
 
-/// The pending timers of one transaction, cancelled when it terminates.
+/// The pending timers of one transaction: cancelled when its machine no
+/// longer wants them, and all of them when it terminates.
 #[derive(Default)]
 struct TimerSet {
-    ids: [Option<TimerId>; TRACKED_TIMERS],
+    ids: [Option<(TimerId, Timer)>; TRACKED_TIMERS],
 }
 
 impl TimerSet {
-    fn insert(&mut self, id: TimerId) {
+    fn insert(&mut self, id: TimerId, timer: Timer) {
         match self.ids.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some(id),
+            Some(slot) => *slot = Some((id, timer)),
             None => debug!("more pending timers than tracked"),
         }
     }
 
     /// Forgets `id` (it fired).
     fn remove(&mut self, id: TimerId) {
-        if let Some(slot) = self.ids.iter_mut().find(|slot| **slot == Some(id)) {
+        if let Some(slot) = self
+            .ids
+            .iter_mut()
+            .find(|slot| slot.is_some_and(|(i, _)| i == id))
+        {
             *slot = None;
         }
     }
 
+    /// Takes out the timers `wanted` says are no longer wanted.
+    fn unwanted<'a>(
+        &'a mut self,
+        wanted: impl Fn(Timer) -> bool + 'a,
+    ) -> impl Iterator<Item = TimerId> + 'a {
+        self.ids.iter_mut().filter_map(move |slot| match *slot {
+            Some((id, timer)) if !wanted(timer) => {
+                *slot = None;
+                Some(id)
+            }
+            _ => None,
+        })
+    }
+
     fn drain(&mut self) -> impl Iterator<Item = TimerId> + '_ {
-        self.ids.iter_mut().filter_map(Option::take)
+        self.ids
+            .iter_mut()
+            .filter_map(|slot| slot.take().map(|(id, _)| id))
     }
 }
 
@@ -704,7 +740,7 @@ impl Inner {
                 };
                 TransactionMetrics::inc(&self.metrics.client_transactions);
                 let mut pending = TimerSet::default();
-                self.arm_client(&key, id, &mut pending, &mut actions);
+                self.arm_client(&key, id, &machine, &mut pending, &mut actions);
                 v.insert(ClientEntry {
                     id,
                     machine,
@@ -736,7 +772,13 @@ impl Inner {
         }
         let (r, mut actions) = f(&mut entry);
         let entry = &mut *entry;
-        self.arm_client(key, entry.id, &mut entry.timers, &mut actions);
+        self.arm_client(
+            key,
+            entry.id,
+            &entry.machine,
+            &mut entry.timers,
+            &mut actions,
+        );
         let ctx = ClientCtx {
             id: entry.id,
             dest: entry.dest,
@@ -745,14 +787,22 @@ impl Inner {
         Some((r, actions, ctx))
     }
 
-    /// Arms the timers among `actions` for client transaction `key` / `id`
-    /// and records them in `pending`.
-    fn arm_client(&self, key: &ClientKey, id: u64, pending: &mut TimerSet, actions: &mut Actions) {
+    /// After a step of client transaction `key` / `id`: cancels the
+    /// timers in `pending` its machine no longer wants, arms the timers
+    /// among `actions` and records them in `pending`.
+    fn arm_client(
+        &self,
+        key: &ClientKey,
+        id: u64,
+        machine: &ClientMachine,
+        pending: &mut TimerSet,
+        actions: &mut Actions,
+    ) {
+        self.wheel
+            .cancel_all(pending.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            pending.insert(
-                self.wheel
-                    .schedule(after, TimerTarget::Client(key.clone(), id, timer)),
-            );
+            let target = TimerTarget::Client(key.clone(), id, timer);
+            pending.insert(self.wheel.schedule(after, target), timer);
         });
     }
 
@@ -796,9 +846,9 @@ impl Inner {
             ClientMachine::NonInvite(_) => None,
         };
         let e = &mut *entry;
-        self.arm_client(&key, e.id, &mut e.timers, &mut actions);
+        self.arm_client(&key, e.id, &e.machine, &mut e.timers, &mut actions);
         if let Some((_, cancel_actions)) = &mut pending_cancel {
-            self.arm_client(&key, e.id, &mut e.timers, cancel_actions);
+            self.arm_client(&key, e.id, &e.machine, &mut e.timers, cancel_actions);
         }
         let ctx = ClientCtx {
             id: entry.id,
@@ -995,7 +1045,13 @@ impl Inner {
                     reply: entry.reply,
                 };
                 let mut actions = entry.machine.on_request(request);
-                self.arm_server(&key, entry.id, &mut entry.timers, &mut actions);
+                self.arm_server(
+                    &key,
+                    entry.id,
+                    &entry.machine,
+                    &mut entry.timers,
+                    &mut actions,
+                );
                 (actions, ctx, None)
             }
             Entry::Vacant(v) => {
@@ -1014,7 +1070,7 @@ impl Inner {
                 debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);
                 let mut pending = TimerSet::default();
-                self.arm_server(&key, id, &mut pending, &mut actions);
+                self.arm_server(&key, id, &machine, &mut pending, &mut actions);
                 v.insert(ServerEntry {
                     id,
                     machine,
@@ -1067,7 +1123,7 @@ impl Inner {
                 };
                 let e = &mut *entry;
                 let mut actions = e.machine.on_request(ack);
-                self.arm_server(&key, e.id, &mut e.timers, &mut actions);
+                self.arm_server(&key, e.id, &e.machine, &mut e.timers, &mut actions);
                 Ok((actions, ctx))
             }
             _ => Err(ack),
@@ -1124,7 +1180,7 @@ impl Inner {
         let mut result = f(&mut entry);
         if let Ok(actions) = &mut result {
             let entry = &mut *entry;
-            self.arm_server(key, entry.id, &mut entry.timers, actions);
+            self.arm_server(key, entry.id, &entry.machine, &mut entry.timers, actions);
         }
         let ctx = ServerCtx {
             id: entry.id,
@@ -1134,14 +1190,20 @@ impl Inner {
         Some((result, ctx))
     }
 
-    /// Arms the timers among `actions` for server transaction `key` / `id`
-    /// and records them in `pending`.
-    fn arm_server(&self, key: &ServerKey, id: u64, pending: &mut TimerSet, actions: &mut Actions) {
+    /// After a step of server transaction `key` / `id` (see `arm_client`).
+    fn arm_server(
+        &self,
+        key: &ServerKey,
+        id: u64,
+        machine: &ServerMachine,
+        pending: &mut TimerSet,
+        actions: &mut Actions,
+    ) {
+        self.wheel
+            .cancel_all(pending.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            pending.insert(
-                self.wheel
-                    .schedule(after, TimerTarget::Server(key.clone(), id, timer)),
-            );
+            let target = TimerTarget::Server(key.clone(), id, timer);
+            pending.insert(self.wheel.schedule(after, target), timer);
         });
     }
 
@@ -2321,12 +2383,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             layer.pending_timers(),
-            3,
-            "E, F (ignored from now on) and K"
+            1,
+            "K: Completed ignores E and F, so they are cancelled"
         );
         advance(Duration::from_secs(6)).await;
         assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
-        assert_eq!(layer.pending_timers(), 0, "F went with its transaction");
+        assert_eq!(layer.pending_timers(), 0);
         assert_eq!(layer.inner.wheel.queued(), 0);
 
         // Server, TCP: Unanswered (64*T1) armed; the 200 ends it at once.
@@ -2396,12 +2458,11 @@ mod tests {
             sink.sent.lock().unwrap().clear();
             let (clients, servers) = layer.transaction_counts();
             let pending = layer.pending_timers();
-            // INVITE server in Accepted: Unanswered (ignored once
-            // answered) and L, plus Trying (200 ms) for the INVITEs of
-            // the last two rounds;
-            // client: E, F (both ignored once answered) and K.
+            // INVITE server in Accepted: L (Trying and Unanswered are
+            // cancelled by the answer); client in Completed: K (E and F
+            // are cancelled by the 200).
             assert!(
-                pending <= 3 * clients + 2 * servers + 20,
+                pending <= clients + servers,
                 "{pending} timers for {clients} + {servers} transactions"
             );
             let queued = layer.inner.wheel.queued();
@@ -2412,10 +2473,10 @@ mod tests {
             max_pending = max_pending.max(pending);
         }
         // Steady state: 3,200 INVITE server transactions (100/s for the
-        // 32 s of Timer L) with 2 timers each, 500 client ones (5 s of
-        // Timer K) with 3; the TCP ones add none.
+        // 32 s of Timer L) and 500 client ones (5 s of Timer K), one timer
+        // each; the TCP ones none.
         assert!(
-            (2 * 3_000..=2 * 3_300 + 3 * 600).contains(&max_pending),
+            (3_000..=3_300 + 600).contains(&max_pending),
             "{max_pending}"
         );
         advance(Duration::from_secs(40)).await;

@@ -92,6 +92,18 @@ impl NonInviteClient {
         out
     }
 
+    /// Whether `timer` may still do something when it fires, now or later:
+    /// false only when [`Self::on_timer`] ignores it in this state and in
+    /// every state reachable from it, so that a driver may cancel it.
+    pub fn wants_timer(&self, timer: Timer) -> bool {
+        use NonInviteClientState::*;
+        match timer {
+            Timer::E | Timer::F => matches!(self.state, Trying | Proceeding),
+            Timer::K => matches!(self.state, Trying | Proceeding | Completed),
+            _ => false,
+        }
+    }
+
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
         use NonInviteClientState::*;

@@ -95,6 +95,45 @@ impl Contract {
     }
 }
 
+/// Checks `wants_timer`: a timer it calls unwanted stays unwanted, and
+/// firing it does nothing (so the layer may cancel it).
+#[derive(Default)]
+struct Wanted {
+    dead: Vec<Timer>,
+}
+
+impl Wanted {
+    /// Before an event: records the unwanted timers, checks none came back.
+    fn before(&mut self, wants: impl Fn(Timer) -> bool) -> Result<(), TestCaseError> {
+        for t in TIMERS {
+            let dead = self.dead.contains(&t);
+            prop_assert!(!(dead && wants(t)), "{t:?} wanted again");
+            if !dead && !wants(t) {
+                self.dead.push(t);
+            }
+        }
+        Ok(())
+    }
+
+    /// After `event` produced `actions` and moved the state from `before`
+    /// to `after`: an unwanted timer did nothing.
+    fn after<S: PartialEq + std::fmt::Debug>(
+        &self,
+        event: &Event,
+        actions: &Actions,
+        before: S,
+        after: S,
+    ) -> Result<(), TestCaseError> {
+        if let Event::Timer(t) = event {
+            if self.dead.contains(t) {
+                prop_assert!(actions.is_empty(), "unwanted {t:?} acted: {actions:?}");
+                prop_assert_eq!(before, after, "unwanted {:?} changed the state", t);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn reliable_and_events() -> impl Strategy<Value = (bool, Vec<Event>)> {
     (any::<bool>(), prop::collection::vec(event(), 0..40))
 }
@@ -104,8 +143,11 @@ proptest! {
     fn invite_client_keeps_its_contract((reliable, events) in reliable_and_events()) {
         let (mut tx, first) = InviteClient::new(invite(), reliable, &TimerConfig::default());
         let mut c = Contract::default();
+        let mut w = Wanted::default();
         c.step(first)?;
         for e in events {
+            w.before(|t| tx.wants_timer(t))?;
+            let state = tx.state();
             let actions = match e {
                 Event::Timer(t) => tx.on_timer(t),
                 Event::Status(code) => tx.on_response(response(&invite(), code, Some("t"))),
@@ -116,6 +158,7 @@ proptest! {
                 }
                 Event::Ack => tx.on_cancel_sent(),
             };
+            w.after(&e, &actions, state, tx.state())?;
             c.step(actions)?;
             prop_assert_eq!(c.terminated, tx.state() == InviteClientState::Terminated);
         }
@@ -125,14 +168,18 @@ proptest! {
     fn non_invite_client_keeps_its_contract((reliable, events) in reliable_and_events()) {
         let (mut tx, first) = NonInviteClient::new(&options(), reliable, &TimerConfig::default());
         let mut c = Contract::default();
+        let mut w = Wanted::default();
         c.step(first)?;
         for e in events {
+            w.before(|t| tx.wants_timer(t))?;
+            let state = tx.state();
             let actions = match e {
                 Event::Timer(t) => tx.on_timer(t),
                 Event::Status(code) => tx.on_response(response(&options(), code, Some("t"))),
                 Event::TransportError => tx.on_transport_error(),
                 _ => Actions::default(),
             };
+            w.after(&e, &actions, state, tx.state())?;
             let final_2xx = matches!(
                 actions.iter().next(),
                 Some(Action::Deliver(TuEvent::Response(r))) if r.status.is_success()
@@ -156,9 +203,12 @@ proptest! {
             tx.retransmit_2xx();
         }
         let mut c = Contract { server: true, ..Contract::default() };
+        let mut w = Wanted::default();
         c.step(first)?;
         let mut finals_sent = 0;
         for e in events {
+            w.before(|t| tx.wants_timer(t))?;
+            let state = tx.state();
             let actions = match e {
                 Event::Timer(t) => tx.on_timer(t),
                 Event::Status(code) => {
@@ -186,6 +236,7 @@ proptest! {
                     Actions::default()
                 }
             };
+            w.after(&e, &actions, state, tx.state())?;
             c.step(actions)?;
             prop_assert!(finals_sent <= 1);
             prop_assert_eq!(c.terminated, tx.state() == InviteServerState::Terminated);
@@ -196,8 +247,11 @@ proptest! {
     fn non_invite_server_keeps_its_contract((reliable, events) in reliable_and_events()) {
         let (mut tx, first) = NonInviteServer::new(reliable, &TimerConfig::default());
         let mut c = Contract { server: true, ..Contract::default() };
+        let mut w = Wanted::default();
         c.step(first)?;
         for e in events {
+            w.before(|t| tx.wants_timer(t))?;
+            let state = tx.state();
             let actions = match e {
                 Event::Timer(t) => tx.on_timer(t),
                 Event::Status(code) => tx
@@ -207,6 +261,7 @@ proptest! {
                 Event::Retransmission => tx.on_request(),
                 _ => Actions::default(),
             };
+            w.after(&e, &actions, state, tx.state())?;
             c.step(actions)?;
             prop_assert_eq!(c.terminated, tx.state() == NonInviteServerState::Terminated);
         }

@@ -106,6 +106,10 @@ struct Queue<T> {
     stale: usize,
     /// Tie-breaker keeping timers with equal deadlines in schedule order.
     seq: u64,
+    /// The deadline the timer task last said it would sleep until (`None`:
+    /// until woken). Every queued deadline is at or after it, so only an
+    /// earlier one needs to wake the task.
+    wake_at: Option<Instant>,
 }
 
 impl<T> Queue<T> {
@@ -167,6 +171,11 @@ impl<T> Queue<T> {
         best
     }
 
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.clean_fronts();
+        self.front().map(|(q, _)| q.at)
+    }
+
     fn pop_front(&mut self, front: Front) {
         match front {
             Front::Lane(i) => {
@@ -226,6 +235,7 @@ impl<T> Wheel<T> {
                 live: 0,
                 stale: 0,
                 seq: 0,
+                wake_at: None,
             }),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -267,8 +277,12 @@ impl<T> Wheel<T> {
             };
             let generation = queue.slots.get(slot as usize).map_or(0, |s| s.generation);
             queue.live += 1;
-            queue.clean_fronts();
-            let earliest = queue.front().map_or(true, |(f, _)| at < f.at);
+            let earliest = queue.wake_at.map_or(true, |w| at < w);
+            if earliest {
+                // The task recomputes its deadline when woken; later
+                // deadlines scheduled meanwhile need not wake it again.
+                queue.wake_at = Some(at);
+            }
             let entry = Queued {
                 at,
                 seq,
@@ -310,9 +324,10 @@ impl<T> Wheel<T> {
 
     /// Cancels every timer of `ids` (see [`Wheel::cancel`]) under one lock.
     pub(crate) fn cancel_all(&self, ids: impl IntoIterator<Item = TimerId>) {
-        let mut queue = self.lock();
+        // Locked only if there is something to cancel.
+        let mut queue = None;
         for id in ids {
-            Self::cancel_locked(&mut queue, id);
+            Self::cancel_locked(queue.get_or_insert_with(|| self.lock()), id);
         }
     }
 
@@ -353,10 +368,30 @@ impl<T> Wheel<T> {
     }
 
     /// The earliest deadline of a live timer, if any.
+    #[cfg(test)]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let mut queue = self.lock();
-        queue.clean_fronts();
-        queue.front().map(|(q, _)| q.at)
+        self.lock().next_deadline()
+    }
+
+    /// Waits until the earliest deadline or until woken by an earlier one.
+    pub(crate) async fn wait(&self) {
+        // Computed and recorded under one lock, so that a timer scheduled
+        // after it wakes the task if it is earlier.
+        let deadline = {
+            let mut queue = self.lock();
+            let next = queue.next_deadline();
+            queue.wake_at = next;
+            next
+        };
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.notify.notified() => {}
+                }
+            }
+            None => self.notify.notified().await,
+        }
     }
 
     /// Timers scheduled and neither fired nor cancelled.
@@ -369,19 +404,6 @@ impl<T> Wheel<T> {
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.lock().queued()
-    }
-
-    /// Waits until the earliest deadline or until woken by an earlier one.
-    pub(crate) async fn wait(&self) {
-        match self.next_deadline() {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = self.notify.notified() => {}
-                }
-            }
-            None => self.notify.notified().await,
-        }
     }
 
     /// Ends the timer task.
@@ -417,6 +439,52 @@ mod tests {
         assert_eq!(targets(due), ["a", "b", "c"]);
         assert_eq!(wheel.next_deadline(), Some(t0 + Duration::from_millis(50)));
         assert_eq!(wheel.len(), 1);
+    }
+
+    /// A task serving `wheel` as the layer's does, recording when each
+    /// target fired.
+    fn serve(
+        wheel: std::sync::Arc<Wheel<&'static str>>,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<(Duration, &'static str)>>> {
+        let fired = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&fired);
+        let t0 = Instant::now();
+        tokio::spawn(async move {
+            let mut due = Vec::new();
+            while !wheel.is_closed() {
+                wheel.wait().await;
+                wheel.pop_due(Instant::now(), &mut due);
+                for (_, t) in due.drain(..) {
+                    log.lock().unwrap().push((Instant::now() - t0, t));
+                }
+            }
+        });
+        fired
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_timer_wakes_the_sleeping_task() {
+        let wheel = std::sync::Arc::new(Wheel::new());
+        let fired = serve(std::sync::Arc::clone(&wheel));
+        wheel.schedule(Duration::from_secs(32), "late");
+        tokio::task::yield_now().await; // the task sleeps until 32 s
+        wheel.schedule(Duration::from_secs(1), "early");
+        wheel.schedule(Duration::from_secs(2), "second");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Scheduled while the task sleeps until 2 s, from 1.5 s: fires at
+        // 1.6 s.
+        wheel.schedule(Duration::from_millis(100), "third");
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            *fired.lock().unwrap(),
+            [
+                (Duration::from_secs(1), "early"),
+                (Duration::from_millis(1600), "third"),
+                (Duration::from_secs(2), "second"),
+                (Duration::from_secs(32), "late"),
+            ]
+        );
+        wheel.close();
     }
 
     #[tokio::test(start_paused = true)]
