@@ -11,7 +11,7 @@ use super::bytestr::ByteStr;
 use super::grammar::is_token;
 
 macro_rules! header_names {
-    ($($variant:ident => $canon:expr, [$($alias:expr),*];)*) => {
+    ($($variant:ident => $canon:expr, $canon_bytes:literal, [$($alias:literal),*];)*) => {
         /// A header field name. Known names are variants; compact forms map to
         /// them (`v` is [`HeaderName::Via`]); the rest is kept in
         /// [`HeaderName::Other`] and compared case-insensitively.
@@ -45,6 +45,20 @@ macro_rules! header_names {
                     _ => return None,
                 })
             }
+
+            /// Every known name, for tests.
+            #[cfg(test)]
+            const ALL: &'static [HeaderName] = &[$(HeaderName::$variant),*];
+
+            /// Recognizes a name written exactly in its canonical case, as
+            /// most senders write them (spares the lower-casing).
+            #[inline]
+            fn known_canonical(name: &[u8]) -> Option<HeaderName> {
+                Some(match name {
+                    $($canon_bytes => HeaderName::$variant,)*
+                    _ => return None,
+                })
+            }
         }
     };
 }
@@ -52,75 +66,75 @@ macro_rules! header_names {
 // RFC 3261 §20 and the extensions a PBX and its trunks commonly carry.
 // Compact forms per RFC 3261 §7.3.3 and the IANA header field registry.
 header_names! {
-    Via => "Via", [b"via", b"v"];
-    From => "From", [b"from", b"f"];
-    To => "To", [b"to", b"t"];
-    CallId => "Call-ID", [b"call-id", b"i"];
-    CSeq => "CSeq", [b"cseq"];
-    MaxForwards => "Max-Forwards", [b"max-forwards"];
-    Contact => "Contact", [b"contact", b"m"];
-    Route => "Route", [b"route"];
-    RecordRoute => "Record-Route", [b"record-route"];
-    ContentLength => "Content-Length", [b"content-length", b"l"];
-    ContentType => "Content-Type", [b"content-type", b"c"];
-    ContentEncoding => "Content-Encoding", [b"content-encoding", b"e"];
-    Expires => "Expires", [b"expires"];
-    MinExpires => "Min-Expires", [b"min-expires"];
-    WwwAuthenticate => "WWW-Authenticate", [b"www-authenticate"];
-    ProxyAuthenticate => "Proxy-Authenticate", [b"proxy-authenticate"];
-    Authorization => "Authorization", [b"authorization"];
-    ProxyAuthorization => "Proxy-Authorization", [b"proxy-authorization"];
-    Allow => "Allow", [b"allow"];
-    Accept => "Accept", [b"accept"];
-    Supported => "Supported", [b"supported", b"k"];
-    Require => "Require", [b"require"];
-    ProxyRequire => "Proxy-Require", [b"proxy-require"];
-    Unsupported => "Unsupported", [b"unsupported"];
-    RSeq => "RSeq", [b"rseq"];
-    RAck => "RAck", [b"rack"];
-    Subject => "Subject", [b"subject", b"s"];
-    UserAgent => "User-Agent", [b"user-agent"];
-    Server => "Server", [b"server"];
-    RetryAfter => "Retry-After", [b"retry-after"];
-    Date => "Date", [b"date"];
-    Event => "Event", [b"event", b"o"];
-    ReferTo => "Refer-To", [b"refer-to", b"r"];
-    Warning => "Warning", [b"warning"];
-    Reason => "Reason", [b"reason"];
-    AllowEvents => "Allow-Events", [b"allow-events", b"u"];
-    ReferredBy => "Referred-By", [b"referred-by", b"b"];
-    SessionExpires => "Session-Expires", [b"session-expires", b"x"];
-    MinSe => "Min-SE", [b"min-se"];
-    Identity => "Identity", [b"identity", b"y"];
-    IdentityInfo => "Identity-Info", [b"identity-info", b"n"];
-    AcceptContact => "Accept-Contact", [b"accept-contact", b"a"];
-    RejectContact => "Reject-Contact", [b"reject-contact", b"j"];
-    RequestDisposition => "Request-Disposition", [b"request-disposition", b"d"];
-    AcceptEncoding => "Accept-Encoding", [b"accept-encoding"];
-    AcceptLanguage => "Accept-Language", [b"accept-language"];
-    AlertInfo => "Alert-Info", [b"alert-info"];
-    CallInfo => "Call-Info", [b"call-info"];
-    ContentDisposition => "Content-Disposition", [b"content-disposition"];
-    ContentLanguage => "Content-Language", [b"content-language"];
-    ErrorInfo => "Error-Info", [b"error-info"];
-    AuthenticationInfo => "Authentication-Info", [b"authentication-info"];
-    InReplyTo => "In-Reply-To", [b"in-reply-to"];
-    MimeVersion => "MIME-Version", [b"mime-version"];
-    Organization => "Organization", [b"organization"];
-    Priority => "Priority", [b"priority"];
-    ReplyTo => "Reply-To", [b"reply-to"];
-    Timestamp => "Timestamp", [b"timestamp"];
-    Replaces => "Replaces", [b"replaces"];
-    Path => "Path", [b"path"];
-    ServiceRoute => "Service-Route", [b"service-route"];
-    HistoryInfo => "History-Info", [b"history-info"];
-    Diversion => "Diversion", [b"diversion"];
-    Privacy => "Privacy", [b"privacy"];
-    PAssertedIdentity => "P-Asserted-Identity", [b"p-asserted-identity"];
-    PPreferredIdentity => "P-Preferred-Identity", [b"p-preferred-identity"];
-    SubscriptionState => "Subscription-State", [b"subscription-state"];
-    InfoPackage => "Info-Package", [b"info-package"];
-    RecvInfo => "Recv-Info", [b"recv-info"];
+    Via => "Via", b"Via", [b"via", b"v"];
+    From => "From", b"From", [b"from", b"f"];
+    To => "To", b"To", [b"to", b"t"];
+    CallId => "Call-ID", b"Call-ID", [b"call-id", b"i"];
+    CSeq => "CSeq", b"CSeq", [b"cseq"];
+    MaxForwards => "Max-Forwards", b"Max-Forwards", [b"max-forwards"];
+    Contact => "Contact", b"Contact", [b"contact", b"m"];
+    Route => "Route", b"Route", [b"route"];
+    RecordRoute => "Record-Route", b"Record-Route", [b"record-route"];
+    ContentLength => "Content-Length", b"Content-Length", [b"content-length", b"l"];
+    ContentType => "Content-Type", b"Content-Type", [b"content-type", b"c"];
+    ContentEncoding => "Content-Encoding", b"Content-Encoding", [b"content-encoding", b"e"];
+    Expires => "Expires", b"Expires", [b"expires"];
+    MinExpires => "Min-Expires", b"Min-Expires", [b"min-expires"];
+    WwwAuthenticate => "WWW-Authenticate", b"WWW-Authenticate", [b"www-authenticate"];
+    ProxyAuthenticate => "Proxy-Authenticate", b"Proxy-Authenticate", [b"proxy-authenticate"];
+    Authorization => "Authorization", b"Authorization", [b"authorization"];
+    ProxyAuthorization => "Proxy-Authorization", b"Proxy-Authorization", [b"proxy-authorization"];
+    Allow => "Allow", b"Allow", [b"allow"];
+    Accept => "Accept", b"Accept", [b"accept"];
+    Supported => "Supported", b"Supported", [b"supported", b"k"];
+    Require => "Require", b"Require", [b"require"];
+    ProxyRequire => "Proxy-Require", b"Proxy-Require", [b"proxy-require"];
+    Unsupported => "Unsupported", b"Unsupported", [b"unsupported"];
+    RSeq => "RSeq", b"RSeq", [b"rseq"];
+    RAck => "RAck", b"RAck", [b"rack"];
+    Subject => "Subject", b"Subject", [b"subject", b"s"];
+    UserAgent => "User-Agent", b"User-Agent", [b"user-agent"];
+    Server => "Server", b"Server", [b"server"];
+    RetryAfter => "Retry-After", b"Retry-After", [b"retry-after"];
+    Date => "Date", b"Date", [b"date"];
+    Event => "Event", b"Event", [b"event", b"o"];
+    ReferTo => "Refer-To", b"Refer-To", [b"refer-to", b"r"];
+    Warning => "Warning", b"Warning", [b"warning"];
+    Reason => "Reason", b"Reason", [b"reason"];
+    AllowEvents => "Allow-Events", b"Allow-Events", [b"allow-events", b"u"];
+    ReferredBy => "Referred-By", b"Referred-By", [b"referred-by", b"b"];
+    SessionExpires => "Session-Expires", b"Session-Expires", [b"session-expires", b"x"];
+    MinSe => "Min-SE", b"Min-SE", [b"min-se"];
+    Identity => "Identity", b"Identity", [b"identity", b"y"];
+    IdentityInfo => "Identity-Info", b"Identity-Info", [b"identity-info", b"n"];
+    AcceptContact => "Accept-Contact", b"Accept-Contact", [b"accept-contact", b"a"];
+    RejectContact => "Reject-Contact", b"Reject-Contact", [b"reject-contact", b"j"];
+    RequestDisposition => "Request-Disposition", b"Request-Disposition", [b"request-disposition", b"d"];
+    AcceptEncoding => "Accept-Encoding", b"Accept-Encoding", [b"accept-encoding"];
+    AcceptLanguage => "Accept-Language", b"Accept-Language", [b"accept-language"];
+    AlertInfo => "Alert-Info", b"Alert-Info", [b"alert-info"];
+    CallInfo => "Call-Info", b"Call-Info", [b"call-info"];
+    ContentDisposition => "Content-Disposition", b"Content-Disposition", [b"content-disposition"];
+    ContentLanguage => "Content-Language", b"Content-Language", [b"content-language"];
+    ErrorInfo => "Error-Info", b"Error-Info", [b"error-info"];
+    AuthenticationInfo => "Authentication-Info", b"Authentication-Info", [b"authentication-info"];
+    InReplyTo => "In-Reply-To", b"In-Reply-To", [b"in-reply-to"];
+    MimeVersion => "MIME-Version", b"MIME-Version", [b"mime-version"];
+    Organization => "Organization", b"Organization", [b"organization"];
+    Priority => "Priority", b"Priority", [b"priority"];
+    ReplyTo => "Reply-To", b"Reply-To", [b"reply-to"];
+    Timestamp => "Timestamp", b"Timestamp", [b"timestamp"];
+    Replaces => "Replaces", b"Replaces", [b"replaces"];
+    Path => "Path", b"Path", [b"path"];
+    ServiceRoute => "Service-Route", b"Service-Route", [b"service-route"];
+    HistoryInfo => "History-Info", b"History-Info", [b"history-info"];
+    Diversion => "Diversion", b"Diversion", [b"diversion"];
+    Privacy => "Privacy", b"Privacy", [b"privacy"];
+    PAssertedIdentity => "P-Asserted-Identity", b"P-Asserted-Identity", [b"p-asserted-identity"];
+    PPreferredIdentity => "P-Preferred-Identity", b"P-Preferred-Identity", [b"p-preferred-identity"];
+    SubscriptionState => "Subscription-State", b"Subscription-State", [b"subscription-state"];
+    InfoPackage => "Info-Package", b"Info-Package", [b"info-package"];
+    RecvInfo => "Recv-Info", b"Recv-Info", [b"recv-info"];
 }
 
 /// The bytes are not a header name token.
@@ -144,6 +158,9 @@ impl HeaderName {
     /// [`HeaderName::recognize`] for a slice already known to be a token.
     #[inline]
     fn recognize_token(name: &[u8], make_other: impl FnOnce() -> ByteStr) -> Self {
+        if let Some(h) = HeaderName::known_canonical(name) {
+            return h;
+        }
         let mut buf = [0u8; 20];
         if name.len() <= buf.len() {
             let lower = &mut buf[..name.len()];
@@ -384,6 +401,27 @@ mod tests {
         // Unknown single letters stay unknown, as written.
         let z = HeaderName::parse(b"z").unwrap();
         assert!(matches!(&z, HeaderName::Other(s) if **s == "z"));
+    }
+
+    #[test]
+    fn every_known_name_is_recognized_in_any_case() {
+        assert!(HeaderName::ALL.len() > 60);
+        for name in HeaderName::ALL {
+            let canonical = name.as_str();
+            assert!(
+                canonical.len() <= 20,
+                "{canonical} is longer than the lower-case buffer"
+            );
+            for text in [
+                canonical.to_owned(),
+                canonical.to_ascii_lowercase(),
+                canonical.to_ascii_uppercase(),
+            ] {
+                let parsed = HeaderName::parse(text.as_bytes()).unwrap();
+                assert_eq!(&parsed, name, "{text}");
+                assert!(!matches!(parsed, HeaderName::Other(_)), "{text}");
+            }
+        }
     }
 
     #[test]
