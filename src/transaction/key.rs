@@ -91,13 +91,24 @@ impl ClientKey {
 
     /// The key a received response matches: top Via branch and CSeq method.
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
-        Self::for_response_with_via(resp).map(|(key, _)| key)
+        Self::for_response_with_via(resp).map(|(key, _)| Self {
+            branch: detached(&key.branch),
+            method: key.method,
+        })
     }
 
-    /// [`ClientKey::for_response`] and the top Via it was read from.
+    /// [`ClientKey::for_response`] and the top Via it was read from, without
+    /// the copy: the key shares the response's bytes, so it is for looking
+    /// the transaction up (the layer keeps the table's key), not for
+    /// keeping.
     pub(crate) fn for_response_with_via(resp: &Response) -> Result<(Self, Via), KeyError> {
         let via = header("Via", resp.top_via())?;
-        let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
+        let branch = via
+            .params
+            .get("branch")
+            .flatten()
+            .cloned()
+            .ok_or(KeyError::NoBranch)?;
         let cseq = header("CSeq", resp.cseq())?;
         let key = Self {
             branch,
@@ -346,6 +357,20 @@ mod tests {
         assert!(!inside(host, &wire));
         let ckey = ClientKey::for_request(&req).unwrap();
         assert!(!inside(ckey.branch(), &wire));
+        // Responses: the public key is a copy; the layer's lookup key is not.
+        let wire = crate::sip::Response::for_request(&req, crate::sip::StatusCode::OK).to_bytes();
+        let crate::sip::Message::Response(resp) =
+            crate::sip::parse_datagram(wire.clone(), &crate::sip::Limits::default()).unwrap()
+        else {
+            panic!("not a response");
+        };
+        assert!(!inside(
+            ClientKey::for_response(&resp).unwrap().branch(),
+            &wire
+        ));
+        let (lookup, _) = ClientKey::for_response_with_via(&resp).unwrap();
+        assert!(inside(lookup.branch(), &wire));
+        assert_eq!(lookup, ClientKey::for_response(&resp).unwrap());
     }
 
     #[test]

@@ -811,7 +811,7 @@ impl Inner {
         response: Response,
         source: Source,
     ) -> Result<Option<Deferred>, TxError> {
-        let (key, via) = ClientKey::for_response_with_via(&response)?;
+        let (lookup, via) = ClientKey::for_response_with_via(&response)?;
         // §18.1.2: not a value we put in our requests, so not an answer to
         // one; checked before matching, stray responses included.
         let sent_by = SentBy::of(&via);
@@ -825,9 +825,9 @@ impl Inner {
             TransactionMetrics::inc(&self.metrics.foreign_sent_by);
             return Ok(None);
         }
-        let Some(mut entry) = self.clients.get_mut(&key) else {
+        let Some(mut entry) = self.clients.get_mut(&lookup) else {
             debug!(
-                branch = key.branch(),
+                branch = lookup.branch(),
                 status = response.status.as_u16(),
                 "stray response"
             );
@@ -840,6 +840,11 @@ impl Inner {
             );
             return Ok(None);
         };
+        // The table's copy: `lookup` shares the response's bytes, and what
+        // is made of the key here (timers, events for the TU) may outlive
+        // them.
+        let key = entry.key().clone();
+        drop(lookup);
         let mut actions = entry.machine.on_response(response);
         let mut pending_cancel = match &mut entry.machine {
             ClientMachine::Invite(m) => m.take_pending_cancel(),
@@ -2368,6 +2373,23 @@ mod tests {
             assert_eq!(waited, 0);
         }
         sink.sent()
+    }
+
+    /// What the layer keeps or hands on after a response (the TU's event
+    /// key, the timers' targets) is the table's key, not one sharing the
+    /// received datagram, which it would keep alive.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_is_matched_without_keeping_its_datagram() {
+        let (layer, _rx, _sink) = layer();
+        let opt = our_options("z9hG4bKkeep");
+        let mut tx = layer.send_request(opt.clone(), peer()).await.unwrap();
+        let wire = response(&opt, 200, Some("p")).to_bytes();
+        let received = parse_bytes(&wire);
+        layer.on_message(received, udp_source()).await.unwrap();
+        let event = tx.recv().await.unwrap();
+        assert!(matches!(event.event, ClientEventKind::Response(_)));
+        assert_eq!(event.key.branch(), "z9hG4bKkeep");
+        assert!(!wire.as_ptr_range().contains(&event.key.branch().as_ptr()));
     }
 
     #[tokio::test(start_paused = true)]
