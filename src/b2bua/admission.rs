@@ -60,6 +60,15 @@ pub fn check_invite(invite: &Request) -> Result<(), Refusal> {
     if matches!(invite.max_forwards(), Ok(Some(0))) {
         return Err(Refusal::TooManyHops);
     }
+    // Our marker must appear in the raw Via text for any branch to carry
+    // it: the usual case (it does not) needs no Via parsed.
+    let marked = invite
+        .headers
+        .get_all(&crate::sip::HeaderName::Via)
+        .any(|v| memchr::memmem::find(v, BRANCH_PREFIX.as_bytes()).is_some());
+    if !marked {
+        return Ok(());
+    }
     if let Ok(vias) = invite.via() {
         if vias
             .iter()
@@ -254,6 +263,16 @@ mod tests {
         );
         assert_eq!(check_invite(&invite(69, &ours)), Err(Refusal::Loop));
         assert_eq!(Refusal::Loop.status().as_u16(), 482);
+        // Our branch as the second value of a combined Via line.
+        let combined = format!(
+            "Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKx, {}",
+            ours.trim_start_matches("Via: ")
+        );
+        assert_eq!(check_invite(&invite(69, &combined)), Err(Refusal::Loop));
+        // The marker text elsewhere than at the start of a branch is no loop.
+        let elsewhere =
+            "Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bKxz9hG4bKvpbx-1-o1-0;x=z9hG4bKvpbx\r\n";
+        assert_eq!(check_invite(&invite(69, elsewhere)), Ok(()));
     }
 
     #[test]

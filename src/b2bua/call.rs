@@ -550,7 +550,10 @@ impl Call {
     fn caller_response(&self, status: StatusCode, relayed: Option<&Response>) -> Option<Response> {
         let invite = self.invite.as_ref()?;
         let mut response = Response::for_request(invite, status);
-        response.set_to_tag(self.inbound.local_tag());
+        // The caller's To with our tag, built once with the dialog.
+        response
+            .headers
+            .set(HeaderName::To, self.inbound.local_header().clone());
         if status.as_u16() > 100 && status.as_u16() < 300 {
             for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
                 response.headers.push(HeaderName::RecordRoute, rr.clone());

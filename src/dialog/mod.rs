@@ -76,6 +76,9 @@ pub struct Dialog {
     local_seq: u32,
     remote_seq: Option<u32>,
     remote_target: Uri,
+    /// The Contact value `remote_target` was parsed from (a copy), to skip
+    /// parsing the same value again.
+    remote_contact: Bytes,
     /// Route set in the order the Route headers of our requests list it.
     route_set: Vec<NameAddr>,
     state: DialogState,
@@ -110,9 +113,9 @@ impl Dialog {
             .get(&HeaderName::From)
             .cloned()
             .unwrap_or_default();
-        let remote_target = match own_contact_uri(&request.headers)? {
-            Some(uri) => uri,
-            None => own_uri(&from.uri),
+        let (remote_target, remote_contact) = match own_contact_uri(&request.headers)? {
+            Some(c) => c,
+            None => (own_uri(&from.uri), Bytes::new()),
         };
         Ok(Dialog {
             call_id: ByteStr::from(request.call_id()?.to_string()),
@@ -123,6 +126,7 @@ impl Dialog {
             local_seq: 0,
             remote_seq: Some(request.cseq()?.seq),
             remote_target,
+            remote_contact,
             route_set: own_routes(request.record_route()?),
             state: DialogState::Confirmed,
         })
@@ -148,6 +152,7 @@ impl Dialog {
             local_seq: cseq,
             remote_seq: None,
             remote_target: target,
+            remote_contact: Bytes::new(),
             route_set: Vec::new(),
             state: DialogState::Initial,
         }
@@ -164,23 +169,40 @@ impl Dialog {
         {
             return Ok(());
         }
-        let to = response.to()?;
-        let Some(tag) = to.tag() else {
-            if status.is_success() {
-                return Err(DialogError::MissingTag("To"));
-            }
-            return Ok(());
+        let raw_to = response.headers.get(&HeaderName::To);
+        // The 2xx after a provisional response of the same early dialog
+        // carries the same To (tag included): no need to parse it again.
+        let same_to = self.state == DialogState::Early
+            && raw_to.is_some_and(|raw| raw[..] == self.remote_header[..]);
+        let new_tag = if same_to {
+            None
+        } else {
+            let to = response.to()?;
+            let Some(tag) = to.tag() else {
+                if status.is_success() {
+                    return Err(DialogError::MissingTag("To"));
+                }
+                return Ok(());
+            };
+            (self.state == DialogState::Initial || self.remote_tag.as_str() != tag)
+                .then(|| ByteStr::from(tag.to_owned()))
         };
-        if self.state == DialogState::Initial
-            || self.remote_tag.as_str() != tag
-            || status.is_success()
-        {
-            self.remote_tag = ByteStr::from(tag.to_owned());
-            if let Some(raw) = response.headers.get(&HeaderName::To) {
+        if new_tag.is_some() || status.is_success() {
+            if let Some(tag) = new_tag {
+                self.remote_tag = tag;
+            }
+            if let Some(raw) = raw_to.filter(|raw| raw[..] != self.remote_header[..]) {
                 self.remote_header = Bytes::copy_from_slice(raw);
             }
-            if let Some(uri) = own_contact_uri(&response.headers)? {
-                self.remote_target = uri;
+            let same_contact = response
+                .headers
+                .get(&HeaderName::Contact)
+                .is_some_and(|raw| raw[..] == self.remote_contact[..]);
+            if !same_contact {
+                if let Some((uri, raw)) = own_contact_uri(&response.headers)? {
+                    self.remote_target = uri;
+                    self.remote_contact = raw;
+                }
             }
             let mut routes = response.record_route()?;
             routes.reverse();
@@ -208,11 +230,18 @@ impl Dialog {
             self.remote_seq = Some(seq);
         }
         if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some(uri) = own_contact_uri(&request.headers)? {
+            if let Some((uri, raw)) = own_contact_uri(&request.headers)? {
                 self.remote_target = uri;
+                self.remote_contact = raw;
             }
         }
         Ok(())
+    }
+
+    /// Our side's address with our tag: From of our requests, and for a
+    /// UAS dialog the To of our responses to the request that created it.
+    pub fn local_header(&self) -> &Bytes {
+        &self.local_header
     }
 
     /// The dialog's identifiers.
@@ -280,8 +309,9 @@ impl Dialog {
     /// Takes a new remote target from the Contact of a 2xx to a target
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
-        if let Ok(Some(uri)) = own_contact_uri(&response.headers) {
+        if let Ok(Some((uri, raw))) = own_contact_uri(&response.headers) {
             self.remote_target = uri;
+            self.remote_contact = raw;
         }
     }
 
@@ -339,9 +369,9 @@ fn own_uri(uri: &Uri) -> Uri {
 
 /// The first Contact address's URI (RFC 3261 §12.1: the remote target),
 /// parsed from a copy of the header value, so it owns its buffer (see
-/// [`own_uri`]) without formatting and parsing the URI again. `*` has no
-/// URI.
-fn own_contact_uri(headers: &Headers) -> Result<Option<Uri>, DialogError> {
+/// [`own_uri`]) without formatting and parsing the URI again; with that
+/// copy. `*` has no URI.
+fn own_contact_uri(headers: &Headers) -> Result<Option<(Uri, Bytes)>, DialogError> {
     let Some(raw) = headers.get(&HeaderName::Contact) else {
         return Ok(None);
     };
@@ -356,7 +386,7 @@ fn own_contact_uri(headers: &Headers) -> Result<Option<Uri>, DialogError> {
             reason,
         })
     })?;
-    Ok(addrs.into_iter().next().map(|a| a.uri))
+    Ok(addrs.into_iter().next().map(|a| (a.uri, own)))
 }
 
 /// Route set values in buffers of their own (see [`own_uri`]).

@@ -158,3 +158,54 @@ fn uas_dialog_takes_a_missing_from_tag_as_null() {
     let bye = reparse(&d.new_request(Method::Bye));
     assert_eq!(bye.to().unwrap().tag(), None);
 }
+
+#[test]
+fn uac_dialog_follows_the_2xx_tag_and_contact_whatever_the_early_dialog_had() {
+    let target = Uri::parse("sip:bob@biloxi.example.com").unwrap();
+    let to = Bytes::from_static(b"<sip:bob@biloxi.example.com>");
+    let mut d = Dialog::new_uac("c2@here".into(), "lt".into(), b"<sip:a@h>", to, target, 1);
+    let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+    let answer = |status: StatusCode, tag: &str, contact: &'static [u8]| {
+        let mut r = Response::for_request(&invite, status);
+        r.set_to_tag(tag);
+        r.headers
+            .push(HeaderName::Contact, Bytes::from_static(contact));
+        match parse_datagram(Message::Response(r).to_bytes(), &Limits::default()).unwrap() {
+            Message::Response(r) => r,
+            Message::Request(_) => unreachable!(),
+        }
+    };
+    d.on_uac_response(&answer(StatusCode::RINGING, "early", b"<sip:b@192.0.2.4>"))
+        .unwrap();
+    // The same early dialog again (a 183): nothing changes.
+    d.on_uac_response(&answer(
+        StatusCode::SESSION_PROGRESS,
+        "early",
+        b"<sip:b@192.0.2.4>",
+    ))
+    .unwrap();
+    assert_eq!(
+        (d.state(), d.remote_tag().as_str()),
+        (DialogState::Early, "early")
+    );
+    // The 2xx comes from another branch of a fork: its tag and Contact win.
+    d.on_uac_response(&answer(StatusCode::OK, "other", b"<sip:b@192.0.2.9>"))
+        .unwrap();
+    assert_eq!(d.state(), DialogState::Confirmed);
+    let ack = reparse(&d.ack(1));
+    assert_eq!(ack.to().unwrap().tag(), Some("other"));
+    assert_eq!(ack.uri.to_string(), "sip:b@192.0.2.9");
+
+    // Same To and Contact on 180 and 200: the target stays as parsed.
+    let target = Uri::parse("sip:bob@biloxi.example.com").unwrap();
+    let to = Bytes::from_static(b"<sip:bob@biloxi.example.com>");
+    let mut d = Dialog::new_uac("c3@here".into(), "lt".into(), b"<sip:a@h>", to, target, 1);
+    d.on_uac_response(&answer(StatusCode::RINGING, "t", b"<sip:b@192.0.2.4>"))
+        .unwrap();
+    d.on_uac_response(&answer(StatusCode::OK, "t", b"<sip:b@192.0.2.4>"))
+        .unwrap();
+    assert_eq!(d.state(), DialogState::Confirmed);
+    let bye = reparse(&d.new_request(Method::Bye));
+    assert_eq!(bye.uri.to_string(), "sip:b@192.0.2.4");
+    assert_eq!(bye.to().unwrap().tag(), Some("t"));
+}
