@@ -84,8 +84,13 @@ impl NameAddr {
                 if rest.first() != Some(&b'<') {
                     return Err("quoted display name not followed by <URI>");
                 }
-                let name = ByteStr::from_utf8(super::grammar::sub(src, &q[1..q.len() - 1]))
-                    .map_err(|_| "display name is not UTF-8")?;
+                let inner = &q[1..q.len() - 1];
+                let name = if inner.is_ascii() {
+                    ByteStr::from_ascii(super::grammar::sub(src, inner))
+                } else {
+                    ByteStr::from_utf8(super::grammar::sub(src, inner))
+                        .map_err(|_| "display name is not UTF-8")?
+                };
                 (Some(name), Some(rest))
             }
             Some(b'<') => (None, Some(i)),

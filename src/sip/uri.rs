@@ -246,15 +246,16 @@ impl SipUri {
                 if u.is_empty() || !u.iter().all(|&c| is_user(c)) || !escapes_valid(u) {
                     return Err(UriError::User);
                 }
+                // The user and password classes are ASCII.
                 let password = match p {
                     Some(p) if p.iter().all(|&c| is_password(c)) && escapes_valid(p) => {
-                        Some(sub_str(src, p).ok_or(UriError::Password)?)
+                        Some(ByteStr::from_ascii(sub(src, p)))
                     }
                     Some(_) => return Err(UriError::Password),
                     None => None,
                 };
                 (
-                    Some(sub_str(src, u).ok_or(UriError::User)?),
+                    Some(ByteStr::from_ascii(sub(src, u))),
                     password,
                     &s[at + 1..],
                 )
@@ -310,10 +311,8 @@ fn uri_pair<'a>(
 ) -> Result<(ByteStr, Option<ByteStr>, &'a [u8]), UriError> {
     let n = s.iter().position(|&c| !class(c)).unwrap_or(s.len());
     let name = &s[..n];
+    // `class` admits ASCII only.
     if name.is_empty() || !escapes_valid(name) {
-        return Err(err);
-    }
-    if !name.is_ascii() {
         return Err(err);
     }
     let name = super::params::param_name(src, name);
@@ -325,7 +324,7 @@ fn uri_pair<'a>(
             if !escapes_valid(v) {
                 return Err(err);
             }
-            Ok((name, Some(sub_str(src, v).ok_or(err)?), &r[m..]))
+            Ok((name, Some(ByteStr::from_ascii(sub(src, v))), &r[m..]))
         }
         None => Ok((name, None, rest)),
     }

@@ -157,14 +157,23 @@ impl Via {
     pub(crate) fn parse_one<'a>(src: &Bytes, i: &'a [u8]) -> Result<(Via, &'a [u8]), &'static str> {
         let bad = |_| "malformed sent-protocol";
         let (i, _) = sws(i).map_err(bad)?;
-        let (i, proto) = token(i).map_err(bad)?;
-        if !proto.eq_ignore_ascii_case(b"SIP") {
-            return Err("sent-protocol is not SIP");
-        }
-        let (i, _) = sep('/')(i).map_err(bad)?;
-        let (i, ver) = take_while1(|c: u8| c.is_ascii_digit() || c == b'.')(i).map_err(bad)?;
-        let version = Version::parse_number(ver).ok_or("malformed SIP version")?;
-        let (i, _) = sep('/')(i).map_err(bad)?;
+        // Nearly every Via starts `SIP/2.0/`: the general grammar below
+        // reads it the same way, with white space allowed around the slashes.
+        let (version, i) = match i.strip_prefix(b"SIP/2.0/") {
+            Some(rest) => (Version::SIP_2_0, sws(rest).map_err(bad)?.0),
+            None => {
+                let (i, proto) = token(i).map_err(bad)?;
+                if !proto.eq_ignore_ascii_case(b"SIP") {
+                    return Err("sent-protocol is not SIP");
+                }
+                let (i, _) = sep('/')(i).map_err(bad)?;
+                let (i, ver) =
+                    take_while1(|c: u8| c.is_ascii_digit() || c == b'.')(i).map_err(bad)?;
+                let version = Version::parse_number(ver).ok_or("malformed SIP version")?;
+                let (i, _) = sep('/')(i).map_err(bad)?;
+                (version, i)
+            }
+        };
         let (i, t) = token(i).map_err(bad)?;
         let transport = Transport::from_token(src, t).ok_or("malformed transport")?;
         let (i, _) = take_while1::<_, _, nom::error::Error<&[u8]>>(is_wsp)(i)
@@ -278,6 +287,26 @@ mod tests {
         assert_eq!(v[0].received_ip(), Some("2001:db8::9:255".parse().unwrap()));
         let v = vias("SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255").unwrap();
         assert_eq!(v[0].received_ip(), Some("2001:db8::9:255".parse().unwrap()));
+    }
+
+    #[test]
+    fn sip_2_0_prefix_reads_as_the_general_grammar_does() {
+        let fast = vias("SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1").unwrap();
+        for other in [
+            "SIP / 2.0 / TCP 192.0.2.1:5060;branch=z9hG4bK1",
+            "sip/2.0/tcp 192.0.2.1:5060;branch=z9hG4bK1",
+            "SIP/02.00/TCP 192.0.2.1:5060;branch=z9hG4bK1",
+            "SIP/2.0/ TCP 192.0.2.1:5060;branch=z9hG4bK1",
+            "SIP/2.0 /TCP 192.0.2.1:5060;branch=z9hG4bK1",
+        ] {
+            assert_eq!(vias(other).unwrap(), fast, "{other}");
+        }
+        assert!(vias("SIP/2.0/  ").is_err());
+        assert!(vias("SIP/2.0/UDP192.0.2.1").is_err());
+        assert_eq!(
+            vias("SIP/2.1/UDP h").unwrap()[0].version,
+            Version { major: 2, minor: 1 }
+        );
     }
 
     #[test]
