@@ -98,14 +98,15 @@ impl Headers {
     /// The Call-ID (exactly one; `word ["@" word]`, no white space).
     pub fn call_id(&self) -> Result<ByteStr, HeaderError> {
         let v = self.required(HeaderName::CallId)?;
+        // Common case in one pass: printable ASCII only.
+        if !v.is_empty() && v.iter().all(|&c| c > b' ' && c < 0x7f) {
+            return Ok(ByteStr::from_ascii(v.clone()));
+        }
         if v.is_empty() || v.iter().any(|&c| c <= b' ' || c == 0x7f) {
             return Err(HeaderError::Invalid {
                 name: HeaderName::CallId,
                 reason: "empty or contains white space",
             });
-        }
-        if v.is_ascii() {
-            return Ok(ByteStr::from_ascii(v.clone()));
         }
         ByteStr::from_utf8(v.clone()).map_err(|_| HeaderError::Invalid {
             name: HeaderName::CallId,
@@ -523,6 +524,32 @@ mod tests {
             Err(HeaderError::Missing(HeaderName::CSeq))
         );
         assert!(headers(&[("Call-ID", "a b")]).call_id().is_err());
+    }
+
+    #[test]
+    fn call_id_accepts_utf8_and_refuses_controls_and_bad_utf8() {
+        let h = |v: &'static [u8]| {
+            let mut h = Headers::new();
+            h.push(HeaderName::CallId, Bytes::from_static(v));
+            h.call_id()
+        };
+        assert_eq!(
+            h(b"a84b4c76e66710@pc33.example.com").unwrap(),
+            "a84b4c76e66710@pc33.example.com"
+        );
+        assert_eq!(h("caf\u{e9}@x".as_bytes()).unwrap(), "caf\u{e9}@x");
+        for bad in [&b""[..], b"a\x7fb", b"a\tb", b"a\x00b", b"\xff\xfe"] {
+            assert!(
+                matches!(
+                    h(bad),
+                    Err(HeaderError::Invalid {
+                        name: HeaderName::CallId,
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
