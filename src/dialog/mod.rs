@@ -320,6 +320,8 @@ impl Dialog {
     pub fn request_with_seq(&self, method: Method, seq: u32) -> Request {
         let (uri, routes) = self.request_target();
         let mut request = Request::new(method.clone(), uri);
+        // Room for these, our Via and Contact, and a few end-to-end ones.
+        request.headers = Headers::with_capacity(routes.len() + 10);
         let h = &mut request.headers;
         for route in routes {
             h.push(HeaderName::Route, route);
@@ -355,7 +357,18 @@ impl Dialog {
 pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
     let m = method.as_str();
     let mut b = BytesMut::with_capacity(11 + m.len());
-    b.put_slice(seq.to_string().as_bytes());
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = seq;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b.put_slice(&digits[i..]);
     b.put_u8(b' ');
     b.put_slice(m.as_bytes());
     b.freeze()

@@ -209,3 +209,15 @@ fn uac_dialog_follows_the_2xx_tag_and_contact_whatever_the_early_dialog_had() {
     assert_eq!(bye.uri.to_string(), "sip:b@192.0.2.4");
     assert_eq!(bye.to().unwrap().tag(), Some("t"));
 }
+
+#[test]
+fn cseq_values_are_number_space_method() {
+    for (seq, method, want) in [
+        (0, Method::Ack, "0 ACK"),
+        (7, Method::Invite, "7 INVITE"),
+        (10, Method::Bye, "10 BYE"),
+        (u32::MAX, Method::Cancel, "4294967295 CANCEL"),
+    ] {
+        assert_eq!(&cseq_value(seq, &method)[..], want.as_bytes());
+    }
+}
