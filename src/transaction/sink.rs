@@ -50,3 +50,52 @@ impl TransportSink for Transports {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ListenAddr, Protocol, TransportConfig};
+
+    /// Once the socket has been seen writable, UDP sends take the
+    /// synchronous path (no future, no waiting) and arrive; TCP never does.
+    #[tokio::test]
+    async fn udp_sends_go_through_without_waiting() {
+        let listen: ListenAddr = "udp:127.0.0.1:0".parse().unwrap();
+        let (transports, _inbound) = Transports::bind(&[listen], TransportConfig::default())
+            .await
+            .unwrap();
+        let local = transports.local_addrs()[0].addr;
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dest = Destination::udp(peer.local_addr().unwrap());
+        let mut buf = [0u8; 64];
+        // The first send waits for the socket's first writable event.
+        TransportSink::send_request(&transports, Bytes::from_static(b"first"), dest)
+            .await
+            .unwrap();
+        let (n, _) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"first");
+        assert!(matches!(
+            transports.try_send_request(Bytes::from_static(b"request"), dest),
+            TrySend::Done(Ok(()))
+        ));
+        let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"request"[..], local));
+        let source = Source {
+            protocol: Protocol::Udp,
+            peer: dest.addr,
+            local,
+            conn: None,
+        };
+        assert!(matches!(
+            transports.try_send_response(Bytes::from_static(b"response"), source, dest),
+            TrySend::Done(Ok(()))
+        ));
+        let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"response"[..], local));
+        let tcp = Destination::tcp(dest.addr);
+        assert!(matches!(
+            transports.try_send_request(Bytes::from_static(b"tcp"), tcp),
+            TrySend::WouldWait(b) if b.as_ref() == b"tcp"
+        ));
+    }
+}
