@@ -231,10 +231,28 @@ impl ServerKey {
         Self::with_method(cancel, &via, Method::Invite)
     }
 
+    /// The key of the INVITE transaction an ACK would match, for looking it
+    /// up only: an RFC 3261 branch is not copied, so the key shares the
+    /// ACK's bytes (most ACKs, those for 2xx, match nothing and are
+    /// dropped at once).
+    pub(crate) fn for_ack_lookup(ack: &Request, via: &Via) -> Result<Self, KeyError> {
+        Self::build(ack, via, Method::Invite, ByteStr::clone)
+    }
+
     fn with_method(req: &Request, via: &Via, method: Method) -> Result<Self, KeyError> {
-        match branch_of(via) {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
-                branch,
+        Self::build(req, via, method, detached)
+    }
+
+    /// `branch` makes the key's copy of an RFC 3261 branch.
+    fn build(
+        req: &Request,
+        via: &Via,
+        method: Method,
+        branch: fn(&ByteStr) -> ByteStr,
+    ) -> Result<Self, KeyError> {
+        match via.params.get("branch").flatten() {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
+                branch: branch(b),
                 sent_by: SentBy::of(via),
                 method,
             })),
@@ -371,6 +389,23 @@ mod tests {
         let (lookup, _) = ClientKey::for_response_with_via(&resp).unwrap();
         assert!(inside(lookup.branch(), &wire));
         assert_eq!(lookup, ClientKey::for_response(&resp).unwrap());
+        // An ACK's lookup key shares its bytes and finds the INVITE's.
+        let mut ack = req.clone();
+        ack.method = Method::Ack;
+        let wire = ack.to_bytes();
+        let crate::sip::Message::Request(ack) =
+            crate::sip::parse_datagram(wire.clone(), &crate::sip::Limits::default()).unwrap()
+        else {
+            panic!("not a request");
+        };
+        let via = ack.top_via().unwrap();
+        let lookup = ServerKey::for_ack_lookup(&ack, &via).unwrap();
+        let ServerKeyKind::Rfc3261 { branch, .. } = &lookup.0 else {
+            panic!("not an RFC 3261 key");
+        };
+        assert!(inside(branch, &wire));
+        assert_eq!(lookup, ServerKey::for_request(&req).unwrap());
+        assert_eq!(lookup, ServerKey::for_request(&ack).unwrap());
     }
 
     #[test]

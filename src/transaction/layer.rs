@@ -1034,10 +1034,11 @@ impl Inner {
                 header: "Via",
                 source,
             })?;
-        let key = ServerKey::for_request_via(&request, &via)?;
         if request.method == Method::Ack {
-            return Ok(self.on_ack(key, request, source));
+            let lookup = ServerKey::for_ack_lookup(&request, &via)?;
+            return Ok(self.on_ack(&lookup, request, source));
         }
+        let key = ServerKey::for_request_via(&request, &via)?;
         let id = self.next_id();
         let reliable = source.protocol.is_reliable();
         let (actions, ctx, created) = match self.servers.entry(key.clone()) {
@@ -1117,24 +1118,32 @@ impl Inner {
         Ok(deferred)
     }
 
-    fn on_ack(self: &Arc<Self>, key: ServerKey, ack: Request, source: Source) -> Option<Deferred> {
-        let stepped = match self.servers.get_mut(&key) {
-            Some(mut entry) if ack_matches(&key, &entry, &ack) => {
+    /// `lookup` shares the ACK's bytes: what outlives this call uses the
+    /// table's key.
+    fn on_ack(
+        self: &Arc<Self>,
+        lookup: &ServerKey,
+        ack: Request,
+        source: Source,
+    ) -> Option<Deferred> {
+        let stepped = match self.servers.get_mut(lookup) {
+            Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
                 let ctx = ServerCtx {
                     id: entry.id,
                     source,
                     reply: entry.reply,
                 };
+                let key = entry.key().clone();
                 let e = &mut *entry;
                 let mut actions = e.machine.on_request(ack);
                 self.arm_server(&key, e.id, &e.machine, &mut e.timers, &mut actions);
-                Ok((actions, ctx))
+                Ok((key, actions, ctx))
             }
             _ => Err(ack),
         };
         match stepped {
-            Ok((actions, ctx)) => self.run_server(&key, ctx, actions),
+            Ok((key, actions, ctx)) => self.run_server(&key, ctx, actions),
             Err(request) => {
                 self.ack_for_2xx(&request);
                 deliver(
