@@ -399,6 +399,7 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     })
 }
 
+#[inline]
 fn push_field(
     headers: &mut Headers,
     content_length: &mut Result<Option<usize>, ParseErrorKind>,
@@ -440,6 +441,7 @@ impl<'a> Pending<'a> {
         *self = Pending::Owned(v);
     }
 
+    #[inline]
     fn into_bytes(self, buf: &Bytes) -> Bytes {
         match self {
             Pending::Slice(s) => sub(buf, s),
