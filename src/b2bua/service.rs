@@ -159,7 +159,7 @@ struct Inner {
     routes: Arc<Routes>,
     cdr: Option<CdrSink>,
     admission: Admission,
-    calls: DashMap<u64, Arc<Entry>>,
+    calls: CallTable,
     legs: DashMap<LegKey, u64>,
     /// Via/Contact addressing per (local socket, protocol).
     leg_transports: DashMap<(SocketAddr, Protocol), Arc<LegTransport>>,
@@ -168,6 +168,32 @@ struct Inner {
     timers: Mutex<BTreeSet<(Instant, u64)>>,
     timer_wake: Notify,
 }
+
+/// Hasher of the call table. Call numbers are ours (sequential, chosen by
+/// no one outside), so one multiplication spreads them well (all low bits
+/// differ, the high ones are mixed); SipHash, the default for keys from
+/// the wire, costs more than the rest of the lookup.
+#[derive(Clone, Copy, Debug, Default)]
+struct CallNumberHasher(u64);
+
+impl std::hash::Hasher for CallNumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The call table: call number → call.
+type CallTable = DashMap<u64, Arc<Entry>, std::hash::BuildHasherDefault<CallNumberHasher>>;
 
 /// Capacity of the channel of client transaction events of all calls.
 const CLIENT_EVENT_QUEUE: usize = 16_384;
@@ -191,7 +217,7 @@ impl B2bua {
             routes,
             cdr,
             admission,
-            calls: DashMap::new(),
+            calls: CallTable::default(),
             legs: DashMap::new(),
             leg_transports: DashMap::new(),
             next_id: AtomicU64::new(1),
@@ -1072,5 +1098,29 @@ async fn timer_task(weak: Weak<Inner>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::CallNumberHasher;
+
+    #[test]
+    fn call_numbers_hash_apart_in_low_and_high_bits() {
+        let b = BuildHasherDefault::<CallNumberHasher>::default();
+        let hashes: Vec<u64> = (1..=4096u64).map(|n| b.hash_one(n)).collect();
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+        assert_eq!(
+            low.len(),
+            4096,
+            "low 12 bits tell 4096 consecutive numbers apart"
+        );
+        let mut high = [0u32; 16];
+        for h in &hashes {
+            high[(h >> 60) as usize] += 1;
+        }
+        assert!(high.iter().all(|&n| (128..=384).contains(&n)), "{high:?}");
     }
 }
