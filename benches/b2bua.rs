@@ -41,7 +41,9 @@ use vpbx::routing::{Routes, RoutingTable};
 use vpbx::sip::{
     parse_datagram, HeaderName, Limits, Message, Method, Request, Response, StatusCode,
 };
-use vpbx::transaction::{Incoming, LayerConfig, SendFuture, TransactionLayer, TransportSink};
+use vpbx::transaction::{
+    Incoming, LayerConfig, SendFuture, TransactionLayer, TransportSink, TrySend,
+};
 use vpbx::transport::{Destination, Protocol, Source, TransportConfig, Transports};
 
 const NUMBER: &str = "+74951234567";
@@ -67,6 +69,17 @@ impl TransportSink for Recorder {
     fn send_response(&self, data: Bytes, _source: Source, _dest: Destination) -> SendFuture<'_> {
         self.sent.lock().unwrap().push(data);
         Box::pin(async { Ok(()) })
+    }
+
+    // As the daemon's UDP transport does when the socket takes the datagram.
+    fn try_send_request(&self, data: Bytes, _dest: Destination) -> TrySend {
+        self.sent.lock().unwrap().push(data);
+        TrySend::Done(Ok(()))
+    }
+
+    fn try_send_response(&self, data: Bytes, _source: Source, _dest: Destination) -> TrySend {
+        self.sent.lock().unwrap().push(data);
+        TrySend::Done(Ok(()))
     }
 }
 
