@@ -620,8 +620,13 @@ impl TransactionLayer {
         })
     }
 
-    /// The layer's counters.
+    /// The layer's counters, with the `pending_timers` gauge refreshed.
     pub fn metrics(&self) -> &TransactionMetrics {
+        let pending = u64::try_from(self.inner.wheel.len()).unwrap_or(u64::MAX);
+        self.inner
+            .metrics
+            .pending_timers
+            .store(pending, Ordering::Relaxed);
         &self.inner.metrics
     }
 
@@ -2408,6 +2413,8 @@ mod tests {
         let opt = our_options("z9hG4bKend");
         let _tx = layer.send_request(opt.clone(), peer()).await.unwrap();
         assert_eq!(layer.pending_timers(), 2, "E and F");
+        let m = layer.metrics().to_string();
+        assert!(m.contains("pending_timers=2"), "{m}");
         layer
             .on_message(response(&opt, 200, Some("p")).into(), udp_source())
             .await
@@ -2420,6 +2427,8 @@ mod tests {
         advance(Duration::from_secs(6)).await;
         assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
         assert_eq!(layer.pending_timers(), 0);
+        let m = layer.metrics().to_string();
+        assert!(m.contains("pending_timers=0"), "{m}");
         assert_eq!(layer.inner.wheel.queued(), 0);
 
         // Server, TCP: Unanswered (64*T1) armed; the 200 ends it at once.

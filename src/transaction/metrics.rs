@@ -37,6 +37,10 @@ pub struct TransactionMetrics {
     pub overload_rejected: AtomicU64,
     /// Deliveries to a full TU channel (dropped if droppable, else queued).
     pub tu_queue_full: AtomicU64,
+    /// Gauge, not a counter: timers pending (scheduled, neither fired nor
+    /// cancelled) when the metrics were last read through
+    /// [`crate::transaction::TransactionLayer::metrics`].
+    pub pending_timers: AtomicU64,
 }
 
 impl TransactionMetrics {
@@ -70,6 +74,7 @@ impl TransactionMetrics {
             ("foreign_sent_by", get(&self.foreign_sent_by)),
             ("overload_rejected", get(&self.overload_rejected)),
             ("tu_queue_full", get(&self.tu_queue_full)),
+            ("pending_timers", get(&self.pending_timers)),
         ]
     }
 }
