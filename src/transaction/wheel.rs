@@ -12,8 +12,8 @@
 //!   popping are O(1) (plus a scan over the handful of lanes). A deadline
 //!   that fits no lane (more distinct durations than lanes, or a clock read
 //!   out of order) goes to a small binary heap;
-//! - lane and heap entries are 32 bytes (deadline, sequence, slot,
-//!   generation). A cancelled timer's entry stays queued until it reaches
+//! - lane and heap entries are 24 bytes (deadline in nanoseconds since the
+//!   queue was created, sequence, slot, generation). A cancelled timer's entry stays queued until it reaches
 //!   the front of its lane or until the queue is compacted, which happens as
 //!   soon as cancelled entries outnumber live timers (and [`COMPACT_MIN`]):
 //!   queued entries never exceed twice the live timers plus that constant.
@@ -47,14 +47,15 @@ pub(crate) struct TimerId {
 /// A deadline in a lane or in the heap.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
-    at: Instant,
+    /// Nanoseconds since `Queue::base`.
+    at: u64,
     seq: u64,
     slot: u32,
     generation: u32,
 }
 
 impl Queued {
-    fn order(&self) -> (Instant, u64) {
+    fn order(&self) -> (u64, u64) {
         (self.at, self.seq)
     }
 }
@@ -109,10 +110,23 @@ struct Queue<T> {
     /// The deadline the timer task last said it would sleep until (`None`:
     /// until woken). Every queued deadline is at or after it, so only an
     /// earlier one needs to wake the task.
-    wake_at: Option<Instant>,
+    wake_at: Option<u64>,
+    /// Deadlines are kept as nanoseconds since this instant.
+    base: Instant,
 }
 
 impl<T> Queue<T> {
+    fn tick(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, tick: u64) -> Instant {
+        let far = self.base + Duration::from_secs(100 * 365 * 86_400);
+        self.base
+            .checked_add(Duration::from_nanos(tick))
+            .unwrap_or(far)
+    }
+
     fn is_live(&self, q: &Queued) -> bool {
         self.slots
             .get(q.slot as usize)
@@ -171,7 +185,7 @@ impl<T> Queue<T> {
         best
     }
 
-    fn next_deadline(&mut self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<u64> {
         self.clean_fronts();
         self.front().map(|(q, _)| q.at)
     }
@@ -236,6 +250,7 @@ impl<T> Wheel<T> {
                 stale: 0,
                 seq: 0,
                 wake_at: None,
+                base: Instant::now(),
             }),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -252,11 +267,9 @@ impl<T> Wheel<T> {
     pub(crate) fn schedule(&self, after: Duration, target: T) -> TimerId {
         let (id, earliest) = {
             let mut queue = self.lock();
-            let now = Instant::now();
-            // A deadline beyond the clock's range is as good as never.
-            let at = now
-                .checked_add(after)
-                .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+            // Saturating: 584 years ahead is as good as never.
+            let after_ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+            let at = queue.tick(Instant::now()).saturating_add(after_ns);
             queue.seq += 1;
             let seq = queue.seq;
             let slot = match queue.free.pop() {
@@ -344,6 +357,7 @@ impl<T> Wheel<T> {
     /// (deadline, scheduling) order.
     pub(crate) fn pop_due(&self, now: Instant, out: &mut Vec<(TimerId, T)>) {
         let mut queue = self.lock();
+        let now = queue.tick(now);
         while let Some((q, front)) = queue.front() {
             if q.at > now {
                 break;
@@ -370,7 +384,8 @@ impl<T> Wheel<T> {
     /// The earliest deadline of a live timer, if any.
     #[cfg(test)]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.lock().next_deadline()
+        let mut queue = self.lock();
+        queue.next_deadline().map(|at| queue.instant(at))
     }
 
     /// Waits until the earliest deadline or until woken by an earlier one.
@@ -381,7 +396,7 @@ impl<T> Wheel<T> {
             let mut queue = self.lock();
             let next = queue.next_deadline();
             queue.wake_at = next;
-            next
+            next.map(|at| queue.instant(at))
         };
         match deadline {
             Some(at) => {
@@ -485,6 +500,13 @@ mod tests {
             ]
         );
         wheel.close();
+    }
+
+    #[test]
+    fn queued_entries_are_small() {
+        // Most of the queue's memory at load: one per pending (or not yet
+        // dropped cancelled) timer.
+        assert_eq!(std::mem::size_of::<Queued>(), 24);
     }
 
     #[tokio::test(start_paused = true)]
