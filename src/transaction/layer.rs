@@ -431,7 +431,8 @@ enum TimerTarget {
 
 /// A transaction table. Keys are partly chosen by peers (the branch), so
 /// the hasher is seeded per process (foldhash's `RandomState`), which is
-/// several times cheaper than the default SipHash on these short keys.
+/// cheaper than the default SipHash on these short keys (hashing a
+/// `ServerKey` took about 2.5 times fewer instructions under callgrind).
 type Table<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
 struct Inner {

@@ -33,8 +33,14 @@
 //!   for one channel per call) starts a client transaction; its responses,
 //!   timeout (treat as 408) and transport error (treat as 503) arrive as
 //!   [`ClientEvent`]s.
-//! - Timers: all transactions share one deadline heap and one tokio task;
-//!   time is tokio's, so tests use `tokio::time::pause`.
+//! - Timers: all transactions share one timer queue and one tokio task; a
+//!   transaction's timers are cancelled when its machine no longer wants
+//!   them and when it terminates. Time is tokio's, so tests use
+//!   `tokio::time::pause`.
+//! - Sends: the shell carries out a step's actions synchronously through
+//!   [`TransportSink::try_send_request`] / `try_send_response` (UDP); only a
+//!   send that must wait (TCP, a full socket buffer) continues in a boxed
+//!   future, which the async entry points await.
 
 mod invite_client;
 mod invite_server;
