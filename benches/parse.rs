@@ -21,7 +21,8 @@
 //! A `daemon` group (vpbx only) times what the daemon does per relayed
 //! message: parse, read those fields, `to_bytes`; and a UAS answer: a 180
 //! built from the parsed INVITE (`Response::for_request`, `set_to_tag`)
-//! and written.
+//! and written, and a B2BUA's 200 to the caller (the same plus
+//! Record-Route, Contact, end-to-end headers and the SDP).
 //!
 //! Time is the benchmark thread's CPU time (see [`ThreadCpuTime`]), so the
 //! figures hold on a busy machine. Run with `cargo bench --bench parse`;
@@ -522,6 +523,41 @@ mod with_vpbx {
         r.to_bytes()
     }
 
+    /// A B2BUA's 200 to the caller: the copied headers, our To tag,
+    /// Record-Route, Contact, the callee's end-to-end headers and SDP.
+    #[inline(never)]
+    pub fn relay_200(msg: &Message) -> Bytes {
+        use vpbx::sip::HeaderName;
+        let Message::Request(req) = msg else {
+            return Bytes::new();
+        };
+        let mut r = vpbx::sip::Response::for_request(req, vpbx::sip::StatusCode::OK);
+        r.set_to_tag("a6c85cf");
+        for v in req.headers.get_all(&HeaderName::RecordRoute) {
+            r.headers.push(HeaderName::RecordRoute, v.clone());
+        }
+        r.headers.push(
+            HeaderName::Contact,
+            Bytes::from_static(b"<sip:pbx@203.0.113.20:5060>"),
+        );
+        r.headers.push(
+            HeaderName::Allow,
+            Bytes::from_static(b"INVITE, ACK, CANCEL, BYE"),
+        );
+        r.headers
+            .push(HeaderName::Supported, Bytes::from_static(b"timer"));
+        r.headers.push(
+            HeaderName::SessionExpires,
+            Bytes::from_static(b"1800;refresher=uac"),
+        );
+        r.headers.push(
+            HeaderName::ContentType,
+            Bytes::from_static(b"application/sdp"),
+        );
+        r.body = req.body.clone();
+        r.to_bytes()
+    }
+
     /// What the daemon does with each message it relays: parse the
     /// datagram, read the fields above, and write a message of the same
     /// size out (here: the parsed one, through `to_bytes`).
@@ -878,6 +914,9 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     if let Some(msg) = with_vpbx::parsed(invite) {
         group.bench_function(BenchmarkId::new("vpbx_respond_180", "invite"), |b| {
             b.iter(|| with_vpbx::respond(black_box(&msg)))
+        });
+        group.bench_function(BenchmarkId::new("vpbx_relay_200", "invite"), |b| {
+            b.iter(|| with_vpbx::relay_200(black_box(&msg)))
         });
     }
     group.finish();

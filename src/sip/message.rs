@@ -119,19 +119,23 @@ impl Response {
     /// Like [`Response::for_request`] from the raw headers of a request,
     /// e.g. those recovered by [`super::ParseError::reply_context`].
     pub fn for_headers(headers: &Headers, status: StatusCode) -> Self {
-        let mut r = Response::new(status);
-        let mut h = Headers::with_capacity(8);
-        for f in headers.iter() {
-            if matches!(
-                f.name,
+        let copied = |name: &HeaderName| {
+            matches!(
+                name,
                 HeaderName::Via
                     | HeaderName::From
                     | HeaderName::To
                     | HeaderName::CallId
                     | HeaderName::CSeq
-            ) {
-                h.push_header(f.clone());
-            }
+            )
+        };
+        let n = headers.iter().filter(|f| copied(&f.name)).count();
+        let mut r = Response::new(status);
+        // Room for what a UAS or B2BUA usually adds (Record-Route, Contact,
+        // Allow, Supported, Session-Expires, Content-Type) without growing.
+        let mut h = Headers::with_capacity(n + 6);
+        for f in headers.iter().filter(|f| copied(&f.name)) {
+            h.push_header(f.clone());
         }
         r.headers = h;
         r
