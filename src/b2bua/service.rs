@@ -503,6 +503,19 @@ impl Inner {
     }
 
     async fn on_request(self: &Arc<Self>, sr: ServerRequest) -> Option<ServerRequest> {
+        // A new INVITE (To without tag, told without parsing To's URI) is
+        // the common case and needs no To here.
+        let new_invite = sr.request.method == Method::Invite
+            && sr
+                .request
+                .headers
+                .get(&HeaderName::To)
+                .and_then(crate::sip::NameAddr::has_tag)
+                == Some(false);
+        if new_invite {
+            self.new_call(sr).await;
+            return None;
+        }
         let to = sr.request.to().ok();
         let to_tag = to.as_ref().and_then(|t| t.tag());
         let has_to_tag = to_tag.is_some();
