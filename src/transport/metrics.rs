@@ -45,6 +45,11 @@ pub struct TransportMetrics {
     pub sent: AtomicU64,
     /// Sends that failed (socket error, no route, connection gone).
     pub send_errors: AtomicU64,
+    /// `sendmmsg` calls that sent queued UDP datagrams (see
+    /// `udp_datagrams_batched` for how many datagrams they carried).
+    pub udp_send_batches: AtomicU64,
+    /// UDP datagrams sent through the outbox, in batches.
+    pub udp_datagrams_batched: AtomicU64,
 }
 
 impl TransportMetrics {
@@ -69,6 +74,8 @@ impl TransportMetrics {
             ("tcp_framing_closed", get(&self.tcp_framing_closed)),
             ("sent", get(&self.sent)),
             ("send_errors", get(&self.send_errors)),
+            ("udp_send_batches", get(&self.udp_send_batches)),
+            ("udp_datagrams_batched", get(&self.udp_datagrams_batched)),
         ]
     }
 }

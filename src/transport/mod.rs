@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -189,7 +188,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: TransportMetrics,
     pub(crate) inbound: mpsc::Sender<Inbound>,
     /// Bound UDP sockets with their actual local address.
-    pub(crate) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    pub(crate) udp: Vec<(SocketAddr, Arc<udp::UdpEndpoint>)>,
     /// Bound TCP listeners' actual local addresses.
     pub(crate) tcp_listen: Vec<SocketAddr>,
     pub(crate) connections: tcp::ConnectionTable,
@@ -202,7 +201,7 @@ impl Shared {
         ConnectionId(self.next_conn_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) fn udp_socket_for(&self, local: SocketAddr) -> Option<&Arc<UdpSocket>> {
+    pub(crate) fn udp_socket_for(&self, local: SocketAddr) -> Option<&Arc<udp::UdpEndpoint>> {
         self.udp
             .iter()
             .find(|(addr, _)| *addr == local)
@@ -211,7 +210,7 @@ impl Shared {
 
     /// The UDP socket to send a request from: the first one of the
     /// destination's address family, so responses come back to a listener.
-    pub(crate) fn udp_socket_for_family(&self, dest: SocketAddr) -> Option<&Arc<UdpSocket>> {
+    pub(crate) fn udp_socket_for_family(&self, dest: SocketAddr) -> Option<&Arc<udp::UdpEndpoint>> {
         self.udp
             .iter()
             .find(|(addr, _)| addr.is_ipv4() == dest.is_ipv4())
@@ -259,7 +258,7 @@ impl Transports {
                 Protocol::Udp => {
                     let sock = udp::bind(la.addr).map_err(bind_err)?;
                     let local = sock.local_addr().map_err(bind_err)?;
-                    udp_sockets.push((local, Arc::new(sock)));
+                    udp_sockets.push((local, udp::UdpEndpoint::new(sock)));
                 }
                 Protocol::Tcp => {
                     let listener = tcp::bind(la.addr).map_err(bind_err)?;
@@ -281,10 +280,14 @@ impl Transports {
             next_conn_id: AtomicU64::new(1),
         });
         let mut tasks = Vec::new();
-        for (local, sock) in &shared.udp {
+        for (local, endpoint) in &shared.udp {
             tasks.push(tokio::spawn(udp::receive_loop(
-                Arc::clone(sock),
+                Arc::clone(&endpoint.socket),
                 *local,
+                Arc::clone(&shared),
+            )));
+            tasks.push(tokio::spawn(udp::send_loop(
+                Arc::clone(endpoint),
                 Arc::clone(&shared),
             )));
         }
@@ -379,7 +382,7 @@ impl Transports {
     /// `send_bytes`.
     pub fn try_send_bytes(
         &self,
-        bytes: &[u8],
+        bytes: &Bytes,
         to: &Destination,
     ) -> Option<Result<(), TransportError>> {
         routing::try_send_to_destination(&self.shared, bytes, to)
@@ -389,7 +392,7 @@ impl Transports {
     /// [`Transports::try_send_bytes`]).
     pub fn try_send_encoded_response(
         &self,
-        bytes: &[u8],
+        bytes: &Bytes,
         to: &Source,
         dest: Destination,
     ) -> Option<Result<(), TransportError>> {
@@ -425,6 +428,61 @@ mod tests {
 
     use super::*;
     use crate::sip::{parse_datagram, Method, StatusCode};
+
+    #[tokio::test]
+    async fn udp_sends_are_batched_and_keep_their_order() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Room for the whole burst: the test reads only after queuing all.
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let to = Destination {
+            protocol: Protocol::Udp,
+            addr: peer.local_addr().unwrap(),
+        };
+        const N: usize = 300;
+        // Queued without yielding: the sender task writes them afterwards.
+        for i in 0..N {
+            t.send_bytes(Bytes::from(format!("datagram {i}")), &to)
+                .await
+                .unwrap();
+        }
+        let mut buf = [0u8; 64];
+        for i in 0..N {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("datagram {i} did not arrive"))
+                .unwrap();
+            assert_eq!(from, addr_of(&t, Protocol::Udp));
+            assert_eq!(&buf[..n], format!("datagram {i}").as_bytes());
+        }
+        let m = t.metrics();
+        assert_eq!(m.sent.load(Ordering::Relaxed), N as u64);
+        assert_eq!(m.udp_datagrams_batched.load(Ordering::Relaxed), N as u64);
+        let batches = m.udp_send_batches.load(Ordering::Relaxed);
+        assert!(
+            (N as u64).div_ceil(64) <= batches && batches < N as u64 / 10,
+            "{batches} sendmmsg calls for {N} datagrams"
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_udp_datagrams_are_sent_on_shutdown() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = Destination {
+            protocol: Protocol::Udp,
+            addr: peer.local_addr().unwrap(),
+        };
+        t.send_bytes(Bytes::from_static(b"last words"), &to)
+            .await
+            .unwrap();
+        t.shutdown().await;
+        let mut buf = [0u8; 64];
+        let (n, _) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"last words");
+    }
 
     fn options(via: &str, call_id: &str) -> String {
         format!(

@@ -110,17 +110,18 @@ pub(crate) async fn send_reply(
                     protocol: Protocol::Udp,
                     addr: dest.addr,
                 })?;
-            udp_send(shared, sock, &bytes, dest).await
+            udp_send(shared, sock, bytes, dest).await
         }
     }
 }
 
-/// [`send_reply`] without waiting: over UDP when the socket takes the
-/// datagram at once; `None` when the send would have to wait (TCP, a full
-/// socket buffer).
+/// [`send_reply`] without waiting: over UDP, queued in the socket's outbox
+/// (or, when that is full, when the socket takes the datagram at once);
+/// `None` when the send would have to wait (TCP, a full outbox and socket
+/// buffer).
 pub(crate) fn try_send_reply(
     shared: &Shared,
-    bytes: &[u8],
+    bytes: &Bytes,
     to: &Source,
     dest: Destination,
 ) -> Option<Result<(), TransportError>> {
@@ -142,7 +143,7 @@ pub(crate) fn try_send_reply(
 /// [`send_to_destination`] without waiting (see [`try_send_reply`]).
 pub(crate) fn try_send_to_destination(
     shared: &Shared,
-    bytes: &[u8],
+    bytes: &Bytes,
     to: &Destination,
 ) -> Option<Result<(), TransportError>> {
     match to.protocol {
@@ -170,19 +171,28 @@ pub(crate) async fn send_to_destination(
                     protocol: Protocol::Udp,
                     addr: to.addr,
                 })?;
-            udp_send(shared, sock, &bytes, *to).await
+            udp_send(shared, sock, bytes, *to).await
         }
         Protocol::Tcp => super::tcp::send(shared, bytes, to.addr).await,
     }
 }
 
+/// Sends a datagram: queued in the socket's outbox, which its sender task
+/// writes out with one `sendmmsg` per batch ([`super::udp::send_loop`]);
+/// sent at once when the outbox is full. A queued datagram that the kernel
+/// refuses is counted in `send_errors` and logged, not reported to the
+/// caller: UDP gives no delivery report anyway, and the transactions'
+/// timers cover a lost datagram.
 async fn udp_send(
     shared: &Shared,
-    sock: &tokio::net::UdpSocket,
-    bytes: &[u8],
+    endpoint: &super::udp::UdpEndpoint,
+    bytes: Bytes,
     dest: Destination,
 ) -> Result<(), TransportError> {
-    match sock.send_to(bytes, dest.addr).await {
+    let Err(bytes) = endpoint.queue(bytes, dest.addr) else {
+        return Ok(());
+    };
+    match endpoint.socket.send_to(&bytes, dest.addr).await {
         Ok(_) => {
             shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
             Ok(())
@@ -196,11 +206,14 @@ async fn udp_send(
 
 fn try_udp_send(
     shared: &Shared,
-    sock: &tokio::net::UdpSocket,
-    bytes: &[u8],
+    endpoint: &super::udp::UdpEndpoint,
+    bytes: &Bytes,
     dest: Destination,
 ) -> Option<Result<(), TransportError>> {
-    match sock.try_send_to(bytes, dest.addr) {
+    if endpoint.queue(bytes.clone(), dest.addr).is_ok() {
+        return Some(Ok(()));
+    }
+    match endpoint.socket.try_send_to(bytes, dest.addr) {
         Ok(_) => {
             shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
             Some(Ok(()))

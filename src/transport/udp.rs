@@ -1,17 +1,153 @@
 //! UDP: binding (IPv6 sockets are v6-only so `0.0.0.0` and `[::]` can both
-//! be bound on one port) and one receive loop per socket.
+//! be bound on one port), one receive loop per socket, and one sender per
+//! socket that writes the datagrams queued during a turn of the runtime
+//! with one `sendmmsg` call.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use socket2::{Domain, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
 use super::routing::{deliver, reply_to_parse_error, stateless_reply};
 use super::{Protocol, Shared, Source};
 use crate::sip::{self, Message, Response, StatusCode};
+
+/// Datagrams waiting in an outbox beyond which senders write directly.
+const OUTBOX_LIMIT: usize = 4096;
+
+/// Datagrams per `sendmmsg` call (the kernel caps it at 1024).
+const SEND_BATCH: usize = 64;
+
+/// A bound UDP socket and its outbox.
+///
+/// Sending a datagram queues it; the socket's [`send_loop`] runs once the
+/// tasks that were ready have run, and writes everything queued meanwhile
+/// with one `sendmmsg` per [`SEND_BATCH`] datagrams, in order. On loopback
+/// and on a busy server the cost of a datagram is mostly the system call
+/// and waking the receiver; a batch pays them once.
+pub(crate) struct UdpEndpoint {
+    pub(crate) socket: Arc<UdpSocket>,
+    outbox: Mutex<Vec<(Bytes, SocketAddr)>>,
+    wake: Notify,
+}
+
+impl UdpEndpoint {
+    pub(crate) fn new(socket: UdpSocket) -> Arc<Self> {
+        Arc::new(Self {
+            socket: Arc::new(socket),
+            outbox: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Queues `data` for `to`; gives it back when the outbox is full (the
+    /// caller then sends it itself).
+    pub(crate) fn queue(&self, data: Bytes, to: SocketAddr) -> Result<(), Bytes> {
+        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        if outbox.len() >= OUTBOX_LIMIT {
+            return Err(data);
+        }
+        let was_empty = outbox.is_empty();
+        outbox.push((data, to));
+        drop(outbox);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn take(&self, into: &mut Vec<(Bytes, SocketAddr)>) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *outbox, into);
+    }
+}
+
+/// Writes out what is queued in `endpoint`'s outbox until shutdown, then
+/// what is left.
+pub(crate) async fn send_loop(endpoint: Arc<UdpEndpoint>, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut batch = Vec::new();
+    loop {
+        let down = tokio::select! {
+            () = endpoint.wake.notified() => false,
+            _ = shutdown.wait_for(|down| *down) => true,
+        };
+        loop {
+            endpoint.take(&mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            send_batch(&endpoint.socket, &batch, &shared).await;
+            batch.clear();
+        }
+        if down {
+            return;
+        }
+    }
+}
+
+/// Sends `batch` in order, [`SEND_BATCH`] datagrams per system call,
+/// waiting while the socket's send buffer is full. A datagram the kernel
+/// refuses is counted, logged and skipped.
+async fn send_batch(socket: &UdpSocket, batch: &[(Bytes, SocketAddr)], shared: &Shared) {
+    let mut start = 0;
+    while start < batch.len() {
+        let chunk = &batch[start..batch.len().min(start + SEND_BATCH)];
+        let sent = socket.try_io(Interest::WRITABLE, || sendmmsg(socket, chunk));
+        match sent {
+            Ok(n) if n > 0 => {
+                shared.metrics.sent.fetch_add(n as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .udp_datagrams_batched
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .udp_send_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                start += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(e) = socket.writable().await {
+                    tracing::warn!(error = %e, "udp socket failed");
+                    return;
+                }
+            }
+            // The first datagram of the chunk failed (an error is reported
+            // only when nothing was sent).
+            other => {
+                shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                let error = other.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::debug!(dest = %chunk[0].1, %error, "udp send failed");
+                start += 1;
+            }
+        }
+    }
+}
+
+/// One `sendmmsg(2)` of `chunk`; the number of datagrams sent.
+fn sendmmsg(socket: &UdpSocket, chunk: &[(Bytes, SocketAddr)]) -> std::io::Result<usize> {
+    let addrs: Vec<SocketAddrAny> = chunk.iter().map(|(_, to)| (*to).into()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(data, _)| [IoSlice::new(data)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = chunk
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(std::io::Error::from)
+}
 
 /// Datagrams read in one go before the loop yields to other tasks.
 const RECV_BATCH: usize = 32;
