@@ -28,20 +28,7 @@ fn push_hex(s: &mut String, v: u64) {
 
 /// `v` in decimal.
 fn push_dec(s: &mut String, v: u32) {
-    let mut buf = [0u8; 10];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &b in &buf[i..] {
-        s.push(char::from(b));
-    }
+    s.push_str(itoa::Buffer::new().format(v));
 }
 
 fn leg_char(leg: Leg) -> char {

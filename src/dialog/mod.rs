@@ -357,18 +357,7 @@ impl Dialog {
 pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
     let m = method.as_str();
     let mut b = BytesMut::with_capacity(11 + m.len());
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = seq;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    b.put_slice(&digits[i..]);
+    b.put_slice(itoa::Buffer::new().format(seq).as_bytes());
     b.put_u8(b' ');
     b.put_slice(m.as_bytes());
     b.freeze()

@@ -43,18 +43,7 @@ impl Sink for Length {
 /// Writes `n` in decimal.
 #[inline]
 pub(crate) fn put_decimal(s: &mut impl Sink, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.put(&buf[i..]);
+    s.put(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `SIP/2.0` (or whatever version the message carries).
