@@ -386,7 +386,7 @@ async fn pump(
 ) {
     while let Some(Inbound { message, source }) = inbound.recv().await {
         if let Message::Request(req) = &message {
-            if ServerKey::for_request(req).is_err() && req.method != Method::Ack {
+            if ServerKey::check_request(req).is_err() && req.method != Method::Ack {
                 if let Some(response) = uas.answer(req, |_| false) {
                     uas.note_refusal(req, &response);
                     if let Err(e) = transports.send_response(&response, &source).await {
