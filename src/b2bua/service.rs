@@ -625,23 +625,13 @@ impl Inner {
                     .await
             }
         };
-        let Some(number) = number else {
-            return self
-                .refuse(
-                    sr,
-                    StatusCode::NOT_FOUND,
-                    FinishReason::NotFound,
-                    dialed,
-                    None,
-                )
-                .await;
-        };
         // One snapshot per call: what it routes by is kept for its lifetime.
-        let route = {
-            let table = self.routes.load();
-            table.lookup(&number).cloned()
-        };
-        let Some(route) = route else {
+        // No dialed number or no route for it: 404 either way.
+        let routed = number.and_then(|number| {
+            let route = self.routes.load().lookup(&number).cloned()?;
+            Some((number, route))
+        });
+        let Some((number, route)) = routed else {
             return self
                 .refuse(
                     sr,

@@ -82,12 +82,6 @@ impl TransactionMetrics {
 /// `name=value` pairs separated by spaces, as logged at shutdown.
 impl fmt::Display for TransactionMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, value)) in self.snapshot().into_iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            write!(f, "{name}={value}")?;
-        }
-        Ok(())
+        crate::transport::metrics::write_counters(f, &self.snapshot())
     }
 }

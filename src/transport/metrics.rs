@@ -83,14 +83,23 @@ impl TransportMetrics {
 /// `name=value` pairs separated by spaces, as logged at shutdown.
 impl fmt::Display for TransportMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, value)) in self.snapshot().into_iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            write!(f, "{name}={value}")?;
-        }
-        Ok(())
+        write_counters(f, &self.snapshot())
     }
+}
+
+/// Writes counters as `name=value` pairs separated by spaces (the form of
+/// the exit report; shared by every layer's metrics).
+pub(crate) fn write_counters(
+    f: &mut fmt::Formatter<'_>,
+    counters: &[(&'static str, u64)],
+) -> fmt::Result {
+    for (i, (name, value)) in counters.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        write!(f, "{name}={value}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

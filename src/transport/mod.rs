@@ -17,7 +17,7 @@
 //! let anyone reflect our responses at a third party.
 
 mod addr;
-mod metrics;
+pub(crate) mod metrics;
 mod routing;
 mod tcp;
 mod udp;
