@@ -283,30 +283,34 @@ pub struct Call {
     ended_at: Option<Instant>,
 }
 
-/// Headers copied end to end between the legs (besides the body's
-/// Content-Type). Everything else, notably Via, Record-Route, Route, Contact
-/// and Call-ID, stays on its leg (topology hiding).
-const END_TO_END: &[&str] = &[
-    "Supported",
-    "Require",
-    "Allow",
-    "Accept",
-    "Session-Expires",
-    "Min-SE",
-    "Content-Disposition",
-    "Subject",
-    "Info-Package",
-    "Recv-Info",
-    "Event",
-];
+/// Headers copied end to end between the legs: Supported, Require,
+/// Allow, Accept, Session-Expires, Min-SE, Content-Disposition, Subject,
+/// Info-Package, Recv-Info, Event and the body's Content-Type. Everything
+/// else, notably Via, Record-Route, Route, Contact and Call-ID, stays on its
+/// leg (topology hiding). All are known names, so the parser has already
+/// recognized them (in any case or compact form) as these variants.
+fn is_end_to_end(name: &HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Supported
+            | HeaderName::Require
+            | HeaderName::Allow
+            | HeaderName::Accept
+            | HeaderName::SessionExpires
+            | HeaderName::MinSe
+            | HeaderName::ContentDisposition
+            | HeaderName::Subject
+            | HeaderName::InfoPackage
+            | HeaderName::RecvInfo
+            | HeaderName::Event
+            | HeaderName::ContentType
+    )
+}
 
 /// Headers of a relayed request/response that are end-to-end.
 fn copy_end_to_end(from: &crate::sip::Headers, to: &mut crate::sip::Headers) {
     for h in from.iter() {
-        let name = h.name.as_str();
-        if END_TO_END.iter().any(|n| n.eq_ignore_ascii_case(name))
-            || h.name == HeaderName::ContentType
-        {
+        if is_end_to_end(&h.name) {
             to.push(h.name.clone(), h.value.clone());
         }
     }
@@ -333,9 +337,15 @@ pub struct SetupError {
 impl Call {
     /// Sets up a call for the caller's `invite` (already admitted: routed,
     /// Max-Forwards checked) and returns it with the outbound INVITE to send.
+    /// `from` is the INVITE's From, which the shell has parsed already.
+    // The arguments are the distinct pieces of a call's setup (the sans-IO
+    // `now` and `out` included); a struct for the one call site would only
+    // rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         invite: Request,
+        from: &NameAddr,
         inbound_tp: Arc<LegTransport>,
         plan: Plan,
         settings: &CallSettings,
@@ -343,13 +353,12 @@ impl Call {
         out: &mut Vec<Action>,
     ) -> Result<Call, SetupError> {
         let checked = (|| {
-            let from = invite.from()?;
-            let inbound = Dialog::new_uas_from(&invite, &from, ids::tag_for(id, Leg::Inbound))?;
+            let inbound = Dialog::new_uas_from(&invite, from, ids::tag_for(id, Leg::Inbound))?;
             let invite_seq = invite.cseq()?.seq;
             let max_forwards = invite.max_forwards()?;
-            Ok::<_, crate::dialog::DialogError>((from, inbound, invite_seq, max_forwards))
+            Ok::<_, crate::dialog::DialogError>((inbound, invite_seq, max_forwards))
         })();
-        let (from, inbound, invite_seq, max_forwards) = match checked {
+        let (inbound, invite_seq, max_forwards) = match checked {
             Ok(v) => v,
             Err(source) => {
                 return Err(SetupError {
@@ -364,8 +373,12 @@ impl Call {
 
         let outbound_tp = plan.outbound.clone();
         let call_id = ids::call_id(&outbound_tp.host);
-        let from = caller_id(&from, &outbound_tp.host);
-        let to = Bytes::from(format!("<{}>", plan.request_uri));
+        let from = caller_id(from, &outbound_tp.host);
+        let mut to = BytesMut::with_capacity(64);
+        to.put_u8(b'<');
+        plan.request_uri.write_into(&mut to);
+        to.put_u8(b'>');
+        let to = to.freeze();
         let out_seq = 1;
         let outbound = Dialog::new_uac(
             call_id,
@@ -379,7 +392,7 @@ impl Call {
         let mut req = outbound.request_with_seq(Method::Invite, out_seq);
         req.headers.set(
             HeaderName::MaxForwards,
-            Bytes::from(max_forwards.to_string()),
+            Bytes::copy_from_slice(itoa::Buffer::new().format(max_forwards).as_bytes()),
         );
         req.headers.push_front(
             HeaderName::Via,

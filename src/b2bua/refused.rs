@@ -36,7 +36,7 @@ use super::service::dialed_number;
 /// [`dialed_number`]), else the user part of the Request-URI as received.
 pub(crate) fn dialed_for_cdr(req: &Request, number: Option<Number>) -> String {
     match number {
-        Some(n) => n.to_string(),
+        Some(n) => n.to_e164(),
         None => match &req.uri {
             Uri::Sip(u) => u.user.as_deref().unwrap_or_default().to_owned(),
             Uri::Tel(t) => t.number.to_string(),

@@ -303,8 +303,8 @@ impl B2bua {
         match incoming {
             Incoming::Request(sr) => self.inner.on_request(sr).await,
             Incoming::Ack { request, .. } => {
-                let to = request.to().ok();
-                let found = self.inner.find(&request, to.as_ref().and_then(|t| t.tag()));
+                let to_tag = to_tag_of(&request);
+                let found = self.inner.find(&request, to_tag.as_deref());
                 if let Some((entry, leg)) = found {
                     self.inner
                         .step(&entry, Input::Request(leg, request, None))
@@ -349,6 +349,15 @@ impl B2bua {
             }
         }
     }
+}
+
+/// The tag of a request's To header, read without parsing its URI
+/// ([`crate::sip::NameAddr::tag_of`]); `None` without one, or when To is
+/// unreadable (the daemon's validator answers such requests 400 before
+/// they get here; an ACK is never answered).
+fn to_tag_of(req: &Request) -> Option<ByteStr> {
+    let to = req.headers.get(&HeaderName::To)?;
+    crate::sip::NameAddr::tag_of(to).flatten()
 }
 
 /// The caller's From tag, a slice of the request (for a lookup: do not
@@ -516,8 +525,7 @@ impl Inner {
             self.new_call(sr).await;
             return None;
         }
-        let to = sr.request.to().ok();
-        let to_tag = to.as_ref().and_then(|t| t.tag());
+        let to_tag = to_tag_of(&sr.request);
         let has_to_tag = to_tag.is_some();
         if sr.request.method == Method::Invite && !has_to_tag {
             self.new_call(sr).await;
@@ -526,7 +534,7 @@ impl Inner {
         if !has_to_tag && sr.request.method != Method::Cancel {
             return Some(sr);
         }
-        match self.find(&sr.request, to_tag) {
+        match self.find(&sr.request, to_tag.as_deref()) {
             Some((entry, leg)) => {
                 self.step(&entry, Input::Request(leg, sr.request, Some(sr.tx)))
                     .await;
@@ -604,11 +612,11 @@ impl Inner {
         };
         // Own copies: the key lives as long as the call.
         let in_key = LegKey {
-            call_id: ByteStr::from(call_id.to_string()),
-            remote_tag: ByteStr::from(remote_tag_of(&from).to_string()),
+            call_id: ByteStr::from(call_id.as_str().to_owned()),
+            remote_tag: ByteStr::from(remote_tag_of(&from).as_str().to_owned()),
         };
         // An own copy too: a slice would keep the datagram alive.
-        let caller = from.uri.to_string();
+        let caller = from.uri.to_text();
         if self.legs.contains_key(&in_key) {
             // Same dialog-forming request under a new branch: a merged or
             // looped request (RFC 3261 §8.2.2.2).
@@ -642,7 +650,7 @@ impl Inner {
                 )
                 .await;
         };
-        let pbx = route.pbx.to_string();
+        let pbx = String::from(&*route.pbx);
         if !route.enabled {
             return self
                 .refuse(
@@ -710,6 +718,7 @@ impl Inner {
         let call = match Call::new(
             id,
             request,
+            &from,
             inbound_tp,
             plan,
             &self.config.calls,
@@ -751,7 +760,7 @@ impl Inner {
             caller,
             dialed,
             pbx,
-            target: format!("external:{}", ext.id),
+            target: ["external:", &ext.id].concat(),
             inbound_dest: Destination {
                 protocol: source.protocol,
                 addr: inbound_peer(&source),

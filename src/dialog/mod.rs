@@ -118,7 +118,7 @@ impl Dialog {
             None => (own_uri(&from.uri), Bytes::new()),
         };
         Ok(Dialog {
-            call_id: ByteStr::from(request.call_id()?.to_string()),
+            call_id: ByteStr::from(request.call_id()?.as_str().to_owned()),
             local_header: with_tag(&to_raw, &local_tag),
             local_tag,
             remote_tag,

@@ -205,6 +205,17 @@ impl Number {
     pub fn as_u64(self) -> u64 {
         self.0.get()
     }
+
+    /// The E.164 text, `+` and the digits: what `to_string()` gives,
+    /// without `core::fmt` (the B2BUA writes it for every call).
+    pub fn to_e164(self) -> String {
+        let mut digits = itoa::Buffer::new();
+        let d = digits.format(self.0.get());
+        let mut s = String::with_capacity(d.len() + 1);
+        s.push('+');
+        s.push_str(d);
+        s
+    }
 }
 
 /// Decodes `%HH` escapes (RFC 3261 §25.1 `escaped`).
@@ -452,6 +463,7 @@ mod tests {
         fn parse_never_panics_and_normal_form_is_stable(s in "\\PC{0,24}") {
             if let Ok(n) = Number::parse(&s) {
                 proptest::prop_assert_eq!(Number::parse(&n.to_string()), Ok(n));
+                proptest::prop_assert_eq!(n.to_e164(), n.to_string());
             }
             let _ = Number::from_sip_user(&s);
         }

@@ -78,7 +78,7 @@ impl ExternalPbx {
     pub fn request_uri(&self, dialed: Number) -> Uri {
         let mut uri = self.uri.clone();
         if uri.user.is_none() {
-            uri.user = Some(ByteStr::from(dialed.to_string()));
+            uri.user = Some(ByteStr::from(dialed.to_e164()));
         }
         Uri::Sip(uri)
     }

@@ -169,6 +169,20 @@ impl NameAddr {
     /// of its `tag()` (a proptest checks this); it allocates only if the
     /// address has parameters.
     pub(crate) fn has_tag(src: &Bytes) -> Option<bool> {
+        Self::header_params(src).map(|p| p.contains("tag"))
+    }
+
+    /// The value of the `tag` parameter of a From/To value, read as
+    /// [`NameAddr::has_tag`] reads it (the URI is not parsed): `None` when
+    /// the value is not a single address with well-formed parameters, else
+    /// what `parse_single(src)?.tag()` gives for every value that
+    /// `parse_single` accepts.
+    pub(crate) fn tag_of(src: &Bytes) -> Option<Option<ByteStr>> {
+        Self::header_params(src).map(|p| p.get("tag").flatten().cloned())
+    }
+
+    /// The header parameters (after the address) of a single address.
+    fn header_params(src: &Bytes) -> Option<Params> {
         let (i, _) = sws(src).ok()?;
         let after_uri = match i.first() {
             Some(b'"') => {
@@ -198,7 +212,7 @@ impl NameAddr {
         };
         let (params, rest) = parse_semi(src, after_uri).ok()?;
         let (rest, _) = sws(rest).ok()?;
-        rest.is_empty().then(|| params.contains("tag"))
+        rest.is_empty().then_some(params)
     }
 
     /// Parses a comma-separated list of addresses into `out`.
@@ -297,6 +311,17 @@ mod tests {
         assert_eq!(t("<sip:a@b>;tag=1, <sip:c@d>"), None);
         assert_eq!(t("<sip:a@b;;"), None);
         assert_eq!(t("<sip:a@b>;;"), None);
+        let tag = |s: &'static str| {
+            NameAddr::tag_of(&Bytes::from_static(s.as_bytes())).map(|t| t.map(|t| t.to_string()))
+        };
+        assert_eq!(tag("<sip:a@b>;tag=1"), Some(Some("1".to_owned())));
+        assert_eq!(
+            tag("\"A <x>\" <sip:a@b> ; TAG = 2 "),
+            Some(Some("2".to_owned()))
+        );
+        assert_eq!(tag("<sip:a@b;tag=1>"), Some(None));
+        assert_eq!(tag("sip:a@b;tag"), Some(None));
+        assert_eq!(tag("<sip:a@b>;tag=1, <sip:c@d>"), None);
     }
 
     #[test]

@@ -385,9 +385,14 @@ proptest! {
             text = text.replacen('<', "", 1).replacen('>', "", 1);
         }
         let value = Bytes::from(text);
-        let full = NameAddr::parse_single(&value).ok().map(|n| n.tag().is_some());
-        if let Some(full) = full {
-            prop_assert_eq!(NameAddr::has_tag(&value), Some(full), "{:?}", value);
+        let parsed = NameAddr::parse_single(&value).ok();
+        if let Some(parsed) = parsed {
+            prop_assert_eq!(NameAddr::has_tag(&value), Some(parsed.tag().is_some()), "{:?}", value);
+            prop_assert_eq!(
+                NameAddr::tag_of(&value).map(|t| t.map(|t| t.to_string())),
+                Some(parsed.tag().map(str::to_owned)),
+                "{:?}", value
+            );
         }
     }
 

@@ -29,6 +29,13 @@ impl Sink for BytesMut {
     }
 }
 
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
 /// Counts the octets instead of storing them.
 #[derive(Default)]
 pub(crate) struct Length(pub(crate) usize);
@@ -205,6 +212,10 @@ mod tests {
             let uri = Uri::parse(text).unwrap();
             assert_eq!(wire(&uri), uri.to_string(), "{text}");
             assert_eq!(wire(&uri), text);
+            assert_eq!(uri.to_text(), text);
+            let mut b = BytesMut::from(&b"<"[..]);
+            uri.write_into(&mut b);
+            assert_eq!(&b[1..], text.as_bytes());
         }
     }
 

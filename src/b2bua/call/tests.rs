@@ -92,6 +92,7 @@ impl Harness {
         let call = Call::new(
             7,
             request(INVITE),
+            &request(INVITE).from().unwrap(),
             inbound,
             plan(),
             &settings,
@@ -723,6 +724,7 @@ fn reliable_provisional_and_prack_pass_through() {
     let mut call = Call::new(
         7,
         request(&invite),
+        &request(&invite).from().unwrap(),
         inbound,
         plan(),
         &settings(None),
@@ -816,6 +818,7 @@ fn digest_challenge_is_answered_once_with_credentials() {
     let mut call = Call::new(
         7,
         request(INVITE),
+        &request(INVITE).from().unwrap(),
         inbound,
         p,
         &settings(None),
