@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::lingering::ClientLinger;
 use super::timers::UNANSWERED_INVITE;
 use super::{encode_request, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
 use crate::sip::{HeaderName, Method, Request, Response};
@@ -101,6 +102,19 @@ impl InviteClient {
     /// The INVITE this transaction sent, until the final response.
     pub fn request(&self) -> Option<&Request> {
         self.request.as_ref()
+    }
+
+    /// The compact record that replaces this machine once it only waits
+    /// for Timer D (Completed) or Timer M (Accepted), see
+    /// [`super::lingering`].
+    pub(crate) fn linger(&self) -> Option<ClientLinger> {
+        match (self.state, &self.ack) {
+            (InviteClientState::Completed, Some(ack)) => {
+                Some(ClientLinger::CompletedInvite { ack: ack.clone() })
+            }
+            (InviteClientState::Accepted, _) => Some(ClientLinger::Accepted),
+            _ => None,
+        }
     }
 
     /// A response matched this transaction (§17.1.3).

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::key::generate_tag;
+use super::lingering::ServerLinger;
 use super::timers::UNANSWERED_INVITE;
 use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
 use crate::sip::{ByteStr, Method, Request, Response, StatusCode};
@@ -122,6 +123,21 @@ impl InviteServer {
     /// The current state.
     pub fn state(&self) -> InviteServerState {
         self.state
+    }
+
+    /// The compact record that replaces this machine once it only waits
+    /// for Timer I (Confirmed) or Timer L (Accepted, with no 2xx of its own
+    /// awaiting an ACK), see [`super::lingering`].
+    pub(crate) fn linger(&self) -> Option<ServerLinger> {
+        match self.state {
+            InviteServerState::Confirmed => Some(ServerLinger::Confirmed),
+            InviteServerState::Accepted if self.unacked_2xx.is_none() => {
+                Some(ServerLinger::Accepted {
+                    transport_error_reported: self.transport_error_reported,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The TU sends a response on this transaction.

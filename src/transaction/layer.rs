@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::key::AckKey;
+use super::lingering::{ClientLinger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
 use super::wheel::{TimerId, Wheel};
@@ -250,9 +251,11 @@ impl std::fmt::Debug for TransactionLayer {
     }
 }
 
+// Not boxed per variant: the whole `ActiveClient` is boxed, one allocation
+// per transaction.
+#[allow(clippy::large_enum_variant)]
 enum ClientMachine {
-    /// Boxed: it keeps the INVITE for its ACK and CANCEL.
-    Invite(Box<InviteClient>),
+    Invite(InviteClient),
     NonInvite(NonInviteClient),
 }
 
@@ -284,12 +287,17 @@ impl ClientMachine {
             Self::NonInvite(m) => m.wants_timer(timer),
         }
     }
+
+    fn linger(&self) -> Option<ClientLinger> {
+        match self {
+            Self::Invite(m) => m.linger(),
+            Self::NonInvite(m) => m.linger(),
+        }
+    }
 }
 
 enum ServerMachine {
-    /// Boxed: it keeps the 100 (Trying) template and is larger than the
-    /// rest of the table entry.
-    Invite(Box<InviteServer>),
+    Invite(InviteServer),
     NonInvite(NonInviteServer),
 }
 
@@ -328,16 +336,114 @@ impl ServerMachine {
             Self::NonInvite(m) => m.wants_timer(timer),
         }
     }
+
+    fn linger(&self) -> Option<ServerLinger> {
+        match self {
+            Self::Invite(m) => m.linger(),
+            Self::NonInvite(m) => m.linger(),
+        }
+    }
 }
 
+/// A client transaction in its table. The slot holds the key and two
+/// words: the state lives in a box, the full machine while the transaction
+/// works and a compact record once it only lingers (see
+/// [`super::lingering`]), so that the hundreds of thousands of lingering
+/// transactions under load cost little more than their keys.
 struct ClientEntry {
     /// Tells this transaction from a later one with the same key, so stale
     /// timers and handles cannot touch it.
     id: u64,
+    tx: ClientTx,
+}
+
+enum ClientTx {
+    Active(Box<ActiveClient>),
+    Lingering(Box<LingeringClient>),
+}
+
+/// A client transaction before its final response (or while its machine
+/// does more than absorb retransmissions).
+struct ActiveClient {
     machine: ClientMachine,
     dest: Destination,
     events: mpsc::Sender<ClientEvent>,
     timers: TimerSet,
+}
+
+/// A client transaction in Completed or Accepted: what absorbing
+/// retransmitted responses needs.
+struct LingeringClient {
+    linger: ClientLinger,
+    dest: Destination,
+    /// For the 2xx of Accepted and the final `Terminated`.
+    events: mpsc::Sender<ClientEvent>,
+    /// Its last timer (D, K or M) while pending.
+    timer: Option<TimerId>,
+}
+
+impl ClientEntry {
+    fn ctx(&self) -> ClientCtx {
+        let (dest, events) = match &self.tx {
+            ClientTx::Active(a) => (a.dest, &a.events),
+            ClientTx::Lingering(l) => (l.dest, &l.events),
+        };
+        ClientCtx {
+            id: self.id,
+            dest,
+            events: events.clone(),
+        }
+    }
+
+    fn on_response(&mut self, response: Response) -> Actions {
+        match &mut self.tx {
+            ClientTx::Active(a) => a.machine.on_response(response),
+            ClientTx::Lingering(l) => l.linger.on_response(response),
+        }
+    }
+
+    /// Timer `timer_id` (a `timer`) fired.
+    fn on_timer(&mut self, timer_id: TimerId, timer: Timer) -> Actions {
+        match &mut self.tx {
+            ClientTx::Active(a) => {
+                a.timers.remove(timer_id);
+                a.machine.on_timer(timer)
+            }
+            ClientTx::Lingering(l) => {
+                if l.timer == Some(timer_id) {
+                    l.timer = None;
+                }
+                l.linger.on_timer(timer)
+            }
+        }
+    }
+
+    fn on_transport_error(&mut self) -> Actions {
+        match &mut self.tx {
+            ClientTx::Active(a) => a.machine.on_transport_error(),
+            ClientTx::Lingering(l) => l.linger.on_transport_error(),
+        }
+    }
+
+    /// The INVITE machine, while it is active (a lingering INVITE has
+    /// nothing left to cancel).
+    fn invite_machine(&mut self) -> Option<&mut InviteClient> {
+        match &mut self.tx {
+            ClientTx::Active(a) => match &mut a.machine {
+                ClientMachine::Invite(m) => Some(m),
+                ClientMachine::NonInvite(_) => None,
+            },
+            ClientTx::Lingering(_) => None,
+        }
+    }
+
+    /// Cancels every pending timer.
+    fn release(&mut self, wheel: &Wheel<TimerTarget>) {
+        match &mut self.tx {
+            ClientTx::Active(a) => wheel.cancel_all(a.timers.drain()),
+            ClientTx::Lingering(l) => wheel.cancel_all(l.timer.take()),
+        }
+    }
 }
 
 /// Most pending timers a transaction keeps track of. The machines have at
@@ -392,10 +498,30 @@ impl TimerSet {
             .iter_mut()
             .filter_map(|slot| slot.take().map(|(id, _)| id))
     }
+
+    /// Takes out a pending `timer`, if there is one.
+    fn take(&mut self, timer: Timer) -> Option<TimerId> {
+        self.ids
+            .iter_mut()
+            .find(|slot| slot.is_some_and(|(_, t)| t == timer))
+            .and_then(Option::take)
+            .map(|(id, _)| id)
+    }
 }
 
+/// A server transaction in its table: like [`ClientEntry`], the full
+/// machine while it works, a compact record while it lingers.
 struct ServerEntry {
     id: u64,
+    tx: ServerTx,
+}
+
+enum ServerTx {
+    Active(Box<ActiveServer>),
+    Lingering(Box<LingeringServer>),
+}
+
+struct ActiveServer {
     machine: ServerMachine,
     source: Source,
     /// Where responses go when the request's connection is gone / for UDP.
@@ -407,6 +533,83 @@ struct ServerEntry {
     /// (boxed: only with `retransmit_2xx`).
     ack_key: Option<Box<AckKey>>,
     timers: TimerSet,
+}
+
+/// A server transaction in Completed (non-INVITE), Confirmed or Accepted
+/// (INVITE): what answering retransmissions needs. Only for RFC 3261 keys
+/// (an RFC 2543 ACK is matched with the To tag the active entry keeps).
+struct LingeringServer {
+    linger: ServerLinger,
+    source: Source,
+    reply: Destination,
+    /// Its last timer (J, I or L) while pending.
+    timer: Option<TimerId>,
+}
+
+impl ServerEntry {
+    fn ctx(&self) -> ServerCtx {
+        let (source, reply) = match &self.tx {
+            ServerTx::Active(a) => (a.source, a.reply),
+            ServerTx::Lingering(l) => (l.source, l.reply),
+        };
+        ServerCtx {
+            id: self.id,
+            source,
+            reply,
+        }
+    }
+
+    fn on_request(&mut self, request: Request) -> Actions {
+        match &mut self.tx {
+            ServerTx::Active(a) => a.machine.on_request(request),
+            ServerTx::Lingering(l) => l.linger.on_request(request),
+        }
+    }
+
+    /// Timer `timer_id` (a `timer`) fired.
+    fn on_timer(&mut self, timer_id: TimerId, timer: Timer) -> Actions {
+        match &mut self.tx {
+            ServerTx::Active(a) => {
+                a.timers.remove(timer_id);
+                a.machine.on_timer(timer)
+            }
+            ServerTx::Lingering(l) => {
+                if l.timer == Some(timer_id) {
+                    l.timer = None;
+                }
+                l.linger.on_timer(timer)
+            }
+        }
+    }
+
+    fn on_transport_error(&mut self) -> Actions {
+        match &mut self.tx {
+            ServerTx::Active(a) => a.machine.on_transport_error(),
+            ServerTx::Lingering(l) => l.linger.on_transport_error(),
+        }
+    }
+
+    /// The To tag an RFC 2543 ACK must carry (active entries only).
+    fn final_to_tag(&self) -> Option<&str> {
+        match &self.tx {
+            ServerTx::Active(a) => a.final_to_tag.as_deref(),
+            ServerTx::Lingering(_) => None,
+        }
+    }
+
+    /// Cancels every pending timer; returns the `awaiting_ack` entry.
+    fn release(&mut self, wheel: &Wheel<TimerTarget>) -> Option<Box<AckKey>> {
+        match &mut self.tx {
+            ServerTx::Active(a) => {
+                wheel.cancel_all(a.timers.drain());
+                a.ack_key.take()
+            }
+            ServerTx::Lingering(l) => {
+                wheel.cancel_all(l.timer.take());
+                None
+            }
+        }
+    }
 }
 
 /// What executing a client step needs once the table lock is released.
@@ -739,21 +942,23 @@ impl Inner {
                 let timers = &self.config.timers;
                 let (machine, mut actions) = if request.method == Method::Invite {
                     let (m, a) = InviteClient::new(request, reliable, timers);
-                    (ClientMachine::Invite(Box::new(m)), a)
+                    (ClientMachine::Invite(m), a)
                 } else {
                     let (m, a) = NonInviteClient::new(&request, reliable, timers);
                     (ClientMachine::NonInvite(m), a)
                 };
                 TransactionMetrics::inc(&self.metrics.client_transactions);
-                let mut pending = TimerSet::default();
-                self.arm_client(&key, id, &machine, &mut pending, &mut actions);
-                v.insert(ClientEntry {
+                let mut entry = ClientEntry {
                     id,
-                    machine,
-                    dest,
-                    events: events.clone(),
-                    timers: pending,
-                });
+                    tx: ClientTx::Active(Box::new(ActiveClient {
+                        machine,
+                        dest,
+                        events: events.clone(),
+                        timers: TimerSet::default(),
+                    })),
+                };
+                self.arm_client(&key, &mut entry, &mut actions);
+                v.insert(entry);
                 debug!(branch = key.branch(), method = %key.method(), %dest, "client transaction");
                 actions
             }
@@ -776,40 +981,50 @@ impl Inner {
         if id.is_some_and(|id| id != entry.id) {
             return None;
         }
-        let (r, mut actions) = f(&mut entry);
         let entry = &mut *entry;
-        self.arm_client(
-            key,
-            entry.id,
-            &entry.machine,
-            &mut entry.timers,
-            &mut actions,
-        );
-        let ctx = ClientCtx {
-            id: entry.id,
-            dest: entry.dest,
-            events: entry.events.clone(),
-        };
-        Some((r, actions, ctx))
+        let (r, mut actions) = f(entry);
+        self.arm_client(key, entry, &mut actions);
+        Some((r, actions, entry.ctx()))
     }
 
-    /// After a step of client transaction `key` / `id`: cancels the
-    /// timers in `pending` its machine no longer wants, arms the timers
-    /// among `actions` and records them in `pending`.
-    fn arm_client(
-        &self,
-        key: &ClientKey,
-        id: u64,
-        machine: &ClientMachine,
-        pending: &mut TimerSet,
-        actions: &mut Actions,
-    ) {
+    /// After a step of client transaction `key`: cancels the pending
+    /// timers its machine no longer wants, arms the timers among `actions`
+    /// and, once the machine only lingers, replaces it by its compact
+    /// record, which keeps just the last timer.
+    fn arm_client(&self, key: &ClientKey, entry: &mut ClientEntry, actions: &mut Actions) {
+        let id = entry.id;
+        let ClientTx::Active(active) = &mut entry.tx else {
+            // A lingering record schedules nothing; should it, the timer
+            // still fires (untracked, as any beyond `TRACKED_TIMERS`).
+            actions.take_schedules(|timer, after| {
+                let target = TimerTarget::Client(key.clone(), id, timer);
+                self.wheel.schedule(after, target);
+            });
+            return;
+        };
+        let ActiveClient {
+            machine,
+            timers,
+            dest,
+            events,
+        } = &mut **active;
         self.wheel
-            .cancel_all(pending.unwanted(|t| machine.wants_timer(t)));
+            .cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
             let target = TimerTarget::Client(key.clone(), id, timer);
-            pending.insert(self.wheel.schedule(after, target), timer);
+            timers.insert(self.wheel.schedule(after, target), timer);
         });
+        let Some(linger) = machine.linger() else {
+            return;
+        };
+        let timer = timers.take(linger.last_timer());
+        self.wheel.cancel_all(timers.drain());
+        entry.tx = ClientTx::Lingering(Box::new(LingeringClient {
+            linger,
+            dest: *dest,
+            events: events.clone(),
+            timer,
+        }));
     }
 
     fn on_response(
@@ -851,21 +1066,16 @@ impl Inner {
         // them.
         let key = entry.key().clone();
         drop(lookup);
-        let mut actions = entry.machine.on_response(response);
-        let mut pending_cancel = match &mut entry.machine {
-            ClientMachine::Invite(m) => m.take_pending_cancel(),
-            ClientMachine::NonInvite(_) => None,
-        };
         let e = &mut *entry;
-        self.arm_client(&key, e.id, &e.machine, &mut e.timers, &mut actions);
+        let mut actions = e.on_response(response);
+        let mut pending_cancel = e
+            .invite_machine()
+            .and_then(InviteClient::take_pending_cancel);
+        self.arm_client(&key, e, &mut actions);
         if let Some((_, cancel_actions)) = &mut pending_cancel {
-            self.arm_client(&key, e.id, &e.machine, &mut e.timers, cancel_actions);
+            self.arm_client(&key, e, cancel_actions);
         }
-        let ctx = ClientCtx {
-            id: entry.id,
-            dest: entry.dest,
-            events: entry.events.clone(),
-        };
+        let ctx = e.ctx();
         drop(entry);
         let mut deferred = self.run_client(&key, &ctx, actions);
         if let Some((cancel, actions)) = pending_cancel {
@@ -879,12 +1089,13 @@ impl Inner {
 
     fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<Option<Deferred>, TxError> {
         let (result, actions, ctx) = self
-            .lock_client(key, None, |e| match &mut e.machine {
-                ClientMachine::Invite(m) => match m.cancel() {
+            .lock_client(key, None, |e| match e.invite_machine() {
+                Some(m) => match m.cancel() {
                     Ok((cancel, actions)) => (Ok(cancel), actions),
                     Err(e) => (Err(e), Actions::default()),
                 },
-                ClientMachine::NonInvite(_) => (Err(TxError::NothingToCancel), Actions::default()),
+                // A lingering INVITE has its final response.
+                None => (Err(TxError::NothingToCancel), Actions::default()),
             })
             .ok_or(TxError::NoTransaction)?;
         let cancel = result?;
@@ -901,9 +1112,9 @@ impl Inner {
     /// (built by the TU or by `cancel`): its final response is now awaited
     /// 64*T1 at most (§9.1).
     fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) -> Option<Deferred> {
-        let stepped = self.lock_client(invite, None, |e| match &mut e.machine {
-            ClientMachine::Invite(m) => ((), m.on_cancel_sent()),
-            ClientMachine::NonInvite(_) => ((), Actions::default()),
+        let stepped = self.lock_client(invite, None, |e| {
+            let actions = e.invite_machine().map(InviteClient::on_cancel_sent);
+            ((), actions.unwrap_or_default())
         });
         let ((), actions, ctx) = stepped?;
         self.run_client(invite, &ctx, actions)
@@ -949,8 +1160,7 @@ impl Inner {
             if !failed {
                 return None;
             }
-            let stepped =
-                self.lock_client(key, Some(ctx.id), |e| ((), e.machine.on_transport_error()));
+            let stepped = self.lock_client(key, Some(ctx.id), |e| ((), e.on_transport_error()));
             actions = stepped?.1;
         }
     }
@@ -977,7 +1187,7 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_client(&key, Some(ctx.id), |e| ((), e.machine.on_transport_error())) {
+            match self.lock_client(&key, Some(ctx.id), |e| ((), e.on_transport_error())) {
                 Some(((), next, _)) => actions = next,
                 None => return,
             }
@@ -1016,7 +1226,7 @@ impl Inner {
             Action::Terminate => {
                 debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
                 if let Some((_, mut entry)) = self.clients.remove_if(key, |_, e| e.id == ctx.id) {
-                    self.wheel.cancel_all(entry.timers.drain());
+                    entry.release(&self.wheel);
                 }
                 let event = ClientEvent {
                     key: key.clone(),
@@ -1051,19 +1261,9 @@ impl Inner {
             Entry::Occupied(mut o) => {
                 TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
                 let entry = o.get_mut();
-                let ctx = ServerCtx {
-                    id: entry.id,
-                    source: entry.source,
-                    reply: entry.reply,
-                };
-                let mut actions = entry.machine.on_request(request);
-                self.arm_server(
-                    &key,
-                    entry.id,
-                    &entry.machine,
-                    &mut entry.timers,
-                    &mut actions,
-                );
+                let ctx = entry.ctx();
+                let mut actions = entry.on_request(request);
+                self.arm_server(&key, entry, &mut actions);
                 (actions, ctx, None)
             }
             Entry::Vacant(v) => {
@@ -1073,7 +1273,7 @@ impl Inner {
                     if self.config.retransmit_2xx {
                         m.retransmit_2xx();
                     }
-                    (ServerMachine::Invite(Box::new(m)), a)
+                    (ServerMachine::Invite(m), a)
                 } else {
                     let (m, a) = NonInviteServer::new(reliable, timers);
                     (ServerMachine::NonInvite(m), a)
@@ -1081,17 +1281,19 @@ impl Inner {
                 let reply = reply_destination(&via, &source);
                 debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);
-                let mut pending = TimerSet::default();
-                self.arm_server(&key, id, &machine, &mut pending, &mut actions);
-                v.insert(ServerEntry {
+                let mut entry = ServerEntry {
                     id,
-                    machine,
-                    source,
-                    reply,
-                    final_to_tag: None,
-                    ack_key: None,
-                    timers: pending,
-                });
+                    tx: ServerTx::Active(Box::new(ActiveServer {
+                        machine,
+                        source,
+                        reply,
+                        final_to_tag: None,
+                        ack_key: None,
+                        timers: TimerSet::default(),
+                    })),
+                };
+                self.arm_server(&key, &mut entry, &mut actions);
+                v.insert(entry);
                 let ctx = ServerCtx { id, source, reply };
                 (actions, ctx, Some(request))
             }
@@ -1136,14 +1338,13 @@ impl Inner {
             Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
                 let ctx = ServerCtx {
-                    id: entry.id,
                     source,
-                    reply: entry.reply,
+                    ..entry.ctx()
                 };
                 let key = entry.key().clone();
                 let e = &mut *entry;
-                let mut actions = e.machine.on_request(ack);
-                self.arm_server(&key, e.id, &e.machine, &mut e.timers, &mut actions);
+                let mut actions = e.on_request(ack);
+                self.arm_server(&key, e, &mut actions);
                 Ok((key, actions, ctx))
             }
             _ => Err(ack),
@@ -1176,10 +1377,15 @@ impl Inner {
         };
         if let Some(mut entry) = self.servers.get_mut(&key) {
             if entry.id == id {
-                entry.ack_key = None;
-                if let ServerMachine::Invite(m) = &mut entry.machine {
-                    m.on_2xx_ack();
+                let e = &mut *entry;
+                if let ServerTx::Active(active) = &mut e.tx {
+                    active.ack_key = None;
+                    if let ServerMachine::Invite(m) = &mut active.machine {
+                        m.on_2xx_ack();
+                    }
                 }
+                // Now it may only linger.
+                self.arm_server(&key, e, &mut Actions::default());
             }
         }
     }
@@ -1197,34 +1403,56 @@ impl Inner {
         if entry.id != id {
             return None;
         }
-        let mut result = f(&mut entry);
+        let entry = &mut *entry;
+        let mut result = f(entry);
         if let Ok(actions) = &mut result {
-            let entry = &mut *entry;
-            self.arm_server(key, entry.id, &entry.machine, &mut entry.timers, actions);
+            self.arm_server(key, entry, actions);
         }
-        let ctx = ServerCtx {
-            id: entry.id,
-            source: entry.source,
-            reply: entry.reply,
-        };
-        Some((result, ctx))
+        Some((result, entry.ctx()))
     }
 
-    /// After a step of server transaction `key` / `id` (see `arm_client`).
-    fn arm_server(
-        &self,
-        key: &ServerKey,
-        id: u64,
-        machine: &ServerMachine,
-        pending: &mut TimerSet,
-        actions: &mut Actions,
-    ) {
+    /// After a step of server transaction `key` (see `arm_client`). An
+    /// entry lingers only with an RFC 3261 key (an RFC 2543 ACK is matched
+    /// by the To tag the active entry keeps) and no 2xx of its own awaiting
+    /// an ACK.
+    fn arm_server(&self, key: &ServerKey, entry: &mut ServerEntry, actions: &mut Actions) {
+        let id = entry.id;
+        let ServerTx::Active(active) = &mut entry.tx else {
+            // See `arm_client`.
+            actions.take_schedules(|timer, after| {
+                let target = TimerTarget::Server(key.clone(), id, timer);
+                self.wheel.schedule(after, target);
+            });
+            return;
+        };
+        let ActiveServer {
+            machine,
+            timers,
+            source,
+            reply,
+            ack_key,
+            ..
+        } = &mut **active;
         self.wheel
-            .cancel_all(pending.unwanted(|t| machine.wants_timer(t)));
+            .cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
             let target = TimerTarget::Server(key.clone(), id, timer);
-            pending.insert(self.wheel.schedule(after, target), timer);
+            timers.insert(self.wheel.schedule(after, target), timer);
         });
+        if ack_key.is_some() || key.is_rfc2543() {
+            return;
+        }
+        let Some(linger) = machine.linger() else {
+            return;
+        };
+        let timer = timers.take(linger.last_timer());
+        self.wheel.cancel_all(timers.drain());
+        entry.tx = ServerTx::Lingering(Box::new(LingeringServer {
+            linger,
+            source: *source,
+            reply: *reply,
+            timer,
+        }));
     }
 
     fn respond(
@@ -1235,6 +1463,11 @@ impl Inner {
     ) -> Result<Option<Deferred>, TxError> {
         let (actions, ctx) = self
             .lock_server(key, id, |entry| {
+                let entry_id = entry.id;
+                let entry = match &mut entry.tx {
+                    ServerTx::Active(active) => active,
+                    ServerTx::Lingering(l) => return l.linger.on_tu_response(response),
+                };
                 let status = response.status;
                 if key.is_rfc2543() && !status.is_provisional() {
                     entry.final_to_tag = to_tag(&response);
@@ -1251,7 +1484,7 @@ impl Inner {
                 let actions = entry.machine.on_tu_response(response)?;
                 if let Some(ack_key) = ack_key {
                     self.awaiting_ack
-                        .insert(ack_key.clone(), (key.clone(), entry.id));
+                        .insert(ack_key.clone(), (key.clone(), entry_id));
                     entry.ack_key = Some(Box::new(ack_key));
                 }
                 Ok(actions)
@@ -1299,7 +1532,7 @@ impl Inner {
             if !failed {
                 return None;
             }
-            match self.lock_server(key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
+            match self.lock_server(key, ctx.id, |e| Ok(e.on_transport_error())) {
                 Some((Ok(next), _)) => actions = next,
                 _ => return None,
             }
@@ -1328,7 +1561,7 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_server(&key, ctx.id, |e| Ok(e.machine.on_transport_error())) {
+            match self.lock_server(&key, ctx.id, |e| Ok(e.on_transport_error())) {
                 Some((Ok(next), _)) => actions = next,
                 _ => return,
             }
@@ -1372,8 +1605,7 @@ impl Inner {
             Action::Terminate => {
                 debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
                 if let Some((_, mut entry)) = self.servers.remove_if(key, |_, e| e.id == ctx.id) {
-                    self.wheel.cancel_all(entry.timers.drain());
-                    if let Some(ack_key) = entry.ack_key {
+                    if let Some(ack_key) = entry.release(&self.wheel) {
                         self.awaiting_ack.remove(&ack_key);
                     }
                 }
@@ -1394,18 +1626,14 @@ impl Inner {
     fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) -> Option<Deferred> {
         match target {
             TimerTarget::Client(key, id, timer) => {
-                let ((), actions, ctx) = self.lock_client(&key, Some(id), |e| {
-                    e.timers.remove(timer_id);
-                    ((), e.machine.on_timer(timer))
-                })?;
+                let ((), actions, ctx) =
+                    self.lock_client(&key, Some(id), |e| ((), e.on_timer(timer_id, timer)))?;
                 self.count_timer_sends(timer, &actions);
                 self.run_client(&key, &ctx, actions)
             }
             TimerTarget::Server(key, id, timer) => {
-                let (actions, ctx) = self.lock_server(&key, id, |e| {
-                    e.timers.remove(timer_id);
-                    Ok(e.machine.on_timer(timer))
-                })?;
+                let (actions, ctx) =
+                    self.lock_server(&key, id, |e| Ok(e.on_timer(timer_id, timer)))?;
                 let actions = actions.ok()?;
                 self.count_timer_sends(timer, &actions);
                 self.run_server(&key, ctx, actions)
@@ -1479,7 +1707,7 @@ fn ack_matches(key: &ServerKey, entry: &ServerEntry, ack: &Request) -> bool {
         || ack
             .to()
             .ok()
-            .is_some_and(|to| to.tag() == entry.final_to_tag.as_deref())
+            .is_some_and(|to| to.tag() == entry.final_to_tag())
 }
 
 fn to_tag(response: &Response) -> Option<ByteStr> {
@@ -1519,6 +1747,7 @@ fn overload_response(request: &Request, retry_after: u32) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::mem::size_of;
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
     use std::time::Duration;
@@ -2562,5 +2791,362 @@ mod tests {
             ClientEventKind::Response(_)
         ));
         assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    // ---- lingering transactions (compact records) ----
+
+    fn server_lingers(layer: &TransactionLayer, key: &ServerKey) -> bool {
+        let entry = layer.inner.servers.get(key);
+        entry.is_some_and(|e| matches!(e.tx, ServerTx::Lingering(_)))
+    }
+
+    fn client_lingers(layer: &TransactionLayer, key: &ClientKey) -> bool {
+        let entry = layer.inner.clients.get(key);
+        entry.is_some_and(|e| matches!(e.tx, ClientTx::Lingering(_)))
+    }
+
+    /// Advances the paused clock to `at` after `start`.
+    async fn advance_to(start: Instant, at: Duration) {
+        tokio::time::sleep_until(start + at).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_non_invite_server_resends_its_final_response_as_sent_until_timer_j() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        let start = Instant::now();
+        layer.on_message(options().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = req.tx.key().clone();
+        assert!(!server_lingers(&layer, &key), "Trying does not linger");
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        assert!(server_lingers(&layer, &key), "Completed lingers");
+        assert_eq!(layer.pending_timers(), 1, "only Timer J is left");
+        for at in [1, 10, 31] {
+            advance_to(start, Duration::from_secs(at)).await;
+            layer.on_message(options().into(), src).await.unwrap();
+        }
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 4);
+        for (_, bytes, to) in &sent[1..] {
+            assert_eq!(bytes, &sent[0].1, "the same bytes");
+            assert_eq!(to, &sent[0].2, "to the same place");
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "retransmissions stay with the layer"
+        );
+        assert!(matches!(
+            req.tx.respond(response(&req.request, 500, None)).await,
+            Err(TxError::ResponseNotAllowed {
+                status: 500,
+                state: "Completed"
+            })
+        ));
+        advance_to(start, Duration::from_millis(32_001)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J");
+        assert_eq!(layer.pending_timers(), 0);
+        // After Timer J the same request is a new one.
+        layer.on_message(options().into(), src).await.unwrap();
+        assert_eq!(
+            expect_request(&mut rx).await.request.method,
+            Method::Options
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_resend_ends_a_lingering_server_and_tells_the_tu() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(options().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        sink.fail.store(true, Ordering::Relaxed);
+        layer.on_message(options().into(), src).await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::TransportError,
+                ..
+            }))
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_accepted_invite_server_absorbs_invites_and_passes_2xx_and_acks() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = req.tx.key().clone();
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert!(server_lingers(&layer, &key), "Accepted lingers");
+        assert_eq!(layer.pending_timers(), 1, "only Timer L is left");
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert_eq!(sink.statuses(), vec![200], "INVITE absorbed");
+        assert!(rx.try_recv().is_err());
+        // The TU's own 2xx retransmission passes (§13.3.1.4).
+        req.tx.respond(ok.clone()).await.unwrap();
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].1, sent[0].1);
+        assert_eq!(sent[1].2, sent[0].2);
+        assert!(matches!(
+            req.tx.respond(response(&req.request, 486, None)).await,
+            Err(TxError::ResponseNotAllowed {
+                status: 486,
+                state: "Accepted"
+            })
+        ));
+        // An ACK matching the transaction is the TU's (RFC 6026 §7.1).
+        layer
+            .on_message(build_ack(&invite(), &ok).into(), src)
+            .await
+            .unwrap();
+        assert!(matches!(rx.recv().await, Some(Incoming::Ack { .. })));
+        advance(Duration::from_secs(33)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer L");
+        assert_eq!(layer.pending_timers(), 0);
+        assert!(rx.try_recv().is_err(), "no timeout: the 2xx was the TU's");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_confirmed_invite_server_absorbs_acks_until_timer_i() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = req.tx.key().clone();
+        let busy = response(&req.request, 486, Some("srv"));
+        req.tx.respond(busy.clone()).await.unwrap();
+        assert!(
+            !server_lingers(&layer, &key),
+            "Completed retransmits its 486"
+        );
+        let ack = build_ack(&invite(), &busy);
+        layer.on_message(ack.clone().into(), src).await.unwrap();
+        assert!(server_lingers(&layer, &key), "Confirmed lingers");
+        assert_eq!(layer.pending_timers(), 1, "only Timer I is left");
+        layer.on_message(ack.clone().into(), src).await.unwrap();
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert_eq!(sink.statuses(), vec![486], "ACK and INVITE absorbed");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(layer.metrics().acks_absorbed.load(Ordering::Relaxed), 2);
+        advance(Duration::from_secs(6)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer I");
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_2xx_retransmitted_by_the_layer_keeps_its_transaction_active_until_the_ack() {
+        let (layer, mut rx, _sink) = layer_with(LayerConfig {
+            retransmit_2xx: true,
+            ..LayerConfig::default()
+        });
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = req.tx.key().clone();
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert!(!server_lingers(&layer, &key), "its 2xx awaits the ACK");
+        let mut ack = build_ack(&invite(), &ok);
+        ack.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKack",
+        );
+        layer.on_message(ack.into(), src).await.unwrap();
+        assert!(server_lingers(&layer, &key), "lingers after the ACK");
+        assert_eq!(layer.pending_timers(), 1, "Retransmit2xx cancelled");
+        advance(Duration::from_secs(33)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    fn our_invite() -> Request {
+        let mut inv = invite();
+        inv.headers.remove_all(&HeaderName::Via);
+        inv.headers.push_front(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKlinger",
+        );
+        inv
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_completed_invite_client_acks_each_retransmission_with_the_same_ack() {
+        let (layer, _rx, sink) = layer();
+        let inv = our_invite();
+        let mut tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        let key = tx.key().clone();
+        let from = udp_source();
+        let busy = response(&inv, 486, Some("r"));
+        layer.on_message(busy.clone().into(), from).await.unwrap();
+        assert!(client_lingers(&layer, &key), "Completed lingers");
+        assert_eq!(layer.pending_timers(), 1, "only Timer D is left");
+        for _ in 0..2 {
+            layer.on_message(busy.clone().into(), from).await.unwrap();
+        }
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 4, "INVITE and three ACKs");
+        assert_eq!(parse_request(&sent[1].1).method, Method::Ack);
+        assert_eq!(sent[2].1, sent[1].1);
+        assert_eq!(sent[3].1, sent[1].1);
+        assert_eq!(sent[3].2, To::Request(peer()));
+        assert!(matches!(tx.cancel().await, Err(TxError::NothingToCancel)));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(ref r) if r.status.as_u16() == 486
+        ));
+        advance(Duration::from_secs(33)).await;
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert!(tx.recv().await.is_none(), "the 486 reached the TU once");
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer D");
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_accepted_invite_client_passes_each_2xx_to_the_tu_until_timer_m() {
+        let (layer, _rx, sink) = layer();
+        let inv = our_invite();
+        let mut tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        let key = tx.key().clone();
+        let from = udp_source();
+        let ok = response(&inv, 200, Some("r"));
+        layer.on_message(ok.clone().into(), from).await.unwrap();
+        assert!(client_lingers(&layer, &key), "Accepted lingers");
+        layer.on_message(ok.clone().into(), from).await.unwrap();
+        layer
+            .on_message(response(&inv, 486, Some("r")).into(), from)
+            .await
+            .unwrap();
+        assert_eq!(sink.sent().len(), 1, "the layer never ACKs a 2xx");
+        for _ in 0..2 {
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Response(ref r) if r.status.as_u16() == 200
+            ));
+        }
+        advance(Duration::from_secs(33)).await;
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer M");
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_non_invite_client_absorbs_retransmissions_until_timer_k() {
+        let (layer, _rx, _sink) = layer();
+        let req = our_options("z9hG4bKkkk");
+        let mut tx = layer.send_request(req.clone(), peer()).await.unwrap();
+        let key = tx.key().clone();
+        let from = udp_source();
+        layer
+            .on_message(response(&req, 200, Some("x")).into(), from)
+            .await
+            .unwrap();
+        assert!(client_lingers(&layer, &key), "Completed lingers");
+        assert_eq!(layer.pending_timers(), 1, "only Timer K is left");
+        layer
+            .on_message(response(&req, 200, Some("x")).into(), from)
+            .await
+            .unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        advance(Duration::from_secs(6)).await;
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    /// Bytes a lingering server transaction keeps: its table slot (key and
+    /// entry), its record and the record's heap (the key's copy of the
+    /// branch aside).
+    fn lingering_server_bytes(layer: &TransactionLayer, key: &ServerKey) -> usize {
+        let entry = layer.inner.servers.get(key).unwrap();
+        let ServerTx::Lingering(l) = &entry.tx else {
+            panic!("not lingering");
+        };
+        size_of::<ServerKey>()
+            + size_of::<ServerEntry>()
+            + size_of::<LingeringServer>()
+            + l.linger.heap_bytes()
+    }
+
+    /// As [`lingering_server_bytes`], for a client transaction.
+    fn lingering_client_bytes(layer: &TransactionLayer, key: &ClientKey) -> usize {
+        let entry = layer.inner.clients.get(key).unwrap();
+        let ClientTx::Lingering(l) = &entry.tx else {
+            panic!("not lingering");
+        };
+        size_of::<ClientKey>()
+            + size_of::<ClientEntry>()
+            + size_of::<LingeringClient>()
+            + l.linger.heap_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_transaction_keeps_only_what_retransmissions_need() {
+        // A table slot is the key and two words; the full machine (512 or
+        // 536 bytes) is boxed while active.
+        assert!(size_of::<ServerEntry>() <= 24);
+        assert!(size_of::<ClientEntry>() <= 24);
+        assert!(size_of::<ServerKey>() <= 120);
+        assert!(size_of::<ClientKey>() <= 72);
+
+        let (layer, mut rx, _sink) = layer();
+        let src = udp_source();
+        // INVITE server, Accepted: was a 456-byte slot plus a 272-byte
+        // machine.
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok).await.unwrap();
+        let accepted = lingering_server_bytes(&layer, req.tx.key());
+        assert!(accepted <= 320, "{accepted}");
+        // Non-INVITE server, Completed: the final response as sent (RFC
+        // 3261 §17.2.2) and little else; was a 456-byte slot and it.
+        layer.on_message(options().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        let wire = ok.to_bytes().len();
+        req.tx.respond(ok).await.unwrap();
+        let completed = lingering_server_bytes(&layer, req.tx.key());
+        assert!(completed <= 320 + wire, "{completed} for {wire}");
+
+        // INVITE client, Accepted: nothing but where events go; was a
+        // 304-byte slot plus a 416-byte machine.
+        let inv = our_invite();
+        let tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        let ok = response(&inv, 200, Some("r"));
+        layer.on_message(ok.into(), src).await.unwrap();
+        let accepted = lingering_client_bytes(&layer, tx.key());
+        assert!(accepted <= 192, "{accepted}");
+        // Non-INVITE client, Completed.
+        let req = our_options("z9hG4bKsize");
+        let tx = layer.send_request(req.clone(), peer()).await.unwrap();
+        let ok = response(&req, 200, Some("r"));
+        layer.on_message(ok.into(), src).await.unwrap();
+        let completed = lingering_client_bytes(&layer, tx.key());
+        assert!(completed <= 192, "{completed}");
     }
 }

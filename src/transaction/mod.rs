@@ -11,6 +11,9 @@
 //!   events (a received message, a TU response, a timer that fired, a
 //!   transport error) and return [`Actions`]; they never touch sockets,
 //!   clocks or tasks,
+//! - compact sans-IO records that replace a machine once it only lingers
+//!   after its final response (Timers D, I, J, K, L, M), keeping just what
+//!   answering a retransmission needs (`lingering`),
 //! - the thin tokio shell [`TransactionLayer`] that holds the transaction
 //!   tables, drives the machines with tokio timers and hands messages to the
 //!   transport through [`TransportSink`].
@@ -46,6 +49,7 @@ mod invite_client;
 mod invite_server;
 mod key;
 mod layer;
+mod lingering;
 mod metrics;
 mod non_invite_client;
 mod non_invite_server;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::lingering::ClientLinger;
 use super::{encode_request, Action, Actions, Timer, TimerConfig, TuEvent};
 use crate::sip::{Request, Response};
 
@@ -63,6 +64,12 @@ impl NonInviteClient {
     /// The current state.
     pub fn state(&self) -> NonInviteClientState {
         self.state
+    }
+
+    /// The compact record that replaces this machine once it only waits
+    /// for Timer K (Completed), see [`super::lingering`].
+    pub(crate) fn linger(&self) -> Option<ClientLinger> {
+        (self.state == NonInviteClientState::Completed).then_some(ClientLinger::Completed)
     }
 
     /// A response matched this transaction (§17.1.3).

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::lingering::ServerLinger;
 use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
 use crate::sip::Response;
 
@@ -62,6 +63,17 @@ impl NonInviteServer {
     /// The current state.
     pub fn state(&self) -> NonInviteServerState {
         self.state
+    }
+
+    /// The compact record that replaces this machine once it only waits
+    /// for Timer J (Completed), see [`super::lingering`].
+    pub(crate) fn linger(&self) -> Option<ServerLinger> {
+        match (self.state, &self.last) {
+            (NonInviteServerState::Completed, Some(last)) => {
+                Some(ServerLinger::Completed { last: last.clone() })
+            }
+            _ => None,
+        }
     }
 
     /// The TU sends a response; after a final response any other is
