@@ -18,9 +18,10 @@
 //! A refusal on the receive path must not wait for the CDR writer, so these
 //! lines are queued with [`CdrSink::try_write`]: if the CDR queue (65,536
 //! records by default) is full, the line is dropped, counted
-//! ([`RefusedCalls::lost`]) and logged. A UDP retransmission of an INVITE
-//! refused by the transport (its 503 was lost) is refused again and gets a
-//! line again, with the same `call_id`.
+//! ([`RefusedCalls::lost`]) and logged. Each refused INVITE is reported
+//! once: the transaction layer answers retransmissions from its server
+//! transaction, and the transport remembers the INVITEs it refused
+//! statelessly and answers their retransmissions without a new report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;

@@ -26,6 +26,9 @@ pub struct TransportMetrics {
     pub oversize: AtomicU64,
     /// Requests answered 503 because the inbound queue was full.
     pub overload_rejected: AtomicU64,
+    /// Retransmissions of INVITEs answered 503 for overload, answered 503
+    /// again (not counted in `overload_rejected`: one per refused INVITE).
+    pub overload_rejected_again: AtomicU64,
     /// Messages dropped because the inbound queue was full (responses, ACKs).
     pub overload_dropped: AtomicU64,
     /// TCP connections accepted.
@@ -65,6 +68,10 @@ impl TransportMetrics {
             ("keepalives", get(&self.keepalives)),
             ("oversize", get(&self.oversize)),
             ("overload_rejected", get(&self.overload_rejected)),
+            (
+                "overload_rejected_again",
+                get(&self.overload_rejected_again),
+            ),
             ("overload_dropped", get(&self.overload_dropped)),
             ("tcp_accepted", get(&self.tcp_accepted)),
             ("tcp_connected", get(&self.tcp_connected)),

@@ -18,6 +18,7 @@
 
 mod addr;
 pub(crate) mod metrics;
+mod refused;
 mod routing;
 mod tcp;
 mod udp;
@@ -84,7 +85,12 @@ pub struct TransportConfig {
     pub response_port: ResponsePort,
     /// `Retry-After` seconds in the 503 sent when the inbound queue is full.
     pub overload_retry_after: u32,
-    /// Told of each request answered 503 because the inbound queue is full.
+    /// How long an INVITE answered 503 because the inbound queue was full
+    /// is remembered, so that its retransmissions are answered 503 again
+    /// and reported once: 64×T1, the time a caller retransmits (Timer B).
+    pub refused_invite_memory: Duration,
+    /// Told of each request answered 503 because the inbound queue is full
+    /// (once per INVITE, not again for its retransmissions).
     pub refusals: Option<Arc<dyn RefusalObserver>>,
 }
 
@@ -101,6 +107,7 @@ impl Default for TransportConfig {
             connection_send_queue: 256,
             response_port: ResponsePort::default(),
             overload_retry_after: 5,
+            refused_invite_memory: Duration::from_secs(32),
             refusals: None,
         }
     }
@@ -193,6 +200,8 @@ pub(crate) struct Shared {
     pub(crate) tcp_listen: Vec<SocketAddr>,
     pub(crate) connections: tcp::ConnectionTable,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// INVITEs refused for overload, for their retransmissions.
+    pub(crate) refused: refused::RefusedInvites,
     next_conn_id: AtomicU64,
 }
 
@@ -270,6 +279,7 @@ impl Transports {
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            refused: refused::RefusedInvites::new(config.refused_invite_memory),
             config,
             metrics: TransportMetrics::default(),
             inbound: inbound_tx,
@@ -586,6 +596,82 @@ mod tests {
         assert!(r.headers.get(&crate::sip::HeaderName::RetryAfter).is_some());
         assert_eq!(t.metrics().overload_rejected.load(Ordering::Relaxed), 1);
         assert_eq!(*refused.0.lock().unwrap(), vec![("q2".to_owned(), 503)]);
+    }
+
+    fn invite(via: &str, call_id: &str) -> String {
+        format!(
+            "INVITE sip:+74951234567@127.0.0.1 SIP/2.0\r\nVia: {via};branch=z9hG4bK{call_id}\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:+74951234567@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The next response `client` receives (fails after 5 s of silence).
+    async fn next_response(client: &UdpSocket) -> Response {
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("no response within 5 s")
+            .unwrap();
+        match parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retransmitted_refused_invite_is_refused_again_and_reported_once() {
+        let refused = Arc::new(Refused::default());
+        let config = TransportConfig {
+            inbound_queue: 1,
+            refusals: Some(refused.clone()),
+            ..TransportConfig::default()
+        };
+        let (t, mut rx) = bind(&["udp:127.0.0.1:0"], config).await;
+        let server = addr_of(&t, Protocol::Udp);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
+        let send = |text: String| {
+            let client = &client;
+            async move { client.send_to(text.as_bytes(), server).await.unwrap() }
+        };
+        // The first INVITE fills the queue, the second is refused.
+        send(invite(&via, "fill")).await;
+        send(invite(&via, "r1")).await;
+        let first = next_response(&client).await;
+        assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(first.call_id().unwrap().to_string(), "r1");
+        // Its retransmission (the 503 was lost) gets the same 503 ...
+        send(invite(&via, "r1")).await;
+        let again = next_response(&client).await;
+        assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(again.call_id().unwrap().to_string(), "r1");
+        let tag = |r: &Response| r.to().unwrap().tag().map(str::to_owned);
+        assert!(tag(&first).is_some());
+        assert_eq!(tag(&again), tag(&first), "RFC 3261 §8.2.7: same To tag");
+        // ... and so does a later one when the queue has room again: the
+        // caller may hold our 503, the INVITE must not become a call now.
+        let Message::Request(filled) = rx.recv().await.unwrap().message else {
+            panic!("not a request")
+        };
+        assert_eq!(filled.call_id().unwrap().to_string(), "fill");
+        send(invite(&via, "r1")).await;
+        assert_eq!(
+            next_response(&client).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(rx.try_recv().is_err(), "the retransmission went up");
+        // A new INVITE is not affected.
+        send(invite(&via, "r2")).await;
+        let Message::Request(fresh) = rx.recv().await.unwrap().message else {
+            panic!("not a request")
+        };
+        assert_eq!(fresh.call_id().unwrap().to_string(), "r2");
+        // One report (one CDR line) for the refused INVITE.
+        assert_eq!(*refused.0.lock().unwrap(), vec![("r1".to_owned(), 503)]);
+        let m = t.metrics();
+        assert_eq!(m.overload_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(m.overload_rejected_again.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]

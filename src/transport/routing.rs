@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
 
+use super::refused::RefusalKey;
 use super::{Destination, Inbound, Protocol, ResponsePort, Shared, Source, TransportError};
 use crate::sip::{
     ByteStr, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, StatusCode,
@@ -352,9 +354,22 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
 
 /// Hands a parsed message to the layer above; answers a request 503 when
 /// the inbound queue is full (returns that answer for the caller to send).
+/// An INVITE refused so is remembered: its retransmissions get the same 503
+/// whether or not the queue has room again, and are not reported to the
+/// refusal observer a second time (see [`super::refused`]).
 pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> Option<Response> {
     if let Message::Request(req) = &mut message {
         stamp_top_via(req, &source, shared.config.response_port);
+        if req.method == Method::Invite && !shared.refused.is_empty() {
+            let key = shared.refused.key(req);
+            if shared.refused.contains(key, Instant::now()) {
+                shared
+                    .metrics
+                    .overload_rejected_again
+                    .fetch_add(1, Ordering::Relaxed);
+                return Some(overload_response(shared, req, key));
+            }
+        }
     }
     match shared.inbound.try_send(Inbound { message, source }) {
         Ok(()) => {
@@ -371,16 +386,14 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
                     .metrics
                     .overload_rejected
                     .fetch_add(1, Ordering::Relaxed);
+                let key = shared.refused.key(&req);
+                if req.method == Method::Invite {
+                    shared.refused.insert(key, Instant::now());
+                }
                 if let Some(refusals) = &shared.config.refusals {
                     refusals.refused(&req, StatusCode::SERVICE_UNAVAILABLE);
                 }
-                let mut resp = Response::for_request(&req, StatusCode::SERVICE_UNAVAILABLE);
-                resp.set_to_tag(&new_tag());
-                resp.headers.push(
-                    HeaderName::RetryAfter,
-                    Bytes::from(shared.config.overload_retry_after.to_string()),
-                );
-                Some(resp)
+                Some(overload_response(shared, &req, key))
             }
             _ => {
                 shared
@@ -391,6 +404,18 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
             }
         },
     }
+}
+
+/// The 503 with Retry-After refusing `req` (whose key is `key`) for
+/// overload; the same for each retransmission of `req` (RFC 3261 §8.2.7).
+fn overload_response(shared: &Shared, req: &Request, key: RefusalKey) -> Response {
+    let mut resp = Response::for_request(req, StatusCode::SERVICE_UNAVAILABLE);
+    resp.set_to_tag(&shared.refused.to_tag(key));
+    resp.headers.push(
+        HeaderName::RetryAfter,
+        Bytes::from(shared.config.overload_retry_after.to_string()),
+    );
+    resp
 }
 
 #[cfg(test)]
