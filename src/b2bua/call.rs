@@ -67,13 +67,22 @@ pub enum Action {
         /// The request (with our Via).
         request: Request,
     },
-    /// Send a message on `leg` straight to the transport, outside any
-    /// transaction: the ACK of a 2xx and the retransmissions of our 2xx.
-    Transmit {
+    /// Send our 2xx on `leg` again (its INVITE server transaction passes
+    /// the TU's 2xx retransmissions, RFC 6026).
+    Retransmit {
         /// Leg to send on.
         leg: Leg,
-        /// The ACK or the 2xx.
-        message: crate::sip::Message,
+        /// The 2xx.
+        response: Response,
+    },
+    /// Send an ACK of a 2xx on `leg` straight to the transport, outside any
+    /// transaction (RFC 3261 §13.2.2.4): written once, kept as bytes for
+    /// the 2xx retransmissions that ask for it again.
+    Ack {
+        /// Leg to send on.
+        leg: Leg,
+        /// The ACK on the wire.
+        bytes: Bytes,
     },
 }
 
@@ -227,7 +236,7 @@ struct ReinviteAck {
 struct SentAck {
     leg: Leg,
     seq: u32,
-    ack: Box<Request>,
+    ack: Bytes,
     keep_until: Instant,
 }
 
@@ -262,7 +271,7 @@ pub struct Call {
     ok: Option<Box<Response>>,
     retx_interval: Duration,
     /// The ACK we sent for the callee's 2xx, sent again on its retransmissions.
-    ack_sent: Option<Box<Request>>,
+    ack_sent: Option<Bytes>,
     /// When `ack_sent` may be forgotten: the callee retransmits its 2xx for
     /// 64*T1 at most.
     ack_keep_deadline: Option<Instant>,
@@ -656,11 +665,12 @@ impl Call {
                 ack.body = a.body.clone();
             }
         }
-        out.push(Action::Transmit {
+        let bytes = ack.to_bytes();
+        out.push(Action::Ack {
             leg: Leg::Outbound,
-            message: crate::sip::Message::Request(ack.clone()),
+            bytes: bytes.clone(),
         });
-        self.ack_sent = Some(Box::new(ack));
+        self.ack_sent = Some(bytes);
         self.ack_keep_deadline = Some(now + 64 * self.settings_t1);
         self.callee = CalleeState::Confirmed;
     }
@@ -683,14 +693,15 @@ impl Call {
             }
             ack.body = a.body.clone();
         }
-        out.push(Action::Transmit {
+        let bytes = ack.to_bytes();
+        out.push(Action::Ack {
             leg: to,
-            message: crate::sip::Message::Request(ack.clone()),
+            bytes: bytes.clone(),
         });
         self.reinvite_ack_sent = Some(SentAck {
             leg: to,
             seq: ra.to_seq,
-            ack: Box::new(ack),
+            ack: bytes,
             keep_until: now + 64 * self.settings_t1,
         });
     }
@@ -1128,9 +1139,9 @@ impl Call {
             CalleeState::Confirmed => {
                 // A retransmitted 2xx: our ACK got lost.
                 if let Some(ack) = &self.ack_sent {
-                    out.push(Action::Transmit {
+                    out.push(Action::Ack {
                         leg: Leg::Outbound,
-                        message: crate::sip::Message::Request((**ack).clone()),
+                        bytes: ack.clone(),
                     });
                 }
                 return;
@@ -1244,9 +1255,9 @@ impl Call {
             .as_ref()
             .filter(|s| s.leg == leg && s.seq == seq)
         {
-            out.push(Action::Transmit {
+            out.push(Action::Ack {
                 leg,
-                message: crate::sip::Message::Request((*sent.ack).clone()),
+                bytes: sent.ack.clone(),
             });
         }
     }
@@ -1303,9 +1314,9 @@ impl Call {
         if self.retx_deadline.is_some_and(|d| d <= now) {
             self.retx_deadline = None;
             if let (CallerState::Answered, Some(ok)) = (self.caller, &self.ok) {
-                out.push(Action::Transmit {
+                out.push(Action::Retransmit {
                     leg: Leg::Inbound,
-                    message: crate::sip::Message::Response((**ok).clone()),
+                    response: (**ok).clone(),
                 });
                 self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
                 self.retx_deadline = Some(now + self.retx_interval);
@@ -1367,9 +1378,9 @@ impl Call {
         }
         if ra.retx_deadline.is_some_and(|d| d <= now) {
             if let Some(ok) = &ra.ok {
-                out.push(Action::Transmit {
+                out.push(Action::Retransmit {
                     leg: ra.from,
-                    message: crate::sip::Message::Response((**ok).clone()),
+                    response: (**ok).clone(),
                 });
             }
             ra.retx_interval = (ra.retx_interval * 2).min(t2);

@@ -161,13 +161,17 @@ struct Inner {
     admission: Admission,
     calls: CallTable,
     legs: DashMap<LegKey, u64>,
-    /// Via/Contact addressing per (local socket, protocol).
-    leg_transports: DashMap<(SocketAddr, Protocol), Arc<LegTransport>>,
+    /// Via/Contact addressing per (local socket, protocol): one entry per
+    /// socket we send from, so a short list beats hashing the address.
+    leg_transports: Mutex<Vec<LegTransportEntry>>,
     next_id: AtomicU64,
     client_events: mpsc::Sender<ClientEvent>,
     timers: Mutex<BTreeSet<(Instant, u64)>>,
     timer_wake: Notify,
 }
+
+/// A local socket and protocol, and our addressing on it.
+type LegTransportEntry = ((SocketAddr, Protocol), Arc<LegTransport>);
 
 /// Hasher of the call table. Call numbers are ours (sequential, chosen by
 /// no one outside), so one multiplication spreads them well (all low bits
@@ -219,7 +223,7 @@ impl B2bua {
             admission,
             calls: CallTable::default(),
             legs: DashMap::new(),
-            leg_transports: DashMap::new(),
+            leg_transports: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             client_events,
             timers: Mutex::new(BTreeSet::new()),
@@ -433,13 +437,16 @@ impl Inner {
         protocol: Protocol,
         fallback: Option<IpAddr>,
     ) -> Arc<LegTransport> {
-        if let Some(tp) = self.leg_transports.get(&(local, protocol)) {
-            return Arc::clone(tp.value());
+        let mut known = self
+            .leg_transports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, tp)) = known.iter().find(|(k, _)| *k == (local, protocol)) {
+            return Arc::clone(tp);
         }
         let (host, port) = host_port(local, self.config.advertised_host.as_deref(), fallback);
         let tp = Arc::new(LegTransport::new(&host, port, protocol_name(protocol)));
-        self.leg_transports
-            .insert((local, protocol), Arc::clone(&tp));
+        known.push(((local, protocol), Arc::clone(&tp)));
         tp
     }
 
@@ -1001,26 +1008,24 @@ fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
                 };
                 effects.push(Effect::Request(leg, request, dest));
             }
-            Action::Transmit { leg, message } => {
-                match message {
-                    // Our 2xx again: through the INVITE server transaction
-                    // (Accepted passes 2xx retransmissions of the TU).
-                    Message::Response(response) => {
-                        let Ok(cseq) = response.cseq() else { continue };
-                        if let Some(s) = st.servers.iter().find(|s| {
-                            s.leg == leg && s.seq == cseq.seq && s.method == Method::Invite
-                        }) {
-                            effects.push(Effect::Respond(s.tx.clone(), response));
-                        }
-                    }
-                    Message::Request(ack) => {
-                        let dest = match leg {
-                            Leg::Inbound => st.meta.inbound_dest,
-                            Leg::Outbound => st.meta.outbound_dest,
-                        };
-                        effects.push(Effect::Send(Message::Request(ack).to_bytes(), dest));
-                    }
+            // Our 2xx again: through the INVITE server transaction
+            // (Accepted passes 2xx retransmissions of the TU).
+            Action::Retransmit { leg, response } => {
+                let Ok(cseq) = response.cseq() else { continue };
+                if let Some(s) = st
+                    .servers
+                    .iter()
+                    .find(|s| s.leg == leg && s.seq == cseq.seq && s.method == Method::Invite)
+                {
+                    effects.push(Effect::Respond(s.tx.clone(), response));
                 }
+            }
+            Action::Ack { leg, bytes } => {
+                let dest = match leg {
+                    Leg::Inbound => st.meta.inbound_dest,
+                    Leg::Outbound => st.meta.outbound_dest,
+                };
+                effects.push(Effect::Send(bytes, dest));
             }
         }
     }
@@ -1049,6 +1054,11 @@ fn contact_destination(response: &Response) -> Option<Destination> {
 
 async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<ClientEvent>) {
     while let Some(ev) = events.recv().await {
+        // Every client transaction ends with one; the call has its own
+        // timers, so there is nothing to look up for it.
+        if matches!(ev.event, ClientEventKind::Terminated) {
+            continue;
+        }
         let Some(inner) = inner.upgrade() else { return };
         let Some((id, leg, seq)) = ids::parse_branch(ev.key.branch()) else {
             continue;

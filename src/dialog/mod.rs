@@ -177,15 +177,20 @@ impl Dialog {
         let new_tag = if same_to {
             None
         } else {
-            let to = response.to()?;
-            let Some(tag) = to.tag() else {
+            // Only the tag is needed: read without parsing To's URI.
+            let to = raw_to.ok_or(HeaderError::Missing(HeaderName::To))?;
+            let tag = NameAddr::tag_of(to).ok_or(HeaderError::Invalid {
+                name: HeaderName::To,
+                reason: "not a single address with well-formed parameters",
+            })?;
+            let Some(tag) = tag else {
                 if status.is_success() {
                     return Err(DialogError::MissingTag("To"));
                 }
                 return Ok(());
             };
-            (self.state == DialogState::Initial || self.remote_tag.as_str() != tag)
-                .then(|| ByteStr::from(tag.to_owned()))
+            (self.state == DialogState::Initial || self.remote_tag != tag)
+                .then(|| ByteStr::from(tag.as_str().to_owned()))
         };
         if new_tag.is_some() || status.is_success() {
             if let Some(tag) = new_tag {

@@ -84,10 +84,15 @@ impl Borrow<str> for ByteStr {
     }
 }
 
-// Hash like `str` so that `Borrow<str>` lookups work in maps.
+// Hash like `str` so that `Borrow<str>` lookups work in maps: `str`
+// hashes through `Hasher::write_str`, whose default (which hashers cannot
+// override on stable Rust) is exactly these two calls. Written out, the
+// bytes need no UTF-8 check (the transaction tables hash keys of every
+// message).
 impl Hash for ByteStr {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        state.write(&self.0);
+        state.write_u8(0xff);
     }
 }
 
@@ -135,7 +140,27 @@ impl fmt::Debug for ByteStr {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::BuildHasher;
+
     use super::*;
+
+    fn same_hash(b: &impl BuildHasher) {
+        for text in ["", "z9hG4bK776asdhds", "\u{e4}\u{20ac}", "a\u{0}b"] {
+            let s = ByteStr::from(text.to_owned());
+            assert_eq!(b.hash_one(&s), b.hash_one(text), "{text:?}");
+            assert_eq!(b.hash_one((&s, 7u8)), b.hash_one((text, 7u8)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn hashes_as_str_does() {
+        same_hash(&std::collections::hash_map::RandomState::new());
+        same_hash(&foldhash::fast::RandomState::default());
+        same_hash(&foldhash::quality::RandomState::default());
+        let mut map = std::collections::HashMap::new();
+        map.insert(ByteStr::from("branch-1".to_owned()), 1);
+        assert_eq!(map.get("branch-1"), Some(&1));
+    }
 
     #[test]
     fn rejects_invalid_utf8_and_compares_case_insensitively() {

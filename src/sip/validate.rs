@@ -84,6 +84,16 @@ fn header_rejection(e: HeaderError) -> Rejection {
 /// Request-URI headers, Date, REGISTER address-of-record, then the
 /// Request-URI scheme (416).
 pub fn validate_request(req: &Request) -> Result<(), Rejection> {
+    check_request(req).map(|_| ())
+}
+
+/// What [`validate_request`] parsed that the policy checks read again.
+struct Checked {
+    require: Vec<super::bytestr::ByteStr>,
+    content_type: Option<super::values::MediaType>,
+}
+
+fn check_request(req: &Request) -> Result<Checked, Rejection> {
     if !req.version.is_sip_2_0() {
         return Err(Rejection::new(
             StatusCode::VERSION_NOT_SUPPORTED,
@@ -100,8 +110,8 @@ pub fn validate_request(req: &Request) -> Result<(), Rejection> {
     let cseq = req.cseq().map_err(header_rejection)?;
     req.max_forwards().map_err(header_rejection)?;
     req.contacts().map_err(header_rejection)?;
-    req.content_type().map_err(header_rejection)?;
-    req.require().map_err(header_rejection)?;
+    let content_type = req.content_type().map_err(header_rejection)?;
+    let require = req.require().map_err(header_rejection)?;
     req.proxy_require().map_err(header_rejection)?;
     req.expires().map_err(header_rejection)?;
     req.route().map_err(header_rejection)?;
@@ -138,18 +148,20 @@ pub fn validate_request(req: &Request) -> Result<(), Rejection> {
             "Unsupported URI Scheme",
         ));
     }
-    Ok(())
+    Ok(Checked {
+        require,
+        content_type,
+    })
 }
 
 /// [`validate_request`] plus the policy checks of §8.2.2.3 (420 with an
 /// Unsupported header), §8.2.3 (415 with an Accept header) and RFC 3261
 /// §21.4.7 (406). ACK and CANCEL never get 420 (§8.2.2.3).
 pub fn validate_request_with(req: &Request, policy: &Policy<'_>) -> Result<(), Rejection> {
-    validate_request(req)?;
+    let checked = check_request(req)?;
     if !matches!(req.method, Method::Ack | Method::Cancel) {
-        let unknown: Vec<String> = req
-            .require()
-            .map_err(header_rejection)?
+        let unknown: Vec<String> = checked
+            .require
             .iter()
             .filter(|t| !policy.supported.iter().any(|s| t.eq_ignore_ascii_case(s)))
             .map(|t| t.to_string())
@@ -163,7 +175,7 @@ pub fn validate_request_with(req: &Request, policy: &Policy<'_>) -> Result<(), R
     }
     if let Some(accept) = policy.accept {
         if !req.body.is_empty() {
-            let ok = match req.content_type().map_err(header_rejection)? {
+            let ok = match checked.content_type {
                 Some(ct) => accept.iter().any(|a| ct.matches(a)),
                 // §7.4.1: a non-empty body must say its type.
                 None => false,

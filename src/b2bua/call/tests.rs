@@ -28,7 +28,11 @@ Content-Length: 10\r\n\
 v=0\r\no=x\r\n";
 
 fn parse(text: &str) -> Message {
-    parse_datagram(Bytes::copy_from_slice(text.as_bytes()), &Limits::default()).unwrap()
+    parse_bytes(&Bytes::copy_from_slice(text.as_bytes()))
+}
+
+fn parse_bytes(bytes: &Bytes) -> Message {
+    parse_datagram(bytes.clone(), &Limits::default()).unwrap()
 }
 
 fn request(text: &str) -> Request {
@@ -229,7 +233,10 @@ fn transmitted(actions: &[Action], leg: Leg) -> Vec<Message> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Transmit { leg: l, message } if *l == leg => Some(message.clone()),
+            Action::Retransmit { leg: l, response } if *l == leg => {
+                Some(Message::Response(response.clone()))
+            }
+            Action::Ack { leg: l, bytes } if *l == leg => Some(parse_bytes(bytes)),
             _ => None,
         })
         .collect()
