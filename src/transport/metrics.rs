@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct TransportMetrics {
     /// UDP datagrams received (any content).
     pub udp_datagrams_received: AtomicU64,
+    /// `recvmmsg` calls that returned UDP datagrams (see
+    /// `udp_datagrams_received` for how many they carried).
+    pub udp_recv_batches: AtomicU64,
     /// SIP messages framed on TCP connections.
     pub tcp_messages_received: AtomicU64,
     /// Messages parsed and handed to the layer above.
@@ -61,6 +64,7 @@ impl TransportMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
             ("udp_datagrams_received", get(&self.udp_datagrams_received)),
+            ("udp_recv_batches", get(&self.udp_recv_batches)),
             ("tcp_messages_received", get(&self.tcp_messages_received)),
             ("messages_delivered", get(&self.messages_delivered)),
             ("malformed_answered", get(&self.malformed_answered)),

@@ -3,12 +3,14 @@
 //! socket that writes the datagrams queued during a turn of the runtime
 //! with one `sendmmsg` call.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
@@ -149,9 +151,6 @@ fn sendmmsg(socket: &UdpSocket, chunk: &[(Bytes, SocketAddr)]) -> std::io::Resul
     rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(std::io::Error::from)
 }
 
-/// Datagrams read in one go before the loop yields to other tasks.
-const RECV_BATCH: usize = 32;
-
 /// Kernel receive buffer we ask for, so bursts survive while the loop is
 /// busy or descheduled: at 10,000 calls/s about 70,000 datagrams/s arrive,
 /// and a 100 ms stall (one SCHED_RR time slice of another process) needs
@@ -189,80 +188,196 @@ fn set_recv_buffer(socket: &Socket, bytes: usize) {
     }
 }
 
+/// Datagrams read with one `recvmmsg(2)`; after a full batch the receive
+/// loop yields to other tasks before it reads more.
+const RECV_BATCH: usize = 32;
+
+/// One datagram that [`RecvSlots::recv`] placed in a slot.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    /// Which slot holds it.
+    slot: usize,
+    /// Octets placed in the slot (the slot's size when `truncated`).
+    len: usize,
+    /// Who sent it.
+    peer: SocketAddr,
+    /// The datagram did not fit the slot and was cut (`MSG_TRUNC`).
+    truncated: bool,
+}
+
+/// The receive buffer of one UDP socket: [`RECV_BATCH`] slots of `slot`
+/// octets, filled by one `recvmmsg(2)` per batch.
+struct RecvSlots {
+    buf: Vec<u8>,
+    slot: usize,
+    got: Vec<Received>,
+}
+
+impl RecvSlots {
+    /// [`RECV_BATCH`] slots of `slot` octets (at least one).
+    fn new(slot: usize) -> Self {
+        let slot = slot.max(1);
+        RecvSlots {
+            buf: vec![0; slot.saturating_mul(RECV_BATCH)],
+            slot,
+            got: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// What the last [`RecvSlots::recv`] received, in arrival order.
+    fn received(&self) -> &[Received] {
+        &self.got
+    }
+
+    /// The octets of `r` (at most the slot's size).
+    fn data(&self, r: &Received) -> &[u8] {
+        let start = r.slot * self.slot;
+        &self.buf[start..start + r.len.min(self.slot)]
+    }
+
+    /// One non-blocking `recvmmsg(2)`: replaces what the slots held with up
+    /// to [`RECV_BATCH`] datagrams the socket had queued, in arrival order.
+    /// `WouldBlock` when none was queued.
+    fn recv(&mut self, socket: &impl AsRawFd) -> std::io::Result<()> {
+        self.got.clear();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .buf
+            .chunks_mut(self.slot)
+            .map(|slot| [IoSliceMut::new(slot)])
+            .collect();
+        // Fresh headers for each call: the kernel overwrites each header's
+        // address length with what it wrote, which nix does not reset for
+        // reuse; and headers are not `Send`, so the receive loop could not
+        // keep them across an await.
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        for (slot, msg) in results.enumerate() {
+            // A UDP socket's sources are IP addresses; anything else
+            // could not be answered.
+            let Some(peer) = msg.address.as_ref().and_then(ip_source) else {
+                continue;
+            };
+            self.got.push(Received {
+                slot,
+                len: msg.bytes,
+                peer,
+                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The IPv4 or IPv6 address in `addr`.
+fn ip_source(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::from(*v4));
+    }
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
+}
+
 /// Receives datagrams until shutdown. Each datagram is at most
 /// `max_message_size` bytes: a larger one is counted as oversize and
 /// answered 513 when its headers can be read, else dropped.
 ///
-/// Each datagram is copied out of the receive buffer into its own
-/// allocation of its exact size, and parsed zero-copy from there: parsed
-/// values are slices that may live as long as a call, and a slice of a
-/// shared receive buffer would keep the whole buffer alive.
+/// One `recvmmsg(2)` reads up to [`RECV_BATCH`] datagrams into slots of
+/// `max_message_size + 1` octets (a datagram that fills a slot, or that
+/// the kernel marks `MSG_TRUNC`, is too large). Each datagram is then
+/// copied out of its slot into its own allocation of its exact size, and
+/// parsed zero-copy from there: parsed values are slices that may live as
+/// long as a call, and a slice of a shared receive buffer would keep the
+/// whole buffer alive.
 ///
-/// The loop reads what the socket holds without waiting (up to
-/// [`RECV_BATCH`] datagrams), and waits for readiness only when it is
-/// empty; after a full batch it yields, so the layers above can work off
-/// what it handed them before it reads more.
+/// The loop waits for readiness only once the socket is drained: a batch
+/// that came back short of [`RECV_BATCH`] means the kernel had no more
+/// queued, so the readiness is cleared then and there (a datagram that
+/// arrives meanwhile raises a new edge) instead of by one more system call
+/// that finds nothing. After a full batch the loop yields, so the layers
+/// above can work off what it handed them before it reads more.
 pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
     let max = shared.config.limits.max_message_size;
     let mut shutdown = shared.shutdown.clone();
-    // One octet more than the limit: a datagram that fills it is too large.
-    let mut buf = vec![0u8; max.saturating_add(1)];
-    let mut batch = 0;
+    // One octet more than the limit: a datagram that fills a slot is too large.
+    let mut slots = RecvSlots::new(max.saturating_add(1));
     loop {
-        if batch >= RECV_BATCH {
-            batch = 0;
+        let read = sock.try_io(Interest::READABLE, || {
+            slots.recv(&*sock)?;
+            if slots.received().len() < RECV_BATCH {
+                // Drained: let tokio clear the readiness.
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        let drained = match read {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they say nothing about the next datagram.
+                tracing::debug!(%local, error = %e, "udp receive error");
+                false
+            }
+        };
+        if !slots.received().is_empty() {
+            shared
+                .metrics
+                .udp_recv_batches
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        for r in slots.received() {
+            on_received(&slots, r, local, &shared).await;
+        }
+        if drained {
+            tokio::select! {
+                r = sock.readable() => {
+                    if let Err(e) = r {
+                        tracing::warn!(%local, error = %e, "udp socket failed");
+                        break;
+                    }
+                }
+                _ = shutdown.wait_for(|down| *down) => break,
+            }
+        } else {
             tokio::task::yield_now().await;
             if *shutdown.borrow() {
                 break;
             }
         }
-        let received = match sock.try_recv_from(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                batch = 0;
-                tokio::select! {
-                    r = sock.readable() => {
-                        if let Err(e) = r {
-                            tracing::warn!(%local, error = %e, "udp socket failed");
-                            break;
-                        }
-                        continue;
-                    }
-                    _ = shutdown.wait_for(|down| *down) => break,
-                }
-            }
-            r => r,
-        };
-        batch += 1;
-        let (len, peer) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some
-                // systems; they say nothing about the next datagram.
-                tracing::debug!(%local, error = %e, "udp receive error");
-                continue;
-            }
-        };
-        let datagram = Bytes::copy_from_slice(&buf[..len.min(max)]);
-        shared
-            .metrics
-            .udp_datagrams_received
-            .fetch_add(1, Ordering::Relaxed);
-        let source = Source {
-            protocol: Protocol::Udp,
-            peer,
-            local,
-            conn: None,
-        };
-        let reply = if len > max {
-            shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
-            oversize_reply(datagram, &shared)
-        } else {
-            on_datagram(datagram, source, &shared)
-        };
-        if let Some(reply) = reply {
-            let _ = super::routing::send_response_bytes(&shared, reply.to_bytes(), &reply, &source)
-                .await;
-        }
+    }
+}
+
+/// Handles one received datagram: copied out of its slot, parsed and
+/// handed on, or answered (400, 503, 513) statelessly.
+async fn on_received(slots: &RecvSlots, r: &Received, local: SocketAddr, shared: &Arc<Shared>) {
+    let max = shared.config.limits.max_message_size;
+    let data = slots.data(r);
+    let datagram = Bytes::copy_from_slice(&data[..data.len().min(max)]);
+    shared
+        .metrics
+        .udp_datagrams_received
+        .fetch_add(1, Ordering::Relaxed);
+    let source = Source {
+        protocol: Protocol::Udp,
+        peer: r.peer,
+        local,
+        conn: None,
+    };
+    let reply = if r.truncated || r.len > max {
+        shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
+        oversize_reply(datagram, shared)
+    } else {
+        on_datagram(datagram, source, shared)
+    };
+    if let Some(reply) = reply {
+        let _ =
+            super::routing::send_response_bytes(shared, reply.to_bytes(), &reply, &source).await;
     }
 }
 
@@ -318,7 +433,222 @@ fn oversize_reply(head: bytes::Bytes, shared: &Shared) -> Option<Response> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::sip::Limits;
+    use crate::transport::{Inbound, ListenAddr, TransportConfig, Transports};
+
+    fn options(call_id: &str) -> String {
+        format!(
+            "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP client.example.com;branch=z9hG4bK{call_id}\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// Binds `addr` for sending with the standard library, or `None` when
+    /// the box has no such address (IPv6 off).
+    fn std_socket(addr: &str) -> Option<std::net::UdpSocket> {
+        std::net::UdpSocket::bind(addr).ok()
+    }
+
+    async fn transports(
+        listen: &str,
+        config: TransportConfig,
+    ) -> (Transports, mpsc::Receiver<Inbound>) {
+        let listen: ListenAddr = listen.parse().unwrap();
+        Transports::bind(&[listen], config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_recvmmsg_reads_datagrams_of_several_sources_in_order() {
+        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = sock.local_addr().unwrap();
+        let clients: Vec<_> = (0..3).map(|_| std_socket("127.0.0.1:0").unwrap()).collect();
+        // Loopback queues a datagram at the receiver before send_to returns.
+        for i in 0..10 {
+            for (c, client) in clients.iter().enumerate() {
+                client
+                    .send_to(format!("c{c} d{i}").as_bytes(), server)
+                    .unwrap();
+            }
+        }
+        let mut slots = RecvSlots::new(100);
+        slots.recv(&sock).unwrap();
+        let got: Vec<(SocketAddr, String)> = slots
+            .received()
+            .iter()
+            .map(|r| (r.peer, String::from_utf8(slots.data(r).to_vec()).unwrap()))
+            .collect();
+        assert_eq!(got.len(), 30);
+        for (n, (peer, text)) in got.iter().enumerate() {
+            let (i, c) = (n / 3, n % 3);
+            assert_eq!(*peer, clients[c].local_addr().unwrap());
+            assert_eq!(*text, format!("c{c} d{i}"));
+        }
+        assert!(slots.received().iter().all(|r| !r.truncated));
+        // The socket is drained.
+        let err = slots.recv(&sock).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(slots.received().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_recv_batch_datagrams() {
+        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = std_socket("127.0.0.1:0").unwrap();
+        let total = RECV_BATCH + 5;
+        for i in 0..total {
+            client
+                .send_to(format!("{i}").as_bytes(), sock.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut slots = RecvSlots::new(16);
+        slots.recv(&sock).unwrap();
+        assert_eq!(slots.received().len(), RECV_BATCH);
+        slots.recv(&sock).unwrap();
+        let rest: Vec<_> = slots
+            .received()
+            .iter()
+            .map(|r| slots.data(r).to_vec())
+            .collect();
+        let want: Vec<_> = (RECV_BATCH..total)
+            .map(|i| i.to_string().into_bytes())
+            .collect();
+        assert_eq!(rest, want);
+    }
+
+    #[tokio::test]
+    async fn ipv6_sources_are_kept_across_batches() {
+        let Some(client) = std_socket("[::1]:0") else {
+            eprintln!("no IPv6 loopback: skipped");
+            return;
+        };
+        let sock = bind("[::1]:0".parse().unwrap()).unwrap();
+        let mut slots = RecvSlots::new(64);
+        for round in 0..3 {
+            for i in 0..4 {
+                client
+                    .send_to(
+                        format!("r{round} {i}").as_bytes(),
+                        sock.local_addr().unwrap(),
+                    )
+                    .unwrap();
+            }
+            slots.recv(&sock).unwrap();
+            assert_eq!(slots.received().len(), 4);
+            for (i, r) in slots.received().iter().enumerate() {
+                assert_eq!(r.peer, client.local_addr().unwrap());
+                assert!(r.peer.is_ipv6());
+                assert_eq!(slots.data(r), format!("r{round} {i}").as_bytes());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_datagram_larger_than_its_slot_is_marked_truncated() {
+        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = std_socket("127.0.0.1:0").unwrap();
+        let server = sock.local_addr().unwrap();
+        client.send_to(b"small", server).unwrap();
+        client.send_to(&[b'x'; 300], server).unwrap();
+        client.send_to(&[b'y'; 10], server).unwrap();
+        let mut slots = RecvSlots::new(10);
+        slots.recv(&sock).unwrap();
+        let got: Vec<(usize, bool)> = slots
+            .received()
+            .iter()
+            .map(|r| (r.len, r.truncated))
+            .collect();
+        assert_eq!(got, [(5, false), (10, true), (10, false)]);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_datagram_is_counted_and_dropped_and_its_batch_goes_on() {
+        let config = TransportConfig {
+            limits: Limits {
+                max_message_size: 600,
+                ..Limits::default()
+            },
+            ..TransportConfig::default()
+        };
+        let (t, mut rx) = transports("udp:127.0.0.1:0", config).await;
+        let server = t.local_addrs()[0].addr;
+        let client = std_socket("127.0.0.1:0").unwrap();
+        // Before the receive loop runs: all three land in one batch. The
+        // middle one is 601 octets of no SIP at all: nothing to answer.
+        client
+            .send_to(options("before").as_bytes(), server)
+            .unwrap();
+        client.send_to(&[b'z'; 601], server).unwrap();
+        client.send_to(options("after").as_bytes(), server).unwrap();
+        for want in ["before", "after"] {
+            let inbound = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let crate::sip::Message::Request(req) = inbound.message else {
+                panic!("not a request")
+            };
+            assert_eq!(req.call_id().unwrap().to_string(), want);
+        }
+        let m = t.metrics();
+        assert_eq!(m.oversize.load(Ordering::Relaxed), 1);
+        assert_eq!(m.udp_datagrams_received.load(Ordering::Relaxed), 3);
+        assert_eq!(m.messages_delivered.load(Ordering::Relaxed), 2);
+        assert_eq!(m.udp_recv_batches.load(Ordering::Relaxed), 1);
+        assert_eq!(m.sent.load(Ordering::Relaxed), 0, "nothing answered");
+        t.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_5000_datagrams_arrives_whole_in_batches() {
+        const BURST: usize = 5000;
+        let config = TransportConfig {
+            inbound_queue: BURST,
+            ..TransportConfig::default()
+        };
+        let (t, mut rx) = transports("udp:127.0.0.1:0", config).await;
+        let server = t.local_addrs()[0].addr;
+        let clients: Vec<_> = (0..4).map(|_| std_socket("127.0.0.1:0").unwrap()).collect();
+        // Sent without yielding: all of it is queued in the socket before
+        // the receive loop reads.
+        for i in 0..BURST {
+            clients[i % clients.len()]
+                .send_to(options(&format!("b{i}")).as_bytes(), server)
+                .unwrap();
+        }
+        let mut next = vec![0usize; clients.len()];
+        for _ in 0..BURST {
+            let inbound = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("datagram lost")
+                .unwrap();
+            let c = clients
+                .iter()
+                .position(|s| s.local_addr().unwrap() == inbound.source.peer)
+                .unwrap();
+            let crate::sip::Message::Request(req) = inbound.message else {
+                panic!("not a request")
+            };
+            // Each source's datagrams in the order sent.
+            let i = next[c] * clients.len() + c;
+            assert_eq!(req.call_id().unwrap().to_string(), format!("b{i}"));
+            next[c] += 1;
+        }
+        let m = t.metrics();
+        assert_eq!(
+            m.udp_datagrams_received.load(Ordering::Relaxed),
+            BURST as u64
+        );
+        assert_eq!(m.messages_delivered.load(Ordering::Relaxed), BURST as u64);
+        let batches = m.udp_recv_batches.load(Ordering::Relaxed) as usize;
+        assert_eq!(batches, BURST.div_ceil(RECV_BATCH), "{batches} batches");
+        t.shutdown().await;
+    }
 
     #[tokio::test]
     async fn receive_buffer_is_as_large_as_allowed() {
