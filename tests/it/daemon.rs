@@ -121,6 +121,11 @@ impl Daemon {
         daemon
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The first bound address of a protocol (`udp`/`tcp`) and family.
     pub fn addr(&self, proto: &str, ipv6: bool) -> SocketAddr {
         self.listening

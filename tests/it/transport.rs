@@ -279,3 +279,17 @@ fn a_full_stdout_does_not_stop_the_daemon() {
     assert_eq!(answer.expect("answer").status.as_u16(), 200);
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn the_daemon_runs_without_transparent_huge_pages() {
+    let daemon = Daemon::start(&["udp:127.0.0.1:0"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    // Linux reports the PR_SET_THP_DISABLE flag here (since 5.0).
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!(
+            "SKIPPED the_daemon_runs_without_transparent_huge_pages: no THP_enabled in /proc"
+        );
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
