@@ -127,6 +127,51 @@ pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
 /// Parses `host` at the start of `s`: `[IPv6]`, IPv4 or a host name.
 /// Returns the host and the rest.
 pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
+    // Most hosts on the wire (Via sent-by, Contact) are IPv4 addresses.
+    if let Some((ip, n)) = dotted_quad_prefix(s) {
+        return Ok((Host::Ipv4(ip), &s[n..]));
+    }
+    parse_host_general(src, s)
+}
+
+/// A dotted-quad IPv4 address (as [`parse_ipv4`] accepts it) that is the
+/// whole host at the start of `s`, i.e. not followed by another host
+/// character, read in one pass; its length. `None` for anything else,
+/// which [`parse_host_general`] then reads (or rejects).
+#[inline]
+fn dotted_quad_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, o) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(&c) = s.get(i) {
+            if !c.is_ascii_digit() || i - start == 3 {
+                break;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && s[start] == b'0') {
+            return None;
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    match s.get(i) {
+        Some(&c) if is_host(c) => None,
+        _ => Some((Ipv4Addr::from(octets), i)),
+    }
+}
+
+/// [`parse_host`] for every host form.
+fn parse_host_general<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
     if s.first() == Some(&b'[') {
         let end = find_byte(b']', s).ok_or(UriError::Host)?;
         let ip = parse_ipv6(&s[1..end]).ok_or(UriError::Host)?;
@@ -606,6 +651,44 @@ mod tests {
         fn ipv4_agrees_with_std(parts in proptest::collection::vec("[0-9]{0,4}", 1..6)) {
             let text = parts.join(".");
             proptest::prop_assert_eq!(parse_ipv4(text.as_bytes()), text.parse::<Ipv4Addr>().ok());
+        }
+
+        #[test]
+        fn ipv4_fast_path_agrees_with_the_general_parse(
+            parts in proptest::collection::vec("[0-9]{0,4}", 1..6),
+            tail in "[.:;a-z0-9>-]{0,3}",
+        ) {
+            let text = format!("{}{tail}", parts.join("."));
+            let src = Bytes::from(text);
+            let general = parse_host_general(&src, &src);
+            if let Some((ip, n)) = dotted_quad_prefix(&src) {
+                let (host, rest) = general.clone().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:?}")))?;
+                proptest::prop_assert_eq!(host, Host::Ipv4(ip));
+                proptest::prop_assert_eq!(rest, &src[n..]);
+            }
+            proptest::prop_assert_eq!(parse_host(&src, &src), general);
+        }
+    }
+
+    #[test]
+    fn ipv4_fast_path_takes_only_whole_hosts() {
+        let q = |s: &str| dotted_quad_prefix(s.as_bytes()).map(|(ip, n)| (ip.to_string(), n));
+        assert_eq!(q("127.0.0.1"), Some(("127.0.0.1".into(), 9)));
+        assert_eq!(q("192.0.2.10:5060;lr"), Some(("192.0.2.10".into(), 10)));
+        assert_eq!(q("10.0.0.255>"), Some(("10.0.0.255".into(), 10)));
+        for s in [
+            "1.2.3.4.example.com",
+            "1.2.3.4a",
+            "1.2.3.04",
+            "1.2.3.1234",
+            "1.2.3",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1..2.3",
+            "a.b.c.d",
+            "1.2.3.4-x",
+        ] {
+            assert_eq!(q(s), None, "{s}");
         }
     }
 
