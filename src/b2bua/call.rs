@@ -64,6 +64,8 @@ pub enum Action {
     Request {
         /// Leg to send on.
         leg: Leg,
+        /// Its CSeq number (a failure is reported with it).
+        seq: u32,
         /// The request (with our Via).
         request: Request,
     },
@@ -453,9 +455,15 @@ impl Call {
         };
         out.push(Action::Request {
             leg: Leg::Outbound,
+            seq: out_seq,
             request: req,
         });
         Ok(call)
+    }
+
+    /// CSeq number of the caller's INVITE.
+    pub fn invite_seq(&self) -> u32 {
+        self.invite_seq
     }
 
     /// Call-ID of the caller's dialog.
@@ -626,19 +634,19 @@ impl Call {
         self.transport(leg).via(&ids::branch_for(self.id, leg, seq))
     }
 
-    fn send(&mut self, leg: Leg, mut request: Request, out: &mut Vec<Action>) {
-        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+    /// Sends `request`, whose CSeq number is `seq`, on `leg` with our Via.
+    fn send(&mut self, leg: Leg, seq: u32, mut request: Request, out: &mut Vec<Action>) {
         request
             .headers
             .push_front(HeaderName::Via, self.via(leg, seq));
-        out.push(Action::Request { leg, request });
+        out.push(Action::Request { leg, seq, request });
     }
 
     fn bye(&mut self, leg: Leg, out: &mut Vec<Action>) {
         let request = self.dialog(leg).new_request(Method::Bye);
         let seq = self.dialog(leg).local_seq();
         self.byes.push((leg, seq));
-        self.send(leg, request, out);
+        self.send(leg, seq, request, out);
         match leg {
             Leg::Inbound => self.caller = CallerState::Done,
             Leg::Outbound => self.callee = CalleeState::Done,
@@ -740,6 +748,7 @@ impl Call {
             .push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
         out.push(Action::Request {
             leg: Leg::Outbound,
+            seq: self.out_invite_seq,
             request: cancel,
         });
         self.cancel = Cancel::Sent;
@@ -961,7 +970,7 @@ impl Call {
             request,
             to_seq,
         });
-        self.send(to, fwd, out);
+        self.send(to, to_seq, fwd, out);
     }
 
     /// A response to one of our client transactions on `leg`.
@@ -1115,6 +1124,7 @@ impl Call {
         self.out_invite = Some(Box::new(retry.clone()));
         out.push(Action::Request {
             leg: Leg::Outbound,
+            seq,
             request: retry,
         });
         true

@@ -134,7 +134,7 @@ enum Input {
 /// What to do once the call is unlocked.
 enum Effect {
     Respond(ServerTransaction, Response),
-    Request(Leg, Request, Destination),
+    Request(Leg, u32, Request, Destination),
     Send(Bytes, Destination),
 }
 
@@ -714,7 +714,6 @@ impl Inner {
             source,
             tx,
         } = sr;
-        let invite_seq = request.cseq().map(|c| c.seq).unwrap_or_default();
         let span = tracing::info_span!(
             "call",
             call_id = %request.call_id().unwrap_or_default(),
@@ -775,6 +774,7 @@ impl Inner {
             outbound_dest,
             span,
         };
+        let invite_seq = call.invite_seq();
         let state = State {
             call,
             servers: vec![OpenServer {
@@ -807,69 +807,73 @@ impl Inner {
     /// Runs `input` through the call, then carries out what it asked for,
     /// feeding send failures back in.
     async fn step(self: &Arc<Self>, entry: &Arc<Entry>, input: Input) {
+        let (effects, record) = self.run(entry, input);
         // Send failures come back as inputs, in order; usually there are
         // none (and then nothing is allocated).
-        let mut next = Some(input);
-        let mut failed = Vec::new();
-        while let Some(input) = next.take() {
-            let (effects, record) = {
-                let mut st = entry.lock();
-                let st = &mut *st;
-                let span = st.meta.span.clone();
-                let _enter = span.enter();
-                let now = Instant::now();
-                let mut actions = Vec::new();
-                match input {
-                    Input::Request(leg, request, tx) => {
-                        if let (Some(tx), Ok(cseq)) = (tx, request.cseq()) {
-                            st.servers.push(OpenServer {
-                                leg,
-                                seq: cseq.seq,
-                                method: request.method.clone(),
-                                tx,
-                            });
-                        }
-                        if request.method == Method::Ack {
-                            // The ACK ends the 2xx retransmissions of that INVITE.
-                            if let Ok(c) = request.cseq() {
-                                st.servers.retain(|s| {
-                                    !(s.leg == leg && s.seq == c.seq && s.method == Method::Invite)
-                                });
-                            }
-                        }
-                        st.call.on_request(leg, request, now, &mut actions);
-                    }
-                    Input::Response(leg, response) => {
-                        st.call.on_response(leg, response, now, &mut actions)
-                    }
-                    Input::Failed(leg, method, seq) => {
-                        st.call
-                            .on_request_failed(leg, &method, seq, now, &mut actions)
-                    }
-                    Input::Timeout => st.call.handle_timeout(now, &mut actions),
-                    Input::Terminate => st.call.terminate(now, &mut actions),
-                    Input::Abandon => st.call.terminate(now, &mut Vec::new()),
-                }
-                let effects = resolve_actions(st, actions);
-                let record = if st.call.is_finished() {
-                    self.remove(entry, st);
-                    Some(self.record(st))
-                } else {
-                    self.reschedule(entry.id, st);
-                    None
-                };
-                (effects, record)
-            };
+        let mut failed = self.execute(entry, effects).await;
+        self.write_cdr(record).await;
+        while !failed.is_empty() {
+            let (effects, record) = self.run(entry, failed.remove(0));
             failed.extend(self.execute(entry, effects).await);
-            if !failed.is_empty() {
-                next = Some(failed.remove(0));
-            }
-            if let Some(record) = record {
-                if let Some(cdr) = &self.cdr {
-                    if let Err(e) = cdr.write(record).await {
-                        tracing::error!(error = %e, "CDR lost");
+            self.write_cdr(record).await;
+        }
+    }
+
+    /// Runs `input` through the locked call: the effects to carry out once
+    /// it is unlocked, and its CDR if the call is over.
+    fn run(&self, entry: &Entry, input: Input) -> (Vec<Effect>, Option<CdrRecord>) {
+        let mut st = entry.lock();
+        let st = &mut *st;
+        let span = st.meta.span.clone();
+        let _enter = span.enter();
+        let now = Instant::now();
+        let mut actions = Vec::new();
+        match input {
+            Input::Request(leg, request, tx) => {
+                let seq = request.cseq().map(|c| c.seq).ok();
+                if let (Some(tx), Some(seq)) = (tx, seq) {
+                    st.servers.push(OpenServer {
+                        leg,
+                        seq,
+                        method: request.method.clone(),
+                        tx,
+                    });
+                }
+                if request.method == Method::Ack {
+                    // The ACK ends the 2xx retransmissions of that INVITE.
+                    if let Some(seq) = seq {
+                        st.servers.retain(|s| {
+                            !(s.leg == leg && s.seq == seq && s.method == Method::Invite)
+                        });
                     }
                 }
+                st.call.on_request(leg, request, now, &mut actions);
+            }
+            Input::Response(leg, response) => st.call.on_response(leg, response, now, &mut actions),
+            Input::Failed(leg, method, seq) => {
+                st.call
+                    .on_request_failed(leg, &method, seq, now, &mut actions)
+            }
+            Input::Timeout => st.call.handle_timeout(now, &mut actions),
+            Input::Terminate => st.call.terminate(now, &mut actions),
+            Input::Abandon => st.call.terminate(now, &mut Vec::new()),
+        }
+        let effects = resolve_actions(st, actions);
+        let record = if st.call.is_finished() {
+            self.remove(entry, st);
+            Some(self.record(st))
+        } else {
+            self.reschedule(entry.id, st);
+            None
+        };
+        (effects, record)
+    }
+
+    /// Hands a finished call's record to the CDR writer.
+    async fn write_cdr(&self, record: Option<CdrRecord>) {
+        if let (Some(record), Some(cdr)) = (record, &self.cdr) {
+            if let Err(e) = cdr.write(record).await {
+                tracing::error!(error = %e, "CDR lost");
             }
         }
     }
@@ -884,11 +888,8 @@ impl Inner {
                         tracing::debug!(call = entry.id, error = %e, "response not sent");
                     }
                 }
-                Effect::Request(leg, request, dest) => {
-                    let (method, seq) = match request.cseq() {
-                        Ok(c) => (c.method, c.seq),
-                        Err(_) => continue,
-                    };
+                Effect::Request(leg, seq, request, dest) => {
+                    let method = request.method.clone();
                     if let Err(e) = self
                         .txn
                         .send_request_with(request, dest, self.client_events.clone())
@@ -1001,12 +1002,12 @@ fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
                 };
                 effects.push(Effect::Respond(tx, response));
             }
-            Action::Request { leg, request } => {
+            Action::Request { leg, seq, request } => {
                 let dest = match leg {
                     Leg::Inbound => st.meta.inbound_dest,
                     Leg::Outbound => st.meta.outbound_dest,
                 };
-                effects.push(Effect::Request(leg, request, dest));
+                effects.push(Effect::Request(leg, seq, request, dest));
             }
             // Our 2xx again: through the INVITE server transaction
             // (Accepted passes 2xx retransmissions of the TU).

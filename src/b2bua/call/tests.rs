@@ -109,6 +109,7 @@ impl Harness {
             Some(Action::Request {
                 leg: Leg::Outbound,
                 request,
+                ..
             }) => roundtrip_request(&request),
             other => panic!("expected the outbound INVITE, got {other:?}"),
         };
@@ -223,7 +224,9 @@ fn requests(actions: &[Action], leg: Leg) -> Vec<Request> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Request { leg: l, request } if *l == leg => Some(roundtrip_request(request)),
+            Action::Request {
+                leg: l, request, ..
+            } if *l == leg => Some(roundtrip_request(request)),
             _ => None,
         })
         .collect()
@@ -777,6 +780,7 @@ Content-Length: 0\r\n\r\n"
     let Some(Action::Request {
         leg: Leg::Outbound,
         request: fwd,
+        ..
     }) = out.pop()
     else {
         panic!()
@@ -848,6 +852,7 @@ fn digest_challenge_is_answered_once_with_credentials() {
     let Some(Action::Request {
         leg: Leg::Outbound,
         request: retry,
+        ..
     }) = out.pop()
     else {
         panic!()
