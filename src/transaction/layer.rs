@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry;
@@ -1641,6 +1642,19 @@ impl Inner {
         }
     }
 
+    /// Gives back the memory of a load peak once it has passed: shrinks
+    /// the tables when they are less than a quarter full (a hash table
+    /// otherwise keeps its largest size; at 10,000 calls per second the
+    /// lingering transactions fill ~10^6 slots) and trims the timer queue.
+    /// Under steady load the tables are fuller than that and nothing is
+    /// done.
+    fn trim(&self) {
+        shrink_sparse(&self.clients);
+        shrink_sparse(&self.servers);
+        shrink_sparse(&self.awaiting_ack);
+        self.wheel.trim();
+    }
+
     fn count_timer_sends(&self, timer: Timer, actions: &Actions) {
         let counter = match timer {
             Timer::A | Timer::E => &self.metrics.request_retransmissions,
@@ -1654,11 +1668,34 @@ impl Inner {
     }
 }
 
-/// Serves the layer's timers until the layer is dropped.
+/// How often the timer task gives back what a load peak left behind (see
+/// [`Inner::trim`]).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Tables of at most this capacity are never shrunk.
+const TRIM_MIN: usize = 4096;
+
+/// Serves the layer's timers until the layer is dropped, and trims the
+/// layer's memory every [`TRIM_EVERY`].
 async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
     let mut due = Vec::new();
+    let mut trim = tokio::time::interval(TRIM_EVERY);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !wheel.is_closed() {
-        wheel.wait().await;
+        let trim_now = tokio::select! {
+            () = wheel.wait() => false,
+            _ = trim.tick() => true,
+        };
+        if trim_now {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            inner.trim();
+            if due.capacity() > TRIM_MIN {
+                due = Vec::new();
+            }
+            continue;
+        }
         wheel.pop_due(Instant::now(), &mut due);
         if due.is_empty() {
             continue;
@@ -1671,6 +1708,14 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
                 deferred.await;
             }
         }
+    }
+}
+
+/// Shrinks `table` to its entries when it is less than a quarter full.
+fn shrink_sparse<K: Eq + std::hash::Hash, V>(table: &Table<K, V>) {
+    let capacity = table.capacity();
+    if capacity > TRIM_MIN && table.len() < capacity / 4 {
+        table.shrink_to_fit();
     }
 }
 
@@ -3148,5 +3193,35 @@ mod tests {
         layer.on_message(ok.into(), src).await.unwrap();
         let completed = lingering_client_bytes(&layer, tx.key());
         assert!(completed <= 192, "{completed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_of_a_peak_is_given_back_once_its_transactions_end() {
+        let (layer, mut rx, _sink) = layer();
+        let src = udp_source();
+        for i in 0..10_000 {
+            let mut req = options();
+            req.headers.set(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKpeak{i}"),
+            );
+            layer.on_message(req.into(), src).await.unwrap();
+            let r = expect_request(&mut rx).await;
+            r.tx.respond(response(&r.request, 200, Some("t")))
+                .await
+                .unwrap();
+        }
+        let peak = layer.inner.servers.capacity();
+        let slab = layer.inner.wheel.slab_capacity();
+        assert!(peak >= 10_000 && slab >= 10_000, "{peak} {slab}");
+        // While they linger nothing is trimmed.
+        advance(Duration::from_secs(5)).await;
+        assert_eq!(layer.inner.servers.capacity(), peak);
+        assert_eq!(layer.inner.wheel.slab_capacity(), slab);
+        // Timer J ends them all; within a trim period the memory is back.
+        advance(Duration::from_secs(30)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert!(layer.inner.servers.capacity() < peak / 4);
+        assert!(layer.inner.wheel.slab_capacity() < 64);
     }
 }

@@ -37,6 +37,9 @@ const MAX_LANES: usize = 32;
 /// number of live timers.
 pub(crate) const COMPACT_MIN: usize = 1024;
 
+/// Below this capacity (in entries) `trim` leaves a queue or slab as is.
+const TRIM_MIN: usize = 4096;
+
 /// Names one scheduled timer; stale once the timer fired or was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerId {
@@ -100,7 +103,11 @@ struct Queue<T> {
     lanes: Vec<Lane>,
     heap: BinaryHeap<Reverse<Queued>>,
     slots: Vec<Slot<T>>,
+    /// Free slots; `schedule` takes the last one.
     free: Vec<u32>,
+    /// The generation a slot made anew starts with: past every generation
+    /// of the slots `trim` dropped, so no old id names a timer in it.
+    fresh: u32,
     /// Timers scheduled and neither fired nor cancelled.
     live: usize,
     /// Queued entries of cancelled timers.
@@ -224,6 +231,46 @@ impl<T> Queue<T> {
         self.stale = 0;
     }
 
+    /// See [`Wheel::trim`].
+    fn trim(&mut self) {
+        for lane in &mut self.lanes {
+            let (len, cap) = (lane.entries.len(), lane.entries.capacity());
+            if cap > TRIM_MIN && len < cap / 4 {
+                lane.entries.shrink_to(len * 2);
+            }
+        }
+        let (len, cap) = (self.heap.len(), self.heap.capacity());
+        if cap > TRIM_MIN && len < cap / 4 {
+            self.heap.shrink_to(len * 2);
+        }
+        let slots = self.slots.capacity();
+        if slots <= TRIM_MIN || self.live >= slots / 4 {
+            return;
+        }
+        // Queued entries of cancelled timers may name a dropped slot: with
+        // no slot there, or a generation past theirs, they stay stale.
+        while let Some(last) = self.slots.last() {
+            if last.target.is_some() {
+                break;
+            }
+            self.fresh = self.fresh.max(last.generation);
+            self.slots.pop();
+        }
+        self.slots.shrink_to_fit();
+        // Lowest last, so that `schedule` fills the front of the slab and
+        // the next trim finds more free slots at its end.
+        self.free.clear();
+        self.free.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, s)| s.target.is_none())
+                .filter_map(|(i, _)| u32::try_from(i).ok()),
+        );
+        self.free.shrink_to_fit();
+    }
+
     #[cfg(test)]
     fn queued(&self) -> usize {
         self.lanes.iter().map(|l| l.entries.len()).sum::<usize>() + self.heap.len()
@@ -246,6 +293,7 @@ impl<T> Wheel<T> {
                 heap: BinaryHeap::new(),
                 slots: Vec::new(),
                 free: Vec::new(),
+                fresh: 0,
                 live: 0,
                 stale: 0,
                 seq: 0,
@@ -281,8 +329,9 @@ impl<T> Wheel<T> {
                 }
                 None => {
                     let slot = u32::try_from(queue.slots.len()).unwrap_or(u32::MAX);
+                    let generation = queue.fresh;
                     queue.slots.push(Slot {
-                        generation: 0,
+                        generation,
                         target: Some(target),
                     });
                     slot
@@ -407,6 +456,24 @@ impl<T> Wheel<T> {
             }
             None => self.notify.notified().await,
         }
+    }
+
+    /// Gives back what a load peak left behind once it is mostly unused:
+    /// shrinks the lanes and the heap, and, when live timers fill less
+    /// than a quarter of the slab, drops the free slots at its end and
+    /// hands out the lowest free slots first from then on, so that the
+    /// live timers gather at the front and later trims drop more. O(slab)
+    /// when it does something; call it now and then (the layer does, about
+    /// once a second), not per timer.
+    pub(crate) fn trim(&self) {
+        self.lock().trim();
+    }
+
+    /// Capacity of the slab, in timers (what its memory is proportional
+    /// to).
+    #[cfg(test)]
+    pub(crate) fn slab_capacity(&self) -> usize {
+        self.lock().slots.capacity()
     }
 
     /// Timers scheduled and neither fired nor cancelled.
@@ -537,6 +604,55 @@ mod tests {
         assert!(!wheel.cancel(a) && !wheel.cancel(b));
         assert_eq!(wheel.len(), 1);
         assert!(wheel.cancel(c));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trim_gives_back_the_slab_after_a_peak_and_old_ids_stay_stale() {
+        let wheel = Wheel::new();
+        let t0 = Instant::now();
+        let peak: Vec<TimerId> = (0..8192)
+            .map(|_| wheel.schedule(Duration::from_secs(32), "peak"))
+            .collect();
+        // Busy: a trim changes nothing.
+        wheel.cancel_all(peak[4096..6000].iter().copied());
+        wheel.trim();
+        assert!(wheel.slab_capacity() >= 8192);
+        // After the peak only the first timer is left.
+        wheel.cancel_all(peak[1..4096].iter().chain(&peak[6000..]).copied());
+        wheel.trim();
+        assert!(wheel.slab_capacity() < 64, "{}", wheel.slab_capacity());
+        assert_eq!(wheel.len(), 1);
+        // The slots made again start past the old generations: an old id
+        // cancels nothing.
+        let again: Vec<TimerId> = (0..8191)
+            .map(|_| wheel.schedule(Duration::from_secs(1), "again"))
+            .collect();
+        assert!(again.iter().any(|id| id.slot == peak[8191].slot));
+        assert!(peak[1..].iter().all(|&old| !wheel.cancel(old)));
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + Duration::from_secs(32), &mut due);
+        assert_eq!(due.len(), 8192, "every timer fires");
+        assert_eq!(targets(due).iter().filter(|&&t| t == "again").count(), 8191);
+        assert_eq!(wheel.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_trim_the_lowest_free_slots_are_used_first() {
+        let wheel = Wheel::new();
+        let ids: Vec<TimerId> = (0..8192)
+            .map(|_| wheel.schedule(Duration::from_secs(32), "x"))
+            .collect();
+        // Live at the front and the back: nothing to drop at the end yet.
+        let keep = [ids[0], ids[8191]];
+        wheel.cancel_all(ids.iter().copied().filter(|id| !keep.contains(id)));
+        wheel.trim();
+        assert!(wheel.slab_capacity() >= 8192);
+        let next = wheel.schedule(Duration::from_secs(1), "y");
+        assert_eq!(next.slot, 1, "the lowest free slot");
+        // Once the last one is gone the end of the slab goes.
+        wheel.cancel(ids[8191]);
+        wheel.trim();
+        assert!(wheel.slab_capacity() < 64, "{}", wheel.slab_capacity());
     }
 
     #[tokio::test(start_paused = true)]
