@@ -1146,8 +1146,10 @@ impl Call {
     fn on_invite_success(&mut self, response: Response, now: Instant, out: &mut Vec<Action>) {
         match self.callee {
             CalleeState::Calling => {}
-            CalleeState::Confirmed => {
-                // A retransmitted 2xx: our ACK got lost.
+            CalleeState::Confirmed | CalleeState::Done => {
+                // A retransmitted 2xx: our ACK got lost. ACKed again even
+                // after our BYE (RFC 3261 §13.2.2.4: every 2xx is ACKed), or
+                // a callee that lost the ACK never takes the BYE in.
                 if let Some(ack) = &self.ack_sent {
                     out.push(Action::Ack {
                         leg: Leg::Outbound,
@@ -1156,7 +1158,7 @@ impl Call {
                 }
                 return;
             }
-            CalleeState::Answered | CalleeState::Done => return,
+            CalleeState::Answered => return,
         }
         if let Err(e) = self.outbound.on_uac_response(&response) {
             tracing::debug!(error = %e, "2xx without a usable To tag");

@@ -613,6 +613,36 @@ fn retransmitted_2xx_from_callee_gets_the_same_ack() {
 }
 
 #[test]
+fn retransmitted_2xx_after_our_bye_still_gets_the_ack() {
+    let mut h = Harness::new();
+    h.answer();
+    let ack = h.call.ack_sent.clone().unwrap();
+    h.caller_in_dialog("BYE", 11, "");
+    let byes = requests(&h.take(), Leg::Outbound);
+    assert_eq!(byes.len(), 1, "BYE relayed to the callee");
+    // The callee lost our ACK (and maybe the BYE) and retransmits its 2xx.
+    h.advance(T1);
+    h.take();
+    h.callee_responds(200, "v=0\r\no=callee\r\n");
+    let again: Vec<Bytes> = h
+        .take()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Ack {
+                leg: Leg::Outbound,
+                bytes,
+            } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, vec![ack], "the same ACK again");
+    // The BYE's transaction still ends the call.
+    h.call
+        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+}
+
+#[test]
 fn late_offer_ack_carries_the_callers_answer() {
     let mut h = Harness::new();
     h.callee_responds(200, "v=0\r\no=offer\r\n");
