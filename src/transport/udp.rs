@@ -236,9 +236,11 @@ impl RecvSlots {
     }
 
     /// One non-blocking `recvmmsg(2)`: replaces what the slots held with up
-    /// to [`RECV_BATCH`] datagrams the socket had queued, in arrival order.
-    /// `WouldBlock` when none was queued.
-    fn recv(&mut self, socket: &impl AsRawFd) -> std::io::Result<()> {
+    /// to [`RECV_BATCH`] datagrams the socket had queued, in arrival order;
+    /// returns how many the kernel handed over (a datagram without an IP
+    /// source would be among them but not kept). `WouldBlock` when none was
+    /// queued.
+    fn recv(&mut self, socket: &impl AsRawFd) -> std::io::Result<usize> {
         self.got.clear();
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
             .buf
@@ -258,7 +260,9 @@ impl RecvSlots {
             None,
         )
         .map_err(std::io::Error::from)?;
+        let mut count = 0;
         for (slot, msg) in results.enumerate() {
+            count += 1;
             // A UDP socket's sources are IP addresses; anything else
             // could not be answered.
             let Some(peer) = msg.address.as_ref().and_then(ip_source) else {
@@ -271,7 +275,7 @@ impl RecvSlots {
                 truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
             });
         }
-        Ok(())
+        Ok(count)
     }
 }
 
@@ -308,8 +312,7 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
     let mut slots = RecvSlots::new(max.saturating_add(1));
     loop {
         let read = sock.try_io(Interest::READABLE, || {
-            slots.recv(&*sock)?;
-            if slots.received().len() < RECV_BATCH {
+            if slots.recv(&*sock)? < RECV_BATCH {
                 // Drained: let tokio clear the readiness.
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -477,7 +480,7 @@ mod tests {
             }
         }
         let mut slots = RecvSlots::new(100);
-        slots.recv(&sock).unwrap();
+        assert_eq!(slots.recv(&sock).unwrap(), 30);
         let got: Vec<(SocketAddr, String)> = slots
             .received()
             .iter()
@@ -507,9 +510,9 @@ mod tests {
                 .unwrap();
         }
         let mut slots = RecvSlots::new(16);
-        slots.recv(&sock).unwrap();
+        assert_eq!(slots.recv(&sock).unwrap(), RECV_BATCH);
         assert_eq!(slots.received().len(), RECV_BATCH);
-        slots.recv(&sock).unwrap();
+        assert_eq!(slots.recv(&sock).unwrap(), 5);
         let rest: Vec<_> = slots
             .received()
             .iter()
@@ -538,7 +541,7 @@ mod tests {
                     )
                     .unwrap();
             }
-            slots.recv(&sock).unwrap();
+            assert_eq!(slots.recv(&sock).unwrap(), 4);
             assert_eq!(slots.received().len(), 4);
             for (i, r) in slots.received().iter().enumerate() {
                 assert_eq!(r.peer, client.local_addr().unwrap());
@@ -557,7 +560,7 @@ mod tests {
         client.send_to(&[b'x'; 300], server).unwrap();
         client.send_to(&[b'y'; 10], server).unwrap();
         let mut slots = RecvSlots::new(10);
-        slots.recv(&sock).unwrap();
+        assert_eq!(slots.recv(&sock).unwrap(), 3);
         let got: Vec<(usize, bool)> = slots
             .received()
             .iter()
