@@ -127,6 +127,16 @@ impl LegTransport {
         }
     }
 
+    /// Our Via value for request `seq` of `call` on `leg`, with the branch
+    /// of [`ids::branch_for`] written straight into it.
+    pub fn via_for(&self, call: u64, leg: Leg, seq: u32) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.via_prefix.len() + ids::BRANCH_LEN + 6);
+        b.put_slice(&self.via_prefix);
+        ids::put_branch(&mut b, call, leg, seq);
+        b.put_slice(b";rport");
+        b.freeze()
+    }
+
     /// Our Via value with `branch`.
     pub fn via(&self, branch: &str) -> Bytes {
         let mut b = BytesMut::with_capacity(self.via_prefix.len() + branch.len() + 6);
@@ -407,7 +417,7 @@ impl Call {
         );
         req.headers.push_front(
             HeaderName::Via,
-            outbound_tp.via(&ids::branch_for(id, Leg::Outbound, out_seq)),
+            outbound_tp.via_for(id, Leg::Outbound, out_seq),
         );
         req.headers
             .push(HeaderName::Contact, outbound_tp.contact.clone());
@@ -631,7 +641,7 @@ impl Call {
     // ---- requests to the legs ----
 
     fn via(&self, leg: Leg, seq: u32) -> Bytes {
-        self.transport(leg).via(&ids::branch_for(self.id, leg, seq))
+        self.transport(leg).via_for(self.id, leg, seq)
     }
 
     /// Sends `request`, whose CSeq number is `seq`, on `leg` with our Via.

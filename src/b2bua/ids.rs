@@ -1,6 +1,8 @@
 //! Fresh identifiers for our side of a call: tags, branches and Call-IDs
 //! (RFC 3261 §19.3: globally unique, cryptographically random).
 
+use bytes::{BufMut, BytesMut};
+
 use super::call::Leg;
 use crate::sip::ByteStr;
 
@@ -11,49 +13,48 @@ pub const BRANCH_PREFIX: &str = "z9hG4bKvpbx";
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `v` in lower-case hex, all 16 digits.
-fn push_hex64(s: &mut String, v: u64) {
-    for i in (0..16).rev() {
-        s.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+/// Appends `v` in lower-case hex, all 16 digits.
+fn put_hex64(out: &mut BytesMut, v: u64) {
+    let mut buf = [0u8; 16];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
+    out.put_slice(&buf);
 }
 
-/// `v` in lower-case hex without leading zeros.
-fn push_hex(s: &mut String, v: u64) {
-    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        s.push(char::from(HEX[((v >> (4 * i)) & 0xf) as usize]));
+/// Appends `v` in lower-case hex without leading zeros.
+fn put_hex(out: &mut BytesMut, v: u64) {
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut buf = [0u8; 16];
+    for (i, b) in buf[..digits].iter_mut().enumerate() {
+        *b = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
     }
+    out.put_slice(&buf[..digits]);
 }
 
-/// `v` in decimal.
-fn push_dec(s: &mut String, v: u32) {
-    s.push_str(itoa::Buffer::new().format(v));
-}
-
-fn leg_char(leg: Leg) -> char {
+fn leg_char(leg: Leg) -> u8 {
     match leg {
-        Leg::Inbound => 'i',
-        Leg::Outbound => 'o',
+        Leg::Inbound => b'i',
+        Leg::Outbound => b'o',
     }
 }
 
 /// A From/To tag (64 random bits).
 pub fn tag() -> ByteStr {
-    let mut s = String::with_capacity(16);
-    push_hex64(&mut s, rand::random());
-    ByteStr::from(s)
+    let mut b = BytesMut::with_capacity(16);
+    put_hex64(&mut b, rand::random());
+    ByteStr::from_ascii(b.freeze())
 }
 
 /// Our tag in the dialog of `leg` of `call`, naming both (so that an
 /// in-dialog request finds its call by its To tag, [`parse_tag`]), plus 64
 /// random bits: `<call hex><i|o><16 hex>`.
 pub fn tag_for(call: u64, leg: Leg) -> ByteStr {
-    let mut s = String::with_capacity(33);
-    push_hex(&mut s, call);
-    s.push(leg_char(leg));
-    push_hex64(&mut s, rand::random());
-    ByteStr::from(s)
+    let mut b = BytesMut::with_capacity(33);
+    put_hex(&mut b, call);
+    b.put_u8(leg_char(leg));
+    put_hex64(&mut b, rand::random());
+    ByteStr::from_ascii(b.freeze())
 }
 
 /// The call and leg a tag of ours names ([`tag_for`]).
@@ -75,16 +76,24 @@ pub fn parse_tag(tag: &str) -> Option<(u64, Leg)> {
 /// leg and the CSeq number of the request it goes on, plus 64 random bits
 /// for uniqueness: `z9hG4bKvpbx-<call>-<i|o><cseq>-<random>`.
 pub fn branch_for(call: u64, leg: Leg, seq: u32) -> ByteStr {
-    let mut s = String::with_capacity(BRANCH_PREFIX.len() + 48);
-    s.push_str(BRANCH_PREFIX);
-    s.push('-');
-    push_hex(&mut s, call);
-    s.push('-');
-    s.push(leg_char(leg));
-    push_dec(&mut s, seq);
-    s.push('-');
-    push_hex64(&mut s, rand::random());
-    ByteStr::from(s)
+    let mut b = BytesMut::with_capacity(BRANCH_LEN);
+    put_branch(&mut b, call, leg, seq);
+    ByteStr::from_ascii(b.freeze())
+}
+
+/// The longest branch [`branch_for`] writes.
+pub(crate) const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 3 + 16 + 1 + 10 + 16;
+
+/// Appends [`branch_for`]`(call, leg, seq)` to `out`.
+pub(crate) fn put_branch(out: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
+    out.put_slice(BRANCH_PREFIX.as_bytes());
+    out.put_u8(b'-');
+    put_hex(out, call);
+    out.put_u8(b'-');
+    out.put_u8(leg_char(leg));
+    out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.put_u8(b'-');
+    put_hex64(out, rand::random());
 }
 
 /// The call, leg and CSeq number a branch of ours names ([`branch_for`]).
@@ -104,12 +113,13 @@ pub fn parse_branch(branch: &str) -> Option<(u64, Leg, u32)> {
 
 /// A Call-ID `<128 random bits>@host`.
 pub fn call_id(host: &str) -> ByteStr {
-    let mut s = String::with_capacity(33 + host.len());
-    push_hex64(&mut s, rand::random());
-    push_hex64(&mut s, rand::random());
-    s.push('@');
-    s.push_str(host);
-    ByteStr::from(s)
+    let mut b = BytesMut::with_capacity(33 + host.len());
+    put_hex64(&mut b, rand::random());
+    put_hex64(&mut b, rand::random());
+    b.put_u8(b'@');
+    b.put_slice(host.as_bytes());
+    // Hex digits and `@` before a `str`: UTF-8.
+    ByteStr::from_utf8(b.freeze()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -135,6 +145,20 @@ mod tests {
         let id = call_id("192.0.2.1");
         assert!(id.ends_with("@192.0.2.1"));
         assert_eq!(id.len(), 32 + 1 + 9);
+    }
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for v in [0, 1, 0xf, 0x10, 0x2a, 0xdead_beef, u64::MAX >> 4, u64::MAX] {
+            let mut b = BytesMut::new();
+            put_hex(&mut b, v);
+            assert_eq!(&b[..], format!("{v:x}").as_bytes());
+            b.clear();
+            put_hex64(&mut b, v);
+            assert_eq!(&b[..], format!("{v:016x}").as_bytes());
+        }
+        let b = branch_for(u64::MAX, Leg::Outbound, u32::MAX);
+        assert_eq!(b.len(), BRANCH_LEN);
     }
 
     #[test]

@@ -953,7 +953,12 @@ impl Inner {
             answer: call.answered_at().map(at),
             end,
         };
-        let mut rec = CdrRecord::new(call.inbound_call_id().to_string(), times, status, reason);
+        let mut rec = CdrRecord::new(
+            call.inbound_call_id().as_str().to_owned(),
+            times,
+            status,
+            reason,
+        );
         rec.caller = std::mem::take(&mut st.meta.caller);
         rec.dialed = std::mem::take(&mut st.meta.dialed);
         rec.pbx = Some(std::mem::take(&mut st.meta.pbx));

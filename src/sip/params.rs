@@ -164,6 +164,11 @@ pub(crate) fn parse_semi<'a>(
             Some(v) => Some(ByteStr::from_ascii(sub(src, v))),
             None => None,
         };
+        if p.0.capacity() == 0 {
+            // Allocated straight at a size that holds what a Via or a URI
+            // usually carries, instead of through the growth path.
+            p.0 = Vec::with_capacity(4);
+        }
         p.0.push((param_name(src, name), value));
         i = rest;
     }
