@@ -40,7 +40,7 @@ use crate::sip::{
     validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode,
 };
 use crate::transaction::{
-    Incoming, LayerConfig, ServerKey, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
+    Incoming, LayerConfig, Refused, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
 };
 use crate::transport::{self, Inbound, RefusalObserver, TransportConfig, Transports};
 
@@ -378,8 +378,9 @@ fn shard_of(inbound: &Inbound, shards: usize) -> usize {
 }
 
 /// Transport → transaction layer, one worker. A request the layer cannot
-/// key (no Via branch or sent-by, no CSeq: RFC 3261 §17.2.3) is answered
-/// statelessly; the validator names what is missing.
+/// key (no Via branch or sent-by, no CSeq: RFC 3261 §17.2.3) comes back
+/// from it untouched and is answered statelessly; the validator names what
+/// is missing.
 async fn pump(
     transports: Transports,
     layer: TransactionLayer,
@@ -387,19 +388,19 @@ async fn pump(
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
     while let Some(Inbound { message, source }) = inbound.recv().await {
-        if let Message::Request(req) = &message {
-            if ServerKey::check_request(req).is_err() && req.method != Method::Ack {
-                if let Some(response) = uas.answer(req, |_| false) {
-                    uas.note_refusal(req, &response);
+        match layer.receive(message, source).await {
+            Ok(()) => {}
+            Err(Refused::Unkeyed { request, .. }) if request.method != Method::Ack => {
+                if let Some(response) = uas.answer(&request, |_| false) {
+                    uas.note_refusal(&request, &response);
                     if let Err(e) = transports.send_response(&response, &source).await {
                         tracing::debug!(error = %e, "cannot send response");
                     }
                 }
-                continue;
             }
-        }
-        if let Err(e) = layer.on_message(message, source).await {
-            tracing::debug!(error = %e, peer = %source.peer, "message refused by the transaction layer");
+            Err(e) => {
+                tracing::debug!(error = %e, peer = %source.peer, "message refused by the transaction layer");
+            }
         }
     }
 }

@@ -200,17 +200,6 @@ impl ServerKey {
         Self::for_request_via(req, &via)
     }
 
-    /// Whether [`ServerKey::for_request`] can key `req`, without copying
-    /// anything out of it (for deciding to answer statelessly).
-    pub fn check_request(req: &Request) -> Result<(), KeyError> {
-        let via = header("Via", req.top_via())?;
-        let method = match req.method {
-            Method::Ack => Method::Invite,
-            ref m => m.clone(),
-        };
-        Self::build(req, &via, method, ByteStr::clone).map(drop)
-    }
-
     /// [`ServerKey::for_request`] with the request's top Via already parsed.
     pub(crate) fn for_request_via(req: &Request, via: &Via) -> Result<Self, KeyError> {
         let method = match req.method {
@@ -355,39 +344,6 @@ mod tests {
     /// Whether `text` points into `buf`.
     fn inside(text: &str, buf: &bytes::Bytes) -> bool {
         buf.as_ptr_range().contains(&text.as_ptr())
-    }
-
-    #[test]
-    fn check_request_agrees_with_for_request() {
-        let keyed = [invite(), options()];
-        let no_cseq = {
-            let mut r = invite();
-            r.headers.remove_all(&HeaderName::CSeq);
-            r
-        };
-        let no_via = {
-            let mut r = invite();
-            r.headers.remove_all(&HeaderName::Via);
-            r
-        };
-        let rfc2543 = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5060;branch=1");
-        let rfc2543_no_cseq = {
-            let mut r = rfc2543.clone();
-            r.headers.remove_all(&HeaderName::CSeq);
-            r
-        };
-        for req in keyed
-            .iter()
-            .chain([&no_cseq, &no_via, &rfc2543, &rfc2543_no_cseq])
-        {
-            assert_eq!(
-                ServerKey::check_request(req).is_ok(),
-                ServerKey::for_request(req).is_ok(),
-                "{req:?}"
-            );
-        }
-        assert!(ServerKey::check_request(&no_via).is_err());
-        assert!(ServerKey::check_request(&keyed[0]).is_ok());
     }
 
     #[test]

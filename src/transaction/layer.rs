@@ -29,8 +29,8 @@ use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
 use super::wheel::{TimerId, Wheel};
 use super::{
-    Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, NonInviteClient,
-    NonInviteServer, ServerKey, Timer, TimerConfig, TuEvent, TxError,
+    Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, KeyError,
+    NonInviteClient, NonInviteServer, Refused, ServerKey, Timer, TimerConfig, TuEvent, TxError,
 };
 use crate::sip::{ByteStr, HeaderName, Message, Method, Request, Response, StatusCode, Via};
 use crate::transport::{Destination, Protocol, Source};
@@ -721,6 +721,17 @@ impl TransactionLayer {
     /// Fails only when the message lacks the headers matching needs (the
     /// transport answers such requests 400 before they get here).
     pub async fn on_message(&self, message: Message, source: Source) -> Result<(), TxError> {
+        self.receive(message, source).await.map_err(|e| match e {
+            Refused::Unkeyed { error, .. } => TxError::Key(error),
+            Refused::Tx(e) => e,
+        })
+    }
+
+    /// [`TransactionLayer::on_message`] that hands a request it cannot key
+    /// back ([`Refused::Unkeyed`]) instead of dropping it, so that the
+    /// caller can answer it statelessly without checking every request's
+    /// key beforehand.
+    pub async fn receive(&self, message: Message, source: Source) -> Result<(), Refused> {
         let deferred = match message {
             Message::Response(r) => self.inner.on_response(r, source)?,
             Message::Request(r) => self.inner.on_request(r, source)?,
@@ -1266,22 +1277,33 @@ impl Inner {
 
     // ---- server side ----
 
+    /// Fails ([`Refused::Unkeyed`]) before doing anything when `request`
+    /// has no key.
     fn on_request(
         self: &Arc<Self>,
         request: Request,
         source: Source,
-    ) -> Result<Option<Deferred>, TxError> {
-        let via = request
-            .top_via()
-            .map_err(|source| super::KeyError::Header {
-                header: "Via",
-                source,
-            })?;
+    ) -> Result<Option<Deferred>, Refused> {
+        let via = match request.top_via() {
+            Ok(via) => via,
+            Err(source) => {
+                let error = KeyError::Header {
+                    header: "Via",
+                    source,
+                };
+                return Err(unkeyed(request, error));
+            }
+        };
         if request.method == Method::Ack {
-            let lookup = ServerKey::for_ack_lookup(&request, &via)?;
-            return Ok(self.on_ack(&lookup, request, source));
+            return match ServerKey::for_ack_lookup(&request, &via) {
+                Ok(lookup) => Ok(self.on_ack(&lookup, request, source)),
+                Err(error) => Err(unkeyed(request, error)),
+            };
         }
-        let key = Arc::new(ServerKey::for_request_via(&request, &via)?);
+        let key = match ServerKey::for_request_via(&request, &via) {
+            Ok(key) => Arc::new(key),
+            Err(error) => return Err(unkeyed(request, error)),
+        };
         let id = self.next_id();
         let reliable = source.protocol.is_reliable();
         let (actions, ctx, created) = match self.servers.entry(key) {
@@ -1777,6 +1799,13 @@ fn deliver<T: Send + 'static>(
 /// Whether an ACK matching `key` belongs to `entry`: always for RFC 3261
 /// keys; for RFC 2543 keys its To tag must equal that of the final response
 /// sent (§17.2.3).
+fn unkeyed(request: Request, error: KeyError) -> Refused {
+    Refused::Unkeyed {
+        request: Box::new(request),
+        error,
+    }
+}
+
 fn ack_matches(key: &ServerKey, entry: &ServerEntry, ack: &Request) -> bool {
     !key.is_rfc2543()
         || ack
@@ -2522,6 +2551,54 @@ mod tests {
             layer.respond(response(&invite(), 200, Some("t"))).await,
             Err(TxError::NoTransaction)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn receive_hands_back_the_requests_it_cannot_key_untouched() {
+        let (layer, mut rx, sink) = layer();
+        let without = |mut r: Request, name: HeaderName| {
+            r.headers.remove_all(&name);
+            r
+        };
+        let rfc2543 = |mut r: Request| {
+            r.headers
+                .set(HeaderName::Via, "SIP/2.0/UDP 10.0.0.1:5060;branch=1");
+            r
+        };
+        let ack = build_ack(&invite(), &response(&invite(), 486, Some("t")));
+        let unkeyed = [
+            without(invite(), HeaderName::Via),
+            without(options(), HeaderName::Via),
+            without(ack.clone(), HeaderName::Via),
+            // The RFC 2543 fallback needs CSeq, From and Call-ID.
+            without(rfc2543(invite()), HeaderName::CSeq),
+            without(rfc2543(options()), HeaderName::From),
+            without(rfc2543(ack.clone()), HeaderName::CallId),
+        ];
+        for req in unkeyed {
+            match layer.receive(req.clone().into(), udp_source()).await {
+                Err(crate::transaction::Refused::Unkeyed { request, .. }) => {
+                    assert_eq!(*request, req)
+                }
+                other => panic!("{req:?} was not handed back: {other:?}"),
+            }
+            assert!(matches!(
+                layer.on_message(req.into(), udp_source()).await,
+                Err(TxError::Key(_))
+            ));
+        }
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert!(sink.sent().is_empty());
+        assert!(rx.try_recv().is_err());
+        // Keyable ones (RFC 3261 and RFC 2543) are the layer's.
+        layer.receive(options().into(), udp_source()).await.unwrap();
+        layer
+            .receive(rfc2543(invite()).into(), udp_source())
+            .await
+            .unwrap();
+        assert_eq!(layer.transaction_counts(), (0, 2));
+        expect_request(&mut rx).await;
+        expect_request(&mut rx).await;
     }
 
     #[tokio::test(start_paused = true)]

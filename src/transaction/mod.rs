@@ -179,6 +179,27 @@ impl IntoIterator for Actions {
     }
 }
 
+/// Why [`TransactionLayer::receive`] did not take a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// A request the layer cannot key (§17.2.3: no usable top Via, or for
+    /// the RFC 2543 fallback no usable To, From, Call-ID or CSeq), handed
+    /// back as received so that the caller can answer it statelessly. The
+    /// layer did nothing with it.
+    #[error("request without a transaction key: {error}")]
+    Unkeyed {
+        /// The request.
+        request: Box<Request>,
+        /// What the key lacked.
+        #[source]
+        error: KeyError,
+    },
+    /// Any other refusal (a response the layer cannot match).
+    #[error(transparent)]
+    Tx(#[from] TxError),
+}
+
 /// Errors of the transaction layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
