@@ -139,7 +139,7 @@ impl ClientKey {
 
 /// The host and port of a Via's sent-by, with domain names compared
 /// case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct SentBy {
     host: Host,
     port: Option<u16>,
@@ -177,10 +177,27 @@ pub(crate) struct Rfc2543Key {
 /// Identifies a server transaction (§17.2.3): built by the RFC 3261 rules
 /// when the top Via branch carries the magic cookie, by the RFC 2543
 /// fallback otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerKey(ServerKeyKind);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Hashes an RFC 3261 key by its branch and method kind only: the branch is
+/// unique per transaction but for the INVITE/CANCEL pair (told apart by the
+/// method) and for a stolen branch (told apart by the sent-by, which
+/// equality compares, §17.2.3). Keys that are equal hash the same; the
+/// sent-by's host is not hashed on every lookup.
+impl std::hash::Hash for ServerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.0 {
+            ServerKeyKind::Rfc3261 { branch, method, .. } => {
+                branch.hash(state);
+                std::mem::discriminant(method).hash(state);
+            }
+            ServerKeyKind::Rfc2543(k) => k.hash(state),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ServerKeyKind {
     /// Branch, sent-by and method (INVITE for an ACK).
     Rfc3261 {
@@ -339,6 +356,54 @@ mod tests {
         req.headers.remove_first(&HeaderName::Via);
         req.headers.push_front(HeaderName::Via, via);
         req
+    }
+
+    #[test]
+    fn server_keys_that_are_equal_hash_the_same_and_sent_by_still_tells_keys_apart() {
+        use std::collections::HashMap;
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let key = |req: &Request| ServerKey::for_request(req).unwrap();
+        let a = with_via(
+            invite(),
+            "SIP/2.0/UDP Host.Example.com:5060;branch=z9hG4bKsame",
+        );
+        let a_again = with_via(
+            invite(),
+            "SIP/2.0/UDP host.example.COM:5060;branch=z9hG4bKsame",
+        );
+        let other_host = with_via(
+            invite(),
+            "SIP/2.0/UDP other.example.com:5060;branch=z9hG4bKsame",
+        );
+        let other_port = with_via(
+            invite(),
+            "SIP/2.0/UDP host.example.com:5070;branch=z9hG4bKsame",
+        );
+        let cancel = build_cancel(&a);
+        let ack = build_ack(&a, &response(&a, 486, Some("t")));
+        assert_eq!(key(&a), key(&a_again));
+        assert_eq!(hasher.hash_one(key(&a)), hasher.hash_one(key(&a_again)));
+        assert_eq!(key(&a), key(&ack));
+        assert_eq!(hasher.hash_one(key(&a)), hasher.hash_one(key(&ack)));
+        let mut table = HashMap::new();
+        for (i, req) in [&a, &other_host, &other_port, &cancel]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(table.insert(key(req), i), None, "{req:?}");
+        }
+        assert_eq!(table.get(&key(&a_again)), Some(&0));
+        assert_eq!(table.get(&key(&ack)), Some(&0));
+        assert_eq!(table.get(&key(&other_port)), Some(&2));
+        assert_eq!(table.get(&key(&cancel)), Some(&3));
+        // RFC 2543 keys hash all their fields.
+        let old = with_via(invite(), "SIP/2.0/UDP 10.0.0.1:5060;branch=1");
+        assert_eq!(
+            hasher.hash_one(key(&old)),
+            hasher.hash_one(key(&old.clone()))
+        );
+        assert_ne!(key(&old), key(&a));
     }
 
     /// Whether `text` points into `buf`.

@@ -731,15 +731,25 @@ impl TransactionLayer {
     /// back ([`Refused::Unkeyed`]) instead of dropping it, so that the
     /// caller can answer it statelessly without checking every request's
     /// key beforehand.
-    pub async fn receive(&self, message: Message, source: Source) -> Result<(), Refused> {
-        let deferred = match message {
-            Message::Response(r) => self.inner.on_response(r, source)?,
-            Message::Request(r) => self.inner.on_request(r, source)?,
+    ///
+    /// The message is matched and handled when this is called (it is not
+    /// moved into the future); the future only finishes the sends that had
+    /// to wait for the transport.
+    pub fn receive(
+        &self,
+        message: Message,
+        source: Source,
+    ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
+        let stepped = match message {
+            Message::Response(r) => self.inner.on_response(r, source).map_err(Refused::from),
+            Message::Request(r) => self.inner.on_request(r, source),
         };
-        if let Some(deferred) = deferred {
-            deferred.await;
+        async move {
+            if let Some(deferred) = stepped? {
+                deferred.await;
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// Starts a client transaction for `request` (INVITE or non-INVITE, not
