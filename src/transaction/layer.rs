@@ -1045,9 +1045,10 @@ impl Inner {
         let ClientTx::Active(active) = &mut entry.tx else {
             // A lingering record schedules nothing; should it, the timer
             // still fires (untracked, as any beyond `TRACKED_TIMERS`).
+            let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
                 let target = TimerTarget::Client(Arc::clone(key), id, timer);
-                self.wheel.schedule(after, target);
+                wheel.schedule(after, target);
             });
             return;
         };
@@ -1057,17 +1058,17 @@ impl Inner {
             dest,
             events,
         } = &mut **active;
-        self.wheel
-            .cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
+        let mut wheel = self.wheel.batch();
+        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
             let target = TimerTarget::Client(Arc::clone(key), id, timer);
-            timers.insert(self.wheel.schedule(after, target), timer);
+            timers.insert(wheel.schedule(after, target), timer);
         });
         let Some(linger) = machine.linger() else {
             return;
         };
         let timer = timers.take(linger.last_timer());
-        self.wheel.cancel_all(timers.drain());
+        wheel.cancel_all(timers.drain());
         entry.tx = ClientTx::Lingering(Box::new(LingeringClient {
             linger,
             dest: *dest,
@@ -1485,9 +1486,10 @@ impl Inner {
         let id = entry.id;
         let ServerTx::Active(active) = &mut entry.tx else {
             // See `arm_client`.
+            let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
                 let target = TimerTarget::Server(Arc::clone(key), id, timer);
-                self.wheel.schedule(after, target);
+                wheel.schedule(after, target);
             });
             return;
         };
@@ -1499,11 +1501,11 @@ impl Inner {
             ack_key,
             ..
         } = &mut **active;
-        self.wheel
-            .cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
+        let mut wheel = self.wheel.batch();
+        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
             let target = TimerTarget::Server(Arc::clone(key), id, timer);
-            timers.insert(self.wheel.schedule(after, target), timer);
+            timers.insert(wheel.schedule(after, target), timer);
         });
         if ack_key.is_some() || key.is_rfc2543() {
             return;
@@ -1512,7 +1514,7 @@ impl Inner {
             return;
         };
         let timer = timers.take(linger.last_timer());
-        self.wheel.cancel_all(timers.drain());
+        wheel.cancel_all(timers.drain());
         entry.tx = ServerTx::Lingering(Box::new(LingeringServer {
             linger,
             source: *source,

@@ -277,6 +277,47 @@ impl<T> Queue<T> {
     }
 }
 
+/// Timers scheduled and cancelled under one lock (see [`Wheel::batch`]).
+/// Dropping it releases the lock and wakes the timer task if a timer is
+/// due before the task's deadline.
+pub(crate) struct Batch<'a, T> {
+    wheel: &'a Wheel<T>,
+    queue: Option<std::sync::MutexGuard<'a, Queue<T>>>,
+    /// The queue's tick of the instant of the first schedule.
+    now: Option<u64>,
+    wake: bool,
+}
+
+impl<T> Batch<'_, T> {
+    /// Fires `target` `after` from the batch's instant.
+    pub(crate) fn schedule(&mut self, after: Duration, target: T) -> TimerId {
+        let wheel = self.wheel;
+        let queue = self.queue.get_or_insert_with(|| wheel.lock());
+        let now = *self.now.get_or_insert_with(|| queue.tick(Instant::now()));
+        let (id, earliest) = Wheel::schedule_locked(queue, now, after, target);
+        self.wake |= earliest;
+        id
+    }
+
+    /// Cancels every timer of `ids` (see [`Wheel::cancel_all`]).
+    pub(crate) fn cancel_all(&mut self, ids: impl IntoIterator<Item = TimerId>) {
+        let wheel = self.wheel;
+        for id in ids {
+            Wheel::cancel_locked(self.queue.get_or_insert_with(|| wheel.lock()), id);
+        }
+    }
+}
+
+impl<T> Drop for Batch<'_, T> {
+    fn drop(&mut self) {
+        // Unlocked before the task is woken.
+        self.queue = None;
+        if self.wake {
+            self.wheel.notify.notify_one();
+        }
+    }
+}
+
 /// Deadlines of all transactions of one layer.
 pub(crate) struct Wheel<T> {
     queue: Mutex<Queue<T>>,
@@ -313,67 +354,85 @@ impl<T> Wheel<T> {
 
     /// Fires `target` `after` from now.
     pub(crate) fn schedule(&self, after: Duration, target: T) -> TimerId {
-        let (id, earliest) = {
-            let mut queue = self.lock();
-            // Saturating: 584 years ahead is as good as never.
-            let after_ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
-            let at = queue.tick(Instant::now()).saturating_add(after_ns);
-            queue.seq += 1;
-            let seq = queue.seq;
-            let slot = match queue.free.pop() {
-                Some(slot) => {
-                    if let Some(s) = queue.slots.get_mut(slot as usize) {
-                        s.target = Some(target);
-                    }
-                    slot
-                }
-                None => {
-                    let slot = u32::try_from(queue.slots.len()).unwrap_or(u32::MAX);
-                    let generation = queue.fresh;
-                    queue.slots.push(Slot {
-                        generation,
-                        target: Some(target),
-                    });
-                    slot
-                }
-            };
-            let generation = queue.slots.get(slot as usize).map_or(0, |s| s.generation);
-            queue.live += 1;
-            let earliest = queue.wake_at.map_or(true, |w| at < w);
-            if earliest {
-                // The task recomputes its deadline when woken; later
-                // deadlines scheduled meanwhile need not wake it again.
-                queue.wake_at = Some(at);
-            }
-            let entry = Queued {
-                at,
-                seq,
-                slot,
-                generation,
-            };
-            let lane = match queue.lanes.iter().position(|l| l.after == after) {
-                Some(i) => Some(i),
-                None if queue.lanes.len() < MAX_LANES => {
-                    queue.lanes.push(Lane {
-                        after,
-                        entries: VecDeque::new(),
-                    });
-                    Some(queue.lanes.len() - 1)
-                }
-                None => None,
-            };
-            match lane.map(|i| &mut queue.lanes[i].entries) {
-                Some(entries) if entries.back().map_or(true, |b| b.at <= at) => {
-                    entries.push_back(entry);
-                }
-                _ => queue.heap.push(Reverse(entry)),
-            }
-            (TimerId { slot, generation }, earliest)
-        };
-        if earliest {
-            self.notify.notify_one();
+        let mut batch = self.batch();
+        batch.schedule(after, target)
+    }
+
+    /// Schedules and cancels several timers under one lock and one reading
+    /// of the clock (the timers of one transaction step). The lock is
+    /// taken at the first call and held until the batch is dropped: take
+    /// no other lock of this wheel meanwhile.
+    pub(crate) fn batch(&self) -> Batch<'_, T> {
+        Batch {
+            wheel: self,
+            queue: None,
+            now: None,
+            wake: false,
         }
-        id
+    }
+
+    /// `schedule` under the lock, `now` being the queue's tick of the
+    /// current instant. Returns whether the timer task must be woken.
+    fn schedule_locked(
+        queue: &mut Queue<T>,
+        now: u64,
+        after: Duration,
+        target: T,
+    ) -> (TimerId, bool) {
+        // Saturating: 584 years ahead is as good as never.
+        let after_ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        let at = now.saturating_add(after_ns);
+        queue.seq += 1;
+        let seq = queue.seq;
+        let slot = match queue.free.pop() {
+            Some(slot) => {
+                if let Some(s) = queue.slots.get_mut(slot as usize) {
+                    s.target = Some(target);
+                }
+                slot
+            }
+            None => {
+                let slot = u32::try_from(queue.slots.len()).unwrap_or(u32::MAX);
+                let generation = queue.fresh;
+                queue.slots.push(Slot {
+                    generation,
+                    target: Some(target),
+                });
+                slot
+            }
+        };
+        let generation = queue.slots.get(slot as usize).map_or(0, |s| s.generation);
+        queue.live += 1;
+        let earliest = queue.wake_at.map_or(true, |w| at < w);
+        if earliest {
+            // The task recomputes its deadline when woken; later
+            // deadlines scheduled meanwhile need not wake it again.
+            queue.wake_at = Some(at);
+        }
+        let entry = Queued {
+            at,
+            seq,
+            slot,
+            generation,
+        };
+        let lane = match queue.lanes.iter().position(|l| l.after == after) {
+            Some(i) => Some(i),
+            None if queue.lanes.len() < MAX_LANES => {
+                queue.lanes.push(Lane {
+                    after,
+                    entries: VecDeque::new(),
+                });
+                Some(queue.lanes.len() - 1)
+            }
+            None => None,
+        };
+        match lane.map(|i| &mut queue.lanes[i].entries) {
+            Some(entries) if entries.back().map_or(true, |b| b.at <= at) => {
+                entries.push_back(entry);
+            }
+            _ => queue.heap.push(Reverse(entry)),
+        }
+        (TimerId { slot, generation }, earliest)
     }
 
     /// Cancels timer `id`, dropping its target now. Returns false when it
@@ -565,6 +624,35 @@ mod tests {
                 (Duration::from_secs(2), "second"),
                 (Duration::from_secs(32), "late"),
             ]
+        );
+        wheel.close();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_schedules_and_cancels_under_one_lock_and_wakes_the_task_once_dropped() {
+        let wheel = std::sync::Arc::new(Wheel::new());
+        let fired = serve(std::sync::Arc::clone(&wheel));
+        let late = wheel.schedule(Duration::from_secs(32), "late");
+        tokio::task::yield_now().await; // the task sleeps until 32 s
+        {
+            let mut batch = wheel.batch();
+            batch.cancel_all([late]);
+            batch.schedule(Duration::from_secs(2), "b");
+            batch.schedule(Duration::from_secs(1), "a");
+            let gone = batch.schedule(Duration::from_millis(500), "cancelled");
+            batch.cancel_all([gone]);
+            // The lock is held while the batch lives.
+            assert!(wheel.queue.try_lock().is_err());
+        }
+        assert_eq!(wheel.len(), 2);
+        // An empty batch takes no lock.
+        let empty = wheel.batch();
+        assert!(wheel.queue.try_lock().is_ok());
+        drop(empty);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(
+            *fired.lock().unwrap(),
+            [(Duration::from_secs(1), "a"), (Duration::from_secs(2), "b")]
         );
         wheel.close();
     }
