@@ -601,8 +601,15 @@ fn reload_under_traffic_fails_no_call() {
     let during_traffic = reloads(rig.daemon());
     stop.store(true, Ordering::Relaxed);
     let edits = editor.join().unwrap();
-    assert_ok("caller", &uac);
-    wait_ok("callee", uas);
+    let callee = uas.wait_with_output().unwrap();
+    // This test has failed about once in 40 runs on a saturated box, never
+    // reproduced since: a failure shows when the daemon reloaded too.
+    for (what, out) in [("caller", &uac), ("callee", &callee)] {
+        if !out.status.success() {
+            eprintln!("vpbx stderr:\n{}", rig.daemon().stderr_text());
+        }
+        assert_ok(what, out);
+    }
     assert!(
         during_traffic > 0,
         "no reload while the calls ran ({edits} edits):\n{}",
