@@ -1179,27 +1179,29 @@ impl Inner {
         let mut actions = actions;
         loop {
             let mut failed = false;
-            let mut iter = actions.into_iter();
-            while let Some(action) = iter.next() {
-                let Action::Send(data) = action else {
-                    self.client_action(ctx, action);
-                    continue;
-                };
-                if failed {
-                    continue;
-                }
-                match self.sink.try_send_request(data, ctx.dest) {
-                    TrySend::Done(Ok(())) => {}
-                    TrySend::Done(Err(e)) => {
-                        debug!(branch = key.branch(), error = %e, "send failed");
-                        failed = true;
+            {
+                let mut iter = actions.drain();
+                while let Some(action) = iter.next() {
+                    let Action::Send(data) = action else {
+                        self.client_action(ctx, action);
+                        continue;
+                    };
+                    if failed {
+                        continue;
                     }
-                    TrySend::WouldWait(data) => {
-                        let mut rest = Actions::default();
-                        rest.push(Action::Send(data));
-                        iter.for_each(|a| rest.push(a));
-                        let (inner, ctx) = (Arc::clone(self), ctx.clone());
-                        return Some(Box::pin(inner.finish_client(ctx, rest)));
+                    match self.sink.try_send_request(data, ctx.dest) {
+                        TrySend::Done(Ok(())) => {}
+                        TrySend::Done(Err(e)) => {
+                            debug!(branch = key.branch(), error = %e, "send failed");
+                            failed = true;
+                        }
+                        TrySend::WouldWait(data) => {
+                            let mut rest = Actions::default();
+                            rest.push(Action::Send(data));
+                            iter.for_each(|a| rest.push(a));
+                            let (inner, ctx) = (Arc::clone(self), ctx.clone());
+                            return Some(Box::pin(inner.finish_client(ctx, rest)));
+                        }
                     }
                 }
             }
@@ -1568,27 +1570,29 @@ impl Inner {
         let mut actions = actions;
         loop {
             let mut failed = false;
-            let mut iter = actions.into_iter();
-            while let Some(action) = iter.next() {
-                let Action::Send(data) = action else {
-                    self.server_action(ctx, action);
-                    continue;
-                };
-                if failed {
-                    continue;
-                }
-                match self.sink.try_send_response(data, ctx.source, ctx.reply) {
-                    TrySend::Done(Ok(())) => {}
-                    TrySend::Done(Err(e)) => {
-                        debug!(error = %e, "response send failed");
-                        failed = true;
+            {
+                let mut iter = actions.drain();
+                while let Some(action) = iter.next() {
+                    let Action::Send(data) = action else {
+                        self.server_action(ctx, action);
+                        continue;
+                    };
+                    if failed {
+                        continue;
                     }
-                    TrySend::WouldWait(data) => {
-                        let mut rest = Actions::default();
-                        rest.push(Action::Send(data));
-                        iter.for_each(|a| rest.push(a));
-                        let (inner, ctx) = (Arc::clone(self), ctx.clone());
-                        return Some(Box::pin(inner.finish_server(ctx, rest)));
+                    match self.sink.try_send_response(data, ctx.source, ctx.reply) {
+                        TrySend::Done(Ok(())) => {}
+                        TrySend::Done(Err(e)) => {
+                            debug!(error = %e, "response send failed");
+                            failed = true;
+                        }
+                        TrySend::WouldWait(data) => {
+                            let mut rest = Actions::default();
+                            rest.push(Action::Send(data));
+                            iter.for_each(|a| rest.push(a));
+                            let (inner, ctx) = (Arc::clone(self), ctx.clone());
+                            return Some(Box::pin(inner.finish_server(ctx, rest)));
+                        }
                     }
                 }
             }

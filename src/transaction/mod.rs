@@ -153,6 +153,15 @@ impl Actions {
         self.len = kept;
     }
 
+    /// Takes the actions out in order, leaving `self` empty, without
+    /// moving the whole inline array (as `into_iter` does). Actions the
+    /// iterator has not reached when it is dropped are dropped with
+    /// `self` or by the next push in their slot.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Action> + '_ {
+        let len = std::mem::take(&mut self.len);
+        self.items.iter_mut().take(len).filter_map(Option::take)
+    }
+
     /// Number of actions.
     pub fn len(&self) -> usize {
         self.len
@@ -254,6 +263,21 @@ mod test_support;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_takes_the_actions_in_order_and_leaves_none() {
+        let mut actions = Actions::default();
+        actions.push(Action::Send(Bytes::from_static(b"a")));
+        actions.push(Action::Schedule(Timer::A, Duration::from_millis(500)));
+        actions.push(Action::Terminate);
+        let first: Vec<Action> = actions.drain().take(1).collect();
+        assert!(matches!(&first[..], [Action::Send(b)] if b.as_ref() == b"a"));
+        assert_eq!(actions.len(), 0);
+        actions.push(Action::Deliver(TuEvent::Timeout));
+        let rest: Vec<Action> = actions.drain().collect();
+        assert!(matches!(&rest[..], [Action::Deliver(TuEvent::Timeout)]));
+        assert_eq!(actions.drain().count(), 0);
+    }
 
     #[test]
     fn take_schedules_removes_only_the_timers_in_order() {
