@@ -9,7 +9,7 @@ use super::bytestr::ByteStr;
 use super::grammar::{
     find_byte, is_wsp, quote_escape, quoted_string, sub_str, sws, token, unquote,
 };
-use super::params::{parse_semi, Params};
+use super::params::{find_semi, parse_semi, Params};
 use super::uri::Uri;
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
@@ -178,11 +178,22 @@ impl NameAddr {
     /// what `parse_single(src)?.tag()` gives for every value that
     /// `parse_single` accepts.
     pub(crate) fn tag_of(src: &Bytes) -> Option<Option<ByteStr>> {
-        Self::header_params(src).map(|p| p.get("tag").flatten().cloned())
+        // The parameters are scanned, not collected (no allocation).
+        let (tag, rest) = find_semi(src, Self::after_address(src)?, "tag").ok()?;
+        let (rest, _) = sws(rest).ok()?;
+        rest.is_empty().then(|| tag.flatten())
     }
 
     /// The header parameters (after the address) of a single address.
     fn header_params(src: &Bytes) -> Option<Params> {
+        let (params, rest) = parse_semi(src, Self::after_address(src)?).ok()?;
+        let (rest, _) = sws(rest).ok()?;
+        rest.is_empty().then_some(params)
+    }
+
+    /// What follows the one address in `src` (its header parameters and
+    /// anything after them), found without parsing the URI.
+    fn after_address(src: &Bytes) -> Option<&[u8]> {
         let (i, _) = sws(src).ok()?;
         let after_uri = match i.first() {
             Some(b'"') => {
@@ -210,9 +221,7 @@ impl NameAddr {
                 }
             }
         };
-        let (params, rest) = parse_semi(src, after_uri).ok()?;
-        let (rest, _) = sws(rest).ok()?;
-        rest.is_empty().then_some(params)
+        Some(after_uri)
     }
 
     /// Parses a comma-separated list of addresses into `out`.

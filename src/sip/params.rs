@@ -126,20 +126,72 @@ pub(crate) fn param_name(src: &bytes::Bytes, n: &[u8]) -> ByteStr {
 /// by a parameter is an error (RFC 4475 §3.1.2.1).
 pub(crate) fn parse_semi<'a>(
     src: &bytes::Bytes,
-    mut i: &'a [u8],
+    i: &'a [u8],
 ) -> Result<(Params, &'a [u8]), &'static str> {
-    use super::grammar::{gen_value, is_token, is_wsp, sub};
-    // Hand-written `*( SEMI generic-param )` (the nom combinators cost
-    // more than the parameters): SEMI = SWS ";" SWS, generic-param =
-    // token [ EQUAL gen-value ], EQUAL = SWS "=" SWS.
+    use super::grammar::sub;
+    let mut p = Params::new();
+    let rest = scan_semi(i, |name, value| {
+        let value = match value {
+            // Quoted strings are UTF-8 (checked by the scan), the rest ASCII.
+            Some(v) if v.first() == Some(&b'"') => {
+                Some(ByteStr::from_utf8(sub(src, v)).map_err(|_| "parameter value is not UTF-8")?)
+            }
+            Some(v) => Some(ByteStr::from_ascii(sub(src, v))),
+            None => None,
+        };
+        if p.0.capacity() == 0 {
+            // Allocated straight at a size that holds what a Via or a URI
+            // usually carries, instead of through the growth path.
+            p.0 = Vec::with_capacity(4);
+        }
+        p.0.push((param_name(src, name), value));
+        Ok(())
+    })?;
+    Ok((p, rest))
+}
+
+/// The value of parameter `name` (case-insensitive) in the
+/// `*( SEMI generic-param )` at the start of `i`, read as [`parse_semi`]
+/// reads the list (the same errors) without building it: `Some(None)` for a
+/// flag, `None` when absent; and the rest.
+pub(crate) fn find_semi<'a>(
+    src: &bytes::Bytes,
+    i: &'a [u8],
+    name: &str,
+) -> Result<(Option<Option<ByteStr>>, &'a [u8]), &'static str> {
+    let mut found: Option<Option<&[u8]>> = None;
+    let rest = scan_semi(i, |n, v| {
+        if found.is_none() && n.eq_ignore_ascii_case(name.as_bytes()) {
+            found = Some(v);
+        }
+        Ok(())
+    })?;
+    let value = found.map(|v| {
+        v.map(|v| {
+            // A quoted value passed the scan's UTF-8 check.
+            ByteStr::from_utf8(super::grammar::sub(src, v)).unwrap_or_default()
+        })
+    });
+    Ok((value, rest))
+}
+
+/// The hand-written `*( SEMI generic-param )` (the nom combinators cost
+/// more than the parameters): SEMI = SWS ";" SWS, generic-param = token
+/// [ EQUAL gen-value ], EQUAL = SWS "=" SWS. Calls `f` with each name and
+/// raw value (a quoted value is checked to be UTF-8 first); returns the
+/// rest.
+fn scan_semi<'a>(
+    mut i: &'a [u8],
+    mut f: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), &'static str>,
+) -> Result<&'a [u8], &'static str> {
+    use super::grammar::{gen_value, is_token, is_wsp};
     fn skip_wsp(i: &[u8]) -> &[u8] {
         let k = i.iter().position(|&c| !is_wsp(c)).unwrap_or(i.len());
         &i[k..]
     }
-    let mut p = Params::new();
     loop {
         let Some(r) = skip_wsp(i).strip_prefix(b";") else {
-            return Ok((p, i));
+            return Ok(i);
         };
         let r = skip_wsp(r);
         let n = r.iter().position(|&c| !is_token(c)).unwrap_or(r.len());
@@ -156,20 +208,11 @@ pub(crate) fn parse_semi<'a>(
             },
             None => (None, after_name),
         };
-        let value = match v {
-            // Only quoted strings may hold non-ASCII (UTF-8) text.
-            Some(v) if v.first() == Some(&b'"') => {
-                Some(ByteStr::from_utf8(sub(src, v)).map_err(|_| "parameter value is not UTF-8")?)
-            }
-            Some(v) => Some(ByteStr::from_ascii(sub(src, v))),
-            None => None,
-        };
-        if p.0.capacity() == 0 {
-            // Allocated straight at a size that holds what a Via or a URI
-            // usually carries, instead of through the growth path.
-            p.0 = Vec::with_capacity(4);
+        // Only quoted strings may hold non-ASCII (UTF-8) text.
+        if let Some(v) = v.filter(|v| v.first() == Some(&b'"')) {
+            std::str::from_utf8(v).map_err(|_| "parameter value is not UTF-8")?;
         }
-        p.0.push((param_name(src, name), value));
+        f(name, v)?;
         i = rest;
     }
 }
@@ -267,7 +310,15 @@ mod tests {
             let src = bytes::Bytes::from(s);
             let ours = parse_semi(&src, &src).map(|(p, rest)| (p, rest.len()));
             let reference = parse_semi_nom(&src, &src).map(|(p, rest)| (p, rest.len()));
-            proptest::prop_assert_eq!(ours, reference);
+            proptest::prop_assert_eq!(&ours, &reference);
+            for name in ["tag", "TAG", "a", "branch", "x"] {
+                let found = find_semi(&src, &src, name).map(|(v, rest)| (v, rest.len()));
+                let listed = ours
+                    .as_ref()
+                    .map(|(p, rest)| (p.get(name).map(|v| v.cloned()), *rest))
+                    .map_err(|e| *e);
+                proptest::prop_assert_eq!(found, listed, "{:?}", name);
+            }
         }
     }
 
