@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::key::AckKey;
-use super::lingering::{ClientLinger, ServerLinger};
+use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
 use super::wheel::{TimerId, Wheel};

@@ -29,6 +29,27 @@ use bytes::Bytes;
 use super::{encode_response, Action, Actions, Timer, TuEvent, TxError};
 use crate::sip::{Method, Request, Response};
 
+/// What every lingering record does with its timers: it waits for one
+/// last timer, which terminates the transaction; earlier ones are spent.
+pub(crate) trait Linger {
+    /// The timer that ends this record.
+    fn last_timer(&self) -> Timer;
+
+    /// Whether `timer` still does something (only the last one does).
+    fn wants_timer(&self, timer: Timer) -> bool {
+        timer == self.last_timer()
+    }
+
+    /// A timer fired: the last one terminates the transaction.
+    fn on_timer(&mut self, timer: Timer) -> Actions {
+        let mut out = Actions::default();
+        if self.wants_timer(timer) {
+            out.push(Action::Terminate);
+        }
+        out
+    }
+}
+
 /// A server transaction that lingers after its final response.
 #[derive(Debug)]
 pub(crate) enum ServerLinger {
@@ -51,6 +72,16 @@ pub(crate) enum ServerLinger {
     },
 }
 
+impl Linger for ServerLinger {
+    fn last_timer(&self) -> Timer {
+        match self {
+            Self::Completed { .. } => Timer::J,
+            Self::Confirmed => Timer::I,
+            Self::Accepted { .. } => Timer::L,
+        }
+    }
+}
+
 impl ServerLinger {
     /// The name of the RFC state (for [`TxError::ResponseNotAllowed`]).
     fn name(&self) -> &'static str {
@@ -58,15 +89,6 @@ impl ServerLinger {
             Self::Completed { .. } => "Completed",
             Self::Confirmed => "Confirmed",
             Self::Accepted { .. } => "Accepted",
-        }
-    }
-
-    /// The timer whose firing ends the transaction.
-    pub(crate) fn last_timer(&self) -> Timer {
-        match self {
-            Self::Completed { .. } => Timer::J,
-            Self::Confirmed => Timer::I,
-            Self::Accepted { .. } => Timer::L,
         }
     }
 
@@ -99,20 +121,6 @@ impl ServerLinger {
                 state: self.name(),
             }),
         }
-    }
-
-    /// Whether `timer` still does something (only the last one does).
-    pub(crate) fn wants_timer(&self, timer: Timer) -> bool {
-        timer == self.last_timer()
-    }
-
-    /// A timer fired: the last one terminates the transaction.
-    pub(crate) fn on_timer(&mut self, timer: Timer) -> Actions {
-        let mut out = Actions::default();
-        if self.wants_timer(timer) {
-            out.push(Action::Terminate);
-        }
-        out
     }
 
     /// The transport failed to send a response (§17.2.4): Completed ends
@@ -163,16 +171,17 @@ pub(crate) enum ClientLinger {
     Accepted,
 }
 
-impl ClientLinger {
-    /// The timer whose firing ends the transaction.
-    pub(crate) fn last_timer(&self) -> Timer {
+impl Linger for ClientLinger {
+    fn last_timer(&self) -> Timer {
         match self {
             Self::Completed => Timer::K,
             Self::CompletedInvite { .. } => Timer::D,
             Self::Accepted => Timer::M,
         }
     }
+}
 
+impl ClientLinger {
     /// A response matched the transaction.
     pub(crate) fn on_response(&mut self, response: Response) -> Actions {
         let mut out = Actions::default();
@@ -186,20 +195,6 @@ impl ClientLinger {
                 out.push(Action::Deliver(TuEvent::Response(response)));
             }
             Self::Completed | Self::CompletedInvite { .. } | Self::Accepted => {}
-        }
-        out
-    }
-
-    /// Whether `timer` still does something (only the last one does).
-    pub(crate) fn wants_timer(&self, timer: Timer) -> bool {
-        timer == self.last_timer()
-    }
-
-    /// A timer fired: the last one terminates the transaction.
-    pub(crate) fn on_timer(&mut self, timer: Timer) -> Actions {
-        let mut out = Actions::default();
-        if self.wants_timer(timer) {
-            out.push(Action::Terminate);
         }
         out
     }
