@@ -392,6 +392,9 @@ mod with_rsipstack {
     }
 }
 
+#[path = "support/responses.rs"]
+mod responses;
+
 mod with_vpbx {
     //! vpbx: `parse_datagram` splits the header section into raw header
     //! values (slices of the datagram); typed values are parsed on access.
@@ -515,52 +518,22 @@ mod with_vpbx {
     /// From, To, Call-ID and CSeq, a To tag, serialised.
     #[inline(never)]
     pub fn respond(msg: &Message) -> Bytes {
-        let Message::Request(req) = msg else {
-            return Bytes::new();
-        };
-        let mut r = vpbx::sip::Response::for_request(req, vpbx::sip::StatusCode::RINGING);
-        r.set_to_tag("a6c85cf");
-        r.to_bytes()
+        match msg {
+            Message::Request(req) => super::responses::ringing(req),
+            Message::Response(_) => Bytes::new(),
+        }
     }
 
     /// A B2BUA's 200 to the caller: the copied headers, our To tag,
     /// Record-Route, Contact, the callee's end-to-end headers and SDP.
     #[inline(never)]
     pub fn relay_200(msg: &Message) -> Bytes {
-        use vpbx::sip::HeaderName;
-        let Message::Request(req) = msg else {
-            return Bytes::new();
-        };
-        let mut r = vpbx::sip::Response::for_request(req, vpbx::sip::StatusCode::OK);
-        r.set_to_tag("a6c85cf");
-        for v in req.headers.get_all(&HeaderName::RecordRoute) {
-            r.headers.push(HeaderName::RecordRoute, v.clone());
+        match msg {
+            Message::Request(req) => super::responses::relayed_200(req),
+            Message::Response(_) => Bytes::new(),
         }
-        r.headers.push(
-            HeaderName::Contact,
-            Bytes::from_static(b"<sip:pbx@203.0.113.20:5060>"),
-        );
-        r.headers.push(
-            HeaderName::Allow,
-            Bytes::from_static(b"INVITE, ACK, CANCEL, BYE"),
-        );
-        r.headers
-            .push(HeaderName::Supported, Bytes::from_static(b"timer"));
-        r.headers.push(
-            HeaderName::SessionExpires,
-            Bytes::from_static(b"1800;refresher=uac"),
-        );
-        r.headers.push(
-            HeaderName::ContentType,
-            Bytes::from_static(b"application/sdp"),
-        );
-        r.body = req.body.clone();
-        r.to_bytes()
     }
 
-    /// What the daemon does with each message it relays: parse the
-    /// datagram, read the fields above, and write a message of the same
-    /// size out (here: the parsed one, through `to_bytes`).
     #[inline(never)]
     pub fn daemon(buf: &Bytes) -> Result<u64, Failure> {
         let msg = parse(buf)?;

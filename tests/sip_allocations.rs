@@ -8,7 +8,10 @@
 //! allocation on this path fails here and has to say why.
 
 use bytes::{Bytes, BytesMut};
-use vpbx::sip::{parse_datagram, HeaderName, Limits, Message, Response, StatusCode};
+use vpbx::sip::{parse_datagram, Limits, Message};
+
+#[path = "../benches/support/responses.rs"]
+mod responses;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -112,42 +115,12 @@ fn parse_fields_and_write_allocations_are_bounded() {
     assert_eq!(out, datagram);
 
     // A response built from the request, as a UAS answers (180/200).
-    let (response, wire) = count(|| {
-        let mut r = Response::for_request(req, StatusCode::RINGING);
-        r.set_to_tag("a6c85cf");
-        r.to_bytes()
-    });
+    let (response, wire) = count(|| responses::ringing(req));
     assert!(wire.starts_with(b"SIP/2.0 180 Ringing\r\n"));
 
     // A B2BUA's 200 to the caller: the copied headers, Record-Route,
     // Contact and the callee's end-to-end headers and SDP.
-    let (relayed_200, wire) = count(|| {
-        let mut r = Response::for_request(req, StatusCode::OK);
-        r.set_to_tag("a6c85cf");
-        for v in req.headers.get_all(&HeaderName::RecordRoute) {
-            r.headers.push(HeaderName::RecordRoute, v.clone());
-        }
-        r.headers.push(
-            HeaderName::Contact,
-            Bytes::from_static(b"<sip:pbx@203.0.113.20:5060>"),
-        );
-        r.headers.push(
-            HeaderName::Allow,
-            Bytes::from_static(b"INVITE, ACK, CANCEL, BYE"),
-        );
-        r.headers
-            .push(HeaderName::Supported, Bytes::from_static(b"timer"));
-        r.headers.push(
-            HeaderName::SessionExpires,
-            Bytes::from_static(b"1800;refresher=uac"),
-        );
-        r.headers.push(
-            HeaderName::ContentType,
-            Bytes::from_static(b"application/sdp"),
-        );
-        r.body = req.body.clone();
-        r.to_bytes()
-    });
+    let (relayed_200, wire) = count(|| responses::relayed_200(req));
     assert!(wire.starts_with(b"SIP/2.0 200 OK\r\n"));
 
     eprintln!(
