@@ -740,9 +740,22 @@ impl TransactionLayer {
         message: Message,
         source: Source,
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
+        self.receive_with_via(message, None, source)
+    }
+
+    /// [`TransactionLayer::receive`] with a request's top Via already
+    /// parsed (by the transport, which stamps it), so that it is not parsed
+    /// again here. `top_via` must be the request's top Via as it stands;
+    /// `None` (and any value for a response) makes the layer parse it.
+    pub fn receive_with_via(
+        &self,
+        message: Message,
+        top_via: Option<Via>,
+        source: Source,
+    ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
         let stepped = match message {
             Message::Response(r) => self.inner.on_response(r, source).map_err(Refused::from),
-            Message::Request(r) => self.inner.on_request(r, source),
+            Message::Request(r) => self.inner.on_request(r, top_via, source),
         };
         async move {
             if let Some(deferred) = stepped? {
@@ -1295,9 +1308,10 @@ impl Inner {
     fn on_request(
         self: &Arc<Self>,
         request: Request,
+        top_via: Option<Via>,
         source: Source,
     ) -> Result<Option<Deferred>, Refused> {
-        let via = match request.top_via() {
+        let via = match top_via.map_or_else(|| request.top_via(), Ok) {
             Ok(via) => via,
             Err(source) => {
                 let error = KeyError::Header {
@@ -2615,6 +2629,57 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 2));
         expect_request(&mut rx).await;
         expect_request(&mut rx).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_top_via_parsed_by_the_transport_is_used_as_given() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        let parsed = || Some(invite().top_via().unwrap());
+        // The request's own Via line would not parse: the layer must not
+        // read it again when it is handed the parsed value.
+        let mut inv = invite();
+        inv.headers.set(HeaderName::Via, "SIP/2.0/UDP ;;");
+        layer
+            .receive_with_via(inv.clone().into(), parsed(), src)
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        assert_eq!(req.tx.key(), &ServerKey::for_request(&invite()).unwrap());
+        // Its retransmission matches whichever way the Via came.
+        layer
+            .receive_with_via(inv.into(), parsed(), src)
+            .await
+            .unwrap();
+        layer.on_message(invite().into(), src).await.unwrap();
+        assert!(rx.try_recv().is_err(), "retransmissions absorbed");
+        assert_eq!(layer.transaction_counts(), (0, 1));
+        // A response's top Via is always read from the response.
+        let ok = response(&our_options("z9hG4bKown"), 200, None);
+        let mut client = layer
+            .send_request(our_options("z9hG4bKown"), peer())
+            .await
+            .unwrap();
+        layer
+            .receive_with_via(ok.into(), parsed(), src)
+            .await
+            .unwrap();
+        match client.recv().await {
+            Some(ClientEvent {
+                event: ClientEventKind::Response(r),
+                ..
+            }) => assert_eq!(r.status.as_u16(), 200),
+            other => panic!("expected the 200, got {other:?}"),
+        }
+        assert_eq!(sink.sent().len(), 1, "only our OPTIONS went out");
+        // Without a parsed value the layer parses the (bad) line and hands
+        // the request back.
+        let mut bad = options();
+        bad.headers.set(HeaderName::Via, "SIP/2.0/UDP ;;");
+        assert!(matches!(
+            layer.receive_with_via(bad.into(), None, src).await,
+            Err(crate::transaction::Refused::Unkeyed { .. })
+        ));
     }
 
     #[tokio::test(start_paused = true)]

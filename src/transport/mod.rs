@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::sip::{Limits, Message, Request, Response};
+use crate::sip::{Limits, Message, Request, Response, Via};
 
 pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, Source};
 pub use metrics::TransportMetrics;
@@ -47,6 +47,10 @@ pub struct Inbound {
     pub message: Message,
     /// Where it came from; pass it back to [`Transports::send_response`].
     pub source: Source,
+    /// A request's top Via as stamped into it, parsed once here for the
+    /// layers above ([`crate::transaction::TransactionLayer::receive_with_via`]);
+    /// `None` for responses and for requests whose top Via does not parse.
+    pub top_via: Option<Via>,
 }
 
 /// Told of each request that a lower layer (the transport, the transaction

@@ -242,10 +242,16 @@ fn host_is(host: &Host, ip: IpAddr) -> bool {
 /// sent-by host is not the source IP, and when `rport` is present (or the
 /// policy asks for the source port, see [`ResponsePort`]), set it to the
 /// source port and always add `received`. A request whose top Via does not parse is left
-/// alone (the validator answers it 400).
-pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: ResponsePort) {
+/// alone (the validator answers it 400). Returns the top Via as it now
+/// stands (stamped or not), so that the layers above need not parse it
+/// again; `None` when it does not parse.
+pub(crate) fn stamp_top_via(
+    request: &mut Request,
+    source: &Source,
+    policy: ResponsePort,
+) -> Option<Via> {
     let Ok(mut via) = request.top_via() else {
-        return;
+        return None;
     };
     let src_ip = source.peer.ip();
     let translated = !host_is(&via.host, src_ip);
@@ -261,7 +267,7 @@ pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: Resp
                 ResponsePort::Source => true,
             });
     if !translated && !wants_rport {
-        return;
+        return Some(via);
     }
     via.params
         .set("received", Some(ByteStr::from(src_ip.to_string())));
@@ -270,6 +276,7 @@ pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: Resp
             .set("rport", Some(ByteStr::from(source.peer.port().to_string())));
     }
     replace_top_via(&mut request.headers, &via);
+    Some(via)
 }
 
 /// Replaces the first value of the first Via line with `via`, keeping the
@@ -358,8 +365,9 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
 /// whether or not the queue has room again, and are not reported to the
 /// refusal observer a second time (see [`super::refused`]).
 pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> Option<Response> {
+    let mut top_via = None;
     if let Message::Request(req) = &mut message {
-        stamp_top_via(req, &source, shared.config.response_port);
+        top_via = stamp_top_via(req, &source, shared.config.response_port);
         if req.method == Method::Invite && !shared.refused.is_empty() {
             let key = shared.refused.key(req);
             if shared.refused.contains(key, Instant::now()) {
@@ -371,7 +379,11 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
             }
         }
     }
-    match shared.inbound.try_send(Inbound { message, source }) {
+    match shared.inbound.try_send(Inbound {
+        message,
+        source,
+        top_via,
+    }) {
         Ok(()) => {
             shared
                 .metrics
@@ -461,12 +473,12 @@ mod tests {
     fn stamped(via: &str, peer: &str, policy: ResponsePort) -> (Via, Destination) {
         let mut req = request(via);
         let source = udp_source(peer);
-        stamp_top_via(&mut req, &source, policy);
+        let returned = stamp_top_via(&mut req, &source, policy);
         let resp = Response::for_request(&req, StatusCode::OK);
-        (
-            req.top_via().unwrap(),
-            response_destination(&resp, &source, policy),
-        )
+        let top = req.top_via().unwrap();
+        // What the layers above get instead of parsing it again.
+        assert_eq!(returned.as_ref(), Some(&top), "{via}");
+        (top, response_destination(&resp, &source, policy))
     }
 
     #[test]
@@ -531,16 +543,32 @@ mod tests {
     #[test]
     fn only_the_top_via_value_is_stamped() {
         let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1, SIP/2.0/UDP h2.example.com;branch=z9hG4bK2");
-        stamp_top_via(
+        let returned = stamp_top_via(
             &mut req,
             &udp_source("[2001:db8::1]:5062"),
             ResponsePort::SentBy,
         );
         let vias = req.via().unwrap();
         assert_eq!(vias.len(), 2);
+        assert_eq!(returned.as_ref(), Some(&vias[0]));
         assert_eq!(vias[0].received(), Some("2001:db8::1"));
         assert_eq!(vias[1].received(), None);
         assert_eq!(vias[1].branch(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn a_top_via_that_does_not_parse_is_left_alone_and_not_returned() {
+        let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1");
+        req.headers
+            .set(HeaderName::Via, Bytes::from_static(b"SIP/2.0/UDP ;;"));
+        let before = req.clone();
+        let returned = stamp_top_via(
+            &mut req,
+            &udp_source("192.0.2.9:40000"),
+            ResponsePort::Source,
+        );
+        assert!(returned.is_none());
+        assert_eq!(req, before);
     }
 
     #[test]
