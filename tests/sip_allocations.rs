@@ -8,7 +8,7 @@
 //! allocation on this path fails here and has to say why.
 
 use bytes::{Bytes, BytesMut};
-use vpbx::sip::{parse_datagram, Limits, Message};
+use vpbx::sip::{parse_datagram, validate_request, Limits, Message, Request};
 
 #[path = "../benches/support/responses.rs"]
 mod responses;
@@ -103,6 +103,33 @@ fn parse_fields_and_write_allocations_are_bounded() {
     let (call_id, id) = count(|| req.call_id().unwrap());
     assert_eq!(id, "a84b4c76e66710-3fa1@pc33.carrier.example.net");
 
+    // A fresh message: the first typed reads parse and keep the values
+    // (one allocation for the place they are kept); the validator reads
+    // them too; after it, reading them again allocates nothing.
+    let fresh = || match parse_datagram(invite(), &limits).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => panic!("expected a request"),
+    };
+    let (first_reads, seq) = count_with(fresh, |r: Request| {
+        let _ = (r.top_via_ref().unwrap(), r.from_ref().unwrap());
+        let _ = r.to_ref().unwrap();
+        r.cseq_ref().unwrap().seq
+    });
+    assert_eq!(seq, 314159);
+    let (validate, validated) = count_with(fresh, |r: Request| {
+        validate_request(&r).unwrap();
+        r
+    });
+    let (reads_after_validation, tag) = count(|| {
+        let _ = (
+            validated.top_via_ref().unwrap(),
+            validated.cseq_ref().unwrap(),
+        );
+        let _ = validated.to_ref().unwrap();
+        validated.from_ref().unwrap().tag().map(str::len)
+    });
+    assert_eq!(tag, Some(10));
+
     let (to_bytes, wire) = count(|| msg.to_bytes());
     assert_eq!(wire, datagram);
     let (write_into, out) = count_with(
@@ -126,7 +153,9 @@ fn parse_fields_and_write_allocations_are_bounded() {
     eprintln!(
         "allocations: parse {parse}, top_via {via}, from {from}, to {to}, cseq {cseq}, \
          call_id {call_id}, to_bytes {to_bytes}, write_into (reused buffer) {write_into}, \
-         180 for the request {response}, relayed 200 {relayed_200}"
+         180 for the request {response}, relayed 200 {relayed_200}, first reads of top Via, \
+         From, To, CSeq {first_reads}, validate_request {validate}, the same reads after it \
+         {reads_after_validation}"
     );
 
     // Bounds: the counts measured when they were last set. `parse`
@@ -146,4 +175,13 @@ fn parse_fields_and_write_allocations_are_bounded() {
     );
     assert!(response <= 3, "180 for the request: {response} allocations");
     assert!(relayed_200 <= 3, "relayed 200: {relayed_200} allocations");
+    assert!(
+        first_reads <= 5,
+        "first reads of top Via, From, To, CSeq: {first_reads} allocations"
+    );
+    assert!(validate <= 7, "validate_request: {validate} allocations");
+    assert_eq!(
+        reads_after_validation, 0,
+        "reading what the validator read allocates"
+    );
 }

@@ -1,6 +1,8 @@
 //! Typed, lazily parsed access to header values. Values stay raw [`Bytes`]
 //! in [`Headers`]; these accessors parse them on demand.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
@@ -41,6 +43,15 @@ impl HeaderError {
     }
 }
 
+/// The value in `slot`, parsed by `parse` on first access.
+#[inline]
+fn cached<T>(
+    slot: &OnceLock<Result<T, HeaderError>>,
+    parse: impl FnOnce() -> Result<T, HeaderError>,
+) -> Result<&T, HeaderError> {
+    slot.get_or_init(parse).as_ref().map_err(Clone::clone)
+}
+
 fn invalid(name: HeaderName) -> impl FnOnce(&'static str) -> HeaderError {
     move |reason| HeaderError::Invalid { name, reason }
 }
@@ -77,22 +88,119 @@ impl Headers {
         Ok(out)
     }
 
-    /// The topmost Via value (parses only that one).
-    pub fn top_via(&self) -> Result<Via, HeaderError> {
+    pub(crate) fn parse_top_via(&self) -> Result<(Via, usize), HeaderError> {
         let v = self
             .get(&HeaderName::Via)
             .ok_or(HeaderError::Missing(HeaderName::Via))?;
-        Via::parse_first(v).map_err(invalid(HeaderName::Via))
+        Via::parse_first_at(v).map_err(invalid(HeaderName::Via))
     }
 
-    /// The From header (exactly one).
-    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+    /// The top Via as [`Headers::top_via_ref`] and where the rest of its line starts.
+    fn top_via_at(&self) -> Result<&(Via, usize), HeaderError> {
+        cached(&self.typed().top_via, || self.parse_top_via())
+    }
+
+    /// Every Via value in order, as [`Headers::via`] gives them (the same
+    /// errors), without collecting them; the top one is the cached one.
+    pub(crate) fn for_each_via(&self, mut f: impl FnMut(&Via)) -> Result<(), HeaderError> {
+        let mut lines = self.get_all(&HeaderName::Via);
+        let Some(first) = lines.next() else {
+            return Err(HeaderError::Missing(HeaderName::Via));
+        };
+        let (top, after) = self.top_via_at()?;
+        f(top);
+        if let Some(rest) = first[*after..].strip_prefix(b",") {
+            Via::parse_each(first, rest, |v| f(&v)).map_err(invalid(HeaderName::Via))?;
+        }
+        for line in lines {
+            Via::parse_each(line, line, |v| f(&v)).map_err(invalid(HeaderName::Via))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the Contact header(s) as [`Headers::contacts`] does (the
+    /// same errors) without collecting the addresses.
+    pub(crate) fn check_contacts(&self) -> Result<(), HeaderError> {
+        self.scan_contacts(|_| ()).map(|_| ())
+    }
+
+    /// Parses the Contact lines, handing each address to `f`: the number
+    /// of lines and whether one was `*`, or the error of [`Headers::contacts`].
+    fn scan_contacts(&self, mut f: impl FnMut(NameAddr)) -> Result<(usize, bool), HeaderError> {
+        let mut star = false;
+        let mut lines = 0;
+        for v in self.get_all(&HeaderName::Contact) {
+            lines += 1;
+            if trim(v) == b"*" {
+                star = true;
+            } else {
+                NameAddr::parse_each(v, &mut f).map_err(invalid(HeaderName::Contact))?;
+            }
+        }
+        if star && lines > 1 {
+            return Err(HeaderError::Invalid {
+                name: HeaderName::Contact,
+                reason: "* mixed with addresses",
+            });
+        }
+        Ok((lines, star))
+    }
+
+    /// Checks the Route header(s) as [`Headers::route`] does (the same
+    /// errors) without collecting the addresses.
+    pub(crate) fn check_route(&self) -> Result<(), HeaderError> {
+        for v in self.get_all(&HeaderName::Route) {
+            NameAddr::parse_each(v, |_| ()).map_err(invalid(HeaderName::Route))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn parse_from(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse_single(self.required(HeaderName::From)?).map_err(invalid(HeaderName::From))
     }
 
-    /// The To header (exactly one).
-    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+    pub(crate) fn parse_to(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse_single(self.required(HeaderName::To)?).map_err(invalid(HeaderName::To))
+    }
+
+    pub(crate) fn parse_cseq(&self) -> Result<CSeq, HeaderError> {
+        CSeq::parse(self.required(HeaderName::CSeq)?).map_err(invalid(HeaderName::CSeq))
+    }
+
+    /// The topmost Via value (parses only that one), parsed once per
+    /// message (see [`Headers`]).
+    pub fn top_via_ref(&self) -> Result<&Via, HeaderError> {
+        self.top_via_at().map(|(v, _)| v)
+    }
+
+    /// The From header (exactly one), parsed once per message.
+    pub fn from_ref(&self) -> Result<&NameAddr, HeaderError> {
+        cached(&self.typed().from, || self.parse_from())
+    }
+
+    /// The To header (exactly one), parsed once per message.
+    pub fn to_ref(&self) -> Result<&NameAddr, HeaderError> {
+        cached(&self.typed().to, || self.parse_to())
+    }
+
+    /// The CSeq (exactly one), parsed once per message.
+    pub fn cseq_ref(&self) -> Result<&CSeq, HeaderError> {
+        cached(&self.typed().cseq, || self.parse_cseq())
+    }
+
+    /// The topmost Via value: a copy of [`Headers::top_via_ref`].
+    pub fn top_via(&self) -> Result<Via, HeaderError> {
+        self.top_via_ref().cloned()
+    }
+
+    /// The From header: a copy of [`Headers::from_ref`].
+    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+        self.from_ref().cloned()
+    }
+
+    /// The To header: a copy of [`Headers::to_ref`].
+    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+        self.to_ref().cloned()
     }
 
     /// The Call-ID (exactly one; `word ["@" word]`, no white space).
@@ -114,9 +222,9 @@ impl Headers {
         })
     }
 
-    /// The CSeq (exactly one).
+    /// The CSeq: a copy of [`Headers::cseq_ref`].
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
-        CSeq::parse(self.required(HeaderName::CSeq)?).map_err(invalid(HeaderName::CSeq))
+        self.cseq_ref().cloned()
     }
 
     /// Max-Forwards (0..=255), if present.
@@ -140,23 +248,9 @@ impl Headers {
     /// The Contact header(s): `*` or all addresses of all lines, if present.
     pub fn contacts(&self) -> Result<Option<Contact>, HeaderError> {
         let mut addrs = Vec::new();
-        let mut star = false;
-        let mut lines = 0;
-        for v in self.get_all(&HeaderName::Contact) {
-            lines += 1;
-            if trim(v) == b"*" {
-                star = true;
-            } else {
-                NameAddr::parse_list(v, &mut addrs).map_err(invalid(HeaderName::Contact))?;
-            }
-        }
-        match (lines, star) {
+        match self.scan_contacts(|a| addrs.push(a))? {
             (0, _) => Ok(None),
-            (1, true) => Ok(Some(Contact::Star)),
-            (_, true) => Err(HeaderError::Invalid {
-                name: HeaderName::Contact,
-                reason: "* mixed with addresses",
-            }),
+            (_, true) => Ok(Some(Contact::Star)),
             _ => Ok(Some(Contact::Addrs(addrs))),
         }
     }
@@ -370,6 +464,22 @@ macro_rules! delegate_accessors {
             pub fn top_via(&self) -> Result<Via, HeaderError> {
                 self.headers.top_via()
             }
+            /// The topmost Via value, parsed once per message.
+            pub fn top_via_ref(&self) -> Result<&Via, HeaderError> {
+                self.headers.top_via_ref()
+            }
+            /// The From header, parsed once per message.
+            pub fn from_ref(&self) -> Result<&NameAddr, HeaderError> {
+                self.headers.from_ref()
+            }
+            /// The To header, parsed once per message.
+            pub fn to_ref(&self) -> Result<&NameAddr, HeaderError> {
+                self.headers.to_ref()
+            }
+            /// The CSeq, parsed once per message.
+            pub fn cseq_ref(&self) -> Result<&CSeq, HeaderError> {
+                self.headers.cseq_ref()
+            }
             /// The From header.
             pub fn from(&self) -> Result<NameAddr, HeaderError> {
                 self.headers.from()
@@ -483,6 +593,61 @@ mod tests {
             h.push(HeaderName::parse(n.as_bytes()).unwrap(), *v);
         }
         h
+    }
+
+    #[test]
+    fn typed_values_are_kept_until_the_fields_change() {
+        let mut h = headers(&[
+            ("Via", "SIP/2.0/UDP a.example.com;branch=z9hG4bK1"),
+            ("From", "<sip:alice@a.example.com>;tag=1"),
+            ("To", "<sip:bob@b.example.com>"),
+            ("CSeq", "1 INVITE"),
+        ]);
+        let first: *const Via = h.top_via_ref().unwrap();
+        assert!(std::ptr::eq(first, h.top_via_ref().unwrap()));
+        assert_eq!(h.from_ref().unwrap().tag(), Some("1"));
+        assert_eq!(h.cseq_ref().unwrap().seq, 1);
+        h.push_front(
+            HeaderName::Via,
+            Bytes::from_static(b"SIP/2.0/TCP p.example.com;branch=z9hG4bK2"),
+        );
+        assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK2"));
+        h.set(HeaderName::From, Bytes::from_static(b"<sip:carol@c>;tag=3"));
+        assert_eq!(h.from().unwrap().tag(), Some("3"));
+        h.set(HeaderName::CSeq, Bytes::from_static(b"2 BYE"));
+        assert_eq!(h.cseq().unwrap().method, Method::Bye);
+        h.remove_all(&HeaderName::To);
+        assert_eq!(h.to(), Err(HeaderError::Missing(HeaderName::To)));
+        h.push(HeaderName::To, Bytes::from_static(b"<sip:d@e>;tag=4"));
+        assert_eq!(h.to_ref().unwrap().tag(), Some("4"));
+        h.push(HeaderName::To, Bytes::from_static(b"<sip:d@e>"));
+        assert_eq!(h.to(), Err(HeaderError::Duplicate(HeaderName::To)));
+        assert_eq!(h.remove_first(&HeaderName::To).unwrap(), "<sip:d@e>;tag=4");
+        assert_eq!(h.to().unwrap().tag(), None);
+    }
+
+    #[test]
+    fn every_via_value_is_visited_once_in_order() {
+        let h = headers(&[
+            (
+                "v",
+                "SIP/2.0/UDP a;branch=z9hG4bK1 , SIP/2.0/TCP b;branch=z9hG4bK2",
+            ),
+            ("To", "<sip:x@y>"),
+            ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3"),
+        ]);
+        let mut branches = Vec::new();
+        h.for_each_via(|v| branches.push(v.branch().unwrap().to_owned()))
+            .unwrap();
+        assert_eq!(branches, ["z9hG4bK1", "z9hG4bK2", "z9hG4bK3"]);
+        let bad = headers(&[("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP")]);
+        assert!(bad.top_via().is_ok());
+        assert_eq!(bad.for_each_via(|_| ()), bad.via().map(|_| ()));
+        assert!(bad.for_each_via(|_| ()).is_err());
+        assert_eq!(
+            headers(&[]).for_each_via(|_| ()),
+            Err(HeaderError::Missing(HeaderName::Via))
+        );
     }
 
     #[test]

@@ -3,12 +3,16 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use super::access::HeaderError;
 use super::bytestr::ByteStr;
 use super::grammar::is_token;
+use super::name_addr::NameAddr;
+use super::values::CSeq;
+use super::via::Via;
 
 macro_rules! header_names {
     ($($variant:ident => $canon:expr, $canon_bytes:literal, [$($alias:literal),*];)*) => {
@@ -230,18 +234,74 @@ pub struct Header {
 
 /// The header fields of a message, in wire order. Repeated fields and
 /// several values on one line are kept as received; typed accessors join them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
+///
+/// The typed values that every layer reads (top Via, From, To, CSeq) are
+/// parsed once per message and kept with the fields (see [`Typed`]); any
+/// change to the fields drops them. A clone starts without them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>, TypedCache);
+
+/// The typed values of the header fields read by the validator, the
+/// transaction layer and the B2BUA alike, each parsed on first access.
+/// Errors are kept too, so a field that does not parse is not re-parsed.
+#[derive(Default)]
+pub(crate) struct Typed {
+    /// The top Via and where the rest of its line starts (see
+    /// [`Via::parse_first_at`]).
+    pub(crate) top_via: OnceLock<Result<(Via, usize), HeaderError>>,
+    pub(crate) from: OnceLock<Result<NameAddr, HeaderError>>,
+    pub(crate) to: OnceLock<Result<NameAddr, HeaderError>>,
+    pub(crate) cseq: OnceLock<Result<CSeq, HeaderError>>,
+}
+
+/// [`Typed`], allocated on the first typed access. Not part of a
+/// message's value: clones start empty and comparisons ignore it.
+#[derive(Default)]
+struct TypedCache(OnceLock<Box<Typed>>);
+
+impl Clone for TypedCache {
+    fn clone(&self) -> Self {
+        TypedCache::default()
+    }
+}
+
+impl PartialEq for TypedCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TypedCache {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Headers").field(&self.0).finish()
+    }
+}
 
 impl Headers {
     /// An empty list.
     pub fn new() -> Self {
-        Headers(Vec::new())
+        Headers(Vec::new(), TypedCache::default())
     }
 
     /// An empty list with room for `n` fields.
     pub fn with_capacity(n: usize) -> Self {
-        Headers(Vec::with_capacity(n))
+        Headers(Vec::with_capacity(n), TypedCache::default())
+    }
+
+    /// The typed values, allocated empty on first use.
+    #[inline]
+    pub(crate) fn typed(&self) -> &Typed {
+        self.1 .0.get_or_init(Box::default)
+    }
+
+    /// Drops the typed values (the fields are about to change).
+    #[inline]
+    fn changed(&mut self) {
+        if self.1 .0.get().is_some() {
+            self.1 .0.take();
+        }
     }
 
     /// The value of the first field named `name`.
@@ -265,6 +325,7 @@ impl Headers {
 
     /// Appends a field.
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.changed();
         self.0.push(Header {
             name,
             value: value.into(),
@@ -273,6 +334,7 @@ impl Headers {
 
     /// Inserts a field before all others (e.g. a new top Via).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.changed();
         self.0.insert(
             0,
             Header {
@@ -284,11 +346,13 @@ impl Headers {
 
     /// Removes every field named `name`.
     pub fn remove_all(&mut self, name: &HeaderName) {
+        self.changed();
         self.0.retain(|h| h.name != *name);
     }
 
     /// Removes the first field named `name` and returns its value.
     pub fn remove_first(&mut self, name: &HeaderName) -> Option<Bytes> {
+        self.changed();
         let i = self.0.iter().position(|h| h.name == *name)?;
         Some(self.0.remove(i).value)
     }
@@ -297,6 +361,7 @@ impl Headers {
     /// position of the first one (or at the end).
     pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
         let value = value.into();
+        self.changed();
         match self.0.iter().position(|h| h.name == name) {
             Some(i) => {
                 self.0[i].value = value;
@@ -327,6 +392,7 @@ impl Headers {
     }
 
     pub(crate) fn push_header(&mut self, h: Header) {
+        self.changed();
         self.0.push(h);
     }
 }
@@ -341,7 +407,7 @@ impl<'a> IntoIterator for &'a Headers {
 
 impl FromIterator<Header> for Headers {
     fn from_iter<I: IntoIterator<Item = Header>>(iter: I) -> Self {
-        Headers(iter.into_iter().collect())
+        Headers(iter.into_iter().collect(), TypedCache::default())
     }
 }
 

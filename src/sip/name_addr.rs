@@ -226,10 +226,15 @@ impl NameAddr {
 
     /// Parses a comma-separated list of addresses into `out`.
     pub(crate) fn parse_list(src: &Bytes, out: &mut Vec<NameAddr>) -> Result<(), &'static str> {
+        NameAddr::parse_each(src, |na| out.push(na))
+    }
+
+    /// Parses a comma-separated list of addresses, handing each to `f`.
+    pub(crate) fn parse_each(src: &Bytes, mut f: impl FnMut(NameAddr)) -> Result<(), &'static str> {
         let mut i: &[u8] = src;
         loop {
             let (na, rest) = NameAddr::parse_one(src, i)?;
-            out.push(na);
+            f(na);
             match rest.split_first() {
                 None => return Ok(()),
                 Some((b',', r)) => i = r,

@@ -10,6 +10,7 @@ use super::*;
 /// in lazily parsed values are found too.
 fn poke(m: &Message) {
     let h = m.headers();
+    typed_values_agree(h);
     let _ = (
         h.via(),
         h.top_via(),
@@ -78,6 +79,27 @@ fn poke(m: &Message) {
     if let Ok(again) = again {
         let _ = again.to_bytes();
     }
+}
+
+/// The values kept with the headers are those a fresh parse gives, and
+/// the checks that collect nothing give the verdicts of the accessors that
+/// collect.
+fn typed_values_agree(h: &Headers) {
+    let mut seen = Vec::new();
+    let each = h.for_each_via(|v| seen.push(v.clone())).map(|()| seen);
+    assert_eq!(each, h.via());
+    assert_eq!(h.top_via_ref().cloned(), h.parse_top_via().map(|(v, _)| v));
+    assert_eq!(h.top_via(), h.parse_top_via().map(|(v, _)| v));
+    assert_eq!(h.from_ref().cloned(), h.parse_from());
+    assert_eq!(h.to(), h.parse_to());
+    assert_eq!(h.cseq(), h.parse_cseq());
+    assert_eq!(h.check_contacts(), h.contacts().map(|_| ()));
+    assert_eq!(h.check_route(), h.route().map(|_| ()));
+    // A clone starts without the cached values and reads the same.
+    let c = h.clone();
+    assert_eq!(&c, h);
+    assert_eq!(c.from(), h.from());
+    assert_eq!(c.top_via(), h.top_via());
 }
 
 fn fixtures() -> Vec<Vec<u8>> {

@@ -100,21 +100,27 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
             "Version Not Supported",
         ));
     }
-    let vias = req.via().map_err(header_rejection)?;
-    if vias.iter().any(|v| v.branch() == Some(MAGIC_COOKIE)) {
+    // The values read here are parsed once per message: the top Via,
+    // From, To and CSeq stay with the headers for the layers after this
+    // one; lists that nobody reads again are checked, not collected.
+    let h = &req.headers;
+    let mut bare_cookie = false;
+    h.for_each_via(|v| bare_cookie |= v.branch() == Some(MAGIC_COOKIE))
+        .map_err(header_rejection)?;
+    if bare_cookie {
         return Err(Rejection::bad("Via branch is only the magic cookie"));
     }
-    let from = req.from().map_err(header_rejection)?;
-    let to = req.to().map_err(header_rejection)?;
-    req.call_id().map_err(header_rejection)?;
-    let cseq = req.cseq().map_err(header_rejection)?;
-    req.max_forwards().map_err(header_rejection)?;
-    req.contacts().map_err(header_rejection)?;
-    let content_type = req.content_type().map_err(header_rejection)?;
-    let require = req.require().map_err(header_rejection)?;
-    req.proxy_require().map_err(header_rejection)?;
-    req.expires().map_err(header_rejection)?;
-    req.route().map_err(header_rejection)?;
+    h.from_ref().map_err(header_rejection)?;
+    let to = h.to_ref().map_err(header_rejection)?;
+    h.call_id().map_err(header_rejection)?;
+    let cseq = h.cseq_ref().map_err(header_rejection)?;
+    h.max_forwards().map_err(header_rejection)?;
+    h.check_contacts().map_err(header_rejection)?;
+    let content_type = h.content_type().map_err(header_rejection)?;
+    let require = h.require().map_err(header_rejection)?;
+    h.proxy_require().map_err(header_rejection)?;
+    h.expires().map_err(header_rejection)?;
+    h.check_route().map_err(header_rejection)?;
     // §8.2.6.2 / §17.2.3: CSeq method equals the request method (a CANCEL
     // or ACK carries its own method too).
     if cseq.method != req.method {
@@ -139,7 +145,6 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
         if !matches!(to.uri, Uri::Sip(_)) {
             return Err(Rejection::bad("REGISTER To is not a SIP URI"));
         }
-        let _ = from;
     }
     // §8.2.2.1
     if !matches!(req.uri, Uri::Sip(_) | Uri::Tel(_)) {

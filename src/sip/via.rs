@@ -206,10 +206,19 @@ impl Via {
 
     /// Parses every via-parm of one header value into `out`.
     pub(crate) fn parse_list(src: &Bytes, out: &mut Vec<Via>) -> Result<(), &'static str> {
-        let mut i: &[u8] = src;
+        Via::parse_each(src, src, |v| out.push(v))
+    }
+
+    /// Parses the via-parms from `i` (a slice of `src` where a value
+    /// starts) to the end of `src`, handing each to `f`.
+    pub(crate) fn parse_each(
+        src: &Bytes,
+        mut i: &[u8],
+        mut f: impl FnMut(Via),
+    ) -> Result<(), &'static str> {
         loop {
             let (v, rest) = Via::parse_one(src, i)?;
-            out.push(v);
+            f(v);
             let (rest, _) = sws(rest).map_err(|_| "malformed Via")?;
             match rest.split_first() {
                 None => return Ok(()),
@@ -220,12 +229,20 @@ impl Via {
     }
 
     /// Parses the first via-parm of one header value.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn parse_first(src: &Bytes) -> Result<Via, &'static str> {
+        Via::parse_first_at(src).map(|(v, _)| v)
+    }
+
+    /// [`Via::parse_first`], and the offset in `src` of what follows the
+    /// value: the end, or the `,` before the next value (which
+    /// [`Via::parse_each`] reads on from there, as [`Via::parse_list`] would).
+    #[inline]
+    pub(crate) fn parse_first_at(src: &Bytes) -> Result<(Via, usize), &'static str> {
         let (v, rest) = Via::parse_one(src, src)?;
         let (rest, _) = sws(rest).map_err(|_| "malformed Via")?;
         match rest.first() {
-            None | Some(b',') => Ok(v),
+            None | Some(b',') => Ok((v, src.len() - rest.len())),
             Some(_) => Err("unexpected character after Via value"),
         }
     }
