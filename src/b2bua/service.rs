@@ -13,6 +13,7 @@
 //! call's state is locked only while its sans-IO machine runs; sending
 //! happens after the lock is released.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -720,7 +721,7 @@ impl Inner {
             number = %number,
             pbx = %pbx,
         );
-        let mut actions = Vec::new();
+        let mut actions = scratch::actions();
         let call = match Call::new(
             id,
             request,
@@ -733,6 +734,7 @@ impl Inner {
         ) {
             Ok(call) => call,
             Err(e) => {
+                scratch::give_actions(actions);
                 tracing::debug!(error = %e.source, "INVITE cannot set up a dialog");
                 drop(slot);
                 let sr = ServerRequest {
@@ -775,14 +777,18 @@ impl Inner {
             span,
         };
         let invite_seq = call.invite_seq();
+        // Room for the INVITE's and one more (its CANCEL, the BYE) without
+        // growing the list.
+        let mut servers = Vec::with_capacity(2);
+        servers.push(OpenServer {
+            leg: Leg::Inbound,
+            seq: invite_seq,
+            method: Method::Invite,
+            tx,
+        });
         let state = State {
             call,
-            servers: vec![OpenServer {
-                leg: Leg::Inbound,
-                seq: invite_seq,
-                method: Method::Invite,
-                tx,
-            }],
+            servers,
             scheduled: None,
             meta,
             _slot: slot,
@@ -797,10 +803,11 @@ impl Inner {
         self.calls.insert(id, Arc::clone(&entry));
         let effects = {
             let mut st = entry.lock();
-            let effects = resolve_actions(&mut st, actions);
+            let effects = resolve_actions(&mut st, &mut actions);
             self.reschedule(id, &mut st);
             effects
         };
+        scratch::give_actions(actions);
         self.execute(&entry, effects).await;
     }
 
@@ -827,7 +834,7 @@ impl Inner {
         let span = st.meta.span.clone();
         let _enter = span.enter();
         let now = Instant::now();
-        let mut actions = Vec::new();
+        let mut actions = scratch::actions();
         match input {
             Input::Request(leg, request, tx) => {
                 let seq = request.cseq().map(|c| c.seq).ok();
@@ -858,7 +865,8 @@ impl Inner {
             Input::Terminate => st.call.terminate(now, &mut actions),
             Input::Abandon => st.call.terminate(now, &mut Vec::new()),
         }
-        let effects = resolve_actions(st, actions);
+        let effects = resolve_actions(st, &mut actions);
+        scratch::give_actions(actions);
         let record = if st.call.is_finished() {
             self.remove(entry, st);
             Some(self.record(st))
@@ -879,9 +887,9 @@ impl Inner {
     }
 
     /// Carries out effects; returns the inputs their failures produce.
-    async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, effects: Vec<Effect>) -> Vec<Input> {
+    async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, mut effects: Vec<Effect>) -> Vec<Input> {
         let mut failures = Vec::new();
-        for effect in effects {
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Respond(tx, response) => {
                     if let Err(e) = tx.respond(response).await {
@@ -906,6 +914,7 @@ impl Inner {
                 }
             }
         }
+        scratch::give_effects(effects);
         failures
     }
 
@@ -981,9 +990,9 @@ fn inbound_peer(source: &Source) -> SocketAddr {
 
 /// Turns call actions into effects while the call is locked: picks the
 /// server transaction a response belongs to and the destination of a leg.
-fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
-    let mut effects = Vec::with_capacity(actions.len());
-    for action in actions {
+fn resolve_actions(st: &mut State, actions: &mut Vec<Action>) -> Vec<Effect> {
+    let mut effects = scratch::effects();
+    for action in actions.drain(..) {
         match action {
             Action::Respond { leg, response } => {
                 let Ok(cseq) = response.cseq() else { continue };
@@ -1036,6 +1045,59 @@ fn resolve_actions(st: &mut State, actions: Vec<Action>) -> Vec<Effect> {
         }
     }
     effects
+}
+
+/// Lists of one step's actions and effects, reused instead of allocated
+/// per step (a call takes about ten steps). Per thread: a step's actions
+/// live only while the call is locked (no await), its effects until they
+/// are carried out, and a list goes back to the pool of whichever thread
+/// finishes with it.
+mod scratch {
+    use super::{Action, Effect, RefCell};
+
+    /// Lists of effects kept per thread; more are in use only when that
+    /// many steps await their sends at once.
+    const EFFECT_LISTS: usize = 8;
+    /// A list that grew beyond this (a burst of actions) is not kept.
+    const MAX_KEPT: usize = 16;
+
+    thread_local! {
+        static ACTIONS: RefCell<Vec<Action>> = const { RefCell::new(Vec::new()) };
+        static EFFECTS: RefCell<Vec<Vec<Effect>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty list of actions (the thread's, if it is not in use).
+    pub(super) fn actions() -> Vec<Action> {
+        ACTIONS.with(|a| std::mem::take(&mut *a.borrow_mut()))
+    }
+
+    /// Gives a list from [`actions`] back, emptied.
+    pub(super) fn give_actions(mut list: Vec<Action>) {
+        list.clear();
+        if list.capacity() <= MAX_KEPT {
+            ACTIONS.with(|a| *a.borrow_mut() = list);
+        }
+    }
+
+    /// An empty list of effects.
+    pub(super) fn effects() -> Vec<Effect> {
+        EFFECTS
+            .with(|e| e.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(4))
+    }
+
+    /// Gives a list from [`effects`] back, emptied.
+    pub(super) fn give_effects(mut list: Vec<Effect>) {
+        list.clear();
+        if list.capacity() <= MAX_KEPT {
+            EFFECTS.with(|e| {
+                let mut pool = e.borrow_mut();
+                if pool.len() < EFFECT_LISTS {
+                    pool.push(list);
+                }
+            });
+        }
+    }
 }
 
 /// Where a response's Contact points, if it is an IP address; over the
