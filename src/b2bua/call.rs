@@ -252,6 +252,59 @@ struct SentAck {
     keep_until: Instant,
 }
 
+/// What of our INVITE to the callee is needed again until it has a final
+/// response, to build its CANCEL (RFC 3261 §9.1: same Request-URI,
+/// Call-ID, From, To, CSeq number and top Via) or to send it again with
+/// credentials ([`OutInvite::request`]) without keeping the whole request:
+/// the other headers are the outbound dialog's and the caller's INVITE's.
+#[derive(Debug)]
+struct OutInvite {
+    /// Request-URI.
+    uri: Uri,
+    /// To, without tag (a provisional response may have set the dialog's).
+    to: Bytes,
+    /// Our top Via of the INVITE last sent.
+    via: Bytes,
+    /// Max-Forwards: the caller's less one.
+    max_forwards: Bytes,
+}
+
+impl OutInvite {
+    /// The INVITE with CSeq number `seq` and this Via: From and Call-ID of
+    /// `dialog`, our `contact`, the end-to-end headers and body of the
+    /// caller's `invite`, and `auth` (a digest answer) last.
+    fn request(
+        &self,
+        dialog: &Dialog,
+        invite: &Request,
+        contact: &Bytes,
+        seq: u32,
+        auth: Option<(HeaderName, Bytes)>,
+    ) -> Request {
+        let end_to_end = invite
+            .headers
+            .iter()
+            .filter(|h| is_end_to_end(&h.name))
+            .count();
+        let mut req = Request::new(Method::Invite, self.uri.clone());
+        let h = &mut req.headers;
+        *h = crate::sip::Headers::with_capacity(7 + end_to_end + usize::from(auth.is_some()));
+        h.push(HeaderName::Via, self.via.clone());
+        h.push(HeaderName::From, dialog.local_header().clone());
+        h.push(HeaderName::To, self.to.clone());
+        h.push(HeaderName::CallId, dialog.call_id().as_bytes().clone());
+        h.push(HeaderName::CSeq, cseq_value(seq, &Method::Invite));
+        h.push(HeaderName::MaxForwards, self.max_forwards.clone());
+        h.push(HeaderName::Contact, contact.clone());
+        copy_end_to_end(&invite.headers, h);
+        if let Some((name, value)) = auth {
+            h.push(name, value);
+        }
+        req.body = invite.body.clone();
+        req
+    }
+}
+
 /// One call (see the module doc).
 #[derive(Debug)]
 pub struct Call {
@@ -270,8 +323,9 @@ pub struct Call {
     /// The caller's INVITE until it has a final response.
     invite: Option<Box<Request>>,
     invite_seq: u32,
-    /// Our INVITE to the callee until it has a final response (for CANCEL).
-    out_invite: Option<Box<Request>>,
+    /// Our INVITE to the callee until it has a final response (for CANCEL
+    /// and the resending with credentials).
+    out_invite: Option<OutInvite>,
     out_invite_seq: u32,
     caller_100rel: bool,
     provisional_seen: bool,
@@ -405,24 +459,19 @@ impl Call {
             call_id,
             ids::tag_for(id, Leg::Outbound),
             &from,
-            to,
+            to.clone(),
             plan.request_uri.clone(),
             out_seq,
         );
-
-        let mut req = outbound.request_with_seq(Method::Invite, out_seq);
-        req.headers.set(
-            HeaderName::MaxForwards,
-            Bytes::copy_from_slice(itoa::Buffer::new().format(max_forwards).as_bytes()),
-        );
-        req.headers.push_front(
-            HeaderName::Via,
-            outbound_tp.via_for(id, Leg::Outbound, out_seq),
-        );
-        req.headers
-            .push(HeaderName::Contact, outbound_tp.contact.clone());
-        copy_end_to_end(&invite.headers, &mut req.headers);
-        req.body = invite.body.clone();
+        let sent = OutInvite {
+            uri: plan.request_uri,
+            to,
+            via: outbound_tp.via_for(id, Leg::Outbound, out_seq),
+            max_forwards: Bytes::copy_from_slice(
+                itoa::Buffer::new().format(max_forwards).as_bytes(),
+            ),
+        };
+        let req = sent.request(&outbound, &invite, &outbound_tp.contact, out_seq, None);
 
         let call = Call {
             id,
@@ -437,7 +486,7 @@ impl Call {
             callee: CalleeState::Calling,
             invite: Some(Box::new(invite)),
             invite_seq,
-            out_invite: Some(Box::new(req.clone())),
+            out_invite: Some(sent),
             out_invite_seq: out_seq,
             caller_100rel,
             provisional_seen: false,
@@ -738,24 +787,17 @@ impl Call {
             return;
         };
         let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
-        for name in [
-            HeaderName::Via,
-            HeaderName::Route,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-        ] {
-            for v in invite.headers.get_all(&name) {
-                cancel.headers.push(name.clone(), v.clone());
-            }
-        }
-        cancel.headers.push(
+        let h = &mut cancel.headers;
+        *h = crate::sip::Headers::with_capacity(6);
+        h.push(HeaderName::Via, invite.via.clone());
+        h.push(HeaderName::From, self.outbound.local_header().clone());
+        h.push(HeaderName::To, invite.to.clone());
+        h.push(HeaderName::CallId, self.outbound.call_id().as_bytes().clone());
+        h.push(
             HeaderName::CSeq,
             cseq_value(self.out_invite_seq, &Method::Cancel),
         );
-        cancel
-            .headers
-            .push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+        h.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
         out.push(Action::Request {
             leg: Leg::Outbound,
             seq: self.out_invite_seq,
@@ -1113,25 +1155,28 @@ impl Call {
         else {
             return false;
         };
-        let mut retry = Request::clone(invite);
-        let seq = self.outbound.next_seq();
-        retry.headers.remove_all(&HeaderName::Via);
-        retry
-            .headers
-            .push_front(HeaderName::Via, self.via(Leg::Outbound, seq));
-        retry
-            .headers
-            .set(HeaderName::CSeq, cseq_value(seq, &Method::Invite));
         let name = if proxy {
             HeaderName::ProxyAuthorization
         } else {
             HeaderName::Authorization
         };
-        retry.headers.push(name, Bytes::from(value));
+        let seq = self.outbound.next_seq();
+        let via = self.via(Leg::Outbound, seq);
+        let (Some(sent), Some(caller_invite)) = (self.out_invite.as_mut(), self.invite.as_ref())
+        else {
+            return false;
+        };
+        sent.via = via;
+        let retry = sent.request(
+            &self.outbound,
+            caller_invite,
+            &self.outbound_tp.contact,
+            seq,
+            Some((name, Bytes::from(value))),
+        );
         self.auth_attempts += 1;
         self.out_invite_seq = seq;
         self.provisional_seen = false;
-        self.out_invite = Some(Box::new(retry.clone()));
         out.push(Action::Request {
             leg: Leg::Outbound,
             seq,
