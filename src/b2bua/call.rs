@@ -792,7 +792,10 @@ impl Call {
         h.push(HeaderName::Via, invite.via.clone());
         h.push(HeaderName::From, self.outbound.local_header().clone());
         h.push(HeaderName::To, invite.to.clone());
-        h.push(HeaderName::CallId, self.outbound.call_id().as_bytes().clone());
+        h.push(
+            HeaderName::CallId,
+            self.outbound.call_id().as_bytes().clone(),
+        );
         h.push(
             HeaderName::CSeq,
             cseq_value(self.out_invite_seq, &Method::Cancel),
