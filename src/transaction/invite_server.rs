@@ -10,7 +10,7 @@ use super::key::generate_tag;
 use super::lingering::ServerLinger;
 use super::timers::UNANSWERED_INVITE;
 use super::{encode_response, Action, Actions, Timer, TimerConfig, TuEvent, TxError};
-use crate::sip::{ByteStr, Method, Request, Response, StatusCode};
+use crate::sip::{HeaderName, Headers, Method, Request, Response, StatusCode};
 
 /// States of the INVITE server transaction (RFC 3261 Figure 7, RFC 6026
 /// Figure 5).
@@ -60,9 +60,10 @@ pub struct InviteServer {
     state: InviteServerState,
     reliable: bool,
     config: TimerConfig,
-    /// The INVITE's 100 (Trying), kept while in Proceeding to send it (on
-    /// Timer Trying) or to build our own 408 (on Timer Unanswered).
-    template: Option<Response>,
+    /// What the INVITE's 100 (Trying) is made of, kept while in
+    /// Proceeding to send it (on Timer Trying) or our own 408 (on Timer
+    /// Unanswered).
+    template: Option<Copied>,
     /// No provisional response sent yet: Timer Trying sends 100.
     trying_due: bool,
     /// How long the INVITE has waited for a final response, in whole
@@ -87,7 +88,7 @@ impl InviteServer {
     /// Creates the transaction for a received INVITE and schedules the
     /// 200 ms Trying timer (§17.2.1) and Timer Unanswered.
     pub fn new(invite: &Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
-        let template = Some(Response::for_request(invite, StatusCode::TRYING));
+        let template = Some(Copied::of(invite));
         let mut out = Actions::default();
         out.push(Action::Schedule(
             Timer::Trying,
@@ -244,9 +245,9 @@ impl InviteServer {
         let mut out = Actions::default();
         match (self.state, timer) {
             (Proceeding, Timer::Trying) => {
-                if let (true, Some(trying)) = (self.trying_due, &self.template) {
+                if let (true, Some(copied)) = (self.trying_due, &self.template) {
                     self.trying_due = false;
-                    let wire = encode_response(trying);
+                    let wire = encode_response(&copied.response(StatusCode::TRYING));
                     self.last = Some(wire.clone());
                     out.push(Action::Send(wire));
                 }
@@ -259,9 +260,8 @@ impl InviteServer {
                 }
                 // The TU never answered: end the INVITE for the caller (whose
                 // client transaction has no timeout in Proceeding).
-                if let Some(mut timeout) = self.template.take() {
-                    timeout.status = StatusCode::REQUEST_TIMEOUT;
-                    timeout.reason = ByteStr::from(StatusCode::REQUEST_TIMEOUT.default_reason());
+                if let Some(copied) = self.template.take() {
+                    let mut timeout = copied.response(StatusCode::REQUEST_TIMEOUT);
                     timeout.set_to_tag(&generate_tag());
                     self.complete(encode_response(&timeout), &mut out);
                 }
@@ -350,6 +350,95 @@ impl InviteServer {
     }
 }
 
+/// What a response of the transaction's own (100 Trying, 408) copies from
+/// the INVITE (§8.2.6.2: every Via, From, To, Call-ID and CSeq), kept as
+/// the INVITE's header values rather than as a prebuilt response: nearly
+/// every INVITE is answered by the TU before Timer Trying fires, so the
+/// response is built only when it is sent. The values share the INVITE's
+/// datagram, as a prebuilt response's would.
+// The usual variant is the one nearly every INVITE takes: boxing it would
+// bring back the allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Copied {
+    /// At most [`USUAL_VIAS`] Via lines and at most one of each other
+    /// header (nearly every INVITE): no allocation.
+    Usual {
+        vias: [Option<Bytes>; USUAL_VIAS],
+        from: Option<Bytes>,
+        to: Option<Bytes>,
+        call_id: Option<Bytes>,
+        cseq: Option<Bytes>,
+    },
+    /// Anything else, as [`Response::for_request`] copies it.
+    Other(Box<Headers>),
+}
+
+/// Via lines an INVITE may have for [`Copied::Usual`] (a caller's, and a
+/// proxy's in front of it).
+const USUAL_VIAS: usize = 2;
+
+impl Copied {
+    fn of(invite: &Request) -> Self {
+        let mut vias: [Option<Bytes>; USUAL_VIAS] = Default::default();
+        let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
+        for h in invite.headers.iter() {
+            let slot = match h.name {
+                HeaderName::Via => vias.iter_mut().find(|v| v.is_none()),
+                HeaderName::From => Some(&mut from),
+                HeaderName::To => Some(&mut to),
+                HeaderName::CallId => Some(&mut call_id),
+                HeaderName::CSeq => Some(&mut cseq),
+                _ => continue,
+            };
+            match slot {
+                Some(slot @ None) => *slot = Some(h.value.clone()),
+                _ => {
+                    let all = Response::for_request(invite, StatusCode::TRYING).headers;
+                    return Copied::Other(Box::new(all));
+                }
+            }
+        }
+        Copied::Usual {
+            vias,
+            from,
+            to,
+            call_id,
+            cseq,
+        }
+    }
+
+    /// A response with `status` and the copied headers (no To tag).
+    fn response(&self, status: StatusCode) -> Response {
+        let mut r = Response::new(status);
+        match self {
+            Copied::Usual {
+                vias,
+                from,
+                to,
+                call_id,
+                cseq,
+            } => {
+                let fields = vias.iter().map(|v| (HeaderName::Via, v)).chain([
+                    (HeaderName::From, from),
+                    (HeaderName::To, to),
+                    (HeaderName::CallId, call_id),
+                    (HeaderName::CSeq, cseq),
+                ]);
+                let mut headers = Headers::with_capacity(USUAL_VIAS + 4);
+                for (name, value) in fields {
+                    if let Some(value) = value {
+                        headers.push(name, value.clone());
+                    }
+                }
+                r.headers = headers;
+            }
+            Copied::Other(headers) => r.headers = Headers::clone(headers),
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +475,85 @@ mod tests {
         clock.absorb(tx.on_request(invite()));
         assert_eq!(clock.sent().len(), 2);
         assert_eq!(status_of(&clock.sent()[1]), 100);
+    }
+
+    /// The 100 (Trying) the machine sends at 200 ms for `invite`.
+    fn trying_for(invite: &Request) -> Bytes {
+        let (mut tx, actions) = InviteServer::new(invite, false, &TimerConfig::default());
+        let mut clock = Clock::default();
+        clock.absorb(actions);
+        clock.run_until(ms(300), |t| tx.on_timer(t));
+        assert_eq!(clock.send_times(), vec![ms(200)]);
+        clock.sent()[0].clone()
+    }
+
+    #[test]
+    fn the_100_is_built_when_sent_with_what_for_request_copies() {
+        // Two Via lines, one of everything else: kept without a template.
+        let inv = invite();
+        assert!(matches!(Copied::of(&inv), Copied::Usual { .. }));
+        let expected = Response::for_request(&inv, StatusCode::TRYING).to_bytes();
+        assert_eq!(trying_for(&inv), expected);
+        // More Via lines, compact forms, a header written twice, headers in
+        // another order: still everything for_request copies, in order.
+        let unusual = request(
+            "
+INVITE sip:bob@example.com SIP/2.0
+v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc123;rport
+f: Alice <sip:alice@example.com>;tag=1928301774
+Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKp1, SIP/2.0/UDP 10.0.0.8;branch=z9hG4bKp2
+Via: SIP/2.0/TCP 10.0.0.7;branch=z9hG4bKp3
+t: Bob <sip:bob@example.com>
+i: a84b4c76e66710@10.0.0.1
+CSeq: 314159 INVITE
+Content-Length: 0
+
+",
+        );
+        assert!(matches!(Copied::of(&unusual), Copied::Other(_)));
+        let expected = Response::for_request(&unusual, StatusCode::TRYING).to_bytes();
+        let sent = trying_for(&unusual);
+        assert_eq!(sent, expected);
+        assert_eq!(parse_response(&sent).via().unwrap().len(), 4);
+        // One Via, From after it: the usual form, nothing missing.
+        let one = options_as_invite();
+        assert!(matches!(Copied::of(&one), Copied::Usual { .. }));
+        let trying = parse_response(&trying_for(&one));
+        assert_eq!(trying.via().unwrap(), one.via().unwrap());
+        assert_eq!(trying.from().unwrap(), one.from().unwrap());
+        assert_eq!(trying.to().unwrap(), one.to().unwrap());
+        assert_eq!(trying.call_id().unwrap(), one.call_id().unwrap());
+        assert_eq!(trying.cseq().unwrap(), one.cseq().unwrap());
+        let names: Vec<_> = trying.headers.iter().map(|h| h.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                HeaderName::Via,
+                HeaderName::From,
+                HeaderName::To,
+                HeaderName::CallId,
+                HeaderName::CSeq,
+                HeaderName::ContentLength
+            ],
+            "the copied headers and the Content-Length written with them"
+        );
+    }
+
+    /// An INVITE with a single Via and no Route or body.
+    fn options_as_invite() -> Request {
+        request(
+            "
+INVITE sip:bob@example.com SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKone
+Max-Forwards: 70
+To: <sip:bob@example.com>
+From: <sip:alice@example.com>;tag=77
+Call-ID: one@10.0.0.1
+CSeq: 1 INVITE
+Content-Length: 0
+
+",
+        )
     }
 
     #[test]

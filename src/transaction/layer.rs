@@ -297,6 +297,9 @@ impl ClientMachine {
     }
 }
 
+// As `ClientMachine`: the whole `ActiveServer` is boxed, one allocation
+// per transaction.
+#[allow(clippy::large_enum_variant)]
 enum ServerMachine {
     Invite(InviteServer),
     NonInvite(NonInviteServer),
@@ -2040,6 +2043,11 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].0, Duration::from_millis(200));
         assert_eq!(parse_response(&sent[0].1).status.as_u16(), 100);
+        // Built only now, with the INVITE's Via, From, To, Call-ID, CSeq.
+        assert_eq!(
+            sent[0].1,
+            Response::for_request(&req.request, StatusCode::TRYING).to_bytes()
+        );
         // rport in the Via: back to the source port (RFC 3581).
         assert_eq!(sent[0].2, To::Response(src, Destination::udp(src.peer)));
 
