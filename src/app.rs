@@ -387,13 +387,8 @@ async fn pump(
     uas: Uas,
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
-    while let Some(Inbound {
-        message,
-        source,
-        top_via,
-    }) = inbound.recv().await
-    {
-        match layer.receive_with_via(message, top_via, source).await {
+    while let Some(Inbound { message, source }) = inbound.recv().await {
+        match layer.receive(message, source).await {
             Ok(()) => {}
             Err(Refused::Unkeyed { request, .. }) if request.method != Method::Ack => {
                 if let Some(response) = uas.answer(&request, |_| false) {
@@ -735,7 +730,6 @@ mod tests {
                 local: "192.0.2.2:5060".parse().unwrap(),
                 conn: None,
             },
-            top_via: None,
         }
     }
 

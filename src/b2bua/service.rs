@@ -320,7 +320,8 @@ impl B2bua {
             Incoming::Response { response, source } => {
                 // A 2xx retransmission after the client transaction ended.
                 let leg = response
-                    .top_via()
+                    .headers
+                    .top_via_ref()
                     .ok()
                     .and_then(|v| v.branch().and_then(ids::parse_branch))
                     .map(|(id, leg, _)| (id, leg));
@@ -1110,7 +1111,7 @@ fn contact_destination(response: &Response) -> Option<Destination> {
         return None;
     };
     let ip = uri.host.ip()?;
-    let protocol = match response.top_via().ok()?.transport {
+    let protocol = match response.headers.top_via_ref().ok()?.transport {
         crate::sip::Transport::Tcp => Protocol::Tcp,
         _ => Protocol::Udp,
     };

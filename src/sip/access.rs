@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::bytestr::ByteStr;
 use super::grammar::{parse_u32, parse_u64, token, trim};
@@ -98,6 +98,26 @@ impl Headers {
     /// The top Via as [`Headers::top_via_ref`] and where the rest of its line starts.
     fn top_via_at(&self) -> Result<&(Via, usize), HeaderError> {
         cached(&self.typed().top_via, || self.parse_top_via())
+    }
+
+    /// Replaces the top Via value with `via` (e.g. the transport's stamp of
+    /// `received`/`rport`, RFC 3261 §18.2.1), keeping the other values of
+    /// its line, and keeps `via` as the parsed top Via, so that the layers
+    /// reading the stamped request do not parse it again. Fails, changing
+    /// nothing, as [`Headers::top_via_ref`] does.
+    pub(crate) fn replace_top_via(&mut self, via: Via) -> Result<(), HeaderError> {
+        let after = self.top_via_at()?.1;
+        let rest = match self.get(&HeaderName::Via) {
+            Some(first) => first.slice(after..),
+            None => return Err(HeaderError::Missing(HeaderName::Via)),
+        };
+        let text = via.to_string();
+        let mut value = BytesMut::with_capacity(text.len() + rest.len());
+        value.put_slice(text.as_bytes());
+        // Empty, or the `,` before the next value and what follows.
+        value.put_slice(&rest);
+        self.set_top_via_field(value.freeze(), via, text.len());
+        Ok(())
     }
 
     /// Every Via value in order, as [`Headers::via`] gives them (the same
@@ -624,6 +644,51 @@ mod tests {
         assert_eq!(h.to(), Err(HeaderError::Duplicate(HeaderName::To)));
         assert_eq!(h.remove_first(&HeaderName::To).unwrap(), "<sip:d@e>;tag=4");
         assert_eq!(h.to().unwrap().tag(), None);
+    }
+
+    #[test]
+    fn a_replaced_top_via_is_kept_as_parsed_and_reads_as_the_new_field() {
+        for line in [
+            "SIP/2.0/UDP a.example.com:5070;branch=z9hG4bK1",
+            "SIP/2.0/udp [2001:db8::1];Branch=z9hG4bK1;rport ,SIP/2.0/TCP b;branch=z9hG4bK2",
+            "SIP / 2.0 / TCP 192.0.2.1 ; branch = z9hG4bK1 ; received=192.0.2.7, SIP/2.0/UDP c",
+            "SIP/2.0/UDP a;branch=z9hG4bK1;x=\"q;,\", SIP/2.0/UDP b;branch=z9hG4bK2",
+        ] {
+            let mut h = headers(&[
+                ("To", "<sip:x@y>"),
+                ("Via", line),
+                ("From", "<sip:a@b>;tag=1"),
+                ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3"),
+            ]);
+            let mut vias = h.via().unwrap();
+            let from: *const NameAddr = h.from_ref().unwrap();
+            let mut via = h.top_via().unwrap();
+            via.params.set("received", Some(ByteStr::from("192.0.2.9")));
+            via.params.set("rport", Some(ByteStr::from("40000")));
+            h.replace_top_via(via.clone()).unwrap();
+            assert_eq!(h.top_via_ref().unwrap(), &via, "{line}");
+            // The kept value is what the new field reads as, and the rest of
+            // the list is untouched.
+            let mut fresh = Headers::new();
+            fresh.push(HeaderName::Via, h.get(&HeaderName::Via).unwrap().clone());
+            fresh.push(HeaderName::Via, "SIP/2.0/UDP c;branch=z9hG4bK3");
+            assert_eq!(fresh.top_via_ref().unwrap(), &via, "{line}");
+            vias[0] = via;
+            assert_eq!(fresh.via().unwrap(), vias, "{line}");
+            let mut visited = Vec::new();
+            h.for_each_via(|v| visited.push(v.clone())).unwrap();
+            assert_eq!(visited, vias, "{line}");
+            // The other typed values stay; the field keeps its place.
+            assert!(std::ptr::eq(from, h.from_ref().unwrap()));
+            assert_eq!(h.iter().nth(1).unwrap().name, HeaderName::Via);
+        }
+        let mut bad = headers(&[("Via", "SIP/2.0/UDP ;;")]);
+        let via = headers(&[("Via", "SIP/2.0/UDP a;branch=z9hG4bK1")])
+            .top_via()
+            .unwrap();
+        assert!(bad.replace_top_via(via.clone()).is_err());
+        assert_eq!(bad.get(&HeaderName::Via).unwrap(), "SIP/2.0/UDP ;;");
+        assert!(headers(&[]).replace_top_via(via).is_err());
     }
 
     #[test]

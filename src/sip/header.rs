@@ -395,6 +395,28 @@ impl Headers {
         self.changed();
         self.0.push(h);
     }
+
+    /// Replaces the value of the first Via field with `value`, whose first
+    /// via-parm is `via` and whose next one (if any) starts at `after` (as
+    /// [`Via::parse_first_at`] reads it), and keeps `via` as the parsed top
+    /// Via; the other typed values stay. See [`Headers::replace_top_via`].
+    pub(crate) fn set_top_via_field(&mut self, value: Bytes, via: Via, after: usize) {
+        let Some(field) = self.0.iter_mut().find(|h| h.name == HeaderName::Via) else {
+            return;
+        };
+        field.value = value;
+        let top_via = OnceLock::from(Ok((via, after)));
+        match self.1 .0.get_mut() {
+            Some(typed) => typed.top_via = top_via,
+            None => {
+                let typed = Typed {
+                    top_via,
+                    ..Typed::default()
+                };
+                self.1 = TypedCache(OnceLock::from(Box::new(typed)));
+            }
+        }
+    }
 }
 
 impl<'a> IntoIterator for &'a Headers {

@@ -352,7 +352,7 @@ fn derived_request(invite: &Request, method: Method) -> Request {
             req.headers.push(name, v.clone());
         }
     }
-    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
+    let seq = invite.headers.cseq_ref().map(|c| c.seq).unwrap_or_default();
     req.headers
         .push(HeaderName::CSeq, format!("{seq} {}", method.as_str()));
     req.headers
@@ -370,7 +370,10 @@ fn first_via_value(req: &Request) -> Option<Bytes> {
     if !raw.contains(&b',') {
         return Some(raw.clone());
     }
-    req.top_via().ok().map(|v| Bytes::from(v.to_string()))
+    req.headers
+        .top_via_ref()
+        .ok()
+        .map(|v| Bytes::from(v.to_string()))
 }
 
 #[cfg(test)]

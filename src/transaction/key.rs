@@ -78,10 +78,11 @@ impl ClientKey {
         Self::for_request_with_via(req).map(|(key, _)| key)
     }
 
-    /// [`ClientKey::for_request`] and the top Via it was read from.
-    pub(crate) fn for_request_with_via(req: &Request) -> Result<(Self, Via), KeyError> {
-        let via = header("Via", req.top_via())?;
-        let branch = branch_of(&via).ok_or(KeyError::NoBranch)?;
+    /// [`ClientKey::for_request`] and the top Via it was read from (the
+    /// request's own parsed value).
+    pub(crate) fn for_request_with_via(req: &Request) -> Result<(Self, &Via), KeyError> {
+        let via = header("Via", req.headers.top_via_ref())?;
+        let branch = branch_of(via).ok_or(KeyError::NoBranch)?;
         let key = Self {
             branch,
             method: req.method.clone(),
@@ -101,18 +102,18 @@ impl ClientKey {
     /// the copy: the key shares the response's bytes, so it is for looking
     /// the transaction up (the layer keeps the table's key), not for
     /// keeping.
-    pub(crate) fn for_response_with_via(resp: &Response) -> Result<(Self, Via), KeyError> {
-        let via = header("Via", resp.top_via())?;
+    pub(crate) fn for_response_with_via(resp: &Response) -> Result<(Self, &Via), KeyError> {
+        let via = header("Via", resp.headers.top_via_ref())?;
         let branch = via
             .params
             .get("branch")
             .flatten()
             .cloned()
             .ok_or(KeyError::NoBranch)?;
-        let cseq = header("CSeq", resp.cseq())?;
+        let cseq = header("CSeq", resp.headers.cseq_ref())?;
         let key = Self {
             branch,
-            method: cseq.method,
+            method: cseq.method.clone(),
         };
         Ok((key, via))
     }
@@ -213,8 +214,8 @@ impl ServerKey {
     /// The key of the server transaction a received request belongs to
     /// (creates or matches). An ACK maps to its INVITE transaction.
     pub fn for_request(req: &Request) -> Result<Self, KeyError> {
-        let via = header("Via", req.top_via())?;
-        Self::for_request_via(req, &via)
+        let via = header("Via", req.headers.top_via_ref())?;
+        Self::for_request_via(req, via)
     }
 
     /// [`ServerKey::for_request`] with the request's top Via already parsed.
@@ -230,12 +231,12 @@ impl ServerKey {
     /// branches: top Via branch and sent-by, CSeq method. A response cannot
     /// rebuild an RFC 2543 key (no Request-URI): [`KeyError::NoBranch`].
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
-        let via = header("Via", resp.top_via())?;
-        match branch_of(&via) {
+        let via = header("Via", resp.headers.top_via_ref())?;
+        match branch_of(via) {
             Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
                 branch,
-                sent_by: SentBy::of(&via),
-                method: header("CSeq", resp.cseq())?.method,
+                sent_by: SentBy::of(via),
+                method: header("CSeq", resp.headers.cseq_ref())?.method.clone(),
             })),
             _ => Err(KeyError::NoBranch),
         }
@@ -244,8 +245,8 @@ impl ServerKey {
     /// The key of the INVITE server transaction a CANCEL cancels (§9.2):
     /// the same matching rules, with the method INVITE.
     pub fn invite_for_cancel(cancel: &Request) -> Result<Self, KeyError> {
-        let via = header("Via", cancel.top_via())?;
-        Self::with_method(cancel, &via, Method::Invite)
+        let via = header("Via", cancel.headers.top_via_ref())?;
+        Self::with_method(cancel, via, Method::Invite)
     }
 
     /// The key of the INVITE transaction an ACK would match, for looking it
@@ -277,14 +278,14 @@ impl ServerKey {
                 let to_tag = if method == Method::Invite {
                     None
                 } else {
-                    header("To", req.to())?.tag().map(owned)
+                    header("To", req.headers.to_ref())?.tag().map(owned)
                 };
                 Ok(Self(ServerKeyKind::Rfc2543(Box::new(Rfc2543Key {
                     request_uri: req.uri.to_string(),
                     to_tag,
-                    from_tag: header("From", req.from())?.tag().map(owned),
+                    from_tag: header("From", req.headers.from_ref())?.tag().map(owned),
                     call_id: header("Call-ID", req.call_id())?,
-                    cseq: header("CSeq", req.cseq())?.seq,
+                    cseq: header("CSeq", req.headers.cseq_ref())?.seq,
                     method,
                     top_via: via.to_string(),
                 }))))
@@ -325,9 +326,9 @@ impl AckKey {
     pub(crate) fn of(headers: &Headers) -> Option<Self> {
         Some(Self {
             call_id: headers.call_id().ok()?,
-            cseq: headers.cseq().ok()?.seq,
-            from_tag: headers.from().ok()?.tag().map(owned),
-            to_tag: headers.to().ok()?.tag().map(owned),
+            cseq: headers.cseq_ref().ok()?.seq,
+            from_tag: headers.from_ref().ok()?.tag().map(owned),
+            to_tag: headers.to_ref().ok()?.tag().map(owned),
         })
     }
 }

@@ -743,22 +743,9 @@ impl TransactionLayer {
         message: Message,
         source: Source,
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
-        self.receive_with_via(message, None, source)
-    }
-
-    /// [`TransactionLayer::receive`] with a request's top Via already
-    /// parsed (by the transport, which stamps it), so that it is not parsed
-    /// again here. `top_via` must be the request's top Via as it stands;
-    /// `None` (and any value for a response) makes the layer parse it.
-    pub fn receive_with_via(
-        &self,
-        message: Message,
-        top_via: Option<Via>,
-        source: Source,
-    ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
         let stepped = match message {
             Message::Response(r) => self.inner.on_response(r, source).map_err(Refused::from),
-            Message::Request(r) => self.inner.on_request(r, top_via, source),
+            Message::Request(r) => self.inner.on_request(r, source),
         };
         async move {
             if let Some(deferred) = stepped? {
@@ -855,12 +842,13 @@ impl TransactionLayer {
         source: Source,
     ) -> Result<(), TxError> {
         let via = response
-            .top_via()
+            .headers
+            .top_via_ref()
             .map_err(|source| super::KeyError::Header {
                 header: "Via",
                 source,
             })?;
-        let dest = reply_destination(&via, &source);
+        let dest = reply_destination(via, &source);
         let data = super::encode_response(response);
         match self.inner.sink.try_send_response(data, source, dest) {
             TrySend::Done(result) => Ok(result?),
@@ -985,7 +973,7 @@ impl Inner {
         }
         let (key, via) = ClientKey::for_request_with_via(&request)?;
         let key = Arc::new(key);
-        self.sent_by.learn(SentBy::of(&via));
+        self.sent_by.learn(SentBy::of(via));
         // Only arms Timer Cancelled on the INVITE: nothing is sent, so the
         // CANCEL below cannot overtake anything.
         let cancelled = if request.method == Method::Cancel {
@@ -1101,7 +1089,7 @@ impl Inner {
         let (lookup, via) = ClientKey::for_response_with_via(&response)?;
         // §18.1.2: not a value we put in our requests, so not an answer to
         // one; checked before matching, stray responses included.
-        let sent_by = SentBy::of(&via);
+        let sent_by = SentBy::of(via);
         if !self.sent_by.is_ours(&sent_by) {
             debug!(
                 %sent_by,
@@ -1311,10 +1299,11 @@ impl Inner {
     fn on_request(
         self: &Arc<Self>,
         request: Request,
-        top_via: Option<Via>,
         source: Source,
     ) -> Result<Option<Deferred>, Refused> {
-        let via = match top_via.map_or_else(|| request.top_via(), Ok) {
+        // The request keeps its top Via parsed (the transport parsed it to
+        // stamp it): borrowed here, not parsed or copied again.
+        let via = match request.headers.top_via_ref() {
             Ok(via) => via,
             Err(source) => {
                 let error = KeyError::Header {
@@ -1325,13 +1314,13 @@ impl Inner {
             }
         };
         if request.method == Method::Ack {
-            return match ServerKey::for_ack_lookup(&request, &via) {
+            return match ServerKey::for_ack_lookup(&request, via) {
                 Ok(lookup) => Ok(self.on_ack(&lookup, request, source)),
                 Err(error) => Err(unkeyed(request, error)),
             };
         }
-        let key = match ServerKey::for_request_via(&request, &via) {
-            Ok(key) => Arc::new(key),
+        let (key, reply) = match ServerKey::for_request_via(&request, via) {
+            Ok(key) => (Arc::new(key), reply_destination(via, &source)),
             Err(error) => return Err(unkeyed(request, error)),
         };
         let id = self.next_id();
@@ -1359,8 +1348,7 @@ impl Inner {
                     let (m, a) = NonInviteServer::new(reliable, timers);
                     (ServerMachine::NonInvite(m), a)
                 };
-                let reply = reply_destination(&via, &source);
-                debug!(branch = via.branch(), method = %request.method, peer = %source.peer, "server transaction");
+                debug!(key = ?v.key(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);
                 let mut entry = ServerEntry {
                     id,
@@ -1842,13 +1830,14 @@ fn unkeyed(request: Request, error: KeyError) -> Refused {
 fn ack_matches(key: &ServerKey, entry: &ServerEntry, ack: &Request) -> bool {
     !key.is_rfc2543()
         || ack
-            .to()
+            .headers
+            .to_ref()
             .ok()
             .is_some_and(|to| to.tag() == entry.final_to_tag())
 }
 
 fn to_tag(response: &Response) -> Option<ByteStr> {
-    let to = response.to().ok()?;
+    let to = response.headers.to_ref().ok()?;
     to.tag().map(|t| ByteStr::from(t.to_owned()))
 }
 
@@ -2637,57 +2626,6 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 2));
         expect_request(&mut rx).await;
         expect_request(&mut rx).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_top_via_parsed_by_the_transport_is_used_as_given() {
-        let (layer, mut rx, sink) = layer();
-        let src = udp_source();
-        let parsed = || Some(invite().top_via().unwrap());
-        // The request's own Via line would not parse: the layer must not
-        // read it again when it is handed the parsed value.
-        let mut inv = invite();
-        inv.headers.set(HeaderName::Via, "SIP/2.0/UDP ;;");
-        layer
-            .receive_with_via(inv.clone().into(), parsed(), src)
-            .await
-            .unwrap();
-        let req = expect_request(&mut rx).await;
-        assert_eq!(req.tx.key(), &ServerKey::for_request(&invite()).unwrap());
-        // Its retransmission matches whichever way the Via came.
-        layer
-            .receive_with_via(inv.into(), parsed(), src)
-            .await
-            .unwrap();
-        layer.on_message(invite().into(), src).await.unwrap();
-        assert!(rx.try_recv().is_err(), "retransmissions absorbed");
-        assert_eq!(layer.transaction_counts(), (0, 1));
-        // A response's top Via is always read from the response.
-        let ok = response(&our_options("z9hG4bKown"), 200, None);
-        let mut client = layer
-            .send_request(our_options("z9hG4bKown"), peer())
-            .await
-            .unwrap();
-        layer
-            .receive_with_via(ok.into(), parsed(), src)
-            .await
-            .unwrap();
-        match client.recv().await {
-            Some(ClientEvent {
-                event: ClientEventKind::Response(r),
-                ..
-            }) => assert_eq!(r.status.as_u16(), 200),
-            other => panic!("expected the 200, got {other:?}"),
-        }
-        assert_eq!(sink.sent().len(), 1, "only our OPTIONS went out");
-        // Without a parsed value the layer parses the (bad) line and hands
-        // the request back.
-        let mut bad = options();
-        bad.headers.set(HeaderName::Via, "SIP/2.0/UDP ;;");
-        assert!(matches!(
-            layer.receive_with_via(bad.into(), None, src).await,
-            Err(crate::transaction::Refused::Unkeyed { .. })
-        ));
     }
 
     #[tokio::test(start_paused = true)]

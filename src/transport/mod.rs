@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::sip::{Limits, Message, Request, Response, Via};
+use crate::sip::{Limits, Message, Request, Response};
 
 pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, Source};
 pub use metrics::TransportMetrics;
@@ -43,14 +43,11 @@ pub use routing::response_destination;
 #[derive(Debug)]
 pub struct Inbound {
     /// The parsed message. Requests already carry `received`/`rport` in
-    /// their top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+    /// their top Via (RFC 3261 §18.2.1, RFC 3581 §4), which they keep
+    /// parsed ([`crate::sip::Headers::top_via_ref`]).
     pub message: Message,
     /// Where it came from; pass it back to [`Transports::send_response`].
     pub source: Source,
-    /// A request's top Via as stamped into it, parsed once here for the
-    /// layers above ([`crate::transaction::TransactionLayer::receive_with_via`]);
-    /// `None` for responses and for requests whose top Via does not parse.
-    pub top_via: Option<Via>,
 }
 
 /// Told of each request that a lower layer (the transport, the transaction

@@ -15,7 +15,6 @@ use super::refused::RefusalKey;
 use super::{Destination, Inbound, Protocol, ResponsePort, Shared, Source, TransportError};
 use crate::sip::{
     ByteStr, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, StatusCode,
-    Via,
 };
 
 /// The default SIP port (RFC 3261 §18.2.2: "using port 5060 if none is
@@ -38,7 +37,7 @@ pub fn response_destination(
     source: &Source,
     policy: ResponsePort,
 ) -> Destination {
-    let port = match response.top_via() {
+    let port = match response.headers.top_via_ref() {
         Ok(via) => {
             // rport is a UDP matter (RFC 3581); over TCP this address is
             // only used to reconnect, to the sent-by port.
@@ -242,16 +241,11 @@ fn host_is(host: &Host, ip: IpAddr) -> bool {
 /// sent-by host is not the source IP, and when `rport` is present (or the
 /// policy asks for the source port, see [`ResponsePort`]), set it to the
 /// source port and always add `received`. A request whose top Via does not parse is left
-/// alone (the validator answers it 400). Returns the top Via as it now
-/// stands (stamped or not), so that the layers above need not parse it
-/// again; `None` when it does not parse.
-pub(crate) fn stamp_top_via(
-    request: &mut Request,
-    source: &Source,
-    policy: ResponsePort,
-) -> Option<Via> {
-    let Ok(mut via) = request.top_via() else {
-        return None;
+/// alone (the validator answers it 400). The top Via is parsed once, here:
+/// the request keeps it parsed (stamped or not) for the layers above.
+pub(crate) fn stamp_top_via(request: &mut Request, source: &Source, policy: ResponsePort) {
+    let Ok(via) = request.headers.top_via_ref() else {
+        return;
     };
     let src_ip = source.peer.ip();
     let translated = !host_is(&via.host, src_ip);
@@ -267,63 +261,17 @@ pub(crate) fn stamp_top_via(
                 ResponsePort::Source => true,
             });
     if !translated && !wants_rport {
-        return Some(via);
+        return;
     }
+    let mut via = via.clone();
     via.params
         .set("received", Some(ByteStr::from(src_ip.to_string())));
     if wants_rport {
         via.params
             .set("rport", Some(ByteStr::from(source.peer.port().to_string())));
     }
-    replace_top_via(&mut request.headers, &via);
-    Some(via)
-}
-
-/// Replaces the first value of the first Via line with `via`, keeping the
-/// other values of that line. Header order across names is not significant
-/// (RFC 3261 §7.3.1), so the rewritten line may move to the front.
-fn replace_top_via(headers: &mut Headers, via: &Via) {
-    let Some(first_line) = headers.remove_first(&HeaderName::Via) else {
-        return;
-    };
-    let rest = after_first_value(&first_line);
-    let mut value = via.to_string().into_bytes();
-    if let Some(rest) = rest {
-        value.extend_from_slice(b", ");
-        value.extend_from_slice(rest);
-    }
-    headers.push_front(HeaderName::Via, Bytes::from(value));
-}
-
-/// The part of a comma-separated header value after its first element
-/// (trimmed), or `None` when there is only one. Commas inside quoted strings
-/// and `<...>` do not separate.
-fn after_first_value(value: &[u8]) -> Option<&[u8]> {
-    let mut in_quotes = false;
-    let mut in_angle = false;
-    let mut escaped = false;
-    for (i, &b) in value.iter().enumerate() {
-        if in_quotes {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_quotes = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_quotes = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            b',' if !in_angle => {
-                let rest = value[i + 1..].trim_ascii();
-                return (!rest.is_empty()).then_some(rest);
-            }
-            _ => {}
-        }
-    }
-    None
+    // Cannot fail: the top Via parsed above.
+    let _ = request.headers.replace_top_via(via);
 }
 
 /// A random token for To tags of locally generated responses (RFC 3261
@@ -365,9 +313,8 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
 /// whether or not the queue has room again, and are not reported to the
 /// refusal observer a second time (see [`super::refused`]).
 pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> Option<Response> {
-    let mut top_via = None;
     if let Message::Request(req) = &mut message {
-        top_via = stamp_top_via(req, &source, shared.config.response_port);
+        stamp_top_via(req, &source, shared.config.response_port);
         if req.method == Method::Invite && !shared.refused.is_empty() {
             let key = shared.refused.key(req);
             if shared.refused.contains(key, Instant::now()) {
@@ -379,11 +326,7 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
             }
         }
     }
-    match shared.inbound.try_send(Inbound {
-        message,
-        source,
-        top_via,
-    }) {
+    match shared.inbound.try_send(Inbound { message, source }) {
         Ok(()) => {
             shared
                 .metrics
@@ -433,21 +376,7 @@ fn overload_response(shared: &Shared, req: &Request, key: RefusalKey) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn after_first_value_splits_on_the_first_top_level_comma() {
-        assert_eq!(after_first_value(b"SIP/2.0/UDP a;branch=z9hG4bK1"), None);
-        assert_eq!(
-            after_first_value(b"SIP/2.0/UDP a;branch=1 , SIP/2.0/UDP b"),
-            Some(b"SIP/2.0/UDP b".as_slice())
-        );
-        assert_eq!(
-            after_first_value(b"SIP/2.0/UDP a;x=\"p,q\",SIP/2.0/TCP b"),
-            Some(b"SIP/2.0/TCP b".as_slice())
-        );
-        assert_eq!(after_first_value(b"SIP/2.0/UDP a;x=\"\\\",\""), None);
-        assert_eq!(after_first_value(b"SIP/2.0/UDP a,  "), None);
-    }
+    use crate::sip::Via;
 
     fn request(via: &str) -> Request {
         let text = format!(
@@ -473,11 +402,12 @@ mod tests {
     fn stamped(via: &str, peer: &str, policy: ResponsePort) -> (Via, Destination) {
         let mut req = request(via);
         let source = udp_source(peer);
-        let returned = stamp_top_via(&mut req, &source, policy);
+        stamp_top_via(&mut req, &source, policy);
         let resp = Response::for_request(&req, StatusCode::OK);
         let top = req.top_via().unwrap();
-        // What the layers above get instead of parsing it again.
-        assert_eq!(returned.as_ref(), Some(&top), "{via}");
+        // What the layers above read without parsing it again is what the
+        // stamped field says (a clone parses afresh).
+        assert_eq!(req.clone().top_via().unwrap(), top, "{via}");
         (top, response_destination(&resp, &source, policy))
     }
 
@@ -543,31 +473,30 @@ mod tests {
     #[test]
     fn only_the_top_via_value_is_stamped() {
         let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1, SIP/2.0/UDP h2.example.com;branch=z9hG4bK2");
-        let returned = stamp_top_via(
+        stamp_top_via(
             &mut req,
             &udp_source("[2001:db8::1]:5062"),
             ResponsePort::SentBy,
         );
         let vias = req.via().unwrap();
         assert_eq!(vias.len(), 2);
-        assert_eq!(returned.as_ref(), Some(&vias[0]));
+        assert_eq!(req.top_via_ref().unwrap(), &vias[0]);
         assert_eq!(vias[0].received(), Some("2001:db8::1"));
         assert_eq!(vias[1].received(), None);
         assert_eq!(vias[1].branch(), Some("z9hG4bK2"));
     }
 
     #[test]
-    fn a_top_via_that_does_not_parse_is_left_alone_and_not_returned() {
+    fn a_top_via_that_does_not_parse_is_left_alone() {
         let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1");
         req.headers
             .set(HeaderName::Via, Bytes::from_static(b"SIP/2.0/UDP ;;"));
         let before = req.clone();
-        let returned = stamp_top_via(
+        stamp_top_via(
             &mut req,
             &udp_source("192.0.2.9:40000"),
             ResponsePort::Source,
         );
-        assert!(returned.is_none());
         assert_eq!(req, before);
     }
 
