@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::dialog::{cseq_value, Dialog, DialogState};
+use crate::dialog::{cseq_value, put_cseq, Dialog, DialogState};
 use crate::sip::{ByteStr, HeaderName, Method, NameAddr, Request, Response, StatusCode, Uri};
 
 use super::auth::{self, DigestCredentials};
@@ -130,11 +130,22 @@ impl LegTransport {
     /// Our Via value for request `seq` of `call` on `leg`, with the branch
     /// of [`ids::branch_for`] written straight into it.
     pub fn via_for(&self, call: u64, leg: Leg, seq: u32) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.via_prefix.len() + ids::BRANCH_LEN + 6);
-        b.put_slice(&self.via_prefix);
-        ids::put_branch(&mut b, call, leg, seq);
-        b.put_slice(b";rport");
+        let mut b = BytesMut::with_capacity(self.via_len());
+        self.put_via(&mut b, call, leg, seq);
         b.freeze()
+    }
+
+    /// Room [`LegTransport::put_via`] takes at most.
+    pub fn via_len(&self) -> usize {
+        self.via_prefix.len() + ids::BRANCH_LEN + 6
+    }
+
+    /// Writes [`LegTransport::via_for`] into `buf` and splits it off.
+    pub fn put_via(&self, buf: &mut BytesMut, call: u64, leg: Leg, seq: u32) -> Bytes {
+        buf.put_slice(&self.via_prefix);
+        ids::put_branch(buf, call, leg, seq);
+        buf.put_slice(b";rport");
+        buf.split().freeze()
     }
 
     /// Our Via value with `branch`.
@@ -280,6 +291,7 @@ impl OutInvite {
         contact: &Bytes,
         seq: u32,
         auth: Option<(HeaderName, Bytes)>,
+        buf: &mut BytesMut,
     ) -> Request {
         let end_to_end = invite
             .headers
@@ -293,7 +305,8 @@ impl OutInvite {
         h.push(HeaderName::From, dialog.local_header().clone());
         h.push(HeaderName::To, self.to.clone());
         h.push(HeaderName::CallId, dialog.call_id().as_bytes().clone());
-        h.push(HeaderName::CSeq, cseq_value(seq, &Method::Invite));
+        put_cseq(buf, seq, &Method::Invite);
+        h.push(HeaderName::CSeq, buf.split().freeze());
         h.push(HeaderName::MaxForwards, self.max_forwards.clone());
         h.push(HeaderName::Contact, contact.clone());
         copy_end_to_end(&invite.headers, h);
@@ -308,6 +321,9 @@ impl OutInvite {
 /// One call (see the module doc).
 #[derive(Debug)]
 pub struct Call {
+    /// The rest of the buffer the call's identifiers, dialog copies, Via
+    /// and CSeq values are written into and split off (see [`Call::new`]).
+    buf: BytesMut,
     /// Our number for the call, carried in our Via branches so that events
     /// of client transactions find their call without a lookup table.
     id: u64,
@@ -412,7 +428,6 @@ pub struct SetupError {
 impl Call {
     /// Sets up a call for the caller's `invite` (already admitted: routed,
     /// Max-Forwards checked) and returns it with the outbound INVITE to send.
-    /// `from` is the INVITE's From, which the shell has parsed already.
     // The arguments are the distinct pieces of a call's setup (the sans-IO
     // `now` and `out` included); a struct for the one call site would only
     // rename them.
@@ -420,15 +435,45 @@ impl Call {
     pub fn new(
         id: u64,
         invite: Request,
-        from: &NameAddr,
         inbound_tp: Arc<LegTransport>,
         plan: Plan,
         settings: &CallSettings,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<Call, SetupError> {
+        let from = match invite.from_ref() {
+            Ok(from) => from,
+            Err(e) => {
+                return Err(SetupError {
+                    source: e.into(),
+                    invite: Box::new(invite),
+                })
+            }
+        };
+        let outbound_tp = plan.outbound.clone();
+        // One buffer for what the call writes and keeps (identifiers, the
+        // copies its dialogs keep, our Via and CSeq values): its pieces are
+        // split off it and share its allocation. Room for the setup, the
+        // callee's To and Contact, and the Via and CSeq of the ACK and a BYE.
+        let via_len = outbound_tp.via_len().max(inbound_tp.via_len()) + 16;
+        let mut buf = BytesMut::with_capacity(
+            2 * ids::TAG_LEN
+                + Dialog::uas_len(&invite, ids::TAG_LEN)
+                + 33
+                + outbound_tp.host.len()
+                + caller_id_len(from, &outbound_tp.host)
+                + 5
+                + ids::TAG_LEN
+                + 2
+                + URI_ROOM
+                + 3 * via_len
+                + 3
+                + CALLEE_ROOM,
+        );
         let checked = (|| {
-            let inbound = Dialog::new_uas_from(&invite, from, ids::tag_for(id, Leg::Inbound))?;
+            ids::put_tag_for(&mut buf, id, Leg::Inbound);
+            let tag = ByteStr::from_ascii(buf.split().freeze());
+            let inbound = Dialog::new_uas_in(&invite, from, tag, &mut buf)?;
             let invite_seq = invite.cseq()?.seq;
             let max_forwards = invite.max_forwards()?;
             Ok::<_, crate::dialog::DialogError>((inbound, invite_seq, max_forwards))
@@ -446,34 +491,47 @@ impl Call {
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 
-        let outbound_tp = plan.outbound.clone();
-        let call_id = ids::call_id(&outbound_tp.host);
-        let from = caller_id(from, &outbound_tp.host);
-        let mut to = BytesMut::with_capacity(64);
-        to.put_u8(b'<');
-        plan.request_uri.write_into(&mut to);
-        to.put_u8(b'>');
-        let to = to.freeze();
+        ids::put_call_id(&mut buf, &outbound_tp.host);
+        // Hex digits, `@` and a `str`: UTF-8.
+        let call_id = ByteStr::from_utf8_lossy(buf.split().freeze());
+        ids::put_tag_for(&mut buf, id, Leg::Outbound);
+        let out_tag = ByteStr::from_ascii(buf.split().freeze());
+        put_caller_id(&mut buf, from, &outbound_tp.host);
+        buf.put_slice(b";tag=");
+        buf.put_slice(out_tag.as_bytes());
+        let local_header = buf.split().freeze();
+        buf.put_u8(b'<');
+        plan.request_uri.write_into(&mut buf);
+        buf.put_u8(b'>');
+        let to = buf.split().freeze();
         let out_seq = 1;
-        let outbound = Dialog::new_uac(
+        let outbound = Dialog::new_uac_with(
             call_id,
-            ids::tag_for(id, Leg::Outbound),
-            &from,
+            out_tag,
+            local_header,
             to.clone(),
             plan.request_uri.clone(),
             out_seq,
         );
+        buf.put_slice(itoa::Buffer::new().format(max_forwards).as_bytes());
+        let max_forwards = buf.split().freeze();
         let sent = OutInvite {
             uri: plan.request_uri,
             to,
-            via: outbound_tp.via_for(id, Leg::Outbound, out_seq),
-            max_forwards: Bytes::copy_from_slice(
-                itoa::Buffer::new().format(max_forwards).as_bytes(),
-            ),
+            via: outbound_tp.put_via(&mut buf, id, Leg::Outbound, out_seq),
+            max_forwards,
         };
-        let req = sent.request(&outbound, &invite, &outbound_tp.contact, out_seq, None);
+        let req = sent.request(
+            &outbound,
+            &invite,
+            &outbound_tp.contact,
+            out_seq,
+            None,
+            &mut buf,
+        );
 
         let call = Call {
+            buf,
             id,
             settings_t1: settings.t1,
             settings_t2: settings.t2,
@@ -689,23 +747,31 @@ impl Call {
 
     // ---- requests to the legs ----
 
-    fn via(&self, leg: Leg, seq: u32) -> Bytes {
-        self.transport(leg).via_for(self.id, leg, seq)
+    /// Our Via for request `seq` on `leg`, in the call's buffer.
+    fn via(&mut self, leg: Leg, seq: u32) -> Bytes {
+        let tp = match leg {
+            Leg::Inbound => &self.inbound_tp,
+            Leg::Outbound => &self.outbound_tp,
+        };
+        tp.put_via(&mut self.buf, self.id, leg, seq)
     }
 
-    /// Sends `request`, whose CSeq number is `seq`, on `leg` with our Via.
-    fn send(&mut self, leg: Leg, seq: u32, mut request: Request, out: &mut Vec<Action>) {
-        request
-            .headers
-            .push_front(HeaderName::Via, self.via(leg, seq));
-        out.push(Action::Request { leg, seq, request });
+    /// A request with CSeq number `seq` in the dialog of `leg`, with our
+    /// Via (its values in the call's buffer).
+    fn request_on(&mut self, leg: Leg, method: Method, seq: u32) -> Request {
+        let via = self.via(leg, seq);
+        let dialog = match leg {
+            Leg::Inbound => &self.inbound,
+            Leg::Outbound => &self.outbound,
+        };
+        dialog.request_in(method, seq, Some(via), &mut self.buf)
     }
 
     fn bye(&mut self, leg: Leg, out: &mut Vec<Action>) {
-        let request = self.dialog(leg).new_request(Method::Bye);
-        let seq = self.dialog(leg).local_seq();
+        let seq = self.dialog(leg).next_seq();
+        let request = self.request_on(leg, Method::Bye, seq);
         self.byes.push((leg, seq));
-        self.send(leg, seq, request, out);
+        out.push(Action::Request { leg, seq, request });
         match leg {
             Leg::Inbound => self.caller = CallerState::Done,
             Leg::Outbound => self.callee = CalleeState::Done,
@@ -717,11 +783,7 @@ impl Call {
         if self.callee != CalleeState::Answered {
             return;
         }
-        let mut ack = self.outbound.ack(self.out_invite_seq);
-        ack.headers.push_front(
-            HeaderName::Via,
-            self.via(Leg::Outbound, self.out_invite_seq),
-        );
+        let mut ack = self.request_on(Leg::Outbound, Method::Ack, self.out_invite_seq);
         ack.headers
             .push(HeaderName::Contact, self.outbound_tp.contact.clone());
         if let Some(a) = from_ack {
@@ -751,9 +813,7 @@ impl Call {
             return;
         };
         let to = ra.from.other();
-        let mut ack = self.dialog(to).ack(ra.to_seq);
-        ack.headers
-            .push_front(HeaderName::Via, self.via(to, ra.to_seq));
+        let mut ack = self.request_on(to, Method::Ack, ra.to_seq);
         if let Some(a) = from_ack.filter(|a| !a.body.is_empty()) {
             if let Some(ct) = a.headers.get(&HeaderName::ContentType) {
                 ack.headers.push(HeaderName::ContentType, ct.clone());
@@ -993,8 +1053,8 @@ impl Call {
             return;
         }
         let method = request.method.clone();
-        let mut fwd = self.dialog(to).new_request(method.clone());
-        let to_seq = self.dialog(to).local_seq();
+        let to_seq = self.dialog(to).next_seq();
+        let mut fwd = self.request_on(to, method.clone(), to_seq);
         if matches!(method, Method::Invite | Method::Update) {
             fwd.headers
                 .push(HeaderName::Contact, self.transport(to).contact.clone());
@@ -1025,7 +1085,11 @@ impl Call {
             request,
             to_seq,
         });
-        self.send(to, to_seq, fwd, out);
+        out.push(Action::Request {
+            leg: to,
+            seq: to_seq,
+            request: fwd,
+        });
     }
 
     /// A response to one of our client transactions on `leg`.
@@ -1102,7 +1166,7 @@ impl Call {
                 // Hop by hop: not relayed.
                 return;
             }
-            if let Err(e) = self.outbound.on_uac_response(&response) {
+            if let Err(e) = self.outbound.on_uac_response_in(&response, &mut self.buf) {
                 tracing::debug!(error = %e, "provisional response ignored");
                 return;
             }
@@ -1176,6 +1240,7 @@ impl Call {
             &self.outbound_tp.contact,
             seq,
             Some((name, Bytes::from(value))),
+            &mut self.buf,
         );
         self.auth_attempts += 1;
         self.out_invite_seq = seq;
@@ -1218,7 +1283,7 @@ impl Call {
             }
             CalleeState::Answered => return,
         }
-        if let Err(e) = self.outbound.on_uac_response(&response) {
+        if let Err(e) = self.outbound.on_uac_response_in(&response, &mut self.buf) {
             tracing::debug!(error = %e, "2xx without a usable To tag");
         }
         self.callee_status = Some(response.status.as_u16());
@@ -1507,37 +1572,54 @@ pub fn ack_and_bye_for_stray_2xx(response: &Response) -> Option<(Request, Reques
     ))
 }
 
-/// From of the outbound INVITE: the caller's display name and user (caller
-/// ID) at our host, without the caller's tag or parameters.
-fn caller_id(from: &NameAddr, host: &str) -> Vec<u8> {
-    let user = match &from.uri {
+/// Room in the call's buffer for the To of the outbound INVITE (`<` URI
+/// `>`); a longer one takes a new buffer.
+const URI_ROOM: usize = 64;
+
+/// Room in the call's buffer for what the callee's answers make the
+/// outbound dialog keep (its To with tag, its Contact).
+const CALLEE_ROOM: usize = 128;
+
+/// The caller's user part for [`put_caller_id`].
+fn caller_user(from: &NameAddr) -> &str {
+    match &from.uri {
         Uri::Sip(u) => u.user.as_deref(),
         Uri::Tel(t) => Some(&*t.number),
         _ => None,
     }
-    .unwrap_or("anonymous");
+    .unwrap_or("anonymous")
+}
+
+/// What [`put_caller_id`] writes at most.
+fn caller_id_len(from: &NameAddr, host: &str) -> usize {
+    from.display_name.as_deref().map_or(0, str::len) + caller_user(from).len() + host.len() + 16
+}
+
+/// Writes the From of the outbound INVITE into `out`: the caller's display
+/// name and user (caller ID) at our host, without the caller's tag or
+/// parameters.
+fn put_caller_id(out: &mut BytesMut, from: &NameAddr, host: &str) {
+    let user = caller_user(from);
     let display = from.display_name.as_deref().filter(|d| !d.is_empty());
     let bracket = host.contains(':') && !host.starts_with('[');
-    let mut out = Vec::with_capacity(display.map_or(0, str::len) + user.len() + host.len() + 16);
     if let Some(d) = display {
         // The display name is kept as written inside its quotes (escapes
         // included), so it can be quoted again as is.
-        out.push(b'"');
-        out.extend_from_slice(d.as_bytes());
-        out.extend_from_slice(b"\" ");
+        out.put_u8(b'"');
+        out.put_slice(d.as_bytes());
+        out.put_slice(b"\" ");
     }
-    out.extend_from_slice(b"<sip:");
-    out.extend_from_slice(user.as_bytes());
-    out.push(b'@');
+    out.put_slice(b"<sip:");
+    out.put_slice(user.as_bytes());
+    out.put_u8(b'@');
     if bracket {
-        out.push(b'[');
+        out.put_u8(b'[');
     }
-    out.extend_from_slice(host.as_bytes());
+    out.put_slice(host.as_bytes());
     if bracket {
-        out.push(b']');
+        out.put_u8(b']');
     }
-    out.push(b'>');
-    out
+    out.put_u8(b'>');
 }
 
 #[cfg(test)]

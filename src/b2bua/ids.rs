@@ -50,11 +50,19 @@ pub fn tag() -> ByteStr {
 /// in-dialog request finds its call by its To tag, [`parse_tag`]), plus 64
 /// random bits: `<call hex><i|o><16 hex>`.
 pub fn tag_for(call: u64, leg: Leg) -> ByteStr {
-    let mut b = BytesMut::with_capacity(33);
-    put_hex(&mut b, call);
-    b.put_u8(leg_char(leg));
-    put_hex64(&mut b, rand::random());
+    let mut b = BytesMut::with_capacity(TAG_LEN);
+    put_tag_for(&mut b, call, leg);
     ByteStr::from_ascii(b.freeze())
+}
+
+/// The longest tag [`tag_for`] writes.
+pub(crate) const TAG_LEN: usize = 16 + 1 + 16;
+
+/// Appends [`tag_for`]`(call, leg)` to `out`.
+pub(crate) fn put_tag_for(out: &mut BytesMut, call: u64, leg: Leg) {
+    put_hex(out, call);
+    out.put_u8(leg_char(leg));
+    put_hex64(out, rand::random());
 }
 
 /// The call and leg a tag of ours names ([`tag_for`]).
@@ -114,12 +122,17 @@ pub fn parse_branch(branch: &str) -> Option<(u64, Leg, u32)> {
 /// A Call-ID `<128 random bits>@host`.
 pub fn call_id(host: &str) -> ByteStr {
     let mut b = BytesMut::with_capacity(33 + host.len());
-    put_hex64(&mut b, rand::random());
-    put_hex64(&mut b, rand::random());
-    b.put_u8(b'@');
-    b.put_slice(host.as_bytes());
+    put_call_id(&mut b, host);
     // Hex digits and `@` before a `str`: UTF-8.
     ByteStr::from_utf8(b.freeze()).unwrap_or_default()
+}
+
+/// Appends a [`call_id`] for `host` to `out`.
+pub(crate) fn put_call_id(out: &mut BytesMut, host: &str) {
+    put_hex64(out, rand::random());
+    put_hex64(out, rand::random());
+    out.put_u8(b'@');
+    out.put_slice(host.as_bytes());
 }
 
 #[cfg(test)]

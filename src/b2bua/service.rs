@@ -512,7 +512,7 @@ impl Inner {
                 }
             }
         }
-        let remote_tag = remote_tag_of(&req.from().ok()?);
+        let remote_tag = remote_tag_of(req.from_ref().ok()?);
         let id = *self.legs.get(&LegKey {
             call_id,
             remote_tag,
@@ -608,7 +608,7 @@ impl Inner {
                 .refuse(sr, refusal.status(), refusal.finish_reason(), dialed, None)
                 .await;
         }
-        let (Ok(call_id), Ok(from)) = (req.call_id(), req.from()) else {
+        let (Ok(call_id), Ok(from)) = (req.call_id(), req.from_ref()) else {
             return self
                 .refuse(
                     sr,
@@ -619,10 +619,11 @@ impl Inner {
                 )
                 .await;
         };
-        // Own copies: the key lives as long as the call.
+        // Slices of the request, for the lookup only (the call's key is
+        // made of its own copies below).
         let in_key = LegKey {
-            call_id: ByteStr::from(call_id.as_str().to_owned()),
-            remote_tag: ByteStr::from(remote_tag_of(&from).as_str().to_owned()),
+            call_id,
+            remote_tag: remote_tag_of(from),
         };
         // An own copy too: a slice would keep the datagram alive.
         let caller = from.uri.to_text();
@@ -726,7 +727,6 @@ impl Inner {
         let call = match Call::new(
             id,
             request,
-            &from,
             inbound_tp,
             plan,
             &self.config.calls,
@@ -757,6 +757,12 @@ impl Inner {
         let _enter = span.enter();
         tracing::debug!(target_uri = %ext.uri, "call routed");
         drop(_enter);
+        // The call's own copies (in its buffer): the key lives as long as
+        // the call, and a slice of the INVITE would keep its datagram.
+        let in_key = LegKey {
+            call_id: call.inbound_call_id().clone(),
+            remote_tag: call.inbound_remote_tag().clone(),
+        };
         let dialogs = [
             (in_key.call_id.clone(), call.inbound_local_tag().clone()),
             (

@@ -98,31 +98,40 @@ impl Dialog {
         from: &NameAddr,
         local_tag: ByteStr,
     ) -> Result<Dialog, DialogError> {
+        Dialog::new_uas_in(request, from, local_tag, &mut BytesMut::new())
+    }
+
+    /// [`Dialog::new_uas_from`] with the copies the dialog keeps (tags,
+    /// Call-ID, From, To, Contact) written into `buf` and split off it, so
+    /// that they share one allocation with whatever else the caller keeps
+    /// there (see [`Dialog::uas_len`] for the room they take).
+    pub fn new_uas_in(
+        request: &Request,
+        from: &NameAddr,
+        local_tag: ByteStr,
+        buf: &mut BytesMut,
+    ) -> Result<Dialog, DialogError> {
         // RFC 3261 §12.1.1: a From without tag (RFC 2543) is a null tag.
-        let remote_tag = from
-            .tag()
-            .map(|t| ByteStr::from(t.to_owned()))
-            .unwrap_or_default();
+        let remote_tag = from.tag().map(|t| own_str(buf, t)).unwrap_or_default();
         let to_raw = request
             .headers
             .get(&HeaderName::To)
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], |v| &v[..]);
         let from_raw = request
             .headers
             .get(&HeaderName::From)
-            .cloned()
-            .unwrap_or_default();
-        let (remote_target, remote_contact) = match own_contact_uri(&request.headers)? {
+            .map_or(&[][..], |v| &v[..]);
+        let (remote_target, remote_contact) = match own_contact_uri(&request.headers, buf)? {
             Some(c) => c,
             None => (own_uri(&from.uri), Bytes::new()),
         };
+        let call_id = own_str(buf, request.call_id()?.as_str());
         Ok(Dialog {
-            call_id: ByteStr::from(request.call_id()?.as_str().to_owned()),
-            local_header: with_tag(&to_raw, &local_tag),
+            call_id,
+            local_header: put_with_tag(buf, to_raw, &local_tag),
             local_tag,
             remote_tag,
-            remote_header: Bytes::copy_from_slice(&from_raw),
+            remote_header: own_bytes(buf, from_raw),
             local_seq: 0,
             remote_seq: Some(request.cseq()?.seq),
             remote_target,
@@ -143,9 +152,24 @@ impl Dialog {
         target: Uri,
         cseq: u32,
     ) -> Dialog {
+        let mut buf = BytesMut::with_capacity(from.len() + 5 + local_tag.len());
+        let local_header = put_with_tag(&mut buf, from, &local_tag);
+        Dialog::new_uac_with(call_id, local_tag, local_header, to, target, cseq)
+    }
+
+    /// [`Dialog::new_uac`] with our From already written, tag included
+    /// (`local_header`): nothing is copied.
+    pub fn new_uac_with(
+        call_id: ByteStr,
+        local_tag: ByteStr,
+        local_header: Bytes,
+        to: Bytes,
+        target: Uri,
+        cseq: u32,
+    ) -> Dialog {
         Dialog {
             call_id,
-            local_header: with_tag(from, &local_tag),
+            local_header,
             local_tag,
             remote_tag: ByteStr::default(),
             remote_header: to,
@@ -164,6 +188,16 @@ impl Dialog {
     /// set replaces an early one, RFC 3261 §12.1.2 and §13.2.2.4). A 100 and
     /// failures change nothing.
     pub fn on_uac_response(&mut self, response: &Response) -> Result<(), DialogError> {
+        self.on_uac_response_in(response, &mut BytesMut::new())
+    }
+
+    /// [`Dialog::on_uac_response`] with the copies the dialog keeps (To
+    /// and its tag, Contact) written into `buf` and split off it.
+    pub fn on_uac_response_in(
+        &mut self,
+        response: &Response,
+        buf: &mut BytesMut,
+    ) -> Result<(), DialogError> {
         let status = response.status;
         if status.as_u16() == 100 || status.as_u16() >= 300 || self.state == DialogState::Confirmed
         {
@@ -190,21 +224,21 @@ impl Dialog {
                 return Ok(());
             };
             (self.state == DialogState::Initial || self.remote_tag != tag)
-                .then(|| ByteStr::from(tag.as_str().to_owned()))
+                .then(|| own_str(buf, tag.as_str()))
         };
         if new_tag.is_some() || status.is_success() {
             if let Some(tag) = new_tag {
                 self.remote_tag = tag;
             }
             if let Some(raw) = raw_to.filter(|raw| raw[..] != self.remote_header[..]) {
-                self.remote_header = Bytes::copy_from_slice(raw);
+                self.remote_header = own_bytes(buf, raw);
             }
             let same_contact = response
                 .headers
                 .get(&HeaderName::Contact)
                 .is_some_and(|raw| raw[..] == self.remote_contact[..]);
             if !same_contact {
-                if let Some((uri, raw)) = own_contact_uri(&response.headers)? {
+                if let Some((uri, raw)) = own_contact_uri(&response.headers, buf)? {
                     self.remote_target = uri;
                     self.remote_contact = raw;
                 }
@@ -235,7 +269,7 @@ impl Dialog {
             self.remote_seq = Some(seq);
         }
         if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some((uri, raw)) = own_contact_uri(&request.headers)? {
+            if let Some((uri, raw)) = own_contact_uri(&request.headers, &mut BytesMut::new())? {
                 self.remote_target = uri;
                 self.remote_contact = raw;
             }
@@ -314,7 +348,7 @@ impl Dialog {
     /// Takes a new remote target from the Contact of a 2xx to a target
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
-        if let Ok(Some((uri, raw))) = own_contact_uri(&response.headers) {
+        if let Ok(Some((uri, raw))) = own_contact_uri(&response.headers, &mut BytesMut::new()) {
             self.remote_target = uri;
             self.remote_contact = raw;
         }
@@ -323,20 +357,49 @@ impl Dialog {
     /// A request in the dialog with an explicit CSeq number: the initial
     /// INVITE of a UAC dialog, the ACK of a 2xx.
     pub fn request_with_seq(&self, method: Method, seq: u32) -> Request {
+        self.request_in(method, seq, None, &mut BytesMut::new())
+    }
+
+    /// [`Dialog::request_with_seq`] with `via` (ours, when given) as its
+    /// first header and the CSeq value written into `buf` and split off it.
+    pub fn request_in(
+        &self,
+        method: Method,
+        seq: u32,
+        via: Option<Bytes>,
+        buf: &mut BytesMut,
+    ) -> Request {
         let (uri, routes) = self.request_target();
         let mut request = Request::new(method.clone(), uri);
         // Room for these, our Via and Contact, and a few end-to-end ones.
         request.headers = Headers::with_capacity(routes.len() + 10);
         let h = &mut request.headers;
+        if let Some(via) = via {
+            h.push(HeaderName::Via, via);
+        }
         for route in routes {
             h.push(HeaderName::Route, route);
         }
         h.push(HeaderName::From, self.local_header.clone());
         h.push(HeaderName::To, self.remote_header.clone());
         h.push(HeaderName::CallId, self.call_id.as_bytes().clone());
-        h.push(HeaderName::CSeq, cseq_value(seq, &method));
+        put_cseq(buf, seq, &method);
+        h.push(HeaderName::CSeq, buf.split().freeze());
         h.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
         request
+    }
+
+    /// Room [`Dialog::new_uas_in`] takes in its buffer for `request` at
+    /// most, with a local tag of `tag_len` bytes.
+    pub fn uas_len(request: &Request, tag_len: usize) -> usize {
+        let len = |name: HeaderName| request.headers.get(&name).map_or(0, Bytes::len);
+        // The From tag is inside From; `;tag=` and ours go after To.
+        2 * len(HeaderName::From)
+            + len(HeaderName::To)
+            + 5
+            + tag_len
+            + len(HeaderName::CallId)
+            + len(HeaderName::Contact)
     }
 
     /// Request-URI and Route values: loose routing when the first route has
@@ -358,14 +421,32 @@ impl Dialog {
     }
 }
 
-/// `CSeq` value `"<seq> <METHOD>"`.
+/// `CSeq` value `"<seq> <METHOD>"`, in a buffer of its exact size.
 pub fn cseq_value(seq: u32, method: &Method) -> Bytes {
-    let m = method.as_str();
-    let mut b = BytesMut::with_capacity(11 + m.len());
-    b.put_slice(itoa::Buffer::new().format(seq).as_bytes());
-    b.put_u8(b' ');
-    b.put_slice(m.as_bytes());
+    let digits = itoa::Buffer::new().format(seq).len();
+    let mut b = BytesMut::with_capacity(digits + 1 + method.as_str().len());
+    put_cseq(&mut b, seq, method);
     b.freeze()
+}
+
+/// Appends the `CSeq` value `"<seq> <METHOD>"` to `out`.
+pub fn put_cseq(out: &mut BytesMut, seq: u32, method: &Method) {
+    out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(method.as_str().as_bytes());
+}
+
+/// Copies `value` into `buf` and splits it off: the copy shares `buf`'s
+/// allocation (and no longer keeps a received datagram alive).
+fn own_bytes(buf: &mut BytesMut, value: &[u8]) -> Bytes {
+    buf.put_slice(value);
+    buf.split().freeze()
+}
+
+/// [`own_bytes`] for text.
+fn own_str(buf: &mut BytesMut, text: &str) -> ByteStr {
+    // A copy of a `str`: the check passes and nothing is copied again.
+    ByteStr::from_utf8_lossy(own_bytes(buf, text.as_bytes()))
 }
 
 /// A URI in a buffer of its own. Dialog state lives as long as the call; a
@@ -378,14 +459,17 @@ fn own_uri(uri: &Uri) -> Uri {
 /// parsed from a copy of the header value, so it owns its buffer (see
 /// [`own_uri`]) without formatting and parsing the URI again; with that
 /// copy. `*` has no URI.
-fn own_contact_uri(headers: &Headers) -> Result<Option<(Uri, Bytes)>, DialogError> {
+fn own_contact_uri(
+    headers: &Headers,
+    buf: &mut BytesMut,
+) -> Result<Option<(Uri, Bytes)>, DialogError> {
     let Some(raw) = headers.get(&HeaderName::Contact) else {
         return Ok(None);
     };
     if raw.trim_ascii() == b"*" {
         return Ok(None);
     }
-    let own = Bytes::copy_from_slice(raw);
+    let own = own_bytes(buf, raw);
     let mut addrs = Vec::with_capacity(1);
     NameAddr::parse_list(&own, &mut addrs).map_err(|reason| {
         DialogError::Header(HeaderError::Invalid {
@@ -404,13 +488,12 @@ fn own_routes(routes: Vec<NameAddr>) -> Vec<NameAddr> {
         .collect()
 }
 
-/// `value;tag=<tag>`.
-fn with_tag(value: &[u8], tag: &str) -> Bytes {
-    let mut b = BytesMut::with_capacity(value.len() + 5 + tag.len());
-    b.put_slice(value);
-    b.put_slice(b";tag=");
-    b.put_slice(tag.as_bytes());
-    b.freeze()
+/// `value;tag=<tag>`, written into `buf` and split off it.
+fn put_with_tag(buf: &mut BytesMut, value: &[u8], tag: &str) -> Bytes {
+    buf.put_slice(value);
+    buf.put_slice(b";tag=");
+    buf.put_slice(tag.as_bytes());
+    buf.split().freeze()
 }
 
 fn is_loose(route: &NameAddr) -> bool {

@@ -96,7 +96,6 @@ impl Harness {
         let call = Call::new(
             7,
             request(INVITE),
-            &request(INVITE).from().unwrap(),
             inbound,
             plan(),
             &settings,
@@ -764,7 +763,6 @@ fn reliable_provisional_and_prack_pass_through() {
     let mut call = Call::new(
         7,
         request(&invite),
-        &request(&invite).from().unwrap(),
         inbound,
         plan(),
         &settings(None),
@@ -859,7 +857,6 @@ fn digest_challenge_is_answered_once_with_credentials() {
     let mut call = Call::new(
         7,
         request(INVITE),
-        &request(INVITE).from().unwrap(),
         inbound,
         p,
         &settings(None),
