@@ -208,19 +208,31 @@ impl Headers {
         cached(&self.typed().cseq, || self.parse_cseq())
     }
 
-    /// The topmost Via value: a copy of [`Headers::top_via_ref`].
+    /// The topmost Via value: a copy of the one [`Headers::top_via_ref`]
+    /// keeps, or parsed (and not kept) if none is kept.
     pub fn top_via(&self) -> Result<Via, HeaderError> {
-        self.top_via_ref().cloned()
+        match self.typed_if_any().and_then(|t| t.top_via.get()) {
+            Some(kept) => kept.as_ref().map(|(v, _)| v.clone()).map_err(Clone::clone),
+            None => self.parse_top_via().map(|(v, _)| v),
+        }
     }
 
-    /// The From header: a copy of [`Headers::from_ref`].
+    /// The From header: a copy of the one [`Headers::from_ref`] keeps, or
+    /// parsed (and not kept) if none is kept.
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
-        self.from_ref().cloned()
+        match self.typed_if_any().and_then(|t| t.from.get()) {
+            Some(kept) => kept.clone(),
+            None => self.parse_from(),
+        }
     }
 
-    /// The To header: a copy of [`Headers::to_ref`].
+    /// The To header: a copy of the one [`Headers::to_ref`] keeps, or
+    /// parsed (and not kept) if none is kept.
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
-        self.to_ref().cloned()
+        match self.typed_if_any().and_then(|t| t.to.get()) {
+            Some(kept) => kept.clone(),
+            None => self.parse_to(),
+        }
     }
 
     /// The Call-ID (exactly one; `word ["@" word]`, no white space).
@@ -242,7 +254,8 @@ impl Headers {
         })
     }
 
-    /// The CSeq: a copy of [`Headers::cseq_ref`].
+    /// The CSeq: a copy of [`Headers::cseq_ref`] (kept: layers read it
+    /// several times per message, and the copy is cheap).
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
         self.cseq_ref().cloned()
     }
@@ -625,25 +638,30 @@ mod tests {
         ]);
         let first: *const Via = h.top_via_ref().unwrap();
         assert!(std::ptr::eq(first, h.top_via_ref().unwrap()));
+        assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK1"));
         assert_eq!(h.from_ref().unwrap().tag(), Some("1"));
-        assert_eq!(h.cseq_ref().unwrap().seq, 1);
+        assert_eq!(h.to_ref().unwrap().tag(), None);
+        assert_eq!(h.cseq().unwrap().seq, 1);
+        let kept: *const CSeq = h.cseq_ref().unwrap();
+        assert!(std::ptr::eq(kept, h.cseq_ref().unwrap()));
         h.push_front(
             HeaderName::Via,
             Bytes::from_static(b"SIP/2.0/TCP p.example.com;branch=z9hG4bK2"),
         );
-        assert_eq!(h.top_via().unwrap().branch(), Some("z9hG4bK2"));
+        assert_eq!(h.top_via_ref().unwrap().branch(), Some("z9hG4bK2"));
         h.set(HeaderName::From, Bytes::from_static(b"<sip:carol@c>;tag=3"));
-        assert_eq!(h.from().unwrap().tag(), Some("3"));
+        assert_eq!(h.from_ref().unwrap().tag(), Some("3"));
         h.set(HeaderName::CSeq, Bytes::from_static(b"2 BYE"));
         assert_eq!(h.cseq().unwrap().method, Method::Bye);
         h.remove_all(&HeaderName::To);
-        assert_eq!(h.to(), Err(HeaderError::Missing(HeaderName::To)));
+        assert_eq!(h.to_ref(), Err(HeaderError::Missing(HeaderName::To)));
         h.push(HeaderName::To, Bytes::from_static(b"<sip:d@e>;tag=4"));
         assert_eq!(h.to_ref().unwrap().tag(), Some("4"));
+        assert_eq!(h.to().unwrap().tag(), Some("4"));
         h.push(HeaderName::To, Bytes::from_static(b"<sip:d@e>"));
-        assert_eq!(h.to(), Err(HeaderError::Duplicate(HeaderName::To)));
+        assert_eq!(h.to_ref(), Err(HeaderError::Duplicate(HeaderName::To)));
         assert_eq!(h.remove_first(&HeaderName::To).unwrap(), "<sip:d@e>;tag=4");
-        assert_eq!(h.to().unwrap().tag(), None);
+        assert_eq!(h.to_ref().unwrap().tag(), None);
     }
 
     #[test]

@@ -235,9 +235,12 @@ pub struct Header {
 /// The header fields of a message, in wire order. Repeated fields and
 /// several values on one line are kept as received; typed accessors join them.
 ///
-/// The typed values that every layer reads (top Via, From, To, CSeq) are
-/// parsed once per message and kept with the fields (see [`Typed`]); any
-/// change to the fields drops them. A clone starts without them.
+/// The typed values that several layers read (top Via, From, To, CSeq)
+/// are parsed once per message and kept with the fields when read through
+/// the `*_ref` accessors (CSeq also through [`Headers::cseq`]); the owned
+/// accessors copy a kept value or, if there is none, parse without keeping
+/// (a value read once costs no more than before). Any change to the fields
+/// drops them. A clone starts without them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<Header>, TypedCache);
 
@@ -294,6 +297,12 @@ impl Headers {
     #[inline]
     pub(crate) fn typed(&self) -> &Typed {
         self.1 .0.get_or_init(Box::default)
+    }
+
+    /// The typed values, if one was read through a `*_ref` accessor (or CSeq).
+    #[inline]
+    pub(crate) fn typed_if_any(&self) -> Option<&Typed> {
+        self.1 .0.get().map(|b| &**b)
     }
 
     /// Drops the typed values (the fields are about to change).

@@ -92,6 +92,8 @@ fn typed_values_agree(h: &Headers) {
     assert_eq!(h.top_via(), h.parse_top_via().map(|(v, _)| v));
     assert_eq!(h.from_ref().cloned(), h.parse_from());
     assert_eq!(h.to(), h.parse_to());
+    assert_eq!(h.to_ref().cloned(), h.parse_to());
+    assert_eq!(h.to(), h.parse_to());
     assert_eq!(h.cseq(), h.parse_cseq());
     assert_eq!(h.check_contacts(), h.contacts().map(|_| ()));
     assert_eq!(h.check_route(), h.route().map(|_| ()));

@@ -103,9 +103,11 @@ impl MediaType {
     /// True if `type/subtype` matches `essence` (e.g. "application/sdp"),
     /// case-insensitively, with `*` wildcards on this side (Accept ranges).
     pub fn matches(&self, essence: &str) -> bool {
+        // On the bytes: `as_str` would check UTF-8 again on every call.
         let (t, s) = essence.split_once('/').unwrap_or((essence, ""));
-        (self.mtype.as_str() == "*" || self.mtype.eq_ignore_ascii_case(t))
-            && (self.subtype.as_str() == "*" || self.subtype.eq_ignore_ascii_case(s))
+        let (mtype, subtype) = (self.mtype.as_bytes(), self.subtype.as_bytes());
+        (mtype == "*" || mtype.eq_ignore_ascii_case(t.as_bytes()))
+            && (subtype == "*" || subtype.eq_ignore_ascii_case(s.as_bytes()))
     }
 
     /// Parses one media type at the start of `i`.
