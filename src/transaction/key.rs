@@ -73,6 +73,15 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
+    /// The key of the transaction with this branch (read from the
+    /// request's top Via; the key keeps a copy) and method.
+    pub(crate) fn new(branch: &ByteStr, method: Method) -> Self {
+        Self {
+            branch: detached(branch),
+            method,
+        }
+    }
+
     /// The key of a request about to be sent (its top Via carries our branch).
     pub fn for_request(req: &Request) -> Result<Self, KeyError> {
         Self::for_request_with_via(req).map(|(key, _)| key)

@@ -27,6 +27,7 @@ use super::key::AckKey;
 use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
+use super::via_prefix::ViaPrefixes;
 use super::wheel::{TimerId, Wheel};
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, KeyError,
@@ -676,6 +677,8 @@ struct Inner {
     next_id: AtomicU64,
     /// The top Via sent-by values of our requests (RFC 3261 §18.1.2).
     sent_by: SentByTable,
+    /// How our requests' top Vias start, up to the branch.
+    via_prefixes: ViaPrefixes,
 }
 
 impl Drop for Inner {
@@ -705,6 +708,7 @@ impl TransactionLayer {
             incoming,
             next_id: AtomicU64::new(1),
             sent_by: SentByTable::default(),
+            via_prefixes: ViaPrefixes::default(),
         });
         tokio::spawn(timer_task(wheel, Arc::downgrade(&inner)));
         (TransactionLayer { inner }, rx)
@@ -962,6 +966,22 @@ impl Inner {
 
     // ---- client side ----
 
+    /// The key of a request we send. Its top Via is parsed in full only
+    /// when it does not start as one parsed before (see [`ViaPrefixes`]):
+    /// then its sent-by is learned (§18.1.2) and its prefix remembered.
+    fn client_key(&self, request: &Request) -> Result<ClientKey, KeyError> {
+        let top = request.headers.get(&HeaderName::Via);
+        if let Some(branch) = top.and_then(|v| self.via_prefixes.branch(v)) {
+            return Ok(ClientKey::new(&branch, request.method.clone()));
+        }
+        let (key, via) = ClientKey::for_request_with_via(request)?;
+        self.sent_by.learn(SentBy::of(via));
+        if let Some(top) = top {
+            self.via_prefixes.learn(top, via);
+        }
+        Ok(key)
+    }
+
     fn start_client(
         self: &Arc<Self>,
         request: Request,
@@ -971,9 +991,7 @@ impl Inner {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
         }
-        let (key, via) = ClientKey::for_request_with_via(&request)?;
-        let key = Arc::new(key);
-        self.sent_by.learn(SentBy::of(via));
+        let key = Arc::new(self.client_key(&request)?);
         // Only arms Timer Cancelled on the INVITE: nothing is sent, so the
         // CANCEL below cannot overtake anything.
         let cancelled = if request.method == Method::Cancel {
@@ -2626,6 +2644,60 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 2));
         expect_request(&mut rx).await;
         expect_request(&mut rx).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_whose_via_starts_as_before_are_keyed_as_a_full_parse_keys_them() {
+        let (layer, _rx, _sink) = layer();
+        let with_via = |via: &str| {
+            let mut req = options();
+            req.headers.set(HeaderName::Via, via.to_owned());
+            req
+        };
+        let requests = [
+            with_via("SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfirst;rport"),
+            // Read from the remembered prefix.
+            with_via("SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKsecond;rport"),
+            with_via("SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKthird"),
+            // Parsed in full: LWS after the branch, another sent-by.
+            with_via("SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKfourth ;rport"),
+            with_via("SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bKfifth"),
+        ];
+        let mut clients = Vec::new();
+        for (i, req) in requests.iter().enumerate() {
+            // Which ones are read without a parse.
+            let via = req.headers.get(&HeaderName::Via).unwrap();
+            let read = layer.inner.via_prefixes.branch(via).is_some();
+            assert_eq!(read, i == 1 || i == 2, "request {i}");
+            let client = layer.send_request(req.clone(), peer()).await.unwrap();
+            assert_eq!(client.key(), &ClientKey::for_request(req).unwrap());
+            // Either way the key keeps a copy, not the Via's bytes (which
+            // may be part of a larger buffer).
+            assert!(!via.as_ptr_range().contains(&client.key().branch().as_ptr()));
+            clients.push(client);
+        }
+        // The same branch again is the same transaction, however it is read.
+        assert!(matches!(
+            layer.send_request(requests[1].clone(), peer()).await,
+            Err(TxError::Duplicate)
+        ));
+        // Every response finds its request; the sent-by of each was learned.
+        for (req, client) in requests.iter().zip(&mut clients) {
+            layer
+                .on_message(response(req, 200, Some("t")).into(), udp_source())
+                .await
+                .unwrap();
+            match client.recv().await {
+                Some(ClientEvent {
+                    event: ClientEventKind::Response(r),
+                    ..
+                }) => assert_eq!(r.status.as_u16(), 200),
+                other => panic!("expected the 200, got {other:?}"),
+            }
+        }
+        let m = layer.metrics();
+        assert_eq!(m.foreign_sent_by.load(Ordering::Relaxed), 0);
+        assert_eq!(m.stray_responses.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]

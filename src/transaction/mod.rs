@@ -56,6 +56,7 @@ mod non_invite_server;
 mod sent_by;
 mod sink;
 mod timers;
+mod via_prefix;
 mod wheel;
 
 pub use invite_client::{InviteClient, InviteClientState};
