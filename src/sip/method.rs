@@ -274,6 +274,10 @@ impl Version {
 
     /// Parses `SIP/1*DIGIT.1*DIGIT` ("SIP" case-insensitive, RFC 3261 §25.1).
     pub fn parse(b: &[u8]) -> Option<Version> {
+        // What every start line carries, without the general reading.
+        if b == b"SIP/2.0" {
+            return Some(Self::SIP_2_0);
+        }
         b.get(..4).filter(|p| p.eq_ignore_ascii_case(b"SIP/"))?;
         Self::parse_number(&b[4..])
     }
