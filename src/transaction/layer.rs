@@ -651,7 +651,7 @@ struct ServerCtx {
 }
 
 /// Keys are shared (`Arc`) between a table slot and the transaction's
-/// timers: a slot and a timer hold a pointer, not a 72- or 120-byte key.
+/// timers: a slot and a timer hold a pointer, not a 48- or 80-byte key.
 enum TimerTarget {
     Client(Arc<ClientKey>, u64, Timer),
     Server(Arc<ServerKey>, u64, Timer),
