@@ -202,6 +202,14 @@ impl CdrRecord {
     /// `Serialize`, which the tests check): it runs once per call, and the
     /// generic path costs several times more.
     pub fn to_json_line(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_json_line(&mut out);
+        out
+    }
+
+    /// [`CdrRecord::to_json_line`] appended to `out` (a buffer reused from
+    /// record to record).
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
         let strings = self.call_id.len()
             + self.caller.len()
             + self.dialed.len()
@@ -211,24 +219,24 @@ impl CdrRecord {
                 .iter()
                 .map(|t| t.target.len() + 24)
                 .sum::<usize>();
-        let mut out = Vec::with_capacity(256 + strings);
+        out.reserve(256 + strings);
         out.extend_from_slice(b"{\"call_id\":");
-        json::string(&mut out, &self.call_id);
+        json::string(out, &self.call_id);
         out.extend_from_slice(b",\"start\":");
-        json::time(&mut out, self.start);
+        json::time(out, self.start);
         if let Some(answer) = self.answer {
             out.extend_from_slice(b",\"answer\":");
-            json::time(&mut out, answer);
+            json::time(out, answer);
         }
         out.extend_from_slice(b",\"end\":");
-        json::time(&mut out, self.end);
+        json::time(out, self.end);
         out.extend_from_slice(b",\"caller\":");
-        json::string(&mut out, &self.caller);
+        json::string(out, &self.caller);
         out.extend_from_slice(b",\"dialed\":");
-        json::string(&mut out, &self.dialed);
+        json::string(out, &self.dialed);
         if let Some(pbx) = &self.pbx {
             out.extend_from_slice(b",\"pbx\":");
-            json::string(&mut out, pbx);
+            json::string(out, pbx);
         }
         out.extend_from_slice(b",\"targets\":[");
         for (i, t) in self.targets.iter().enumerate() {
@@ -236,24 +244,23 @@ impl CdrRecord {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"target\":");
-            json::string(&mut out, &t.target);
+            json::string(out, &t.target);
             out.extend_from_slice(b",\"status\":");
             match t.status {
-                Some(status) => json::number(&mut out, u64::from(status)),
+                Some(status) => json::number(out, u64::from(status)),
                 None => out.extend_from_slice(b"null"),
             }
             out.push(b'}');
         }
         out.extend_from_slice(b"],\"status\":");
-        json::number(&mut out, u64::from(self.status));
+        json::number(out, u64::from(self.status));
         out.extend_from_slice(b",\"duration_ms\":");
-        json::number(&mut out, self.duration_ms);
+        json::number(out, self.duration_ms);
         out.extend_from_slice(b",\"talk_ms\":");
-        json::number(&mut out, self.talk_ms);
+        json::number(out, self.talk_ms);
         out.extend_from_slice(b",\"reason\":\"");
         out.extend_from_slice(self.reason.as_str().as_bytes());
         out.extend_from_slice(b"\"}\n");
-        out
     }
 }
 
@@ -543,6 +550,7 @@ impl CdrWriter {
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let task = Task {
             out: BufWriter::with_capacity(options.buffer_size, file),
+            line: Vec::new(),
             path: path.clone(),
             options,
             stats: WriterStats::default(),
@@ -586,6 +594,8 @@ impl CdrWriter {
 
 struct Task {
     out: BufWriter<File>,
+    /// The JSON line of the record being written, reused.
+    line: Vec<u8>,
     path: PathBuf,
     options: WriterOptions,
     stats: WriterStats,
@@ -643,8 +653,9 @@ impl Task {
     }
 
     async fn write(&mut self, record: &CdrRecord) {
-        let line = record.to_json_line();
-        match self.out.write_all(&line).await {
+        self.line.clear();
+        record.write_json_line(&mut self.line);
+        match self.out.write_all(&self.line).await {
             Ok(()) => self.stats.records += 1,
             Err(e) => {
                 self.stats.errors += 1;

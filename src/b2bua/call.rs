@@ -40,6 +40,14 @@ pub enum Leg {
 }
 
 impl Leg {
+    /// 0 for the inbound leg, 1 for the outbound one.
+    fn index(self) -> usize {
+        match self {
+            Leg::Inbound => 0,
+            Leg::Outbound => 1,
+        }
+    }
+
     fn other(self) -> Leg {
         match self {
             Leg::Inbound => Leg::Outbound,
@@ -52,10 +60,14 @@ impl Leg {
 #[derive(Debug)]
 pub enum Action {
     /// Answer a request received on `leg` through its server transaction
-    /// (the response's top Via and CSeq method identify it).
+    /// (its CSeq number and method identify it among the call's).
     Respond {
         /// Leg the request came from.
         leg: Leg,
+        /// CSeq number of the request.
+        seq: u32,
+        /// Method of the request.
+        method: Method,
         /// The response.
         response: Response,
     },
@@ -74,6 +86,8 @@ pub enum Action {
     Retransmit {
         /// Leg to send on.
         leg: Leg,
+        /// CSeq number of the INVITE.
+        seq: u32,
         /// The 2xx.
         response: Response,
     },
@@ -357,7 +371,9 @@ pub struct Call {
     /// When `ack_sent` may be forgotten: the callee retransmits its 2xx for
     /// 64*T1 at most.
     ack_keep_deadline: Option<Instant>,
-    byes: Vec<(Leg, u32)>,
+    /// CSeq number of our BYE on each leg ([`Leg::index`]) while it has no
+    /// final response (one per leg at most: it ends that leg).
+    byes: [Option<u32>; 2],
     relays: Vec<Relay>,
     reinvite_ack: Option<ReinviteAck>,
     reinvite_ack_sent: Option<SentAck>,
@@ -396,6 +412,19 @@ fn is_end_to_end(name: &HeaderName) -> bool {
             | HeaderName::Event
             | HeaderName::ContentType
     )
+}
+
+/// [`Action::Respond`] with `response` to `request`, received on `leg`
+/// (a request without a readable CSeq has no transaction to answer on).
+fn answer(leg: Leg, request: &Request, response: Response, out: &mut Vec<Action>) {
+    if let Ok(cseq) = request.cseq_ref() {
+        out.push(Action::Respond {
+            leg,
+            seq: cseq.seq,
+            method: cseq.method.clone(),
+            response,
+        });
+    }
 }
 
 /// Headers of a relayed request/response that are end-to-end.
@@ -555,7 +584,7 @@ impl Call {
             retx_interval: settings.t1,
             ack_sent: None,
             ack_keep_deadline: None,
-            byes: Vec::new(),
+            byes: [None; 2],
             relays: Vec::new(),
             reinvite_ack: None,
             reinvite_ack_sent: None,
@@ -636,7 +665,9 @@ impl Call {
     /// True once both legs are over and no transaction of ours is open: the
     /// shell writes the CDR and drops the call.
     pub fn is_finished(&self) -> bool {
-        self.caller == CallerState::Done && self.callee == CalleeState::Done && self.byes.is_empty()
+        self.caller == CallerState::Done
+            && self.callee == CalleeState::Done
+            && self.byes == [None; 2]
     }
 
     /// The next deadline at which [`Call::handle_timeout`] must run.
@@ -722,6 +753,16 @@ impl Call {
         Some(response)
     }
 
+    /// [`Action::Respond`] with `response` to the caller's INVITE.
+    fn answer_caller(&self, response: Response, out: &mut Vec<Action>) {
+        out.push(Action::Respond {
+            leg: Leg::Inbound,
+            seq: self.invite_seq,
+            method: Method::Invite,
+            response,
+        });
+    }
+
     /// Final failure to the caller's INVITE, ending the inbound leg.
     fn reject_caller(
         &mut self,
@@ -734,10 +775,7 @@ impl Call {
             return;
         }
         if let Some(response) = self.caller_response(status, None) {
-            out.push(Action::Respond {
-                leg: Leg::Inbound,
-                response,
-            });
+            self.answer_caller(response, out);
         }
         self.caller = CallerState::Done;
         self.invite = None;
@@ -767,10 +805,17 @@ impl Call {
         dialog.request_in(method, seq, Some(via), &mut self.buf)
     }
 
+    /// Our BYE `seq` on `leg` has its final response (or failed).
+    fn bye_done(&mut self, leg: Leg, seq: u32) {
+        if self.byes[leg.index()] == Some(seq) {
+            self.byes[leg.index()] = None;
+        }
+    }
+
     fn bye(&mut self, leg: Leg, out: &mut Vec<Action>) {
         let seq = self.dialog(leg).next_seq();
         let request = self.request_on(leg, Method::Bye, seq);
-        self.byes.push((leg, seq));
+        self.byes[leg.index()] = Some(seq);
         out.push(Action::Request { leg, seq, request });
         match leg {
             Leg::Inbound => self.caller = CallerState::Done,
@@ -900,7 +945,7 @@ impl Call {
                 response
                     .headers
                     .push(HeaderName::Allow, Bytes::from_static(super::ALLOW));
-                out.push(Action::Respond { leg, response });
+                answer(leg, &request, response, out);
             }
             Method::Invite
             | Method::Update
@@ -913,7 +958,7 @@ impl Call {
                 response
                     .headers
                     .push(HeaderName::Allow, Bytes::from_static(super::ALLOW));
-                out.push(Action::Respond { leg, response });
+                answer(leg, &request, response, out);
             }
         }
     }
@@ -946,7 +991,7 @@ impl Call {
         if leg == Leg::Inbound {
             ok.set_to_tag(self.inbound.local_tag());
         }
-        out.push(Action::Respond { leg, response: ok });
+        answer(leg, cancel, ok, out);
         if leg == Leg::Inbound && self.caller == CallerState::Proceeding {
             self.reject_caller(
                 StatusCode::REQUEST_TERMINATED,
@@ -966,13 +1011,10 @@ impl Call {
         if !in_dialog {
             let response =
                 Response::for_request(bye, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST);
-            out.push(Action::Respond { leg, response });
+            answer(leg, bye, response, out);
             return;
         }
-        out.push(Action::Respond {
-            leg,
-            response: Response::for_request(bye, StatusCode::OK),
-        });
+        answer(leg, bye, Response::for_request(bye, StatusCode::OK), out);
         if leg == Leg::Inbound && self.caller == CallerState::Proceeding {
             // BYE on the early dialog (RFC 3261 §15): like a CANCEL.
             self.reject_caller(
@@ -1015,10 +1057,7 @@ impl Call {
     fn relay_request(&mut self, leg: Leg, request: Request, out: &mut Vec<Action>) {
         let to = leg.other();
         let respond = |status: StatusCode, out: &mut Vec<Action>| {
-            out.push(Action::Respond {
-                leg,
-                response: Response::for_request(&request, status),
-            });
+            answer(leg, &request, Response::for_request(&request, status), out);
         };
         // Requests in our dialogs need the other leg's dialog to exist.
         let other_ready = match to {
@@ -1107,7 +1146,7 @@ impl Call {
             }
             Method::Bye => {
                 if response.status.as_u16() >= 200 {
-                    self.byes.retain(|b| *b != (leg, cseq.seq));
+                    self.bye_done(leg, cseq.seq);
                 }
             }
             Method::Cancel => {}
@@ -1129,7 +1168,7 @@ impl Call {
             Method::Invite if leg == Leg::Outbound && seq == self.out_invite_seq => {
                 self.on_invite_failure(StatusCode::REQUEST_TIMEOUT, now, out);
             }
-            Method::Bye => self.byes.retain(|b| *b != (leg, seq)),
+            Method::Bye => self.bye_done(leg, seq),
             Method::Cancel => {}
             _ => {
                 if let Some(i) = self
@@ -1140,10 +1179,7 @@ impl Call {
                     let relay = self.relays.swap_remove(i);
                     let response =
                         Response::for_request(&relay.request, StatusCode::REQUEST_TIMEOUT);
-                    out.push(Action::Respond {
-                        leg: relay.from,
-                        response,
-                    });
+                    answer(relay.from, &relay.request, response, out);
                 }
             }
         }
@@ -1178,10 +1214,7 @@ impl Call {
                     return;
                 }
                 if let Some(r) = self.caller_response(status, Some(&response)) {
-                    out.push(Action::Respond {
-                        leg: Leg::Inbound,
-                        response: r,
-                    });
+                    self.answer_caller(r, out);
                 }
             }
             return;
@@ -1301,10 +1334,7 @@ impl Call {
         let Some(ok) = self.caller_response(response.status, Some(&response)) else {
             return;
         };
-        out.push(Action::Respond {
-            leg: Leg::Inbound,
-            response: ok.clone(),
-        });
+        self.answer_caller(ok.clone(), out);
         self.caller = CallerState::Answered;
         self.answered_at = Some(now);
         if !self.inbound_tp.reliable {
@@ -1345,6 +1375,10 @@ impl Call {
         }
         let relay = &self.relays[i];
         let from = relay.from;
+        let Ok(from_cseq) = relay.request.cseq_ref() else {
+            return;
+        };
+        let (from_seq, from_method) = (from_cseq.seq, from_cseq.method.clone());
         let mut back = Response::for_request(&relay.request, status);
         back.reason = response.reason.clone();
         if matches!(method, Method::Invite | Method::Update) && status.as_u16() < 300 {
@@ -1376,6 +1410,8 @@ impl Call {
         }
         out.push(Action::Respond {
             leg: from,
+            seq: from_seq,
+            method: from_method,
             response: back,
         });
     }
@@ -1420,7 +1456,7 @@ impl Call {
     fn give_up(&mut self) {
         self.caller = CallerState::Done;
         self.callee = CalleeState::Done;
-        self.byes.clear();
+        self.byes = [None; 2];
         self.relays.clear();
         self.dial_deadline = None;
         self.max_deadline = None;
@@ -1451,6 +1487,7 @@ impl Call {
             if let (CallerState::Answered, Some(ok)) = (self.caller, &self.ok) {
                 out.push(Action::Retransmit {
                     leg: Leg::Inbound,
+                    seq: self.invite_seq,
                     response: (**ok).clone(),
                 });
                 self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
@@ -1515,6 +1552,7 @@ impl Call {
             if let Some(ok) = &ra.ok {
                 out.push(Action::Retransmit {
                     leg: ra.from,
+                    seq: ra.from_seq,
                     response: (**ok).clone(),
                 });
             }

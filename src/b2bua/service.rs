@@ -1001,12 +1001,16 @@ fn resolve_actions(st: &mut State, actions: &mut Vec<Action>) -> Vec<Effect> {
     let mut effects = scratch::effects();
     for action in actions.drain(..) {
         match action {
-            Action::Respond { leg, response } => {
-                let Ok(cseq) = response.cseq() else { continue };
+            Action::Respond {
+                leg,
+                seq,
+                method,
+                response,
+            } => {
                 let Some(i) = st
                     .servers
                     .iter()
-                    .position(|s| s.leg == leg && s.seq == cseq.seq && s.method == cseq.method)
+                    .position(|s| s.leg == leg && s.seq == seq && s.method == method)
                 else {
                     tracing::debug!(
                         status = response.status.as_u16(),
@@ -1015,7 +1019,7 @@ fn resolve_actions(st: &mut State, actions: &mut Vec<Action>) -> Vec<Effect> {
                     continue;
                 };
                 let keep = response.status.is_provisional()
-                    || (response.status.is_success() && cseq.method == Method::Invite);
+                    || (response.status.is_success() && method == Method::Invite);
                 let tx = if keep {
                     st.servers[i].tx.clone()
                 } else {
@@ -1032,12 +1036,11 @@ fn resolve_actions(st: &mut State, actions: &mut Vec<Action>) -> Vec<Effect> {
             }
             // Our 2xx again: through the INVITE server transaction
             // (Accepted passes 2xx retransmissions of the TU).
-            Action::Retransmit { leg, response } => {
-                let Ok(cseq) = response.cseq() else { continue };
+            Action::Retransmit { leg, seq, response } => {
                 if let Some(s) = st
                     .servers
                     .iter()
-                    .find(|s| s.leg == leg && s.seq == cseq.seq && s.method == Method::Invite)
+                    .find(|s| s.leg == leg && s.seq == seq && s.method == Method::Invite)
                 {
                     effects.push(Effect::Respond(s.tx.clone(), response));
                 }

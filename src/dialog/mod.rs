@@ -470,14 +470,18 @@ fn own_contact_uri(
         return Ok(None);
     }
     let own = own_bytes(buf, raw);
-    let mut addrs = Vec::with_capacity(1);
-    NameAddr::parse_list(&own, &mut addrs).map_err(|reason| {
+    // Every address is checked; the first one is the target.
+    let mut first = None;
+    NameAddr::parse_each(&own, |a| {
+        first.get_or_insert(a.uri);
+    })
+    .map_err(|reason| {
         DialogError::Header(HeaderError::Invalid {
             name: HeaderName::Contact,
             reason,
         })
     })?;
-    Ok(addrs.into_iter().next().map(|a| (a.uri, own)))
+    Ok(first.map(|uri| (uri, own)))
 }
 
 /// Route set values in buffers of their own (see [`own_uri`]).

@@ -213,7 +213,18 @@ fn responses(actions: &[Action], leg: Leg) -> Vec<u16> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Respond { leg: l, response } if *l == leg => Some(response.status.as_u16()),
+            Action::Respond {
+                leg: l,
+                seq,
+                method,
+                response,
+            } if *l == leg => {
+                // The shell finds the server transaction by these: they
+                // must be the answered request's.
+                let cseq = response.cseq().unwrap();
+                assert_eq!((cseq.seq, &cseq.method), (*seq, method), "{response:?}");
+                Some(response.status.as_u16())
+            }
             _ => None,
         })
         .collect()
@@ -235,7 +246,12 @@ fn transmitted(actions: &[Action], leg: Leg) -> Vec<Message> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Retransmit { leg: l, response } if *l == leg => {
+            Action::Retransmit {
+                leg: l,
+                seq,
+                response,
+            } if *l == leg => {
+                assert_eq!(response.cseq().unwrap().seq, *seq, "{response:?}");
                 Some(Message::Response(response.clone()))
             }
             Action::Ack { leg: l, bytes } if *l == leg => Some(parse_bytes(bytes)),
@@ -677,6 +693,7 @@ fn reinvite_is_relayed_with_the_other_legs_cseq() {
     let Action::Respond {
         leg: Leg::Inbound,
         response,
+        ..
     } = &out[0]
     else {
         panic!("{out:?}")
@@ -821,6 +838,7 @@ Content-Length: 0\r\n\r\n"
     let Some(Action::Respond {
         leg: Leg::Inbound,
         response,
+        ..
     }) = out.pop()
     else {
         panic!()
