@@ -6,62 +6,68 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// UTF-8 text that is a slice of the received buffer (zero-copy).
 ///
-/// The invariant "the bytes are valid UTF-8" is checked when the value is
-/// built; without `unsafe` the `str` view re-validates on access, which is
-/// cheap for the short ASCII tokens SIP is made of.
+/// The bytes are checked to be UTF-8 once, when the value is built; the
+/// inner [`ByteString`] keeps that guarantee, so the `str` view is free (no
+/// re-validation on every access).
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteStr(Bytes);
+pub struct ByteStr(ByteString);
 
 impl ByteStr {
     /// A `ByteStr` over static text, without copying.
     pub const fn from_static(s: &'static str) -> Self {
-        ByteStr(Bytes::from_static(s.as_bytes()))
+        ByteStr(ByteString::from_static(s))
     }
 
     /// Wraps `bytes` after checking that they are UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(ByteStr(bytes))
+        ByteString::try_from(bytes).map(ByteStr)
     }
 
     /// Wraps bytes that the grammar guarantees to be ASCII (tokens, hosts,
-    /// URI characters), skipping the UTF-8 check.
+    /// URI characters). Without `unsafe` they are still checked, once (the
+    /// ASCII fast path of the UTF-8 check); bytes that are not UTF-8, which
+    /// the grammar rules out, would give the empty text.
     #[inline]
     pub(crate) fn from_ascii(bytes: Bytes) -> Self {
         debug_assert!(bytes.is_ascii());
-        ByteStr(bytes)
+        ByteStr(ByteString::try_from(bytes).unwrap_or_default())
     }
 
     /// Wraps `bytes`, replacing invalid UTF-8 sequences (copies only then).
     pub fn from_utf8_lossy(bytes: Bytes) -> Self {
+        // `ByteString::try_from` drops the bytes on failure, so check first
+        // (the valid text is then checked twice: short, rare values only).
         match std::str::from_utf8(&bytes) {
-            Ok(_) => ByteStr(bytes),
-            Err(_) => ByteStr(Bytes::from(String::from_utf8_lossy(&bytes).into_owned())),
+            Ok(_) => ByteStr(ByteString::try_from(bytes).unwrap_or_default()),
+            Err(_) => ByteStr(ByteString::from(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )),
         }
     }
 
     /// The text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        // Valid by construction; the fallback is unreachable.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 
     /// The underlying bytes.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// Gives back the underlying bytes.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
     }
 
     /// ASCII case-insensitive comparison (SIP tokens, header names, schemes).
     pub fn eq_ignore_ascii_case(&self, other: &str) -> bool {
-        self.0.eq_ignore_ascii_case(other.as_bytes())
+        self.0.eq_ignore_ascii_case(other)
     }
 }
 
@@ -84,15 +90,10 @@ impl Borrow<str> for ByteStr {
     }
 }
 
-// Hash like `str` so that `Borrow<str>` lookups work in maps: `str`
-// hashes through `Hasher::write_str`, whose default (which hashers cannot
-// override on stable Rust) is exactly these two calls. Written out, the
-// bytes need no UTF-8 check (the transaction tables hash keys of every
-// message).
+// Hash like `str` so that `Borrow<str>` lookups work in maps.
 impl Hash for ByteStr {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(&self.0);
-        state.write_u8(0xff);
+        self.as_str().hash(state);
     }
 }
 
@@ -104,25 +105,25 @@ impl From<&'static str> for ByteStr {
 
 impl From<String> for ByteStr {
     fn from(s: String) -> Self {
-        ByteStr(Bytes::from(s))
+        ByteStr(ByteString::from(s))
     }
 }
 
 impl From<ByteStr> for Bytes {
     fn from(s: ByteStr) -> Bytes {
-        s.0
+        s.0.into_bytes()
     }
 }
 
 impl PartialEq<str> for ByteStr {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for ByteStr {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_str() == *other
     }
 }
 
@@ -160,6 +161,26 @@ mod tests {
         let mut map = std::collections::HashMap::new();
         map.insert(ByteStr::from("branch-1".to_owned()), 1);
         assert_eq!(map.get("branch-1"), Some(&1));
+    }
+
+    #[test]
+    fn shares_the_buffer_it_was_built_from() {
+        const STATIC: ByteStr = ByteStr::from_static("INVITE");
+        assert_eq!(STATIC, "INVITE");
+        let buf = Bytes::from(b"SIP/2.0 180 Ringing\xe4".to_vec());
+        let reason = ByteStr::from_utf8(buf.slice(12..19)).unwrap();
+        assert_eq!(reason.as_str(), "Ringing");
+        assert_eq!(reason.as_bytes().as_ptr(), buf[12..].as_ptr());
+        let token = ByteStr::from_ascii(buf.slice(0..3));
+        assert_eq!(&*token, "SIP");
+        let back: Bytes = token.clone().into();
+        assert_eq!(back.as_ptr(), buf.as_ptr());
+        assert_eq!(token.into_bytes(), back);
+        // Valid text is kept as is, invalid text is replaced by a copy.
+        let lossy = ByteStr::from_utf8_lossy(buf.slice(12..));
+        assert_eq!(lossy.as_str(), "Ringing\u{fffd}");
+        let kept = ByteStr::from_utf8_lossy(buf.slice(12..19));
+        assert_eq!(kept.as_bytes().as_ptr(), buf[12..].as_ptr());
     }
 
     #[test]
