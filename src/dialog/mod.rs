@@ -12,6 +12,8 @@
 //! once when the dialog is set up (so the received datagram is not kept
 //! alive for the whole call); building a request copies no text.
 
+use std::cell::OnceCell;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -75,8 +77,10 @@ pub struct Dialog {
     remote_header: Bytes,
     local_seq: u32,
     remote_seq: Option<u32>,
-    remote_target: Uri,
-    /// The Contact value `remote_target` was parsed from (a copy), to skip
+    /// Parsed from `remote_contact` when first needed for a UAS dialog
+    /// (see [`Dialog::remote_target`]), at once for a UAC one.
+    remote_target: OnceCell<Uri>,
+    /// The Contact value `remote_target` is parsed from (a copy), to skip
     /// parsing the same value again.
     remote_contact: Bytes,
     /// Route set in the order the Route headers of our requests list it.
@@ -86,8 +90,9 @@ pub struct Dialog {
 
 impl Dialog {
     /// The UAS side of a dialog created by `request` (an INVITE) answered
-    /// with `local_tag` (RFC 3261 §12.1.1): remote target from Contact, route
-    /// set from Record-Route in order, remote CSeq from the request.
+    /// with `local_tag` (RFC 3261 §12.1.1): remote target from Contact
+    /// (parsed on first use, see [`Dialog::remote_target`]), route set from
+    /// Record-Route in order, remote CSeq from the request.
     pub fn new_uas(request: &Request, local_tag: ByteStr) -> Result<Dialog, DialogError> {
         Dialog::new_uas_from(request, &request.from()?, local_tag)
     }
@@ -121,9 +126,16 @@ impl Dialog {
             .headers
             .get(&HeaderName::From)
             .map_or(&[][..], |v| &v[..]);
-        let (remote_target, remote_contact) = match own_contact_uri(&request.headers, buf)? {
-            Some(c) => c,
-            None => (own_uri(&from.uri), Bytes::new()),
+        // The remote target is parsed from the copy only when a request
+        // goes to the caller (many calls never send one): the daemon's
+        // validator has checked every Contact of the request already.
+        let contact = request
+            .headers
+            .get(&HeaderName::Contact)
+            .filter(|raw| raw.trim_ascii() != b"*");
+        let (remote_target, remote_contact) = match contact {
+            Some(raw) => (OnceCell::new(), own_bytes(buf, raw)),
+            None => (OnceCell::from(own_uri(&from.uri)), Bytes::new()),
         };
         let call_id = own_str(buf, request.call_id()?.as_str());
         Ok(Dialog {
@@ -175,7 +187,7 @@ impl Dialog {
             remote_header: to,
             local_seq: cseq,
             remote_seq: None,
-            remote_target: target,
+            remote_target: OnceCell::from(target),
             remote_contact: Bytes::new(),
             route_set: Vec::new(),
             state: DialogState::Initial,
@@ -239,7 +251,7 @@ impl Dialog {
                 .is_some_and(|raw| raw[..] == self.remote_contact[..]);
             if !same_contact {
                 if let Some((uri, raw)) = own_contact_uri(&response.headers, buf)? {
-                    self.remote_target = uri;
+                    self.remote_target = OnceCell::from(uri);
                     self.remote_contact = raw;
                 }
             }
@@ -270,7 +282,7 @@ impl Dialog {
         }
         if matches!(request.method, Method::Invite | Method::Update) {
             if let Some((uri, raw)) = own_contact_uri(&request.headers, &mut BytesMut::new())? {
-                self.remote_target = uri;
+                self.remote_target = OnceCell::from(uri);
                 self.remote_contact = raw;
             }
         }
@@ -318,8 +330,27 @@ impl Dialog {
     }
 
     /// The remote target (Contact of the peer).
+    ///
+    /// A UAS dialog parses it from its copy of the request's Contact on
+    /// first use. Should that copy not parse (a request that bypassed the
+    /// daemon's validator), the remote party's address (the copy of its
+    /// From or To) is the target instead.
     pub fn remote_target(&self) -> &Uri {
-        &self.remote_target
+        self.remote_target.get_or_init(|| {
+            first_contact_uri(&self.remote_contact)
+                .ok()
+                .flatten()
+                .or_else(|| {
+                    NameAddr::parse_single(&self.remote_header)
+                        .ok()
+                        .map(|a| a.uri)
+                })
+                // The remote header parsed when the dialog was set up: not reached.
+                .unwrap_or_else(|| Uri::Other {
+                    scheme: ByteStr::from_static("sip"),
+                    rest: ByteStr::from_static("invalid"),
+                })
+        })
     }
 
     /// Takes the next local CSeq number without building a request (e.g.
@@ -349,7 +380,7 @@ impl Dialog {
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
         if let Ok(Some((uri, raw))) = own_contact_uri(&response.headers, &mut BytesMut::new()) {
-            self.remote_target = uri;
+            self.remote_target = OnceCell::from(uri);
             self.remote_contact = raw;
         }
     }
@@ -407,14 +438,14 @@ impl Dialog {
     fn request_target(&self) -> (Uri, Vec<Bytes>) {
         let render = |n: &NameAddr| Bytes::from(n.to_string());
         match self.route_set.first() {
-            None => (self.remote_target.clone(), Vec::new()),
+            None => (self.remote_target().clone(), Vec::new()),
             Some(first) if is_loose(first) => (
-                self.remote_target.clone(),
+                self.remote_target().clone(),
                 self.route_set.iter().map(render).collect(),
             ),
             Some(first) => {
                 let mut routes: Vec<Bytes> = self.route_set[1..].iter().map(render).collect();
-                routes.push(Bytes::from(format!("<{}>", self.remote_target)));
+                routes.push(Bytes::from(format!("<{}>", self.remote_target())));
                 (strip_uri_headers(&first.uri), routes)
             }
         }
@@ -470,18 +501,23 @@ fn own_contact_uri(
         return Ok(None);
     }
     let own = own_bytes(buf, raw);
-    // Every address is checked; the first one is the target.
-    let mut first = None;
-    NameAddr::parse_each(&own, |a| {
-        first.get_or_insert(a.uri);
-    })
-    .map_err(|reason| {
+    let first = first_contact_uri(&own).map_err(|reason| {
         DialogError::Header(HeaderError::Invalid {
             name: HeaderName::Contact,
             reason,
         })
     })?;
     Ok(first.map(|uri| (uri, own)))
+}
+
+/// The URI of the first address of a Contact value; every address is
+/// checked.
+fn first_contact_uri(raw: &Bytes) -> Result<Option<Uri>, &'static str> {
+    let mut first = None;
+    NameAddr::parse_each(raw, |a| {
+        first.get_or_insert(a.uri);
+    })?;
+    Ok(first)
 }
 
 /// Route set values in buffers of their own (see [`own_uri`]).

@@ -221,3 +221,31 @@ fn cseq_values_are_number_space_method() {
         assert_eq!(&cseq_value(seq, &method)[..], want.as_bytes());
     }
 }
+
+#[test]
+fn uas_remote_target_is_parsed_on_first_use_with_the_from_uri_as_fallback() {
+    // Parsed from the dialog's own copy of Contact when first needed.
+    let d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
+    assert!(d.remote_target.get().is_none(), "not parsed at setup");
+    assert_eq!(
+        d.remote_target().to_string(),
+        "sip:alice@client.atlanta.example.com"
+    );
+    assert!(d.remote_target.get().is_some(), "kept once parsed");
+    // A Contact that does not parse (the daemon's validator refuses such
+    // requests before a dialog exists): the caller's From URI is the target.
+    let bad = INVITE.replace(
+        "Contact: <sip:alice@client.atlanta.example.com>",
+        "Contact: <sip:alice@client.atlanta.example.com",
+    );
+    let d = Dialog::new_uas(&request(&bad), ByteStr::from("ourtag")).unwrap();
+    let bye = reparse(&d.request_with_seq(Method::Bye, 1));
+    assert_eq!(bye.uri.to_string(), "sip:alice@atlanta.example.com");
+    // Without Contact the From URI is the target from the start.
+    let none = INVITE.replace("Contact: <sip:alice@client.atlanta.example.com>\r\n", "");
+    let d = Dialog::new_uas(&request(&none), ByteStr::from("ourtag")).unwrap();
+    assert_eq!(
+        d.remote_target().to_string(),
+        "sip:alice@atlanta.example.com"
+    );
+}
