@@ -1001,16 +1001,20 @@ impl Inner {
         };
         let reliable = dest.protocol.is_reliable();
         let id = self.next_id();
-        let actions = match self.clients.entry(Arc::clone(&key)) {
+        // Assigned in place (see `on_request`).
+        let mut actions;
+        match self.clients.entry(Arc::clone(&key)) {
             Entry::Occupied(_) => return Err(TxError::Duplicate),
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
-                let (machine, mut actions) = if request.method == Method::Invite {
+                let machine = if request.method == Method::Invite {
                     let (m, a) = InviteClient::new(request, reliable, timers);
-                    (ClientMachine::Invite(m), a)
+                    actions = a;
+                    ClientMachine::Invite(m)
                 } else {
                     let (m, a) = NonInviteClient::new(&request, reliable, timers);
-                    (ClientMachine::NonInvite(m), a)
+                    actions = a;
+                    ClientMachine::NonInvite(m)
                 };
                 TransactionMetrics::inc(&self.metrics.client_transactions);
                 let mut entry = ClientEntry {
@@ -1025,9 +1029,8 @@ impl Inner {
                 self.arm_client(&key, &mut entry, &mut actions);
                 v.insert(entry);
                 debug!(branch = key.branch(), method = %key.method(), %dest, "client transaction");
-                actions
             }
-        };
+        }
         let key_out = ClientKey::clone(&key);
         let ctx = ClientCtx {
             key,
@@ -1035,27 +1038,30 @@ impl Inner {
             dest,
             events,
         };
-        let deferred = self.run_client(&ctx, actions);
+        let deferred = self.run_client(&ctx, &mut actions);
         Ok((key_out, chain(cancelled, deferred)))
     }
 
     /// Steps client transaction `key` (if it is still transaction `id`,
     /// when given) under its shard lock; the timers among the step's
     /// actions are armed there.
+    ///
+    /// `f` leaves the step's actions in `actions` (see `lock_server`).
     fn lock_client<R>(
         &self,
         key: &ClientKey,
         id: Option<u64>,
-        f: impl FnOnce(&mut ClientEntry) -> (R, Actions),
-    ) -> Option<(R, Actions, ClientCtx)> {
+        actions: &mut Actions,
+        f: impl FnOnce(&mut ClientEntry, &mut Actions) -> R,
+    ) -> Option<(R, ClientCtx)> {
         let mut entry = self.clients.get_mut(key)?;
         if id.is_some_and(|id| id != entry.id) {
             return None;
         }
         let (key, entry) = entry.pair_mut();
-        let (r, mut actions) = f(entry);
-        self.arm_client(key, entry, &mut actions);
-        Some((r, actions, entry.ctx(key)))
+        let r = f(entry, actions);
+        self.arm_client(key, entry, actions);
+        Some((r, entry.ctx(key)))
     }
 
     /// After a step of client transaction `key`: cancels the pending
@@ -1149,10 +1155,10 @@ impl Inner {
         }
         let ctx = e.ctx(&key);
         drop(entry);
-        let mut deferred = self.run_client(&ctx, actions);
-        if let Some((cancel, actions)) = pending_cancel {
+        let mut deferred = self.run_client(&ctx, &mut actions);
+        if let Some((cancel, mut actions)) = pending_cancel {
             // The pending CANCEL's actions only arm Timer Cancelled.
-            deferred = chain(deferred, self.run_client(&ctx, actions));
+            deferred = chain(deferred, self.run_client(&ctx, &mut actions));
             let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
             deferred = chain(deferred, started);
         }
@@ -1160,19 +1166,22 @@ impl Inner {
     }
 
     fn cancel(self: &Arc<Self>, key: &ClientKey) -> Result<Option<Deferred>, TxError> {
-        let (result, actions, ctx) = self
-            .lock_client(key, None, |e| match e.invite_machine() {
-                Some(m) => match m.cancel() {
-                    Ok((cancel, actions)) => (Ok(cancel), actions),
-                    Err(e) => (Err(e), Actions::default()),
-                },
-                // A lingering INVITE has its final response.
-                None => (Err(TxError::NothingToCancel), Actions::default()),
+        let mut actions = Actions::default();
+        let (result, ctx) = self
+            .lock_client(key, None, &mut actions, |e, actions| {
+                match e.invite_machine() {
+                    Some(m) => m.cancel().map(|(cancel, step)| {
+                        *actions = step;
+                        cancel
+                    }),
+                    // A lingering INVITE has its final response.
+                    None => Err(TxError::NothingToCancel),
+                }
             })
             .ok_or(TxError::NoTransaction)?;
         let cancel = result?;
         // Only Timer Cancelled, armed already: nothing to overtake.
-        let mut deferred = self.run_client(&ctx, actions);
+        let mut deferred = self.run_client(&ctx, &mut actions);
         if let Some(cancel) = cancel {
             let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
             deferred = chain(deferred, started);
@@ -1184,12 +1193,13 @@ impl Inner {
     /// (built by the TU or by `cancel`): its final response is now awaited
     /// 64*T1 at most (§9.1).
     fn cancel_sent(self: &Arc<Self>, invite: &ClientKey) -> Option<Deferred> {
-        let stepped = self.lock_client(invite, None, |e| {
-            let actions = e.invite_machine().map(InviteClient::on_cancel_sent);
-            ((), actions.unwrap_or_default())
-        });
-        let ((), actions, ctx) = stepped?;
-        self.run_client(&ctx, actions)
+        let mut actions = Actions::default();
+        let ((), ctx) = self.lock_client(invite, None, &mut actions, |e, actions| {
+            if let Some(m) = e.invite_machine() {
+                *actions = m.on_cancel_sent();
+            }
+        })?;
+        self.run_client(&ctx, &mut actions)
     }
 
     /// Carries out a client machine's actions as far as that is possible
@@ -1198,7 +1208,7 @@ impl Inner {
     /// to wait (see [`Inner::finish_client`]).
     // `mut actions` as a parameter: a `let mut actions = actions;` copied
     // the 424-byte list on every step (callgrind).
-    fn run_client(self: &Arc<Self>, ctx: &ClientCtx, mut actions: Actions) -> Option<Deferred> {
+    fn run_client(self: &Arc<Self>, ctx: &ClientCtx, actions: &mut Actions) -> Option<Deferred> {
         let key = &ctx.key;
         loop {
             let mut failed = false;
@@ -1231,8 +1241,9 @@ impl Inner {
             if !failed {
                 return None;
             }
-            let stepped = self.lock_client(key, Some(ctx.id), |e| ((), e.on_transport_error()));
-            actions = stepped?.1;
+            self.lock_client(key, Some(ctx.id), actions, |e, next| {
+                *next = e.on_transport_error();
+            })?;
         }
     }
 
@@ -1243,7 +1254,7 @@ impl Inner {
         let mut actions = actions;
         loop {
             let mut failed = false;
-            for action in actions {
+            for action in actions.drain() {
                 let Action::Send(data) = action else {
                     self.client_action(&ctx, action);
                     continue;
@@ -1259,9 +1270,11 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_client(key, Some(ctx.id), |e| ((), e.on_transport_error())) {
-                Some(((), next, _)) => actions = next,
-                None => return,
+            let step = self.lock_client(key, Some(ctx.id), &mut actions, |e, next| {
+                *next = e.on_transport_error();
+            });
+            if step.is_none() {
+                return;
             }
         }
     }
@@ -1344,28 +1357,33 @@ impl Inner {
         };
         let id = self.next_id();
         let reliable = source.protocol.is_reliable();
-        let (actions, ctx, created) = match self.servers.entry(key) {
+        // Assigned in place rather than returned with the rest: the list
+        // is large, and every move of it a copy.
+        let mut actions;
+        let (ctx, created) = match self.servers.entry(key) {
             Entry::Occupied(mut o) => {
                 TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
                 // The table's key, which the timers share.
                 let key = Arc::clone(o.key());
                 let entry = o.get_mut();
                 let ctx = entry.ctx(&key);
-                let mut actions = entry.on_request(request);
+                actions = entry.on_request(request);
                 self.arm_server(&key, entry, &mut actions);
-                (actions, ctx, None)
+                (ctx, None)
             }
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
-                let (machine, mut actions) = if request.method == Method::Invite {
+                let machine = if request.method == Method::Invite {
                     let (mut m, a) = InviteServer::new(&request, reliable, timers);
                     if self.config.retransmit_2xx {
                         m.retransmit_2xx();
                     }
-                    (ServerMachine::Invite(m), a)
+                    actions = a;
+                    ServerMachine::Invite(m)
                 } else {
                     let (m, a) = NonInviteServer::new(reliable, timers);
-                    (ServerMachine::NonInvite(m), a)
+                    actions = a;
+                    ServerMachine::NonInvite(m)
                 };
                 debug!(key = ?v.key(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);
@@ -1389,10 +1407,10 @@ impl Inner {
                     source,
                     reply,
                 };
-                (actions, ctx, Some(request))
+                (ctx, Some(request))
             }
         };
-        let mut deferred = self.run_server(&ctx, actions);
+        let mut deferred = self.run_server(&ctx, &mut actions);
         if let Some(request) = created {
             let tx = ServerTransaction {
                 key: ctx.key,
@@ -1428,6 +1446,7 @@ impl Inner {
         ack: Request,
         source: Source,
     ) -> Option<Deferred> {
+        let mut actions = Actions::default();
         let stepped = match self.servers.get_mut(lookup) {
             Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
@@ -1436,14 +1455,14 @@ impl Inner {
                     source,
                     ..e.ctx(key)
                 };
-                let mut actions = e.on_request(ack);
+                actions = e.on_request(ack);
                 self.arm_server(key, e, &mut actions);
-                Ok((actions, ctx))
+                Ok(ctx)
             }
             _ => Err(ack),
         };
         match stepped {
-            Ok((actions, ctx)) => self.run_server(&ctx, actions),
+            Ok(ctx) => self.run_server(&ctx, &mut actions),
             Err(request) => {
                 self.ack_for_2xx(&request);
                 deliver(
@@ -1486,22 +1505,26 @@ impl Inner {
     /// Steps server transaction `key` if it is still transaction `id`,
     /// under its shard lock; the timers among the step's actions are armed
     /// there. `f` fails without a step (no actions).
+    ///
+    /// `f` leaves the step's actions in `actions` (rather than returning
+    /// them: each move of the list is a copy of a few hundred bytes).
     fn lock_server(
         &self,
         key: &ServerKey,
         id: u64,
-        f: impl FnOnce(&Arc<ServerKey>, &mut ServerEntry) -> Result<Actions, TxError>,
-    ) -> Option<(Result<Actions, TxError>, ServerCtx)> {
+        actions: &mut Actions,
+        f: impl FnOnce(&Arc<ServerKey>, &mut ServerEntry, &mut Actions) -> Result<(), TxError>,
+    ) -> Option<Result<ServerCtx, TxError>> {
         let mut entry = self.servers.get_mut(key)?;
         if entry.id != id {
             return None;
         }
         let (key, entry) = entry.pair_mut();
-        let mut result = f(key, entry);
-        if let Ok(actions) = &mut result {
-            self.arm_server(key, entry, actions);
+        if let Err(e) = f(key, entry, actions) {
+            return Some(Err(e));
         }
-        Some((result, entry.ctx(key)))
+        self.arm_server(key, entry, actions);
+        Some(Ok(entry.ctx(key)))
     }
 
     /// After a step of server transaction `key` (see `arm_client`). An
@@ -1555,12 +1578,16 @@ impl Inner {
         id: u64,
         response: Response,
     ) -> Result<Option<Deferred>, TxError> {
-        let (actions, ctx) = self
-            .lock_server(key, id, |table_key, entry| {
+        let mut actions = Actions::default();
+        let ctx = self
+            .lock_server(key, id, &mut actions, |table_key, entry, actions| {
                 let entry_id = entry.id;
                 let entry = match &mut entry.tx {
                     ServerTx::Active(active) => active,
-                    ServerTx::Lingering(l) => return l.linger.on_tu_response(response),
+                    ServerTx::Lingering(l) => {
+                        *actions = l.linger.on_tu_response(response)?;
+                        return Ok(());
+                    }
                 };
                 let status = response.status;
                 if key.is_rfc2543() && !status.is_provisional() {
@@ -1575,23 +1602,23 @@ impl Inner {
                 } else {
                     None
                 };
-                let actions = entry.machine.on_tu_response(response)?;
+                *actions = entry.machine.on_tu_response(response)?;
                 if let Some(ack_key) = ack_key {
                     self.awaiting_ack
                         .insert(ack_key.clone(), (Arc::clone(table_key), entry_id));
                     entry.ack_key = Some(Box::new(ack_key));
                 }
-                Ok(actions)
+                Ok(())
             })
-            .ok_or(TxError::NoTransaction)?;
-        Ok(self.run_server(&ctx, actions?))
+            .ok_or(TxError::NoTransaction)??;
+        Ok(self.run_server(&ctx, &mut actions))
     }
 
     /// Carries out a server machine's actions as far as that is possible
     /// without waiting (see `run_client`). `ctx.source` is where an ACK
     /// delivered to the TU came from.
     // See `run_client` for the `mut` parameter.
-    fn run_server(self: &Arc<Self>, ctx: &ServerCtx, mut actions: Actions) -> Option<Deferred> {
+    fn run_server(self: &Arc<Self>, ctx: &ServerCtx, actions: &mut Actions) -> Option<Deferred> {
         loop {
             let mut failed = false;
             {
@@ -1623,9 +1650,12 @@ impl Inner {
             if !failed {
                 return None;
             }
-            match self.lock_server(&ctx.key, ctx.id, |_, e| Ok(e.on_transport_error())) {
-                Some((Ok(next), _)) => actions = next,
-                _ => return None,
+            let step = self.lock_server(&ctx.key, ctx.id, actions, |_, e, next| {
+                *next = e.on_transport_error();
+                Ok(())
+            });
+            if !matches!(step, Some(Ok(_))) {
+                return None;
             }
         }
     }
@@ -1636,7 +1666,7 @@ impl Inner {
         let mut actions = actions;
         loop {
             let mut failed = false;
-            for action in actions {
+            for action in actions.drain() {
                 let Action::Send(data) = action else {
                     self.server_action(&ctx, action);
                     continue;
@@ -1652,9 +1682,12 @@ impl Inner {
             if !failed {
                 return;
             }
-            match self.lock_server(&ctx.key, ctx.id, |_, e| Ok(e.on_transport_error())) {
-                Some((Ok(next), _)) => actions = next,
-                _ => return,
+            let step = self.lock_server(&ctx.key, ctx.id, &mut actions, |_, e, next| {
+                *next = e.on_transport_error();
+                Ok(())
+            });
+            if !matches!(step, Some(Ok(_))) {
+                return;
             }
         }
     }
@@ -1719,17 +1752,23 @@ impl Inner {
     fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) -> Option<Deferred> {
         match target {
             TimerTarget::Client(key, id, timer) => {
-                let ((), actions, ctx) =
-                    self.lock_client(&key, Some(id), |e| ((), e.on_timer(timer_id, timer)))?;
+                let mut actions = Actions::default();
+                let ((), ctx) = self.lock_client(&key, Some(id), &mut actions, |e, actions| {
+                    *actions = e.on_timer(timer_id, timer);
+                })?;
                 self.count_timer_sends(timer, &actions);
-                self.run_client(&ctx, actions)
+                self.run_client(&ctx, &mut actions)
             }
             TimerTarget::Server(key, id, timer) => {
-                let (actions, ctx) =
-                    self.lock_server(&key, id, |_, e| Ok(e.on_timer(timer_id, timer)))?;
-                let actions = actions.ok()?;
+                let mut actions = Actions::default();
+                let ctx = self
+                    .lock_server(&key, id, &mut actions, |_, e, actions| {
+                        *actions = e.on_timer(timer_id, timer);
+                        Ok(())
+                    })?
+                    .ok()?;
                 self.count_timer_sends(timer, &actions);
-                self.run_server(&ctx, actions)
+                self.run_server(&ctx, &mut actions)
             }
         }
     }

@@ -40,6 +40,15 @@ pub(crate) const COMPACT_MIN: usize = 1024;
 /// Below this capacity (in entries) `trim` leaves a queue or slab as is.
 const TRIM_MIN: usize = 4096;
 
+/// `d` in nanoseconds, saturating: 584 years ahead is as good as never.
+/// (Cheaper than going through `Duration::as_nanos`' 128 bits.)
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
+}
+
 /// Names one scheduled timer; stale once the timer fired or was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerId {
@@ -81,7 +90,8 @@ impl Ord for Queued {
 }
 
 struct Lane {
-    after: Duration,
+    /// The duration of its timers, in nanoseconds.
+    after: u64,
     entries: VecDeque<Queued>,
 }
 
@@ -124,7 +134,7 @@ struct Queue<T> {
 
 impl<T> Queue<T> {
     fn tick(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+        nanos(t.saturating_duration_since(self.base))
     }
 
     fn instant(&self, tick: u64) -> Instant {
@@ -379,17 +389,19 @@ impl<T> Wheel<T> {
         after: Duration,
         target: T,
     ) -> (TimerId, bool) {
-        // Saturating: 584 years ahead is as good as never.
-        let after_ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
-        let at = now.saturating_add(after_ns);
+        let after = nanos(after);
+        let at = now.saturating_add(after);
         queue.seq += 1;
         let seq = queue.seq;
-        let slot = match queue.free.pop() {
-            Some(slot) => {
-                if let Some(s) = queue.slots.get_mut(slot as usize) {
-                    s.target = Some(target);
-                }
-                slot
+        // One look-up of the slot, which gives its generation too.
+        let (slot, generation) = match queue
+            .free
+            .pop()
+            .and_then(|slot| Some((slot, queue.slots.get_mut(slot as usize)?)))
+        {
+            Some((slot, s)) => {
+                s.target = Some(target);
+                (slot, s.generation)
             }
             None => {
                 let slot = u32::try_from(queue.slots.len()).unwrap_or(u32::MAX);
@@ -398,10 +410,9 @@ impl<T> Wheel<T> {
                     generation,
                     target: Some(target),
                 });
-                slot
+                (slot, generation)
             }
         };
-        let generation = queue.slots.get(slot as usize).map_or(0, |s| s.generation);
         queue.live += 1;
         let earliest = queue.wake_at.map_or(true, |w| at < w);
         if earliest {
@@ -426,8 +437,8 @@ impl<T> Wheel<T> {
             }
             None => None,
         };
-        match lane.map(|i| &mut queue.lanes[i].entries) {
-            Some(entries) if entries.back().map_or(true, |b| b.at <= at) => {
+        match lane.and_then(|i| queue.lanes.get_mut(i)) {
+            Some(Lane { entries, .. }) if entries.back().map_or(true, |b| b.at <= at) => {
                 entries.push_back(entry);
             }
             _ => queue.heap.push(Reverse(entry)),
@@ -655,6 +666,42 @@ mod tests {
             [(Duration::from_secs(1), "a"), (Duration::from_secs(2), "b")]
         );
         wheel.close();
+    }
+
+    #[test]
+    fn nanos_agrees_with_as_nanos_and_saturates() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(500),
+            Duration::new(32, 999_999_999),
+            Duration::from_secs(u64::MAX / 1_000_000_000),
+        ] {
+            assert_eq!(u128::from(nanos(d)), d.as_nanos(), "{d:?}");
+        }
+        // 584 years and more: as good as never.
+        assert_eq!(
+            nanos(Duration::new(u64::MAX / 1_000_000_000, 999_999_999)),
+            u64::MAX
+        );
+        assert_eq!(nanos(Duration::from_secs(u64::MAX)), u64::MAX);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_beyond_the_clock_range_stays_pending_and_cancels() {
+        let wheel = Wheel::new();
+        let t0 = Instant::now();
+        let never = wheel.schedule(Duration::MAX, "never");
+        wheel.schedule(Duration::from_secs(1), "soon");
+        // A lane per duration: the far one does not disturb the other.
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + Duration::from_secs(86_400), &mut due);
+        assert_eq!(targets(due), ["soon"]);
+        assert_eq!(wheel.len(), 1);
+        assert!(wheel.cancel(never));
+        assert_eq!(wheel.len(), 0);
+        assert_eq!(wheel.next_deadline(), None);
     }
 
     #[test]
