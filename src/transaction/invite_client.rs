@@ -119,8 +119,15 @@ impl InviteClient {
 
     /// A response matched this transaction (§17.1.3).
     pub fn on_response(&mut self, response: Response) -> Actions {
-        use InviteClientState::*;
         let mut out = Actions::default();
+        self.on_response_into(response, &mut out);
+        out
+    }
+
+    /// [`Self::on_response`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_response_into(&mut self, response: Response, out: &mut Actions) {
+        use InviteClientState::*;
         let status = response.status;
         match self.state {
             Calling | Proceeding if status.is_provisional() => {
@@ -174,7 +181,6 @@ impl InviteClient {
             }
             Completed | Accepted | Terminated => {}
         }
-        out
     }
 
     /// Whether `timer` may still do something when it fires, now or later:

@@ -147,9 +147,20 @@ impl InviteServer {
     /// retransmits its 2xx itself, §13.3.1.4); anything else is
     /// [`TxError::ResponseNotAllowed`].
     pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+        let mut out = Actions::default();
+        self.on_tu_response_into(response, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::on_tu_response`], appending the actions to `out` (the
+    /// layer's list for the step: no copy of a returned list).
+    pub(crate) fn on_tu_response_into(
+        &mut self,
+        response: Response,
+        out: &mut Actions,
+    ) -> Result<(), TxError> {
         use InviteServerState::*;
         let status = response.status;
-        let mut out = Actions::default();
         match self.state {
             Proceeding if status.is_provisional() => {
                 let wire = encode_response(&response);
@@ -172,7 +183,7 @@ impl InviteServer {
                     self.config.initial(Timer::L, self.reliable),
                 ));
             }
-            Proceeding => self.complete(encode_response(&response), &mut out),
+            Proceeding => self.complete(encode_response(&response), out),
             Accepted if status.is_success() => {
                 let wire = encode_response(&response);
                 if self.unacked_2xx.is_some() {
@@ -187,7 +198,7 @@ impl InviteServer {
                 })
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A request matched this transaction: a retransmitted INVITE or an ACK.

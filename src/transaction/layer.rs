@@ -262,10 +262,10 @@ enum ClientMachine {
 }
 
 impl ClientMachine {
-    fn on_response(&mut self, response: Response) -> Actions {
+    fn on_response(&mut self, response: Response, out: &mut Actions) {
         match self {
-            Self::Invite(m) => m.on_response(response),
-            Self::NonInvite(m) => m.on_response(response),
+            Self::Invite(m) => m.on_response_into(response, out),
+            Self::NonInvite(m) => m.on_response_into(response, out),
         }
     }
 
@@ -314,10 +314,10 @@ impl ServerMachine {
         }
     }
 
-    fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+    fn on_tu_response(&mut self, response: Response, out: &mut Actions) -> Result<(), TxError> {
         match self {
-            Self::Invite(m) => m.on_tu_response(response),
-            Self::NonInvite(m) => m.on_tu_response(response),
+            Self::Invite(m) => m.on_tu_response_into(response, out),
+            Self::NonInvite(m) => m.on_tu_response_into(response, out),
         }
     }
 
@@ -401,10 +401,11 @@ impl ClientEntry {
         }
     }
 
-    fn on_response(&mut self, response: Response) -> Actions {
+    /// Appends the step's actions to `out` (see `Inner::lock_client`).
+    fn on_response(&mut self, response: Response, out: &mut Actions) {
         match &mut self.tx {
-            ClientTx::Active(a) => a.machine.on_response(response),
-            ClientTx::Lingering(l) => l.linger.on_response(response),
+            ClientTx::Active(a) => a.machine.on_response(response, out),
+            ClientTx::Lingering(l) => *out = l.linger.on_response(response),
         }
     }
 
@@ -1145,7 +1146,8 @@ impl Inner {
         let key = entry.key().clone();
         drop(lookup);
         let e = &mut *entry;
-        let mut actions = e.on_response(response);
+        let mut actions = Actions::default();
+        e.on_response(response, &mut actions);
         let mut pending_cancel = e
             .invite_machine()
             .and_then(InviteClient::take_pending_cancel);
@@ -1602,7 +1604,7 @@ impl Inner {
                 } else {
                     None
                 };
-                *actions = entry.machine.on_tu_response(response)?;
+                entry.machine.on_tu_response(response, actions)?;
                 if let Some(ack_key) = ack_key {
                     self.awaiting_ack
                         .insert(ack_key.clone(), (Arc::clone(table_key), entry_id));

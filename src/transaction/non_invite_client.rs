@@ -74,8 +74,15 @@ impl NonInviteClient {
 
     /// A response matched this transaction (§17.1.3).
     pub fn on_response(&mut self, response: Response) -> Actions {
-        use NonInviteClientState::*;
         let mut out = Actions::default();
+        self.on_response_into(response, &mut out);
+        out
+    }
+
+    /// [`Self::on_response`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_response_into(&mut self, response: Response, out: &mut Actions) {
+        use NonInviteClientState::*;
         match self.state {
             Trying | Proceeding if response.status.is_provisional() => {
                 self.state = Proceeding;
@@ -96,7 +103,6 @@ impl NonInviteClient {
             // Retransmissions of the final response are absorbed.
             Completed | Terminated => {}
         }
-        out
     }
 
     /// Whether `timer` may still do something when it fires, now or later:

@@ -79,8 +79,19 @@ impl NonInviteServer {
     /// The TU sends a response; after a final response any other is
     /// [`TxError::ResponseNotAllowed`].
     pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
-        use NonInviteServerState::*;
         let mut out = Actions::default();
+        self.on_tu_response_into(response, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::on_tu_response`], appending the actions to `out` (the
+    /// layer's list for the step: no copy of a returned list).
+    pub(crate) fn on_tu_response_into(
+        &mut self,
+        response: Response,
+        out: &mut Actions,
+    ) -> Result<(), TxError> {
+        use NonInviteServerState::*;
         match self.state {
             Trying | Proceeding => {
                 let wire = encode_response(&response);
@@ -100,7 +111,7 @@ impl NonInviteServer {
                         out.push(Action::Schedule(Timer::J, j));
                     }
                 }
-                Ok(out)
+                Ok(())
             }
             state => Err(TxError::ResponseNotAllowed {
                 status: response.status.as_u16(),
