@@ -66,8 +66,20 @@ impl InviteClient {
     /// (unreliable transports only) and Timer B. `reliable` is true for
     /// TCP/TLS.
     pub fn new(request: Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
-        let wire = encode_request(&request);
         let mut out = Actions::default();
+        let tx = Self::new_into(request, reliable, config, &mut out);
+        (tx, out)
+    }
+
+    /// [`Self::new`], appending the first actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn new_into(
+        request: Request,
+        reliable: bool,
+        config: &TimerConfig,
+        out: &mut Actions,
+    ) -> Self {
+        let wire = encode_request(&request);
         out.push(Action::Send(wire.clone()));
         if !reliable {
             out.push(Action::Schedule(
@@ -79,7 +91,7 @@ impl InviteClient {
             Timer::B,
             config.initial(Timer::B, reliable),
         ));
-        let tx = Self {
+        Self {
             state: InviteClientState::Calling,
             reliable,
             config: *config,
@@ -90,8 +102,7 @@ impl InviteClient {
             cancel_pending: false,
             cancelled: false,
             proceeding_for: Duration::ZERO,
-        };
-        (tx, out)
+        }
     }
 
     /// The current state.

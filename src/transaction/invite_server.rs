@@ -88,8 +88,20 @@ impl InviteServer {
     /// Creates the transaction for a received INVITE and schedules the
     /// 200 ms Trying timer (§17.2.1) and Timer Unanswered.
     pub fn new(invite: &Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
-        let template = Some(Copied::of(invite));
         let mut out = Actions::default();
+        let tx = Self::new_into(invite, reliable, config, &mut out);
+        (tx, out)
+    }
+
+    /// [`Self::new`], appending the first actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn new_into(
+        invite: &Request,
+        reliable: bool,
+        config: &TimerConfig,
+        out: &mut Actions,
+    ) -> Self {
+        let template = Some(Copied::of(invite));
         out.push(Action::Schedule(
             Timer::Trying,
             config.initial(Timer::Trying, reliable),
@@ -98,7 +110,7 @@ impl InviteServer {
         // that the timer of an answered INVITE does not linger in the
         // driver's queue long after the transaction is gone.
         out.push(Action::Schedule(Timer::Unanswered, config.t1x64()));
-        let tx = Self {
+        Self {
             state: InviteServerState::Proceeding,
             reliable,
             config: *config,
@@ -111,8 +123,7 @@ impl InviteServer {
             unacked_2xx: None,
             timer_2xx: config.t1,
             transport_error_reported: false,
-        };
-        (tx, out)
+        }
     }
 
     /// Takes on the UAS core's 2xx retransmission (§13.3.1.4) for this

@@ -1002,19 +1002,17 @@ impl Inner {
         };
         let reliable = dest.protocol.is_reliable();
         let id = self.next_id();
-        // Assigned in place (see `on_request`).
-        let mut actions;
+        // Filled in place (see `on_request`).
+        let mut actions = Actions::default();
         match self.clients.entry(Arc::clone(&key)) {
             Entry::Occupied(_) => return Err(TxError::Duplicate),
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
                 let machine = if request.method == Method::Invite {
-                    let (m, a) = InviteClient::new(request, reliable, timers);
-                    actions = a;
+                    let m = InviteClient::new_into(request, reliable, timers, &mut actions);
                     ClientMachine::Invite(m)
                 } else {
-                    let (m, a) = NonInviteClient::new(&request, reliable, timers);
-                    actions = a;
+                    let m = NonInviteClient::new_into(&request, reliable, timers, &mut actions);
                     ClientMachine::NonInvite(m)
                 };
                 TransactionMetrics::inc(&self.metrics.client_transactions);
@@ -1359,9 +1357,9 @@ impl Inner {
         };
         let id = self.next_id();
         let reliable = source.protocol.is_reliable();
-        // Assigned in place rather than returned with the rest: the list
-        // is large, and every move of it a copy.
-        let mut actions;
+        // Filled in place rather than returned with the rest: the list is
+        // large, and every move of it a copy.
+        let mut actions = Actions::default();
         let (ctx, created) = match self.servers.entry(key) {
             Entry::Occupied(mut o) => {
                 TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
@@ -1376,16 +1374,17 @@ impl Inner {
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
                 let machine = if request.method == Method::Invite {
-                    let (mut m, a) = InviteServer::new(&request, reliable, timers);
+                    let mut m = InviteServer::new_into(&request, reliable, timers, &mut actions);
                     if self.config.retransmit_2xx {
                         m.retransmit_2xx();
                     }
-                    actions = a;
                     ServerMachine::Invite(m)
                 } else {
-                    let (m, a) = NonInviteServer::new(reliable, timers);
-                    actions = a;
-                    ServerMachine::NonInvite(m)
+                    ServerMachine::NonInvite(NonInviteServer::new_into(
+                        reliable,
+                        timers,
+                        &mut actions,
+                    ))
                 };
                 debug!(key = ?v.key(), method = %request.method, peer = %source.peer, "server transaction");
                 TransactionMetrics::inc(&self.metrics.server_transactions);

@@ -38,8 +38,20 @@ impl NonInviteClient {
     /// Starts the transaction: sends the request, schedules Timer E
     /// (unreliable transports only) and Timer F.
     pub fn new(request: &Request, reliable: bool, config: &TimerConfig) -> (Self, Actions) {
-        let wire = encode_request(request);
         let mut out = Actions::default();
+        let tx = Self::new_into(request, reliable, config, &mut out);
+        (tx, out)
+    }
+
+    /// [`Self::new`], appending the first actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn new_into(
+        request: &Request,
+        reliable: bool,
+        config: &TimerConfig,
+        out: &mut Actions,
+    ) -> Self {
+        let wire = encode_request(request);
         out.push(Action::Send(wire.clone()));
         if !reliable {
             out.push(Action::Schedule(
@@ -51,14 +63,13 @@ impl NonInviteClient {
             Timer::F,
             config.initial(Timer::F, reliable),
         ));
-        let tx = Self {
+        Self {
             state: NonInviteClientState::Trying,
             reliable,
             config: *config,
             wire: Some(wire),
             timer_e: config.t1,
-        };
-        (tx, out)
+        }
     }
 
     /// The current state.

@@ -46,18 +46,25 @@ impl NonInviteServer {
     /// request to the TU) and schedules Timer Unanswered (64*T1: by then the
     /// client has given up with Timer F, so an unanswered request is dropped).
     pub fn new(reliable: bool, config: &TimerConfig) -> (Self, Actions) {
+        let mut out = Actions::default();
+        let tx = Self::new_into(reliable, config, &mut out);
+        (tx, out)
+    }
+
+    /// [`Self::new`], appending the first actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn new_into(reliable: bool, config: &TimerConfig, out: &mut Actions) -> Self {
         let tx = Self {
             state: NonInviteServerState::Trying,
             reliable,
             config: *config,
             last: None,
         };
-        let mut out = Actions::default();
         out.push(Action::Schedule(
             Timer::Unanswered,
             config.initial(Timer::Unanswered, reliable),
         ));
-        (tx, out)
+        tx
     }
 
     /// The current state.
