@@ -210,8 +210,15 @@ impl InviteClient {
 
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
-        use InviteClientState::*;
         let mut out = Actions::default();
+        self.on_timer_into(timer, &mut out);
+        out
+    }
+
+    /// [`Self::on_timer`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_timer_into(&mut self, timer: Timer, out: &mut Actions) {
+        use InviteClientState::*;
         match (self.state, timer) {
             (Calling, Timer::A) => {
                 if let Some(wire) = &self.wire {
@@ -220,14 +227,14 @@ impl InviteClient {
                 self.timer_a = self.timer_a.saturating_mul(2);
                 out.push(Action::Schedule(Timer::A, self.timer_a));
             }
-            (Calling, Timer::B) => self.time_out(&mut out),
-            (Calling | Proceeding, Timer::Cancelled) => self.time_out(&mut out),
+            (Calling, Timer::B) => self.time_out(out),
+            (Calling | Proceeding, Timer::Cancelled) => self.time_out(out),
             (Proceeding, Timer::Unanswered) => {
                 self.proceeding_for += self.config.t1x64();
                 if self.proceeding_for < UNANSWERED_INVITE {
                     out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
                 } else {
-                    self.time_out(&mut out);
+                    self.time_out(out);
                 }
             }
             (Completed, Timer::D) | (Accepted, Timer::M) => {
@@ -236,7 +243,6 @@ impl InviteClient {
             }
             _ => {}
         }
-        out
     }
 
     fn time_out(&mut self, out: &mut Actions) {

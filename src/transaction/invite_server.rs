@@ -263,8 +263,15 @@ impl InviteServer {
 
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
-        use InviteServerState::*;
         let mut out = Actions::default();
+        self.on_timer_into(timer, &mut out);
+        out
+    }
+
+    /// [`Self::on_timer`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_timer_into(&mut self, timer: Timer, out: &mut Actions) {
+        use InviteServerState::*;
         match (self.state, timer) {
             (Proceeding, Timer::Trying) => {
                 if let (true, Some(copied)) = (self.trying_due, &self.template) {
@@ -278,14 +285,14 @@ impl InviteServer {
                 self.unanswered_for += self.config.t1x64();
                 if self.unanswered_for < UNANSWERED_INVITE {
                     out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
-                    return out;
+                    return;
                 }
                 // The TU never answered: end the INVITE for the caller (whose
                 // client transaction has no timeout in Proceeding).
                 if let Some(copied) = self.template.take() {
                     let mut timeout = copied.response(StatusCode::REQUEST_TIMEOUT);
                     timeout.set_to_tag(&generate_tag());
-                    self.complete(encode_response(&timeout), &mut out);
+                    self.complete(encode_response(&timeout), out);
                 }
                 out.push(Action::Deliver(TuEvent::Timeout));
             }
@@ -323,7 +330,6 @@ impl InviteServer {
             }
             _ => {}
         }
-        out
     }
 
     /// Sends a 300-699 final response and enters Completed.

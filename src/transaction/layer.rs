@@ -269,10 +269,10 @@ impl ClientMachine {
         }
     }
 
-    fn on_timer(&mut self, timer: Timer) -> Actions {
+    fn on_timer(&mut self, timer: Timer, out: &mut Actions) {
         match self {
-            Self::Invite(m) => m.on_timer(timer),
-            Self::NonInvite(m) => m.on_timer(timer),
+            Self::Invite(m) => m.on_timer_into(timer, out),
+            Self::NonInvite(m) => m.on_timer_into(timer, out),
         }
     }
 
@@ -321,10 +321,10 @@ impl ServerMachine {
         }
     }
 
-    fn on_timer(&mut self, timer: Timer) -> Actions {
+    fn on_timer(&mut self, timer: Timer, out: &mut Actions) {
         match self {
-            Self::Invite(m) => m.on_timer(timer),
-            Self::NonInvite(m) => m.on_timer(timer),
+            Self::Invite(m) => m.on_timer_into(timer, out),
+            Self::NonInvite(m) => m.on_timer_into(timer, out),
         }
     }
 
@@ -409,18 +409,19 @@ impl ClientEntry {
         }
     }
 
-    /// Timer `timer_id` (a `timer`) fired.
-    fn on_timer(&mut self, timer_id: TimerId, timer: Timer) -> Actions {
+    /// Timer `timer_id` (a `timer`) fired: appends the step's actions to
+    /// `out`.
+    fn on_timer(&mut self, timer_id: TimerId, timer: Timer, out: &mut Actions) {
         match &mut self.tx {
             ClientTx::Active(a) => {
                 a.timers.remove(timer_id);
-                a.machine.on_timer(timer)
+                a.machine.on_timer(timer, out);
             }
             ClientTx::Lingering(l) => {
                 if l.timer == Some(timer_id) {
                     l.timer = None;
                 }
-                l.linger.on_timer(timer)
+                l.linger.on_timer_into(timer, out);
             }
         }
     }
@@ -587,18 +588,19 @@ impl ServerEntry {
         }
     }
 
-    /// Timer `timer_id` (a `timer`) fired.
-    fn on_timer(&mut self, timer_id: TimerId, timer: Timer) -> Actions {
+    /// Timer `timer_id` (a `timer`) fired: appends the step's actions to
+    /// `out`.
+    fn on_timer(&mut self, timer_id: TimerId, timer: Timer, out: &mut Actions) {
         match &mut self.tx {
             ServerTx::Active(a) => {
                 a.timers.remove(timer_id);
-                a.machine.on_timer(timer)
+                a.machine.on_timer(timer, out);
             }
             ServerTx::Lingering(l) => {
                 if l.timer == Some(timer_id) {
                     l.timer = None;
                 }
-                l.linger.on_timer(timer)
+                l.linger.on_timer_into(timer, out);
             }
         }
     }
@@ -1755,7 +1757,7 @@ impl Inner {
             TimerTarget::Client(key, id, timer) => {
                 let mut actions = Actions::default();
                 let ((), ctx) = self.lock_client(&key, Some(id), &mut actions, |e, actions| {
-                    *actions = e.on_timer(timer_id, timer);
+                    e.on_timer(timer_id, timer, actions);
                 })?;
                 self.count_timer_sends(timer, &actions);
                 self.run_client(&ctx, &mut actions)
@@ -1764,7 +1766,7 @@ impl Inner {
                 let mut actions = Actions::default();
                 let ctx = self
                     .lock_server(&key, id, &mut actions, |_, e, actions| {
-                        *actions = e.on_timer(timer_id, timer);
+                        e.on_timer(timer_id, timer, actions);
                         Ok(())
                     })?
                     .ok()?;

@@ -40,13 +40,21 @@ pub(crate) trait Linger {
         timer == self.last_timer()
     }
 
-    /// A timer fired: the last one terminates the transaction.
+    /// A timer fired: the last one terminates the transaction (the layer
+    /// uses [`Self::on_timer_into`]).
+    #[cfg(test)]
     fn on_timer(&mut self, timer: Timer) -> Actions {
         let mut out = Actions::default();
+        self.on_timer_into(timer, &mut out);
+        out
+    }
+
+    /// A timer fired: the last one terminates the transaction; appends
+    /// the actions to `out`.
+    fn on_timer_into(&mut self, timer: Timer, out: &mut Actions) {
         if self.wants_timer(timer) {
             out.push(Action::Terminate);
         }
-        out
     }
 }
 

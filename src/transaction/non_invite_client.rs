@@ -130,8 +130,15 @@ impl NonInviteClient {
 
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
-        use NonInviteClientState::*;
         let mut out = Actions::default();
+        self.on_timer_into(timer, &mut out);
+        out
+    }
+
+    /// [`Self::on_timer`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_timer_into(&mut self, timer: Timer, out: &mut Actions) {
+        use NonInviteClientState::*;
         match (self.state, timer) {
             (Trying | Proceeding, Timer::E) => {
                 if let Some(wire) = &self.wire {
@@ -156,7 +163,6 @@ impl NonInviteClient {
             }
             _ => {}
         }
-        out
     }
 
     /// The transport failed to send the request (§17.1.4).

@@ -150,8 +150,15 @@ impl NonInviteServer {
 
     /// A timer scheduled by this transaction fired.
     pub fn on_timer(&mut self, timer: Timer) -> Actions {
-        use NonInviteServerState::*;
         let mut out = Actions::default();
+        self.on_timer_into(timer, &mut out);
+        out
+    }
+
+    /// [`Self::on_timer`], appending the actions to `out` (the layer's
+    /// list for the step: no copy of a returned list).
+    pub(crate) fn on_timer_into(&mut self, timer: Timer, out: &mut Actions) {
+        use NonInviteServerState::*;
         match (self.state, timer) {
             (Completed, Timer::J) => {
                 self.state = Terminated;
@@ -166,7 +173,6 @@ impl NonInviteServer {
             }
             _ => {}
         }
-        out
     }
 
     /// The transport failed to send a response (§17.2.4).
