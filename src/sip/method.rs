@@ -50,6 +50,25 @@ pub enum Method {
 #[error("not a method token")]
 pub struct InvalidMethod;
 
+/// Every method [`Method`] has a variant for (all but [`Method::Other`]),
+/// in declaration order.
+pub static NAMED_METHODS: [Method; 14] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Options,
+    Method::Register,
+    Method::Prack,
+    Method::Update,
+    Method::Info,
+    Method::Subscribe,
+    Method::Notify,
+    Method::Refer,
+    Method::Message,
+    Method::Publish,
+];
+
 impl Method {
     /// The method name as on the wire.
     pub fn as_str(&self) -> &str {

@@ -34,7 +34,7 @@ pub use bytestr::ByteStr;
 pub use grammar::{quote_escape, unescape, unquote};
 pub use header::{Header, HeaderName, Headers, InvalidHeaderName};
 pub use message::{Message, Request, Response};
-pub use method::{InvalidMethod, Method, StatusCode, Version};
+pub use method::{InvalidMethod, Method, StatusCode, Version, NAMED_METHODS};
 pub use name_addr::{Contact, NameAddr};
 pub use params::Params;
 pub use parser::{parse_datagram, Limits, ParseError, ParseErrorKind, StreamParser};

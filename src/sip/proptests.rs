@@ -232,22 +232,7 @@ fn uri() -> impl Strategy<Value = Uri> {
 
 fn method() -> impl Strategy<Value = Method> {
     prop_oneof![
-        prop::sample::select(vec![
-            Method::Invite,
-            Method::Ack,
-            Method::Bye,
-            Method::Cancel,
-            Method::Options,
-            Method::Register,
-            Method::Prack,
-            Method::Update,
-            Method::Info,
-            Method::Subscribe,
-            Method::Notify,
-            Method::Refer,
-            Method::Message,
-            Method::Publish,
-        ]),
+        prop::sample::select(NAMED_METHODS.to_vec()),
         token().prop_map(|t| Method::parse(t.as_bytes()).unwrap_or(Method::Invite)),
     ]
 }

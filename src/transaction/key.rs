@@ -147,24 +147,8 @@ impl ClientKey {
     }
 }
 
-/// The methods of RFC 3261 and its extensions that [`Method`] names, in the
-/// order of [`KeyMethod::new`]'s indices.
-static KNOWN_METHODS: [Method; 14] = [
-    Method::Invite,
-    Method::Ack,
-    Method::Bye,
-    Method::Cancel,
-    Method::Options,
-    Method::Register,
-    Method::Prack,
-    Method::Update,
-    Method::Info,
-    Method::Subscribe,
-    Method::Notify,
-    Method::Refer,
-    Method::Message,
-    Method::Publish,
-];
+// The methods `Method` names, in the order of `KeyMethod::new`'s indices.
+use crate::sip::NAMED_METHODS as KNOWN_METHODS;
 
 /// A method as keys hold it: a named one as its index in
 /// [`KNOWN_METHODS`], any other boxed, so that a key does not carry a
