@@ -1208,7 +1208,7 @@ impl Inner {
     /// without waiting; a failed send feeds the machine a transport error
     /// and carries out what that yields. Returns the rest when a send has
     /// to wait (see [`Inner::finish_client`]).
-    // `mut actions` as a parameter: a `let mut actions = actions;` copied
+    // `actions` is the caller's list, borrowed: taking it by value copied
     // the 424-byte list on every step (callgrind).
     fn run_client(self: &Arc<Self>, ctx: &ClientCtx, actions: &mut Actions) -> Option<Deferred> {
         let key = &ctx.key;
@@ -1620,7 +1620,7 @@ impl Inner {
     /// Carries out a server machine's actions as far as that is possible
     /// without waiting (see `run_client`). `ctx.source` is where an ACK
     /// delivered to the TU came from.
-    // See `run_client` for the `mut` parameter.
+    // See `run_client` for the borrowed list.
     fn run_server(self: &Arc<Self>, ctx: &ServerCtx, actions: &mut Actions) -> Option<Deferred> {
         loop {
             let mut failed = false;
