@@ -487,6 +487,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_comma_after_the_top_via_is_kept_and_rejected() {
+        // The stamp rewrites the top Via value only: the empty element after
+        // the comma stays as written, and the validator answers it.
+        let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1,");
+        assert!(crate::sip::validate_request(&req).is_err());
+        stamp_top_via(
+            &mut req,
+            &udp_source("192.0.2.9:40000"),
+            ResponsePort::Source,
+        );
+        assert_eq!(req.top_via_ref().unwrap().received(), Some("192.0.2.9"));
+        assert!(req.headers.get(&HeaderName::Via).unwrap().ends_with(b","));
+        assert!(crate::sip::validate_request(&req).is_err());
+    }
+
+    #[test]
     fn a_top_via_that_does_not_parse_is_left_alone() {
         let mut req = request("SIP/2.0/UDP h1.example.com;branch=z9hG4bK1");
         req.headers
