@@ -127,6 +127,21 @@ impl ClientKey {
         Ok((key, via))
     }
 
+    /// The key a received response matches when its top Via branch was
+    /// read without parsing the Via (see `super::via_prefix`): `branch`
+    /// and the CSeq method. Shares the response's bytes, as
+    /// [`ClientKey::for_response_with_via`] does.
+    pub(crate) fn for_response_with_branch(
+        branch: ByteStr,
+        resp: &Response,
+    ) -> Result<Self, KeyError> {
+        let cseq = header("CSeq", resp.headers.cseq_ref())?;
+        Ok(Self {
+            branch,
+            method: KeyMethod::new(cseq.method.clone()),
+        })
+    }
+
     /// The key of the transaction with this branch and another method (the
     /// INVITE a CANCEL belongs to).
     pub(crate) fn with_method(&self, method: Method) -> Self {

@@ -1111,20 +1111,32 @@ impl Inner {
         response: Response,
         source: Source,
     ) -> Result<Option<Deferred>, TxError> {
-        let (lookup, via) = ClientKey::for_response_with_via(&response)?;
-        // §18.1.2: not a value we put in our requests, so not an answer to
-        // one; checked before matching, stray responses included.
-        let sent_by = SentBy::of(via);
-        if !self.sent_by.is_ours(&sent_by) {
-            debug!(
-                %sent_by,
-                status = response.status.as_u16(),
-                peer = %source.peer,
-                "response discarded: its top Via sent-by is not ours"
-            );
-            TransactionMetrics::inc(&self.metrics.foreign_sent_by);
-            return Ok(None);
-        }
+        // A top Via that starts as our requests' do (see `ViaPrefixes`):
+        // only its branch is read, and its sent-by, one we learned before
+        // the prefix, is ours. Parameters after the branch are not read
+        // (nor checked) on this path, as for the requests we send.
+        let top = response.headers.get(&HeaderName::Via);
+        let lookup = match top.and_then(|v| self.via_prefixes.branch(v)) {
+            Some(branch) => ClientKey::for_response_with_branch(branch, &response)?,
+            None => {
+                let (lookup, via) = ClientKey::for_response_with_via(&response)?;
+                // §18.1.2: not a value we put in our requests, so not an
+                // answer to one; checked before matching, stray responses
+                // included.
+                let sent_by = SentBy::of(via);
+                if !self.sent_by.is_ours(&sent_by) {
+                    debug!(
+                        %sent_by,
+                        status = response.status.as_u16(),
+                        peer = %source.peer,
+                        "response discarded: its top Via sent-by is not ours"
+                    );
+                    TransactionMetrics::inc(&self.metrics.foreign_sent_by);
+                    return Ok(None);
+                }
+                lookup
+            }
+        };
         let Some(mut entry) = self.clients.get_mut(&lookup) else {
             debug!(
                 branch = lookup.branch(),
@@ -2354,6 +2366,67 @@ mod tests {
             tx.recv().await.unwrap().event,
             ClientEventKind::Response(ref r) if r.status.as_u16() == 200
         ));
+    }
+
+    /// Whether `r`'s top Via has been parsed (and kept) by someone.
+    fn top_via_parsed(r: &Response) -> bool {
+        r.headers
+            .typed_if_any()
+            .is_some_and(|t| t.top_via.get().is_some())
+    }
+
+    /// A response whose top Via starts as our request's did (up to the
+    /// branch) is matched by its branch alone: it reaches the TU with its
+    /// Via unparsed, whatever follows the branch. One that starts
+    /// otherwise is parsed, checked (§18.1.2) and matched as before.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_with_our_via_prefix_is_matched_without_parsing_its_via() {
+        let (layer, mut rx, _sink) = layer();
+        let req = our_options("z9hG4bKpre");
+        let mut tx = layer.send_request(req.clone(), peer()).await.unwrap();
+        let from = udp_source();
+        let mut trying = response(&req, 100, None);
+        trying.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKpre;received=10.0.0.2",
+        );
+        layer.on_message(trying.into(), from).await.unwrap();
+        match tx.recv().await.unwrap().event {
+            ClientEventKind::Response(r) => {
+                assert_eq!(r.status.as_u16(), 100);
+                assert!(!top_via_parsed(&r), "matched without parsing the Via");
+            }
+            other => panic!("expected the 100, got {other:?}"),
+        }
+        // Our sent-by, but the parameters in another order: parsed.
+        let mut ok = response(&req, 200, Some("x"));
+        ok.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP 10.0.0.2:5060;rport=5060;branch=z9hG4bKpre",
+        );
+        layer.on_message(ok.into(), from).await.unwrap();
+        match tx.recv().await.unwrap().event {
+            ClientEventKind::Response(r) => {
+                assert_eq!(r.status.as_u16(), 200);
+                assert!(top_via_parsed(&r));
+            }
+            other => panic!("expected the 200, got {other:?}"),
+        }
+        // A stray response with our prefix: no transaction, so it goes to
+        // the TU, unparsed as well.
+        let stray = response(&our_options("z9hG4bKgone"), 200, Some("y"));
+        layer.on_message(stray.into(), from).await.unwrap();
+        match rx.recv().await {
+            Some(Incoming::Response { response, .. }) => assert!(!top_via_parsed(&response)),
+            other => panic!("expected a stray response, got {other:?}"),
+        }
+        let metrics = layer.metrics();
+        assert_eq!(metrics.foreign_sent_by.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.stray_responses.load(Ordering::Relaxed), 1);
+        // A CSeq that does not parse still refuses the response.
+        let mut bad = response(&req, 200, Some("x"));
+        bad.headers.set(HeaderName::CSeq, "x OPTIONS");
+        assert!(layer.on_message(bad.into(), from).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
