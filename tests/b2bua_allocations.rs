@@ -26,12 +26,17 @@ const WARM_UP: u64 = 200;
 const CALLS: u64 = 500;
 
 /// Allocations per call at most (measured: see the module doc).
-const MAX_PER_CALL: u64 = 120;
+const MAX_PER_CALL: u64 = 114;
 
 // One test function: dhat allows one profiler at a time.
 #[test]
 fn one_call_allocates_at_most_the_pinned_count() {
-    let _profiler = dhat::Profiler::builder().testing().build();
+    // VPBX_DHAT_FILE=path: also write dhat's per-site profile there (view
+    // it with dhat's viewer, or group its frames), for finding who allocates.
+    let _profiler = match std::env::var_os("VPBX_DHAT_FILE") {
+        Some(path) => dhat::Profiler::builder().file_name(path).build(),
+        None => dhat::Profiler::builder().testing().build(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -348,6 +348,9 @@ pub struct Call {
     outbound_tp: Arc<LegTransport>,
     inbound: Dialog,
     outbound: Dialog,
+    /// The URI of the caller's From, as [`Uri::to_text`] writes it (in
+    /// the call's buffer), for the CDR.
+    caller_uri: ByteStr,
     caller: CallerState,
     callee: CalleeState,
     /// The caller's INVITE until it has a final response.
@@ -488,6 +491,7 @@ impl Call {
         let mut buf = BytesMut::with_capacity(
             2 * ids::TAG_LEN
                 + Dialog::uas_len(&invite, ids::TAG_LEN)
+                + caller_uri_len(&invite)
                 + 33
                 + outbound_tp.host.len()
                 + caller_id_len(from, &outbound_tp.host)
@@ -517,6 +521,9 @@ impl Call {
             }
         };
         let max_forwards = max_forwards.unwrap_or(70).saturating_sub(1);
+        from.uri.write_into(&mut buf);
+        // Written from a parsed URI: UTF-8.
+        let caller_uri = ByteStr::from_utf8_lossy(buf.split().freeze());
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 
@@ -569,6 +576,7 @@ impl Call {
             outbound_tp,
             inbound,
             outbound,
+            caller_uri,
             caller: CallerState::Proceeding,
             callee: CalleeState::Calling,
             invite: Some(Box::new(invite)),
@@ -625,6 +633,11 @@ impl Call {
     /// Our tag on the inbound leg (To tag of our responses).
     pub fn inbound_local_tag(&self) -> &ByteStr {
         self.inbound.local_tag()
+    }
+
+    /// The caller's From URI (for the CDR).
+    pub fn caller_uri(&self) -> &ByteStr {
+        &self.caller_uri
     }
 
     /// Call-ID of the outbound leg (ours).
@@ -1608,6 +1621,12 @@ pub fn ack_and_bye_for_stray_2xx(response: &Response) -> Option<(Request, Reques
         build(Method::Ack, cseq.seq),
         build(Method::Bye, cseq.seq.wrapping_add(1)),
     ))
+}
+
+/// Room in the call's buffer for the caller's From URI as written again
+/// (its From's length: the URI is inside it, and is written as parsed).
+fn caller_uri_len(invite: &Request) -> usize {
+    invite.headers.get(&HeaderName::From).map_or(0, Bytes::len)
 }
 
 /// Room in the call's buffer for the To of the outbound INVITE (`<` URI

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, Notify};
 
-use crate::cdr::{CallTimes, CdrRecord, CdrSink, TargetAttempt};
-use crate::routing::{ExternalPbx, Number, Routes, Target};
+use crate::cdr::{CallTimes, CdrLine, CdrSink, LineTarget};
+use crate::routing::{ExternalPbx, Number, PbxId, Routes, Target};
 use crate::sip::{ByteStr, HeaderName, Host, Message, Method, Request, Response, StatusCode, Uri};
 use crate::transaction::{
     ClientEvent, ClientEventKind, Incoming, ServerRequest, ServerTransaction, TransactionLayer,
@@ -58,14 +58,17 @@ struct LegKey {
     remote_tag: ByteStr,
 }
 
-/// What the CDR needs besides the call's own outcome.
+/// What the CDR needs besides the call's own outcome (the caller's URI
+/// and the Call-ID are the call's): shared or inline values, so a routed
+/// call allocates nothing for its CDR until its line is written.
 #[derive(Debug)]
 struct Meta {
     started: SystemTime,
-    caller: String,
-    dialed: String,
-    pbx: String,
-    target: String,
+    /// The dialed number (it parsed: the call was routed by it).
+    number: Number,
+    pbx: PbxId,
+    /// Id of the external PBX the call went to (`external:<id>`).
+    target: Arc<str>,
     inbound_dest: Destination,
     outbound_dest: Destination,
     span: tracing::Span,
@@ -569,10 +572,11 @@ impl Inner {
         sr: ServerRequest,
         status: StatusCode,
         reason: FinishReason,
-        dialed: String,
+        number: Option<Number>,
         pbx: Option<String>,
     ) {
         let now = SystemTime::now();
+        let dialed = dialed_for_cdr(&sr.request, number);
         let mut r = Response::for_request(&sr.request, status);
         r.set_to_tag(&ids::tag());
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -602,10 +606,9 @@ impl Inner {
         let now = Instant::now();
         let req = &sr.request;
         let number = dialed_number(req);
-        let dialed = dialed_for_cdr(req, number);
         if let Err(refusal) = admission::check_invite(req) {
             return self
-                .refuse(sr, refusal.status(), refusal.finish_reason(), dialed, None)
+                .refuse(sr, refusal.status(), refusal.finish_reason(), number, None)
                 .await;
         }
         let (Ok(call_id), Ok(from)) = (req.call_id(), req.from_ref()) else {
@@ -614,7 +617,7 @@ impl Inner {
                     sr,
                     StatusCode::BAD_REQUEST,
                     FinishReason::Rejected,
-                    dialed,
+                    number,
                     None,
                 )
                 .await;
@@ -625,21 +628,19 @@ impl Inner {
             call_id,
             remote_tag: remote_tag_of(from),
         };
-        // An own copy too: a slice would keep the datagram alive.
-        let caller = from.uri.to_text();
         if self.legs.contains_key(&in_key) {
             // Same dialog-forming request under a new branch: a merged or
             // looped request (RFC 3261 §8.2.2.2).
             let r = Refusal::Loop;
             return self
-                .refuse(sr, r.status(), r.finish_reason(), dialed, None)
+                .refuse(sr, r.status(), r.finish_reason(), number, None)
                 .await;
         }
         let slot = match self.admission.admit(now) {
             Ok(slot) => slot,
             Err(r) => {
                 return self
-                    .refuse(sr, r.status(), r.finish_reason(), dialed, None)
+                    .refuse(sr, r.status(), r.finish_reason(), number, None)
                     .await
             }
         };
@@ -655,20 +656,19 @@ impl Inner {
                     sr,
                     StatusCode::NOT_FOUND,
                     FinishReason::NotFound,
-                    dialed,
+                    number,
                     None,
                 )
                 .await;
         };
-        let pbx = String::from(&*route.pbx);
         if !route.enabled {
             return self
                 .refuse(
                     sr,
                     StatusCode::TEMPORARILY_UNAVAILABLE,
                     FinishReason::Rejected,
-                    dialed,
-                    Some(pbx),
+                    Some(number),
+                    Some(String::from(&*route.pbx)),
                 )
                 .await;
         }
@@ -679,8 +679,8 @@ impl Inner {
                     sr,
                     StatusCode::TEMPORARILY_UNAVAILABLE,
                     FinishReason::Unavailable,
-                    dialed,
-                    Some(pbx),
+                    Some(number),
+                    Some(String::from(&*route.pbx)),
                 )
                 .await;
         };
@@ -693,8 +693,8 @@ impl Inner {
                     sr,
                     StatusCode::TEMPORARILY_UNAVAILABLE,
                     FinishReason::Unavailable,
-                    dialed,
-                    Some(pbx),
+                    Some(number),
+                    Some(String::from(&*route.pbx)),
                 )
                 .await;
         };
@@ -721,7 +721,7 @@ impl Inner {
             "call",
             call_id = %request.call_id().unwrap_or_default(),
             number = %number,
-            pbx = %pbx,
+            pbx = %route.pbx,
         );
         let mut actions = scratch::actions();
         let call = match Call::new(
@@ -748,8 +748,8 @@ impl Inner {
                         sr,
                         StatusCode::BAD_REQUEST,
                         FinishReason::Rejected,
-                        dialed,
-                        Some(pbx),
+                        Some(number),
+                        Some(String::from(&*route.pbx)),
                     )
                     .await;
             }
@@ -772,10 +772,9 @@ impl Inner {
         ];
         let meta = Meta {
             started: SystemTime::now(),
-            caller,
-            dialed,
-            pbx,
-            target: ["external:", &ext.id].concat(),
+            number,
+            pbx: route.pbx.clone(),
+            target: ext.id.clone(),
             inbound_dest: Destination {
                 protocol: source.protocol,
                 addr: inbound_peer(&source),
@@ -834,8 +833,8 @@ impl Inner {
     }
 
     /// Runs `input` through the locked call: the effects to carry out once
-    /// it is unlocked, and its CDR if the call is over.
-    fn run(&self, entry: &Entry, input: Input) -> (Vec<Effect>, Option<CdrRecord>) {
+    /// it is unlocked, and its CDR line if the call is over.
+    fn run(&self, entry: &Entry, input: Input) -> (Vec<Effect>, Option<Vec<u8>>) {
         let mut st = entry.lock();
         let st = &mut *st;
         let span = st.meta.span.clone();
@@ -876,7 +875,7 @@ impl Inner {
         scratch::give_actions(actions);
         let record = if st.call.is_finished() {
             self.remove(entry, st);
-            Some(self.record(st))
+            self.record(st)
         } else {
             self.reschedule(entry.id, st);
             None
@@ -884,10 +883,10 @@ impl Inner {
         (effects, record)
     }
 
-    /// Hands a finished call's record to the CDR writer.
-    async fn write_cdr(&self, record: Option<CdrRecord>) {
-        if let (Some(record), Some(cdr)) = (record, &self.cdr) {
-            if let Err(e) = cdr.write(record).await {
+    /// Hands a finished call's CDR line to the CDR writer.
+    async fn write_cdr(&self, line: Option<Vec<u8>>) {
+        if let (Some(line), Some(cdr)) = (line, &self.cdr) {
+            if let Err(e) = cdr.write_line(line).await {
                 tracing::error!(error = %e, "CDR lost");
             }
         }
@@ -956,36 +955,57 @@ impl Inner {
         st.scheduled = want;
     }
 
-    /// The call's CDR; takes the strings of `st.meta` (the call is over).
-    fn record(&self, st: &mut State) -> CdrRecord {
+    /// The call's CDR line (the call is over), when CDRs are written.
+    fn record(&self, st: &State) -> Option<Vec<u8>> {
         let call = &st.call;
         let start = st.meta.started;
         let at = |i: Instant| start + i.saturating_duration_since(call.started_at());
         let end = call.ended_at().map_or_else(SystemTime::now, at);
         let outcome = call.outcome();
         let (status, reason) = outcome.map_or((500, FinishReason::Error), |o| (o.status, o.reason));
-        let times = CallTimes {
-            start,
-            answer: call.answered_at().map(at),
-            end,
-        };
-        let mut rec = CdrRecord::new(
-            call.inbound_call_id().as_str().to_owned(),
-            times,
+        {
+            let _enter = st.meta.span.enter();
+            tracing::debug!(status, reason = reason.as_str(), "call ended");
+        }
+        self.cdr.as_ref()?;
+        let mut e164 = [0u8; E164_MAX];
+        let line = CdrLine {
+            call_id: call.inbound_call_id(),
+            times: CallTimes {
+                start,
+                answer: call.answered_at().map(at),
+                end,
+            },
+            caller: call.caller_uri(),
+            dialed: e164_text(st.meta.number, &mut e164),
+            pbx: Some(&st.meta.pbx),
+            target: Some(LineTarget {
+                kind: "external:",
+                id: &st.meta.target,
+                status: call.callee_status(),
+            }),
             status,
             reason,
-        );
-        rec.caller = std::mem::take(&mut st.meta.caller);
-        rec.dialed = std::mem::take(&mut st.meta.dialed);
-        rec.pbx = Some(std::mem::take(&mut st.meta.pbx));
-        rec.targets = vec![TargetAttempt {
-            target: std::mem::take(&mut st.meta.target),
-            status: call.callee_status(),
-        }];
-        let _enter = st.meta.span.enter();
-        tracing::debug!(status, reason = reason.as_str(), "call ended");
-        rec
+        };
+        let mut out = Vec::new();
+        line.write_json_line(&mut out);
+        Some(out)
     }
+}
+
+/// Room for a number's E.164 text: `+` and the 20 digits of a `u64` at
+/// most.
+const E164_MAX: usize = 21;
+
+/// `number` as E.164 text (what [`Number::to_e164`] gives), written into
+/// `buf`.
+fn e164_text(number: Number, buf: &mut [u8; E164_MAX]) -> &str {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(number.as_u64()).as_bytes();
+    buf[0] = b'+';
+    buf[1..=digits.len()].copy_from_slice(digits);
+    // A `+` and ASCII digits.
+    std::str::from_utf8(&buf[..=digits.len()]).unwrap_or_default()
 }
 
 /// Where requests to the caller go: back over the flow its INVITE came on
