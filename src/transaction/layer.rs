@@ -23,7 +23,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::key::AckKey;
+use super::key::{AckKey, Slot, SlotHashing};
 use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
@@ -660,21 +660,22 @@ enum TimerTarget {
     Server(Arc<ServerKey>, u64, Timer),
 }
 
-/// A transaction table. Keys are partly chosen by peers (the branch), so
-/// the hasher is seeded per process (foldhash's `RandomState`), which is
-/// cheaper than the default SipHash on these short keys (hashing a
-/// `ServerKey` took about 2.5 times fewer instructions under callgrind).
-type Table<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+/// A table of transactions: each slot holds its key's hash (see [`Slot`]).
+type Table<K, V> = DashMap<Slot<K>, V, SlotHashing>;
+
+/// The table of INVITE server transactions awaiting the ACK of their 2xx.
+/// Keys are partly chosen by peers, so the hasher is seeded per process.
+type AckTable = DashMap<AckKey, (Arc<ServerKey>, u64), foldhash::fast::RandomState>;
 
 struct Inner {
     config: LayerConfig,
     sink: Arc<dyn TransportSink>,
-    clients: Table<Arc<ClientKey>, ClientEntry>,
-    servers: Table<Arc<ServerKey>, ServerEntry>,
+    clients: Table<ClientKey, ClientEntry>,
+    servers: Table<ServerKey, ServerEntry>,
     metrics: TransactionMetrics,
     /// INVITE server transactions whose 2xx is retransmitted until its ACK
     /// (which has its own branch) arrives.
-    awaiting_ack: Table<AckKey, (Arc<ServerKey>, u64)>,
+    awaiting_ack: AckTable,
     wheel: Arc<Wheel<TimerTarget>>,
     incoming: mpsc::Sender<Incoming>,
     next_id: AtomicU64,
@@ -706,7 +707,7 @@ impl TransactionLayer {
             clients: Table::default(),
             servers: Table::default(),
             metrics: TransactionMetrics::default(),
-            awaiting_ack: Table::default(),
+            awaiting_ack: AckTable::default(),
             wheel: Arc::clone(&wheel),
             incoming,
             next_id: AtomicU64::new(1),
@@ -871,7 +872,7 @@ impl TransactionLayer {
         let key = ServerKey::invite_for_cancel(cancel).ok()?;
         let entry = self.inner.servers.get(&key)?;
         Some(ServerTransaction {
-            key: Arc::clone(entry.key()),
+            key: Arc::clone(entry.key().key()),
             id: entry.id,
             inner: Arc::clone(&self.inner),
         })
@@ -1006,7 +1007,7 @@ impl Inner {
         let id = self.next_id();
         // Filled in place (see `on_request`).
         let mut actions = Actions::default();
-        match self.clients.entry(Arc::clone(&key)) {
+        match self.clients.entry(Slot::new(Arc::clone(&key))) {
             Entry::Occupied(_) => return Err(TxError::Duplicate),
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
@@ -1059,7 +1060,8 @@ impl Inner {
         if id.is_some_and(|id| id != entry.id) {
             return None;
         }
-        let (key, entry) = entry.pair_mut();
+        let (slot, entry) = entry.pair_mut();
+        let key = slot.key();
         let r = f(entry, actions);
         self.arm_client(key, entry, actions);
         Some((r, entry.ctx(key)))
@@ -1155,7 +1157,7 @@ impl Inner {
         // The table's copy: `lookup` shares the response's bytes, and what
         // is made of the key here (timers, events for the TU) may outlive
         // them.
-        let key = entry.key().clone();
+        let key = Arc::clone(entry.key().key());
         drop(lookup);
         let e = &mut *entry;
         let mut actions = Actions::default();
@@ -1374,11 +1376,11 @@ impl Inner {
         // Filled in place rather than returned with the rest: the list is
         // large, and every move of it a copy.
         let mut actions = Actions::default();
-        let (ctx, created) = match self.servers.entry(key) {
+        let (ctx, created) = match self.servers.entry(Slot::new(key)) {
             Entry::Occupied(mut o) => {
                 TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
                 // The table's key, which the timers share.
-                let key = Arc::clone(o.key());
+                let key = Arc::clone(o.key().key());
                 let entry = o.get_mut();
                 let ctx = entry.ctx(&key);
                 actions = entry.on_request(request);
@@ -1413,7 +1415,7 @@ impl Inner {
                         timers: TimerSet::default(),
                     })),
                 };
-                let key = Arc::clone(v.key());
+                let key = Arc::clone(v.key().key());
                 self.arm_server(&key, &mut entry, &mut actions);
                 v.insert(entry);
                 let ctx = ServerCtx {
@@ -1465,7 +1467,8 @@ impl Inner {
         let stepped = match self.servers.get_mut(lookup) {
             Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
-                let (key, e) = entry.pair_mut();
+                let (slot, e) = entry.pair_mut();
+                let key = slot.key();
                 let ctx = ServerCtx {
                     source,
                     ..e.ctx(key)
@@ -1534,7 +1537,8 @@ impl Inner {
         if entry.id != id {
             return None;
         }
-        let (key, entry) = entry.pair_mut();
+        let (slot, entry) = entry.pair_mut();
+        let key = slot.key();
         if let Err(e) = f(key, entry, actions) {
             return Some(Err(e));
         }
@@ -1858,7 +1862,9 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
 }
 
 /// Shrinks `table` to its entries when it is less than a quarter full.
-fn shrink_sparse<K: Eq + std::hash::Hash, V>(table: &Table<K, V>) {
+fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher + Clone>(
+    table: &DashMap<K, V, S>,
+) {
     let capacity = table.capacity();
     if capacity > TRIM_MIN && table.len() < capacity / 4 {
         table.shrink_to_fit();
@@ -3458,7 +3464,7 @@ mod tests {
         let ServerTx::Lingering(l) = &entry.tx else {
             panic!("not lingering");
         };
-        size_of::<Arc<ServerKey>>()
+        size_of::<Slot<ServerKey>>()
             + size_of::<ServerEntry>()
             + arc_bytes::<ServerKey>()
             + size_of::<LingeringServer>()
@@ -3472,7 +3478,7 @@ mod tests {
         let ClientTx::Lingering(l) = &entry.tx else {
             panic!("not lingering");
         };
-        size_of::<Arc<ClientKey>>()
+        size_of::<Slot<ClientKey>>()
             + size_of::<ClientEntry>()
             + arc_bytes::<ClientKey>()
             + size_of::<LingeringClient>()
@@ -3482,11 +3488,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lingering_transaction_keeps_only_what_retransmissions_need() {
-        // A table slot is four words: the shared key, the id and the boxed
-        // state (the full machine, 512 or 536 bytes, while active); a
-        // timer's target three (the shared key, the id, the timer).
-        assert!(size_of::<(Arc<ServerKey>, ServerEntry)>() <= 32);
-        assert!(size_of::<(Arc<ClientKey>, ClientEntry)>() <= 32);
+        // A table slot is five words: the shared key and its hash, the id
+        // and the boxed state (the full machine, 512 or 536 bytes, while
+        // active); a timer's target three (the shared key, the id, the
+        // timer).
+        assert!(size_of::<(Slot<ServerKey>, ServerEntry)>() <= 40);
+        assert!(size_of::<(Slot<ClientKey>, ClientEntry)>() <= 40);
         assert!(size_of::<TimerTarget>() <= 24);
         // 176 bytes with the reply destination (allocator size class 192),
         // 144 with its port (class 160).
