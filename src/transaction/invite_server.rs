@@ -159,22 +159,24 @@ impl InviteServer {
     /// [`TxError::ResponseNotAllowed`].
     pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
         let mut out = Actions::default();
-        self.on_tu_response_into(response, &mut out)?;
+        self.on_tu_response_into(&response, &mut out)?;
         Ok(out)
     }
 
     /// [`Self::on_tu_response`], appending the actions to `out` (the
-    /// layer's list for the step: no copy of a returned list).
+    /// layer's list for the step: no copy of a returned list). The
+    /// response is only encoded, so it is borrowed (the TU's stays where
+    /// it is).
     pub(crate) fn on_tu_response_into(
         &mut self,
-        response: Response,
+        response: &Response,
         out: &mut Actions,
     ) -> Result<(), TxError> {
         use InviteServerState::*;
         let status = response.status;
         match self.state {
             Proceeding if status.is_provisional() => {
-                let wire = encode_response(&response);
+                let wire = encode_response(response);
                 self.trying_due = false;
                 self.last = Some(wire.clone());
                 out.push(Action::Send(wire));
@@ -183,7 +185,7 @@ impl InviteServer {
                 self.template = None;
                 self.last = None;
                 self.state = Accepted;
-                let wire = encode_response(&response);
+                let wire = encode_response(response);
                 if self.retransmit_2xx {
                     self.unacked_2xx = Some(wire.clone());
                     out.push(Action::Schedule(Timer::Retransmit2xx, self.timer_2xx));
@@ -194,9 +196,9 @@ impl InviteServer {
                     self.config.initial(Timer::L, self.reliable),
                 ));
             }
-            Proceeding => self.complete(encode_response(&response), out),
+            Proceeding => self.complete(encode_response(response), out),
             Accepted if status.is_success() => {
-                let wire = encode_response(&response);
+                let wire = encode_response(response);
                 if self.unacked_2xx.is_some() {
                     self.unacked_2xx = Some(wire.clone());
                 }

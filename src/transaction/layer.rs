@@ -104,6 +104,21 @@ fn chain(first: Option<Deferred>, then: Option<Deferred>) -> Option<Deferred> {
     }
 }
 
+/// The future of an entry point whose step is done: it finishes the sends
+/// that had to wait (if any) and returns the step's result.
+fn finish(stepped: Result<Option<Deferred>, TxError>) -> impl Future<Output = Result<(), TxError>> {
+    finish_with(stepped.map(|deferred| ((), deferred)))
+}
+
+/// [`finish`] for a step with a value to hand back.
+async fn finish_with<T>(stepped: Result<(T, Option<Deferred>), TxError>) -> Result<T, TxError> {
+    let (value, deferred) = stepped?;
+    if let Some(deferred) = deferred {
+        deferred.await;
+    }
+    Ok(value)
+}
+
 /// Tunables of the layer; `Default` gives production values.
 #[derive(Debug, Clone)]
 pub struct LayerConfig {
@@ -314,7 +329,7 @@ impl ServerMachine {
         }
     }
 
-    fn on_tu_response(&mut self, response: Response, out: &mut Actions) -> Result<(), TxError> {
+    fn on_tu_response(&mut self, response: &Response, out: &mut Actions) -> Result<(), TxError> {
         match self {
             Self::Invite(m) => m.on_tu_response_into(response, out),
             Self::NonInvite(m) => m.on_tu_response_into(response, out),
@@ -765,36 +780,40 @@ impl TransactionLayer {
 
     /// Starts a client transaction for `request` (INVITE or non-INVITE, not
     /// ACK) towards `dest`. Its events arrive on the returned handle.
-    pub async fn send_request(
+    ///
+    /// The transaction starts when this is called (the request is sent if
+    /// the transport takes it at once); the future only finishes the sends
+    /// that had to wait, so the request is not moved into it.
+    pub fn send_request(
         &self,
         request: Request,
         dest: Destination,
-    ) -> Result<ClientTransaction, TxError> {
+    ) -> impl Future<Output = Result<ClientTransaction, TxError>> + Send + 'static {
         let (tx, events) = mpsc::channel(self.inner.config.client_queue.max(1));
-        let (key, deferred) = self.inner.start_client(request, dest, tx)?;
-        if let Some(deferred) = deferred {
-            deferred.await;
-        }
-        Ok(ClientTransaction {
-            key,
-            events,
-            layer: self.clone(),
-        })
+        let started = self
+            .inner
+            .start_client(request, dest, tx)
+            .map(|(key, deferred)| {
+                let handle = ClientTransaction {
+                    key,
+                    events,
+                    layer: self.clone(),
+                };
+                (handle, deferred)
+            });
+        finish_with(started)
     }
 
     /// Like [`TransactionLayer::send_request`], with the events going to a
     /// channel of the caller's (e.g. one per call for all its transactions).
-    pub async fn send_request_with(
+    /// Started when called, as [`TransactionLayer::send_request`].
+    pub fn send_request_with(
         &self,
         request: Request,
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
-    ) -> Result<ClientKey, TxError> {
-        let (key, deferred) = self.inner.start_client(request, dest, events)?;
-        if let Some(deferred) = deferred {
-            deferred.await;
-        }
-        Ok(key)
+    ) -> impl Future<Output = Result<ClientKey, TxError>> + Send + 'static {
+        finish_with(self.inner.start_client(request, dest, events))
     }
 
     /// Cancels the INVITE client transaction `key` (§9.1): sends a CANCEL
@@ -813,18 +832,25 @@ impl TransactionLayer {
     /// its top Via (branch, sent-by) and CSeq method as §17.2.3 matches the
     /// request. Only for requests with an RFC 3261 branch; an RFC 2543
     /// request is answered through its [`ServerTransaction`] handle.
-    pub async fn respond(&self, response: Response) -> Result<(), TxError> {
-        let key = ServerKey::for_response(&response)?;
+    ///
+    /// The response is handled when this is called, as by
+    /// [`ServerTransaction::respond`].
+    pub fn respond(
+        &self,
+        response: Response,
+    ) -> impl Future<Output = Result<(), TxError>> + Send + 'static {
+        finish(self.respond_now(&response))
+    }
+
+    fn respond_now(&self, response: &Response) -> Result<Option<Deferred>, TxError> {
+        let key = ServerKey::for_response(response)?;
         let id = self
             .inner
             .servers
             .get(&key)
             .map(|e| e.id)
             .ok_or(TxError::NoTransaction)?;
-        if let Some(deferred) = self.inner.respond(&key, id, response)? {
-            deferred.await;
-        }
-        Ok(())
+        self.inner.respond(&key, id, response)
     }
 
     /// Sends a request outside any transaction: the ACK for a 2xx
@@ -955,11 +981,16 @@ impl ServerTransaction {
     /// [`TxError::ResponseNotAllowed`] when the state does not allow it
     /// (e.g. a second final response) and [`TxError::NoTransaction`] once
     /// the transaction has terminated.
-    pub async fn respond(&self, response: Response) -> Result<(), TxError> {
-        if let Some(deferred) = self.inner.respond(&self.key, self.id, response)? {
-            deferred.await;
-        }
-        Ok(())
+    ///
+    /// The response is handled (encoded, sent if the transport takes it at
+    /// once, the transaction stepped) when this is called, not when the
+    /// future is first polled: the future only finishes the sends that
+    /// had to wait, so the response is not moved into it.
+    pub fn respond(
+        &self,
+        response: Response,
+    ) -> impl Future<Output = Result<(), TxError>> + Send + 'static {
+        finish(self.inner.respond(&self.key, self.id, &response))
     }
 }
 
@@ -1447,7 +1478,7 @@ impl Inner {
                 }
                 let response = overload_response(&r.request, self.config.overload_retry_after);
                 // Only a transaction that vanished meanwhile fails here.
-                if let Ok(sent) = self.respond(&r.tx.key, r.tx.id, response) {
+                if let Ok(sent) = self.respond(&r.tx.key, r.tx.id, &response) {
                     deferred = chain(deferred, sent);
                 }
             }
@@ -1467,6 +1498,21 @@ impl Inner {
         let stepped = match self.servers.get_mut(lookup) {
             Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
+                if let ServerTx::Lingering(l) = &entry.tx {
+                    if matches!(l.linger, ServerLinger::Accepted { .. }) {
+                        // RFC 6026 §7.1: the ACK for the 2xx is the TU's.
+                        // All the record does with it is hand it up
+                        // (`ServerLinger::on_request`): done here, so the
+                        // request is neither boxed nor copied on the way.
+                        drop(entry);
+                        let ack = Incoming::Ack {
+                            request: ack,
+                            source,
+                        };
+                        deliver(&self.metrics, &self.incoming, ack, true);
+                        return None;
+                    }
+                }
                 let (slot, e) = entry.pair_mut();
                 let key = slot.key();
                 let ctx = ServerCtx {
@@ -1591,11 +1637,13 @@ impl Inner {
         }));
     }
 
+    /// The TU's `response` on server transaction `key` (if it is still
+    /// transaction `id`). Borrowed: the machines only encode it.
     fn respond(
         self: &Arc<Self>,
         key: &ServerKey,
         id: u64,
-        response: Response,
+        response: &Response,
     ) -> Result<Option<Deferred>, TxError> {
         let mut actions = Actions::default();
         let ctx = self
@@ -1610,7 +1658,7 @@ impl Inner {
                 };
                 let status = response.status;
                 if key.is_rfc2543() && !status.is_provisional() {
-                    entry.final_to_tag = to_tag(&response);
+                    entry.final_to_tag = to_tag(response);
                 }
                 let first_2xx = status.is_success()
                     && entry.ack_key.is_none()

@@ -117,11 +117,11 @@ impl ServerLinger {
 
     /// The TU sends a response: only a 2xx in Accepted (a retransmission of
     /// the TU's own, §13.3.1.4) is allowed.
-    pub(crate) fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
+    pub(crate) fn on_tu_response(&mut self, response: &Response) -> Result<Actions, TxError> {
         match self {
             Self::Accepted { .. } if response.status.is_success() => {
                 let mut out = Actions::default();
-                out.push(Action::Send(encode_response(&response)));
+                out.push(Action::Send(encode_response(response)));
                 Ok(out)
             }
             _ => Err(TxError::ResponseNotAllowed {
@@ -265,7 +265,7 @@ mod tests {
         }
         assert!(linger.on_timer(Timer::Unanswered).is_empty());
         assert!(matches!(
-            linger.on_tu_response(response(&options(), 500, None)),
+            linger.on_tu_response(&response(&options(), 500, None)),
             Err(TxError::ResponseNotAllowed {
                 status: 500,
                 state: "Completed"
@@ -331,10 +331,10 @@ mod tests {
         let mut linger = m.linger().expect("Accepted lingers");
         assert_eq!(linger.last_timer(), Timer::L);
         assert!(linger.on_request(invite()).is_empty());
-        let again = linger.on_tu_response(ok.clone()).unwrap();
+        let again = linger.on_tu_response(&ok).unwrap();
         assert_eq!(sends(&again), vec![ok.to_bytes()]);
         assert!(matches!(
-            linger.on_tu_response(response(&invite(), 486, None)),
+            linger.on_tu_response(&response(&invite(), 486, None)),
             Err(TxError::ResponseNotAllowed {
                 status: 486,
                 state: "Accepted"

@@ -87,7 +87,7 @@ impl NonInviteServer {
     /// [`TxError::ResponseNotAllowed`].
     pub fn on_tu_response(&mut self, response: Response) -> Result<Actions, TxError> {
         let mut out = Actions::default();
-        self.on_tu_response_into(response, &mut out)?;
+        self.on_tu_response_into(&response, &mut out)?;
         Ok(out)
     }
 
@@ -95,13 +95,13 @@ impl NonInviteServer {
     /// layer's list for the step: no copy of a returned list).
     pub(crate) fn on_tu_response_into(
         &mut self,
-        response: Response,
+        response: &Response,
         out: &mut Actions,
     ) -> Result<(), TxError> {
         use NonInviteServerState::*;
         match self.state {
             Trying | Proceeding => {
-                let wire = encode_response(&response);
+                let wire = encode_response(response);
                 out.push(Action::Send(wire.clone()));
                 if response.status.is_provisional() {
                     self.state = Proceeding;
