@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::dialog::{cseq_value, put_cseq, Dialog, DialogState};
+use crate::routing::Number;
 use crate::sip::{ByteStr, HeaderName, Method, NameAddr, Request, Response, StatusCode, Uri};
 
 use super::auth::{self, DigestCredentials};
@@ -189,6 +190,10 @@ pub struct CallSettings {
 pub struct Plan {
     /// Request-URI of the outbound INVITE.
     pub request_uri: Uri,
+    /// The dialed number, to be the user part of a `sip:` Request-URI that
+    /// names none (see [`crate::routing::ExternalPbx::request_uri`]): its
+    /// E.164 text is written into the call's buffer.
+    pub request_user: Option<Number>,
     /// No answer within this → CANCEL and `on_failure`.
     pub dial_timeout: Duration,
     /// Our addressing on the outbound leg.
@@ -366,8 +371,11 @@ pub struct Call {
     /// INVITEs resent with credentials so far (one is allowed).
     auth_attempts: u8,
     cancel: Cancel,
-    /// Our 2xx to the caller, retransmitted until its ACK.
-    ok: Option<Box<Response>>,
+    /// The callee's 2xx that our 2xx to the caller was built from, kept
+    /// to build it again for its retransmissions until the caller's ACK
+    /// (built the same way, it is the same response; keeping the callee's
+    /// message costs no copy of ours).
+    callee_ok: Option<Box<Response>>,
     retx_interval: Duration,
     /// The ACK we sent for the callee's 2xx, sent again on its retransmissions.
     ack_sent: Option<Bytes>,
@@ -492,6 +500,7 @@ impl Call {
             2 * ids::TAG_LEN
                 + Dialog::uas_len(&invite, ids::TAG_LEN)
                 + caller_uri_len(&invite)
+                + ids::E164_LEN
                 + 33
                 + outbound_tp.host.len()
                 + caller_id_len(from, &outbound_tp.host)
@@ -527,6 +536,11 @@ impl Call {
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 
+        let mut request_uri = plan.request_uri;
+        if let (Some(number), Uri::Sip(uri)) = (plan.request_user, &mut request_uri) {
+            ids::put_e164(&mut buf, number);
+            uri.user = Some(ByteStr::from_ascii(buf.split().freeze()));
+        }
         ids::put_call_id(&mut buf, &outbound_tp.host);
         // Hex digits, `@` and a `str`: UTF-8.
         let call_id = ByteStr::from_utf8_lossy(buf.split().freeze());
@@ -537,7 +551,7 @@ impl Call {
         buf.put_slice(out_tag.as_bytes());
         let local_header = buf.split().freeze();
         buf.put_u8(b'<');
-        plan.request_uri.write_into(&mut buf);
+        request_uri.write_into(&mut buf);
         buf.put_u8(b'>');
         let to = buf.split().freeze();
         let out_seq = 1;
@@ -546,13 +560,13 @@ impl Call {
             out_tag,
             local_header,
             to.clone(),
-            plan.request_uri.clone(),
+            request_uri.clone(),
             out_seq,
         );
         buf.put_slice(itoa::Buffer::new().format(max_forwards).as_bytes());
         let max_forwards = buf.split().freeze();
         let sent = OutInvite {
-            uri: plan.request_uri,
+            uri: request_uri,
             to,
             via: outbound_tp.put_via(&mut buf, id, Leg::Outbound, out_seq),
             max_forwards,
@@ -588,7 +602,7 @@ impl Call {
             credentials: plan.credentials,
             auth_attempts: 0,
             cancel: Cancel::None,
-            ok: None,
+            callee_ok: None,
             retx_interval: settings.t1,
             ack_sent: None,
             ack_keep_deadline: None,
@@ -932,7 +946,7 @@ impl Call {
     fn hang_up_both(&mut self, reason: FinishReason, now: Instant, out: &mut Vec<Action>) {
         self.ack_callee(None, now, out);
         self.ack_reinvite(None, now, out);
-        self.ok = None;
+        self.callee_ok = None;
         self.retx_deadline = None;
         self.ack_deadline = None;
         if matches!(self.caller, CallerState::Answered | CallerState::Confirmed) {
@@ -982,7 +996,7 @@ impl Call {
         };
         if leg == Leg::Inbound && self.caller == CallerState::Answered && seq == self.invite_seq {
             self.caller = CallerState::Confirmed;
-            self.ok = None;
+            self.callee_ok = None;
             self.retx_deadline = None;
             self.ack_deadline = None;
             self.invite = None;
@@ -1043,7 +1057,7 @@ impl Call {
             Leg::Inbound => self.caller = CallerState::Done,
             Leg::Outbound => self.callee = CalleeState::Done,
         }
-        self.ok = None;
+        self.callee_ok = None;
         self.retx_deadline = None;
         self.ack_deadline = None;
         self.finish(FinishReason::Answered, 200, now);
@@ -1347,11 +1361,11 @@ impl Call {
         let Some(ok) = self.caller_response(response.status, Some(&response)) else {
             return;
         };
-        self.answer_caller(ok.clone(), out);
+        self.answer_caller(ok, out);
         self.caller = CallerState::Answered;
         self.answered_at = Some(now);
         if !self.inbound_tp.reliable {
-            self.ok = Some(Box::new(ok));
+            self.callee_ok = Some(Box::new(response));
             self.retx_interval = self.settings_t1;
             self.retx_deadline = Some(now + self.settings_t1);
         }
@@ -1497,11 +1511,15 @@ impl Call {
         }
         if self.retx_deadline.is_some_and(|d| d <= now) {
             self.retx_deadline = None;
-            if let (CallerState::Answered, Some(ok)) = (self.caller, &self.ok) {
+            let again = match (self.caller, &self.callee_ok) {
+                (CallerState::Answered, Some(ok)) => self.caller_response(ok.status, Some(ok)),
+                _ => None,
+            };
+            if let Some(response) = again {
                 out.push(Action::Retransmit {
                     leg: Leg::Inbound,
                     seq: self.invite_seq,
-                    response: (**ok).clone(),
+                    response,
                 });
                 self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
                 self.retx_deadline = Some(now + self.retx_interval);

@@ -4,6 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::call::Leg;
+use crate::routing::Number;
 use crate::sip::ByteStr;
 
 /// Prefix of every Via branch we create: the magic cookie of RFC 3261
@@ -105,18 +106,56 @@ pub(crate) fn put_branch(out: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
 }
 
 /// The call, leg and CSeq number a branch of ours names ([`branch_for`]).
+/// Read byte by byte (it runs for every response to our requests), as
+/// `u64::from_str_radix(_, 16)` and `u32::from_str` read the numbers.
 pub fn parse_branch(branch: &str) -> Option<(u64, Leg, u32)> {
-    let rest = branch.strip_prefix(BRANCH_PREFIX)?.strip_prefix('-')?;
-    let mut parts = rest.split('-');
-    let call = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let leg_seq = parts.next()?;
-    let leg = match leg_seq.as_bytes().first()? {
+    let rest = branch
+        .strip_prefix(BRANCH_PREFIX)?
+        .strip_prefix('-')?
+        .as_bytes();
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let call = parse_number(&rest[..dash], 16)?;
+    let rest = &rest[dash + 1..];
+    let end = rest.iter().position(|&b| b == b'-').unwrap_or(rest.len());
+    let (&leg, seq) = rest[..end].split_first()?;
+    let leg = match leg {
         b'i' => Leg::Inbound,
         b'o' => Leg::Outbound,
         _ => return None,
     };
-    let seq = leg_seq.get(1..)?.parse().ok()?;
+    let seq = u32::try_from(parse_number(seq, 10)?).ok()?;
     Some((call, leg, seq))
+}
+
+/// An unsigned number in `radix` (10 or 16, either case), with an optional
+/// leading `+`, as the standard library reads one; `None` when empty, not
+/// a number or beyond `u64`.
+fn parse_number(digits: &[u8], radix: u64) -> Option<u64> {
+    let digits = digits.strip_prefix(b"+").unwrap_or(digits);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' if radix == 16 => b - b'a' + 10,
+            b'A'..=b'F' if radix == 16 => b - b'A' + 10,
+            _ => return None,
+        };
+        n = n.checked_mul(radix)?.checked_add(u64::from(d))?;
+    }
+    Some(n)
+}
+
+/// The longest E.164 text [`put_e164`] writes: `+` and the 20 digits of
+/// a `u64`.
+pub(crate) const E164_LEN: usize = 21;
+
+/// Appends `number` as E.164 text (what [`Number::to_e164`] gives).
+pub(crate) fn put_e164(out: &mut BytesMut, number: Number) {
+    out.put_u8(b'+');
+    out.put_slice(itoa::Buffer::new().format(number.as_u64()).as_bytes());
 }
 
 /// A Call-ID `<128 random bits>@host`.
@@ -158,6 +197,71 @@ mod tests {
         let id = call_id("192.0.2.1");
         assert!(id.ends_with("@192.0.2.1"));
         assert_eq!(id.len(), 32 + 1 + 9);
+    }
+
+    /// What `parse_branch` read with `split`, `from_str_radix` and `parse`
+    /// before it was written byte by byte.
+    fn parse_branch_std(branch: &str) -> Option<(u64, Leg, u32)> {
+        let rest = branch.strip_prefix(BRANCH_PREFIX)?.strip_prefix('-')?;
+        let mut parts = rest.split('-');
+        let call = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let leg_seq = parts.next()?;
+        let leg = match leg_seq.as_bytes().first()? {
+            b'i' => Leg::Inbound,
+            b'o' => Leg::Outbound,
+            _ => return None,
+        };
+        let seq = leg_seq.get(1..)?.parse().ok()?;
+        Some((call, leg, seq))
+    }
+
+    #[test]
+    fn branches_are_read_as_the_standard_library_reads_them() {
+        for b in [
+            "z9hG4bKvpbx-1f-i12-0123456789abcdef",
+            "z9hG4bKvpbx-1F-o12",
+            "z9hG4bKvpbx-+1f-o+12-x",
+            "z9hG4bKvpbx-ffffffffffffffff-o4294967295-0",
+            "z9hG4bKvpbx-10000000000000000-o1-0",
+            "z9hG4bKvpbx-0000000000000000001-o0001-0",
+            "z9hG4bKvpbx-1-o4294967296-0",
+            "z9hG4bKvpbx-1-o-0",
+            "z9hG4bKvpbx-1-x1-0",
+            "z9hG4bKvpbx-1-o1a-0",
+            "z9hG4bKvpbx--o1-0",
+            "z9hG4bKvpbx-+-o1-0",
+            "z9hG4bKvpbx-1-o+-0",
+            "z9hG4bKvpbx-1-",
+            "z9hG4bKvpbx-1",
+            "z9hG4bKvpbx-",
+            "z9hG4bKvpbx",
+            "z9hG4bKvpbx-1-o1--",
+            "z9hG4bKvpbx-g-o1-0",
+            "z9hG4bKvpbx-1-i\u{e9}-0",
+        ] {
+            assert_eq!(parse_branch(b), parse_branch_std(b), "{b}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_branch_is_read_as_the_standard_library_reads_it(
+            rest in "[-+0-9a-gA-GioX]{0,30}",
+        ) {
+            let b = format!("{BRANCH_PREFIX}-{rest}");
+            proptest::prop_assert_eq!(parse_branch(&b), parse_branch_std(&b));
+        }
+    }
+
+    #[test]
+    fn e164_is_written_as_to_e164_writes_it() {
+        for n in ["+12025550123", "+74951234567", "+999999999999999"] {
+            let n = Number::parse(n).unwrap();
+            let mut b = BytesMut::new();
+            put_e164(&mut b, n);
+            assert_eq!(&b[..], n.to_e164().as_bytes());
+            assert!(b.len() <= E164_LEN);
+        }
     }
 
     #[test]

@@ -685,7 +685,6 @@ impl Inner {
                 .await;
         };
         let protocol = ext.transport;
-        let target_uri = ext.request_uri(number);
         let Some(outbound_dest) = destination(ext).await else {
             tracing::warn!(uri = %ext.uri, "external PBX address does not resolve");
             return self
@@ -706,7 +705,9 @@ impl Inner {
         let fallback_ip = Some(sr.source.local.ip()).filter(|ip| !ip.is_unspecified());
         let outbound_tp = self.leg_transport(local_out, protocol, fallback_ip);
         let plan = Plan {
-            request_uri: target_uri,
+            // As `ext.request_uri(number)`, the user written by the call.
+            request_uri: Uri::Sip(ext.uri.clone()),
+            request_user: ext.uri.user.is_none().then_some(number),
             dial_timeout: ext.dial_timeout,
             outbound: outbound_tp,
             credentials: ext.credentials.clone().map(Arc::new),
