@@ -121,6 +121,7 @@ const MAX_ACTIONS: usize = 4;
 #[derive(Debug, Default)]
 pub struct Actions {
     items: [Option<Action>; MAX_ACTIONS],
+    /// Slots in use, in order; `take_schedules` may have emptied some.
     len: usize,
 }
 
@@ -137,21 +138,16 @@ impl Actions {
 
     /// Hands every [`Action::Schedule`] to `f` and removes it, keeping the
     /// other actions in order (the shell arms timers while the transaction
-    /// is locked, and carries out the rest afterwards).
+    /// is locked, and carries out the rest afterwards). A removed action
+    /// leaves an empty slot, which `drain` and `iter` skip: the others stay
+    /// where they are rather than being moved down.
     pub(crate) fn take_schedules(&mut self, mut f: impl FnMut(Timer, Duration)) {
-        let mut kept = 0;
-        for i in 0..self.len {
-            match self.items.get_mut(i).and_then(Option::take) {
-                Some(Action::Schedule(timer, after)) => f(timer, after),
-                other => {
-                    if let Some(slot) = self.items.get_mut(kept) {
-                        *slot = other;
-                    }
-                    kept += 1;
-                }
+        for slot in self.items.iter_mut().take(self.len) {
+            if let Some(Action::Schedule(timer, after)) = *slot {
+                *slot = None;
+                f(timer, after);
             }
         }
-        self.len = kept;
     }
 
     /// Takes the actions out in order, leaving `self` empty, without
@@ -165,18 +161,18 @@ impl Actions {
 
     /// Number of actions.
     pub fn len(&self) -> usize {
-        self.len
+        self.iter().count()
     }
 
     /// True when the event produced nothing to do (e.g. an absorbed
     /// retransmission).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.iter().next().is_none()
     }
 
     /// The actions, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Action> {
-        self.items.iter().flatten()
+        self.items.iter().take(self.len).flatten()
     }
 }
 
@@ -299,5 +295,17 @@ mod tests {
         assert_eq!(actions.len(), 2);
         let rest: Vec<Action> = actions.into_iter().collect();
         assert!(matches!(&rest[..], [Action::Send(b), Action::Terminate] if b.as_ref() == b"a"));
+        // Only timers: nothing is left, and the list takes new actions.
+        let mut actions = Actions::default();
+        actions.push(Action::Schedule(Timer::E, Duration::from_millis(500)));
+        actions.push(Action::Schedule(Timer::F, Duration::from_secs(32)));
+        actions.take_schedules(|_, _| {});
+        assert!(actions.is_empty());
+        assert_eq!(actions.drain().count(), 0);
+        actions.push(Action::Terminate);
+        assert!(matches!(
+            actions.iter().collect::<Vec<_>>()[..],
+            [Action::Terminate]
+        ));
     }
 }
