@@ -1407,7 +1407,9 @@ impl Inner {
         // Filled in place rather than returned with the rest: the list is
         // large, and every move of it a copy.
         let mut actions = Actions::default();
-        let (ctx, created) = match self.servers.entry(Slot::new(key)) {
+        // A new request stays in `request` until it goes to the TU: not
+        // moved through the match (each move of it is a copy).
+        let ctx = match self.servers.entry(Slot::new(key)) {
             Entry::Occupied(mut o) => {
                 TransactionMetrics::inc(&self.metrics.retransmissions_absorbed);
                 // The table's key, which the timers share.
@@ -1416,7 +1418,9 @@ impl Inner {
                 let ctx = entry.ctx(&key);
                 actions = entry.on_request(request);
                 self.arm_server(&key, entry, &mut actions);
-                (ctx, None)
+                // Unlocked before the actions are carried out.
+                drop(o);
+                return Ok(self.run_server(&ctx, &mut actions));
             }
             Entry::Vacant(v) => {
                 let timers = &self.config.timers;
@@ -1449,38 +1453,35 @@ impl Inner {
                 let key = Arc::clone(v.key().key());
                 self.arm_server(&key, &mut entry, &mut actions);
                 v.insert(entry);
-                let ctx = ServerCtx {
+                ServerCtx {
                     key,
                     id,
                     source,
                     reply,
-                };
-                (ctx, Some(request))
+                }
             }
         };
         let mut deferred = self.run_server(&ctx, &mut actions);
-        if let Some(request) = created {
-            let tx = ServerTransaction {
-                key: ctx.key,
-                id,
-                inner: Arc::clone(self),
-            };
-            let item = Incoming::Request(ServerRequest {
-                request,
-                source,
-                tx,
-            });
-            if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
-                debug!("TU queue full: 503");
-                TransactionMetrics::inc(&self.metrics.overload_rejected);
-                if let Some(refusals) = &self.config.refusals {
-                    refusals.refused(&r.request, StatusCode::SERVICE_UNAVAILABLE);
-                }
-                let response = overload_response(&r.request, self.config.overload_retry_after);
-                // Only a transaction that vanished meanwhile fails here.
-                if let Ok(sent) = self.respond(&r.tx.key, r.tx.id, &response) {
-                    deferred = chain(deferred, sent);
-                }
+        let tx = ServerTransaction {
+            key: ctx.key,
+            id,
+            inner: Arc::clone(self),
+        };
+        let item = Incoming::Request(ServerRequest {
+            request,
+            source,
+            tx,
+        });
+        if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
+            debug!("TU queue full: 503");
+            TransactionMetrics::inc(&self.metrics.overload_rejected);
+            if let Some(refusals) = &self.config.refusals {
+                refusals.refused(&r.request, StatusCode::SERVICE_UNAVAILABLE);
+            }
+            let response = overload_response(&r.request, self.config.overload_retry_after);
+            // Only a transaction that vanished meanwhile fails here.
+            if let Ok(sent) = self.respond(&r.tx.key, r.tx.id, &response) {
+                deferred = chain(deferred, sent);
             }
         }
         Ok(deferred)
