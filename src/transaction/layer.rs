@@ -1467,12 +1467,13 @@ impl Inner {
             id,
             inner: Arc::clone(self),
         };
-        let item = Incoming::Request(ServerRequest {
+        // Built in the call (a named item was one more copy of it).
+        let sent = self.incoming.try_send(Incoming::Request(ServerRequest {
             request,
             source,
             tx,
-        });
-        if let Err(TrySendError::Full(Incoming::Request(r))) = self.incoming.try_send(item) {
+        }));
+        if let Err(TrySendError::Full(Incoming::Request(r))) = sent {
             debug!("TU queue full: 503");
             TransactionMetrics::inc(&self.metrics.overload_rejected);
             if let Some(refusals) = &self.config.refusals {
@@ -1495,8 +1496,7 @@ impl Inner {
         ack: Request,
         source: Source,
     ) -> Option<Deferred> {
-        let mut actions = Actions::default();
-        let stepped = match self.servers.get_mut(lookup) {
+        match self.servers.get_mut(lookup) {
             Some(mut entry) if ack_matches(lookup, &entry, &ack) => {
                 TransactionMetrics::inc(&self.metrics.acks_absorbed);
                 if let ServerTx::Lingering(l) = &entry.tx {
@@ -1520,25 +1520,23 @@ impl Inner {
                     source,
                     ..e.ctx(key)
                 };
-                actions = e.on_request(ack);
+                let mut actions = e.on_request(ack);
                 self.arm_server(key, e, &mut actions);
-                Ok(ctx)
+                // Unlocked before the actions are carried out.
+                drop(entry);
+                return self.run_server(&ctx, &mut actions);
             }
-            _ => Err(ack),
-        };
-        match stepped {
-            Ok(ctx) => self.run_server(&ctx, &mut actions),
-            Err(request) => {
-                self.ack_for_2xx(&request);
-                deliver(
-                    &self.metrics,
-                    &self.incoming,
-                    Incoming::Ack { request, source },
-                    true,
-                );
-                None
-            }
+            _ => {}
         }
+        // The ACK for a 2xx (its own branch) or one matching nothing: the
+        // TU's. Moved once, into the item for the TU.
+        self.ack_for_2xx(&ack);
+        let item = Incoming::Ack {
+            request: ack,
+            source,
+        };
+        deliver(&self.metrics, &self.incoming, item, true);
+        None
     }
 
     /// Stops the 2xx retransmissions an ACK (for a 2xx) answers.

@@ -13,7 +13,8 @@
 //! branch, another prefix) is parsed in full. Parameters after the branch
 //! are not read on this path: none of them is part of the key.
 
-use arc_swap::ArcSwap;
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 
 use crate::sip::{ByteStr, Via};
@@ -63,18 +64,28 @@ fn token_value_len(rest: &[u8]) -> Option<usize> {
 }
 
 /// Remembered Via prefixes of our requests (see the module docs).
+///
+/// Read on every request we send and every response we receive, learned
+/// once per address: the prefixes fill the slots from the first, each set
+/// once, so a reader walks the set ones without taking a reference count
+/// or a lock.
 #[derive(Debug, Default)]
 pub(crate) struct ViaPrefixes {
-    known: ArcSwap<Vec<Bytes>>,
+    known: [OnceLock<Bytes>; MAX_PREFIXES],
 }
 
 impl ViaPrefixes {
-    /// The branch of `value` (the first Via field of a request we send)
-    /// when it starts with a remembered prefix; it shares `value`'s bytes
-    /// (a key keeps a copy).
+    /// The prefixes learned so far, in the order they were learned (the
+    /// slots are filled from the first: the first empty one ends them).
+    fn known(&self) -> impl Iterator<Item = &Bytes> {
+        self.known.iter().map_while(OnceLock::get)
+    }
+
+    /// The branch of `value` (the first Via field of a request we send, or
+    /// of a response to one) when it starts with a remembered prefix; it
+    /// shares `value`'s bytes (a key keeps a copy).
     pub(crate) fn branch(&self, value: &Bytes) -> Option<ByteStr> {
-        let known = self.known.load();
-        let start = known.iter().find(|p| value.starts_with(p))?.len();
+        let start = self.known().find(|p| value.starts_with(p))?.len();
         let len = token_value_len(value.get(start..)?)?;
         Some(ByteStr::from_ascii(value.slice(start..start + len)))
     }
@@ -97,20 +108,29 @@ impl ViaPrefixes {
         if !prefix.ends_with(BRANCH_EQ) || token_value_len(rest) != Some(branch.len()) {
             return;
         }
-        let known = self.known.load();
-        if known.len() >= MAX_PREFIXES || known.iter().any(|p| p == prefix) {
+        if self.known().any(|p| p == prefix) {
             return;
         }
         let prefix = Bytes::copy_from_slice(prefix);
-        self.known.rcu(|known| {
-            if known.len() >= MAX_PREFIXES || known.contains(&prefix) {
-                return std::sync::Arc::clone(known);
+        // The first empty slot, unless another thread fills it first (then
+        // the next one, or none if that thread learned this prefix).
+        for slot in &self.known {
+            match slot.get() {
+                Some(p) if *p == prefix => return,
+                Some(_) => {}
+                None => match slot.set(prefix.clone()) {
+                    Ok(()) => return,
+                    Err(_) if slot.get() == Some(&prefix) => return,
+                    Err(_) => {}
+                },
             }
-            let mut more = Vec::with_capacity(known.len() + 1);
-            more.extend(known.iter().cloned());
-            more.push(prefix.clone());
-            std::sync::Arc::new(more)
-        });
+        }
+    }
+
+    /// How many prefixes are remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.known().count()
     }
 }
 
@@ -191,7 +211,7 @@ mod tests {
             let table = ViaPrefixes::default();
             let (bytes, via) = parsed(value);
             table.learn(&bytes, &via);
-            assert!(table.known.load().is_empty(), "{value}");
+            assert_eq!(table.len(), 0, "{value}");
         }
         // A parse of other bytes than the field's teaches nothing.
         let table = ViaPrefixes::default();
@@ -200,7 +220,36 @@ mod tests {
             &Bytes::copy_from_slice(b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1"),
             &via,
         );
-        assert!(table.known.load().is_empty());
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn prefixes_learned_at_once_by_several_threads_are_kept_once_each() {
+        let table = ViaPrefixes::default();
+        let values: Vec<(Bytes, Via)> = (0..MAX_PREFIXES)
+            .map(|i| {
+                let value = format!("SIP/2.0/UDP 192.0.2.{i}:5060;branch=z9hG4bK1");
+                let mut h = Headers::new();
+                h.push(HeaderName::Via, value);
+                let via = h.top_via().unwrap();
+                (h.get(&HeaderName::Via).unwrap().clone(), via)
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for (bytes, via) in &values {
+                        table.learn(bytes, via);
+                    }
+                });
+            }
+        });
+        assert_eq!(table.len(), MAX_PREFIXES);
+        for i in 0..MAX_PREFIXES {
+            let value = format!("SIP/2.0/UDP 192.0.2.{i}:5060;branch=z9hG4bKx{i}");
+            let branch = table.branch(&Bytes::from(value)).unwrap();
+            assert_eq!(branch.as_str(), format!("z9hG4bKx{i}"));
+        }
     }
 
     #[test]
@@ -214,6 +263,6 @@ mod tests {
             // The same one again is not added twice.
             table.learn(h.get(&HeaderName::Via).unwrap(), &h.top_via().unwrap());
         }
-        assert_eq!(table.known.load().len(), MAX_PREFIXES);
+        assert_eq!(table.len(), MAX_PREFIXES);
     }
 }
