@@ -135,11 +135,24 @@ enum Input {
     Abandon,
 }
 
-/// What to do once the call is unlocked.
-enum Effect {
-    Respond(ServerTransaction, Response),
-    Request(Leg, u32, Request, Destination),
-    Send(Bytes, Destination),
+/// What a step leaves to do once the call is unlocked: the call's actions
+/// as it wrote them, each with where it goes (`routes[i]` for
+/// `actions[i]`), picked while the call was locked; carried out in order.
+/// The actions stay where the call put them (they are not moved into a
+/// second list).
+struct Effects {
+    actions: Vec<Action>,
+    routes: Vec<Route>,
+}
+
+/// Where an action goes.
+enum Route {
+    /// Through this server transaction (a response, our 2xx again).
+    Server(ServerTransaction),
+    /// To this peer (a request in a new client transaction, an ACK).
+    Peer(Destination),
+    /// Nowhere: a response whose server transaction is gone.
+    Drop,
 }
 
 /// The B2BUA service. Cheap to clone.
@@ -724,7 +737,7 @@ impl Inner {
             number = %number,
             pbx = %route.pbx,
         );
-        let mut actions = scratch::actions();
+        let mut effects = scratch::effects();
         let call = match Call::new(
             id,
             request,
@@ -732,11 +745,11 @@ impl Inner {
             plan,
             &self.config.calls,
             now,
-            &mut actions,
+            &mut effects.actions,
         ) {
             Ok(call) => call,
             Err(e) => {
-                scratch::give_actions(actions);
+                scratch::give_effects(effects);
                 tracing::debug!(error = %e.source, "INVITE cannot set up a dialog");
                 drop(slot);
                 let sr = ServerRequest {
@@ -808,13 +821,11 @@ impl Inner {
             state: Mutex::new(state),
         });
         self.calls.insert(id, Arc::clone(&entry));
-        let effects = {
+        {
             let mut st = entry.lock();
-            let effects = resolve_actions(&mut st, &mut actions);
+            resolve_actions(&mut st, &mut effects);
             self.reschedule(id, &mut st);
-            effects
-        };
-        scratch::give_actions(actions);
+        }
         self.execute(&entry, effects).await;
     }
 
@@ -835,13 +846,14 @@ impl Inner {
 
     /// Runs `input` through the locked call: the effects to carry out once
     /// it is unlocked, and its CDR line if the call is over.
-    fn run(&self, entry: &Entry, input: Input) -> (Vec<Effect>, Option<Vec<u8>>) {
+    fn run(&self, entry: &Entry, input: Input) -> (Effects, Option<Vec<u8>>) {
         let mut st = entry.lock();
         let st = &mut *st;
         let span = st.meta.span.clone();
         let _enter = span.enter();
         let now = Instant::now();
-        let mut actions = scratch::actions();
+        let mut effects = scratch::effects();
+        let actions = &mut effects.actions;
         match input {
             Input::Request(leg, request, tx) => {
                 let seq = request.cseq().map(|c| c.seq).ok();
@@ -861,19 +873,17 @@ impl Inner {
                         });
                     }
                 }
-                st.call.on_request(leg, request, now, &mut actions);
+                st.call.on_request(leg, request, now, actions);
             }
-            Input::Response(leg, response) => st.call.on_response(leg, response, now, &mut actions),
+            Input::Response(leg, response) => st.call.on_response(leg, response, now, actions),
             Input::Failed(leg, method, seq) => {
-                st.call
-                    .on_request_failed(leg, &method, seq, now, &mut actions)
+                st.call.on_request_failed(leg, &method, seq, now, actions)
             }
-            Input::Timeout => st.call.handle_timeout(now, &mut actions),
-            Input::Terminate => st.call.terminate(now, &mut actions),
+            Input::Timeout => st.call.handle_timeout(now, actions),
+            Input::Terminate => st.call.terminate(now, actions),
             Input::Abandon => st.call.terminate(now, &mut Vec::new()),
         }
-        let effects = resolve_actions(st, &mut actions);
-        scratch::give_actions(actions);
+        resolve_actions(st, &mut effects);
         let record = if st.call.is_finished() {
             self.remove(entry, st);
             self.record(st)
@@ -894,16 +904,20 @@ impl Inner {
     }
 
     /// Carries out effects; returns the inputs their failures produce.
-    async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, mut effects: Vec<Effect>) -> Vec<Input> {
+    async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, mut effects: Effects) -> Vec<Input> {
         let mut failures = Vec::new();
-        for effect in effects.drain(..) {
-            match effect {
-                Effect::Respond(tx, response) => {
+        let Effects { actions, routes } = &mut effects;
+        for (action, route) in actions.drain(..).zip(routes.drain(..)) {
+            match (action, route) {
+                (
+                    Action::Respond { response, .. } | Action::Retransmit { response, .. },
+                    Route::Server(tx),
+                ) => {
                     if let Err(e) = tx.respond(response).await {
                         tracing::debug!(call = entry.id, error = %e, "response not sent");
                     }
                 }
-                Effect::Request(leg, seq, request, dest) => {
+                (Action::Request { leg, seq, request }, Route::Peer(dest)) => {
                     let method = request.method.clone();
                     if let Err(e) = self
                         .txn
@@ -914,11 +928,13 @@ impl Inner {
                         failures.push(Input::Failed(leg, method, seq));
                     }
                 }
-                Effect::Send(bytes, dest) => {
+                (Action::Ack { bytes, .. }, Route::Peer(dest)) => {
                     if let Err(e) = self.transports.send_bytes(bytes, &dest).await {
                         tracing::debug!(call = entry.id, error = %e, "ACK not sent");
                     }
                 }
+                // Routes are picked per kind of action: the rest is Drop.
+                _ => {}
             }
         }
         scratch::give_effects(effects);
@@ -1016,115 +1032,95 @@ fn inbound_peer(source: &Source) -> SocketAddr {
     source.peer
 }
 
-/// Turns call actions into effects while the call is locked: picks the
-/// server transaction a response belongs to and the destination of a leg.
-fn resolve_actions(st: &mut State, actions: &mut Vec<Action>) -> Vec<Effect> {
-    let mut effects = scratch::effects();
-    for action in actions.drain(..) {
-        match action {
+/// Picks where each of a step's actions goes while the call is locked:
+/// the server transaction a response belongs to, the destination of a
+/// leg.
+fn resolve_actions(st: &mut State, effects: &mut Effects) {
+    let Effects { actions, routes } = effects;
+    routes.clear();
+    for action in actions.iter() {
+        let route = match action {
             Action::Respond {
                 leg,
                 seq,
                 method,
                 response,
             } => {
-                let Some(i) = st
+                let found = st
                     .servers
                     .iter()
-                    .position(|s| s.leg == leg && s.seq == seq && s.method == method)
-                else {
-                    tracing::debug!(
-                        status = response.status.as_u16(),
-                        "no transaction for response"
-                    );
-                    continue;
-                };
-                let keep = response.status.is_provisional()
-                    || (response.status.is_success() && method == Method::Invite);
-                let tx = if keep {
-                    st.servers[i].tx.clone()
-                } else {
-                    st.servers.swap_remove(i).tx
-                };
-                effects.push(Effect::Respond(tx, response));
-            }
-            Action::Request { leg, seq, request } => {
-                let dest = match leg {
-                    Leg::Inbound => st.meta.inbound_dest,
-                    Leg::Outbound => st.meta.outbound_dest,
-                };
-                effects.push(Effect::Request(leg, seq, request, dest));
-            }
-            // Our 2xx again: through the INVITE server transaction
-            // (Accepted passes 2xx retransmissions of the TU).
-            Action::Retransmit { leg, seq, response } => {
-                if let Some(s) = st
-                    .servers
-                    .iter()
-                    .find(|s| s.leg == leg && s.seq == seq && s.method == Method::Invite)
-                {
-                    effects.push(Effect::Respond(s.tx.clone(), response));
+                    .position(|s| s.leg == *leg && s.seq == *seq && s.method == *method);
+                match found {
+                    Some(i) => {
+                        let keep = response.status.is_provisional()
+                            || (response.status.is_success() && *method == Method::Invite);
+                        Route::Server(if keep {
+                            st.servers[i].tx.clone()
+                        } else {
+                            st.servers.swap_remove(i).tx
+                        })
+                    }
+                    None => {
+                        tracing::debug!(
+                            status = response.status.as_u16(),
+                            "no transaction for response"
+                        );
+                        Route::Drop
+                    }
                 }
             }
-            Action::Ack { leg, bytes } => {
-                let dest = match leg {
-                    Leg::Inbound => st.meta.inbound_dest,
-                    Leg::Outbound => st.meta.outbound_dest,
-                };
-                effects.push(Effect::Send(bytes, dest));
-            }
-        }
+            Action::Request { leg, .. } | Action::Ack { leg, .. } => Route::Peer(match leg {
+                Leg::Inbound => st.meta.inbound_dest,
+                Leg::Outbound => st.meta.outbound_dest,
+            }),
+            // Our 2xx again: through the INVITE server transaction
+            // (Accepted passes 2xx retransmissions of the TU).
+            Action::Retransmit { leg, seq, .. } => st
+                .servers
+                .iter()
+                .find(|s| s.leg == *leg && s.seq == *seq && s.method == Method::Invite)
+                .map_or(Route::Drop, |s| Route::Server(s.tx.clone())),
+        };
+        routes.push(route);
     }
-    effects
 }
 
-/// Lists of one step's actions and effects, reused instead of allocated
-/// per step (a call takes about ten steps). Per thread: a step's actions
-/// live only while the call is locked (no await), its effects until they
-/// are carried out, and a list goes back to the pool of whichever thread
-/// finishes with it.
+/// Lists of one step's actions and their routes, reused instead of
+/// allocated per step (a call takes about ten steps). Per thread: a step's
+/// lists live until its actions are carried out (across the awaits of its
+/// sends), and go back to the pool of whichever thread finishes with them.
 mod scratch {
-    use super::{Action, Effect, RefCell};
+    use super::{Effects, RefCell};
 
-    /// Lists of effects kept per thread; more are in use only when that
-    /// many steps await their sends at once.
-    const EFFECT_LISTS: usize = 8;
+    /// Lists kept per thread; more are in use only when that many steps
+    /// await their sends at once.
+    const KEPT: usize = 8;
     /// A list that grew beyond this (a burst of actions) is not kept.
     const MAX_KEPT: usize = 16;
 
     thread_local! {
-        static ACTIONS: RefCell<Vec<Action>> = const { RefCell::new(Vec::new()) };
-        static EFFECTS: RefCell<Vec<Vec<Effect>>> = const { RefCell::new(Vec::new()) };
+        static EFFECTS: RefCell<Vec<Effects>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// An empty list of actions (the thread's, if it is not in use).
-    pub(super) fn actions() -> Vec<Action> {
-        ACTIONS.with(|a| std::mem::take(&mut *a.borrow_mut()))
-    }
-
-    /// Gives a list from [`actions`] back, emptied.
-    pub(super) fn give_actions(mut list: Vec<Action>) {
-        list.clear();
-        if list.capacity() <= MAX_KEPT {
-            ACTIONS.with(|a| *a.borrow_mut() = list);
-        }
-    }
-
-    /// An empty list of effects.
-    pub(super) fn effects() -> Vec<Effect> {
+    /// Empty lists (the thread's, if it has some).
+    pub(super) fn effects() -> Effects {
         EFFECTS
             .with(|e| e.borrow_mut().pop())
-            .unwrap_or_else(|| Vec::with_capacity(4))
+            .unwrap_or_else(|| Effects {
+                actions: Vec::with_capacity(4),
+                routes: Vec::with_capacity(4),
+            })
     }
 
-    /// Gives a list from [`effects`] back, emptied.
-    pub(super) fn give_effects(mut list: Vec<Effect>) {
-        list.clear();
-        if list.capacity() <= MAX_KEPT {
+    /// Gives lists from [`effects`] back, emptied.
+    pub(super) fn give_effects(mut effects: Effects) {
+        effects.actions.clear();
+        effects.routes.clear();
+        if effects.actions.capacity() <= MAX_KEPT && effects.routes.capacity() <= MAX_KEPT {
             EFFECTS.with(|e| {
                 let mut pool = e.borrow_mut();
-                if pool.len() < EFFECT_LISTS {
-                    pool.push(list);
+                if pool.len() < KEPT {
+                    pool.push(effects);
                 }
             });
         }
