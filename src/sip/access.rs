@@ -141,7 +141,23 @@ impl Headers {
     /// Checks the Contact header(s) as [`Headers::contacts`] does (the
     /// same errors) without collecting the addresses.
     pub(crate) fn check_contacts(&self) -> Result<(), HeaderError> {
-        self.scan_contacts(|_| ()).map(|_| ())
+        let mut star = false;
+        let mut lines = 0;
+        for v in self.get_all(&HeaderName::Contact) {
+            lines += 1;
+            if trim(v) == b"*" {
+                star = true;
+            } else {
+                NameAddr::check_each(v).map_err(invalid(HeaderName::Contact))?;
+            }
+        }
+        if star && lines > 1 {
+            return Err(HeaderError::Invalid {
+                name: HeaderName::Contact,
+                reason: "* mixed with addresses",
+            });
+        }
+        Ok(())
     }
 
     /// Parses the Contact lines, handing each address to `f`: the number
@@ -170,9 +186,35 @@ impl Headers {
     /// errors) without collecting the addresses.
     pub(crate) fn check_route(&self) -> Result<(), HeaderError> {
         for v in self.get_all(&HeaderName::Route) {
-            NameAddr::parse_each(v, |_| ()).map_err(invalid(HeaderName::Route))?;
+            NameAddr::check_each(v).map_err(invalid(HeaderName::Route))?;
         }
         Ok(())
+    }
+
+    /// Checks the From header as [`Headers::from_ref`] does (the same
+    /// errors) without parsing it into a value, unless one is kept.
+    pub(crate) fn check_from(&self) -> Result<(), HeaderError> {
+        if let Some(kept) = self.typed_if_any().and_then(|t| t.from.get()) {
+            return kept.as_ref().map(|_| ()).map_err(Clone::clone);
+        }
+        NameAddr::check_single(self.required(HeaderName::From)?)
+            .map(|_| ())
+            .map_err(invalid(HeaderName::From))
+    }
+
+    /// Checks the To header as [`Headers::to_ref`] does (the same errors)
+    /// without parsing it into a value, unless one is kept: whether its
+    /// URI is a SIP or SIPS URI.
+    pub(crate) fn check_to(&self) -> Result<bool, HeaderError> {
+        if let Some(kept) = self.typed_if_any().and_then(|t| t.to.get()) {
+            return kept
+                .as_ref()
+                .map(|to| matches!(to.uri, super::uri::Uri::Sip(_)))
+                .map_err(Clone::clone);
+        }
+        NameAddr::check_single(self.required(HeaderName::To)?)
+            .map(|shape| shape.sip)
+            .map_err(invalid(HeaderName::To))
     }
 
     pub(crate) fn parse_from(&self) -> Result<NameAddr, HeaderError> {

@@ -6,11 +6,9 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
-use super::grammar::{
-    find_byte, is_wsp, quote_escape, quoted_string, sub_str, sws, token, unquote,
-};
-use super::params::{find_semi, parse_semi, Params};
-use super::uri::Uri;
+use super::grammar::{find_byte, is_wsp, quote_escape, quoted_string, sws, token, unquote};
+use super::params::{find_semi, parse_semi, skip_semi, Params};
+use super::uri::{Uri, UriShape};
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +74,21 @@ impl NameAddr {
         src: &Bytes,
         i: &'a [u8],
     ) -> Result<(NameAddr, &'a [u8]), &'static str> {
+        match Self::scan_one::<true>(src, i)? {
+            (Some(na), _, rest) => Ok((na, rest)),
+            // A kept scan always gives the address.
+            (None, _, _) => Err("malformed address"),
+        }
+    }
+
+    /// [`NameAddr::parse_one`] when `KEEP`; else only checks the address
+    /// (the same verdicts and rest, nothing allocated or counted) and
+    /// gives `None`. With the [`UriShape`] of its URI either way.
+    #[inline]
+    fn scan_one<'a, const KEEP: bool>(
+        src: &Bytes,
+        i: &'a [u8],
+    ) -> Result<(Option<NameAddr>, UriShape, &'a [u8]), &'static str> {
         let (i, _) = sws(i).map_err(|_| "malformed address")?;
         let (display_name, angle) = match i.first() {
             Some(b'"') => {
@@ -86,12 +99,17 @@ impl NameAddr {
                 }
                 let inner = &q[1..q.len() - 1];
                 let name = if inner.is_ascii() {
-                    ByteStr::from_ascii(super::grammar::sub(src, inner))
+                    KEEP.then(|| ByteStr::from_ascii(super::grammar::sub(src, inner)))
+                } else if KEEP {
+                    Some(
+                        ByteStr::from_utf8(super::grammar::sub(src, inner))
+                            .map_err(|_| "display name is not UTF-8")?,
+                    )
                 } else {
-                    ByteStr::from_utf8(super::grammar::sub(src, inner))
-                        .map_err(|_| "display name is not UTF-8")?
+                    std::str::from_utf8(inner).map_err(|_| "display name is not UTF-8")?;
+                    None
                 };
-                (Some(name), Some(rest))
+                (name, Some(rest))
             }
             Some(b'<') => (None, Some(i)),
             _ => {
@@ -103,8 +121,11 @@ impl NameAddr {
                 }
                 if j.first() == Some(&b'<') && j.len() < i.len() {
                     let name = super::grammar::trim(&i[..i.len() - j.len()]);
+                    if !name.is_ascii() {
+                        return Err("malformed display name");
+                    }
                     (
-                        Some(sub_str(src, name).ok_or("malformed display name")?),
+                        KEEP.then(|| ByteStr::from_ascii(super::grammar::sub(src, name))),
                         Some(j),
                     )
                 } else {
@@ -112,43 +133,44 @@ impl NameAddr {
                 }
             }
         };
-        let (uri, rest) = match angle {
+        let (uri, shape, rest) = match angle {
             Some(a) => {
                 let end = find_byte(b'>', a).ok_or("missing > after URI")?;
                 let inner = &a[1..end];
-                let uri = Uri::parse_in(src, inner).map_err(|_| "malformed URI in <>")?;
-                (uri, &a[end + 1..])
+                let (uri, shape) =
+                    Uri::scan::<KEEP>(src, inner).map_err(|_| "malformed URI in <>")?;
+                (uri, shape, &a[end + 1..])
             }
             None => {
                 let end = i
                     .iter()
                     .position(|&c| c == b';' || c == b',' || is_wsp(c))
                     .unwrap_or(i.len());
-                let uri = Uri::parse_in(src, &i[..end]).map_err(|_| {
+                let (uri, shape) = Uri::scan::<KEEP>(src, &i[..end]).map_err(|_| {
                     if find_byte(b'<', i).is_some() {
                         "display name with non-token characters is not quoted"
                     } else {
                         "malformed addr-spec"
                     }
                 })?;
-                if let Uri::Sip(u) = &uri {
-                    if !u.headers.is_empty() {
-                        return Err("URI with headers must be enclosed in <>");
-                    }
+                if shape.headers {
+                    return Err("URI with headers must be enclosed in <>");
                 }
-                (uri, &i[end..])
+                (uri, shape, &i[end..])
             }
         };
-        let (params, rest) = parse_semi(src, rest)?;
+        let (params, rest) = if KEEP {
+            parse_semi(src, rest)?
+        } else {
+            (Params::new(), skip_semi(rest)?)
+        };
         let (rest, _) = sws(rest).map_err(|_| "malformed address")?;
-        Ok((
-            NameAddr {
-                display_name,
-                uri,
-                params,
-            },
-            rest,
-        ))
+        let na = uri.map(|uri| NameAddr {
+            display_name,
+            uri,
+            params,
+        });
+        Ok((na, shape, rest))
     }
 
     /// Parses a value that holds exactly one address (From, To).
@@ -159,6 +181,31 @@ impl NameAddr {
             Ok(na)
         } else {
             Err("unexpected characters after address")
+        }
+    }
+
+    /// Checks a value as [`NameAddr::parse_single`] reads it (the same
+    /// verdicts) without keeping the address: the shape of its URI.
+    pub(crate) fn check_single(src: &[u8]) -> Result<UriShape, &'static str> {
+        let (_, shape, rest) = NameAddr::scan_one::<false>(&Bytes::new(), src)?;
+        if rest.is_empty() {
+            Ok(shape)
+        } else {
+            Err("unexpected characters after address")
+        }
+    }
+
+    /// Checks a comma-separated list as [`NameAddr::parse_each`] reads it
+    /// (the same verdicts) without keeping the addresses.
+    pub(crate) fn check_each(src: &[u8]) -> Result<(), &'static str> {
+        let mut i = src;
+        loop {
+            let (_, _, rest) = NameAddr::scan_one::<false>(&Bytes::new(), i)?;
+            match rest.split_first() {
+                None => return Ok(()),
+                Some((b',', r)) => i = r,
+                Some(_) => return Err("unexpected characters after address"),
+            }
         }
     }
 

@@ -157,6 +157,13 @@ pub(crate) fn parse_semi<'a>(
     Ok((p, rest))
 }
 
+/// Checks `*( SEMI generic-param )` at the start of `i` as [`parse_semi`]
+/// reads it (the same errors) without building the list; the rest.
+#[inline]
+pub(crate) fn skip_semi(i: &[u8]) -> Result<&[u8], &'static str> {
+    scan_semi(i, |_, _| Ok(()))
+}
+
 /// The value of parameter `name` (case-insensitive) in the
 /// `*( SEMI generic-param )` at the start of `i`, read as [`parse_semi`]
 /// reads the list (the same errors) without building it: `Some(None)` for a

@@ -406,6 +406,53 @@ proptest! {
     }
 
     #[test]
+    fn checking_an_address_agrees_with_parsing_it(
+        parts in prop::collection::vec(prop::sample::select(vec![
+            "sip:", "sips:", "tel:", "urn:", "a", "b1", "@", ":", "5060", "1.2.3.4", "[::1]", "[2001:db8:::1]",
+            "x.example", ".", "..", "%41", "%4", "?", "h=v", "&", ";", "lr", "tag=7", "=", "<", ">", ",", " ",
+            "\t", "\"", "\"q r\"", "\"\u{e4}\"", "\u{e4}", "~", "*", "+1-201", "#", "/",
+        ]), 0..14),
+        u in uri(),
+        name in prop::option::of("[ -~ä]{0,8}"),
+        addr_spec in any::<bool>(),
+    ) {
+        // Random joins of address pieces (mostly invalid), and valid
+        // addresses written from generated URIs (some made invalid by the
+        // addr-spec form).
+        let mut na = NameAddr::new(u);
+        if let Some(name) = &name {
+            na.set_display_name(name);
+        }
+        let mut written = na.to_string();
+        if addr_spec && name.is_none() {
+            written = written.replacen('<', "", 1).replacen('>', "", 1);
+        }
+        for text in [parts.concat(), written] {
+            let value = Bytes::from(text);
+            let parsed = NameAddr::parse_single(&value);
+            let checked = NameAddr::check_single(&value);
+            prop_assert_eq!(
+                checked.map(|shape| shape.sip),
+                parsed.as_ref().map(|na| matches!(na.uri, Uri::Sip(_))).map_err(|e| *e),
+                "{:?}", value
+            );
+            let mut n = 0;
+            let listed = NameAddr::parse_each(&value, |_| n += 1);
+            prop_assert_eq!(NameAddr::check_each(&value), listed, "{:?}", value);
+            let uri = Uri::parse_in(&value, &value);
+            let scanned = Uri::scan::<false>(&Bytes::new(), &value);
+            prop_assert_eq!(
+                scanned.map(|(_, shape)| shape),
+                uri.map(|u| uri::UriShape {
+                    sip: matches!(u, Uri::Sip(_)),
+                    headers: u.as_sip().is_some_and(|s| !s.headers.is_empty()),
+                }),
+                "{:?}", value
+            );
+        }
+    }
+
+    #[test]
     fn wire_writer_matches_display(u in uri()) {
         let mut b = bytes::BytesMut::new();
         super::wire::put_uri(&mut b, &u);

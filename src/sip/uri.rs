@@ -47,6 +47,15 @@ pub enum UriError {
     Number,
 }
 
+/// What [`Uri::scan`] tells about a URI, kept or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UriShape {
+    /// A `sip:` or `sips:` URI.
+    pub(crate) sip: bool,
+    /// A SIP URI with `?headers`.
+    pub(crate) headers: bool,
+}
+
 /// A host: domain name, IPv4 address or IPv6 address (written in brackets).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -127,11 +136,35 @@ pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
 /// Parses `host` at the start of `s`: `[IPv6]`, IPv4 or a host name.
 /// Returns the host and the rest.
 pub(crate) fn parse_host<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
+    scan_host(s).map(|(h, rest)| (h.into_host(src), rest))
+}
+
+/// A host read by [`scan_host`]: an address, or the slice holding a host
+/// name, which becomes a [`Host::Domain`] only when the host is kept.
+enum HostAt<'a> {
+    Ip(Host),
+    Domain(&'a [u8]),
+}
+
+impl HostAt<'_> {
+    #[inline]
+    fn into_host(self, src: &Bytes) -> Host {
+        match self {
+            HostAt::Ip(h) => h,
+            // Host characters are ASCII.
+            HostAt::Domain(d) => Host::Domain(ByteStr::from_ascii(sub(src, d))),
+        }
+    }
+}
+
+/// [`parse_host`] without keeping the host: the same verdicts and rest.
+#[inline]
+fn scan_host(s: &[u8]) -> Result<(HostAt<'_>, &[u8]), UriError> {
     // Most hosts on the wire (Via sent-by, Contact) are IPv4 addresses.
     if let Some((ip, n)) = dotted_quad_prefix(s) {
-        return Ok((Host::Ipv4(ip), &s[n..]));
+        return Ok((HostAt::Ip(Host::Ipv4(ip)), &s[n..]));
     }
-    parse_host_general(src, s)
+    scan_host_general(s)
 }
 
 /// A dotted-quad IPv4 address (as [`parse_ipv4`] accepts it) that is the
@@ -170,12 +203,12 @@ fn dotted_quad_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
     }
 }
 
-/// [`parse_host`] for every host form.
-fn parse_host_general<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), UriError> {
+/// [`scan_host`] for every host form.
+fn scan_host_general(s: &[u8]) -> Result<(HostAt<'_>, &[u8]), UriError> {
     if s.first() == Some(&b'[') {
         let end = find_byte(b']', s).ok_or(UriError::Host)?;
         let ip = parse_ipv6(&s[1..end]).ok_or(UriError::Host)?;
-        return Ok((Host::Ipv6(ip), &s[end + 1..]));
+        return Ok((HostAt::Ip(Host::Ipv6(ip)), &s[end + 1..]));
     }
     // One pass: the extent of the host, whether it looks like an IPv4
     // address, and whether a label is empty (a single trailing dot, as in
@@ -203,13 +236,12 @@ fn parse_host_general<'a>(src: &Bytes, s: &'a [u8]) -> Result<(Host, &'a [u8]), 
     }
     if dotted_digits {
         let ip = parse_ipv4(h).ok_or(UriError::Host)?;
-        return Ok((Host::Ipv4(ip), rest));
+        return Ok((HostAt::Ip(Host::Ipv4(ip)), rest));
     }
     if empty_label {
         return Err(UriError::Host);
     }
-    // Host characters are ASCII.
-    Ok((Host::Domain(ByteStr::from_ascii(sub(src, h))), rest))
+    Ok((HostAt::Domain(h), rest))
 }
 
 /// Parses `:port` if present.
@@ -279,8 +311,15 @@ impl SipUri {
         self.params.contains("lr")
     }
 
+    /// Reads the part after `sip:` / `sips:`; keeps the URI when `KEEP`
+    /// (else only checks it, allocating and counting no references, with
+    /// the same verdicts). Also tells whether it has URI headers.
     #[inline]
-    fn parse(src: &Bytes, s: &[u8], secure: bool) -> Result<SipUri, UriError> {
+    fn scan<const KEEP: bool>(
+        src: &Bytes,
+        s: &[u8],
+        secure: bool,
+    ) -> Result<(Option<SipUri>, bool), UriError> {
         let (user, password, hostport) = match find_byte(b'@', s) {
             Some(at) => {
                 let userinfo = &s[..at];
@@ -291,35 +330,38 @@ impl SipUri {
                 if u.is_empty() || !u.iter().all(|&c| is_user(c)) || !escapes_valid(u) {
                     return Err(UriError::User);
                 }
-                // The user and password classes are ASCII.
-                let password = match p {
-                    Some(p) if p.iter().all(|&c| is_password(c)) && escapes_valid(p) => {
-                        Some(ByteStr::from_ascii(sub(src, p)))
-                    }
+                match p {
+                    Some(p) if p.iter().all(|&c| is_password(c)) && escapes_valid(p) => {}
                     Some(_) => return Err(UriError::Password),
-                    None => None,
-                };
-                (
-                    Some(ByteStr::from_ascii(sub(src, u))),
-                    password,
-                    &s[at + 1..],
-                )
+                    None => {}
+                }
+                (Some(u), p, &s[at + 1..])
             }
             None => (None, None, s),
         };
-        let (host, rest) = parse_host(src, hostport)?;
+        let (host, rest) = scan_host(hostport)?;
         let (port, mut rest) = parse_port(rest)?;
         let mut params = Params::new();
         while let Some(r) = rest.strip_prefix(b";") {
-            let (name, value, r) = uri_pair(src, r, is_paramchar, b'=', UriError::Param)?;
-            params.push(name, value);
+            let (name, value, r) = uri_pair(r, is_paramchar, b'=', UriError::Param)?;
+            if KEEP {
+                // `class` admits ASCII only.
+                let value = value.map(|v| ByteStr::from_ascii(sub(src, v)));
+                params.push(super::params::param_name(src, name), value);
+            }
             rest = r;
         }
         let mut headers = Params::new();
+        let mut has_headers = false;
         if let Some(mut r) = rest.strip_prefix(b"?") {
+            has_headers = true;
             loop {
-                let (name, value, after) = uri_pair(src, r, is_hnv, b'=', UriError::Header)?;
-                headers.push(name, Some(value.unwrap_or_default()));
+                let (name, value, after) = uri_pair(r, is_hnv, b'=', UriError::Header)?;
+                if KEEP {
+                    let value =
+                        value.map_or_else(ByteStr::default, |v| ByteStr::from_ascii(sub(src, v)));
+                    headers.push(super::params::param_name(src, name), Some(value));
+                }
                 match after.strip_prefix(b"&") {
                     Some(a) => r = a,
                     None => {
@@ -332,35 +374,44 @@ impl SipUri {
         if !rest.is_empty() {
             return Err(UriError::Trailing);
         }
-        Ok(SipUri {
-            secure,
-            user,
-            password,
-            host,
-            port,
-            params,
-            headers,
-        })
+        if !KEEP {
+            return Ok((None, has_headers));
+        }
+        // The user and password classes are ASCII.
+        let text = |t: &[u8]| ByteStr::from_ascii(sub(src, t));
+        Ok((
+            Some(SipUri {
+                secure,
+                user: user.map(text),
+                password: password.map(text),
+                host: host.into_host(src),
+                port,
+                params,
+                headers,
+            }),
+            has_headers,
+        ))
     }
 }
 
-/// `name[=value]` made of `class` characters, escapes checked.
-/// Generic over `class` so that the character test is inlined.
+/// A URI parameter or header read by [`uri_pair`]: name, value, rest.
+type UriPair<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+/// `name[=value]` made of `class` characters, escapes checked: the name,
+/// the value and the rest. Generic over `class` so that the character
+/// test is inlined.
 #[inline]
-fn uri_pair<'a>(
-    src: &Bytes,
-    s: &'a [u8],
+fn uri_pair(
+    s: &[u8],
     class: impl Fn(u8) -> bool,
     eq: u8,
     err: UriError,
-) -> Result<(ByteStr, Option<ByteStr>, &'a [u8]), UriError> {
+) -> Result<UriPair<'_>, UriError> {
     let n = s.iter().position(|&c| !class(c)).unwrap_or(s.len());
     let name = &s[..n];
-    // `class` admits ASCII only.
     if name.is_empty() || !escapes_valid(name) {
         return Err(err);
     }
-    let name = super::params::param_name(src, name);
     let rest = &s[n..];
     match rest.strip_prefix(&[eq]) {
         Some(r) => {
@@ -369,7 +420,7 @@ fn uri_pair<'a>(
             if !escapes_valid(v) {
                 return Err(err);
             }
-            Ok((name, Some(ByteStr::from_ascii(sub(src, v))), &r[m..]))
+            Ok((name, Some(v), &r[m..]))
         }
         None => Ok((name, None, rest)),
     }
@@ -413,8 +464,10 @@ impl TelUri {
         let mut params = Params::new();
         let mut rest = &s[n..];
         while let Some(r) = rest.strip_prefix(b";") {
-            let (name, value, r) = uri_pair(src, r, is_paramchar, b'=', UriError::Param)?;
-            params.push(name, value);
+            let (name, value, r) = uri_pair(r, is_paramchar, b'=', UriError::Param)?;
+            // `is_paramchar` admits ASCII only.
+            let value = value.map(|v| ByteStr::from_ascii(sub(src, v)));
+            params.push(super::params::param_name(src, name), value);
             rest = r;
         }
         if !rest.is_empty() {
@@ -463,6 +516,21 @@ impl Uri {
     /// Parses `s`, a slice of `src`, as a whole URI.
     #[inline]
     pub(crate) fn parse_in(src: &Bytes, s: &[u8]) -> Result<Uri, UriError> {
+        match Self::scan::<true>(src, s)? {
+            (Some(uri), _) => Ok(uri),
+            // A kept scan always gives the URI.
+            (None, _) => Err(UriError::Scheme),
+        }
+    }
+
+    /// [`Uri::parse_in`] when `KEEP`; else only checks `s` (the same
+    /// verdicts, nothing allocated or counted) and gives `None`. With the
+    /// URI's [`UriShape`] either way.
+    #[inline]
+    pub(crate) fn scan<const KEEP: bool>(
+        src: &Bytes,
+        s: &[u8],
+    ) -> Result<(Option<Uri>, UriShape), UriError> {
         let colon = find_byte(b':', s).ok_or(UriError::Scheme)?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
@@ -473,21 +541,39 @@ impl Uri {
         if !valid_scheme {
             return Err(UriError::Scheme);
         }
-        if scheme.eq_ignore_ascii_case(b"sip") {
-            SipUri::parse(src, rest, false).map(Uri::Sip)
+        let secure = if scheme.eq_ignore_ascii_case(b"sip") {
+            Some(false)
         } else if scheme.eq_ignore_ascii_case(b"sips") {
-            SipUri::parse(src, rest, true).map(Uri::Sip)
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
-            TelUri::parse(src, rest).map(Uri::Tel)
+            Some(true)
         } else {
-            if rest.is_empty() || rest.iter().any(|&c| c <= b' ' || c == 0x7f) {
-                return Err(UriError::Trailing);
-            }
-            Ok(Uri::Other {
-                scheme: sub_str(src, scheme).ok_or(UriError::Scheme)?,
-                rest: ByteStr::from_utf8(sub(src, rest)).map_err(|_| UriError::Trailing)?,
-            })
+            None
+        };
+        if let Some(secure) = secure {
+            let (uri, headers) = SipUri::scan::<KEEP>(src, rest, secure)?;
+            return Ok((uri.map(Uri::Sip), UriShape { sip: true, headers }));
         }
+        let shape = UriShape {
+            sip: false,
+            headers: false,
+        };
+        if scheme.eq_ignore_ascii_case(b"tel") {
+            // Rare: checked by parsing it.
+            let tel = TelUri::parse(src, rest)?;
+            return Ok((KEEP.then_some(Uri::Tel(tel)), shape));
+        }
+        if rest.is_empty() || rest.iter().any(|&c| c <= b' ' || c == 0x7f) {
+            return Err(UriError::Trailing);
+        }
+        if !KEEP {
+            return std::str::from_utf8(rest)
+                .map(|_| (None, shape))
+                .map_err(|_| UriError::Trailing);
+        }
+        let uri = Uri::Other {
+            scheme: sub_str(src, scheme).ok_or(UriError::Scheme)?,
+            rest: ByteStr::from_utf8(sub(src, rest)).map_err(|_| UriError::Trailing)?,
+        };
+        Ok((Some(uri), shape))
     }
 
     /// The scheme, lower-case for the known ones.
@@ -660,7 +746,7 @@ mod tests {
         ) {
             let text = format!("{}{tail}", parts.join("."));
             let src = Bytes::from(text);
-            let general = parse_host_general(&src, &src);
+            let general = scan_host_general(&src).map(|(h, rest)| (h.into_host(&src), rest));
             if let Some((ip, n)) = dotted_quad_prefix(&src) {
                 let (host, rest) = general.clone().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e:?}")))?;
                 proptest::prop_assert_eq!(host, Host::Ipv4(ip));

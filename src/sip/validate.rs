@@ -100,9 +100,9 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
             "Version Not Supported",
         ));
     }
-    // The values read here are parsed once per message: the top Via,
-    // From, To and CSeq stay with the headers for the layers after this
-    // one; lists that nobody reads again are checked, not collected.
+    // The values read here are parsed once per message: the top Via and
+    // CSeq stay with the headers for the layers after this one; lists
+    // that nobody reads again are checked, not collected.
     let h = &req.headers;
     let mut bare_cookie = false;
     h.for_each_via(|v| bare_cookie |= v.branch() == Some(MAGIC_COOKIE))
@@ -110,8 +110,15 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
     if bare_cookie {
         return Err(Rejection::bad("Via branch is only the magic cookie"));
     }
-    h.from_ref().map_err(header_rejection)?;
-    let to = h.to_ref().map_err(header_rejection)?;
+    // To, Contact and Route are checked, not kept: the layers after this
+    // one read To by its tag alone. So is From, except an INVITE's, which
+    // the B2BUA reads whole for a new call: that one is parsed and kept.
+    if req.method == Method::Invite {
+        h.from_ref().map(|_| ()).map_err(header_rejection)?;
+    } else {
+        h.check_from().map_err(header_rejection)?;
+    }
+    let to_is_sip = h.check_to().map_err(header_rejection)?;
     h.call_id().map_err(header_rejection)?;
     let cseq = h.cseq_ref().map_err(header_rejection)?;
     h.max_forwards().map_err(header_rejection)?;
@@ -142,7 +149,7 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
     }
     if req.method == Method::Register {
         // §10.3: the address-of-record in To must be a SIP or SIPS URI.
-        if !matches!(to.uri, Uri::Sip(_)) {
+        if !to_is_sip {
             return Err(Rejection::bad("REGISTER To is not a SIP URI"));
         }
     }
@@ -249,6 +256,42 @@ mod tests {
         let resp = rej.response_to(&inv);
         assert_eq!(resp.unsupported().unwrap(), ["foo"]);
         assert_eq!(resp.call_id().unwrap(), "x@y");
+    }
+
+    #[test]
+    fn addresses_checked_without_parsing_give_the_parse_errors() {
+        let reason = |method: &str, from: &str, to: &str, contact: &str| {
+            let r = req(&format!(
+                "{method} sip:c@d SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: {from}\n\
+                 To: {to}\nCall-ID: x@y\nCSeq: 1 {method}\nContact: {contact}\nl: 0\n\n"
+            ));
+            validate_request(&r).err().map(|e| e.reason)
+        };
+        let ok = ("<sip:a@b>;tag=1", "<sip:c@d>", "<sip:a@h>");
+        for method in ["INVITE", "BYE", "REGISTER"] {
+            assert_eq!(reason(method, ok.0, ok.1, ok.2), None, "{method}");
+            assert_eq!(
+                reason(method, "<sip:a@b;tag=1", ok.1, ok.2).as_deref(),
+                Some("Invalid From header (missing > after URI)"),
+                "{method}"
+            );
+            assert_eq!(
+                reason(method, ok.0, "sip:c@d?x=1", ok.2).as_deref(),
+                Some("Invalid To header (URI with headers must be enclosed in <>)"),
+                "{method}"
+            );
+            assert_eq!(
+                reason(method, ok.0, ok.1, "<sip:a@h>, sip:b@[::1").as_deref(),
+                Some("Invalid Contact header (malformed addr-spec)"),
+                "{method}"
+            );
+        }
+        // The kind of To URI is still known for REGISTER (RFC 3261 §10.3).
+        assert_eq!(
+            reason("REGISTER", ok.0, "<tel:+1234>", ok.2).as_deref(),
+            Some("REGISTER To is not a SIP URI")
+        );
+        assert_eq!(reason("BYE", ok.0, "<tel:+1234>", ok.2), None);
     }
 
     #[test]
