@@ -179,7 +179,9 @@ fn parse_fields_and_write_allocations_are_bounded() {
         first_reads <= 5,
         "first reads of top Via, From, To, CSeq: {first_reads} allocations"
     );
-    assert!(validate <= 7, "validate_request: {validate} allocations");
+    // 5 since the validator checks To, Contact and Route without building
+    // them (7 when it parsed them).
+    assert!(validate <= 5, "validate_request: {validate} allocations");
     assert_eq!(
         reads_after_validation, 0,
         "reading what the validator read allocates"
