@@ -157,10 +157,15 @@ impl LegTransport {
 
     /// Writes [`LegTransport::via_for`] into `buf` and splits it off.
     pub fn put_via(&self, buf: &mut BytesMut, call: u64, leg: Leg, seq: u32) -> Bytes {
+        self.write_via(buf, call, leg, seq);
+        buf.split().freeze()
+    }
+
+    /// Appends [`LegTransport::via_for`] to `buf`.
+    pub fn write_via(&self, buf: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
         buf.put_slice(&self.via_prefix);
         ids::put_branch(buf, call, leg, seq);
         buf.put_slice(b";rport");
-        buf.split().freeze()
     }
 
     /// Our Via value with `branch`.
@@ -494,7 +499,8 @@ impl Call {
         // One buffer for what the call writes and keeps (identifiers, the
         // copies its dialogs keep, our Via and CSeq values): its pieces are
         // split off it and share its allocation. Room for the setup, the
-        // callee's To and Contact, and the Via and CSeq of the ACK and a BYE.
+        // callee's To and Contact, and the Via and CSeq of a BYE (the ACK of
+        // the callee's 2xx is written into bytes of its own).
         let via_len = outbound_tp.via_len().max(inbound_tp.via_len()) + 16;
         let mut buf = BytesMut::with_capacity(
             2 * ids::TAG_LEN
@@ -508,7 +514,7 @@ impl Call {
                 + ids::TAG_LEN
                 + 2
                 + URI_ROOM
-                + 3 * via_len
+                + 2 * via_len
                 + 3
                 + CALLEE_ROOM,
         );
@@ -855,18 +861,29 @@ impl Call {
         if self.callee != CalleeState::Answered {
             return;
         }
-        let mut ack = self.request_on(Leg::Outbound, Method::Ack, self.out_invite_seq);
-        ack.headers
-            .push(HeaderName::Contact, self.outbound_tp.contact.clone());
-        if let Some(a) = from_ack {
-            if !a.body.is_empty() {
-                if let Some(ct) = a.headers.get(&HeaderName::ContentType) {
-                    ack.headers.push(HeaderName::ContentType, ct.clone());
-                }
-                ack.body = a.body.clone();
-            }
-        }
-        let bytes = ack.to_bytes();
+        // A late answer (RFC 3264 offer in the 2xx) crosses with its type.
+        let late = from_ack.filter(|a| !a.body.is_empty());
+        let empty = Bytes::new();
+        let body = late.map_or(&empty, |a| &a.body);
+        let tp = &self.outbound_tp;
+        let content_type = late.and_then(|a| a.headers.get(&HeaderName::ContentType));
+        let fields = [
+            (HeaderName::Contact, &tp.contact),
+            (HeaderName::ContentType, content_type.unwrap_or(&empty)),
+        ];
+        let extra = &fields[..1 + usize::from(content_type.is_some())];
+        // Written straight to bytes: the ACK goes to the transport as is.
+        let (call, seq) = (self.id, self.out_invite_seq);
+        let mut ack = BytesMut::with_capacity(self.outbound.request_len(tp.via_len(), extra, body));
+        self.outbound.write_request(
+            &Method::Ack,
+            seq,
+            |b| tp.write_via(b, call, Leg::Outbound, seq),
+            extra,
+            body,
+            &mut ack,
+        );
+        let bytes = ack.freeze();
         out.push(Action::Ack {
             leg: Leg::Outbound,
             bytes: bytes.clone(),

@@ -420,6 +420,82 @@ impl Dialog {
         request
     }
 
+    /// The wire form of the request [`Dialog::request_in`] builds (with
+    /// `via`), followed by `extra` header fields and `body`, written
+    /// straight into `out` without building the request: for an ACK of a
+    /// 2xx, which goes to the transport as bytes (RFC 3261 §13.2.2.4).
+    /// `via` is written by `put_via` at the Via's place.
+    pub fn write_request(
+        &self,
+        method: &Method,
+        seq: u32,
+        put_via: impl FnOnce(&mut BytesMut),
+        extra: &[(HeaderName, &Bytes)],
+        body: &Bytes,
+        out: &mut BytesMut,
+    ) {
+        let (uri, routes) = self.request_target();
+        let field = |out: &mut BytesMut, name: HeaderName, value: &[u8]| {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        };
+        out.put_slice(method.as_str().as_bytes());
+        out.put_u8(b' ');
+        uri.write_into(out);
+        out.put_slice(b" SIP/2.0\r\n");
+        out.put_slice(HeaderName::Via.as_str().as_bytes());
+        out.put_slice(b": ");
+        put_via(out);
+        out.put_slice(b"\r\n");
+        for route in &routes {
+            field(out, HeaderName::Route, route);
+        }
+        field(out, HeaderName::From, &self.local_header);
+        field(out, HeaderName::To, &self.remote_header);
+        field(out, HeaderName::CallId, self.call_id.as_bytes());
+        out.put_slice(HeaderName::CSeq.as_str().as_bytes());
+        out.put_slice(b": ");
+        put_cseq(out, seq, method);
+        out.put_slice(b"\r\n");
+        field(out, HeaderName::MaxForwards, b"70");
+        for (name, value) in extra {
+            field(out, name.clone(), value);
+        }
+        out.put_slice(HeaderName::ContentLength.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.put_slice(b"\r\n\r\n");
+        out.put_slice(body);
+    }
+
+    /// Room [`Dialog::write_request`] takes at most for a Via of `via_len`
+    /// bytes, `extra` and `body` (the Request-URI and routes counted at
+    /// the length of the values they were read from, with room to spare).
+    pub fn request_len(
+        &self,
+        via_len: usize,
+        extra: &[(HeaderName, &Bytes)],
+        body: &Bytes,
+    ) -> usize {
+        let routes: usize = self.route_set.len() * 96;
+        let fields = extra
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+        // Request line and the names, separators and numbers of the fixed
+        // fields.
+        160 + self.remote_contact.len().max(64)
+            + routes
+            + via_len
+            + self.local_header.len()
+            + self.remote_header.len()
+            + self.call_id.len()
+            + fields
+            + body.len()
+    }
+
     /// Room [`Dialog::new_uas_in`] takes in its buffer for `request` at
     /// most, with a local tag of `tag_len` bytes.
     pub fn uas_len(request: &Request, tag_len: usize) -> usize {

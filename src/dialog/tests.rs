@@ -249,3 +249,49 @@ fn uas_remote_target_is_parsed_on_first_use_with_the_from_uri_as_fallback() {
         "sip:alice@atlanta.example.com"
     );
 }
+
+#[test]
+fn written_request_is_the_built_request_on_the_wire() {
+    let strict = INVITE.replace(
+        "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>",
+        "Record-Route: <sip:strict.example.com>",
+    );
+    let no_routes = INVITE.replace(
+        "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n",
+        "",
+    );
+    let via = Bytes::from_static(b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKvpbx-1-o1-x;rport");
+    let contact = Bytes::from_static(b"<sip:vpbx@192.0.2.1:5060>");
+    let ct = Bytes::from_static(b"application/sdp");
+    let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
+    for invite in [INVITE, &strict, &no_routes] {
+        let d = Dialog::new_uas(&request(invite), ByteStr::from("ourtag")).unwrap();
+        for (extra, body) in [
+            (vec![(HeaderName::Contact, &contact)], Bytes::new()),
+            (
+                vec![
+                    (HeaderName::Contact, &contact),
+                    (HeaderName::ContentType, &ct),
+                ],
+                sdp.clone(),
+            ),
+        ] {
+            for (method, seq) in [(Method::Ack, 2), (Method::Bye, 4_294_967_295)] {
+                let mut built =
+                    d.request_in(method.clone(), seq, Some(via.clone()), &mut BytesMut::new());
+                for (name, value) in &extra {
+                    built.headers.push(name.clone(), (*value).clone());
+                }
+                built.body = body.clone();
+                let len = d.request_len(via.len(), &extra, &body);
+                let mut out = BytesMut::with_capacity(len);
+                d.write_request(&method, seq, |b| b.put_slice(&via), &extra, &body, &mut out);
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    std::str::from_utf8(&Message::Request(built).to_bytes()).unwrap()
+                );
+                assert!(out.len() <= len, "{} > {len}", out.len());
+            }
+        }
+    }
+}
