@@ -146,6 +146,8 @@ impl InviteServer {
             InviteServerState::Accepted if self.unacked_2xx.is_none() => {
                 Some(ServerLinger::Accepted {
                     transport_error_reported: self.transport_error_reported,
+                    // The layer's to fill in (it knows the transport).
+                    drains: 0,
                 })
             }
             _ => None,

@@ -76,6 +76,27 @@ pub trait TransportSink: Send + Sync + 'static {
     fn try_send_response(&self, data: Bytes, _source: Source, _dest: Destination) -> TrySend {
         TrySend::WouldWait(data)
     }
+
+    /// A count of the times the receive side that gets `dest`'s answers
+    /// (the socket bound to `local` when given, where a request came in;
+    /// else the one requests to `dest` go out from) has been drained: read
+    /// everything queued and handed it on. The layer reads it when it
+    /// sends a message it may retransmit and again when the retransmission
+    /// is due; the same value means the answer may be queued unread, and
+    /// the retransmission is held back ([`Timer::retransmits`]). `None`,
+    /// the default, never holds one back (TCP, or no such count).
+    fn receive_drains(&self, _local: Option<SocketAddr>, _dest: Destination) -> Option<u32> {
+        None
+    }
+
+    /// Whether that receive side has read everything that arrived before
+    /// [`TransportSink::receive_drains`] returned `drains`. By default:
+    /// the count moved (or there is none). A transport whose receive loop
+    /// does not count while it is idle must say so here (an idle receive
+    /// side is drained).
+    fn drained_since(&self, local: Option<SocketAddr>, dest: Destination, drains: u32) -> bool {
+        self.receive_drains(local, dest) != Some(drains)
+    }
 }
 
 /// What a [`TransportSink`]'s synchronous send did.
@@ -243,7 +264,12 @@ pub enum ClientEventKind {
 ///   retransmitted 2xx delivered in Accepted, and retransmit its own 2xx
 ///   until the ACK arrives (§13.3.1.4): the layer ACKs only non-2xx finals
 ///   and retransmits only non-2xx finals, unless
-///   [`LayerConfig::retransmit_2xx`] hands it the 2xx retransmission.
+///   [`LayerConfig::retransmit_2xx`] hands it the 2xx retransmission. A
+///   2xx retransmission handed to an Accepted transaction while the
+///   transport has not read everything that arrived since the previous
+///   one went out is not sent (the ACK may be queued unread; counted in
+///   `response_retransmissions_deferred`): the next one goes by the TU's
+///   schedule.
 /// - Handle [`Incoming::Event`]: Timer H (no ACK), Timer Unanswered (the TU
 ///   left a request unanswered; an INVITE then got 408) and transport
 ///   errors of server transactions.
@@ -670,9 +696,12 @@ struct ServerCtx {
 
 /// Keys are shared (`Arc`) between a table slot and the transaction's
 /// timers: a slot and a timer hold a pointer, not a 48- or 80-byte key.
+/// The `u32` of a retransmission timer ([`Timer::retransmits`]) is the
+/// transport's receive drain count when the message it resends was last
+/// sent ([`TransportSink::receive_drains`]); 0 for the others.
 enum TimerTarget {
-    Client(Arc<ClientKey>, u64, Timer),
-    Server(Arc<ServerKey>, u64, Timer),
+    Client(Arc<ClientKey>, u64, Timer, u32),
+    Server(Arc<ServerKey>, u64, Timer, u32),
 }
 
 /// A table of transactions: each slot holds its key's hash (see [`Slot`]).
@@ -1109,7 +1138,7 @@ impl Inner {
             // still fires (untracked, as any beyond `TRACKED_TIMERS`).
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
-                let target = TimerTarget::Client(Arc::clone(key), id, timer);
+                let target = TimerTarget::Client(Arc::clone(key), id, timer, 0);
                 wheel.schedule(after, target);
             });
             return;
@@ -1123,7 +1152,8 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            let target = TimerTarget::Client(Arc::clone(key), id, timer);
+            let drains = self.drains_at_send(timer, None, *dest);
+            let target = TimerTarget::Client(Arc::clone(key), id, timer, drains);
             timers.insert(wheel.schedule(after, target), timer);
         });
         let Some(linger) = machine.linger() else {
@@ -1335,8 +1365,10 @@ impl Inner {
             // Armed under the transaction's lock already; any other still
             // fires (its transaction just cannot cancel it).
             Action::Schedule(timer, after) => {
-                self.wheel
-                    .schedule(after, TimerTarget::Client(Arc::clone(key), ctx.id, timer));
+                self.wheel.schedule(
+                    after,
+                    TimerTarget::Client(Arc::clone(key), ctx.id, timer, 0),
+                );
             }
             Action::Deliver(event) => {
                 self.count_failure(&event);
@@ -1601,7 +1633,7 @@ impl Inner {
             // See `arm_client`.
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
-                let target = TimerTarget::Server(Arc::clone(key), id, timer);
+                let target = TimerTarget::Server(Arc::clone(key), id, timer, 0);
                 wheel.schedule(after, target);
             });
             return;
@@ -1617,15 +1649,22 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            let target = TimerTarget::Server(Arc::clone(key), id, timer);
+            let drains = self.drains_at_send(timer, Some(source.local), *reply);
+            let target = TimerTarget::Server(Arc::clone(key), id, timer, drains);
             timers.insert(wheel.schedule(after, target), timer);
         });
         if ack_key.is_some() || key.is_rfc2543() {
             return;
         }
-        let Some(linger) = machine.linger() else {
+        let Some(mut linger) = machine.linger() else {
             return;
         };
+        if let ServerLinger::Accepted { drains, .. } = &mut linger {
+            // The 2xx goes out after this step: the count at its send, for
+            // the TU's retransmissions of it (`ServerLinger::defers_2xx`).
+            let now = self.sink.receive_drains(Some(source.local), *reply);
+            *drains = now.unwrap_or(0);
+        }
         let timer = timers.take(linger.last_timer());
         wheel.cancel_all(timers.drain());
         entry.tx = ServerTx::Lingering(Box::new(LingeringServer {
@@ -1651,6 +1690,19 @@ impl Inner {
                 let entry = match &mut entry.tx {
                     ServerTx::Active(active) => active,
                     ServerTx::Lingering(l) => {
+                        let (local, reply) = (Some(l.source.local), l.reply());
+                        if let Some(last) = l.linger.drains_at_2xx(response) {
+                            if !self.sink.drained_since(local, reply, *last) {
+                                // The ACK may be queued unread; the TU's
+                                // next retransmission comes at its next
+                                // interval.
+                                TransactionMetrics::inc(
+                                    &self.metrics.response_retransmissions_deferred,
+                                );
+                                return Ok(());
+                            }
+                            *last = self.sink.receive_drains(local, reply).unwrap_or(0);
+                        }
                         *actions = l.linger.on_tu_response(response)?;
                         return Ok(());
                     }
@@ -1767,8 +1819,10 @@ impl Inner {
             // Armed under the transaction's lock already (see
             // `client_action`).
             Action::Schedule(timer, after) => {
-                self.wheel
-                    .schedule(after, TimerTarget::Server(Arc::clone(key), ctx.id, timer));
+                self.wheel.schedule(
+                    after,
+                    TimerTarget::Server(Arc::clone(key), ctx.id, timer, 0),
+                );
             }
             Action::Deliver(TuEvent::Ack(request)) => deliver(
                 &self.metrics,
@@ -1817,7 +1871,10 @@ impl Inner {
 
     fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) -> Option<Deferred> {
         match target {
-            TimerTarget::Client(key, id, timer) => {
+            TimerTarget::Client(key, id, timer, drains) => {
+                if timer.retransmits() && self.defer_client(timer_id, &key, id, timer, drains) {
+                    return None;
+                }
                 let mut actions = Actions::default();
                 let ((), ctx) = self.lock_client(&key, Some(id), &mut actions, |e, actions| {
                     e.on_timer(timer_id, timer, actions);
@@ -1825,7 +1882,10 @@ impl Inner {
                 self.count_timer_sends(timer, &actions);
                 self.run_client(&ctx, &mut actions)
             }
-            TimerTarget::Server(key, id, timer) => {
+            TimerTarget::Server(key, id, timer, drains) => {
+                if timer.retransmits() && self.defer_server(timer_id, &key, id, timer, drains) {
+                    return None;
+                }
                 let mut actions = Actions::default();
                 let ctx = self
                     .lock_server(&key, id, &mut actions, |_, e, actions| {
@@ -1837,6 +1897,93 @@ impl Inner {
                 self.run_server(&ctx, &mut actions)
             }
         }
+    }
+
+    /// The receive drain count to arm `timer` with, for a step that sends
+    /// (first or again) the message it retransmits: read only for the
+    /// retransmission timers.
+    fn drains_at_send(&self, timer: Timer, local: Option<SocketAddr>, dest: Destination) -> u32 {
+        if timer.retransmits() {
+            self.sink.receive_drains(local, dest).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Timer A or E of client transaction `key` (transaction `id`) is due.
+    /// When the transport has not read everything that arrived since the
+    /// request was last sent (its receive drain count is still `drains`,
+    /// and it is not idle), the response may be among the datagrams not
+    /// read yet: the timer is re-armed
+    /// [`TimerConfig::deferral`] later with the same count instead of
+    /// retransmitting, and the deferral counted. Timers B and F run on
+    /// their own, so the transaction still times out at 64*T1. True when
+    /// deferred.
+    fn defer_client(
+        &self,
+        timer_id: TimerId,
+        key: &Arc<ClientKey>,
+        id: u64,
+        timer: Timer,
+        drains: u32,
+    ) -> bool {
+        let Some(mut entry) = self.clients.get_mut(&**key) else {
+            return false;
+        };
+        if entry.id != id {
+            return false;
+        }
+        let ClientTx::Active(active) = &mut entry.tx else {
+            return false;
+        };
+        if !active.machine.wants_timer(timer) || self.sink.drained_since(None, active.dest, drains)
+        {
+            return false;
+        }
+        active.timers.remove(timer_id);
+        let target = TimerTarget::Client(Arc::clone(key), id, timer, drains);
+        let after = self.config.timers.deferral();
+        active
+            .timers
+            .insert(self.wheel.schedule(after, target), timer);
+        TransactionMetrics::inc(&self.metrics.request_retransmissions_deferred);
+        true
+    }
+
+    /// [`Inner::defer_client`] for Timer G and the 2xx retransmission of
+    /// server transaction `key`, whose answer is the ACK (Timer H, or the
+    /// 64*T1 of the 2xx, run on their own).
+    fn defer_server(
+        &self,
+        timer_id: TimerId,
+        key: &Arc<ServerKey>,
+        id: u64,
+        timer: Timer,
+        drains: u32,
+    ) -> bool {
+        let Some(mut entry) = self.servers.get_mut(&**key) else {
+            return false;
+        };
+        if entry.id != id {
+            return false;
+        }
+        let ServerTx::Active(active) = &mut entry.tx else {
+            return false;
+        };
+        let drained = self
+            .sink
+            .drained_since(Some(active.source.local), active.reply, drains);
+        if !active.machine.wants_timer(timer) || drained {
+            return false;
+        }
+        active.timers.remove(timer_id);
+        let target = TimerTarget::Server(Arc::clone(key), id, timer, drains);
+        let after = self.config.timers.deferral();
+        active
+            .timers
+            .insert(self.wheel.schedule(after, target), timer);
+        TransactionMetrics::inc(&self.metrics.response_retransmissions_deferred);
+        true
     }
 
     /// Gives back the memory of a load peak once it has passed: shrinks
@@ -2026,6 +2173,11 @@ mod tests {
         /// Sends done through the async path.
         waited: AtomicU64,
         start: Mutex<Option<Instant>>,
+        /// The receive drain count it reports (`None`: none, as before).
+        drains: Mutex<Option<u32>>,
+        /// Every reading of the drain count finds it changed (a receive
+        /// side that is never behind).
+        draining: AtomicBool,
     }
 
     impl FakeSink {
@@ -2075,6 +2227,18 @@ mod tests {
                 .map(|(_, b, _)| parse_response(b).status.as_u16())
                 .collect()
         }
+
+        /// The receive side drains once (as the transport's loop does when
+        /// it has read all that was queued).
+        fn drain(&self) {
+            let mut drains = self.drains.lock().unwrap();
+            *drains = Some(drains.unwrap_or(0).wrapping_add(1));
+        }
+
+        /// When each message went out, since the sink was made.
+        fn send_times(&self) -> Vec<Duration> {
+            self.sent().iter().map(|(at, _, _)| *at).collect()
+        }
     }
 
     impl TransportSink for FakeSink {
@@ -2092,6 +2256,13 @@ mod tests {
 
         fn try_send_response(&self, data: Bytes, source: Source, dest: Destination) -> TrySend {
             self.try_record(data, To::Response(source, dest))
+        }
+
+        fn receive_drains(&self, _local: Option<SocketAddr>, _dest: Destination) -> Option<u32> {
+            if self.draining.load(Ordering::Relaxed) {
+                self.drain();
+            }
+            *self.drains.lock().unwrap()
         }
     }
 
@@ -2906,6 +3077,37 @@ mod tests {
         assert_eq!(got.top_via().unwrap().branch(), Some("z9hG4bKreal"));
     }
 
+    /// Over the real transport, with a peer that never answers: the
+    /// receive side is idle (drained), so Timer E retransmits on RFC 3261's
+    /// schedule; nothing is held back.
+    #[tokio::test(start_paused = true)]
+    async fn over_an_idle_socket_retransmissions_keep_their_schedule() {
+        use crate::transport::{ListenAddr, TransportConfig, Transports};
+        let listen: ListenAddr = "udp:127.0.0.1:0".parse().unwrap();
+        let (transports, _inbound) = Transports::bind(&[listen], TransportConfig::default())
+            .await
+            .unwrap();
+        let (layer, _rx) = TransactionLayer::new(Arc::new(transports), LayerConfig::default());
+        let peer_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = Destination::udp(peer_sock.local_addr().unwrap());
+        let start = Instant::now();
+        let _tx = layer
+            .send_request(our_options("z9hG4bKidle"), peer)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut arrivals = Vec::new();
+        for _ in 0..4 {
+            tokio::time::timeout(Duration::from_secs(5), peer_sock.recv_from(&mut buf))
+                .await
+                .expect("retransmission held back")
+                .unwrap();
+            arrivals.push(start.elapsed());
+        }
+        assert_eq!(arrivals, [ms(0), ms(500), ms(1500), ms(3500)]);
+        assert_eq!(deferred(&layer), (0, 0));
+    }
+
     #[test]
     fn reply_destination_agrees_with_the_transport() {
         use crate::transport::{response_destination, ResponsePort};
@@ -3613,5 +3815,231 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 0));
         assert!(layer.inner.servers.capacity() < peak / 4);
         assert!(layer.inner.wheel.slab_capacity() < 64);
+    }
+
+    /// A sink whose receive side reports drain count `drains` and never
+    /// drains by itself (it is behind).
+    fn layer_behind() -> (TransactionLayer, mpsc::Receiver<Incoming>, Arc<FakeSink>) {
+        let (layer, rx, sink) = layer();
+        *sink.drains.lock().unwrap() = Some(7);
+        (layer, rx, sink)
+    }
+
+    fn deferred(layer: &TransactionLayer) -> (u64, u64) {
+        let m = layer.metrics();
+        (
+            m.request_retransmissions_deferred.load(Ordering::Relaxed),
+            m.response_retransmissions_deferred.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Timer E (then A) due while the receive side has not drained since
+    /// the request went out: nothing is sent, the timer looks again every
+    /// T1/5; once it has drained the request goes out, and the next
+    /// interval counts from then. Timer F (B) still ends the transaction
+    /// at 64*T1.
+    #[tokio::test(start_paused = true)]
+    async fn a_retransmission_waits_until_the_receive_side_drained_since_the_send() {
+        for request in [our_options("z9hG4bKbehind"), our_invite()] {
+            let (layer, _rx, sink) = layer_behind();
+            let start = Instant::now();
+            let mut tx = layer.send_request(request, peer()).await.unwrap();
+            assert_eq!(sink.send_times(), [ms(0)]);
+            // Timer E/A due at 500 ms, looked at again at 600 and 700 ms.
+            advance_to(start, ms(750)).await;
+            assert_eq!(sink.send_times(), [ms(0)], "held back while behind");
+            assert_eq!(deferred(&layer), (3, 0));
+            assert_eq!(
+                layer
+                    .metrics()
+                    .request_retransmissions
+                    .load(Ordering::Relaxed),
+                0
+            );
+            sink.drain();
+            advance_to(start, ms(850)).await;
+            assert_eq!(sink.send_times(), [ms(0), ms(800)], "sent once drained");
+            // The next one is due 2*T1 after that send (1,800 ms), and
+            // waits for a drain since it again.
+            advance_to(start, ms(1850)).await;
+            assert_eq!(sink.send_times().len(), 2);
+            assert_eq!(deferred(&layer), (4, 0));
+            sink.drain();
+            advance_to(start, ms(1950)).await;
+            assert_eq!(sink.send_times(), [ms(0), ms(800), ms(1900)]);
+            let m = layer.metrics();
+            assert_eq!(m.request_retransmissions.load(Ordering::Relaxed), 2);
+            // Behind for good: no more retransmissions, and the timeout
+            // comes at 64*T1 all the same.
+            advance_to(start, ms(31_990)).await;
+            assert!(tx.events.try_recv().is_err(), "no timeout before 32 s");
+            advance_to(start, ms(32_000)).await;
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Timeout
+            ));
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Terminated
+            ));
+            assert_eq!(sink.send_times().len(), 3);
+            assert_eq!(layer.transaction_counts(), (0, 0));
+            assert_eq!(layer.pending_timers(), 0, "the deferred timer is gone");
+        }
+    }
+
+    /// A response that arrives while the retransmission is held back ends
+    /// the waiting: nothing more is sent and no timer is left behind.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_read_while_a_retransmission_waits_cancels_it() {
+        let (layer, _rx, sink) = layer_behind();
+        let start = Instant::now();
+        let req = our_options("z9hG4bKlate");
+        let mut tx = layer.send_request(req.clone(), peer()).await.unwrap();
+        advance_to(start, ms(650)).await;
+        assert_eq!(deferred(&layer), (2, 0));
+        let ok = response(&req, 200, Some("x"));
+        layer.on_message(ok.into(), udp_source()).await.unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        sink.drain();
+        advance_to(start, ms(5_000)).await;
+        assert_eq!(sink.send_times(), [ms(0)]);
+        assert_eq!(deferred(&layer), (2, 0));
+        advance_to(start, ms(6_000)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    /// With a receive side that drains between any two readings (never
+    /// behind), retransmissions keep RFC 3261's schedule exactly, as
+    /// without drain counts.
+    #[tokio::test(start_paused = true)]
+    async fn a_receive_side_that_keeps_draining_leaves_the_schedule_as_it_was() {
+        let mut schedules = Vec::new();
+        for draining in [false, true] {
+            let (layer, _rx, sink) = layer();
+            sink.draining.store(draining, Ordering::Relaxed);
+            let start = Instant::now();
+            let _non_invite = layer
+                .send_request(our_options("z9hG4bKsched"), peer())
+                .await
+                .unwrap();
+            let _invite = layer.send_request(our_invite(), peer()).await.unwrap();
+            advance_to(start, ms(40_000)).await;
+            assert_eq!(deferred(&layer), (0, 0));
+            schedules.push(sink.sent());
+        }
+        assert_eq!(schedules[0], schedules[1]);
+        let times: Vec<Duration> = schedules[1].iter().map(|(at, _, _)| *at).collect();
+        // E: 0, 0.5, 1.5, 3.5, 7.5 … every T2; A: 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5.
+        for at in [0, 500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 31_500] {
+            assert!(times.contains(&ms(at)), "{at} ms: {times:?}");
+        }
+        assert_eq!(times.len(), 11 + 7);
+    }
+
+    /// Timer G due while the ACK may be queued unread: held back like a
+    /// request retransmission; Timer H still fires at 64*T1.
+    #[tokio::test(start_paused = true)]
+    async fn timer_g_waits_for_a_drain_and_timer_h_keeps_its_time() {
+        let (layer, mut rx, sink) = layer_behind();
+        let start = Instant::now();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        req.tx
+            .respond(response(&req.request, 486, Some("srv")))
+            .await
+            .unwrap();
+        advance_to(start, ms(750)).await;
+        assert_eq!(sink.statuses(), [486]);
+        assert_eq!(deferred(&layer), (0, 3));
+        sink.drain();
+        advance_to(start, ms(850)).await;
+        assert_eq!(sink.statuses(), [486, 486]);
+        assert_eq!(sink.send_times()[1], ms(800));
+        assert_eq!(
+            layer
+                .metrics()
+                .response_retransmissions
+                .load(Ordering::Relaxed),
+            1
+        );
+        advance_to(start, ms(31_990)).await;
+        assert!(rx.try_recv().is_err());
+        advance_to(start, ms(32_000)).await;
+        assert!(matches!(
+            rx.recv().await,
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::Timeout,
+                ..
+            }))
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert_eq!(layer.pending_timers(), 0);
+    }
+
+    /// The TU's 2xx retransmissions through a lingering Accepted INVITE
+    /// server transaction: one due while the receive side has not drained
+    /// since the 2xx went out is not sent (the TU's next one comes at its
+    /// next interval); once drained, it is.
+    #[tokio::test(start_paused = true)]
+    async fn the_tus_2xx_retransmission_is_held_back_until_a_drain() {
+        let (layer, mut rx, sink) = layer_behind();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert!(server_lingers(&layer, req.tx.key()));
+        assert_eq!(sink.statuses(), [200], "the first 2xx always goes");
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert_eq!(sink.statuses(), [200], "held back");
+        assert_eq!(deferred(&layer), (0, 1));
+        sink.drain();
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert_eq!(sink.statuses(), [200, 200], "sent once drained");
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert_eq!(sink.statuses(), [200, 200], "not drained since that one");
+        sink.drain();
+        req.tx.respond(ok).await.unwrap();
+        assert_eq!(sink.statuses(), [200, 200, 200]);
+        assert_eq!(deferred(&layer), (0, 2));
+    }
+
+    /// The layer's own 2xx retransmission (`retransmit_2xx`) waits for a
+    /// drain too, and still gives up at 64*T1.
+    #[tokio::test(start_paused = true)]
+    async fn the_layers_2xx_retransmission_waits_for_a_drain() {
+        let (layer, mut rx, sink) = layer_with(LayerConfig {
+            retransmit_2xx: true,
+            ..LayerConfig::default()
+        });
+        *sink.drains.lock().unwrap() = Some(1);
+        let start = Instant::now();
+        let src = udp_source();
+        layer.on_message(invite().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        req.tx
+            .respond(response(&req.request, 200, Some("srv")))
+            .await
+            .unwrap();
+        advance_to(start, ms(650)).await;
+        assert_eq!(sink.statuses(), [200]);
+        assert_eq!(deferred(&layer), (0, 2));
+        sink.drain();
+        advance_to(start, ms(750)).await;
+        assert_eq!(sink.statuses(), [200, 200]);
+        advance_to(start, ms(32_000)).await;
+        assert!(matches!(
+            rx.recv().await,
+            Some(Incoming::Event(ServerEvent {
+                event: TuEvent::Timeout,
+                ..
+            }))
+        ));
     }
 }

@@ -77,6 +77,9 @@ pub(crate) enum ServerLinger {
         /// A transport error was reported to the TU already (it is told
         /// once).
         transport_error_reported: bool,
+        /// The transport's receive drain count when the 2xx was last sent
+        /// (see [`ServerLinger::drains_at_2xx`]); set by the layer.
+        drains: u32,
     },
 }
 
@@ -131,6 +134,17 @@ impl ServerLinger {
         }
     }
 
+    /// For a 2xx the TU retransmits in Accepted: the transport's receive
+    /// drain count when the 2xx was last sent, for the layer to hold the
+    /// retransmission back while the ACK may be queued unread, and to set
+    /// anew when it goes out.
+    pub(crate) fn drains_at_2xx(&mut self, response: &Response) -> Option<&mut u32> {
+        match self {
+            Self::Accepted { drains, .. } if response.status.is_success() => Some(drains),
+            _ => None,
+        }
+    }
+
     /// The transport failed to send a response (§17.2.4): Completed ends
     /// and tells the TU; Accepted tells the TU once and goes on absorbing.
     pub(crate) fn on_transport_error(&mut self) -> Actions {
@@ -142,6 +156,7 @@ impl ServerLinger {
             }
             Self::Accepted {
                 transport_error_reported,
+                ..
             } if !*transport_error_reported => {
                 *transport_error_reported = true;
                 out.push(Action::Deliver(TuEvent::TransportError));

@@ -17,6 +17,13 @@ pub struct TransactionMetrics {
     pub request_retransmissions: AtomicU64,
     /// Responses retransmitted by Timer G or the 2xx retransmission.
     pub response_retransmissions: AtomicU64,
+    /// Request retransmissions (Timer A or E) held back because the
+    /// transport had not drained its receive side since the request was
+    /// last sent (each time the timer is re-armed counts).
+    pub request_retransmissions_deferred: AtomicU64,
+    /// Response retransmissions (Timer G, the 2xx retransmission, the TU's
+    /// 2xx retransmissions) held back likewise, until the ACK is read.
+    pub response_retransmissions_deferred: AtomicU64,
     /// Retransmitted requests absorbed by their server transaction.
     pub retransmissions_absorbed: AtomicU64,
     /// ACKs for non-2xx finals absorbed by their INVITE server transaction.
@@ -61,6 +68,14 @@ impl TransactionMetrics {
             (
                 "response_retransmissions",
                 get(&self.response_retransmissions),
+            ),
+            (
+                "request_retransmissions_deferred",
+                get(&self.request_retransmissions_deferred),
+            ),
+            (
+                "response_retransmissions_deferred",
+                get(&self.response_retransmissions_deferred),
             ),
             (
                 "retransmissions_absorbed",

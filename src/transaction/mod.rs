@@ -39,7 +39,13 @@
 //! - Timers: all transactions share one timer queue and one tokio task; a
 //!   transaction's timers are cancelled when its machine no longer wants
 //!   them and when it terminates. Time is tokio's, so tests use
-//!   `tokio::time::pause`.
+//!   `tokio::time::pause`. A retransmission timer (A, E, G, 2xx) due
+//!   while the transport has not read everything that arrived since the
+//!   message went out ([`TransportSink::drained_since`]) holds the
+//!   retransmission back and looks again [`TimerConfig::deferral`] later:
+//!   the answer may be queued unread, and resending it would only add
+//!   load when the daemon is behind. The timeouts (B, F, H) keep their
+//!   time.
 //! - Sends: the shell carries out a step's actions synchronously through
 //!   [`TransportSink::try_send_request`] / `try_send_response` (UDP); only a
 //!   send that must wait (TCP, a full socket buffer) continues in a boxed

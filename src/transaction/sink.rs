@@ -1,6 +1,8 @@
 //! [`TransportSink`] for the daemon's [`Transports`]: how the layer's
 //! encoded messages reach the sockets.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 
 use super::layer::{SendError, SendFuture, TransportSink, TrySend};
@@ -48,6 +50,17 @@ impl TransportSink for Transports {
             })),
             None => TrySend::WouldWait(data),
         }
+    }
+
+    /// The UDP socket's count of drains by its receive loop
+    /// ([`Transports::receive_drains`]).
+    fn receive_drains(&self, local: Option<SocketAddr>, dest: Destination) -> Option<u32> {
+        Transports::receive_drains(self, local, &dest)
+    }
+
+    /// ([`Transports::drained_since`]: an idle socket is drained too.)
+    fn drained_since(&self, local: Option<SocketAddr>, dest: Destination, drains: u32) -> bool {
+        Transports::drained_since(self, local, &dest, drains)
     }
 }
 

@@ -54,6 +54,13 @@ impl TimerConfig {
         self.t1.saturating_mul(64)
     }
 
+    /// How long a retransmission timer that found the receive side behind
+    /// waits before it looks again (see [`Timer::retransmits`]): T1/5,
+    /// 100 ms by default.
+    pub fn deferral(&self) -> Duration {
+        self.t1 / 5
+    }
+
     /// The duration a timer is first scheduled with, per Table 4.
     /// `reliable` is true for TCP/TLS/SCTP, where the retransmission timers
     /// (A, E, G) are not used and D, I, J, K are zero.
@@ -112,6 +119,18 @@ pub enum Timer {
     /// [`UNANSWERED_INVITE`] for INVITE (then 408), 64*T1 for non-INVITE
     /// (when the client has given up with Timer F). Not in RFC 3261.
     Unanswered,
+}
+
+impl Timer {
+    /// A timer that resends a message until the peer's answer arrives:
+    /// A and E (requests), G and the 2xx retransmission (responses, until
+    /// the ACK). When one is due while the transport has not drained its
+    /// receive side since the message was last sent, the answer may be
+    /// waiting there unread: the layer then holds the retransmission back
+    /// for [`TimerConfig::deferral`] and looks again.
+    pub fn retransmits(self) -> bool {
+        matches!(self, Timer::A | Timer::E | Timer::G | Timer::Retransmit2xx)
+    }
 }
 
 #[cfg(test)]

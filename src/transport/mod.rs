@@ -293,7 +293,7 @@ impl Transports {
         let mut tasks = Vec::new();
         for (local, endpoint) in &shared.udp {
             tasks.push(tokio::spawn(udp::receive_loop(
-                Arc::clone(&endpoint.socket),
+                Arc::clone(endpoint),
                 *local,
                 Arc::clone(&shared),
             )));
@@ -340,6 +340,49 @@ impl Transports {
             Protocol::Tcp => self.shared.tcp_listen.iter().find(same_family),
         }
         .copied()
+    }
+
+    /// A count of the times the UDP socket that receives what `dest`
+    /// answers has been drained by its receive loop: the socket bound to
+    /// `local` when given (where a request came in, so where the ACK for
+    /// its response comes), else the one requests to `dest` are sent from
+    /// (where their responses come). It changes each time the loop has
+    /// read everything that was queued in the socket and handed it on, and
+    /// stays the same while the loop is behind; compare two readings to
+    /// know whether every datagram that arrived before the first has been
+    /// read. `None` over TCP (nothing is retransmitted) or when there is no
+    /// such socket.
+    pub fn receive_drains(&self, local: Option<SocketAddr>, dest: &Destination) -> Option<u32> {
+        Some(self.receive_socket(local, dest)?.drains())
+    }
+
+    /// Whether that socket (see [`Transports::receive_drains`]) has read
+    /// every datagram that arrived before its count was `drains`: the count
+    /// moved since, or the receive loop waits for readiness with nothing
+    /// queued (an idle socket is drained; this costs one `ioctl`). False
+    /// while the loop is behind. True when there is no such socket.
+    pub fn drained_since(
+        &self,
+        local: Option<SocketAddr>,
+        dest: &Destination,
+        drains: u32,
+    ) -> bool {
+        self.receive_socket(local, dest)
+            .map_or(true, |endpoint| endpoint.drained_since(drains))
+    }
+
+    fn receive_socket(
+        &self,
+        local: Option<SocketAddr>,
+        dest: &Destination,
+    ) -> Option<&Arc<udp::UdpEndpoint>> {
+        if dest.protocol != Protocol::Udp {
+            return None;
+        }
+        match local {
+            Some(local) => self.shared.udp_socket_for(local),
+            None => self.shared.udp_socket_for_family(dest.addr),
+        }
     }
 
     /// Counters of this transport.

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -39,6 +39,12 @@ pub(crate) struct UdpEndpoint {
     pub(crate) socket: Arc<UdpSocket>,
     outbox: Mutex<Vec<(Bytes, SocketAddr)>>,
     wake: Notify,
+    /// How many times the receive loop has found the socket drained (see
+    /// [`UdpEndpoint::drains`]).
+    drains: AtomicU32,
+    /// The receive loop waits for readiness: it read everything queued
+    /// then (see [`UdpEndpoint::drained_since`]).
+    parked: AtomicBool,
 }
 
 impl UdpEndpoint {
@@ -47,7 +53,35 @@ impl UdpEndpoint {
             socket: Arc::new(socket),
             outbox: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            drains: AtomicU32::new(0),
+            parked: AtomicBool::new(false),
         })
+    }
+
+    /// A count (wrapping) of the times the socket's receive loop found it
+    /// drained, bumped once every datagram read before was handed on: a
+    /// value that differs from one read earlier means that everything that
+    /// arrived before that earlier reading has been read since. It stays
+    /// the same while the loop is behind (each `recvmmsg` fills its batch).
+    pub(crate) fn drains(&self) -> u32 {
+        self.drains.load(Ordering::Relaxed)
+    }
+
+    /// Whether every datagram that arrived before [`UdpEndpoint::drains`]
+    /// read `drains` has been read since: the count moved, or it did not
+    /// because the loop has had nothing to read (it waits for readiness and
+    /// the socket holds no datagram: one `FIONREAD`, only in that case).
+    /// False while the loop is behind, and while it waits but a datagram
+    /// is queued (it has not run yet, e.g. after a stall).
+    pub(crate) fn drained_since(&self, drains: u32) -> bool {
+        if self.drains() != drains {
+            return true;
+        }
+        if !self.parked.load(Ordering::Relaxed) {
+            return false;
+        }
+        // A datagram of zero octets reads as none: it is never SIP.
+        rustix::io::ioctl_fionread(&*self.socket).map_or(true, |queued| queued == 0)
     }
 
     /// Queues `data` for `to`; gives it back when the outbox is full (the
@@ -339,11 +373,22 @@ fn ip_source(addr: &SockaddrStorage) -> Option<SocketAddr> {
 /// ready run ([`YieldToReady`]), so the layers above can work off what it
 /// handed them before it reads more.
 ///
+/// Each time it finds the socket drained, once the datagrams read before
+/// are handed on, the loop bumps the socket's [`UdpEndpoint::drains`]:
+/// the transaction layer holds back a retransmission while the socket has
+/// not been drained since the message was last sent, as the answer may be
+/// among the datagrams still queued.
+///
 /// (Reading again directly after every batch that found datagrams, instead
 /// of asking epoll, was tried: at 5,500 calls/s under `scripts/load -Q 0.5`
 /// it made twice the `recvmmsg` calls, most of them finding nothing, and
 /// more `sendmmsg` calls of smaller batches, for the same CPU per call.)
-pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn receive_loop(
+    endpoint: Arc<UdpEndpoint>,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let sock = &endpoint.socket;
     let max = shared.config.limits.max_message_size;
     let mut shutdown = shared.shutdown.clone();
     // Made once, not for each wait: a new `wait_for` in every `select!`
@@ -355,7 +400,7 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
     let mut slots = RecvSlots::new(max.saturating_add(1), local);
     loop {
         let read = sock.try_io(Interest::READABLE, || {
-            if slots.recv(&*sock)? < RECV_BATCH {
+            if slots.recv(&**sock)? < RECV_BATCH {
                 // Drained: let tokio clear the readiness.
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -381,6 +426,11 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
             on_received(&slots, r, local, &shared).await;
         }
         if drained {
+            // Everything that arrived before the read is handed on: the
+            // transaction layer's retransmission timers go by this (see
+            // `UdpEndpoint::drains`).
+            endpoint.drains.fetch_add(1, Ordering::Relaxed);
+            endpoint.parked.store(true, Ordering::Relaxed);
             tokio::select! {
                 r = sock.readable() => {
                     if let Err(e) = r {
@@ -390,6 +440,7 @@ pub(crate) async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, shared
                 }
                 _ = &mut down => break,
             }
+            endpoint.parked.store(false, Ordering::Relaxed);
         } else {
             YieldToReady::default().await;
             if *shared.shutdown.borrow() {
@@ -512,7 +563,7 @@ mod tests {
 
     use super::*;
     use crate::sip::Limits;
-    use crate::transport::{Inbound, ListenAddr, TransportConfig, Transports};
+    use crate::transport::{Destination, Inbound, ListenAddr, TransportConfig, Transports};
 
     fn options(call_id: &str) -> String {
         format!(
@@ -765,6 +816,86 @@ mod tests {
         assert_eq!(m.messages_delivered.load(Ordering::Relaxed), BURST as u64);
         let batches = m.udp_recv_batches.load(Ordering::Relaxed) as usize;
         assert_eq!(batches, BURST.div_ceil(RECV_BATCH), "{batches} batches");
+        t.shutdown().await;
+    }
+
+    /// The drain count moves only once the loop has read everything that
+    /// was queued: a backlog of 100 datagrams read in batches of 32, 32,
+    /// 32 and 4 is one drain, at the end.
+    #[tokio::test]
+    async fn the_drain_count_moves_once_a_backlog_is_read() {
+        const BACKLOG: usize = 100;
+        let (t, mut rx) = transports("udp:127.0.0.1:0", TransportConfig::default()).await;
+        let server = t.local_addrs()[0].addr;
+        let client = std_socket("127.0.0.1:0").unwrap();
+        let dest = Destination::udp(client.local_addr().unwrap());
+        assert_eq!(t.receive_drains(None, &Destination::tcp(dest.addr)), None);
+        assert_eq!(t.receive_drains(Some(dest.addr), &dest), None, "not ours");
+        // Warm up: one datagram read, the loop waits for the next.
+        client.send_to(options("warm").as_bytes(), server).unwrap();
+        rx.recv().await.unwrap();
+        let warm = t.receive_drains(None, &dest).unwrap();
+        assert_eq!(t.receive_drains(Some(server), &dest), Some(warm));
+        // Queued before the loop runs again.
+        for i in 0..BACKLOG {
+            client
+                .send_to(options(&format!("q{i}")).as_bytes(), server)
+                .unwrap();
+        }
+        assert_eq!(t.receive_drains(None, &dest), Some(warm));
+        for _ in 0..BACKLOG {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("datagram lost")
+                .unwrap();
+        }
+        // The loop bumps the count right after handing on its last batch.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while t.receive_drains(None, &dest) == Some(warm) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("drained");
+        // Three full batches, then one short: one drain.
+        let drained = warm.wrapping_add(1);
+        assert_eq!(t.receive_drains(None, &dest), Some(drained));
+        assert!(t.drained_since(None, &dest, warm));
+        let batches = t.metrics().udp_recv_batches.load(Ordering::Relaxed);
+        assert_eq!(batches, 1 + BACKLOG.div_ceil(RECV_BATCH) as u64);
+        t.shutdown().await;
+    }
+
+    /// An idle socket counts as drained without its count moving; one
+    /// with a datagram its loop has not read yet does not.
+    #[tokio::test]
+    async fn an_idle_socket_is_drained_and_one_with_a_datagram_waiting_is_not() {
+        let (t, mut rx) = transports("udp:127.0.0.1:0", TransportConfig::default()).await;
+        let server = t.local_addrs()[0].addr;
+        let client = std_socket("127.0.0.1:0").unwrap();
+        let dest = Destination::udp(client.local_addr().unwrap());
+        client.send_to(options("first").as_bytes(), server).unwrap();
+        rx.recv().await.unwrap();
+        // Let the loop finish its turn and wait for readiness.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let idle = t.receive_drains(None, &dest).unwrap();
+        assert!(t.drained_since(None, &dest, idle), "idle: nothing to read");
+        // Queued; the loop has not run since.
+        client
+            .send_to(options("second").as_bytes(), server)
+            .unwrap();
+        assert_eq!(t.receive_drains(None, &dest), Some(idle));
+        assert!(!t.drained_since(None, &dest, idle), "a datagram waits");
+        rx.recv().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_ne!(t.receive_drains(None, &dest), Some(idle));
+        assert!(t.drained_since(None, &dest, idle));
+        // Over TCP nothing is ever held back.
+        assert!(t.drained_since(None, &Destination::tcp(dest.addr), idle));
         t.shutdown().await;
     }
 
