@@ -949,6 +949,13 @@ fn a_stop_after_an_overload_keeps_to_the_drain_time() {
     // The callee: a socket that never reads (its INVITEs are retransmitted).
     let _callee = UdpSocket::bind(("127.0.0.1", rig.uas_port)).unwrap();
     let caller = UdpUa::new(rig.daemon().addr("udp", false));
+    // Room for the 100 Tryings of every call: they come within
+    // milliseconds of each other, 200 ms after the INVITEs, and one lost
+    // would leave this test waiting for Timer B (a default buffer of ~200
+    // KiB holds fewer than a hundred while this thread is descheduled).
+    socket2::SockRef::from(&caller.sock)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
     for i in 0..calls {
         caller.send(invite(ROUTED, &caller, i).as_bytes());
     }
