@@ -76,17 +76,78 @@ struct Meta {
 
 /// A server transaction waiting for the call's answer.
 #[derive(Debug)]
-struct OpenServer {
+struct OpenServer<T = ServerTransaction> {
     leg: Leg,
     seq: u32,
     method: Method,
-    tx: ServerTransaction,
+    tx: T,
+}
+
+/// The server transactions of a call waiting for its answers: two in
+/// place (the INVITE's and one more: its CANCEL, a BYE), more in a list
+/// (re-INVITEs and the like), so a call needs no list of its own.
+#[derive(Debug)]
+struct Servers<T = ServerTransaction> {
+    inline: [Option<OpenServer<T>>; 2],
+    more: Vec<OpenServer<T>>,
+}
+
+impl<T> Default for Servers<T> {
+    fn default() -> Self {
+        Servers {
+            inline: [None, None],
+            more: Vec::new(),
+        }
+    }
+}
+
+impl<T> Servers<T> {
+    fn push(&mut self, server: OpenServer<T>) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(server),
+            None => self.more.push(server),
+        }
+    }
+
+    fn is(s: &OpenServer<T>, leg: Leg, seq: u32, method: &Method) -> bool {
+        s.leg == leg && s.seq == seq && s.method == *method
+    }
+
+    /// The transaction of request `seq` `method` received on `leg`.
+    fn get(&self, leg: Leg, seq: u32, method: &Method) -> Option<&OpenServer<T>> {
+        self.inline
+            .iter()
+            .flatten()
+            .chain(&self.more)
+            .find(|s| Self::is(s, leg, seq, method))
+    }
+
+    /// [`Servers::get`], taken out.
+    fn take(&mut self, leg: Leg, seq: u32, method: &Method) -> Option<OpenServer<T>> {
+        if let Some(slot) = self
+            .inline
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(|s| Self::is(s, leg, seq, method)))
+        {
+            return slot.take();
+        }
+        let i = self
+            .more
+            .iter()
+            .position(|s| Self::is(s, leg, seq, method))?;
+        Some(self.more.swap_remove(i))
+    }
+
+    fn clear(&mut self) {
+        self.inline = [None, None];
+        self.more.clear();
+    }
 }
 
 #[derive(Debug)]
 struct State {
     call: Call,
-    servers: Vec<OpenServer>,
+    servers: Servers,
     scheduled: Option<Instant>,
     meta: Meta,
     /// Frees the concurrent-call slot when the call is dropped.
@@ -797,9 +858,7 @@ impl Inner {
             span,
         };
         let invite_seq = call.invite_seq();
-        // Room for the INVITE's and one more (its CANCEL, the BYE) without
-        // growing the list.
-        let mut servers = Vec::with_capacity(2);
+        let mut servers = Servers::default();
         servers.push(OpenServer {
             leg: Leg::Inbound,
             seq: invite_seq,
@@ -868,9 +927,7 @@ impl Inner {
                 if request.method == Method::Ack {
                     // The ACK ends the 2xx retransmissions of that INVITE.
                     if let Some(seq) = seq {
-                        st.servers.retain(|s| {
-                            !(s.leg == leg && s.seq == seq && s.method == Method::Invite)
-                        });
+                        while st.servers.take(leg, seq, &Method::Invite).is_some() {}
                     }
                 }
                 st.call.on_request(leg, request, now, actions);
@@ -1046,20 +1103,15 @@ fn resolve_actions(st: &mut State, effects: &mut Effects) {
                 method,
                 response,
             } => {
-                let found = st
-                    .servers
-                    .iter()
-                    .position(|s| s.leg == *leg && s.seq == *seq && s.method == *method);
-                match found {
-                    Some(i) => {
-                        let keep = response.status.is_provisional()
-                            || (response.status.is_success() && *method == Method::Invite);
-                        Route::Server(if keep {
-                            st.servers[i].tx.clone()
-                        } else {
-                            st.servers.swap_remove(i).tx
-                        })
-                    }
+                let keep = response.status.is_provisional()
+                    || (response.status.is_success() && *method == Method::Invite);
+                let tx = if keep {
+                    st.servers.get(*leg, *seq, method).map(|s| s.tx.clone())
+                } else {
+                    st.servers.take(*leg, *seq, method).map(|s| s.tx)
+                };
+                match tx {
+                    Some(tx) => Route::Server(tx),
                     None => {
                         tracing::debug!(
                             status = response.status.as_u16(),
@@ -1077,8 +1129,7 @@ fn resolve_actions(st: &mut State, effects: &mut Effects) {
             // (Accepted passes 2xx retransmissions of the TU).
             Action::Retransmit { leg, seq, .. } => st
                 .servers
-                .iter()
-                .find(|s| s.leg == *leg && s.seq == *seq && s.method == Method::Invite)
+                .get(*leg, *seq, &Method::Invite)
                 .map_or(Route::Drop, |s| Route::Server(s.tx.clone())),
         };
         routes.push(route);
@@ -1222,7 +1273,55 @@ async fn timer_task(weak: Weak<Inner>) {
 mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
 
-    use super::CallNumberHasher;
+    use super::{CallNumberHasher, Leg, Method, OpenServer, Servers};
+
+    fn open(leg: Leg, seq: u32, method: Method, tx: u32) -> OpenServer<u32> {
+        OpenServer {
+            leg,
+            seq,
+            method,
+            tx,
+        }
+    }
+
+    #[test]
+    fn open_servers_are_found_by_leg_cseq_and_method_in_place_or_beyond() {
+        let mut s = Servers::default();
+        s.push(open(Leg::Inbound, 1, Method::Invite, 10));
+        s.push(open(Leg::Inbound, 2, Method::Bye, 20));
+        // Beyond the two in place.
+        s.push(open(Leg::Outbound, 5, Method::Invite, 30));
+        s.push(open(Leg::Outbound, 6, Method::Info, 40));
+        assert_eq!(
+            s.get(Leg::Inbound, 1, &Method::Invite).map(|o| o.tx),
+            Some(10)
+        );
+        assert_eq!(
+            s.get(Leg::Outbound, 6, &Method::Info).map(|o| o.tx),
+            Some(40)
+        );
+        assert!(s.get(Leg::Inbound, 1, &Method::Cancel).is_none());
+        assert!(s.get(Leg::Outbound, 1, &Method::Invite).is_none());
+        assert_eq!(
+            s.take(Leg::Inbound, 2, &Method::Bye).map(|o| o.tx),
+            Some(20)
+        );
+        assert!(s.take(Leg::Inbound, 2, &Method::Bye).is_none());
+        assert_eq!(
+            s.take(Leg::Outbound, 5, &Method::Invite).map(|o| o.tx),
+            Some(30)
+        );
+        // A freed place is used again.
+        s.push(open(Leg::Inbound, 3, Method::Cancel, 50));
+        assert!(s.more.len() == 1 && s.inline.iter().all(Option::is_some));
+        assert_eq!(
+            s.get(Leg::Inbound, 3, &Method::Cancel).map(|o| o.tx),
+            Some(50)
+        );
+        s.clear();
+        assert!(s.get(Leg::Inbound, 1, &Method::Invite).is_none());
+        assert!(s.get(Leg::Outbound, 6, &Method::Info).is_none());
+    }
 
     #[test]
     fn call_numbers_hash_apart_in_low_and_high_bits() {
