@@ -234,8 +234,10 @@ pub struct ServerEvent {
 /// transactions of a call).
 #[derive(Debug)]
 pub struct ClientEvent {
-    /// Which transaction (its method tells an INVITE from its CANCEL).
-    pub key: ClientKey,
+    /// Which transaction (its method tells an INVITE from its CANCEL):
+    /// the key the layer's table holds, shared rather than copied into
+    /// every event.
+    pub key: Arc<ClientKey>,
     /// What happened.
     pub event: ClientEventKind,
 }
@@ -835,13 +837,15 @@ impl TransactionLayer {
 
     /// Like [`TransactionLayer::send_request`], with the events going to a
     /// channel of the caller's (e.g. one per call for all its transactions).
-    /// Started when called, as [`TransactionLayer::send_request`].
+    /// Started when called, as [`TransactionLayer::send_request`]. The
+    /// key returned (and carried by every [`ClientEvent`]) is the one the
+    /// layer's table holds.
     pub fn send_request_with(
         &self,
         request: Request,
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
-    ) -> impl Future<Output = Result<ClientKey, TxError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Arc<ClientKey>, TxError>> + Send + 'static {
         finish_with(self.inner.start_client(request, dest, events))
     }
 
@@ -959,7 +963,7 @@ impl TransactionLayer {
 /// A client transaction started by [`TransactionLayer::send_request`].
 #[derive(Debug)]
 pub struct ClientTransaction {
-    key: ClientKey,
+    key: Arc<ClientKey>,
     events: mpsc::Receiver<ClientEvent>,
     layer: TransactionLayer,
 }
@@ -1051,7 +1055,7 @@ impl Inner {
         request: Request,
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
-    ) -> Result<(ClientKey, Option<Deferred>), TxError> {
+    ) -> Result<(Arc<ClientKey>, Option<Deferred>), TxError> {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
         }
@@ -1093,7 +1097,7 @@ impl Inner {
                 debug!(branch = key.branch(), method = %key.method(), %dest, "client transaction");
             }
         }
-        let key_out = ClientKey::clone(&key);
+        let key_out = Arc::clone(&key);
         let ctx = ClientCtx {
             key,
             id,
@@ -1383,7 +1387,7 @@ impl Inner {
                     TuEvent::Ack(_) => return,
                 };
                 let event = ClientEvent {
-                    key: ClientKey::clone(key),
+                    key: Arc::clone(key),
                     event,
                 };
                 deliver(&self.metrics, &ctx.events, event, droppable);
@@ -1395,7 +1399,7 @@ impl Inner {
                     entry.release(&self.wheel);
                 }
                 let event = ClientEvent {
-                    key: ClientKey::clone(key),
+                    key: Arc::clone(key),
                     event: ClientEventKind::Terminated,
                 };
                 deliver(&self.metrics, &ctx.events, event, false);
@@ -2514,7 +2518,8 @@ mod tests {
             .await
             .unwrap();
         let ev = tb.recv().await.unwrap();
-        assert_eq!(ev.key, *tb.key());
+        assert_eq!(*ev.key, *tb.key());
+        assert!(Arc::ptr_eq(&ev.key, &tb.key), "the table's key, shared");
         assert!(matches!(ev.event, ClientEventKind::Response(ref r) if r.status.as_u16() == 200));
         assert!(ta.events.try_recv().is_err());
         // Retransmitted final: absorbed in Completed.
