@@ -206,6 +206,9 @@ struct Effects {
     routes: Vec<Route>,
 }
 
+/// What a step leaves: its effects, and the CDR line of a call it ended.
+type Done = (Effects, Option<Vec<u8>>);
+
 /// Where an action goes.
 enum Route {
     /// Through this server transaction (a response, our 2xx again).
@@ -388,9 +391,8 @@ impl B2bua {
                 let to_tag = to_tag_of(&request);
                 let found = self.inner.find(&request, to_tag.as_deref());
                 if let Some((entry, leg)) = found {
-                    self.inner
-                        .step(&entry, Input::Request(leg, request, None))
-                        .await;
+                    let done = self.inner.run(&entry, Input::Request(leg, request, None));
+                    self.inner.carry_out(&entry, done).await;
                 }
                 None
             }
@@ -406,9 +408,8 @@ impl B2bua {
                 if let Some((id, leg)) = leg {
                     match self.inner.entry(id) {
                         Some(entry) => {
-                            self.inner
-                                .step(&entry, Input::Response(leg, response))
-                                .await;
+                            let done = self.inner.run(&entry, Input::Response(leg, response));
+                            self.inner.carry_out(&entry, done).await;
                         }
                         // Our INVITE, but its call is gone.
                         None => {
@@ -622,8 +623,8 @@ impl Inner {
         }
         match self.find(&sr.request, to_tag.as_deref()) {
             Some((entry, leg)) => {
-                self.step(&entry, Input::Request(leg, sr.request, Some(sr.tx)))
-                    .await;
+                let done = self.run(&entry, Input::Request(leg, sr.request, Some(sr.tx)));
+                self.carry_out(&entry, done).await;
             }
             None => {
                 // RFC 3261 §12.2.2 / §9.2: no such dialog or transaction.
@@ -889,9 +890,19 @@ impl Inner {
     }
 
     /// Runs `input` through the call, then carries out what it asked for,
-    /// feeding send failures back in.
+    /// feeding send failures back in. Callers with a message in hand call
+    /// [`Inner::run`] and [`Inner::carry_out`] themselves instead: the
+    /// message then goes into the call before any future is made, and is
+    /// not copied into one.
     async fn step(self: &Arc<Self>, entry: &Arc<Entry>, input: Input) {
-        let (effects, record) = self.run(entry, input);
+        let done = self.run(entry, input);
+        self.carry_out(entry, done).await;
+    }
+
+    /// Carries out what a step asked for (and its CDR), feeding send
+    /// failures back in.
+    async fn carry_out(self: &Arc<Self>, entry: &Arc<Entry>, done: Done) {
+        let (effects, record) = done;
         // Send failures come back as inputs, in order; usually there are
         // none (and then nothing is allocated).
         let mut failed = self.execute(entry, effects).await;
@@ -905,7 +916,7 @@ impl Inner {
 
     /// Runs `input` through the locked call: the effects to carry out once
     /// it is unlocked, and its CDR line if the call is over.
-    fn run(&self, entry: &Entry, input: Input) -> (Effects, Option<Vec<u8>>) {
+    fn run(&self, entry: &Entry, input: Input) -> Done {
         let mut st = entry.lock();
         let st = &mut *st;
         let span = st.meta.span.clone();
@@ -963,35 +974,39 @@ impl Inner {
     /// Carries out effects; returns the inputs their failures produce.
     async fn execute(self: &Arc<Self>, entry: &Arc<Entry>, mut effects: Effects) -> Vec<Input> {
         let mut failures = Vec::new();
-        let Effects { actions, routes } = &mut effects;
-        for (action, route) in actions.drain(..).zip(routes.drain(..)) {
-            match (action, route) {
-                (
-                    Action::Respond { response, .. } | Action::Retransmit { response, .. },
-                    Route::Server(tx),
-                ) => {
-                    if let Err(e) = tx.respond(response).await {
-                        tracing::debug!(call = entry.id, error = %e, "response not sent");
+        {
+            let Effects { actions, routes } = &mut effects;
+            let mut routes = routes.drain(..);
+            for action in actions.drain(..) {
+                // One route per action, by construction; each kind of
+                // action has its kind of route (anything else is Drop).
+                let Some(route) = routes.next() else { break };
+                match action {
+                    Action::Respond { response, .. } | Action::Retransmit { response, .. } => {
+                        let Route::Server(tx) = route else { continue };
+                        if let Err(e) = tx.respond(response).await {
+                            tracing::debug!(call = entry.id, error = %e, "response not sent");
+                        }
+                    }
+                    Action::Request { leg, seq, request } => {
+                        let Route::Peer(dest) = route else { continue };
+                        let method = request.method.clone();
+                        if let Err(e) = self
+                            .txn
+                            .send_request_with(request, dest, self.client_events.clone())
+                            .await
+                        {
+                            tracing::debug!(call = entry.id, error = %e, "request not sent");
+                            failures.push(Input::Failed(leg, method, seq));
+                        }
+                    }
+                    Action::Ack { bytes, .. } => {
+                        let Route::Peer(dest) = route else { continue };
+                        if let Err(e) = self.transports.send_bytes(bytes, &dest).await {
+                            tracing::debug!(call = entry.id, error = %e, "ACK not sent");
+                        }
                     }
                 }
-                (Action::Request { leg, seq, request }, Route::Peer(dest)) => {
-                    let method = request.method.clone();
-                    if let Err(e) = self
-                        .txn
-                        .send_request_with(request, dest, self.client_events.clone())
-                        .await
-                    {
-                        tracing::debug!(call = entry.id, error = %e, "request not sent");
-                        failures.push(Input::Failed(leg, method, seq));
-                    }
-                }
-                (Action::Ack { bytes, .. }, Route::Peer(dest)) => {
-                    if let Err(e) = self.transports.send_bytes(bytes, &dest).await {
-                        tracing::debug!(call = entry.id, error = %e, "ACK not sent");
-                    }
-                }
-                // Routes are picked per kind of action: the rest is Drop.
-                _ => {}
             }
         }
         scratch::give_effects(effects);
@@ -1226,7 +1241,8 @@ async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<Client
             }
             ClientEventKind::Terminated => continue,
         };
-        inner.step(&entry, input).await;
+        let done = inner.run(&entry, input);
+        inner.carry_out(&entry, done).await;
     }
 }
 
