@@ -6,9 +6,11 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::bytestr::ByteStr;
-use super::grammar::{find_byte, is_wsp, quote_escape, quoted_string, sws, token, unquote};
+use super::grammar::{
+    find_byte, is_token, is_wsp, quote_escape, quoted_string, sws, token, unquote,
+};
 use super::params::{find_semi, parse_semi, skip_semi, Params};
-use super::uri::{Uri, UriShape};
+use super::uri::{common_sip_uri, Uri, UriShape};
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +92,17 @@ impl NameAddr {
         i: &'a [u8],
     ) -> Result<(Option<NameAddr>, UriShape, &'a [u8]), &'static str> {
         let (i, _) = sws(i).map_err(|_| "malformed address")?;
+        if !KEEP {
+            if let Some(rest) = common_address(i) {
+                // Only the header parameters are left, read as below.
+                let (rest, _) = sws(skip_semi(rest)?).map_err(|_| "malformed address")?;
+                let shape = UriShape {
+                    sip: true,
+                    headers: false,
+                };
+                return Ok((None, shape, rest));
+            }
+        }
         let (display_name, angle) = match i.first() {
             Some(b'"') => {
                 let (rest, q) = quoted_string(i).map_err(|_| "unterminated quoted display name")?;
@@ -291,6 +304,28 @@ impl NameAddr {
     }
 }
 
+/// The common shape of an address, checked in one pass:
+/// `[token 1*SP] <sip:user@host[:port]>` or `sip:user@host[:port]` (see
+/// [`common_sip_uri`]), the addr-spec followed by `;`, `,` or nothing;
+/// the rest after it (the header parameters and what follows). `None` for
+/// any other shape, which [`NameAddr::scan_one`] reads in full. Every
+/// address it takes, the full reading takes with the same rest (a proptest
+/// compares them).
+#[inline]
+fn common_address(i: &[u8]) -> Option<&[u8]> {
+    let n = i.iter().position(|&c| !is_token(c)).unwrap_or(i.len());
+    let after = &i[n..];
+    let sp = after.iter().position(|&c| c != b' ').unwrap_or(after.len());
+    if after.get(sp) == Some(&b'<') && (n == 0 || sp > 0) {
+        // name-addr: the URI ends at its `>`.
+        let rest = common_sip_uri(&after[sp + 1..])?;
+        return rest.strip_prefix(b">");
+    }
+    // addr-spec: the URI ends at the first `;`, `,` or white space.
+    let rest = common_sip_uri(i)?;
+    matches!(rest.first(), None | Some(b';') | Some(b',')).then_some(rest)
+}
+
 pub(crate) fn saturating_u32(s: &[u8]) -> Option<u32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
@@ -383,6 +418,50 @@ mod tests {
         assert_eq!(tag("<sip:a@b;tag=1>"), Some(None));
         assert_eq!(tag("sip:a@b;tag"), Some(None));
         assert_eq!(tag("<sip:a@b>;tag=1, <sip:c@d>"), None);
+    }
+
+    #[test]
+    fn common_addresses_take_the_short_path_with_the_full_verdicts() {
+        let rest = |s: &'static str| common_address(s.as_bytes());
+        assert_eq!(
+            rest("sipp <sip:sipp@127.0.0.1:5061>;tag=1"),
+            Some(&b";tag=1"[..])
+        );
+        assert_eq!(rest("<sip:service@example.com>"), Some(&b""[..]));
+        assert_eq!(rest("sip:sipp@127.0.0.1:5061"), Some(&b""[..]));
+        assert_eq!(rest("sip:a@b;x, sip:c@d"), Some(&b";x, sip:c@d"[..]));
+        // Other shapes go the long way: escapes, a quoted or missing-space
+        // display name, other schemes, white space after an addr-spec.
+        for s in [
+            "<sip:a%41@b>",
+            "\"A\" <sip:a@b>",
+            "a<sip:a@b>",
+            "a\t<sip:a@b>",
+            "<sips:a@b>",
+            "<sip:b>",
+            "sip:a@b ;tag=1",
+            "sip:a@b?h=v",
+            "<sip:a@b;lr>",
+            "<sip:a@b:99999>",
+            "<sip:a@1.2.3>",
+        ] {
+            assert_eq!(rest(s), None, "{s}");
+        }
+        // Whichever path, the verdicts are those of the parse.
+        for s in [
+            "sipp <sip:sipp@127.0.0.1:5061>;tag=1",
+            "sipp <sip:sipp@127.0.0.1:5061>;;",
+            "sip:a@b ;tag=1",
+            "<sip:a@b:99999>",
+            "<sip:a@[::1>]>",
+        ] {
+            let v = Bytes::from_static(s.as_bytes());
+            assert_eq!(
+                NameAddr::check_single(&v).map(|_| ()),
+                NameAddr::parse_single(&v).map(|_| ()),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -411,6 +411,7 @@ proptest! {
             "sip:", "sips:", "tel:", "urn:", "a", "b1", "@", ":", "5060", "1.2.3.4", "[::1]", "[2001:db8:::1]",
             "x.example", ".", "..", "%41", "%4", "?", "h=v", "&", ";", "lr", "tag=7", "=", "<", ">", ",", " ",
             "\t", "\"", "\"q r\"", "\"\u{e4}\"", "\u{e4}", "~", "*", "+1-201", "#", "/",
+            "sipp", "127.0.0.1", "'", "!", "example.com", "<sip:", "SIP:", "sip:alice@10.0.0.1:5060", "65536",
         ]), 0..14),
         u in uri(),
         name in prop::option::of("[ -~ä]{0,8}"),
@@ -450,6 +451,41 @@ proptest! {
                 "{:?}", value
             );
         }
+    }
+
+    #[test]
+    fn the_common_address_shape_is_checked_as_parsed(
+        name in prop::option::of("[a-z!%*_+`'~.-]{1,6}"),
+        spaces in "[ \t]{0,2}",
+        user in "[a-zA-Z0-9!~*'()%&=+$,;?/:@<> -]{0,8}",
+        host in prop::sample::select(vec![
+            "127.0.0.1", "10.0.0.255", "1.2.3", "1.2.3.4.5", "01.2.3.4", "256.1.1.1", "[::1]", "[::1", "[2001:db8:::1]",
+            "example.com", "a..b", "a.b.", "", "-", "h_1", "[::1>]",
+        ]),
+        port in prop::option::of("[0-9]{0,6}"),
+        angle in any::<bool>(),
+        after in prop::sample::select(vec![
+            "", ";tag=1", ";tag=1;x", " ;tag=1", ";", ";;", ",", ", sip:b@c", ">", ">;tag=2", "?h=v", ";tag=\"q\"", " ", "x",
+        ]),
+    ) {
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        let uri = format!("sip:{user}@{host}{port}");
+        let text = match (&name, angle) {
+            (Some(name), _) => format!("{name}{spaces}<{uri}>{after}"),
+            (None, true) => format!("<{uri}>{after}"),
+            (None, false) => format!("{uri}{after}"),
+        };
+        let value = Bytes::from(text);
+        prop_assert_eq!(
+            NameAddr::check_single(&value).map(|shape| shape.sip),
+            NameAddr::parse_single(&value).map(|na| matches!(na.uri, Uri::Sip(_))),
+            "{:?}", value
+        );
+        prop_assert_eq!(
+            NameAddr::check_each(&value),
+            NameAddr::parse_each(&value, |_| ()),
+            "{:?}", value
+        );
     }
 
     #[test]

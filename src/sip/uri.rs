@@ -244,6 +244,28 @@ fn scan_host_general(s: &[u8]) -> Result<(HostAt<'_>, &[u8]), UriError> {
     Ok((HostAt::Domain(h), rest))
 }
 
+/// The common shape of a SIP URI at the start of `s`, read in one pass:
+/// `sip:` then a user part of alphanumerics and `-_.!~*'` (no escapes),
+/// `@`, a host and an optional port (read by [`scan_host`] and
+/// [`parse_port`], as always); the rest after the port. `None` for any
+/// other shape. Whatever follows, the URI ends there when the next
+/// character is none of the user, host and port characters; [`Uri::scan`]
+/// accepts every URI of this shape so ended (a proptest compares them).
+#[inline]
+pub(crate) fn common_sip_uri(s: &[u8]) -> Option<&[u8]> {
+    let r = s.strip_prefix(b"sip:")?;
+    let n = r
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || b"-_.!~*'".contains(&c)))
+        .unwrap_or(r.len());
+    if n == 0 || r.get(n) != Some(&b'@') {
+        return None;
+    }
+    let (_, r) = scan_host(&r[n + 1..]).ok()?;
+    let (_, r) = parse_port(r).ok()?;
+    Some(r)
+}
+
 /// Parses `:port` if present.
 pub(crate) fn parse_port(s: &[u8]) -> Result<(Option<u16>, &[u8]), UriError> {
     match s.strip_prefix(b":") {
