@@ -222,6 +222,8 @@ fn layer_config(daemon: &DaemonConfig) -> LayerConfig {
             t2: daemon.timers.t2,
             t4: daemon.timers.t4,
         },
+        // The B2BUA drops them: its calls keep their own timers.
+        terminated_events: false,
         ..LayerConfig::default()
     }
 }

@@ -163,6 +163,14 @@ pub struct LayerConfig {
     pub retransmit_2xx: bool,
     /// Told of each new request answered 503 because the TU queue is full.
     pub refusals: Option<Arc<dyn crate::transport::RefusalObserver>>,
+    /// Send [`ClientEventKind::Terminated`] when a client transaction ends
+    /// (on by default). A TU that keeps its own timers for what it sent
+    /// and has nothing to do when a transaction is gone (the B2BUA) turns
+    /// it off: each one is a send on its channel and a wake-up of its task,
+    /// two per call (Timers M and K), for an event it drops. The channel
+    /// of [`TransactionLayer::send_request`] still closes when its
+    /// transaction (and its CANCEL, if any) is gone.
+    pub terminated_events: bool,
 }
 
 impl Default for LayerConfig {
@@ -174,6 +182,7 @@ impl Default for LayerConfig {
             overload_retry_after: 5,
             retransmit_2xx: false,
             refusals: None,
+            terminated_events: true,
         }
     }
 }
@@ -252,7 +261,8 @@ pub enum ClientEventKind {
     Timeout,
     /// The transport could not send the request (treat as 503, §8.1.3.1).
     TransportError,
-    /// The transaction is gone; nothing more will come for this key.
+    /// The transaction is gone; nothing more will come for this key. Not
+    /// sent when [`LayerConfig::terminated_events`] is off.
     Terminated,
 }
 
@@ -1398,11 +1408,13 @@ impl Inner {
                 {
                     entry.release(&self.wheel);
                 }
-                let event = ClientEvent {
-                    key: Arc::clone(key),
-                    event: ClientEventKind::Terminated,
-                };
-                deliver(&self.metrics, &ctx.events, event, false);
+                if self.config.terminated_events {
+                    let event = ClientEvent {
+                        key: Arc::clone(key),
+                        event: ClientEventKind::Terminated,
+                    };
+                    deliver(&self.metrics, &ctx.events, event, false);
+                }
             }
         }
     }
@@ -3703,6 +3715,56 @@ mod tests {
         ));
         assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
         assert_eq!(layer.pending_timers(), 0);
+    }
+
+    /// Without `terminated_events` a TU's shared channel gets the
+    /// responses and timeouts but no `Terminated`; a transaction's own
+    /// channel still closes when it ends.
+    #[tokio::test(start_paused = true)]
+    async fn without_terminated_events_a_client_transaction_ends_silently() {
+        let (layer, _rx, _sink) = layer_with(LayerConfig {
+            terminated_events: false,
+            ..LayerConfig::default()
+        });
+        let (events, mut shared) = mpsc::channel(16);
+        let req = our_options("z9hG4bKquiet");
+        let key = layer
+            .send_request_with(req.clone(), peer(), events.clone())
+            .await
+            .unwrap();
+        let from = udp_source();
+        layer
+            .on_message(response(&req, 200, Some("x")).into(), from)
+            .await
+            .unwrap();
+        let ev = shared.recv().await.unwrap();
+        assert_eq!(*ev.key, *key);
+        assert!(matches!(ev.event, ClientEventKind::Response(_)));
+        // An unanswered one still times out (Timer F).
+        let lost = our_options("z9hG4bKlost");
+        layer
+            .send_request_with(lost, peer(), events.clone())
+            .await
+            .unwrap();
+        advance(Duration::from_secs(40)).await;
+        let ev = shared.recv().await.unwrap();
+        assert_eq!(ev.key.branch(), "z9hG4bKlost");
+        assert!(matches!(ev.event, ClientEventKind::Timeout));
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timers K and F");
+        assert!(shared.try_recv().is_err(), "no Terminated");
+        // A transaction's own channel closes with it.
+        let own = our_options("z9hG4bKown");
+        let mut tx = layer.send_request(own.clone(), peer()).await.unwrap();
+        layer
+            .on_message(response(&own, 200, Some("y")).into(), from)
+            .await
+            .unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        advance(Duration::from_secs(6)).await;
+        assert!(tx.recv().await.is_none(), "closed, without Terminated");
     }
 
     /// Bytes of a shared key: the `Arc`'s two counters and the key.
