@@ -19,6 +19,7 @@
 //! only once the data is on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -621,6 +622,38 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct CdrSink {
     tx: mpsc::Sender<Command>,
+    /// Buffers of lines the writer is done with, for the next lines.
+    spare: Arc<SpareLines>,
+}
+
+/// Line buffers handed back by the writer ([`CdrSink::line_buffer`]).
+#[derive(Debug, Default)]
+struct SpareLines(Mutex<Vec<Vec<u8>>>);
+
+impl SpareLines {
+    /// Buffers kept at most (a few hundred bytes each).
+    const KEPT: usize = 256;
+    /// A buffer that grew beyond this (a huge line) is not kept.
+    const MAX_LINE: usize = 4096;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut line: Vec<u8>) {
+        if line.capacity() > Self::MAX_LINE {
+            return;
+        }
+        line.clear();
+        let mut spare = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < Self::KEPT {
+            spare.push(line);
+        }
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -641,6 +674,13 @@ impl CdrSink {
             .send(Command::Record(Box::new(record)))
             .await
             .map_err(|_| CdrError::Closed)
+    }
+
+    /// An empty buffer for a line to [`CdrSink::write_line`]: one whose
+    /// line the writer has written, when there is one, so a steady stream
+    /// of lines allocates none.
+    pub fn line_buffer(&self) -> Vec<u8> {
+        self.spare.take()
     }
 
     /// Queue one record already formatted as its JSON line (by
@@ -697,16 +737,18 @@ impl CdrWriter {
             .await
             .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let spare = Arc::new(SpareLines::default());
         let task = Task {
             out: BufWriter::with_capacity(options.buffer_size, file),
             line: Vec::new(),
+            spare: Arc::clone(&spare),
             path: path.clone(),
             options,
             stats: WriterStats::default(),
         };
         let task = tokio::spawn(task.run(rx));
         Ok(CdrWriter {
-            sink: CdrSink { tx },
+            sink: CdrSink { tx, spare },
             task,
             path,
         })
@@ -745,6 +787,8 @@ struct Task {
     out: BufWriter<File>,
     /// The JSON line of the record being written, reused.
     line: Vec<u8>,
+    /// Where written lines' buffers go back to the sinks.
+    spare: Arc<SpareLines>,
     path: PathBuf,
     options: WriterOptions,
     stats: WriterStats,
@@ -772,6 +816,7 @@ impl Task {
             match cmd {
                 Some(cmd @ (Command::Record(_) | Command::Line(_))) => {
                     self.write(&cmd).await;
+                    self.recycle(cmd);
                     let now = Instant::now();
                     first.get_or_insert(now);
                     idle = now + self.options.idle_flush;
@@ -781,7 +826,10 @@ impl Task {
                     rx.close();
                     while let Some(cmd) = rx.recv().await {
                         match cmd {
-                            Command::Record(_) | Command::Line(_) => self.write(&cmd).await,
+                            Command::Record(_) | Command::Line(_) => {
+                                self.write(&cmd).await;
+                                self.recycle(cmd);
+                            }
                             Command::Shutdown(other) => {
                                 let _ = other.send(Err(CdrError::Closed));
                             }
@@ -821,6 +869,13 @@ impl Task {
                 tracing::error!(line = %start, path = %self.path.display(), error = %e,
                     "CDR write failed");
             }
+        }
+    }
+
+    /// Hands a written line's buffer back to the sinks.
+    fn recycle(&self, cmd: Command) {
+        if let Command::Line(line) = cmd {
+            self.spare.give(line);
         }
     }
 
@@ -1137,6 +1192,9 @@ mod tests {
         assert_eq!(stats.records, 100);
         let lines = read_lines(&path);
         assert_eq!(lines, (0..100).map(record).collect::<Vec<_>>());
+        // The written lines' buffers come back, empty, for the next lines.
+        let spare = sink.line_buffer();
+        assert!(spare.is_empty() && spare.capacity() > 0);
         assert!(matches!(
             sink.write_line(record(9).to_json_line()).await,
             Err(CdrError::Closed)

@@ -1056,7 +1056,7 @@ impl Inner {
             let _enter = st.meta.span.enter();
             tracing::debug!(status, reason = reason.as_str(), "call ended");
         }
-        self.cdr.as_ref()?;
+        let cdr = self.cdr.as_ref()?;
         let mut e164 = [0u8; E164_MAX];
         let line = CdrLine {
             call_id: call.inbound_call_id(),
@@ -1076,7 +1076,7 @@ impl Inner {
             status,
             reason,
         };
-        let mut out = Vec::new();
+        let mut out = cdr.line_buffer();
         line.write_json_line(&mut out);
         Some(out)
     }
