@@ -141,28 +141,22 @@ impl Headers {
     /// Checks the Contact header(s) as [`Headers::contacts`] does (the
     /// same errors) without collecting the addresses.
     pub(crate) fn check_contacts(&self) -> Result<(), HeaderError> {
-        let mut star = false;
-        let mut lines = 0;
-        for v in self.get_all(&HeaderName::Contact) {
-            lines += 1;
-            if trim(v) == b"*" {
-                star = true;
-            } else {
-                NameAddr::check_each(v).map_err(invalid(HeaderName::Contact))?;
-            }
-        }
-        if star && lines > 1 {
-            return Err(HeaderError::Invalid {
-                name: HeaderName::Contact,
-                reason: "* mixed with addresses",
-            });
-        }
-        Ok(())
+        self.contact_lines(|v| NameAddr::check_each(v)).map(|_| ())
     }
 
     /// Parses the Contact lines, handing each address to `f`: the number
     /// of lines and whether one was `*`, or the error of [`Headers::contacts`].
     fn scan_contacts(&self, mut f: impl FnMut(NameAddr)) -> Result<(usize, bool), HeaderError> {
+        self.contact_lines(|v| NameAddr::parse_each(v, &mut f))
+    }
+
+    /// Reads each Contact line that is not `*` with `line`: the number of
+    /// lines and whether one was `*`, or the first error (`*` with other
+    /// lines is one).
+    fn contact_lines(
+        &self,
+        mut line: impl FnMut(&Bytes) -> Result<(), &'static str>,
+    ) -> Result<(usize, bool), HeaderError> {
         let mut star = false;
         let mut lines = 0;
         for v in self.get_all(&HeaderName::Contact) {
@@ -170,7 +164,7 @@ impl Headers {
             if trim(v) == b"*" {
                 star = true;
             } else {
-                NameAddr::parse_each(v, &mut f).map_err(invalid(HeaderName::Contact))?;
+                line(v).map_err(invalid(HeaderName::Contact))?;
             }
         }
         if star && lines > 1 {
