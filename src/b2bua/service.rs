@@ -1057,7 +1057,7 @@ impl Inner {
             tracing::debug!(status, reason = reason.as_str(), "call ended");
         }
         let cdr = self.cdr.as_ref()?;
-        let mut e164 = [0u8; E164_MAX];
+        let mut e164 = [0u8; ids::E164_LEN];
         let line = CdrLine {
             call_id: call.inbound_call_id(),
             times: CallTimes {
@@ -1066,7 +1066,7 @@ impl Inner {
                 end,
             },
             caller: call.caller_uri(),
-            dialed: e164_text(st.meta.number, &mut e164),
+            dialed: ids::e164_text(st.meta.number, &mut e164),
             pbx: Some(&st.meta.pbx),
             target: Some(LineTarget {
                 kind: "external:",
@@ -1080,21 +1080,6 @@ impl Inner {
         line.write_json_line(&mut out);
         Some(out)
     }
-}
-
-/// Room for a number's E.164 text: `+` and the 20 digits of a `u64` at
-/// most.
-const E164_MAX: usize = 21;
-
-/// `number` as E.164 text (what [`Number::to_e164`] gives), written into
-/// `buf`.
-fn e164_text(number: Number, buf: &mut [u8; E164_MAX]) -> &str {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(number.as_u64()).as_bytes();
-    buf[0] = b'+';
-    buf[1..=digits.len()].copy_from_slice(digits);
-    // A `+` and ASCII digits.
-    std::str::from_utf8(&buf[..=digits.len()]).unwrap_or_default()
 }
 
 /// Where requests to the caller go: back over the flow its INVITE came on
