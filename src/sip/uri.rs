@@ -245,15 +245,21 @@ fn scan_host_general(s: &[u8]) -> Result<(HostAt<'_>, &[u8]), UriError> {
 }
 
 /// The common shape of a SIP URI at the start of `s`, read in one pass:
-/// `sip:` then a user part of alphanumerics and `-_.!~*'` (no escapes),
-/// `@`, a host and an optional port (read by [`scan_host`] and
-/// [`parse_port`], as always); the rest after the port. `None` for any
+/// `sip:` then [`common_hier`]; the rest after the port. `None` for any
 /// other shape. Whatever follows, the URI ends there when the next
 /// character is none of the user, host and port characters; [`Uri::scan`]
 /// accepts every URI of this shape so ended (a proptest compares them).
 #[inline]
 pub(crate) fn common_sip_uri(s: &[u8]) -> Option<&[u8]> {
-    let r = s.strip_prefix(b"sip:")?;
+    common_hier(s.strip_prefix(b"sip:")?).map(|(_, _, _, rest)| rest)
+}
+
+/// The common shape of what follows `sip:`: a user part of alphanumerics
+/// and `-_.!~*'` (no escapes, no password), `@`, a host and an optional
+/// port (read by [`scan_host`] and [`parse_port`], as always): the user,
+/// host, port and the rest. `None` for any other shape.
+#[inline]
+fn common_hier(r: &[u8]) -> Option<(&[u8], HostAt<'_>, Option<u16>, &[u8])> {
     let n = r
         .iter()
         .position(|&c| !(c.is_ascii_alphanumeric() || b"-_.!~*'".contains(&c)))
@@ -261,9 +267,9 @@ pub(crate) fn common_sip_uri(s: &[u8]) -> Option<&[u8]> {
     if n == 0 || r.get(n) != Some(&b'@') {
         return None;
     }
-    let (_, r) = scan_host(&r[n + 1..]).ok()?;
-    let (_, r) = parse_port(r).ok()?;
-    Some(r)
+    let (host, rest) = scan_host(&r[n + 1..]).ok()?;
+    let (port, rest) = parse_port(rest).ok()?;
+    Some((&r[..n], host, port, rest))
 }
 
 /// Parses `:port` if present.
@@ -338,6 +344,32 @@ impl SipUri {
     /// the same verdicts). Also tells whether it has URI headers.
     #[inline]
     fn scan<const KEEP: bool>(
+        src: &Bytes,
+        s: &[u8],
+        secure: bool,
+    ) -> Result<(Option<SipUri>, bool), UriError> {
+        // The common shape, `user@host[:port]` and nothing more, is read
+        // in one pass; [`SipUri::scan_general`] reads it the same way.
+        if let Some((user, host, port, rest)) = common_hier(s) {
+            if rest.is_empty() {
+                let uri = KEEP.then(|| SipUri {
+                    secure,
+                    // The user class is ASCII.
+                    user: Some(ByteStr::from_ascii(sub(src, user))),
+                    password: None,
+                    host: host.into_host(src),
+                    port,
+                    params: Params::new(),
+                    headers: Params::new(),
+                });
+                return Ok((uri, false));
+            }
+        }
+        Self::scan_general::<KEEP>(src, s, secure)
+    }
+
+    /// [`SipUri::scan`] for every shape.
+    fn scan_general<const KEEP: bool>(
         src: &Bytes,
         s: &[u8],
         secure: bool,
@@ -755,6 +787,32 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn the_common_shape_reads_as_the_general_grammar(
+            user in proptest::prop_oneof![
+                "[a-z0-9%!~*'-]{0,6}",
+                "[a-zA-Z0-9!~*'()%&=+$,;?/:@<> -]{0,8}",
+            ],
+            host in proptest::sample::select(vec![
+                "127.0.0.1", "1.2.3", "01.2.3.4", "[::1]", "[::1", "example.com", "a..b", "", "-",
+            ]),
+            port in proptest::option::of("[0-9]{0,6}"),
+            after in proptest::sample::select(vec!["", ";lr", "?h=v", ">", " ", "x", ":"]),
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let src = Bytes::from(format!("{user}@{host}{port}{after}"));
+            for secure in [false, true] {
+                proptest::prop_assert_eq!(
+                    SipUri::scan::<true>(&src, &src, secure),
+                    SipUri::scan_general::<true>(&src, &src, secure)
+                );
+                proptest::prop_assert_eq!(
+                    SipUri::scan::<false>(&src, &src, secure),
+                    SipUri::scan_general::<false>(&src, &src, secure)
+                );
+            }
+        }
+
         #[test]
         fn ipv4_agrees_with_std(parts in proptest::collection::vec("[0-9]{0,4}", 1..6)) {
             let text = parts.join(".");
