@@ -254,12 +254,15 @@ pub(crate) fn common_sip_uri(s: &[u8]) -> Option<&[u8]> {
     common_hier(s.strip_prefix(b"sip:")?).map(|(_, _, _, rest)| rest)
 }
 
+/// What [`common_hier`] reads: user, host, port and the rest.
+type CommonHier<'a> = (&'a [u8], HostAt<'a>, Option<u16>, &'a [u8]);
+
 /// The common shape of what follows `sip:`: a user part of alphanumerics
 /// and `-_.!~*'` (no escapes, no password), `@`, a host and an optional
 /// port (read by [`scan_host`] and [`parse_port`], as always): the user,
 /// host, port and the rest. `None` for any other shape.
 #[inline]
-fn common_hier(r: &[u8]) -> Option<(&[u8], HostAt<'_>, Option<u16>, &[u8])> {
+fn common_hier(r: &[u8]) -> Option<CommonHier<'_>> {
     let n = r
         .iter()
         .position(|&c| !(c.is_ascii_alphanumeric() || b"-_.!~*'".contains(&c)))
