@@ -470,9 +470,10 @@ impl Dialog {
         out.put_slice(body);
     }
 
-    /// Room [`Dialog::write_request`] takes at most for a Via of `via_len`
-    /// bytes, `extra` and `body` (the Request-URI and routes counted at
-    /// the length of the values they were read from, with room to spare).
+    /// Room to reserve for [`Dialog::write_request`] with a Via of
+    /// `via_len` bytes, `extra` and `body`: an estimate, not a bound (the
+    /// Request-URI is counted as the remote Contact's length, at least 64,
+    /// and each route as 96 bytes; longer ones make the buffer grow).
     pub fn request_len(
         &self,
         via_len: usize,
