@@ -244,9 +244,13 @@ pub struct Header {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<Header>, TypedCache);
 
-/// The typed values of the header fields read by the validator, the
-/// transaction layer and the B2BUA alike, each parsed on first access.
-/// Errors are kept too, so a field that does not parse is not re-parsed.
+/// The typed values of the header fields that several layers read, each
+/// parsed and kept on first access through a `*_ref` accessor. The request
+/// validator keeps the top Via and CSeq here, and an INVITE's From (the
+/// B2BUA reads it whole); To, and a non-INVITE's From, it only checks
+/// without keeping them (`check_to`, `check_from`), so they are parsed
+/// here only when a later layer reads them. Errors are kept too, so a
+/// field that does not parse is not re-parsed.
 #[derive(Default)]
 pub(crate) struct Typed {
     /// The top Via and where the rest of its line starts (see

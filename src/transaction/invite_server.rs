@@ -148,6 +148,7 @@ impl InviteServer {
                     transport_error_reported: self.transport_error_reported,
                     // The layer's to fill in (it knows the transport).
                     drains: 0,
+                    skipped: false,
                 })
             }
             _ => None,

@@ -281,7 +281,8 @@ pub enum ClientEventKind {
 ///   transport has not read everything that arrived since the previous
 ///   one went out is not sent (the ACK may be queued unread; counted in
 ///   `response_retransmissions_deferred`): the next one goes by the TU's
-///   schedule.
+///   schedule, and is sent drained or not (at most every other one is
+///   skipped).
 /// - Handle [`Incoming::Event`]: Timer H (no ACK), Timer Unanswered (the TU
 ///   left a request unanswered; an INVITE then got 408) and transport
 ///   errors of server transactions.
@@ -710,10 +711,13 @@ struct ServerCtx {
 /// timers: a slot and a timer hold a pointer, not a 48- or 80-byte key.
 /// The `u32` of a retransmission timer ([`Timer::retransmits`]) is the
 /// transport's receive drain count when the message it resends was last
-/// sent ([`TransportSink::receive_drains`]); 0 for the others.
+/// sent ([`TransportSink::receive_drains`]), the `u16` how many more times
+/// it may be held back ([`TimerConfig::deferrals_within`] its interval);
+/// 0 for the others. They fill what was the target's padding: still three
+/// words.
 enum TimerTarget {
-    Client(Arc<ClientKey>, u64, Timer, u32),
-    Server(Arc<ServerKey>, u64, Timer, u32),
+    Client(Arc<ClientKey>, u64, Timer, u32, u16),
+    Server(Arc<ServerKey>, u64, Timer, u32, u16),
 }
 
 /// A table of transactions: each slot holds its key's hash (see [`Slot`]).
@@ -1152,7 +1156,7 @@ impl Inner {
             // still fires (untracked, as any beyond `TRACKED_TIMERS`).
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
-                let target = TimerTarget::Client(Arc::clone(key), id, timer, 0);
+                let target = TimerTarget::Client(Arc::clone(key), id, timer, 0, 0);
                 wheel.schedule(after, target);
             });
             return;
@@ -1166,8 +1170,8 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            let drains = self.drains_at_send(timer, None, *dest);
-            let target = TimerTarget::Client(Arc::clone(key), id, timer, drains);
+            let (drains, holds) = self.resend_bounds(timer, after, None, *dest);
+            let target = TimerTarget::Client(Arc::clone(key), id, timer, drains, holds);
             timers.insert(wheel.schedule(after, target), timer);
         });
         let Some(linger) = machine.linger() else {
@@ -1381,7 +1385,7 @@ impl Inner {
             Action::Schedule(timer, after) => {
                 self.wheel.schedule(
                     after,
-                    TimerTarget::Client(Arc::clone(key), ctx.id, timer, 0),
+                    TimerTarget::Client(Arc::clone(key), ctx.id, timer, 0, 0),
                 );
             }
             Action::Deliver(event) => {
@@ -1649,7 +1653,7 @@ impl Inner {
             // See `arm_client`.
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
-                let target = TimerTarget::Server(Arc::clone(key), id, timer, 0);
+                let target = TimerTarget::Server(Arc::clone(key), id, timer, 0, 0);
                 wheel.schedule(after, target);
             });
             return;
@@ -1665,8 +1669,9 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
-            let drains = self.drains_at_send(timer, Some(source.local), *reply);
-            let target = TimerTarget::Server(Arc::clone(key), id, timer, drains);
+            let local = Some(source.local);
+            let (drains, holds) = self.resend_bounds(timer, after, local, *reply);
+            let target = TimerTarget::Server(Arc::clone(key), id, timer, drains, holds);
             timers.insert(wheel.schedule(after, target), timer);
         });
         if ack_key.is_some() || key.is_rfc2543() {
@@ -1677,7 +1682,7 @@ impl Inner {
         };
         if let ServerLinger::Accepted { drains, .. } = &mut linger {
             // The 2xx goes out after this step: the count at its send, for
-            // the TU's retransmissions of it (`ServerLinger::defers_2xx`).
+            // the TU's retransmissions of it (`ServerLinger::resend_2xx`).
             let now = self.sink.receive_drains(Some(source.local), *reply);
             *drains = now.unwrap_or(0);
         }
@@ -1707,16 +1712,19 @@ impl Inner {
                     ServerTx::Active(active) => active,
                     ServerTx::Lingering(l) => {
                         let (local, reply) = (Some(l.source.local), l.reply());
-                        if let Some(last) = l.linger.drains_at_2xx(response) {
-                            if !self.sink.drained_since(local, reply, *last) {
+                        if let Some((last, skipped)) = l.linger.resend_2xx(response) {
+                            if !*skipped && !self.sink.drained_since(local, reply, *last) {
                                 // The ACK may be queued unread; the TU's
                                 // next retransmission comes at its next
-                                // interval.
+                                // interval, and goes out whether or not
+                                // the receive side has drained by then.
+                                *skipped = true;
                                 TransactionMetrics::inc(
                                     &self.metrics.response_retransmissions_deferred,
                                 );
                                 return Ok(());
                             }
+                            *skipped = false;
                             *last = self.sink.receive_drains(local, reply).unwrap_or(0);
                         }
                         *actions = l.linger.on_tu_response(response)?;
@@ -1837,7 +1845,7 @@ impl Inner {
             Action::Schedule(timer, after) => {
                 self.wheel.schedule(
                     after,
-                    TimerTarget::Server(Arc::clone(key), ctx.id, timer, 0),
+                    TimerTarget::Server(Arc::clone(key), ctx.id, timer, 0, 0),
                 );
             }
             Action::Deliver(TuEvent::Ack(request)) => deliver(
@@ -1887,8 +1895,8 @@ impl Inner {
 
     fn fire(self: &Arc<Self>, timer_id: TimerId, target: TimerTarget) -> Option<Deferred> {
         match target {
-            TimerTarget::Client(key, id, timer, drains) => {
-                if timer.retransmits() && self.defer_client(timer_id, &key, id, timer, drains) {
+            TimerTarget::Client(key, id, timer, drains, holds) => {
+                if holds > 0 && self.defer_client(timer_id, &key, id, timer, (drains, holds)) {
                     return None;
                 }
                 let mut actions = Actions::default();
@@ -1898,8 +1906,8 @@ impl Inner {
                 self.count_timer_sends(timer, &actions);
                 self.run_client(&ctx, &mut actions)
             }
-            TimerTarget::Server(key, id, timer, drains) => {
-                if timer.retransmits() && self.defer_server(timer_id, &key, id, timer, drains) {
+            TimerTarget::Server(key, id, timer, drains, holds) => {
+                if holds > 0 && self.defer_server(timer_id, &key, id, timer, (drains, holds)) {
                     return None;
                 }
                 let mut actions = Actions::default();
@@ -1915,33 +1923,49 @@ impl Inner {
         }
     }
 
-    /// The receive drain count to arm `timer` with, for a step that sends
-    /// (first or again) the message it retransmits: read only for the
-    /// retransmission timers.
-    fn drains_at_send(&self, timer: Timer, local: Option<SocketAddr>, dest: Destination) -> u32 {
-        if timer.retransmits() {
-            self.sink.receive_drains(local, dest).unwrap_or(0)
-        } else {
-            0
+    /// What to arm `timer` with, `after` a step that sends (first or
+    /// again) the message it retransmits: the receive drain count now and
+    /// how many times the retransmission may be held back, so that it is
+    /// at most `after`, its own interval, late. Both are read only for the
+    /// retransmission timers (0, never held back, for the others).
+    fn resend_bounds(
+        &self,
+        timer: Timer,
+        after: Duration,
+        local: Option<SocketAddr>,
+        dest: Destination,
+    ) -> (u32, u16) {
+        if !timer.retransmits() {
+            return (0, 0);
         }
+        let holds = self.config.timers.deferrals_within(after);
+        if holds == 0 {
+            return (0, 0);
+        }
+        let drains = self.sink.receive_drains(local, dest).unwrap_or(0);
+        (drains, holds)
     }
 
-    /// Timer A or E of client transaction `key` (transaction `id`) is due.
+    /// Timer A or E of client transaction `key` (transaction `id`) is due,
+    /// armed with `(drains, holds)` ([`Inner::resend_bounds`], `holds` > 0).
     /// When the transport has not read everything that arrived since the
     /// request was last sent (its receive drain count is still `drains`,
     /// and it is not idle), the response may be among the datagrams not
-    /// read yet: the timer is re-armed
-    /// [`TimerConfig::deferral`] later with the same count instead of
-    /// retransmitting, and the deferral counted. Timers B and F run on
-    /// their own, so the transaction still times out at 64*T1. True when
-    /// deferred.
+    /// read yet: the timer is re-armed [`TimerConfig::deferral`] later
+    /// with the same count and one hold less instead of retransmitting,
+    /// and the deferral counted. Once the holds are used up (the
+    /// retransmission is a whole interval late) it goes out all the same:
+    /// RFC 3261 §17.1.1.2 / §17.1.2.2 want it when the timer fires, and a
+    /// request really lost is still resent under sustained overload.
+    /// Timers B and F run on their own, so the transaction still times out
+    /// at 64*T1. True when deferred.
     fn defer_client(
         &self,
         timer_id: TimerId,
         key: &Arc<ClientKey>,
         id: u64,
         timer: Timer,
-        drains: u32,
+        (drains, holds): (u32, u16),
     ) -> bool {
         let Some(mut entry) = self.clients.get_mut(&**key) else {
             return false;
@@ -1957,7 +1981,8 @@ impl Inner {
             return false;
         }
         active.timers.remove(timer_id);
-        let target = TimerTarget::Client(Arc::clone(key), id, timer, drains);
+        let holds = holds.saturating_sub(1);
+        let target = TimerTarget::Client(Arc::clone(key), id, timer, drains, holds);
         let after = self.config.timers.deferral();
         active
             .timers
@@ -1968,14 +1993,15 @@ impl Inner {
 
     /// [`Inner::defer_client`] for Timer G and the 2xx retransmission of
     /// server transaction `key`, whose answer is the ACK (Timer H, or the
-    /// 64*T1 of the 2xx, run on their own).
+    /// 64*T1 of the 2xx, run on their own; §17.2.1 and §13.3.1.4 want the
+    /// response resent when the timer fires).
     fn defer_server(
         &self,
         timer_id: TimerId,
         key: &Arc<ServerKey>,
         id: u64,
         timer: Timer,
-        drains: u32,
+        (drains, holds): (u32, u16),
     ) -> bool {
         let Some(mut entry) = self.servers.get_mut(&**key) else {
             return false;
@@ -1993,7 +2019,8 @@ impl Inner {
             return false;
         }
         active.timers.remove(timer_id);
-        let target = TimerTarget::Server(Arc::clone(key), id, timer, drains);
+        let holds = holds.saturating_sub(1);
+        let target = TimerTarget::Server(Arc::clone(key), id, timer, drains, holds);
         let after = self.config.timers.deferral();
         active
             .timers
@@ -3807,7 +3834,7 @@ mod tests {
         // A table slot is five words: the shared key and its hash, the id
         // and the boxed state (the full machine, 512 or 536 bytes, while
         // active); a timer's target three (the shared key, the id, the
-        // timer).
+        // timer, with the drain count and the holds left in its padding).
         assert!(size_of::<(Slot<ServerKey>, ServerEntry)>() <= 40);
         assert!(size_of::<(Slot<ClientKey>, ClientEntry)>() <= 40);
         assert!(size_of::<TimerTarget>() <= 24);
@@ -3907,7 +3934,16 @@ mod tests {
     /// at 64*T1.
     #[tokio::test(start_paused = true)]
     async fn a_retransmission_waits_until_the_receive_side_drained_since_the_send() {
-        for request in [our_options("z9hG4bKbehind"), our_invite()] {
+        // Behind for good after the third send: each retransmission then
+        // goes out one interval of its own late (E: 2, 4, 4, 4 s; A: 2, 4,
+        // 8 s), and the timeout comes at 64*T1 all the same.
+        let options_late = [5900, 13_900, 21_900, 29_900];
+        let invite_late = [5900, 13_900, 29_900];
+        let cases = [
+            (our_options("z9hG4bKbehind"), &options_late[..]),
+            (our_invite(), &invite_late[..]),
+        ];
+        for (request, late) in cases {
             let (layer, _rx, sink) = layer_behind();
             let start = Instant::now();
             let mut tx = layer.send_request(request, peer()).await.unwrap();
@@ -3936,8 +3972,6 @@ mod tests {
             assert_eq!(sink.send_times(), [ms(0), ms(800), ms(1900)]);
             let m = layer.metrics();
             assert_eq!(m.request_retransmissions.load(Ordering::Relaxed), 2);
-            // Behind for good: no more retransmissions, and the timeout
-            // comes at 64*T1 all the same.
             advance_to(start, ms(31_990)).await;
             assert!(tx.events.try_recv().is_err(), "no timeout before 32 s");
             advance_to(start, ms(32_000)).await;
@@ -3949,10 +3983,118 @@ mod tests {
                 tx.recv().await.unwrap().event,
                 ClientEventKind::Terminated
             ));
-            assert_eq!(sink.send_times().len(), 3);
+            let expected: Vec<Duration> =
+                [0, 800, 1900].iter().chain(late).map(|&t| ms(t)).collect();
+            assert_eq!(sink.send_times(), expected);
             assert_eq!(layer.transaction_counts(), (0, 0));
             assert_eq!(layer.pending_timers(), 0, "the deferred timer is gone");
         }
+    }
+
+    /// A receive side that never drains (every batch full): Timer E / A
+    /// holds each retransmission back one interval of its own and then
+    /// sends it all the same (RFC 3261 §17.1.1.2, §17.1.2.2), so a lost
+    /// request is still resent; the next interval counts from that send.
+    #[tokio::test(start_paused = true)]
+    async fn a_retransmission_goes_out_one_interval_late_when_the_socket_never_drains() {
+        // E: due 500, 2000, 5000, 11_000, 19_000, 27_000 (intervals 500,
+        // 1000, 2000, then T2), each sent its interval later.
+        let options_sends = [0, 1000, 3000, 7000, 15_000, 23_000, 31_000];
+        // A: due 500, 2000, 5000, 11_000, 23_000 (doubling, no cap).
+        let invite_sends = [0, 1000, 3000, 7000, 15_000, 31_000];
+        let cases = [
+            (our_options("z9hG4bKnever"), &options_sends[..]),
+            (our_invite(), &invite_sends[..]),
+        ];
+        for (request, sends) in cases {
+            let (layer, _rx, sink) = layer_behind();
+            let start = Instant::now();
+            let mut tx = layer.send_request(request, peer()).await.unwrap();
+            advance_to(start, ms(990)).await;
+            assert_eq!(sink.send_times(), [ms(0)], "held back within T1");
+            advance_to(start, ms(1010)).await;
+            assert_eq!(sink.send_times(), [ms(0), ms(1000)], "one T1 late");
+            advance_to(start, ms(32_000)).await;
+            let expected: Vec<Duration> = sends.iter().map(|&t| ms(t)).collect();
+            assert_eq!(sink.send_times(), expected);
+            let m = layer.metrics();
+            let resent = m.request_retransmissions.load(Ordering::Relaxed);
+            assert_eq!(resent, sends.len() as u64 - 1);
+            // 100 ms steps: 5 + 10 + 20 + 40 + 40 + 40 (E) or + 80 (A).
+            assert_eq!(deferred(&layer), (155, 0));
+            assert!(matches!(
+                tx.recv().await.unwrap().event,
+                ClientEventKind::Timeout
+            ));
+            assert_eq!(layer.pending_timers(), 0);
+        }
+    }
+
+    /// Timer G and the layer's own 2xx retransmission (`retransmit_2xx`)
+    /// over a receive side that never drains: each response
+    /// retransmission goes out one interval of its own late (§17.2.1,
+    /// §13.3.1.4), T2 capping the interval; Timer H (the 2xx's 64*T1)
+    /// still ends it at 32 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_retransmission_goes_out_one_interval_late_when_the_socket_never_drains() {
+        for status in [486, 200] {
+            let (layer, mut rx, sink) = layer_with(LayerConfig {
+                retransmit_2xx: true,
+                ..LayerConfig::default()
+            });
+            *sink.drains.lock().unwrap() = Some(3);
+            let start = Instant::now();
+            layer
+                .on_message(invite().into(), udp_source())
+                .await
+                .unwrap();
+            let req = expect_request(&mut rx).await;
+            req.tx
+                .respond(response(&req.request, status, Some("srv")))
+                .await
+                .unwrap();
+            advance_to(start, ms(990)).await;
+            assert_eq!(sink.statuses(), [status], "{status}: held back within T1");
+            advance_to(start, ms(32_000)).await;
+            let sends = [0, 1000, 3000, 7000, 15_000, 23_000, 31_000];
+            let expected: Vec<Duration> = sends.iter().map(|&t| ms(t)).collect();
+            assert_eq!(sink.send_times(), expected, "{status}");
+            let m = layer.metrics();
+            let resent = m.response_retransmissions.load(Ordering::Relaxed);
+            assert_eq!(resent, 6, "{status}");
+            assert_eq!(deferred(&layer), (0, 155), "{status}");
+            assert!(matches!(
+                rx.recv().await,
+                Some(Incoming::Event(ServerEvent {
+                    event: TuEvent::Timeout,
+                    ..
+                }))
+            ));
+        }
+    }
+
+    /// The TU's 2xx retransmissions through an Accepted transaction over
+    /// a receive side that never drains: at most every other one is held
+    /// back, so each interval of the TU's the 2xx goes out at least once
+    /// in two.
+    #[tokio::test(start_paused = true)]
+    async fn the_tus_2xx_retransmissions_are_skipped_at_most_every_other_one() {
+        let (layer, mut rx, sink) = layer_behind();
+        layer
+            .on_message(invite().into(), udp_source())
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        let ok = response(&req.request, 200, Some("srv"));
+        req.tx.respond(ok.clone()).await.unwrap();
+        assert!(server_lingers(&layer, req.tx.key()));
+        let mut sent = Vec::new();
+        for _ in 0..6 {
+            req.tx.respond(ok.clone()).await.unwrap();
+            sent.push(sink.statuses().len());
+        }
+        assert_eq!(sent, [1, 2, 2, 3, 3, 4], "held, sent, held, sent, …");
+        assert_eq!(deferred(&layer), (0, 3));
     }
 
     /// A response that arrives while the retransmission is held back ends

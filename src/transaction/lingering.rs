@@ -78,8 +78,11 @@ pub(crate) enum ServerLinger {
         /// once).
         transport_error_reported: bool,
         /// The transport's receive drain count when the 2xx was last sent
-        /// (see [`ServerLinger::drains_at_2xx`]); set by the layer.
+        /// (see [`ServerLinger::resend_2xx`]); set by the layer.
         drains: u32,
+        /// The TU's last 2xx retransmission was held back: the next one
+        /// goes out whatever the count (set by the layer).
+        skipped: bool,
     },
 }
 
@@ -137,10 +140,13 @@ impl ServerLinger {
     /// For a 2xx the TU retransmits in Accepted: the transport's receive
     /// drain count when the 2xx was last sent, for the layer to hold the
     /// retransmission back while the ACK may be queued unread, and to set
-    /// anew when it goes out.
-    pub(crate) fn drains_at_2xx(&mut self, response: &Response) -> Option<&mut u32> {
+    /// anew when it goes out; and whether the previous one was held back
+    /// (then this one is not: at most every other one is skipped).
+    pub(crate) fn resend_2xx(&mut self, response: &Response) -> Option<(&mut u32, &mut bool)> {
         match self {
-            Self::Accepted { drains, .. } if response.status.is_success() => Some(drains),
+            Self::Accepted {
+                drains, skipped, ..
+            } if response.status.is_success() => Some((drains, skipped)),
             _ => None,
         }
     }

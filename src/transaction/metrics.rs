@@ -19,10 +19,12 @@ pub struct TransactionMetrics {
     pub response_retransmissions: AtomicU64,
     /// Request retransmissions (Timer A or E) held back because the
     /// transport had not drained its receive side since the request was
-    /// last sent (each time the timer is re-armed counts).
+    /// last sent (each time the timer is re-armed counts; one is held back
+    /// at most its own interval).
     pub request_retransmissions_deferred: AtomicU64,
     /// Response retransmissions (Timer G, the 2xx retransmission, the TU's
-    /// 2xx retransmissions) held back likewise, until the ACK is read.
+    /// 2xx retransmissions) held back likewise, until the ACK is read or
+    /// the bound is reached.
     pub response_retransmissions_deferred: AtomicU64,
     /// Retransmitted requests absorbed by their server transaction.
     pub retransmissions_absorbed: AtomicU64,

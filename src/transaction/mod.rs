@@ -44,8 +44,14 @@
 //!   message went out ([`TransportSink::drained_since`]) holds the
 //!   retransmission back and looks again [`TimerConfig::deferral`] later:
 //!   the answer may be queued unread, and resending it would only add
-//!   load when the daemon is behind. The timeouts (B, F, H) keep their
-//!   time.
+//!   load when the daemon is behind. The hold is bounded: at most one
+//!   interval of the timer's own ([`TimerConfig::deferrals_within`]), then
+//!   the retransmission goes out drained or not (of the TU's 2xx
+//!   retransmissions through an Accepted transaction, at most every other
+//!   one is skipped). RFC 3261 §17.1.1.2, §17.1.2.2 and §17.2.1 want it
+//!   sent when the timer fires; holding it back is local overload
+//!   behaviour, and the bound keeps a lost datagram recovered when the
+//!   socket never drains. The timeouts (B, F, H) keep their time.
 //! - Sends: the shell carries out a step's actions synchronously through
 //!   [`TransportSink::try_send_request`] / `try_send_response` (UDP); only a
 //!   send that must wait (TCP, a full socket buffer) continues in a boxed

@@ -61,6 +61,18 @@ impl TimerConfig {
         self.t1 / 5
     }
 
+    /// How many times a retransmission armed `interval` after its
+    /// message went out may be held back (each for
+    /// [`TimerConfig::deferral`]): as many as fit in `interval`, so it goes
+    /// out at most one interval of its own late (at the latest when its
+    /// next one would be due), whether or not the receive side has drained.
+    /// 0 when the deferral is zero.
+    pub fn deferrals_within(&self, interval: Duration) -> u16 {
+        let step = self.deferral().as_nanos();
+        let n = interval.as_nanos().checked_div(step).unwrap_or(0);
+        u16::try_from(n).unwrap_or(u16::MAX)
+    }
+
     /// The duration a timer is first scheduled with, per Table 4.
     /// `reliable` is true for TCP/TLS/SCTP, where the retransmission timers
     /// (A, E, G) are not used and D, I, J, K are zero.
@@ -127,7 +139,8 @@ impl Timer {
     /// the ACK). When one is due while the transport has not drained its
     /// receive side since the message was last sent, the answer may be
     /// waiting there unread: the layer then holds the retransmission back
-    /// for [`TimerConfig::deferral`] and looks again.
+    /// for [`TimerConfig::deferral`] and looks again, at most one interval
+    /// of its own ([`TimerConfig::deferrals_within`]).
     pub fn retransmits(self) -> bool {
         matches!(self, Timer::A | Timer::E | Timer::G | Timer::Retransmit2xx)
     }
@@ -146,6 +159,22 @@ mod tests {
         assert_eq!(c.initial(Timer::B, false), Duration::from_secs(32));
         assert_eq!(c.initial(Timer::D, false), Duration::from_secs(32));
         assert_eq!(c.initial(Timer::K, false), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_retransmission_is_held_back_at_most_its_own_interval() {
+        let c = TimerConfig::default();
+        // 100 ms steps: T1 is 5 of them, T2 40.
+        assert_eq!(c.deferrals_within(c.t1), 5);
+        assert_eq!(c.deferrals_within(c.t2), 40);
+        assert_eq!(c.deferrals_within(Duration::from_millis(250)), 2);
+        let tiny = TimerConfig {
+            t1: Duration::from_nanos(4),
+            ..c
+        };
+        assert_eq!(tiny.deferrals_within(Duration::from_secs(1)), 0);
+        let huge = Duration::from_secs(100_000);
+        assert_eq!(c.deferrals_within(huge), u16::MAX);
     }
 
     #[test]
