@@ -427,14 +427,14 @@ async fn tu_loop(
                 continue;
             }
         }
-        let Some(ServerRequest {
+        let Some(sr) = b2bua.handle(event).await else {
+            continue;
+        };
+        let ServerRequest {
             request,
             source,
             tx,
-        }) = b2bua.handle(event).await
-        else {
-            continue;
-        };
+        } = *sr;
         let span = tracing::debug_span!(
             "request",
             method = %request.method,

@@ -25,8 +25,12 @@ const WARM_UP: u64 = 200;
 /// Calls counted.
 const CALLS: u64 = 500;
 
-/// Allocations per call at most (measured: see the module doc).
-const MAX_PER_CALL: u64 = 103;
+/// Allocations per call at most (measured: see the module doc). 102.1
+/// before the transaction layer boxed what it hands the TU
+/// (`transaction::Incoming`: the INVITE, the BYE and the ACK, 3 boxes per
+/// call) to save the 392-byte copies of the item on its way through the
+/// TU's async calls; measured 105.1 since.
+const MAX_PER_CALL: u64 = 106;
 
 // One test function: dhat allows one profiler at a time.
 #[test]

@@ -384,14 +384,14 @@ impl B2bua {
     /// Handles what the transaction layer passes up. Returns the requests
     /// that are not the B2BUA's (out-of-dialog requests other than INVITE
     /// and CANCEL, e.g. OPTIONS or REGISTER) for the daemon to answer.
-    pub async fn handle(&self, incoming: Incoming) -> Option<ServerRequest> {
+    pub async fn handle(&self, incoming: Incoming) -> Option<Box<ServerRequest>> {
         match incoming {
             Incoming::Request(sr) => self.inner.on_request(sr).await,
             Incoming::Ack { request, .. } => {
                 let to_tag = to_tag_of(&request);
                 let found = self.inner.find(&request, to_tag.as_deref());
                 if let Some((entry, leg)) = found {
-                    let done = self.inner.run(&entry, Input::Request(leg, request, None));
+                    let done = self.inner.run(&entry, Input::Request(leg, *request, None));
                     self.inner.carry_out(&entry, done).await;
                 }
                 None
@@ -408,7 +408,7 @@ impl B2bua {
                 if let Some((id, leg)) = leg {
                     match self.inner.entry(id) {
                         Some(entry) => {
-                            let done = self.inner.run(&entry, Input::Response(leg, response));
+                            let done = self.inner.run(&entry, Input::Response(leg, *response));
                             self.inner.carry_out(&entry, done).await;
                         }
                         // Our INVITE, but its call is gone.
@@ -598,7 +598,7 @@ impl Inner {
         self.entry(id).map(|e| (e, Leg::Inbound))
     }
 
-    async fn on_request(self: &Arc<Self>, sr: ServerRequest) -> Option<ServerRequest> {
+    async fn on_request(self: &Arc<Self>, sr: Box<ServerRequest>) -> Option<Box<ServerRequest>> {
         // A new INVITE (To without tag, told without parsing To's URI) is
         // the common case and needs no To here.
         let new_invite = sr.request.method == Method::Invite
@@ -644,7 +644,7 @@ impl Inner {
     /// Answers a new INVITE we do not take, and writes its CDR.
     async fn refuse(
         &self,
-        sr: ServerRequest,
+        sr: Box<ServerRequest>,
         status: StatusCode,
         reason: FinishReason,
         number: Option<Number>,
@@ -677,7 +677,7 @@ impl Inner {
         }
     }
 
-    async fn new_call(self: &Arc<Self>, sr: ServerRequest) {
+    async fn new_call(self: &Arc<Self>, sr: Box<ServerRequest>) {
         let now = Instant::now();
         let req = &sr.request;
         let number = dialed_number(req);
@@ -792,7 +792,7 @@ impl Inner {
             request,
             source,
             tx,
-        } = sr;
+        } = *sr;
         let span = tracing::info_span!(
             "call",
             call_id = %request.call_id().unwrap_or_default(),
@@ -814,11 +814,11 @@ impl Inner {
                 scratch::give_effects(effects);
                 tracing::debug!(error = %e.source, "INVITE cannot set up a dialog");
                 drop(slot);
-                let sr = ServerRequest {
+                let sr = Box::new(ServerRequest {
                     request: *e.invite,
                     source,
                     tx,
-                };
+                });
                 return self
                     .refuse(
                         sr,
