@@ -485,7 +485,7 @@ impl Call {
         settings: &CallSettings,
         now: Instant,
         out: &mut Vec<Action>,
-    ) -> Result<Call, SetupError> {
+    ) -> Result<Box<Call>, SetupError> {
         let from = match invite.from_ref() {
             Ok(from) => from,
             Err(e) => {
@@ -586,7 +586,9 @@ impl Call {
             &mut buf,
         );
 
-        let call = Call {
+        // Boxed here: the call (1.6 kB) is then moved as a pointer into
+        // its table entry, not copied into each wrapper on the way.
+        let call = Box::new(Call {
             buf,
             id,
             settings_t1: settings.t1,
@@ -626,7 +628,7 @@ impl Call {
             started_at: now,
             answered_at: None,
             ended_at: None,
-        };
+        });
         out.push(Action::Request {
             leg: Leg::Outbound,
             seq: out_seq,

@@ -146,7 +146,7 @@ impl<T> Servers<T> {
 
 #[derive(Debug)]
 struct State {
-    call: Call,
+    call: Box<Call>,
     servers: Servers,
     scheduled: Option<Instant>,
     meta: Meta,

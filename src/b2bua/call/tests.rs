@@ -114,7 +114,7 @@ impl Harness {
             other => panic!("expected the outbound INVITE, got {other:?}"),
         };
         Harness {
-            call,
+            call: *call,
             now,
             out,
             invite_b,
