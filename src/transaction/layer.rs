@@ -1909,6 +1909,9 @@ impl Inner {
                 if holds > 0 && self.defer_client(timer_id, &key, id, timer, (drains, holds)) {
                     return None;
                 }
+                if self.expire_client(&key, id, timer) {
+                    return None;
+                }
                 let mut actions = Actions::default();
                 let ((), ctx) = self.lock_client(&key, Some(id), &mut actions, |e, actions| {
                     e.on_timer(timer_id, timer, actions);
@@ -1918,6 +1921,9 @@ impl Inner {
             }
             TimerTarget::Server(key, id, timer, drains, holds) => {
                 if holds > 0 && self.defer_server(timer_id, &key, id, timer, (drains, holds)) {
+                    return None;
+                }
+                if self.expire_server(&key, id, timer) {
                     return None;
                 }
                 let mut actions = Actions::default();
@@ -1931,6 +1937,54 @@ impl Inner {
                 self.run_server(&ctx, &mut actions)
             }
         }
+    }
+
+    /// The last timer of lingering client transaction `key` (transaction
+    /// `id`) fired: the transaction ends (as its record's `on_timer` +
+    /// `Terminate` would have it) in one table operation, without a step
+    /// (no look-up before the removal, no actions, no context). Most
+    /// transactions end so, 32 s after their final response. False, with
+    /// nothing done, when the transaction is not that record (active, gone,
+    /// or `timer` is not its last): the caller steps it as any other.
+    fn expire_client(&self, key: &Arc<ClientKey>, id: u64, timer: Timer) -> bool {
+        if !timer.ends_lingering() {
+            return false;
+        }
+        let Some((_, entry)) = self.clients.remove_if(&**key, |_, e| {
+            e.id == id && matches!(&e.tx, ClientTx::Lingering(l) if l.linger.last_timer() == timer)
+        }) else {
+            return false;
+        };
+        debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
+        // The record's own timer is the one firing: nothing to cancel.
+        if self.config.terminated_events {
+            if let ClientTx::Lingering(l) = entry.tx {
+                let event = ClientEvent {
+                    key: Arc::clone(key),
+                    event: ClientEventKind::Terminated,
+                };
+                deliver(&self.metrics, &l.events, event, false);
+            }
+        }
+        true
+    }
+
+    /// [`Inner::expire_client`] for server transactions (a lingering
+    /// record has no `awaiting_ack` entry).
+    fn expire_server(&self, key: &Arc<ServerKey>, id: u64, timer: Timer) -> bool {
+        if !timer.ends_lingering() {
+            return false;
+        }
+        let removed = self.servers.remove_if(&**key, |_, e| {
+            e.id == id && matches!(&e.tx, ServerTx::Lingering(l) if l.linger.last_timer() == timer)
+        });
+        let Some((_, entry)) = removed else {
+            return false;
+        };
+        if let ServerTx::Lingering(l) = &entry.tx {
+            debug!(method = %key.method(), peer = %l.source.peer, "server transaction terminated");
+        }
+        true
     }
 
     /// What to arm `timer` with, `after` a step that sends (first or
@@ -3540,6 +3594,55 @@ mod tests {
             expect_request(&mut rx).await.request.method,
             Method::Options
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_its_own_last_timer_expires_a_lingering_record_at_once() {
+        let (layer, mut rx, _sink) = layer();
+        layer
+            .on_message(options().into(), udp_source())
+            .await
+            .unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = Arc::new(req.tx.key().clone());
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        let inner = &layer.inner;
+        let id = inner.servers.get(&*key).map(|e| e.id).unwrap();
+        // Another transaction's timer, or one that is not the record's
+        // last, is left to the step (which ignores it): nothing removed.
+        assert!(!inner.expire_server(&key, id + 1, Timer::J));
+        assert!(!inner.expire_server(&key, id, Timer::L));
+        assert!(!inner.expire_server(&key, id, Timer::Unanswered));
+        assert!(server_lingers(&layer, &key));
+        assert!(inner.expire_server(&key, id, Timer::J));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        assert!(!inner.expire_server(&key, id, Timer::J), "gone already");
+
+        // A client record: its channel gets `Terminated` (on by default).
+        let mut tx = layer
+            .send_request(our_options("z9hG4bKexp"), peer())
+            .await
+            .unwrap();
+        let ckey = Arc::new(tx.key().clone());
+        let ok = response(&our_options("z9hG4bKexp"), 200, Some("t"));
+        layer.on_message(ok.into(), udp_source()).await.unwrap();
+        assert!(client_lingers(&layer, &ckey));
+        let cid = inner.clients.get(&*ckey).map(|e| e.id).unwrap();
+        assert!(!inner.expire_client(&ckey, cid, Timer::M), "K is its last");
+        assert!(!inner.expire_client(&ckey, cid, Timer::E));
+        assert!(inner.expire_client(&ckey, cid, Timer::K));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

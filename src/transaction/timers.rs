@@ -144,6 +144,15 @@ impl Timer {
     pub fn retransmits(self) -> bool {
         matches!(self, Timer::A | Timer::E | Timer::G | Timer::Retransmit2xx)
     }
+
+    /// A timer that ends a transaction lingering after its final response
+    /// (D, I, J, K, L, M: the last timer of every lingering record).
+    pub fn ends_lingering(self) -> bool {
+        matches!(
+            self,
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M
+        )
+    }
 }
 
 #[cfg(test)]
