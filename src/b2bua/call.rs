@@ -294,9 +294,10 @@ struct SentAck {
 /// the other headers are the outbound dialog's and the caller's INVITE's.
 #[derive(Debug)]
 struct OutInvite {
-    /// Request-URI.
-    uri: Uri,
-    /// To, without tag (a provisional response may have set the dialog's).
+    /// To, without tag (a provisional response may have set the dialog's):
+    /// `<` Request-URI `>`, the Request-URI as [`Uri::write_into`] wrote
+    /// it, so it is read back from here ([`OutInvite::uri`]) instead of
+    /// being kept a second time.
     to: Bytes,
     /// Our top Via of the INVITE last sent.
     via: Bytes,
@@ -305,11 +306,29 @@ struct OutInvite {
 }
 
 impl OutInvite {
-    /// The INVITE with CSeq number `seq` and this Via: From and Call-ID of
-    /// `dialog`, our `contact`, the end-to-end headers and body of the
-    /// caller's `invite`, and `auth` (a digest answer) last.
+    /// The Request-URI, parsed again from [`OutInvite::to`] (a CANCEL, a
+    /// resend with credentials: rare); `fallback` should that text not
+    /// parse, which a URI written from a parsed one does.
+    fn uri(&self, fallback: &Uri) -> Uri {
+        let inner = self
+            .to
+            .strip_prefix(b"<")
+            .and_then(|t| t.strip_suffix(b">"))
+            .map(|t| self.to.slice_ref(t));
+        inner
+            .and_then(|t| Uri::from_bytes(t).ok())
+            .unwrap_or_else(|| fallback.clone())
+    }
+
+    /// The INVITE to `uri` (the Request-URI) with CSeq number `seq` and
+    /// this Via: From and Call-ID of `dialog`, our `contact`, the
+    /// end-to-end headers and body of the caller's `invite`, and `auth` (a
+    /// digest answer) last.
+    // The pieces of one INVITE; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
+        uri: Uri,
         dialog: &Dialog,
         invite: &Request,
         contact: &Bytes,
@@ -322,7 +341,7 @@ impl OutInvite {
             .iter()
             .filter(|h| is_end_to_end(&h.name))
             .count();
-        let mut req = Request::new(Method::Invite, self.uri.clone());
+        let mut req = Request::new(Method::Invite, uri);
         let h = &mut req.headers;
         *h = crate::sip::Headers::with_capacity(7 + end_to_end + usize::from(auth.is_some()));
         h.push(HeaderName::Via, self.via.clone());
@@ -391,8 +410,10 @@ pub struct Call {
     /// final response (one per leg at most: it ends that leg).
     byes: [Option<u32>; 2],
     relays: Vec<Relay>,
-    reinvite_ack: Option<ReinviteAck>,
-    reinvite_ack_sent: Option<SentAck>,
+    /// Boxed, as `reinvite_ack_sent`: a relayed re-INVITE is rare, and the
+    /// call state every message touches stays smaller without them.
+    reinvite_ack: Option<Box<ReinviteAck>>,
+    reinvite_ack_sent: Option<Box<SentAck>>,
     dial_deadline: Option<Instant>,
     max_deadline: Option<Instant>,
     retx_deadline: Option<Instant>,
@@ -537,8 +558,9 @@ impl Call {
         };
         let max_forwards = max_forwards.unwrap_or(70).saturating_sub(1);
         from.uri.write_into(&mut buf);
-        // Written from a parsed URI: UTF-8.
-        let caller_uri = ByteStr::from_utf8_lossy(buf.split().freeze());
+        // Written from a parsed URI's pieces, each UTF-8 text: checked
+        // once here (never empty for that reason).
+        let caller_uri = ByteStr::from_utf8(buf.split().freeze()).unwrap_or_default();
         let caller_100rel = has_option_tag(invite.supported(), "100rel")
             || has_option_tag(invite.require(), "100rel");
 
@@ -548,8 +570,8 @@ impl Call {
             uri.user = Some(ByteStr::from_ascii(buf.split().freeze()));
         }
         ids::put_call_id(&mut buf, &outbound_tp.host);
-        // Hex digits, `@` and a `str`: UTF-8.
-        let call_id = ByteStr::from_utf8_lossy(buf.split().freeze());
+        // Hex digits, `@` and a `str`: UTF-8 (checked once).
+        let call_id = ByteStr::from_utf8(buf.split().freeze()).unwrap_or_default();
         ids::put_tag_for(&mut buf, id, Leg::Outbound);
         let out_tag = ByteStr::from_ascii(buf.split().freeze());
         put_caller_id(&mut buf, from, &outbound_tp.host);
@@ -572,12 +594,12 @@ impl Call {
         buf.put_slice(itoa::Buffer::new().format(max_forwards).as_bytes());
         let max_forwards = buf.split().freeze();
         let sent = OutInvite {
-            uri: request_uri,
             to,
             via: outbound_tp.put_via(&mut buf, id, Leg::Outbound, out_seq),
             max_forwards,
         };
         let req = sent.request(
+            request_uri,
             &outbound,
             &invite,
             &outbound_tp.contact,
@@ -762,18 +784,36 @@ impl Call {
     /// Contact on 1xx/2xx (RFC 3261 §12.1.1).
     fn caller_response(&self, status: StatusCode, relayed: Option<&Response>) -> Option<Response> {
         let invite = self.invite.as_ref()?;
-        let mut response = Response::for_request(invite, status);
-        // The caller's To with our tag, built once with the dialog.
-        response
-            .headers
-            .set(HeaderName::To, self.inbound.local_header().clone());
-        if status.as_u16() > 100 && status.as_u16() < 300 {
-            for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
-                response.headers.push(HeaderName::RecordRoute, rr.clone());
+        let dialog_forming = status.as_u16() > 100 && status.as_u16() < 300;
+        // As `Response::for_request` then `Headers::set` of To, in one
+        // pass: the INVITE's Via, From, Call-ID and CSeq in their order,
+        // and in To's place the caller's To with our tag (built once with
+        // the dialog). Room for those, a Record-Route, our Contact and a
+        // few end-to-end fields.
+        let mut response = Response::new(status);
+        let h = &mut response.headers;
+        *h = crate::sip::Headers::with_capacity(12);
+        let mut to_done = false;
+        for f in invite.headers.iter() {
+            match f.name {
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    h.push(f.name.clone(), f.value.clone())
+                }
+                HeaderName::To if !to_done => {
+                    to_done = true;
+                    h.push(HeaderName::To, self.inbound.local_header().clone());
+                }
+                _ => {}
             }
-            response
-                .headers
-                .push(HeaderName::Contact, self.inbound_tp.contact.clone());
+        }
+        if !to_done {
+            h.push(HeaderName::To, self.inbound.local_header().clone());
+        }
+        if dialog_forming {
+            for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
+                h.push(HeaderName::RecordRoute, rr.clone());
+            }
+            h.push(HeaderName::Contact, self.inbound_tp.contact.clone());
         }
         if let Some(from) = relayed {
             response.reason = from.reason.clone();
@@ -916,12 +956,12 @@ impl Call {
             leg: to,
             bytes: bytes.clone(),
         });
-        self.reinvite_ack_sent = Some(SentAck {
+        self.reinvite_ack_sent = Some(Box::new(SentAck {
             leg: to,
             seq: ra.to_seq,
             ack: bytes,
             keep_until: now + 64 * self.settings_t1,
-        });
+        }));
     }
 
     /// CANCEL our INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
@@ -937,7 +977,7 @@ impl Call {
         let Some(invite) = self.out_invite.as_ref() else {
             return;
         };
-        let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
+        let mut cancel = Request::new(Method::Cancel, invite.uri(self.outbound.remote_target()));
         let h = &mut cancel.headers;
         *h = crate::sip::Headers::with_capacity(6);
         h.push(HeaderName::Via, invite.via.clone());
@@ -1292,7 +1332,8 @@ impl Call {
         } else {
             challenge.www_authenticate()
         };
-        let uri = invite.uri.to_string();
+        let request_uri = invite.uri(self.outbound.remote_target());
+        let uri = request_uri.to_text();
         let cnonce = ids::tag();
         let Some(value) = challenges
             .unwrap_or_default()
@@ -1314,6 +1355,7 @@ impl Call {
         };
         sent.via = via;
         let retry = sent.request(
+            request_uri,
             &self.outbound,
             caller_invite,
             &self.outbound_tp.contact,
@@ -1442,7 +1484,7 @@ impl Call {
                 if let Ok(c) = relay.request.cseq() {
                     let t1 = self.settings_t1;
                     let unreliable = !self.transport(from).reliable;
-                    self.reinvite_ack = Some(ReinviteAck {
+                    self.reinvite_ack = Some(Box::new(ReinviteAck {
                         from,
                         from_seq: c.seq,
                         to_seq: seq,
@@ -1450,7 +1492,7 @@ impl Call {
                         retx_interval: t1,
                         retx_deadline: unreliable.then_some(now + t1),
                         ack_deadline: now + 64 * t1,
-                    });
+                    }));
                 }
             }
         }

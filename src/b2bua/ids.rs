@@ -12,25 +12,40 @@ use crate::sip::ByteStr;
 /// of our own branches is recognized as a loop.
 pub const BRANCH_PREFIX: &str = "z9hG4bKvpbx";
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// `v` in lower-case hex, all 16 digits, computed on whole words
+/// (each nibble spread to a byte, then turned into its digit without a
+/// table lookup per digit).
+fn hex64(v: u64) -> [u8; 16] {
+    /// The 8 nibbles of `x` one per byte, the most significant first
+    /// once written big-endian.
+    fn spread(x: u32) -> u64 {
+        let x = u64::from(x);
+        let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+        let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+        (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f
+    }
+    /// Each byte (0..=15) as its hex digit: `0`-`9` are `0x30 + b`,
+    /// `a`-`f` 39 further on (bytes above 9 carry into bit 4 with 6 added).
+    fn digits(x: u64) -> u64 {
+        let above9 = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        x + 0x3030_3030_3030_3030 + above9 * 0x27
+    }
+    let mut out = [0u8; 16];
+    // The halves: truncation intended.
+    out[..8].copy_from_slice(&digits(spread((v >> 32) as u32)).to_be_bytes());
+    out[8..].copy_from_slice(&digits(spread(v as u32)).to_be_bytes());
+    out
+}
 
 /// Appends `v` in lower-case hex, all 16 digits.
 fn put_hex64(out: &mut BytesMut, v: u64) {
-    let mut buf = [0u8; 16];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out.put_slice(&buf);
+    out.put_slice(&hex64(v));
 }
 
 /// Appends `v` in lower-case hex without leading zeros.
 fn put_hex(out: &mut BytesMut, v: u64) {
     let digits = (64 - v.leading_zeros()).div_ceil(4).max(1) as usize;
-    let mut buf = [0u8; 16];
-    for (i, b) in buf[..digits].iter_mut().enumerate() {
-        *b = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
-    }
-    out.put_slice(&buf[..digits]);
+    out.put_slice(&hex64(v)[16 - digits..]);
 }
 
 fn leg_char(leg: Leg) -> u8 {
@@ -263,6 +278,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_number_is_written_in_hex_as_format_writes_it(v: u64) {
+            let (full, short) = (format!("{v:016x}"), format!("{v:x}"));
+            proptest::prop_assert_eq!(&hex64(v)[..], full.as_bytes());
+            let mut b = BytesMut::new();
+            put_hex(&mut b, v);
+            proptest::prop_assert_eq!(&b[..], short.as_bytes());
+        }
+    }
+
     #[test]
     fn e164_is_written_as_to_e164_writes_it() {
         for n in ["+12025550123", "+74951234567", "+999999999999999"] {
@@ -283,6 +309,13 @@ mod tests {
             b.clear();
             put_hex64(&mut b, v);
             assert_eq!(&b[..], format!("{v:016x}").as_bytes());
+        }
+        // Every nibble value in every position.
+        for d in 0..16u64 {
+            for pos in 0..16 {
+                let v = (d << (4 * pos)) | (0x0123_4567_89ab_cdef & !(0xf << (4 * pos)));
+                assert_eq!(&hex64(v)[..], format!("{v:016x}").as_bytes());
+            }
         }
         let b = branch_for(u64::MAX, Leg::Outbound, u32::MAX);
         assert_eq!(b.len(), BRANCH_LEN);

@@ -12,6 +12,7 @@
 //! once when the dialog is set up (so the received datagram is not kept
 //! alive for the whole call); building a request copies no text.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -83,8 +84,9 @@ pub struct Dialog {
     /// The Contact value `remote_target` is parsed from (a copy), to skip
     /// parsing the same value again.
     remote_contact: Bytes,
-    /// Route set in the order the Route headers of our requests list it.
-    route_set: Vec<NameAddr>,
+    /// Route set in the order the Route headers of our requests list it,
+    /// each with its text (the Route value), written once.
+    route_set: Vec<RouteEntry>,
     state: DialogState,
 }
 
@@ -401,7 +403,7 @@ impl Dialog {
         buf: &mut BytesMut,
     ) -> Request {
         let (uri, routes) = self.request_target();
-        let mut request = Request::new(method.clone(), uri);
+        let mut request = Request::new(method.clone(), uri.into_owned());
         // Room for these, our Via and Contact, and a few end-to-end ones.
         request.headers = Headers::with_capacity(routes.len() + 10);
         let h = &mut request.headers;
@@ -473,14 +475,14 @@ impl Dialog {
     /// Room to reserve for [`Dialog::write_request`] with a Via of
     /// `via_len` bytes, `extra` and `body`: an estimate, not a bound (the
     /// Request-URI is counted as the remote Contact's length, at least 64,
-    /// and each route as 96 bytes; longer ones make the buffer grow).
+    /// and routes exactly; a longer URI makes the buffer grow).
     pub fn request_len(
         &self,
         via_len: usize,
         extra: &[(HeaderName, &Bytes)],
         body: &Bytes,
     ) -> usize {
-        let routes: usize = self.route_set.len() * 96;
+        let routes: usize = self.route_set.iter().map(|r| r.text.len() + 9).sum();
         let fields = extra
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
@@ -511,19 +513,21 @@ impl Dialog {
     }
 
     /// Request-URI and Route values: loose routing when the first route has
-    /// `lr`, else the strict routing of RFC 3261 §12.2.1.1.
-    fn request_target(&self) -> (Uri, Vec<Bytes>) {
-        let render = |n: &NameAddr| Bytes::from(n.to_string());
+    /// `lr`, else the strict routing of RFC 3261 §12.2.1.1. The remote
+    /// target is lent, not copied, unless strict routing makes the first
+    /// route the Request-URI.
+    fn request_target(&self) -> (Cow<'_, Uri>, Vec<Bytes>) {
+        let text = |r: &RouteEntry| r.text.clone();
         match self.route_set.first() {
-            None => (self.remote_target().clone(), Vec::new()),
-            Some(first) if is_loose(first) => (
-                self.remote_target().clone(),
-                self.route_set.iter().map(render).collect(),
+            None => (Cow::Borrowed(self.remote_target()), Vec::new()),
+            Some(first) if is_loose(&first.addr) => (
+                Cow::Borrowed(self.remote_target()),
+                self.route_set.iter().map(text).collect(),
             ),
             Some(first) => {
-                let mut routes: Vec<Bytes> = self.route_set[1..].iter().map(render).collect();
+                let mut routes: Vec<Bytes> = self.route_set[1..].iter().map(text).collect();
                 routes.push(Bytes::from(format!("<{}>", self.remote_target())));
-                (strip_uri_headers(&first.uri), routes)
+                (Cow::Owned(strip_uri_headers(&first.addr.uri)), routes)
             }
         }
     }
@@ -553,8 +557,9 @@ fn own_bytes(buf: &mut BytesMut, value: &[u8]) -> Bytes {
 
 /// [`own_bytes`] for text.
 fn own_str(buf: &mut BytesMut, text: &str) -> ByteStr {
-    // A copy of a `str`: the check passes and nothing is copied again.
-    ByteStr::from_utf8_lossy(own_bytes(buf, text.as_bytes()))
+    // A copy of a `str`: the one check passes (an empty text otherwise
+    // is not reached).
+    ByteStr::from_utf8(own_bytes(buf, text.as_bytes())).unwrap_or_default()
 }
 
 /// A URI in a buffer of its own. Dialog state lives as long as the call; a
@@ -597,11 +602,26 @@ fn first_contact_uri(raw: &Bytes) -> Result<Option<Uri>, &'static str> {
     Ok(first)
 }
 
-/// Route set values in buffers of their own (see [`own_uri`]).
-fn own_routes(routes: Vec<NameAddr>) -> Vec<NameAddr> {
+/// One route of a dialog's route set: the address, and its text as a
+/// Route value (what the address's `Display` writes), kept so that each
+/// request copies a handle instead of formatting it again.
+#[derive(Clone, Debug)]
+struct RouteEntry {
+    addr: NameAddr,
+    text: Bytes,
+}
+
+/// Route set values in buffers of their own (see [`own_uri`]): each
+/// address is written once and parsed again from that text, which the
+/// entry keeps as its Route value.
+fn own_routes(routes: Vec<NameAddr>) -> Vec<RouteEntry> {
     routes
         .into_iter()
-        .map(|n| NameAddr::parse_single(&Bytes::from(n.to_string())).unwrap_or(n))
+        .map(|n| {
+            let text = Bytes::from(n.to_string());
+            let addr = NameAddr::parse_single(&text).unwrap_or(n);
+            RouteEntry { addr, text }
+        })
         .collect()
 }
 

@@ -295,3 +295,30 @@ fn written_request_is_the_built_request_on_the_wire() {
         }
     }
 }
+
+#[test]
+fn route_values_are_written_once_and_sent_as_written() {
+    let mut d = Dialog::new_uas(&request(INVITE), ByteStr::from("t")).unwrap();
+    let (a, b) = (d.new_request(Method::Bye), d.new_request(Method::Info));
+    let values =
+        |r: &Request| -> Vec<Bytes> { r.headers.get_all(&HeaderName::Route).cloned().collect() };
+    let (va, vb) = (values(&a), values(&b));
+    assert_eq!(
+        va,
+        [&b"<sip:p2.example.com;lr>"[..], b"<sip:p1.example.com;lr>"]
+    );
+    // The same text each time, not formatted again: the requests share
+    // the dialog's copies.
+    for (x, y) in va.iter().zip(&vb) {
+        assert_eq!(x.as_ptr(), y.as_ptr());
+    }
+    // As the addresses' own text form.
+    let parsed: Vec<String> = reparse(&a)
+        .route()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let raw: Vec<&str> = va.iter().map(|v| std::str::from_utf8(v).unwrap()).collect();
+    assert_eq!(parsed, raw);
+}

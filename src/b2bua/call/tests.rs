@@ -980,6 +980,7 @@ fn digest_challenge_is_answered_once_with_credentials() {
     let retry = roundtrip_request(&retry);
     assert_eq!(retry.method, Method::Invite);
     assert_eq!(retry.cseq().unwrap().seq, 2);
+    assert_eq!(retry.uri, first.uri);
     assert_eq!(retry.call_id().unwrap(), first.call_id().unwrap());
     assert_eq!(retry.from().unwrap().tag(), first.from().unwrap().tag());
     assert_ne!(
@@ -1273,4 +1274,45 @@ fn bye_while_a_reinvite_2xx_awaits_its_ack_acks_the_other_leg_first() {
             .all(|(_, o)| transmitted_responses(o, Leg::Inbound).is_empty()),
         "no 2xx retransmission after the BYE: {sent:?}"
     );
+}
+
+#[test]
+fn the_call_state_stays_compact() {
+    // Touched by every message of the call; the rare re-INVITE state is
+    // boxed and the outbound INVITE keeps its Request-URI only as text.
+    let size = std::mem::size_of::<Call>();
+    assert!(size <= 1312, "Call is {size} bytes (was 1,584)");
+}
+
+#[test]
+fn the_outbound_request_uri_is_read_back_from_its_to() {
+    let fallback = Uri::parse("sip:fallback@192.0.2.9").unwrap();
+    for text in [
+        "sip:+74951234567@127.0.0.1:5080",
+        "sips:office@pbx.example.com;transport=tcp",
+        "sip:7042@[2001:db8::1]:5062;user=phone",
+        "tel:+74951234567",
+    ] {
+        let uri = Uri::parse(text).unwrap();
+        let mut to = bytes::BytesMut::new();
+        to.put_u8(b'<');
+        uri.write_into(&mut to);
+        to.put_u8(b'>');
+        let invite = OutInvite {
+            to: to.freeze(),
+            via: Bytes::new(),
+            max_forwards: Bytes::from_static(b"69"),
+        };
+        assert_eq!(invite.uri(&fallback), uri, "{text}");
+        assert_eq!(invite.uri(&fallback).to_text(), uri.to_text());
+    }
+    // Not `<` URI `>` (not reached: the call writes it so).
+    for to in [&b""[..], b"<>", b"sip:x@y", b"<sip:x@y"] {
+        let invite = OutInvite {
+            to: Bytes::copy_from_slice(to),
+            via: Bytes::new(),
+            max_forwards: Bytes::new(),
+        };
+        assert_eq!(invite.uri(&fallback), fallback);
+    }
 }
