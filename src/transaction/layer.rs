@@ -1161,7 +1161,7 @@ impl Inner {
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
                 let target = TimerTarget::Client(Arc::clone(key), id, timer, 0, 0);
-                wheel.schedule(after, target);
+                wheel.schedule_within(after, self.slack(timer), target);
             });
             return;
         };
@@ -1176,7 +1176,8 @@ impl Inner {
         actions.take_schedules(|timer, after| {
             let (drains, holds) = self.resend_bounds(timer, after, None, *dest);
             let target = TimerTarget::Client(Arc::clone(key), id, timer, drains, holds);
-            timers.insert(wheel.schedule(after, target), timer);
+            let slack = self.slack(timer);
+            timers.insert(wheel.schedule_within(after, slack, target), timer);
         });
         let Some(linger) = machine.linger() else {
             return;
@@ -1664,7 +1665,7 @@ impl Inner {
             let mut wheel = self.wheel.batch();
             actions.take_schedules(|timer, after| {
                 let target = TimerTarget::Server(Arc::clone(key), id, timer, 0, 0);
-                wheel.schedule(after, target);
+                wheel.schedule_within(after, self.slack(timer), target);
             });
             return;
         };
@@ -1682,7 +1683,8 @@ impl Inner {
             let local = Some(source.local);
             let (drains, holds) = self.resend_bounds(timer, after, local, *reply);
             let target = TimerTarget::Server(Arc::clone(key), id, timer, drains, holds);
-            timers.insert(wheel.schedule(after, target), timer);
+            let slack = self.slack(timer);
+            timers.insert(wheel.schedule_within(after, slack, target), timer);
         });
         if ack_key.is_some() || key.is_rfc2543() {
             return;
@@ -1985,6 +1987,16 @@ impl Inner {
             debug!(method = %key.method(), peer = %l.source.peer, "server transaction terminated");
         }
         true
+    }
+
+    /// How late `timer` may fire ([`TimerConfig::ending_slack`] for the
+    /// timers that end lingering transactions, zero for the others).
+    fn slack(&self, timer: Timer) -> Duration {
+        if timer.ends_lingering() {
+            self.config.timers.ending_slack()
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// What to arm `timer` with, `after` a step that sends (first or
@@ -3643,6 +3655,39 @@ mod tests {
             ClientEventKind::Terminated
         ));
         assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_transactions_that_end_within_the_slack_expire_together() {
+        let (layer, mut rx, _sink) = layer();
+        let start = Instant::now();
+        let slack = layer.timers().ending_slack();
+        assert_eq!(slack, Duration::from_millis(100));
+        // Two non-INVITE servers answered 30 ms and 70 ms in: Timer J
+        // (32 s) is due at 32.03 s and 32.07 s, and both fire at 32.1 s.
+        let mut keys = Vec::new();
+        for (at, branch) in [(30, "z9hG4bKj1"), (70, "z9hG4bKj2")] {
+            advance_to(start, Duration::from_millis(at)).await;
+            let mut req = options();
+            req.headers.set(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 10.0.0.1:5060;branch={branch}"),
+            );
+            layer.on_message(req.into(), udp_source()).await.unwrap();
+            let req = expect_request(&mut rx).await;
+            keys.push(req.tx.key().clone());
+            req.tx
+                .respond(response(&req.request, 200, Some("t")))
+                .await
+                .unwrap();
+        }
+        advance_to(start, Duration::from_millis(32_099)).await;
+        assert!(keys.iter().all(|k| server_lingers(&layer, k)), "not before");
+        // (1 ms past it, as in the tests above: the timer task runs after
+        // this one at the same instant.)
+        advance_to(start, Duration::from_millis(32_101)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J, rounded up");
+        assert_eq!(layer.pending_timers(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -61,6 +61,17 @@ impl TimerConfig {
         self.t1 / 5
     }
 
+    /// How much later than its value a timer that ends a lingering
+    /// transaction ([`Timer::ends_lingering`]: D, I, J, K, L, M) may fire:
+    /// T1/5, 100 ms by default. Those timers only bound how long
+    /// retransmissions are absorbed (RFC 3261 §17 wants them to last *at
+    /// least* their value), so the layer rounds their deadlines up to a
+    /// multiple of this, and the expiries of the transactions that ended
+    /// within it share one wake-up of the timer task.
+    pub fn ending_slack(&self) -> Duration {
+        self.t1 / 5
+    }
+
     /// How many times a retransmission armed `interval` after its
     /// message went out may be held back (each for
     /// [`TimerConfig::deferral`]): as many as fit in `interval`, so it goes

@@ -92,6 +92,10 @@ impl Ord for Queued {
 struct Lane {
     /// The duration of its timers, in nanoseconds.
     after: u64,
+    /// The step its deadlines are rounded up to, in nanoseconds (0: not
+    /// rounded). Rounded and exact timers of one duration keep to lanes
+    /// of their own, so each lane stays sorted.
+    step: u64,
     entries: VecDeque<Queued>,
 }
 
@@ -301,10 +305,24 @@ pub(crate) struct Batch<'a, T> {
 impl<T> Batch<'_, T> {
     /// Fires `target` `after` from the batch's instant.
     pub(crate) fn schedule(&mut self, after: Duration, target: T) -> TimerId {
+        self.schedule_within(after, Duration::ZERO, target)
+    }
+
+    /// Fires `target` `after` from the batch's instant, or up to `slack`
+    /// later: at the next multiple of `slack` (counted from the queue's
+    /// creation), so that timers which may as well fire a little late fall
+    /// due together, one wake-up of the timer task for all those due in
+    /// the same `slack`. A zero `slack` is [`Batch::schedule`].
+    pub(crate) fn schedule_within(
+        &mut self,
+        after: Duration,
+        slack: Duration,
+        target: T,
+    ) -> TimerId {
         let wheel = self.wheel;
         let queue = self.queue.get_or_insert_with(|| wheel.lock());
         let now = *self.now.get_or_insert_with(|| queue.tick(Instant::now()));
-        let (id, earliest) = Wheel::schedule_locked(queue, now, after, target);
+        let (id, earliest) = Wheel::schedule_locked(queue, now, after, nanos(slack), target);
         self.wake |= earliest;
         id
     }
@@ -382,15 +400,22 @@ impl<T> Wheel<T> {
     }
 
     /// `schedule` under the lock, `now` being the queue's tick of the
-    /// current instant. Returns whether the timer task must be woken.
+    /// current instant, the deadline rounded up to a multiple of `step`
+    /// (nanoseconds; 0 or 1: not rounded). Returns whether the timer task
+    /// must be woken.
     fn schedule_locked(
         queue: &mut Queue<T>,
         now: u64,
         after: Duration,
+        step: u64,
         target: T,
     ) -> (TimerId, bool) {
         let after = nanos(after);
-        let at = now.saturating_add(after);
+        let step = if step > 1 { step } else { 0 };
+        let mut at = now.saturating_add(after);
+        if step > 0 {
+            at = at.div_ceil(step).saturating_mul(step);
+        }
         queue.seq += 1;
         let seq = queue.seq;
         // One look-up of the slot, which gives its generation too.
@@ -426,11 +451,16 @@ impl<T> Wheel<T> {
             slot,
             generation,
         };
-        let lane = match queue.lanes.iter().position(|l| l.after == after) {
+        let lane = match queue
+            .lanes
+            .iter()
+            .position(|l| l.after == after && l.step == step)
+        {
             Some(i) => Some(i),
             None if queue.lanes.len() < MAX_LANES => {
                 queue.lanes.push(Lane {
                     after,
+                    step,
                     entries: VecDeque::new(),
                 });
                 Some(queue.lanes.len() - 1)
@@ -791,6 +821,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn timers_with_slack_fall_due_together_at_a_multiple_of_it() {
+        let ms = Duration::from_millis;
+        let wheel = Wheel::new();
+        let t0 = Instant::now();
+        let slack = ms(100);
+        tokio::time::advance(ms(30)).await;
+        {
+            let mut batch = wheel.batch();
+            batch.schedule_within(ms(1000), slack, "r1");
+            batch.schedule(ms(1000), "e1");
+        }
+        tokio::time::advance(ms(40)).await;
+        {
+            let mut batch = wheel.batch();
+            batch.schedule_within(ms(1000), slack, "r2");
+            batch.schedule_within(ms(1000), Duration::ZERO, "e2");
+            // On a multiple already: not moved.
+            batch.schedule_within(ms(930), slack, "r3");
+        }
+        // Exact and rounded timers of one duration keep to their own
+        // lanes: none goes to the heap.
+        assert_eq!(wheel.lock().heap.len(), 0);
+        assert_eq!(wheel.next_deadline(), Some(t0 + ms(1000)));
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + ms(1099), &mut due);
+        assert_eq!(targets(due), ["r3", "e1", "e2"]);
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + ms(1100), &mut due);
+        assert_eq!(
+            targets(due),
+            ["r1", "r2"],
+            "at 1,030 and 1,070: both at 1,100"
+        );
+        assert_eq!(wheel.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn cancelled_entries_stay_bounded_by_the_live_timers() {
         let wheel = Wheel::new();
         // One long timer stays live; short-lived ones are scheduled and
@@ -807,6 +874,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Schedule(u64),
+        /// Duration and slack, ms.
+        ScheduleWithin(u64, u64),
         Cancel(usize),
         Advance(u64),
     }
@@ -816,6 +885,7 @@ mod tests {
             // Few distinct durations (lanes) and many (the heap): 0..40 ms
             // in steps of 1 ms exceeds MAX_LANES.
             (0u64..40).prop_map(Op::Schedule),
+            (0u64..40, 0u64..4).prop_map(|(ms, s)| Op::ScheduleWithin(ms, s * 10)),
             (0usize..64).prop_map(Op::Cancel),
             (0u64..15).prop_map(Op::Advance),
         ]
@@ -833,6 +903,7 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let wheel = Wheel::new();
+                let t0 = Instant::now();
                 let mut model: Vec<(Instant, usize, TimerId)> = Vec::new();
                 let mut ids = Vec::new();
                 let mut fired = Vec::new();
@@ -843,6 +914,18 @@ mod tests {
                             let n = ids.len();
                             let id = wheel.schedule(Duration::from_millis(ms), n);
                             model.push((Instant::now() + Duration::from_millis(ms), n, id));
+                            ids.push(id);
+                        }
+                        Op::ScheduleWithin(ms, slack) => {
+                            let n = ids.len();
+                            let after = Duration::from_millis(ms);
+                            let id = wheel
+                                .batch()
+                                .schedule_within(after, Duration::from_millis(slack), n);
+                            // Up to the next multiple of the slack since t0.
+                            let at = (Instant::now() + after - t0).as_millis() as u64;
+                            let at = if slack > 0 { at.div_ceil(slack) * slack } else { at };
+                            model.push((t0 + Duration::from_millis(at), n, id));
                             ids.push(id);
                         }
                         Op::Cancel(i) => {
