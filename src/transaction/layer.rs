@@ -1176,8 +1176,12 @@ impl Inner {
         actions.take_schedules(|timer, after| {
             let (drains, holds) = self.resend_bounds(timer, after, None, *dest);
             let target = TimerTarget::Client(Arc::clone(key), id, timer, drains, holds);
-            let slack = self.slack(timer);
-            timers.insert(wheel.schedule_within(after, slack, target), timer);
+            let timer_id = if timer.ends_lingering() {
+                wheel.schedule_within(after, self.config.timers.ending_slack(), target)
+            } else {
+                wheel.schedule(after, target)
+            };
+            timers.insert(timer_id, timer);
         });
         let Some(linger) = machine.linger() else {
             return;
@@ -1683,8 +1687,12 @@ impl Inner {
             let local = Some(source.local);
             let (drains, holds) = self.resend_bounds(timer, after, local, *reply);
             let target = TimerTarget::Server(Arc::clone(key), id, timer, drains, holds);
-            let slack = self.slack(timer);
-            timers.insert(wheel.schedule_within(after, slack, target), timer);
+            let timer_id = if timer.ends_lingering() {
+                wheel.schedule_within(after, self.config.timers.ending_slack(), target)
+            } else {
+                wheel.schedule(after, target)
+            };
+            timers.insert(timer_id, timer);
         });
         if ack_key.is_some() || key.is_rfc2543() {
             return;
@@ -2430,6 +2438,23 @@ mod tests {
         assert!(size <= 144, "Incoming is {size} bytes (392 unboxed)");
     }
 
+    /// The TU's next item, which must be a server transaction's event
+    /// (Timer H, Timer Unanswered, a transport error).
+    async fn server_event(rx: &mut mpsc::Receiver<Incoming>) -> TuEvent {
+        match rx.recv().await {
+            Some(Incoming::Event(ServerEvent { event, .. })) => event,
+            other => panic!("expected a server event, got {other:?}"),
+        }
+    }
+
+    /// Every transaction has ended and left no timer behind (`what`: by
+    /// which timer, for the message).
+    #[track_caller]
+    fn assert_all_ended(layer: &TransactionLayer, what: &str) {
+        assert_eq!(layer.transaction_counts(), (0, 0), "{what}");
+        assert_eq!(layer.pending_timers(), 0, "{what}");
+    }
+
     async fn expect_request(rx: &mut mpsc::Receiver<Incoming>) -> ServerRequest {
         match rx.recv().await {
             Some(Incoming::Request(r)) => *r,
@@ -2591,13 +2616,7 @@ mod tests {
             .await
             .unwrap();
         advance(Duration::from_secs(33)).await;
-        assert!(matches!(
-            rx.recv().await,
-            Some(Incoming::Event(ServerEvent {
-                event: TuEvent::Timeout,
-                ..
-            }))
-        ));
+        assert!(matches!(server_event(&mut rx).await, TuEvent::Timeout));
         assert_eq!(sink.statuses().len(), 11);
         assert!(layer.inner.awaiting_ack.is_empty());
         assert_eq!(layer.transaction_counts(), (0, 0));
@@ -2901,11 +2920,8 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            rx.recv().await,
-            Some(Incoming::Event(ServerEvent {
-                event: TuEvent::TransportError,
-                ..
-            }))
+            server_event(&mut rx).await,
+            TuEvent::TransportError
         ));
         assert_eq!(layer.transaction_counts(), (0, 0));
     }
@@ -3406,8 +3422,7 @@ mod tests {
             "K: Completed ignores E and F, so they are cancelled"
         );
         advance(Duration::from_secs(6)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer K");
         let m = layer.metrics().to_string();
         assert!(m.contains("pending_timers=0"), "{m}");
         assert_eq!(layer.inner.wheel.queued(), 0);
@@ -3501,8 +3516,7 @@ mod tests {
             "{max_pending}"
         );
         advance(Duration::from_secs(40)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0));
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "");
         assert!(layer.inner.wheel.queued() <= COMPACT_MIN);
     }
 
@@ -3598,8 +3612,7 @@ mod tests {
             })
         ));
         advance_to(start, Duration::from_millis(32_001)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer J");
         // After Timer J the same request is a new one.
         layer.on_message(options().into(), src).await.unwrap();
         assert_eq!(
@@ -3686,8 +3699,7 @@ mod tests {
         // (1 ms past it, as in the tests above: the timer task runs after
         // this one at the same instant.)
         advance_to(start, Duration::from_millis(32_101)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer J, rounded up");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer J, rounded up");
     }
 
     #[tokio::test(start_paused = true)]
@@ -3703,14 +3715,10 @@ mod tests {
         sink.fail.store(true, Ordering::Relaxed);
         layer.on_message(options().into(), src).await.unwrap();
         assert!(matches!(
-            rx.recv().await,
-            Some(Incoming::Event(ServerEvent {
-                event: TuEvent::TransportError,
-                ..
-            }))
+            server_event(&mut rx).await,
+            TuEvent::TransportError
         ));
-        assert_eq!(layer.transaction_counts(), (0, 0));
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "");
     }
 
     #[tokio::test(start_paused = true)]
@@ -3747,8 +3755,7 @@ mod tests {
             .unwrap();
         assert!(matches!(rx.recv().await, Some(Incoming::Ack { .. })));
         advance(Duration::from_secs(33)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer L");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer L");
         assert!(rx.try_recv().is_err(), "no timeout: the 2xx was the TU's");
     }
 
@@ -3775,8 +3782,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
         assert_eq!(layer.metrics().acks_absorbed.load(Ordering::Relaxed), 2);
         advance(Duration::from_secs(6)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer I");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer I");
     }
 
     #[tokio::test(start_paused = true)]
@@ -3801,8 +3807,7 @@ mod tests {
         assert!(server_lingers(&layer, &key), "lingers after the ACK");
         assert_eq!(layer.pending_timers(), 1, "Retransmit2xx cancelled");
         advance(Duration::from_secs(33)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0));
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "");
     }
 
     fn our_invite() -> Request {
@@ -3846,8 +3851,7 @@ mod tests {
             ClientEventKind::Terminated
         ));
         assert!(tx.recv().await.is_none(), "the 486 reached the TU once");
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer D");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer D");
     }
 
     #[tokio::test(start_paused = true)]
@@ -3877,8 +3881,7 @@ mod tests {
             tx.recv().await.unwrap().event,
             ClientEventKind::Terminated
         ));
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer M");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer M");
     }
 
     #[tokio::test(start_paused = true)]
@@ -3907,8 +3910,7 @@ mod tests {
             tx.recv().await.unwrap().event,
             ClientEventKind::Terminated
         ));
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer K");
     }
 
     /// Without `terminated_events` a TU's shared channel gets the
@@ -4230,13 +4232,7 @@ mod tests {
             let resent = m.response_retransmissions.load(Ordering::Relaxed);
             assert_eq!(resent, 6, "{status}");
             assert_eq!(deferred(&layer), (0, 155), "{status}");
-            assert!(matches!(
-                rx.recv().await,
-                Some(Incoming::Event(ServerEvent {
-                    event: TuEvent::Timeout,
-                    ..
-                }))
-            ));
+            assert!(matches!(server_event(&mut rx).await, TuEvent::Timeout));
         }
     }
 
@@ -4285,8 +4281,7 @@ mod tests {
         assert_eq!(sink.send_times(), [ms(0)]);
         assert_eq!(deferred(&layer), (2, 0));
         advance_to(start, ms(6_000)).await;
-        assert_eq!(layer.transaction_counts(), (0, 0), "Timer K");
-        assert_eq!(layer.pending_timers(), 0);
+        assert_all_ended(&layer, "Timer K");
     }
 
     /// With a receive side that drains between any two readings (never
@@ -4347,15 +4342,8 @@ mod tests {
         advance_to(start, ms(31_990)).await;
         assert!(rx.try_recv().is_err());
         advance_to(start, ms(32_000)).await;
-        assert!(matches!(
-            rx.recv().await,
-            Some(Incoming::Event(ServerEvent {
-                event: TuEvent::Timeout,
-                ..
-            }))
-        ));
-        assert_eq!(layer.transaction_counts(), (0, 0));
-        assert_eq!(layer.pending_timers(), 0);
+        assert!(matches!(server_event(&mut rx).await, TuEvent::Timeout));
+        assert_all_ended(&layer, "");
     }
 
     /// The TU's 2xx retransmissions through a lingering Accepted INVITE
@@ -4410,12 +4398,6 @@ mod tests {
         advance_to(start, ms(750)).await;
         assert_eq!(sink.statuses(), [200, 200]);
         advance_to(start, ms(32_000)).await;
-        assert!(matches!(
-            rx.recv().await,
-            Some(Incoming::Event(ServerEvent {
-                event: TuEvent::Timeout,
-                ..
-            }))
-        ));
+        assert!(matches!(server_event(&mut rx).await, TuEvent::Timeout));
     }
 }
