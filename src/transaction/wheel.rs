@@ -305,7 +305,7 @@ pub(crate) struct Batch<'a, T> {
 impl<T> Batch<'_, T> {
     /// Fires `target` `after` from the batch's instant.
     pub(crate) fn schedule(&mut self, after: Duration, target: T) -> TimerId {
-        self.schedule_within(after, Duration::ZERO, target)
+        self.schedule_by_step(after, 0, target)
     }
 
     /// Fires `target` `after` from the batch's instant, or up to `slack`
@@ -319,10 +319,16 @@ impl<T> Batch<'_, T> {
         slack: Duration,
         target: T,
     ) -> TimerId {
+        self.schedule_by_step(after, nanos(slack), target)
+    }
+
+    /// `schedule_within` with the slack in nanoseconds (0: none).
+    #[inline]
+    fn schedule_by_step(&mut self, after: Duration, step: u64, target: T) -> TimerId {
         let wheel = self.wheel;
         let queue = self.queue.get_or_insert_with(|| wheel.lock());
         let now = *self.now.get_or_insert_with(|| queue.tick(Instant::now()));
-        let (id, earliest) = Wheel::schedule_locked(queue, now, after, nanos(slack), target);
+        let (id, earliest) = Wheel::schedule_locked(queue, now, after, step, target);
         self.wake |= earliest;
         id
     }
