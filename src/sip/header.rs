@@ -42,6 +42,16 @@ macro_rules! header_names {
                 }
             }
 
+            /// How the writer starts a field of this name: the canonical
+            /// name and `": "`, for known names (one copy instead of two).
+            #[inline]
+            pub(crate) fn wire_prefix(&self) -> Option<&'static [u8]> {
+                Some(match self {
+                    $(HeaderName::$variant => concat!($canon, ": ").as_bytes(),)*
+                    HeaderName::Other(_) => return None,
+                })
+            }
+
             /// Recognizes a known name or compact form (lower-case input).
             fn known(lower: &[u8]) -> Option<HeaderName> {
                 Some(match lower {
@@ -404,6 +414,13 @@ impl Headers {
         self.0.is_empty()
     }
 
+    /// The list of a freshly parsed message: `fields` in wire order,
+    /// nothing kept yet.
+    #[inline]
+    pub(crate) fn from_fields(fields: Vec<Header>) -> Self {
+        Headers(fields, TypedCache::default())
+    }
+
     pub(crate) fn push_header(&mut self, h: Header) {
         self.changed();
         self.0.push(h);
@@ -523,6 +540,15 @@ mod tests {
                 assert!(!matches!(parsed, HeaderName::Other(_)), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn the_writer_prefix_is_the_canonical_name_and_a_colon() {
+        for name in HeaderName::ALL {
+            let prefix = name.wire_prefix().unwrap();
+            assert_eq!(prefix, format!("{}: ", name.as_str()).as_bytes());
+        }
+        assert_eq!(HeaderName::parse(b"X-Foo").unwrap().wire_prefix(), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::header::{HeaderName, Headers};
 use super::method::{Method, StatusCode, Version};
 use super::name_addr::NameAddr;
 use super::uri::Uri;
-use super::wire::{self, Length, Sink};
+use super::wire::{self, Sink, Written};
 
 /// A SIP request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,20 +63,16 @@ impl Request {
     /// Serializes the request (see [`Message::write_into`]) into a buffer
     /// of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
-        let mut len = Length::default();
-        self.put(&mut len);
-        let mut b = BytesMut::with_capacity(len.0);
-        self.put(&mut b);
-        b.freeze()
+        wire::to_exact_bytes(self)
     }
 
     /// Appends the wire form to `out`.
     pub fn write_into(&self, out: &mut BytesMut) {
         out.reserve(self.size_hint());
-        self.put(out);
+        self.put_wire(out);
     }
 
-    fn put(&self, s: &mut impl Sink) {
+    fn put_wire(&self, s: &mut impl Sink) {
         s.put(self.method.as_str().as_bytes());
         s.put(b" ");
         wire::put_uri(s, &self.uri);
@@ -160,20 +156,16 @@ impl Response {
     /// Serializes the response (see [`Message::write_into`]) into a buffer
     /// of exactly its size.
     pub fn to_bytes(&self) -> Bytes {
-        let mut len = Length::default();
-        self.put(&mut len);
-        let mut b = BytesMut::with_capacity(len.0);
-        self.put(&mut b);
-        b.freeze()
+        wire::to_exact_bytes(self)
     }
 
     /// Appends the wire form to `out`.
     pub fn write_into(&self, out: &mut BytesMut) {
         out.reserve(self.size_hint());
-        self.put(out);
+        self.put_wire(out);
     }
 
-    fn put(&self, s: &mut impl Sink) {
+    fn put_wire(&self, s: &mut impl Sink) {
         wire::put_version(s, self.version);
         s.put(b" ");
         wire::put_status(s, self.status);
@@ -233,6 +225,20 @@ impl Message {
             Message::Request(r) => &r.body,
             Message::Response(r) => &r.body,
         }
+    }
+}
+
+impl Written for Request {
+    #[inline]
+    fn put(&self, s: &mut impl Sink) {
+        self.put_wire(s);
+    }
+}
+
+impl Written for Response {
+    #[inline]
+    fn put(&self, s: &mut impl Sink) {
+        self.put_wire(s);
     }
 }
 

@@ -293,11 +293,15 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     let is_request = !line.starts_with(b"SIP/");
     pos = next;
 
-    let mut headers = Headers::with_capacity(16);
+    // The fields go straight into a vector (no kept values to drop per
+    // push); it becomes the message's `Headers` at the end.
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut first_error: Option<ParseErrorKind> = None;
     let mut line_no = 1;
-    // The field being assembled: name and value; owned only when folded.
-    let mut pending: Option<(HeaderName, Pending)> = None;
+    // A field whose line was followed by a continuation line: name and
+    // value so far (RFC 3261 §7.3.1 folding), pushed when the next field
+    // or the end of the section is reached.
+    let mut folded: Option<(HeaderName, Vec<u8>)> = None;
     let mut body_start = buf.len();
     let mut content_length = Ok(None);
     while pos < buf.len() {
@@ -311,14 +315,22 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             .into());
         }
         pos = next;
-        if line.is_empty() {
+        let Some(&first) = line.first() else {
             body_start = pos;
             break;
-        }
-        if is_wsp(line[0]) {
+        };
+        if is_wsp(first) {
             // Obsolete line folding (RFC 3261 §7.3.1): continue the field with one SP.
-            match pending.as_mut() {
-                Some((_, value)) => value.fold(trim(line)),
+            match folded.as_mut() {
+                Some((_, value)) => {
+                    let more = trim(line);
+                    if !more.is_empty() {
+                        if !value.is_empty() {
+                            value.push(b' ');
+                        }
+                        value.extend_from_slice(more);
+                    }
+                }
                 None => {
                     first_error.get_or_insert(ParseErrorKind::HeaderLine {
                         line: line_no,
@@ -328,12 +340,12 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             }
             continue;
         }
-        if let Some((name, value)) = pending.take() {
+        if let Some((name, value)) = folded.take() {
             push_field(
                 &mut headers,
                 &mut content_length,
                 name,
-                value.into_bytes(buf),
+                Bytes::from(value),
                 limits,
             )?;
         }
@@ -343,10 +355,12 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             .position(|&c| !is_token(c))
             .unwrap_or(line.len());
         let mut colon = n;
-        while line.get(colon).is_some_and(|&c| is_wsp(c)) {
-            colon += 1;
-        }
         if line.get(colon) != Some(&b':') {
+            while line.get(colon).is_some_and(|&c| is_wsp(c)) {
+                colon += 1;
+            }
+        }
+        if n == 0 || line.get(colon) != Some(&b':') {
             first_error.get_or_insert(ParseErrorKind::HeaderLine {
                 line: line_no,
                 reason: if n == 0 {
@@ -357,25 +371,32 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
             });
             continue;
         }
-        if n == 0 {
-            first_error.get_or_insert(ParseErrorKind::HeaderLine {
-                line: line_no,
-                reason: "invalid header name",
-            });
+        let name = HeaderName::from_token_slice(buf, &line[..n]);
+        let value = trim(&line[colon + 1..]);
+        if buf.get(pos).is_some_and(|&c| is_wsp(c)) {
+            // The next line continues this field: assemble it in a copy.
+            folded = Some((name, value.to_vec()));
             continue;
         }
-        let name = HeaderName::from_token_slice(buf, &line[..n]);
-        pending = Some((name, Pending::Slice(trim(&line[colon + 1..]))));
+        // `value` is a sub-slice of `buf`: slice it by its offset.
+        let value = if value.is_empty() {
+            Bytes::new()
+        } else {
+            let start = value.as_ptr() as usize - buf.as_ptr() as usize;
+            buf.slice(start..start + value.len())
+        };
+        push_field(&mut headers, &mut content_length, name, value, limits)?;
     }
-    if let Some((name, value)) = pending.take() {
+    if let Some((name, value)) = folded.take() {
         push_field(
             &mut headers,
             &mut content_length,
             name,
-            value.into_bytes(buf),
+            Bytes::from(value),
             limits,
         )?;
     }
+    let headers = Headers::from_fields(headers);
     let fail = |kind: ParseErrorKind, headers: Headers| ParseError {
         kind,
         context: if is_request {
@@ -399,9 +420,9 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn push_field(
-    headers: &mut Headers,
+    headers: &mut Vec<Header>,
     content_length: &mut Result<Option<usize>, ParseErrorKind>,
     name: HeaderName,
     value: Bytes,
@@ -416,38 +437,8 @@ fn push_field(
     if name == HeaderName::ContentLength {
         fold_content_length(content_length, &value);
     }
-    headers.push_header(Header { name, value });
+    headers.push(Header { name, value });
     Ok(())
-}
-
-enum Pending<'a> {
-    Slice(&'a [u8]),
-    Owned(Vec<u8>),
-}
-
-impl<'a> Pending<'a> {
-    fn fold(&mut self, more: &'a [u8]) {
-        if more.is_empty() {
-            return;
-        }
-        let mut v = match std::mem::replace(self, Pending::Slice(&[])) {
-            Pending::Slice(s) => s.to_vec(),
-            Pending::Owned(v) => v,
-        };
-        if !v.is_empty() {
-            v.push(b' ');
-        }
-        v.extend_from_slice(more);
-        *self = Pending::Owned(v);
-    }
-
-    #[inline]
-    fn into_bytes(self, buf: &Bytes) -> Bytes {
-        match self {
-            Pending::Slice(s) => sub(buf, s),
-            Pending::Owned(v) => Bytes::from(v),
-        }
-    }
 }
 
 fn parse_start_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKind> {

@@ -7,6 +7,7 @@
 //! The output is the same text as the `Display` impls of [`Uri`] and
 //! [`Params`] (checked by tests), which stay for logging and `to_string`.
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -45,6 +46,46 @@ impl Sink for Length {
     fn put(&mut self, b: &[u8]) {
         self.0 += b.len();
     }
+}
+
+/// Runs the writer once into this thread's scratch buffer and copies what
+/// it wrote into a [`Bytes`] of exactly that size: one allocation at the
+/// exact size (so `bytes` needs no separate shared header when the value
+/// is frozen, cloned or sliced) without a counting pass first. Writing
+/// over [`Length`] and then again into the final buffer walked every
+/// header, URI and parameter twice; one walk and a `memcpy` of the result
+/// is cheaper. If the scratch buffer is busy (not expected: writers do not
+/// nest) or gone (thread exit), the counting pass is used instead.
+pub(crate) fn to_exact_bytes(w: &impl Written) -> Bytes {
+    /// A scratch buffer grown above this is not kept for the next message.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let scratch = SCRATCH.try_with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        buf.clear();
+        w.put(&mut *buf);
+        let out = Bytes::copy_from_slice(&buf);
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+        Some(out)
+    });
+    if let Ok(Some(out)) = scratch {
+        return out;
+    }
+    let mut len = Length::default();
+    w.put(&mut len);
+    let mut b = BytesMut::with_capacity(len.0);
+    w.put(&mut b);
+    b.freeze()
+}
+
+/// Something the writer writes whole (a request or a response).
+pub(crate) trait Written {
+    /// Writes the wire form into `s`.
+    fn put(&self, s: &mut impl Sink);
 }
 
 /// Writes `n` in decimal.
@@ -163,8 +204,13 @@ pub(crate) fn put_headers_and_body(s: &mut impl Sink, headers: &Headers, body: &
             }
             continue;
         }
-        s.put(h.name.as_str().as_bytes());
-        s.put(b": ");
+        match h.name.wire_prefix() {
+            Some(prefix) => s.put(prefix),
+            None => {
+                s.put(h.name.as_str().as_bytes());
+                s.put(b": ");
+            }
+        }
         s.put(&h.value);
         s.put(b"\r\n");
     }
@@ -175,6 +221,7 @@ pub(crate) fn put_headers_and_body(s: &mut impl Sink, headers: &Headers, body: &
     s.put(body);
 }
 
+#[inline]
 fn put_content_length(s: &mut impl Sink, n: usize) {
     s.put(b"Content-Length: ");
     put_decimal(s, n as u64);
@@ -216,6 +263,35 @@ mod tests {
             let mut b = BytesMut::from(&b"<"[..]);
             uri.write_into(&mut b);
             assert_eq!(&b[1..], text.as_bytes());
+        }
+    }
+
+    /// Writes a request, and while doing so (scratch buffer busy) the
+    /// same request again through `to_exact_bytes`, which must then count.
+    struct Nested<'a>(&'a crate::sip::Request, std::cell::RefCell<Option<Bytes>>);
+
+    impl Written for Nested<'_> {
+        fn put(&self, s: &mut impl Sink) {
+            *self.1.borrow_mut() = Some(to_exact_bytes(self.0));
+            self.0.put(s);
+        }
+    }
+
+    #[test]
+    fn exact_bytes_through_the_scratch_buffer_or_by_counting_agree() {
+        use crate::sip::{Method, Request};
+        let mut req = Request::new(Method::Invite, Uri::parse("sip:bob@example.com").unwrap());
+        req.headers.push(HeaderName::CallId, "a@b");
+        for body_len in [0, 10, 100_000] {
+            req.body = Bytes::from(vec![b'x'; body_len]);
+            let mut expected = BytesMut::new();
+            req.write_into(&mut expected);
+            let nested = Nested(&req, std::cell::RefCell::new(None));
+            let outer = to_exact_bytes(&nested);
+            let counted = nested.1.borrow_mut().take().unwrap();
+            assert_eq!(outer, expected, "scratch buffer, body {body_len}");
+            assert_eq!(counted, expected, "counting pass, body {body_len}");
+            assert_eq!(req.to_bytes(), expected, "again, body {body_len}");
         }
     }
 
