@@ -38,8 +38,11 @@
 //!   [`ClientEvent`]s.
 //! - Timers: all transactions share one timer queue and one tokio task; a
 //!   transaction's timers are cancelled when its machine no longer wants
-//!   them and when it terminates. Time is tokio's, so tests use
-//!   `tokio::time::pause`. A retransmission timer (A, E, G, 2xx) due
+//!   them and when it terminates. The timers that end a lingering
+//!   transaction (D, I, J, K, L, M: "wait at least" timers) are rounded up
+//!   to a multiple of [`TimerConfig::ending_slack`], so that expiries share
+//!   wake-ups, and the last one removes its record from the table without
+//!   a step. Time is tokio's, so tests use `tokio::time::pause`. A retransmission timer (A, E, G, 2xx) due
 //!   while the transport has not read everything that arrived since the
 //!   message went out ([`TransportSink::drained_since`]) holds the
 //!   retransmission back and looks again [`TimerConfig::deferral`] later:
