@@ -5,7 +5,12 @@
 //! Proceeding has no timeout in RFC 3261 (the TU cancels); so that a peer
 //! that never sends a final response cannot keep the transaction forever,
 //! Timer Unanswered ends it with a timeout after [`UNANSWERED_INVITE`], and
-//! Timer Cancelled 64*T1 after a CANCEL.
+//! Timer Cancelled 64*T1 after a CANCEL. Timer B, armed with the INVITE
+//! (64*T1, the period of Timer Unanswered), makes the first of those
+//! checks when it fires in Proceeding: the provisional response arms
+//! nothing, and Timer B is not cancelled (one timer less to arm and one
+//! less to cancel per call); the checks thus count from the INVITE, not
+//! from its first provisional response.
 
 use std::time::Duration;
 
@@ -56,8 +61,8 @@ pub struct InviteClient {
     cancel_pending: bool,
     /// A CANCEL was sent; Timer Cancelled runs (§9.1).
     cancelled: bool,
-    /// How long the INVITE has been in Proceeding, in whole Timer
-    /// Unanswered periods.
+    /// 64*T1 for each check of Timer Unanswered made in Proceeding (the
+    /// first by Timer B): about how long the INVITE has waited there.
     proceeding_for: Duration,
 }
 
@@ -142,10 +147,8 @@ impl InviteClient {
         let status = response.status;
         match self.state {
             Calling | Proceeding if status.is_provisional() => {
-                if self.state == Calling {
-                    // Proceeding has no RFC timeout; see Timer Unanswered.
-                    out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
-                }
+                // Proceeding has no RFC timeout; Timer B, still pending,
+                // makes the first check of Timer Unanswered's.
                 self.state = Proceeding;
                 out.push(Action::Deliver(TuEvent::Response(response)));
             }
@@ -200,8 +203,10 @@ impl InviteClient {
     pub fn wants_timer(&self, timer: Timer) -> bool {
         use InviteClientState::*;
         match timer {
-            Timer::A | Timer::B => self.state == Calling,
-            Timer::Cancelled | Timer::Unanswered => matches!(self.state, Calling | Proceeding),
+            Timer::A => self.state == Calling,
+            Timer::B | Timer::Cancelled | Timer::Unanswered => {
+                matches!(self.state, Calling | Proceeding)
+            }
             Timer::D => matches!(self.state, Calling | Proceeding | Completed),
             Timer::M => matches!(self.state, Calling | Proceeding | Accepted),
             _ => false,
@@ -229,7 +234,8 @@ impl InviteClient {
             }
             (Calling, Timer::B) => self.time_out(out),
             (Calling | Proceeding, Timer::Cancelled) => self.time_out(out),
-            (Proceeding, Timer::Unanswered) => {
+            // Timer B in Proceeding: the first check (see the module docs).
+            (Proceeding, Timer::Unanswered | Timer::B) => {
                 self.proceeding_for += self.config.t1x64();
                 if self.proceeding_for < UNANSWERED_INVITE {
                     out.push(Action::Schedule(Timer::Unanswered, self.config.t1x64()));
@@ -659,6 +665,25 @@ mod tests {
             clock.delivered().last(),
             Some((_, TuEvent::Timeout))
         ));
+    }
+
+    #[test]
+    fn timer_b_makes_the_first_unanswered_check_counted_from_the_invite() {
+        let (mut tx, mut clock) = start(false);
+        clock.run_until(secs(10), |t| tx.on_timer(t));
+        let step = tx.on_response(response(&invite(), 180, Some("r")));
+        assert!(
+            !step.iter().any(|a| matches!(a, Action::Schedule(..))),
+            "the provisional arms nothing: Timer B is still pending"
+        );
+        assert!(tx.wants_timer(Timer::B) && !tx.wants_timer(Timer::A));
+        clock.absorb(step);
+        // Checks at 32, 64, ... 192 s after the INVITE (not the 180).
+        clock.run_until(secs(191), |t| tx.on_timer(t));
+        assert_eq!(tx.state(), InviteClientState::Proceeding);
+        clock.run_until(secs(200), |t| tx.on_timer(t));
+        assert_eq!(clock.terminated_at(), Some(secs(192)));
+        assert!(!tx.wants_timer(Timer::B), "Terminated");
     }
 
     #[test]
