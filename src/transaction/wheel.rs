@@ -18,6 +18,11 @@
 //!   soon as cancelled entries outnumber live timers (and [`COMPACT_MIN`]):
 //!   queued entries never exceed twice the live timers plus that constant.
 //!
+//! - a timer scheduled with a slack ([`Batch::schedule_within`]) has its
+//!   deadline rounded up to a multiple of it, so that timers which may fire
+//!   a little late fall due together and share a wake-up; they keep to
+//!   lanes of their own (per duration and slack), so lanes stay sorted.
+//!
 //! Timers fall due in (deadline, scheduling order), as with a single heap.
 
 use std::cmp::{Ordering, Reverse};
