@@ -342,13 +342,16 @@ impl LineFields<'_> {
         out.extend_from_slice(b"{\"call_id\":");
         json::string(out, self.call_id);
         out.extend_from_slice(b",\"start\":");
-        json::time(out, self.start);
+        // The times of a line often fall in one second: its text is
+        // written once.
+        let mut second = None;
+        json::time_in(out, self.start, &mut second);
         if let Some(answer) = self.answer {
             out.extend_from_slice(b",\"answer\":");
-            json::time(out, answer);
+            json::time_in(out, answer, &mut second);
         }
         out.extend_from_slice(b",\"end\":");
-        json::time(out, self.end);
+        json::time_in(out, self.end, &mut second);
         out.extend_from_slice(b",\"caller\":");
         json::string(out, self.caller);
         out.extend_from_slice(b",\"dialed\":");
@@ -405,15 +408,38 @@ mod json {
         out.push(b'"');
     }
 
+    /// True when no byte of `bytes` needs an escape (a control character,
+    /// `"` or `\\`): eight bytes at a time, each word tested for a byte
+    /// below 0x20 or equal to one of the two (the classic bit tricks:
+    /// exact as a yes/no answer), the tail byte by byte.
+    pub(super) fn plain(bytes: &[u8]) -> bool {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let below = |x: u64, n: u8| x.wrapping_sub(LO * u64::from(n)) & !x & HI;
+        let zero_byte = |x: u64| x.wrapping_sub(LO) & !x & HI;
+        let mut words = bytes.chunks_exact(8);
+        let mut found = 0;
+        for w in &mut words {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            let x = u64::from_le_bytes(word);
+            found |= below(x, 0x20)
+                | zero_byte(x ^ (LO * u64::from(b'"')))
+                | zero_byte(x ^ (LO * u64::from(b'\\')));
+        }
+        found == 0
+            && words
+                .remainder()
+                .iter()
+                .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+    }
+
     /// The inside of [`string`].
     fn escaped(out: &mut Vec<u8>, s: &str) {
         let bytes = s.as_bytes();
-        // Most strings need no escape: one pass without branches (the
-        // compiler vectorizes it), then one copy.
-        let plain = bytes
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-        if plain {
+        // Most strings need no escape: one pass without branches, then one
+        // copy.
+        if plain(bytes) {
             out.extend_from_slice(bytes);
             return;
         }
@@ -454,11 +480,17 @@ mod json {
         out[at + 1] = b'0' + (n % 10) as u8;
     }
 
+    /// A second since the epoch and its text up to the milliseconds
+    /// (`"YYYY-MM-DDTHH:MM:SS.`, then `000Z"` to be overwritten).
+    pub(super) type Second = Option<(u64, [u8; 26])>;
+
     /// A time as a JSON string, RFC 3339 UTC with milliseconds (truncated),
     /// as `humantime::format_rfc3339_millis` writes it. A clock set before
     /// 1970 or after 9999 (which humantime cannot write: it panics or
     /// fails) is clamped to those years, so the record is still written.
-    pub(super) fn time(out: &mut Vec<u8>, t: SystemTime) {
+    /// The text of `second` is reused when `t` falls in it; else the
+    /// second's text is written and kept there.
+    pub(super) fn time_in(out: &mut Vec<u8>, t: SystemTime, second: &mut Second) {
         const LAST_MS: u64 = 253_402_300_799_999;
         let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         let since = if since.as_secs() > LAST_MS / 1000 {
@@ -467,18 +499,25 @@ mod json {
             since
         };
         let secs = since.as_secs();
-        let (year, month, day) = civil_from_days(secs / 86_400);
-        let of_day = secs % 86_400;
+        let mut s = match second {
+            Some((at, text)) if *at == secs => *text,
+            _ => {
+                let (year, month, day) = civil_from_days(secs / 86_400);
+                let of_day = secs % 86_400;
+                // Written in place, then copied once.
+                let mut s = *b"\"0000-00-00T00:00:00.000Z\"";
+                two(&mut s, 1, year / 100);
+                two(&mut s, 3, year % 100);
+                two(&mut s, 6, month);
+                two(&mut s, 9, day);
+                two(&mut s, 12, of_day / 3600);
+                two(&mut s, 15, of_day / 60 % 60);
+                two(&mut s, 18, of_day % 60);
+                *second = Some((secs, s));
+                s
+            }
+        };
         let ms = u64::from(since.subsec_millis());
-        // Written in place, then copied once.
-        let mut s = *b"\"0000-00-00T00:00:00.000Z\"";
-        two(&mut s, 1, year / 100);
-        two(&mut s, 3, year % 100);
-        two(&mut s, 6, month);
-        two(&mut s, 9, day);
-        two(&mut s, 12, of_day / 3600);
-        two(&mut s, 15, of_day / 60 % 60);
-        two(&mut s, 18, of_day % 60);
         s[21] = b'0' + (ms / 100) as u8;
         two(&mut s, 22, ms % 100);
         out.extend_from_slice(&s);
@@ -1082,6 +1121,46 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.to_json_line()).unwrap();
         assert_eq!(v["start"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["end"], "9999-12-31T23:59:59.999Z");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_text_is_told_as_byte_by_byte(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    0u8..=0x21,
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\\'),
+                    0x20u8..=0xff,
+                ],
+                0..40,
+            ),
+        ) {
+            let expected = bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(json::plain(&bytes), expected);
+        }
+    }
+
+    proptest::proptest! {
+        /// Times within a second of each other: the line writes a second's
+        /// text once and reuses it (and must not across a second).
+        #[test]
+        fn close_times_are_written_as_serde_writes_them(
+            start in 0u64..253_402_300_790_000,
+            answer_after in proptest::option::of(0u64..2_500),
+            end_after in 0u64..2_500,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start) + Duration::from_nanos(u64::from(nanos));
+            let answer = answer_after.map(|a| start + Duration::from_millis(a));
+            let times = CallTimes {
+                start,
+                answer,
+                end: answer.unwrap_or(start) + Duration::from_millis(end_after),
+            };
+            let r = CdrRecord::new("c", times, 200, FinishReason::Answered);
+            proptest::prop_assert_eq!(r.to_json_line(), serde_line(&r));
+        }
     }
 
     proptest::proptest! {

@@ -8,13 +8,13 @@
 //!
 //! No task per call: one task reads the events of all our client
 //! transactions (their branch names the call, see [`ids::branch_for`]), one
-//! task serves all call timers from one ordered set, and the daemon's
+//! task serves all call timers from one timer queue (the transaction
+//! layer's [`Wheel`]: O(1) to schedule and cancel), and the daemon's
 //! transaction-user loop hands requests in through [`B2bua::handle`]. A
 //! call's state is locked only while its sans-IO machine runs; sending
 //! happens after the lock is released.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::cdr::{CallTimes, CdrLine, CdrSink, LineTarget};
 use crate::routing::{ExternalPbx, Number, PbxId, Routes, Target};
 use crate::sip::{ByteStr, HeaderName, Host, Message, Method, Request, Response, StatusCode, Uri};
+use crate::transaction::wheel::{TimerId, Wheel};
 use crate::transaction::{
     ClientEvent, ClientEventKind, Incoming, ServerRequest, ServerTransaction, TransactionLayer,
 };
@@ -148,7 +149,8 @@ impl<T> Servers<T> {
 struct State {
     call: Box<Call>,
     servers: Servers,
-    scheduled: Option<Instant>,
+    /// The deadline the call's timer is set for, and that timer.
+    scheduled: Option<(Instant, TimerId)>,
     meta: Meta,
     /// Frees the concurrent-call slot when the call is dropped.
     _slot: CallSlot,
@@ -247,8 +249,9 @@ struct Inner {
     leg_transports: Mutex<Vec<LegTransportEntry>>,
     next_id: AtomicU64,
     client_events: mpsc::Sender<ClientEvent>,
-    timers: Mutex<BTreeSet<(Instant, u64)>>,
-    timer_wake: Notify,
+    /// The calls' timers: one per call at most, its target the call
+    /// number.
+    timers: Wheel<u64>,
 }
 
 /// A local socket and protocol, and our addressing on it.
@@ -313,8 +316,7 @@ impl B2bua {
             leg_transports: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             client_events,
-            timers: Mutex::new(BTreeSet::new()),
-            timer_wake: Notify::new(),
+            timers: Wheel::new(),
         });
         tokio::spawn(client_event_task(Arc::downgrade(&inner), events_rx));
         tokio::spawn(timer_task(Arc::downgrade(&inner)));
@@ -587,15 +589,21 @@ impl Inner {
     /// Call-ID must be that dialog's), else (CANCEL) by Call-ID and From
     /// tag as the caller's.
     fn find(&self, req: &Request, to_tag: Option<&str>) -> Option<(Arc<Entry>, Leg)> {
-        let call_id = req.call_id().ok()?;
         if let Some((id, leg)) = to_tag.and_then(ids::parse_tag) {
             if let Some(entry) = self.entry(id) {
                 let (dialog_call_id, local_tag) = &entry.dialogs[leg_index(leg)];
-                if *dialog_call_id == call_id && Some(local_tag.as_str()) == to_tag {
+                // The raw Call-ID, compared as is: equal to the dialog's
+                // (a well-formed one), it needs no check of its own.
+                let same_call_id = req
+                    .headers
+                    .get(&HeaderName::CallId)
+                    .is_some_and(|raw| raw[..] == dialog_call_id.as_bytes()[..]);
+                if same_call_id && Some(local_tag.as_str()) == to_tag {
                     return Some((entry, leg));
                 }
             }
         }
+        let call_id = req.call_id().ok()?;
         let remote_tag = remote_tag_of(req.from_ref().ok()?);
         let id = *self.legs.get(&LegKey {
             call_id,
@@ -890,7 +898,7 @@ impl Inner {
         {
             let mut st = entry.lock();
             resolve_actions(&mut st, &mut effects);
-            self.reschedule(id, &mut st);
+            self.reschedule(id, &mut st, now);
         }
         self.execute(&entry, effects).await;
     }
@@ -962,7 +970,7 @@ impl Inner {
             self.remove(entry, st);
             self.record(st)
         } else {
-            self.reschedule(entry.id, st);
+            self.reschedule(entry.id, st, now);
             None
         };
         (effects, record)
@@ -1023,31 +1031,29 @@ impl Inner {
         let id = entry.id;
         self.calls.remove(&id);
         self.legs.remove(&entry.in_key);
-        if let Some(at) = st.scheduled.take() {
-            self.timers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(at, id));
+        if let Some((_, timer)) = st.scheduled.take() {
+            self.timers.cancel_all([timer]);
         }
         st.servers.clear();
     }
 
-    fn reschedule(&self, id: u64, st: &mut State) {
+    /// Sets the call's timer for its next deadline, if that changed. `now`
+    /// is the instant the step ran at: a deadline the step set is `now`
+    /// plus one of the call's durations (T1, 64*T1, the dial timeout, …),
+    /// so it joins the lane of the timers set with that duration.
+    fn reschedule(&self, id: u64, st: &mut State, now: Instant) {
         let want = st.call.poll_timeout();
-        if want == st.scheduled {
+        if want == st.scheduled.map(|(at, _)| at) {
             return;
         }
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = st.scheduled.take() {
-            timers.remove(&(old, id));
+        let mut batch = self.timers.batch();
+        if let Some((_, old)) = st.scheduled.take() {
+            batch.cancel_all([old]);
         }
         if let Some(at) = want {
-            timers.insert((at, id));
-            if timers.first() == Some(&(at, id)) {
-                self.timer_wake.notify_one();
-            }
+            let timer = batch.schedule(at.saturating_duration_since(now), id);
+            st.scheduled = Some((at, timer));
         }
-        st.scheduled = want;
     }
 
     /// The call's CDR line (the call is over), when CDRs are written.
@@ -1238,40 +1244,32 @@ async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<Client
 }
 
 async fn timer_task(weak: Weak<Inner>) {
+    let mut due = Vec::new();
+    let mut trimmed = tokio::time::Instant::now();
     while let Some(inner) = weak.upgrade() {
-        let now = Instant::now();
-        let next = inner
-            .timers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first()
-            .copied();
-        match next {
-            Some((at, id)) if at <= now => {
-                inner
-                    .timers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(at, id));
-                if let Some(entry) = inner.entry(id) {
-                    {
-                        let mut st = entry.lock();
-                        if st.scheduled == Some(at) {
-                            st.scheduled = None;
-                        }
+        let now = tokio::time::Instant::now();
+        inner.timers.pop_due(now, &mut due);
+        for (timer, id) in due.drain(..) {
+            if let Some(entry) = inner.entry(id) {
+                {
+                    let mut st = entry.lock();
+                    if st.scheduled.is_some_and(|(_, t)| t == timer) {
+                        st.scheduled = None;
                     }
-                    inner.step(&entry, Input::Timeout).await;
                 }
+                inner.step(&entry, Input::Timeout).await;
             }
-            next => {
-                // Sleep until the first deadline, an earlier one being
-                // scheduled, or a second (to notice the B2BUA is gone).
-                let until = next.map_or(now + Duration::from_secs(1), |(at, _)| at);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
-                    _ = inner.timer_wake.notified() => {}
-                }
-            }
+        }
+        if now.duration_since(trimmed) >= Duration::from_secs(1) {
+            // What a load peak left in the queue, given back now and then.
+            inner.timers.trim();
+            trimmed = now;
+        }
+        // Until the first deadline, an earlier one being scheduled, or a
+        // second (to notice the B2BUA is gone).
+        tokio::select! {
+            _ = inner.timers.wait() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

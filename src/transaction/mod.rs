@@ -72,7 +72,7 @@ mod sent_by;
 mod sink;
 mod timers;
 mod via_prefix;
-mod wheel;
+pub(crate) mod wheel;
 
 pub use invite_client::{InviteClient, InviteClientState};
 pub use invite_server::{InviteServer, InviteServerState};
