@@ -1040,7 +1040,11 @@ impl Inner {
     /// Sets the call's timer for its next deadline, if that changed. `now`
     /// is the instant the step ran at: a deadline the step set is `now`
     /// plus one of the call's durations (T1, 64*T1, the dial timeout, …),
-    /// so it joins the lane of the timers set with that duration.
+    /// so it joins the lane of the timers set with that duration. A
+    /// deadline set by an earlier step (it became the earliest when a
+    /// sooner one was cleared) is some other distance from `now`: it takes
+    /// a lane of its own while fewer than the wheel's maximum exist, else
+    /// goes to the wheel's heap. Either way it fires on time.
     fn reschedule(&self, id: u64, st: &mut State, now: Instant) {
         let want = st.call.poll_timeout();
         if want == st.scheduled.map(|(at, _)| at) {
