@@ -727,6 +727,35 @@ impl Call {
             && self.byes == [None; 2]
     }
 
+    /// Whether deadline `at` was set by the step that ran at `now`: it is
+    /// `now` plus one of the durations the call's steps set deadlines
+    /// with (the dial timeout, at the first step; T1 doubling up to T2;
+    /// 64*T1; 65*T1; the maximum call duration), so timers of all calls
+    /// share that distance. A deadline set by an earlier step (it became
+    /// the earliest when a sooner one was cleared) is some other distance
+    /// from `now`, one no other timer shares.
+    pub fn deadline_set_at(&self, at: Instant, now: Instant) -> bool {
+        let Some(after) = at.checked_duration_since(now) else {
+            return false;
+        };
+        let t1 = self.settings_t1;
+        if now == self.started_at
+            || after == 64 * t1
+            || after == 65 * t1
+            || Some(after) == self.max_duration
+        {
+            return true;
+        }
+        let mut retx = t1;
+        while retx < self.settings_t2 {
+            if after == retx {
+                return true;
+            }
+            retx *= 2;
+        }
+        after == self.settings_t2
+    }
+
     /// The next deadline at which [`Call::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::cdr::{CallTimes, CdrLine, CdrSink, LineTarget};
 use crate::routing::{ExternalPbx, Number, PbxId, Routes, Target};
 use crate::sip::{ByteStr, HeaderName, Host, Message, Method, Request, Response, StatusCode, Uri};
-use crate::transaction::wheel::{TimerId, Wheel};
+use crate::transaction::wheel::{Batch, TimerId, Wheel};
 use crate::transaction::{
     ClientEvent, ClientEventKind, Incoming, ServerRequest, ServerTransaction, TransactionLayer,
 };
@@ -1037,14 +1037,8 @@ impl Inner {
         st.servers.clear();
     }
 
-    /// Sets the call's timer for its next deadline, if that changed. `now`
-    /// is the instant the step ran at: a deadline the step set is `now`
-    /// plus one of the call's durations (T1, 64*T1, the dial timeout, …),
-    /// so it joins the lane of the timers set with that duration. A
-    /// deadline set by an earlier step (it became the earliest when a
-    /// sooner one was cleared) is some other distance from `now`: it takes
-    /// a lane of its own while fewer than the wheel's maximum exist, else
-    /// goes to the wheel's heap. Either way it fires on time.
+    /// Sets the call's timer for its next deadline, if that changed (see
+    /// [`schedule_call_timer`]). `now` is the instant the step ran at.
     fn reschedule(&self, id: u64, st: &mut State, now: Instant) {
         let want = st.call.poll_timeout();
         if want == st.scheduled.map(|(at, _)| at) {
@@ -1055,7 +1049,7 @@ impl Inner {
             batch.cancel_all([old]);
         }
         if let Some(at) = want {
-            let timer = batch.schedule(at.saturating_duration_since(now), id);
+            let timer = schedule_call_timer(&mut batch, &st.call, id, at, now);
             st.scheduled = Some((at, timer));
         }
     }
@@ -1095,6 +1089,30 @@ impl Inner {
         let mut out = cdr.line_buffer();
         line.write_json_line(&mut out);
         Some(out)
+    }
+}
+
+/// Schedules call `id`'s timer for its deadline `at`, after the step that
+/// ran at `now`. A deadline that step set is `now` plus one of the call's
+/// durations ([`Call::deadline_set_at`]): it joins the wheel's lane of
+/// that duration, shared by the timers of all calls (O(1), in order by
+/// construction). Any other deadline (set by an earlier step, its distance
+/// from `now` one no other timer has) goes to the wheel's heap: in a lane
+/// it would hold one of its own, and once the wheel's lanes were all taken
+/// by such one-off distances, every later timer would go to the heap and
+/// every look at the front would scan all lanes.
+pub(super) fn schedule_call_timer(
+    batch: &mut Batch<'_, u64>,
+    call: &Call,
+    id: u64,
+    at: Instant,
+    now: Instant,
+) -> TimerId {
+    let after = at.saturating_duration_since(now);
+    if call.deadline_set_at(at, now) {
+        batch.schedule(after, id)
+    } else {
+        batch.schedule_in_heap(after, id)
     }
 }
 

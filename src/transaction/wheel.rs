@@ -327,13 +327,28 @@ impl<T> Batch<'_, T> {
         self.schedule_by_step(after, nanos(slack), target)
     }
 
+    /// Fires `target` `after` from the batch's instant, its deadline in the
+    /// heap whatever lanes exist: for a delay that is no duration timers
+    /// are scheduled with again and again (e.g. the time left until a
+    /// deadline set earlier), which would otherwise hold a lane of its own
+    /// for one timer and, once [`MAX_LANES`] such delays were seen, keep
+    /// the recurring durations out of the lanes.
+    pub(crate) fn schedule_in_heap(&mut self, after: Duration, target: T) -> TimerId {
+        self.schedule_into(after, 0, false, target)
+    }
+
     /// `schedule_within` with the slack in nanoseconds (0: none).
     #[inline]
     fn schedule_by_step(&mut self, after: Duration, step: u64, target: T) -> TimerId {
+        self.schedule_into(after, step, true, target)
+    }
+
+    #[inline]
+    fn schedule_into(&mut self, after: Duration, step: u64, laned: bool, target: T) -> TimerId {
         let wheel = self.wheel;
         let queue = self.queue.get_or_insert_with(|| wheel.lock());
         let now = *self.now.get_or_insert_with(|| queue.tick(Instant::now()));
-        let (id, earliest) = Wheel::schedule_locked(queue, now, after, step, target);
+        let (id, earliest) = Wheel::schedule_locked(queue, now, after, step, laned, target);
         self.wake |= earliest;
         id
     }
@@ -412,13 +427,15 @@ impl<T> Wheel<T> {
 
     /// `schedule` under the lock, `now` being the queue's tick of the
     /// current instant, the deadline rounded up to a multiple of `step`
-    /// (nanoseconds; 0 or 1: not rounded). Returns whether the timer task
-    /// must be woken.
+    /// (nanoseconds; 0 or 1: not rounded), in its duration's lane if
+    /// `laned` (and it fits one), else in the heap. Returns whether the
+    /// timer task must be woken.
     fn schedule_locked(
         queue: &mut Queue<T>,
         now: u64,
         after: Duration,
         step: u64,
+        laned: bool,
         target: T,
     ) -> (TimerId, bool) {
         let after = nanos(after);
@@ -467,6 +484,7 @@ impl<T> Wheel<T> {
             .iter()
             .position(|l| l.after == after && l.step == step)
         {
+            _ if !laned => None,
             Some(i) => Some(i),
             None if queue.lanes.len() < MAX_LANES => {
                 queue.lanes.push(Lane {
@@ -587,6 +605,13 @@ impl<T> Wheel<T> {
         self.lock().slots.capacity()
     }
 
+    /// Lanes in use (one per distinct duration scheduled, at most
+    /// [`MAX_LANES`]).
+    #[cfg(test)]
+    pub(crate) fn lanes(&self) -> usize {
+        self.lock().lanes.len()
+    }
+
     /// Timers scheduled and neither fired nor cancelled.
     pub(crate) fn len(&self) -> usize {
         self.lock().live
@@ -632,6 +657,31 @@ mod tests {
         assert_eq!(targets(due), ["a", "b", "c"]);
         assert_eq!(wheel.next_deadline(), Some(t0 + Duration::from_millis(50)));
         assert_eq!(wheel.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heap_timers_take_no_lane_and_fall_due_in_order_with_laned_ones() {
+        let wheel = Wheel::new();
+        let t0 = Instant::now();
+        {
+            let mut batch = wheel.batch();
+            // More distinct one-off delays than there are lanes.
+            for i in (0..2 * MAX_LANES as u64).rev() {
+                batch.schedule_in_heap(Duration::from_millis(1000 + 7 * i), 1000 + 7 * i);
+            }
+            batch.schedule(Duration::from_millis(1003), 1003);
+        }
+        assert_eq!(wheel.lanes(), 1, "only the recurring duration has a lane");
+        // A recurring duration still gets a lane of its own.
+        wheel.schedule(Duration::from_millis(2), 2);
+        assert_eq!(wheel.lanes(), 2);
+        let mut due = Vec::new();
+        wheel.pop_due(t0 + Duration::from_secs(5), &mut due);
+        let order: Vec<u64> = due.into_iter().map(|(_, t)| t).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order.len(), 2 * MAX_LANES + 2);
+        assert_eq!(order, sorted);
     }
 
     /// A task serving `wheel` as the layer's does, recording when each

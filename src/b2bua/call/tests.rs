@@ -1316,3 +1316,69 @@ fn the_outbound_request_uri_is_read_back_from_its_to() {
         assert_eq!(invite.uri(&fallback), fallback);
     }
 }
+
+/// The call's timer as the shell keeps it ([`crate::b2bua::service`]):
+/// cancelled and scheduled anew when the call's next deadline changed.
+fn reschedule_in(
+    wheel: &crate::transaction::wheel::Wheel<u64>,
+    scheduled: &mut Option<(Instant, crate::transaction::wheel::TimerId)>,
+    call: &Call,
+    id: u64,
+    now: Instant,
+) {
+    let want = call.poll_timeout();
+    if want == scheduled.map(|(at, _)| at) {
+        return;
+    }
+    let mut batch = wheel.batch();
+    if let Some((_, old)) = scheduled.take() {
+        batch.cancel_all([old]);
+    }
+    if let Some(at) = want {
+        let timer = crate::b2bua::service::schedule_call_timer(&mut batch, call, id, at, now);
+        *scheduled = Some((at, timer));
+    }
+}
+
+#[test]
+fn deadlines_set_by_an_earlier_step_take_no_lane_of_their_own() {
+    let wheel = crate::transaction::wheel::Wheel::new();
+    let calls = 40u64;
+    for id in 0..calls {
+        let mut h = Harness::with(
+            settings(Some(Duration::from_secs(3600))),
+            std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp")),
+        );
+        let mut scheduled = None;
+        reschedule_in(&wheel, &mut scheduled, &h.call, id, h.now);
+        h.callee_responds(180, "");
+        h.callee_responds(200, "v=0\r\no=callee\r\n");
+        // The 2xx retransmission (T1), set by this step.
+        let at = h.call.poll_timeout().unwrap();
+        assert!(h.call.deadline_set_at(at, h.now));
+        reschedule_in(&wheel, &mut scheduled, &h.call, id, h.now);
+        // The ACK comes a different time after the 2xx in each call, and
+        // sets the ACK keep time (64*T1).
+        h.now += Duration::from_millis(100 * (id + 1));
+        h.caller_in_dialog("ACK", 10, "");
+        reschedule_in(&wheel, &mut scheduled, &h.call, id, h.now);
+        h.take();
+        // Once it is over, the maximum duration (set at the 2xx) is next:
+        // a distance from now that no other call's timer has.
+        let keep = h.call.poll_timeout().unwrap();
+        h.run_timers_until(keep);
+        let at = h.call.poll_timeout().unwrap();
+        assert!(!h.call.deadline_set_at(at, h.now));
+        reschedule_in(&wheel, &mut scheduled, &h.call, id, h.now);
+    }
+    // The dial timeout, T1 and 64*T1: one lane each, not one per call.
+    assert_eq!(wheel.lanes(), 3);
+    assert_eq!(wheel.len(), calls as usize);
+    // Later calls' ACKs came later after their 2xx: their maximum
+    // durations end earlier.
+    let mut due = Vec::new();
+    let far = tokio::time::Instant::now() + Duration::from_secs(7200);
+    wheel.pop_due(far, &mut due);
+    let order: Vec<u64> = due.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(order, (0..calls).rev().collect::<Vec<_>>());
+}
