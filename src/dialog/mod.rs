@@ -88,6 +88,11 @@ pub struct Dialog {
     /// each with its text (the Route value), written once.
     route_set: Vec<RouteEntry>,
     state: DialogState,
+    /// `remote_target` was parsed from `remote_contact`, which is one
+    /// `<URI>` and nothing else (see [`bare_contact_uri`]): the text
+    /// between the brackets is the remote target as written, and a request
+    /// written to bytes copies it instead of writing the URI again.
+    bare_contact: bool,
 }
 
 impl Dialog {
@@ -152,6 +157,7 @@ impl Dialog {
             remote_contact,
             route_set: own_routes(request.record_route()?),
             state: DialogState::Confirmed,
+            bare_contact: false,
         })
     }
 
@@ -193,6 +199,7 @@ impl Dialog {
             remote_contact: Bytes::new(),
             route_set: Vec::new(),
             state: DialogState::Initial,
+            bare_contact: false,
         }
     }
 
@@ -252,9 +259,10 @@ impl Dialog {
                 .get(&HeaderName::Contact)
                 .is_some_and(|raw| raw[..] == self.remote_contact[..]);
             if !same_contact {
-                if let Some((uri, raw)) = own_contact_uri(&response.headers, buf)? {
+                if let Some((uri, raw, bare)) = own_contact_uri(&response.headers, buf)? {
                     self.remote_target = OnceCell::from(uri);
                     self.remote_contact = raw;
+                    self.bare_contact = bare;
                 }
             }
             let mut routes = response.record_route()?;
@@ -283,9 +291,11 @@ impl Dialog {
             self.remote_seq = Some(seq);
         }
         if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some((uri, raw)) = own_contact_uri(&request.headers, &mut BytesMut::new())? {
+            if let Some((uri, raw, bare)) = own_contact_uri(&request.headers, &mut BytesMut::new())?
+            {
                 self.remote_target = OnceCell::from(uri);
                 self.remote_contact = raw;
+                self.bare_contact = bare;
             }
         }
         Ok(())
@@ -381,9 +391,11 @@ impl Dialog {
     /// Takes a new remote target from the Contact of a 2xx to a target
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
-        if let Ok(Some((uri, raw))) = own_contact_uri(&response.headers, &mut BytesMut::new()) {
+        if let Ok(Some((uri, raw, bare))) = own_contact_uri(&response.headers, &mut BytesMut::new())
+        {
             self.remote_target = OnceCell::from(uri);
             self.remote_contact = raw;
+            self.bare_contact = bare;
         }
     }
 
@@ -437,6 +449,13 @@ impl Dialog {
         out: &mut BytesMut,
     ) {
         let (uri, routes) = self.request_target();
+        // The remote target as the peer wrote it, when the Request-URI is
+        // the remote target (no route set, or loose routing).
+        let target_text = self
+            .bare_contact
+            .then(|| self.remote_contact.get(1..self.remote_contact.len() - 1))
+            .flatten()
+            .filter(|_| self.route_set.first().map_or(true, |r| is_loose(&r.addr)));
         let field = |out: &mut BytesMut, name: HeaderName, value: &[u8]| {
             out.put_slice(name.as_str().as_bytes());
             out.put_slice(b": ");
@@ -445,7 +464,10 @@ impl Dialog {
         };
         out.put_slice(method.as_str().as_bytes());
         out.put_u8(b' ');
-        uri.write_into(out);
+        match target_text {
+            Some(text) => out.put_slice(text),
+            None => uri.write_into(out),
+        }
         out.put_slice(b" SIP/2.0\r\n");
         out.put_slice(HeaderName::Via.as_str().as_bytes());
         out.put_slice(b": ");
@@ -571,11 +593,12 @@ fn own_uri(uri: &Uri) -> Uri {
 /// The first Contact address's URI (RFC 3261 §12.1: the remote target),
 /// parsed from a copy of the header value, so it owns its buffer (see
 /// [`own_uri`]) without formatting and parsing the URI again; with that
-/// copy. `*` has no URI.
+/// copy, and whether it is a bare `<URI>` ([`bare_contact_uri`]). `*` has
+/// no URI.
 fn own_contact_uri(
     headers: &Headers,
     buf: &mut BytesMut,
-) -> Result<Option<(Uri, Bytes)>, DialogError> {
+) -> Result<Option<(Uri, Bytes, bool)>, DialogError> {
     let Some(raw) = headers.get(&HeaderName::Contact) else {
         return Ok(None);
     };
@@ -583,13 +606,37 @@ fn own_contact_uri(
         return Ok(None);
     }
     let own = own_bytes(buf, raw);
+    if let Some(uri) = bare_contact_uri(&own) {
+        return Ok(Some((uri, own, true)));
+    }
     let first = first_contact_uri(&own).map_err(|reason| {
         DialogError::Header(HeaderError::Invalid {
             name: HeaderName::Contact,
             reason,
         })
     })?;
-    Ok(first.map(|uri| (uri, own)))
+    Ok(first.map(|uri| (uri, own, false)))
+}
+
+/// The URI of a Contact value of the usual shape, one `<URI>` and nothing
+/// else (no display name, header parameters, second address or white
+/// space; no URI headers), parsed alone: what the full reading of the
+/// value ([`first_contact_uri`]) gives for it, with less work. `None` for
+/// any other shape or a URI that does not parse (the full reading then
+/// says why).
+fn bare_contact_uri(raw: &Bytes) -> Option<Uri> {
+    let inner = raw.strip_prefix(b"<")?.strip_suffix(b">")?;
+    if inner.is_empty()
+        || inner.iter().any(|&c| {
+            matches!(
+                c,
+                b'<' | b'>' | b'?' | b',' | b'"' | b' ' | b'\t' | b'\r' | b'\n'
+            )
+        })
+    {
+        return None;
+    }
+    Uri::parse_in(raw, inner).ok()
 }
 
 /// The URI of the first address of a Contact value; every address is

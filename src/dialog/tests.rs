@@ -322,3 +322,92 @@ fn route_values_are_written_once_and_sent_as_written() {
     let raw: Vec<&str> = va.iter().map(|v| std::str::from_utf8(v).unwrap()).collect();
     assert_eq!(parsed, raw);
 }
+
+#[test]
+fn a_bare_contact_parses_as_the_full_reading_does() {
+    for bare in [
+        "<sip:bob@192.0.2.5>",
+        "<sip:sipp@127.0.0.1:5080>",
+        "<sip:bob@192.0.2.5:5080;transport=udp;lr>",
+        "<sips:x@[2001:db8::1]:5061;transport=tcp>",
+        "<sip:%61lice@host.example.com;maddr=192.0.2.9>",
+        "<tel:+74951234567>",
+    ] {
+        let raw = Bytes::from(bare);
+        assert_eq!(
+            bare_contact_uri(&raw),
+            first_contact_uri(&raw).unwrap(),
+            "{bare}"
+        );
+        assert!(bare_contact_uri(&raw).is_some(), "{bare}");
+    }
+    for other in [
+        "\"Bob\" <sip:bob@192.0.2.5>",
+        "Bob <sip:bob@192.0.2.5>",
+        "<sip:bob@192.0.2.5>;expires=60",
+        "<sip:bob@192.0.2.5>, <sip:bob@192.0.2.6>",
+        "<sip:bob@192.0.2.5?subject=x>",
+        "sip:bob@192.0.2.5",
+        "<>",
+        "<sip:bob@192.0.2.5:99999>",
+    ] {
+        assert_eq!(bare_contact_uri(&Bytes::from(other)), None, "{other}");
+    }
+}
+
+#[test]
+fn uac_request_written_with_the_contact_as_given_is_the_built_one_on_the_wire() {
+    let via = Bytes::from_static(b"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKvpbx-1-o1-x;rport");
+    let contact = Bytes::from_static(b"<sip:vpbx@192.0.2.1:5060>");
+    for (callee_contact, bare) in [
+        ("<sip:sipp@127.0.0.1:5080>", true),
+        ("<sip:bob@192.0.2.5:5080;transport=udp>", true),
+        ("\"Bob\" <sip:bob@192.0.2.5:5080>", false),
+        ("<sip:bob@192.0.2.5>;expires=60", false),
+    ] {
+        for record_route in [
+            None,
+            Some("<sip:p1.example.com;lr>"),
+            Some("<sip:strict.example.com>"),
+        ] {
+            let mut d = Dialog::new_uac(
+                "c1@here".into(),
+                "lt".into(),
+                b"<sip:alice@here>",
+                Bytes::from_static(b"<sip:bob@biloxi.example.com>"),
+                Uri::parse("sip:bob@biloxi.example.com").unwrap(),
+                1,
+            );
+            let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+            let mut ok = Response::for_request(&invite, StatusCode::OK);
+            ok.set_to_tag("rt");
+            ok.headers
+                .push(HeaderName::Contact, Bytes::from(callee_contact));
+            if let Some(rr) = record_route {
+                ok.headers.push(HeaderName::RecordRoute, Bytes::from(rr));
+            }
+            d.on_uac_response(&ok).unwrap();
+            assert_eq!(d.bare_contact, bare, "{callee_contact}");
+            let full = first_contact_uri(&Bytes::from(callee_contact)).unwrap();
+            assert_eq!(Some(d.remote_target()), full.as_ref());
+            let extra = [(HeaderName::Contact, &contact)];
+            let body = Bytes::new();
+            let mut built = d.request_in(Method::Ack, 1, Some(via.clone()), &mut BytesMut::new());
+            built.headers.push(HeaderName::Contact, contact.clone());
+            let mut out = BytesMut::new();
+            d.write_request(
+                &Method::Ack,
+                1,
+                |b| b.put_slice(&via),
+                &extra,
+                &body,
+                &mut out,
+            );
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                std::str::from_utf8(&Message::Request(built).to_bytes()).unwrap(),
+                "{callee_contact} {record_route:?}"
+            );
+        }
+    }
+}
