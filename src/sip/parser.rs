@@ -349,29 +349,34 @@ fn parse_head(buf: &Bytes, limits: &Limits) -> Result<Head, ParseError> {
                 limits,
             )?;
         }
-        // field-name HCOLON: a token, optional white space, ':'.
-        let n = line
-            .iter()
-            .position(|&c| !is_token(c))
-            .unwrap_or(line.len());
-        let mut colon = n;
-        if line.get(colon) != Some(&b':') {
-            while line.get(colon).is_some_and(|&c| is_wsp(c)) {
-                colon += 1;
+        let (name, colon) = match HeaderName::common_at_line_start(line) {
+            Some(known) => known,
+            None => {
+                // field-name HCOLON: a token, optional white space, ':'.
+                let n = line
+                    .iter()
+                    .position(|&c| !is_token(c))
+                    .unwrap_or(line.len());
+                let mut colon = n;
+                if line.get(colon) != Some(&b':') {
+                    while line.get(colon).is_some_and(|&c| is_wsp(c)) {
+                        colon += 1;
+                    }
+                }
+                if n == 0 || line.get(colon) != Some(&b':') {
+                    first_error.get_or_insert(ParseErrorKind::HeaderLine {
+                        line: line_no,
+                        reason: if n == 0 {
+                            "invalid header name"
+                        } else {
+                            "no colon after header name"
+                        },
+                    });
+                    continue;
+                }
+                (HeaderName::from_token_slice(buf, &line[..n]), colon)
             }
-        }
-        if n == 0 || line.get(colon) != Some(&b':') {
-            first_error.get_or_insert(ParseErrorKind::HeaderLine {
-                line: line_no,
-                reason: if n == 0 {
-                    "invalid header name"
-                } else {
-                    "no colon after header name"
-                },
-            });
-            continue;
-        }
-        let name = HeaderName::from_token_slice(buf, &line[..n]);
+        };
         let value = trim(&line[colon + 1..]);
         if buf.get(pos).is_some_and(|&c| is_wsp(c)) {
             // The next line continues this field: assemble it in a copy.
@@ -502,10 +507,18 @@ fn parse_status_line(buf: &Bytes, line: &[u8]) -> Result<StartLine, ParseErrorKi
     if reason.iter().any(|&c| c == b'\r' || c == 0) {
         return Err(E("control character in reason phrase"));
     }
+    // Most responses carry the default phrase of their code (`OK`,
+    // `Ringing`): keep the static text, no slice of the buffer nor UTF-8 check.
+    let default = status.default_reason();
+    let reason = if reason == default.as_bytes() {
+        ByteStr::from_static(default)
+    } else {
+        ByteStr::from_utf8_lossy(sub(buf, reason))
+    };
     Ok(StartLine::Response {
         version,
         status,
-        reason: ByteStr::from_utf8_lossy(sub(buf, reason)),
+        reason,
     })
 }
 
