@@ -40,6 +40,9 @@ static PASSWORD: [bool; 256] = class_table(b"-_.!~*'()%&=+$,", true);
 static PARAMCHAR: [bool; 256] = class_table(b"-_.!~*'()%[]/:&+$", true);
 /// hname / hvalue characters = hnv-unreserved / unreserved / escaped.
 static HNV: [bool; 256] = class_table(b"-_.!~*'()%[]/?:+$", true);
+/// The user characters of the common address shape: alphanumerics and
+/// `-_.!~*'` (no escapes, none of the other user-unreserved marks).
+static COMMON_USER: [bool; 256] = class_table(b"-_.!~*'", true);
 /// Characters of a host name, an IPv4 address or the inside of an IPv6 reference.
 static HOST: [bool; 256] = class_table(b"-._", true);
 /// gen-value characters: token, host (incl. bracketed or bare IPv6).
@@ -48,6 +51,10 @@ static GEN_VALUE: [bool; 256] = class_table(b"-.!%*_+`'~:[]", true);
 #[inline]
 pub(crate) fn is_token(c: u8) -> bool {
     TOKEN[c as usize]
+}
+#[inline]
+pub(crate) fn is_common_user(c: u8) -> bool {
+    COMMON_USER[c as usize]
 }
 #[inline]
 pub(crate) fn is_user(c: u8) -> bool {
@@ -307,6 +314,16 @@ mod tests {
         assert_eq!(&*unescape(b"null-%00-null"), b"null-\0-null");
         assert!(escapes_valid(b"a%20b"));
         assert!(!escapes_valid(b"a%2"));
+    }
+
+    #[test]
+    fn the_common_user_class_is_alphanumerics_and_the_unreserved_marks() {
+        for c in 0..=255u8 {
+            let expected = c.is_ascii_alphanumeric() || b"-_.!~*'".contains(&c);
+            assert_eq!(is_common_user(c), expected, "{c:#04x}");
+            // A subset of the full user class.
+            assert!(!expected || is_user(c), "{c:#04x}");
+        }
     }
 
     #[test]

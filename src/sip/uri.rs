@@ -265,7 +265,7 @@ type CommonHier<'a> = (&'a [u8], HostAt<'a>, Option<u16>, &'a [u8]);
 fn common_hier(r: &[u8]) -> Option<CommonHier<'_>> {
     let n = r
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || b"-_.!~*'".contains(&c)))
+        .position(|&c| !super::grammar::is_common_user(c))
         .unwrap_or(r.len());
     if n == 0 || r.get(n) != Some(&b'@') {
         return None;
