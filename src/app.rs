@@ -256,6 +256,7 @@ fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
         },
         max_connections: usize::try_from(daemon.limits.max_tcp_connections).unwrap_or(usize::MAX),
         idle_timeout: daemon.limits.tcp_idle_timeout,
+        udp_receive_buffer: daemon.limits.udp_receive_buffer,
         // Timer B: as long as a caller retransmits an INVITE.
         refused_invite_memory: daemon.timers.t1.saturating_mul(64),
         ..defaults

@@ -292,6 +292,13 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
             DAY,
             "1s to 1day",
         ),
+        udp_receive_buffer: c.int_in(
+            &rl.udp_receive_buffer,
+            l.udp_receive_buffer,
+            "limits.udp_receive_buffer",
+            (65_536, 1 << 28),
+            "65536 to 268435456 bytes",
+        ),
     };
 
     let cdr = CdrConfig {

@@ -60,6 +60,33 @@ pub trait RefusalObserver: std::fmt::Debug + Send + Sync + 'static {
     fn refused(&self, request: &Request, status: crate::sip::StatusCode);
 }
 
+/// Default receive buffer of each UDP socket, in octets (`[limits]
+/// udp_receive_buffer`): 4 MiB.
+///
+/// Bounded on purpose. A datagram waiting in the queue is a request or a
+/// response that its sender retransmits when no answer came within T1
+/// (500 ms), so when the daemon is overloaded a queue that holds more than
+/// a fraction of T1 of its work saves no message: every message waits
+/// longer, the retransmissions arrive behind them, the load they add keeps
+/// the queue full, and the daemon ends up answering mostly copies (a
+/// retransmission collapse: with 32 MiB, queues of 55–63 MiB and INVITE
+/// to 200 delays of 1–7 s, docs/performance.md, sessions 6 and 7). So a
+/// full queue should take at most ~100 ms to drain at the daemon's
+/// capacity. The kernel charges each queued datagram its buffer's true
+/// size (on loopback 2,304 octets for a datagram of 700–1,200 octets, 1,280
+/// for one of 300) against twice the size asked for, so 4 MiB holds ~3,600
+/// typical SIP datagrams. One core serves ~15,000 calls/s of ~7 inbound
+/// datagrams each (~105,000 datagrams/s), so a full queue drains in
+/// ~35 ms, in ~70 ms on half a core, and in ~125 ms on half a core with
+/// short datagrams only; the same buffer absorbs a stall of ~35 ms at full
+/// load. Past that the kernel drops datagrams (the `drops` column of
+/// `/proc/net/udp`), each of which costs its sender one retransmission
+/// after T1. 32 MiB (the default before) took ~0.6 s to drain on half a
+/// core: past T1. The buffer does not make sustained overload harmless
+/// (drops hit the messages of accepted calls too); it keeps the delay it
+/// adds bounded.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// Tunables of the transport layer. `Default` gives production values.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -67,6 +94,10 @@ pub struct TransportConfig {
     pub limits: Limits,
     /// Capacity of the inbound channel to the layer above.
     pub inbound_queue: usize,
+    /// Kernel receive buffer asked for on each UDP socket, in octets (see
+    /// [`UDP_RECEIVE_BUFFER`]); forced past `net.core.rmem_max` when the
+    /// process has CAP_NET_ADMIN, else capped by it.
+    pub udp_receive_buffer: usize,
     /// Most TCP connections open at once (accepted + opened by us).
     pub max_connections: usize,
     /// A TCP connection with no traffic either way for this long is closed.
@@ -100,6 +131,7 @@ impl Default for TransportConfig {
         TransportConfig {
             limits: Limits::default(),
             inbound_queue: 4096,
+            udp_receive_buffer: UDP_RECEIVE_BUFFER,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(120),
             message_timeout: Duration::from_secs(30),
@@ -266,7 +298,7 @@ impl Transports {
             let bind_err = |source| TransportError::Bind { addr: la, source };
             match la.protocol {
                 Protocol::Udp => {
-                    let sock = udp::bind(la.addr).map_err(bind_err)?;
+                    let sock = udp::bind(la.addr, config.udp_receive_buffer).map_err(bind_err)?;
                     let local = sock.local_addr().map_err(bind_err)?;
                     udp_sockets.push((local, udp::UdpEndpoint::new(sock)));
                 }

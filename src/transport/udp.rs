@@ -189,18 +189,14 @@ fn sendmmsg(socket: &UdpSocket, chunk: &[(Bytes, SocketAddr)]) -> std::io::Resul
     rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty()).map_err(std::io::Error::from)
 }
 
-/// Kernel receive buffer we ask for, so bursts survive while the loop is
-/// busy or descheduled: at 10,000 calls/s about 70,000 datagrams/s arrive,
-/// and a 100 ms stall (one SCHED_RR time slice of another process) needs
-/// ~16 MiB of buffer (the kernel counts about 2.3 KiB per queued datagram).
-const RECV_BUFFER_BYTES: usize = 32 << 20;
-
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds a UDP socket on `addr` with a receive buffer of `recv_buffer`
+/// octets (see [`crate::transport::UDP_RECEIVE_BUFFER`]).
+pub(crate) fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    set_recv_buffer(&socket, RECV_BUFFER_BYTES);
+    set_recv_buffer(&socket, recv_buffer);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
@@ -563,7 +559,9 @@ mod tests {
 
     use super::*;
     use crate::sip::Limits;
-    use crate::transport::{Destination, Inbound, ListenAddr, TransportConfig, Transports};
+    use crate::transport::{
+        Destination, Inbound, ListenAddr, TransportConfig, Transports, UDP_RECEIVE_BUFFER,
+    };
 
     fn options(call_id: &str) -> String {
         format!(
@@ -589,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_recvmmsg_reads_datagrams_of_several_sources_in_order() {
-        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sock = bind("127.0.0.1:0".parse().unwrap(), UDP_RECEIVE_BUFFER).unwrap();
         let server = sock.local_addr().unwrap();
         let clients: Vec<_> = (0..3).map(|_| std_socket("127.0.0.1:0").unwrap()).collect();
         // Loopback queues a datagram at the receiver before send_to returns.
@@ -622,7 +620,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_holds_at_most_recv_batch_datagrams() {
-        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sock = bind("127.0.0.1:0".parse().unwrap(), UDP_RECEIVE_BUFFER).unwrap();
         let client = std_socket("127.0.0.1:0").unwrap();
         let total = RECV_BATCH + 5;
         for i in 0..total {
@@ -651,7 +649,7 @@ mod tests {
             eprintln!("no IPv6 loopback: skipped");
             return;
         };
-        let sock = bind("[::1]:0".parse().unwrap()).unwrap();
+        let sock = bind("[::1]:0".parse().unwrap(), UDP_RECEIVE_BUFFER).unwrap();
         let mut slots = RecvSlots::new(64, sock.local_addr().unwrap());
         for round in 0..3 {
             for i in 0..4 {
@@ -719,7 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_datagram_larger_than_its_slot_is_marked_truncated() {
-        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sock = bind("127.0.0.1:0".parse().unwrap(), UDP_RECEIVE_BUFFER).unwrap();
         let client = std_socket("127.0.0.1:0").unwrap();
         let server = sock.local_addr().unwrap();
         client.send_to(b"small", server).unwrap();
@@ -899,19 +897,47 @@ mod tests {
         t.shutdown().await;
     }
 
-    #[tokio::test]
-    async fn receive_buffer_is_as_large_as_allowed() {
-        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let got = socket2::SockRef::from(&sock).recv_buffer_size().unwrap() / 2;
-        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+    /// The receive buffer size of `sock` (what the kernel reports is
+    /// twice the size asked for: its bookkeeping overhead).
+    fn recv_buffer_of(sock: &UdpSocket) -> usize {
+        socket2::SockRef::from(sock).recv_buffer_size().unwrap() / 2
+    }
+
+    fn rmem_max() -> usize {
+        std::fs::read_to_string("/proc/sys/net/core/rmem_max")
             .unwrap()
             .trim()
             .parse()
-            .unwrap();
-        // Forced past rmem_max when privileged, else capped by it.
-        assert!(
-            got >= RECV_BUFFER_BYTES || got >= rmem_max,
-            "got {got}, rmem_max {rmem_max}"
-        );
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn receive_buffer_is_the_size_asked_for_or_as_large_as_allowed() {
+        for asked in [UDP_RECEIVE_BUFFER, 256 << 10, 12 << 20] {
+            let sock = bind("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+            let got = recv_buffer_of(&sock);
+            // Exactly that when privileged (forced past rmem_max), else
+            // capped by rmem_max.
+            assert!(
+                got == asked || (got < asked && got >= rmem_max().min(asked)),
+                "asked {asked}, got {got}, rmem_max {}",
+                rmem_max()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_configured_receive_buffer_reaches_the_socket() {
+        // A size below any rmem_max, so that it is exact with or without
+        // privileges: the configured value, not the default, was asked for.
+        let asked = 128 << 10;
+        let config = TransportConfig {
+            udp_receive_buffer: asked,
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = transports("udp:127.0.0.1:0", config).await;
+        let endpoint = &t.shared.udp[0].1;
+        assert_eq!(recv_buffer_of(&endpoint.socket), asked);
+        t.shutdown().await;
     }
 }
