@@ -917,10 +917,19 @@ impl Inner {
     /// failures back in.
     async fn carry_out(self: &Arc<Self>, entry: &Arc<Entry>, done: Done) {
         let (effects, record) = done;
+        // A step with nothing to send (the caller's ACK, a timer that only
+        // forgets something) and no line: no futures to make.
+        if effects.actions.is_empty() && record.is_none() {
+            scratch::give_effects(effects);
+            return;
+        }
         // Send failures come back as inputs, in order; usually there are
         // none (and then nothing is allocated).
         let mut failed = self.execute(entry, effects).await;
-        self.write_cdr(record).await;
+        // Only the step that ends the call has a line.
+        if record.is_some() {
+            self.write_cdr(record).await;
+        }
         while !failed.is_empty() {
             let (effects, record) = self.run(entry, failed.remove(0));
             failed.extend(self.execute(entry, effects).await);
