@@ -305,14 +305,30 @@ impl NameAddr {
 }
 
 /// The common shape of an address, checked in one pass:
-/// `[token 1*SP] <sip:user@host[:port]>` or `sip:user@host[:port]` (see
-/// [`common_sip_uri`]), the addr-spec followed by `;`, `,` or nothing;
+/// `[token 1*SP] <sip:user@host[:port]>`, `"name" *SP <sip:user@host[:port]>`
+/// (the quoted name of printable ASCII without `\`, as phones and SIPp
+/// write it) or `sip:user@host[:port]` (see [`common_sip_uri`]), the
+/// addr-spec followed by `;`, `,` or nothing;
 /// the rest after it (the header parameters and what follows). `None` for
 /// any other shape, which [`NameAddr::scan_one`] reads in full. Every
 /// address it takes, the full reading takes with the same rest (a proptest
 /// compares them).
 #[inline]
 fn common_address(i: &[u8]) -> Option<&[u8]> {
+    if let Some(quoted) = i.strip_prefix(b"\"") {
+        // qdtext without escapes: SP and %x21-7E but `"` and `\`.
+        let close = quoted.iter().position(|&c| c == b'"')?;
+        let printable = quoted[..close].iter().fold(true, |ok, &c| {
+            ok & (c.wrapping_sub(b' ') <= b'~' - b' ') & (c != b'\\')
+        });
+        if !printable {
+            return None;
+        }
+        let after = &quoted[close + 1..];
+        let sp = after.iter().position(|&c| c != b' ').unwrap_or(after.len());
+        let rest = common_sip_uri(after[sp..].strip_prefix(b"<")?)?;
+        return rest.strip_prefix(b">");
+    }
     let n = i.iter().position(|&c| !is_token(c)).unwrap_or(i.len());
     let after = &i[n..];
     let sp = after.iter().position(|&c| c != b' ').unwrap_or(after.len());
@@ -428,14 +444,25 @@ mod tests {
             Some(&b";tag=1"[..])
         );
         assert_eq!(rest("<sip:service@example.com>"), Some(&b""[..]));
+        assert_eq!(
+            rest("\"sipp\" <sip:sipp@127.0.0.1:5061>;tag=1"),
+            Some(&b";tag=1"[..])
+        );
+        assert_eq!(rest("\"A b\"<sip:a@b>"), Some(&b""[..]));
+        assert_eq!(rest("\"\"  <sip:a@b>,"), Some(&b","[..]));
         assert_eq!(rest("sip:sipp@127.0.0.1:5061"), Some(&b""[..]));
         assert_eq!(rest("sip:a@b;x, sip:c@d"), Some(&b";x, sip:c@d"[..]));
-        // Other shapes go the long way: escapes, a quoted or missing-space
-        // display name, other schemes, white space after an addr-spec.
+        // Other shapes go the long way: escapes, a quoted name with an
+        // escape or a tab, a missing-space token name, other schemes, white
+        // space after an addr-spec.
         for s in [
             "<sip:a%41@b>",
-            "\"A\" <sip:a@b>",
             "a<sip:a@b>",
+            "\"A\\\"\" <sip:a@b>",
+            "\"A\t\" <sip:a@b>",
+            "\"A\"\t<sip:a@b>",
+            "\"A\" sip:a@b",
+            "\"A <sip:a@b>",
             "a\t<sip:a@b>",
             "<sips:a@b>",
             "<sip:b>",
@@ -451,6 +478,9 @@ mod tests {
         for s in [
             "sipp <sip:sipp@127.0.0.1:5061>;tag=1",
             "sipp <sip:sipp@127.0.0.1:5061>;;",
+            "\"sipp\" <sip:sipp@127.0.0.1:5061>;tag=1",
+            "\"\" <sip:a@b>;;",
+            "\"a\\\"b\" <sip:a@b>",
             "sip:a@b ;tag=1",
             "<sip:a@b:99999>",
             "<sip:a@[::1>]>",

@@ -455,7 +455,11 @@ proptest! {
 
     #[test]
     fn the_common_address_shape_is_checked_as_parsed(
-        name in prop::option::of("[a-z!%*_+`'~.-]{1,6}"),
+        name in prop::option::of(prop_oneof![
+            "[a-z!%*_+`'~.-]{1,6}",
+            // Quoted, with quotes, escapes, tabs and non-ASCII inside.
+            "\"[ -~\t\u{e9}]{0,6}\"",
+        ]),
         spaces in "[ \t]{0,2}",
         user in "[a-zA-Z0-9!~*'()%&=+$,;?/:@<> -]{0,8}",
         host in prop::sample::select(vec![
