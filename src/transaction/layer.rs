@@ -28,7 +28,7 @@ use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
 use super::via_prefix::ViaPrefixes;
-use super::wheel::{TimerId, Wheel};
+use super::wheel::{Tick, TimerId, Wheel};
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, KeyError,
     NonInviteClient, NonInviteServer, Refused, ServerKey, Timer, TimerConfig, TuEvent, TxError,
@@ -520,16 +520,23 @@ impl ClientEntry {
 const TRACKED_TIMERS: usize = 6;
 
 /// The pending timers of one transaction: cancelled when its machine no
-/// longer wants them, and all of them when it terminates.
+/// longer wants them, and all of them when it terminates. A rounded timer
+/// ([`Inner::slack`]) keeps its deadline (`at`, 0 for the others), so that
+/// a step can tell when one it no longer wants is due exactly when one it
+/// arms is (see [`TimerSet::take_over`]).
 #[derive(Default)]
 struct TimerSet {
     ids: [Option<(TimerId, Timer)>; TRACKED_TIMERS],
+    at: [Tick; TRACKED_TIMERS],
 }
 
 impl TimerSet {
-    fn insert(&mut self, id: TimerId, timer: Timer) {
-        match self.ids.iter_mut().find(|slot| slot.is_none()) {
-            Some(slot) => *slot = Some((id, timer)),
+    fn insert(&mut self, id: TimerId, timer: Timer, at: Tick) {
+        match self.ids.iter().position(Option::is_none) {
+            Some(i) => {
+                self.ids[i] = Some((id, timer));
+                self.at[i] = at;
+            }
             None => debug!("more pending timers than tracked"),
         }
     }
@@ -557,6 +564,38 @@ impl TimerSet {
             }
             _ => None,
         })
+    }
+
+    /// A rounded pending timer that `wanted` says is no longer wanted, if
+    /// there is one: its index and deadline.
+    fn rounded_unwanted(&self, wanted: impl Fn(Timer) -> bool) -> Option<(usize, Tick)> {
+        self.ids
+            .iter()
+            .zip(self.at)
+            .position(|(slot, at)| at != 0 && slot.is_some_and(|(_, t)| !wanted(t)))
+            .map(|i| (i, self.at[i]))
+    }
+
+    /// Timer `timer`, armed with deadline `at`, takes over the queue entry
+    /// of the unwanted timer at index `i` (see [`TimerSet::rounded_unwanted`]),
+    /// which is due then too: instead of a cancel and a schedule, the
+    /// entry's target is changed (`retarget`). False, with nothing done,
+    /// when the deadlines differ or the entry is gone.
+    fn take_over(
+        &mut self,
+        i: usize,
+        timer: Timer,
+        at: Tick,
+        retarget: impl FnOnce(TimerId) -> bool,
+    ) -> bool {
+        let Some(Some((id, _))) = self.ids.get(i).copied() else {
+            return false;
+        };
+        if self.at[i] != at || !retarget(id) {
+            return false;
+        }
+        self.ids[i] = Some((id, timer));
+        true
     }
 
     fn drain(&mut self) -> impl Iterator<Item = TimerId> + '_ {
@@ -724,6 +763,15 @@ enum TimerTarget {
     Server(Arc<ServerKey>, u64, Timer, u32, u16),
 }
 
+impl TimerTarget {
+    /// Makes the target fire as `timer` (see [`TimerSet::take_over`]).
+    fn set_timer(&mut self, timer: Timer) {
+        match self {
+            Self::Client(_, _, t, _, _) | Self::Server(_, _, t, _, _) => *t = timer,
+        }
+    }
+}
+
 /// A table of transactions: each slot holds its key's hash (see [`Slot`]).
 type Table<K, V> = DashMap<Slot<K>, V, SlotHashing>;
 
@@ -747,6 +795,8 @@ struct Inner {
     sent_by: SentByTable,
     /// How our requests' top Vias start, up to the branch.
     via_prefixes: ViaPrefixes,
+    /// `config.timers.ending_slack()`, computed once.
+    ending_slack: Duration,
 }
 
 impl Drop for Inner {
@@ -766,7 +816,6 @@ impl TransactionLayer {
         let (incoming, rx) = mpsc::channel(config.tu_queue.max(1));
         let wheel = Arc::new(Wheel::new());
         let inner = Arc::new(Inner {
-            config,
             sink,
             clients: Table::default(),
             servers: Table::default(),
@@ -777,6 +826,8 @@ impl TransactionLayer {
             next_id: AtomicU64::new(1),
             sent_by: SentByTable::default(),
             via_prefixes: ViaPrefixes::default(),
+            ending_slack: config.timers.ending_slack(),
+            config,
         });
         tokio::spawn(timer_task(wheel, Arc::downgrade(&inner)));
         (TransactionLayer { inner }, rx)
@@ -1172,17 +1223,30 @@ impl Inner {
             events,
         } = &mut **active;
         let mut wheel = self.wheel.batch();
-        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
+            if timer.may_fire_late() {
+                let slack = self.ending_slack;
+                // Timer B made unwanted by the final response that arms
+                // D or M: when both are due at the same instant (the
+                // response came within the slack), the new timer takes
+                // over B's queue entry.
+                if let Some((i, _)) = timers.rounded_unwanted(|t| machine.wants_timer(t)) {
+                    let at = wheel.deadline_within(after, slack);
+                    let retarget = |id| wheel.retarget(id, |t| t.set_timer(timer));
+                    if timers.take_over(i, timer, at, retarget) {
+                        return;
+                    }
+                }
+                let target = TimerTarget::Client(Arc::clone(key), id, timer, 0, 0);
+                let (timer_id, at) = wheel.schedule_within_at(after, slack, target);
+                timers.insert(timer_id, timer, at);
+                return;
+            }
             let (drains, holds) = self.resend_bounds(timer, after, None, *dest);
             let target = TimerTarget::Client(Arc::clone(key), id, timer, drains, holds);
-            let timer_id = if timer.ends_lingering() {
-                wheel.schedule_within(after, self.config.timers.ending_slack(), target)
-            } else {
-                wheel.schedule(after, target)
-            };
-            timers.insert(timer_id, timer);
+            timers.insert(wheel.schedule(after, target), timer, 0);
         });
+        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         let Some(linger) = machine.linger() else {
             return;
         };
@@ -1682,18 +1746,29 @@ impl Inner {
             ..
         } = &mut **active;
         let mut wheel = self.wheel.batch();
-        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         actions.take_schedules(|timer, after| {
+            if timer.may_fire_late() {
+                let slack = self.ending_slack;
+                // Timer Unanswered made unwanted by the final response
+                // that arms J or L takes over as it (see `arm_client`).
+                if let Some((i, _)) = timers.rounded_unwanted(|t| machine.wants_timer(t)) {
+                    let at = wheel.deadline_within(after, slack);
+                    let retarget = |id| wheel.retarget(id, |t| t.set_timer(timer));
+                    if timers.take_over(i, timer, at, retarget) {
+                        return;
+                    }
+                }
+                let target = TimerTarget::Server(Arc::clone(key), id, timer, 0, 0);
+                let (timer_id, at) = wheel.schedule_within_at(after, slack, target);
+                timers.insert(timer_id, timer, at);
+                return;
+            }
             let local = Some(source.local);
             let (drains, holds) = self.resend_bounds(timer, after, local, *reply);
             let target = TimerTarget::Server(Arc::clone(key), id, timer, drains, holds);
-            let timer_id = if timer.ends_lingering() {
-                wheel.schedule_within(after, self.config.timers.ending_slack(), target)
-            } else {
-                wheel.schedule(after, target)
-            };
-            timers.insert(timer_id, timer);
+            timers.insert(wheel.schedule(after, target), timer, 0);
         });
+        wheel.cancel_all(timers.unwanted(|t| machine.wants_timer(t)));
         if ack_key.is_some() || key.is_rfc2543() {
             return;
         }
@@ -1998,10 +2073,11 @@ impl Inner {
     }
 
     /// How late `timer` may fire ([`TimerConfig::ending_slack`] for the
-    /// timers that end lingering transactions, zero for the others).
+    /// timers that may fire late, [`Timer::may_fire_late`], zero for the
+    /// others).
     fn slack(&self, timer: Timer) -> Duration {
-        if timer.ends_lingering() {
-            self.config.timers.ending_slack()
+        if timer.may_fire_late() {
+            self.ending_slack
         } else {
             Duration::ZERO
         }
@@ -2070,7 +2146,7 @@ impl Inner {
         let after = self.config.timers.deferral();
         active
             .timers
-            .insert(self.wheel.schedule(after, target), timer);
+            .insert(self.wheel.schedule(after, target), timer, 0);
         TransactionMetrics::inc(&self.metrics.request_retransmissions_deferred);
         true
     }
@@ -2108,7 +2184,7 @@ impl Inner {
         let after = self.config.timers.deferral();
         active
             .timers
-            .insert(self.wheel.schedule(after, target), timer);
+            .insert(self.wheel.schedule(after, target), timer, 0);
         TransactionMetrics::inc(&self.metrics.response_retransmissions_deferred);
         true
     }
@@ -3700,6 +3776,97 @@ mod tests {
         // this one at the same instant.)
         advance_to(start, Duration::from_millis(32_101)).await;
         assert_all_ended(&layer, "Timer J, rounded up");
+    }
+
+    /// A non-INVITE request with branch `branch` received `at` ms after
+    /// `start`, answered 200 `answer_at` ms after it; its key.
+    async fn serve_at(
+        layer: &TransactionLayer,
+        rx: &mut mpsc::Receiver<Incoming>,
+        start: Instant,
+        (at, answer_at): (u64, u64),
+        branch: &str,
+    ) -> ServerKey {
+        advance_to(start, Duration::from_millis(at)).await;
+        let mut req = options();
+        req.headers.set(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP 10.0.0.1:5060;branch={branch}"),
+        );
+        layer.on_message(req.into(), udp_source()).await.unwrap();
+        let req = expect_request(rx).await;
+        advance_to(start, Duration::from_millis(answer_at)).await;
+        req.tx
+            .respond(response(&req.request, 200, Some("t")))
+            .await
+            .unwrap();
+        req.tx.key().clone()
+    }
+
+    /// Timer Unanswered (non-INVITE server) and Timer B (INVITE client),
+    /// rounded up as the ending timers are: a final response that comes
+    /// within the same slack arms J or M due at the same instant, which
+    /// takes over the unwanted timer's queue entry (no cancel, no new
+    /// entry); one that comes later cancels it and arms its own. Either
+    /// way the transaction lingers its full 64*T1 after the response.
+    #[tokio::test(start_paused = true)]
+    async fn an_ending_timer_due_with_the_unwanted_timeout_takes_over_its_entry() {
+        let (layer, mut rx, _sink) = layer();
+        let start = Instant::now();
+        let wheel = &layer.inner.wheel;
+        // Unanswered due at 32.1 s; J (answered at 60 ms) too.
+        let same = serve_at(&layer, &mut rx, start, (50, 60), "z9hG4bKsame").await;
+        assert_eq!((layer.pending_timers(), wheel.queued()), (1, 1));
+        // Unanswered due at 32.2 s, J (answered at 250 ms) at 32.3 s.
+        let later = serve_at(&layer, &mut rx, start, (150, 250), "z9hG4bKlater").await;
+        assert_eq!(
+            (layer.pending_timers(), wheel.queued()),
+            (2, 3),
+            "a cancelled entry and a new one"
+        );
+        advance_to(start, Duration::from_millis(32_099)).await;
+        assert!(server_lingers(&layer, &same) && server_lingers(&layer, &later));
+        advance_to(start, Duration::from_millis(32_101)).await;
+        assert!(!server_lingers(&layer, &same), "ended as Timer J");
+        advance_to(start, Duration::from_millis(32_299)).await;
+        assert!(
+            server_lingers(&layer, &later),
+            "not at its Unanswered's time"
+        );
+        advance_to(start, Duration::from_millis(32_301)).await;
+        assert_all_ended(&layer, "Timer J");
+
+        // INVITE client: A and B armed at 40.31 s (B due at 72.4 s); the
+        // 200 at 40.35 s cancels A and turns B into M, due then as well.
+        advance_to(start, Duration::from_millis(40_310)).await;
+        let inv = our_invite();
+        let mut tx = layer.send_request(inv.clone(), peer()).await.unwrap();
+        let key = tx.key().clone();
+        assert_eq!((layer.pending_timers(), wheel.queued()), (2, 2), "A, B");
+        advance_to(start, Duration::from_millis(40_350)).await;
+        let ok = response(&inv, 200, Some("r"));
+        layer.on_message(ok.into(), udp_source()).await.unwrap();
+        assert!(client_lingers(&layer, &key));
+        assert_eq!(
+            (layer.pending_timers(), wheel.queued()),
+            (1, 2),
+            "M in B's entry, A's cancelled one"
+        );
+        advance_to(start, Duration::from_millis(72_399)).await;
+        assert!(
+            client_lingers(&layer, &key),
+            "not before 64*T1 after the 200"
+        );
+        advance_to(start, Duration::from_millis(72_401)).await;
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Response(_)
+        ));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_all_ended(&layer, "Timer M");
     }
 
     #[tokio::test(start_paused = true)]

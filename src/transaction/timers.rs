@@ -67,7 +67,8 @@ impl TimerConfig {
     /// retransmissions are absorbed (RFC 3261 §17 wants them to last *at
     /// least* their value), so the layer rounds their deadlines up to a
     /// multiple of this, and the expiries of the transactions that ended
-    /// within it share one wake-up of the timer task.
+    /// within it share one wake-up of the timer task. Timers B and
+    /// Unanswered are rounded the same way ([`Timer::may_fire_late`]).
     pub fn ending_slack(&self) -> Duration {
         self.t1 / 5
     }
@@ -154,6 +155,21 @@ impl Timer {
     /// of its own ([`TimerConfig::deferrals_within`]).
     pub fn retransmits(self) -> bool {
         matches!(self, Timer::A | Timer::E | Timer::G | Timer::Retransmit2xx)
+    }
+
+    /// A timer the layer may fire up to [`TimerConfig::ending_slack`]
+    /// late, so that its deadline is rounded up to a multiple of it: the
+    /// timers that end lingering transactions ([`Timer::ends_lingering`]),
+    /// which only bound how long retransmissions are absorbed, and Timers
+    /// B and Unanswered, which bound how long a final response is awaited
+    /// (RFC 3261 §17.1.1.2 wants B to fire *after* 64*T1, not exactly
+    /// then). A transaction's B or Unanswered, made unwanted by the final
+    /// response that arms its D, J, L or M of the same duration, then is
+    /// most often due at the same rounded instant, and the layer lets the
+    /// new timer take over its queue entry instead of cancelling one and
+    /// scheduling the other.
+    pub fn may_fire_late(self) -> bool {
+        self.ends_lingering() || matches!(self, Timer::B | Timer::Unanswered)
     }
 
     /// A timer that ends a transaction lingering after its final response

@@ -54,6 +54,20 @@ fn nanos(d: Duration) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// A deadline: nanoseconds since the wheel was created.
+pub(crate) type Tick = u64;
+
+/// The deadline of a timer scheduled at `now` for `after`, rounded up to a
+/// multiple of `step` (all in nanoseconds; a step of 0 or 1: not rounded).
+fn deadline(now: Tick, after: u64, step: u64) -> Tick {
+    let at = now.saturating_add(after);
+    if step > 1 {
+        at.div_ceil(step).saturating_mul(step)
+    } else {
+        at
+    }
+}
+
 /// Names one scheduled timer; stale once the timer fired or was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerId {
@@ -310,7 +324,7 @@ pub(crate) struct Batch<'a, T> {
 impl<T> Batch<'_, T> {
     /// Fires `target` `after` from the batch's instant.
     pub(crate) fn schedule(&mut self, after: Duration, target: T) -> TimerId {
-        self.schedule_by_step(after, 0, target)
+        self.schedule_by_step(after, 0, target).0
     }
 
     /// Fires `target` `after` from the batch's instant, or up to `slack`
@@ -324,6 +338,17 @@ impl<T> Batch<'_, T> {
         slack: Duration,
         target: T,
     ) -> TimerId {
+        self.schedule_by_step(after, nanos(slack), target).0
+    }
+
+    /// [`Batch::schedule_within`] that also returns the timer's deadline
+    /// (see [`Batch::deadline_within`]).
+    pub(crate) fn schedule_within_at(
+        &mut self,
+        after: Duration,
+        slack: Duration,
+        target: T,
+    ) -> (TimerId, Tick) {
         self.schedule_by_step(after, nanos(slack), target)
     }
 
@@ -334,23 +359,64 @@ impl<T> Batch<'_, T> {
     /// for one timer and, once [`MAX_LANES`] such delays were seen, keep
     /// the recurring durations out of the lanes.
     pub(crate) fn schedule_in_heap(&mut self, after: Duration, target: T) -> TimerId {
-        self.schedule_into(after, 0, false, target)
+        self.schedule_into(after, 0, false, target).0
     }
 
-    /// `schedule_within` with the slack in nanoseconds (0: none).
+    /// The deadline [`Batch::schedule_within`] gives a timer scheduled
+    /// `after` with `slack` in this batch. Timers of one lane (one
+    /// duration and slack) with equal deadlines fall due at the same
+    /// instant.
+    pub(crate) fn deadline_within(&mut self, after: Duration, slack: Duration) -> Tick {
+        let now = self.now();
+        deadline(now, nanos(after), nanos(slack))
+    }
+
+    /// Replaces what pending timer `id` fires with (`f` edits its target
+    /// in place); its deadline stays. False, with nothing done, when `id`
+    /// already fired or was cancelled.
+    pub(crate) fn retarget(&mut self, id: TimerId, f: impl FnOnce(&mut T)) -> bool {
+        let wheel = self.wheel;
+        let queue = self.queue.get_or_insert_with(|| wheel.lock());
+        match queue.slots.get_mut(id.slot as usize) {
+            Some(Slot {
+                generation,
+                target: Some(target),
+            }) if *generation == id.generation => {
+                f(target);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The queue's tick of the batch's instant (the clock is read once per
+    /// batch).
+    fn now(&mut self) -> u64 {
+        let wheel = self.wheel;
+        let queue = self.queue.get_or_insert_with(|| wheel.lock());
+        *self.now.get_or_insert_with(|| queue.tick(Instant::now()))
+    }
+
+    /// `schedule_within_at` with the slack in nanoseconds (0: none).
     #[inline]
-    fn schedule_by_step(&mut self, after: Duration, step: u64, target: T) -> TimerId {
+    fn schedule_by_step(&mut self, after: Duration, step: u64, target: T) -> (TimerId, Tick) {
         self.schedule_into(after, step, true, target)
     }
 
     #[inline]
-    fn schedule_into(&mut self, after: Duration, step: u64, laned: bool, target: T) -> TimerId {
+    fn schedule_into(
+        &mut self,
+        after: Duration,
+        step: u64,
+        laned: bool,
+        target: T,
+    ) -> (TimerId, Tick) {
         let wheel = self.wheel;
         let queue = self.queue.get_or_insert_with(|| wheel.lock());
         let now = *self.now.get_or_insert_with(|| queue.tick(Instant::now()));
-        let (id, earliest) = Wheel::schedule_locked(queue, now, after, step, laned, target);
+        let (id, at, earliest) = Wheel::schedule_locked(queue, now, after, step, laned, target);
         self.wake |= earliest;
-        id
+        (id, at)
     }
 
     /// Cancels every timer of `ids` (see [`Wheel::cancel_all`]).
@@ -428,8 +494,8 @@ impl<T> Wheel<T> {
     /// `schedule` under the lock, `now` being the queue's tick of the
     /// current instant, the deadline rounded up to a multiple of `step`
     /// (nanoseconds; 0 or 1: not rounded), in its duration's lane if
-    /// `laned` (and it fits one), else in the heap. Returns whether the
-    /// timer task must be woken.
+    /// `laned` (and it fits one), else in the heap. Returns its deadline
+    /// and whether the timer task must be woken.
     fn schedule_locked(
         queue: &mut Queue<T>,
         now: u64,
@@ -437,13 +503,10 @@ impl<T> Wheel<T> {
         step: u64,
         laned: bool,
         target: T,
-    ) -> (TimerId, bool) {
+    ) -> (TimerId, Tick, bool) {
         let after = nanos(after);
         let step = if step > 1 { step } else { 0 };
-        let mut at = now.saturating_add(after);
-        if step > 0 {
-            at = at.div_ceil(step).saturating_mul(step);
-        }
+        let at = deadline(now, after, step);
         queue.seq += 1;
         let seq = queue.seq;
         // One look-up of the slot, which gives its generation too.
@@ -502,7 +565,7 @@ impl<T> Wheel<T> {
             }
             _ => queue.heap.push(Reverse(entry)),
         }
-        (TimerId { slot, generation }, earliest)
+        (TimerId { slot, generation }, at, earliest)
     }
 
     /// Cancels timer `id`, dropping its target now. Returns false when it
