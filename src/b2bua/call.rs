@@ -583,14 +583,10 @@ impl Call {
         buf.put_u8(b'>');
         let to = buf.split().freeze();
         let out_seq = 1;
-        let outbound = Dialog::new_uac_with(
-            call_id,
-            out_tag,
-            local_header,
-            to.clone(),
-            request_uri.clone(),
-            out_seq,
-        );
+        // The target is To's URI until the callee's Contact: read from
+        // it if needed before (a CANCEL, rare), not cloned for every call.
+        let outbound =
+            Dialog::new_uac_with(call_id, out_tag, local_header, to.clone(), None, out_seq);
         buf.put_slice(itoa::Buffer::new().format(max_forwards).as_bytes());
         let max_forwards = buf.split().freeze();
         let sent = OutInvite {

@@ -174,17 +174,19 @@ impl Dialog {
     ) -> Dialog {
         let mut buf = BytesMut::with_capacity(from.len() + 5 + local_tag.len());
         let local_header = put_with_tag(&mut buf, from, &local_tag);
-        Dialog::new_uac_with(call_id, local_tag, local_header, to, target, cseq)
+        Dialog::new_uac_with(call_id, local_tag, local_header, to, Some(target), cseq)
     }
 
     /// [`Dialog::new_uac`] with our From already written, tag included
-    /// (`local_header`): nothing is copied.
+    /// (`local_header`): nothing is copied. Without `target`, the remote
+    /// target is the URI of `to`, read from it when first needed (a
+    /// response with a Contact usually sets it before: then never).
     pub fn new_uac_with(
         call_id: ByteStr,
         local_tag: ByteStr,
         local_header: Bytes,
         to: Bytes,
-        target: Uri,
+        target: Option<Uri>,
         cseq: u32,
     ) -> Dialog {
         Dialog {
@@ -195,7 +197,7 @@ impl Dialog {
             remote_header: to,
             local_seq: cseq,
             remote_seq: None,
-            remote_target: OnceCell::from(target),
+            remote_target: target.map_or_else(OnceCell::new, OnceCell::from),
             remote_contact: Bytes::new(),
             route_set: Vec::new(),
             state: DialogState::Initial,
@@ -346,7 +348,8 @@ impl Dialog {
     /// A UAS dialog parses it from its copy of the request's Contact on
     /// first use. Should that copy not parse (a request that bypassed the
     /// daemon's validator), the remote party's address (the copy of its
-    /// From or To) is the target instead.
+    /// From or To) is the target instead; that is also the target of a UAC
+    /// dialog made without one, until a response gives a Contact.
     pub fn remote_target(&self) -> &Uri {
         self.remote_target.get_or_init(|| {
             first_contact_uri(&self.remote_contact)

@@ -411,3 +411,33 @@ fn uac_request_written_with_the_contact_as_given_is_the_built_one_on_the_wire() 
         }
     }
 }
+
+#[test]
+fn uac_dialog_without_a_target_reads_it_from_to_until_a_contact() {
+    let to = Bytes::from_static(b"<sip:+74951234567@127.0.0.1:5080;transport=udp>");
+    let mut d = Dialog::new_uac_with(
+        "c4@here".into(),
+        "lt".into(),
+        Bytes::from_static(b"<sip:a@h>;tag=lt"),
+        to,
+        None,
+        1,
+    );
+    assert_eq!(
+        d.remote_target(),
+        &Uri::parse("sip:+74951234567@127.0.0.1:5080;transport=udp").unwrap()
+    );
+    let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+    assert_eq!(
+        invite.uri.to_string(),
+        "sip:+74951234567@127.0.0.1:5080;transport=udp"
+    );
+    let mut ok = Response::for_request(&invite, StatusCode::OK);
+    ok.set_to_tag("rt");
+    ok.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:callee@192.0.2.8:5070>"),
+    );
+    d.on_uac_response(&ok).unwrap();
+    assert_eq!(d.remote_target().to_string(), "sip:callee@192.0.2.8:5070");
+}
