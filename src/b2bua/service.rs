@@ -1000,35 +1000,50 @@ impl Inner {
         {
             let Effects { actions, routes } = &mut effects;
             let mut routes = routes.drain(..);
-            for action in actions.drain(..) {
+            // The actions stay in their list (emptied with it): a
+            // response is lent to its transaction and an ACK's bytes
+            // shared; only a request, which its client transaction keeps,
+            // is moved out.
+            for action in actions.iter_mut() {
                 // One route per action, by construction; each kind of
                 // action has its kind of route (anything else is Drop).
                 let Some(route) = routes.next() else { break };
+                if let Action::Request { leg, .. } = action {
+                    let Route::Peer(dest) = route else { continue };
+                    let rest = Action::Ack {
+                        leg: *leg,
+                        bytes: Bytes::new(),
+                    };
+                    let Action::Request { leg, seq, request } = std::mem::replace(action, rest)
+                    else {
+                        continue;
+                    };
+                    let method = request.method.clone();
+                    if let Err(e) = self
+                        .txn
+                        .send_request_with(request, dest, self.client_events.clone())
+                        .await
+                    {
+                        tracing::debug!(call = entry.id, error = %e, "request not sent");
+                        failures.push(Input::Failed(leg, method, seq));
+                    }
+                    continue;
+                }
                 match action {
                     Action::Respond { response, .. } | Action::Retransmit { response, .. } => {
                         let Route::Server(tx) = route else { continue };
-                        if let Err(e) = tx.respond(response).await {
+                        if let Err(e) = tx.respond_ref(response).await {
                             tracing::debug!(call = entry.id, error = %e, "response not sent");
-                        }
-                    }
-                    Action::Request { leg, seq, request } => {
-                        let Route::Peer(dest) = route else { continue };
-                        let method = request.method.clone();
-                        if let Err(e) = self
-                            .txn
-                            .send_request_with(request, dest, self.client_events.clone())
-                            .await
-                        {
-                            tracing::debug!(call = entry.id, error = %e, "request not sent");
-                            failures.push(Input::Failed(leg, method, seq));
                         }
                     }
                     Action::Ack { bytes, .. } => {
                         let Route::Peer(dest) = route else { continue };
-                        if let Err(e) = self.transports.send_bytes(bytes, &dest).await {
+                        if let Err(e) = self.transports.send_bytes(bytes.clone(), &dest).await {
                             tracing::debug!(call = entry.id, error = %e, "ACK not sent");
                         }
                     }
+                    // Sent above.
+                    Action::Request { .. } => {}
                 }
             }
         }

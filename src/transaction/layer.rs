@@ -1092,7 +1092,17 @@ impl ServerTransaction {
         &self,
         response: Response,
     ) -> impl Future<Output = Result<(), TxError>> + Send + 'static {
-        finish(self.inner.respond(&self.key, self.id, &response))
+        self.respond_ref(&response)
+    }
+
+    /// [`ServerTransaction::respond`] with the response lent (the layer
+    /// only reads it): a TU that keeps its responses in a list sends them
+    /// without moving each one out.
+    pub fn respond_ref(
+        &self,
+        response: &Response,
+    ) -> impl Future<Output = Result<(), TxError>> + Send + 'static {
+        finish(self.inner.respond(&self.key, self.id, response))
     }
 }
 
