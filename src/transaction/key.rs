@@ -68,27 +68,48 @@ fn detached(text: &ByteStr) -> ByteStr {
 /// Identifies a client transaction (§17.1.3): the branch of the top Via the
 /// client inserted, and the request method (CANCEL shares the INVITE's
 /// branch but is its own transaction).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub struct ClientKey {
+    /// The branch and method hashed as one seeded `u64`, when the key is
+    /// made: a look-up by the table's own key (the TU's responses, timers)
+    /// does not hash the branch again.
+    hash: u64,
     branch: ByteStr,
     method: KeyMethod,
 }
 
-/// Hashes the branch and method as one seeded `u64` (see [`Slot`]).
+/// The same key (a look-up by the table's own `Arc`: no byte compare), or
+/// the same hash, branch and method.
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+            || (self.hash == other.hash
+                && self.branch == other.branch
+                && self.method == other.method)
+    }
+}
+
+/// Writes the key's hash (see [`Slot`]).
 impl std::hash::Hash for ClientKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(KEY_SEED.hash_one((&self.branch, &self.method)));
+        state.write_u64(self.hash);
     }
 }
 
 impl ClientKey {
+    /// The key of `branch` and `method`, hashed.
+    fn of(branch: ByteStr, method: KeyMethod) -> Self {
+        Self {
+            hash: KEY_SEED.hash_one((&branch, &method)),
+            branch,
+            method,
+        }
+    }
+
     /// The key of the transaction with this branch (read from the
     /// request's top Via; the key keeps a copy) and method.
     pub(crate) fn new(branch: &ByteStr, method: Method) -> Self {
-        Self {
-            branch: detached(branch),
-            method: KeyMethod::new(method),
-        }
+        Self::of(detached(branch), KeyMethod::new(method))
     }
 
     /// The key of a request about to be sent (its top Via carries our branch).
@@ -101,16 +122,14 @@ impl ClientKey {
     pub(crate) fn for_request_with_via(req: &Request) -> Result<(Self, &Via), KeyError> {
         let via = header("Via", req.headers.top_via_ref())?;
         let branch = branch_of(via).ok_or(KeyError::NoBranch)?;
-        let key = Self {
-            branch,
-            method: KeyMethod::new(req.method.clone()),
-        };
+        let key = Self::of(branch, KeyMethod::new(req.method.clone()));
         Ok((key, via))
     }
 
     /// The key a received response matches: top Via branch and CSeq method.
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
         Self::for_response_with_via(resp).map(|(key, _)| Self {
+            hash: key.hash,
             branch: detached(&key.branch),
             method: key.method,
         })
@@ -129,10 +148,7 @@ impl ClientKey {
             .cloned()
             .ok_or(KeyError::NoBranch)?;
         let cseq = header("CSeq", resp.headers.cseq_ref())?;
-        let key = Self {
-            branch,
-            method: KeyMethod::new(cseq.method.clone()),
-        };
+        let key = Self::of(branch, KeyMethod::new(cseq.method.clone()));
         Ok((key, via))
     }
 
@@ -145,19 +161,13 @@ impl ClientKey {
         resp: &Response,
     ) -> Result<Self, KeyError> {
         let cseq = header("CSeq", resp.headers.cseq_ref())?;
-        Ok(Self {
-            branch,
-            method: KeyMethod::new(cseq.method.clone()),
-        })
+        Ok(Self::of(branch, KeyMethod::new(cseq.method.clone())))
     }
 
     /// The key of the transaction with this branch and another method (the
     /// INVITE a CANCEL belongs to).
     pub(crate) fn with_method(&self, method: Method) -> Self {
-        Self {
-            branch: self.branch.clone(),
-            method: KeyMethod::new(method),
-        }
+        Self::of(self.branch.clone(), KeyMethod::new(method))
     }
 
     /// The branch parameter.
@@ -268,24 +278,23 @@ pub(crate) struct Rfc2543Key {
 /// Identifies a server transaction (§17.2.3): built by the RFC 3261 rules
 /// when the top Via branch carries the magic cookie, by the RFC 2543
 /// fallback otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerKey(ServerKeyKind);
+#[derive(Debug, Clone, Eq)]
+pub struct ServerKey(ServerKeyKind, u64);
 
-/// Hashes an RFC 3261 key by its branch and method kind only: the branch is
-/// unique per transaction but for the INVITE/CANCEL pair (told apart by the
-/// method) and for a stolen branch (told apart by the sent-by, which
-/// equality compares, §17.2.3). Keys that are equal hash the same; the
-/// sent-by's host is not hashed on every lookup. Written as one seeded
-/// `u64` (see [`Slot`]).
+/// The same key (a look-up by the table's own `Arc`: no byte compare), or
+/// the same hash and fields.
+impl PartialEq for ServerKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other) || (self.1 == other.1 && self.0 == other.0)
+    }
+}
+
+/// Writes the key's hash, computed when it is made (see
+/// [`ServerKey::of`]; a look-up by the table's own key, e.g. the TU's
+/// responses, does not hash the branch again).
 impl std::hash::Hash for ServerKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let hash = match &self.0 {
-            ServerKeyKind::Rfc3261 { branch, method, .. } => {
-                KEY_SEED.hash_one((branch, std::mem::discriminant(method.get())))
-            }
-            ServerKeyKind::Rfc2543(k) => KEY_SEED.hash_one(k),
-        };
-        state.write_u64(hash);
+        state.write_u64(self.1);
     }
 }
 
@@ -302,6 +311,22 @@ enum ServerKeyKind {
 }
 
 impl ServerKey {
+    /// The key of `kind`, hashed. An RFC 3261 key hashes by its branch and
+    /// method kind only: the branch is unique per transaction but for the
+    /// INVITE/CANCEL pair (told apart by the method) and for a stolen
+    /// branch (told apart by the sent-by, which equality compares,
+    /// §17.2.3). Keys that are equal hash the same. One seeded `u64` (see
+    /// [`Slot`]).
+    fn of(kind: ServerKeyKind) -> Self {
+        let hash = match &kind {
+            ServerKeyKind::Rfc3261 { branch, method, .. } => {
+                KEY_SEED.hash_one((branch, std::mem::discriminant(method.get())))
+            }
+            ServerKeyKind::Rfc2543(k) => KEY_SEED.hash_one(k),
+        };
+        Self(kind, hash)
+    }
+
     /// The key of the server transaction a received request belongs to
     /// (creates or matches). An ACK maps to its INVITE transaction.
     pub fn for_request(req: &Request) -> Result<Self, KeyError> {
@@ -324,11 +349,13 @@ impl ServerKey {
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
         let via = header("Via", resp.headers.top_via_ref())?;
         match branch_of(via) {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
-                branch,
-                sent_by: SentBy::of(via),
-                method: KeyMethod::new(header("CSeq", resp.headers.cseq_ref())?.method.clone()),
-            })),
+            Some(branch) if branch.starts_with(MAGIC_COOKIE) => {
+                Ok(Self::of(ServerKeyKind::Rfc3261 {
+                    branch,
+                    sent_by: SentBy::of(via),
+                    method: KeyMethod::new(header("CSeq", resp.headers.cseq_ref())?.method.clone()),
+                }))
+            }
             _ => Err(KeyError::NoBranch),
         }
     }
@@ -360,7 +387,7 @@ impl ServerKey {
         branch: fn(&ByteStr) -> ByteStr,
     ) -> Result<Self, KeyError> {
         match via.params.get("branch").flatten() {
-            Some(b) if b.starts_with(MAGIC_COOKIE) => Ok(Self(ServerKeyKind::Rfc3261 {
+            Some(b) if b.starts_with(MAGIC_COOKIE) => Ok(Self::of(ServerKeyKind::Rfc3261 {
                 branch: branch(b),
                 sent_by: SentBy::of(via),
                 method: KeyMethod::new(method),
@@ -371,7 +398,7 @@ impl ServerKey {
                 } else {
                     header("To", req.headers.to_ref())?.tag().map(owned)
                 };
-                Ok(Self(ServerKeyKind::Rfc2543(Box::new(Rfc2543Key {
+                Ok(Self::of(ServerKeyKind::Rfc2543(Box::new(Rfc2543Key {
                     request_uri: req.uri.to_string(),
                     to_tag,
                     from_tag: header("From", req.headers.from_ref())?.tag().map(owned),
@@ -894,9 +921,9 @@ Content-Length: 0
             }
         }
         // What this buys: keys a third smaller than with a Method and a
-        // Host inline (72 and 120 bytes).
-        assert!(std::mem::size_of::<ClientKey>() <= 48, "was 72");
-        assert!(std::mem::size_of::<ServerKey>() <= 80, "was 120");
+        // Host inline (72 and 120 bytes); 8 of each are the cached hash.
+        assert!(std::mem::size_of::<ClientKey>() <= 56, "was 72");
+        assert!(std::mem::size_of::<ServerKey>() <= 88, "was 120");
     }
 
     #[test]
