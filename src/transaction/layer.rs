@@ -28,7 +28,7 @@ use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
 use super::via_prefix::ViaPrefixes;
-use super::wheel::{Tick, TimerId, Wheel};
+use super::wheel::{Batch, Tick, TimerId, Wheel};
 use super::{
     Action, Actions, ClientKey, InviteClient, InviteServer, InviteServerState, KeyError,
     NonInviteClient, NonInviteServer, Refused, ServerKey, Timer, TimerConfig, TuEvent, TxError,
@@ -596,6 +596,29 @@ impl TimerSet {
         }
         self.ids[i] = Some((id, timer));
         true
+    }
+
+    /// Arms `timer`, one that may fire late, due `after` from now rounded
+    /// up within `slack`: it takes over the queue entry of a rounded timer
+    /// `wanted` no longer wants when both fall due at the same instant
+    /// ([`TimerSet::take_over`]), else it gets an entry of its own, aimed
+    /// at `target()`.
+    fn schedule_rounded(
+        &mut self,
+        wheel: &mut Batch<'_, TimerTarget>,
+        wanted: impl Fn(Timer) -> bool,
+        (timer, after, slack): (Timer, Duration, Duration),
+        target: impl FnOnce() -> TimerTarget,
+    ) {
+        if let Some((i, _)) = self.rounded_unwanted(wanted) {
+            let at = wheel.deadline_within(after, slack);
+            let retarget = |id| wheel.retarget(id, |t| t.set_timer(timer));
+            if self.take_over(i, timer, at, retarget) {
+                return;
+            }
+        }
+        let (timer_id, at) = wheel.schedule_within_at(after, slack, target());
+        self.insert(timer_id, timer, at);
     }
 
     fn drain(&mut self) -> impl Iterator<Item = TimerId> + '_ {
@@ -1235,21 +1258,16 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         actions.take_schedules(|timer, after| {
             if timer.may_fire_late() {
-                let slack = self.ending_slack;
                 // Timer B made unwanted by the final response that arms
                 // D or M: when both are due at the same instant (the
                 // response came within the slack), the new timer takes
                 // over B's queue entry.
-                if let Some((i, _)) = timers.rounded_unwanted(|t| machine.wants_timer(t)) {
-                    let at = wheel.deadline_within(after, slack);
-                    let retarget = |id| wheel.retarget(id, |t| t.set_timer(timer));
-                    if timers.take_over(i, timer, at, retarget) {
-                        return;
-                    }
-                }
-                let target = TimerTarget::Client(Arc::clone(key), id, timer, 0, 0);
-                let (timer_id, at) = wheel.schedule_within_at(after, slack, target);
-                timers.insert(timer_id, timer, at);
+                timers.schedule_rounded(
+                    &mut wheel,
+                    |t| machine.wants_timer(t),
+                    (timer, after, self.ending_slack),
+                    || TimerTarget::Client(Arc::clone(key), id, timer, 0, 0),
+                );
                 return;
             }
             let (drains, holds) = self.resend_bounds(timer, after, None, *dest);
@@ -1758,19 +1776,14 @@ impl Inner {
         let mut wheel = self.wheel.batch();
         actions.take_schedules(|timer, after| {
             if timer.may_fire_late() {
-                let slack = self.ending_slack;
                 // Timer Unanswered made unwanted by the final response
                 // that arms J or L takes over as it (see `arm_client`).
-                if let Some((i, _)) = timers.rounded_unwanted(|t| machine.wants_timer(t)) {
-                    let at = wheel.deadline_within(after, slack);
-                    let retarget = |id| wheel.retarget(id, |t| t.set_timer(timer));
-                    if timers.take_over(i, timer, at, retarget) {
-                        return;
-                    }
-                }
-                let target = TimerTarget::Server(Arc::clone(key), id, timer, 0, 0);
-                let (timer_id, at) = wheel.schedule_within_at(after, slack, target);
-                timers.insert(timer_id, timer, at);
+                timers.schedule_rounded(
+                    &mut wheel,
+                    |t| machine.wants_timer(t),
+                    (timer, after, self.ending_slack),
+                    || TimerTarget::Server(Arc::clone(key), id, timer, 0, 0),
+                );
                 return;
             }
             let local = Some(source.local);
