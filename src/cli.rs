@@ -6,9 +6,23 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ListenAddr;
 
+/// `vpbx --version`: the package version, plus ", profile-guided build" when
+/// the binary was compiled with a training profile. scripts/build-pgo sets
+/// `VPBX_PGO` (any value) for its `-Cprofile-use` build only, so a plain
+/// `cargo build` never claims it; recorded benchmark results and the image
+/// check (scripts/docker-check) read this line to tell the builds apart.
+pub const VERSION: &str = version_text(option_env!("VPBX_PGO"));
+
+const fn version_text(pgo: Option<&str>) -> &'static str {
+    match pgo {
+        Some(_) => concat!(env!("CARGO_PKG_VERSION"), ", profile-guided build"),
+        None => env!("CARGO_PKG_VERSION"),
+    }
+}
+
 /// vpbx: SIP B2BUA and call-routing daemon for a hosted virtual PBX.
 #[derive(Debug, Parser)]
-#[command(name = "vpbx", version, about)]
+#[command(name = "vpbx", version = VERSION, about)]
 pub struct Cli {
     /// Log filter (e.g. `info`, `debug`, `vpbx::config=debug`); overrides
     /// RUST_LOG. Default: RUST_LOG, else `info`.
@@ -39,4 +53,30 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         config: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn version_says_profile_guided_only_for_a_pgo_build() {
+        assert_eq!(version_text(None), env!("CARGO_PKG_VERSION"));
+        let pgo = version_text(Some("1"));
+        assert!(pgo.starts_with(env!("CARGO_PKG_VERSION")), "{pgo}");
+        assert!(pgo.ends_with(", profile-guided build"), "{pgo}");
+    }
+
+    #[test]
+    fn dash_dash_version_prints_the_build_kind() {
+        let printed = Cli::command().render_version();
+        assert_eq!(printed, format!("vpbx {VERSION}\n"));
+        // Test builds are plain unless the builder exported VPBX_PGO.
+        assert_eq!(
+            printed.contains("profile-guided"),
+            option_env!("VPBX_PGO").is_some()
+        );
+    }
 }
