@@ -56,7 +56,91 @@ fn invalid(name: HeaderName) -> impl FnOnce(&'static str) -> HeaderError {
     move |reason| HeaderError::Invalid { name, reason }
 }
 
+/// A single-valued field as one pass over the list found it: its first
+/// value and whether it is repeated.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Single<'a> {
+    first: Option<&'a Bytes>,
+    repeated: bool,
+}
+
+impl<'a> Single<'a> {
+    #[inline]
+    fn see(&mut self, v: &'a Bytes) {
+        if self.first.is_some() {
+            self.repeated = true;
+        } else {
+            self.first = Some(v);
+        }
+    }
+
+    /// As [`Headers::get_single`] gives it.
+    #[inline]
+    pub(crate) fn get(self, name: HeaderName) -> Result<Option<&'a Bytes>, HeaderError> {
+        if self.repeated {
+            Err(HeaderError::Duplicate(name))
+        } else {
+            Ok(self.first)
+        }
+    }
+
+    /// As `Headers::required` gives it.
+    #[inline]
+    pub(crate) fn required(self, name: HeaderName) -> Result<&'a Bytes, HeaderError> {
+        match self.get(name.clone())? {
+            Some(v) => Ok(v),
+            None => Err(HeaderError::Missing(name)),
+        }
+    }
+}
+
+/// The fields the request validator reads, found in one pass over the
+/// list instead of one pass per field (each pass compares every field's
+/// name): each single-valued field's first value and whether it repeats,
+/// the first Date, and whether each list field is present at all.
+#[derive(Default)]
+pub(crate) struct Found<'a> {
+    pub(crate) from: Single<'a>,
+    pub(crate) to: Single<'a>,
+    pub(crate) call_id: Single<'a>,
+    pub(crate) cseq: Single<'a>,
+    pub(crate) max_forwards: Single<'a>,
+    pub(crate) content_type: Single<'a>,
+    pub(crate) expires: Single<'a>,
+    pub(crate) date: Option<&'a Bytes>,
+    pub(crate) contact: bool,
+    pub(crate) route: bool,
+    pub(crate) require: bool,
+    pub(crate) proxy_require: bool,
+    pub(crate) accept: bool,
+}
+
 impl Headers {
+    /// The fields the request validator reads, in one pass (see [`Found`]).
+    pub(crate) fn find_for_validation(&self) -> Found<'_> {
+        let mut f = Found::default();
+        for h in self.iter() {
+            let v = &h.value;
+            match h.name {
+                HeaderName::From => f.from.see(v),
+                HeaderName::To => f.to.see(v),
+                HeaderName::CallId => f.call_id.see(v),
+                HeaderName::CSeq => f.cseq.see(v),
+                HeaderName::MaxForwards => f.max_forwards.see(v),
+                HeaderName::ContentType => f.content_type.see(v),
+                HeaderName::Expires => f.expires.see(v),
+                HeaderName::Date if f.date.is_none() => f.date = Some(v),
+                HeaderName::Contact => f.contact = true,
+                HeaderName::Route => f.route = true,
+                HeaderName::Require => f.require = true,
+                HeaderName::ProxyRequire => f.proxy_require = true,
+                HeaderName::Accept => f.accept = true,
+                _ => {}
+            }
+        }
+        f
+    }
+
     /// The only value of `name`; `Duplicate` if repeated.
     pub fn get_single(&self, name: &HeaderName) -> Result<Option<&Bytes>, HeaderError> {
         let mut first = None;
@@ -187,11 +271,16 @@ impl Headers {
 
     /// Checks the From header as [`Headers::from_ref`] does (the same
     /// errors) without parsing it into a value, unless one is kept.
-    pub(crate) fn check_from(&self) -> Result<(), HeaderError> {
+    /// `from` looks the field up (in the validator, from one pass over the
+    /// list, [`Headers::find_for_validation`]).
+    pub(crate) fn check_from<'a>(
+        &'a self,
+        from: impl FnOnce() -> Result<&'a Bytes, HeaderError>,
+    ) -> Result<(), HeaderError> {
         if let Some(kept) = self.typed_if_any().and_then(|t| t.from.get()) {
             return kept.as_ref().map(|_| ()).map_err(Clone::clone);
         }
-        NameAddr::check_single(self.required(HeaderName::From)?)
+        NameAddr::check_single(from()?)
             .map(|_| ())
             .map_err(invalid(HeaderName::From))
     }
@@ -199,20 +288,39 @@ impl Headers {
     /// Checks the To header as [`Headers::to_ref`] does (the same errors)
     /// without parsing it into a value, unless one is kept: whether its
     /// URI is a SIP or SIPS URI.
-    pub(crate) fn check_to(&self) -> Result<bool, HeaderError> {
+    /// `to` looks the field up, as for [`Headers::check_from`].
+    pub(crate) fn check_to<'a>(
+        &'a self,
+        to: impl FnOnce() -> Result<&'a Bytes, HeaderError>,
+    ) -> Result<bool, HeaderError> {
         if let Some(kept) = self.typed_if_any().and_then(|t| t.to.get()) {
             return kept
                 .as_ref()
                 .map(|to| matches!(to.uri, super::uri::Uri::Sip(_)))
                 .map_err(Clone::clone);
         }
-        NameAddr::check_single(self.required(HeaderName::To)?)
+        NameAddr::check_single(to()?)
             .map(|shape| shape.sip)
             .map_err(invalid(HeaderName::To))
     }
 
     pub(crate) fn parse_from(&self) -> Result<NameAddr, HeaderError> {
         NameAddr::parse_single(self.required(HeaderName::From)?).map_err(invalid(HeaderName::From))
+    }
+
+    /// [`Headers::from_ref`] with the field found by one pass (`from`).
+    pub(crate) fn keep_from(&self, from: Single<'_>) -> Result<&NameAddr, HeaderError> {
+        cached(&self.typed().from, || {
+            NameAddr::parse_single(from.required(HeaderName::From)?)
+                .map_err(invalid(HeaderName::From))
+        })
+    }
+
+    /// [`Headers::cseq_ref`] with the field found by one pass (`cseq`).
+    pub(crate) fn keep_cseq(&self, cseq: Single<'_>) -> Result<&CSeq, HeaderError> {
+        cached(&self.typed().cseq, || {
+            CSeq::parse(cseq.required(HeaderName::CSeq)?).map_err(invalid(HeaderName::CSeq))
+        })
     }
 
     pub(crate) fn parse_to(&self) -> Result<NameAddr, HeaderError> {
@@ -273,7 +381,11 @@ impl Headers {
 
     /// The Call-ID (exactly one; `word ["@" word]`, no white space).
     pub fn call_id(&self) -> Result<ByteStr, HeaderError> {
-        let v = self.required(HeaderName::CallId)?;
+        Self::call_id_of(self.required(HeaderName::CallId)?)
+    }
+
+    /// [`Headers::call_id`] of the value `v`.
+    pub(crate) fn call_id_of(v: &Bytes) -> Result<ByteStr, HeaderError> {
         // Common case in one pass: printable ASCII only (`!`..=`~`). A fold
         // without an early exit, which the compiler turns into vector code.
         let printable = v
@@ -302,7 +414,12 @@ impl Headers {
 
     /// Max-Forwards (0..=255), if present.
     pub fn max_forwards(&self) -> Result<Option<u32>, HeaderError> {
-        let Some(v) = self.get_single(&HeaderName::MaxForwards)? else {
+        Self::max_forwards_of(self.get_single(&HeaderName::MaxForwards)?)
+    }
+
+    /// [`Headers::max_forwards`] of the value found (if any).
+    pub(crate) fn max_forwards_of(v: Option<&Bytes>) -> Result<Option<u32>, HeaderError> {
+        let Some(v) = v else {
             return Ok(None);
         };
         let n = parse_u32(trim(v)).ok_or(HeaderError::Invalid {
@@ -362,7 +479,12 @@ impl Headers {
 
     /// Content-Type, if present.
     pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
-        match self.get_single(&HeaderName::ContentType)? {
+        Self::content_type_of(self.get_single(&HeaderName::ContentType)?)
+    }
+
+    /// [`Headers::content_type`] of the value found (if any).
+    pub(crate) fn content_type_of(v: Option<&Bytes>) -> Result<Option<MediaType>, HeaderError> {
+        match v {
             None => Ok(None),
             Some(v) => MediaType::parse(v)
                 .map(Some)
@@ -383,7 +505,16 @@ impl Headers {
     }
 
     fn delta_seconds(&self, name: HeaderName) -> Result<Option<u32>, HeaderError> {
-        match self.get_single(&name)? {
+        let v = self.get_single(&name)?;
+        Self::delta_seconds_of(name, v)
+    }
+
+    /// A delta-seconds field (Expires, Min-Expires) `name` of the value found (if any).
+    pub(crate) fn delta_seconds_of(
+        name: HeaderName,
+        v: Option<&Bytes>,
+    ) -> Result<Option<u32>, HeaderError> {
+        match v {
             None => Ok(None),
             // Larger than 2^32-1 saturates (RFC 4475 §3.1.2.4 allows either this or 400).
             Some(v) => saturating_u32(trim(v))

@@ -97,6 +97,30 @@ fn typed_values_agree(h: &Headers) {
     assert_eq!(h.cseq(), h.parse_cseq());
     assert_eq!(h.check_contacts(), h.contacts().map(|_| ()));
     assert_eq!(h.check_route(), h.route().map(|_| ()));
+    // The validator's one pass over the list finds what the per-field
+    // lookups find.
+    let f = h.find_for_validation();
+    for (single, name) in [
+        (f.from, HeaderName::From),
+        (f.to, HeaderName::To),
+        (f.call_id, HeaderName::CallId),
+        (f.cseq, HeaderName::CSeq),
+        (f.max_forwards, HeaderName::MaxForwards),
+        (f.content_type, HeaderName::ContentType),
+        (f.expires, HeaderName::Expires),
+    ] {
+        assert_eq!(single.get(name.clone()), h.get_single(&name));
+    }
+    assert_eq!(f.date, h.get(&HeaderName::Date));
+    for (present, name) in [
+        (f.contact, HeaderName::Contact),
+        (f.route, HeaderName::Route),
+        (f.require, HeaderName::Require),
+        (f.proxy_require, HeaderName::ProxyRequire),
+        (f.accept, HeaderName::Accept),
+    ] {
+        assert_eq!(present, h.contains(&name));
+    }
     // A clone starts without the cached values and reads the same.
     let c = h.clone();
     assert_eq!(&c, h);

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use super::access::HeaderError;
-use super::header::HeaderName;
+use super::header::{HeaderName, Headers};
 use super::message::{Request, Response};
 use super::method::{Method, StatusCode};
 use super::uri::Uri;
@@ -91,6 +91,8 @@ pub fn validate_request(req: &Request) -> Result<(), Rejection> {
 struct Checked {
     require: Vec<super::bytestr::ByteStr>,
     content_type: Option<super::values::MediaType>,
+    /// Whether there is an Accept field.
+    accept: bool,
 }
 
 fn check_request(req: &Request) -> Result<Checked, Rejection> {
@@ -110,24 +112,56 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
     if bare_cookie {
         return Err(Rejection::bad("Via branch is only the magic cookie"));
     }
+    // The other fields are found in one pass over the list (not one pass
+    // per field) and checked in the same order as before.
+    let f = h.find_for_validation();
     // To, Contact and Route are checked, not kept: the layers after this
     // one read To by its tag alone. So is From, except an INVITE's, which
     // the B2BUA reads whole for a new call: that one is parsed and kept.
     if req.method == Method::Invite {
-        h.from_ref().map(|_| ()).map_err(header_rejection)?;
+        h.keep_from(f.from).map(|_| ()).map_err(header_rejection)?;
     } else {
-        h.check_from().map_err(header_rejection)?;
+        h.check_from(|| f.from.required(HeaderName::From))
+            .map_err(header_rejection)?;
     }
-    let to_is_sip = h.check_to().map_err(header_rejection)?;
-    h.call_id().map_err(header_rejection)?;
-    let cseq = h.cseq_ref().map_err(header_rejection)?;
-    h.max_forwards().map_err(header_rejection)?;
-    h.check_contacts().map_err(header_rejection)?;
-    let content_type = h.content_type().map_err(header_rejection)?;
-    let require = h.require().map_err(header_rejection)?;
-    h.proxy_require().map_err(header_rejection)?;
-    h.expires().map_err(header_rejection)?;
-    h.check_route().map_err(header_rejection)?;
+    let to_is_sip = h
+        .check_to(|| f.to.required(HeaderName::To))
+        .map_err(header_rejection)?;
+    Headers::call_id_of(
+        f.call_id
+            .required(HeaderName::CallId)
+            .map_err(header_rejection)?,
+    )
+    .map_err(header_rejection)?;
+    let cseq = h.keep_cseq(f.cseq).map_err(header_rejection)?;
+    f.max_forwards
+        .get(HeaderName::MaxForwards)
+        .and_then(Headers::max_forwards_of)
+        .map_err(header_rejection)?;
+    // A list that is absent is valid (and empty): read only those present.
+    if f.contact {
+        h.check_contacts().map_err(header_rejection)?;
+    }
+    let content_type = f
+        .content_type
+        .get(HeaderName::ContentType)
+        .and_then(Headers::content_type_of)
+        .map_err(header_rejection)?;
+    let require = if f.require {
+        h.require().map_err(header_rejection)?
+    } else {
+        Vec::new()
+    };
+    if f.proxy_require {
+        h.proxy_require().map_err(header_rejection)?;
+    }
+    f.expires
+        .get(HeaderName::Expires)
+        .and_then(|v| Headers::delta_seconds_of(HeaderName::Expires, v))
+        .map_err(header_rejection)?;
+    if f.route {
+        h.check_route().map_err(header_rejection)?;
+    }
     // §8.2.6.2 / §17.2.3: CSeq method equals the request method (a CANCEL
     // or ACK carries its own method too).
     if cseq.method != req.method {
@@ -141,7 +175,7 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
             return Err(Rejection::bad("Request-URI carries header parameters"));
         }
     }
-    if let Some(d) = req.headers.get(&HeaderName::Date) {
+    if let Some(d) = f.date {
         // §20.17: SIP-date is rfc1123-date, always in GMT.
         if !super::grammar::trim(d).ends_with(b" GMT") {
             return Err(Rejection::bad("Date is not in GMT"));
@@ -163,6 +197,7 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
     Ok(Checked {
         require,
         content_type,
+        accept: f.accept,
     })
 }
 
@@ -201,7 +236,7 @@ pub fn validate_request_with(req: &Request, policy: &Policy<'_>) -> Result<(), R
             }
         }
     }
-    if let Some(produces) = policy.produces {
+    if let (Some(produces), true) = (policy.produces, checked.accept) {
         if let Some(ranges) = req.accept().map_err(header_rejection)? {
             if !ranges.is_empty() && !produces.iter().any(|p| ranges.iter().any(|r| r.matches(p))) {
                 return Err(Rejection::new(StatusCode::NOT_ACCEPTABLE, "Not Acceptable"));
@@ -292,6 +327,93 @@ mod tests {
             Some("REGISTER To is not a SIP URI")
         );
         assert_eq!(reason("BYE", ok.0, "<tel:+1234>", ok.2), None);
+    }
+
+    /// The fields found in one pass give the reasons the per-field
+    /// lookups gave: missing and repeated fields, in the order of the checks.
+    #[test]
+    fn missing_and_repeated_fields_are_named_in_check_order() {
+        let reason = |method: &str, extra: &str, drop: &str| {
+            let text = format!("{method} sip:c@d SIP/2.0\n{BASE}CSeq: 1 {method}\n{extra}l: 0\n\n");
+            let text: String = text
+                .lines()
+                .filter(|l| drop.is_empty() || !l.starts_with(drop))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            validate_request(&req(&text)).err().map(|e| e.reason)
+        };
+        for method in ["INVITE", "BYE"] {
+            assert_eq!(reason(method, "", ""), None);
+            for (extra, drop, want) in [
+                ("", "From:", "Missing From header"),
+                ("", "To:", "Missing To header"),
+                ("", "Call-ID:", "Missing Call-ID header"),
+                ("", "CSeq:", "Missing CSeq header"),
+                ("From: <sip:x@y>;tag=2\n", "", "Duplicate From header"),
+                ("To: <sip:x@y>\n", "", "Duplicate To header"),
+                ("i: z@y\n", "", "Duplicate Call-ID header"),
+                ("CSeq: 2 BYE\n", "", "Duplicate CSeq header"),
+                (
+                    "Max-Forwards: 70\nMax-Forwards: 69\n",
+                    "",
+                    "Duplicate Max-Forwards header",
+                ),
+                (
+                    "Max-Forwards: 256\n",
+                    "",
+                    "Invalid Max-Forwards header (greater than 255)",
+                ),
+                (
+                    "c: a/b\nContent-Type: a/b\n",
+                    "",
+                    "Duplicate Content-Type header",
+                ),
+                ("Expires: 1\nExpires: 2\n", "", "Duplicate Expires header"),
+                (
+                    "Expires: x\n",
+                    "",
+                    "Invalid Expires header (not a number of seconds)",
+                ),
+                (
+                    "Require: a b\n",
+                    "",
+                    "Invalid Require header (not a comma-separated token list)",
+                ),
+                (
+                    "Proxy-Require: ,\n",
+                    "",
+                    "Invalid Proxy-Require header (not a comma-separated token list)",
+                ),
+                (
+                    "Route: <sip:x\n",
+                    "",
+                    "Invalid Route header (missing > after URI)",
+                ),
+                (
+                    "Date: Sat, 13 Nov 2010 23:29:00 PST\n",
+                    "",
+                    "Date is not in GMT",
+                ),
+                // The first failing check wins: To before Max-Forwards.
+                (
+                    "Max-Forwards: x\nTo: <sip:x@y>\n",
+                    "",
+                    "Duplicate To header",
+                ),
+                ("Expires: x\nCSeq: 3 BYE\n", "", "Duplicate CSeq header"),
+            ] {
+                assert_eq!(
+                    reason(method, extra, drop).as_deref(),
+                    Some(want),
+                    "{method} {extra:?} {drop:?}"
+                );
+            }
+        }
+        // A Date in GMT, a second one ignored (only the first is read).
+        assert_eq!(
+            reason("BYE", "Date: Sat, 13 Nov 2010 23:29:00 GMT\nDate: x\n", ""),
+            None
+        );
     }
 
     #[test]
