@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::sip::{Limits, Message, Request, Response};
 
@@ -270,6 +270,9 @@ pub struct Transports {
     shared: Arc<Shared>,
     shutdown_tx: Arc<watch::Sender<bool>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// The UDP receive loops, aborted at shutdown (they wait for readiness
+    /// alone, not for the shutdown watch too).
+    receivers: Arc<Vec<AbortHandle>>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -323,12 +326,15 @@ impl Transports {
             next_conn_id: AtomicU64::new(1),
         });
         let mut tasks = Vec::new();
+        let mut receivers = Vec::new();
         for (local, endpoint) in &shared.udp {
-            tasks.push(tokio::spawn(udp::receive_loop(
+            let receiver = tokio::spawn(udp::receive_loop(
                 Arc::clone(endpoint),
                 *local,
                 Arc::clone(&shared),
-            )));
+            ));
+            receivers.push(receiver.abort_handle());
+            tasks.push(receiver);
             tasks.push(tokio::spawn(udp::send_loop(
                 Arc::clone(endpoint),
                 Arc::clone(&shared),
@@ -345,6 +351,7 @@ impl Transports {
                 shared,
                 shutdown_tx: Arc::new(shutdown_tx),
                 tasks: Arc::new(Mutex::new(tasks)),
+                receivers: Arc::new(receivers),
             },
             inbound_rx,
         ))
@@ -495,6 +502,12 @@ impl Transports {
     /// on UDP keeps working so in-flight transactions can finish.
     pub async fn shutdown(&self) {
         let _ = self.shutdown_tx.send(true);
+        for receiver in self.receivers.iter() {
+            receiver.abort();
+        }
+        for (_, endpoint) in &self.shared.udp {
+            endpoint.close();
+        }
         let tasks = match self.tasks.lock() {
             Ok(mut guard) => std::mem::take(&mut *guard),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -551,6 +564,43 @@ mod tests {
             (N as u64).div_ceil(64) <= batches && batches < N as u64 / 10,
             "{batches} sendmmsg calls for {N} datagrams"
         );
+    }
+
+    /// One datagram goes out with `sendto`, a few with one `sendmmsg`
+    /// whose headers are on the stack (more than 8 take the heap path,
+    /// above).
+    #[tokio::test]
+    async fn a_single_datagram_and_a_small_batch_go_out_in_one_call_each() {
+        for n in [1_usize, 2, 8] {
+            let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+            let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let to = Destination {
+                protocol: Protocol::Udp,
+                addr: peer.local_addr().unwrap(),
+            };
+            for i in 0..n {
+                t.send_bytes(Bytes::from(format!("datagram {i} of {n}")), &to)
+                    .await
+                    .unwrap();
+            }
+            let mut buf = [0u8; 64];
+            for i in 0..n {
+                let (len, from) =
+                    tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+                        .await
+                        .unwrap_or_else(|_| panic!("datagram {i} of {n} did not arrive"))
+                        .unwrap();
+                assert_eq!(from, addr_of(&t, Protocol::Udp));
+                assert_eq!(&buf[..len], format!("datagram {i} of {n}").as_bytes());
+            }
+            let m = t.metrics();
+            assert_eq!(m.sent.load(Ordering::Relaxed), n as u64);
+            assert_eq!(
+                m.udp_send_batches.load(Ordering::Relaxed),
+                1,
+                "{n} datagrams"
+            );
+        }
     }
 
     #[tokio::test]
