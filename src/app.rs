@@ -42,7 +42,7 @@ use crate::sip::{
 use crate::transaction::{
     Incoming, LayerConfig, Refused, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
 };
-use crate::transport::{self, Inbound, RefusalObserver, TransportConfig, Transports};
+use crate::transport::{self, Inbound, RefusalObserver, Source, TransportConfig, Transports};
 
 /// Options of `vpbx run` that are not in the config files.
 #[derive(Debug, Clone, Default)]
@@ -157,12 +157,21 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         drain.register("calls", async move { b2bua.drained().await });
     }
 
+    let workers = usize::from(config.daemon.worker_threads);
+    if workers <= 1 {
+        // Before the first await: no datagram has been read yet.
+        transports.set_udp_handler(Arc::new(LayerInput {
+            transports: transports.clone(),
+            layer: layer.clone(),
+            uas: uas.clone(),
+        }));
+    }
     let pump = spawn_pumps(
         transports.clone(),
         layer.clone(),
         uas.clone(),
         inbound,
-        usize::from(config.daemon.worker_threads),
+        workers,
     );
     let tu = tokio::spawn(tu_loop(layer.clone(), uas, b2bua.clone(), incoming));
     tracing::info!(
@@ -391,18 +400,54 @@ async fn pump(
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
     while let Some(Inbound { message, source }) = inbound.recv().await {
-        match layer.receive(message, source).await {
-            Ok(()) => {}
-            Err(Refused::Unkeyed { request, .. }) if request.method != Method::Ack => {
-                if let Some(response) = uas.answer(&request, |_| false) {
-                    uas.note_refusal(&request, &response);
-                    if let Err(e) = transports.send_response(&response, &source).await {
-                        tracing::debug!(error = %e, "cannot send response");
-                    }
+        if let Err(refused) = layer.receive(message, source).await {
+            answer_refused(&transports, &uas, refused, &source).await;
+        }
+    }
+}
+
+/// Answers statelessly a request the transaction layer refused because it
+/// cannot key it (never an ACK); anything else it refused is only logged.
+async fn answer_refused(transports: &Transports, uas: &Uas, refused: Refused, source: &Source) {
+    match refused {
+        Refused::Unkeyed { request, .. } if request.method != Method::Ack => {
+            if let Some(response) = uas.answer(&request, |_| false) {
+                uas.note_refusal(&request, &response);
+                if let Err(e) = transports.send_response(&response, source).await {
+                    tracing::debug!(error = %e, "cannot send response");
                 }
             }
-            Err(e) => {
-                tracing::debug!(error = %e, peer = %source.peer, "message refused by the transaction layer");
+        }
+        e => {
+            tracing::debug!(error = %e, peer = %source.peer, "message refused by the transaction layer");
+        }
+    }
+}
+
+/// The UDP receive loop's way into the transaction layer with one worker
+/// thread (see [`Transports::set_udp_handler`]): each message is matched
+/// and stepped as it is read, as [`pump`] does it, without the hop through
+/// the inbound queue and the pump task. What has to wait (sends the
+/// transport could not take at once, the answer to a request the layer
+/// cannot key) runs as a task of its own, so the loop never waits.
+struct LayerInput {
+    transports: Transports,
+    layer: TransactionLayer,
+    uas: Uas,
+}
+
+impl transport::InboundHandler for LayerInput {
+    fn handle(&self, Inbound { message, source }: Inbound) {
+        match self.layer.receive_now(message, source) {
+            Ok(None) => {}
+            Ok(Some(deferred)) => {
+                tokio::spawn(deferred);
+            }
+            Err(refused) => {
+                let (transports, uas) = (self.transports.clone(), self.uas.clone());
+                tokio::spawn(async move {
+                    answer_refused(&transports, &uas, refused, &source).await;
+                });
             }
         }
     }

@@ -889,15 +889,28 @@ impl TransactionLayer {
         message: Message,
         source: Source,
     ) -> impl Future<Output = Result<(), Refused>> + Send + 'static {
-        let stepped = match message {
-            Message::Response(r) => self.inner.on_response(r, source).map_err(Refused::from),
-            Message::Request(r) => self.inner.on_request(r, source),
-        };
+        let stepped = self.receive_now(message, source);
         async move {
             if let Some(deferred) = stepped? {
                 deferred.await;
             }
             Ok(())
+        }
+    }
+
+    /// [`TransactionLayer::receive`] without the future: the message is
+    /// matched and handled now; what comes back is the part of its sends
+    /// that has to wait for the transport, if any, for the caller to run
+    /// (or spawn). For a caller that must not wait, e.g. a receive loop
+    /// handing its messages straight to the layer.
+    pub fn receive_now(
+        &self,
+        message: Message,
+        source: Source,
+    ) -> Result<Option<impl Future<Output = ()> + Send + 'static>, Refused> {
+        match message {
+            Message::Response(r) => self.inner.on_response(r, source).map_err(Refused::from),
+            Message::Request(r) => self.inner.on_request(r, source),
         }
     }
 

@@ -25,7 +25,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,14 @@ pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, 
 pub use metrics::TransportMetrics;
 pub(crate) use routing::new_tag;
 pub use routing::response_destination;
+
+/// Takes the messages of the UDP receive loops straight from them, in
+/// place of the inbound queue (see [`Transports::set_udp_handler`]).
+pub trait InboundHandler: Send + Sync {
+    /// Handles `inbound` without waiting: it is called from a receive
+    /// loop, which reads nothing more until this returns.
+    fn handle(&self, inbound: Inbound);
+}
 
 /// A message received from the network, with where it came from.
 #[derive(Debug)]
@@ -235,6 +243,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// INVITEs refused for overload, for their retransmissions.
     pub(crate) refused: refused::RefusedInvites,
+    /// Where UDP messages go instead of [`Shared::inbound`], once set.
+    pub(crate) udp_handler: OnceLock<Arc<dyn InboundHandler>>,
     next_conn_id: AtomicU64,
 }
 
@@ -323,6 +333,7 @@ impl Transports {
             tcp_listen: tcp_listeners.iter().map(|(a, _)| *a).collect(),
             connections: tcp::ConnectionTable::default(),
             shutdown: shutdown_rx,
+            udp_handler: OnceLock::new(),
             next_conn_id: AtomicU64::new(1),
         });
         let mut tasks = Vec::new();
@@ -495,6 +506,21 @@ impl Transports {
     /// Sends already-encoded bytes (e.g. a retransmission) to a destination.
     pub async fn send_bytes(&self, bytes: Bytes, to: &Destination) -> Result<(), TransportError> {
         routing::send_to_destination(&self.shared, bytes, to).await
+    }
+
+    /// Has the UDP receive loops hand every message they parse to
+    /// `handler`, at once, instead of queuing it for the receiver that
+    /// [`Transports::bind`] returned (TCP messages still go there). The
+    /// hand-off through the queue costs a task wake-up, a channel receive
+    /// and two moves of the message; a handler that does its work without
+    /// waiting (the transaction layer matches and steps a message at once)
+    /// needs none of that. Messages are no longer refused with 503 for a
+    /// full queue then: a loop that falls behind leaves them in the
+    /// socket's receive buffer. Only the first handler set is kept;
+    /// returns whether this one was. Set it before the first datagram
+    /// arrives, or the messages queued before go to the receiver first.
+    pub fn set_udp_handler(&self, handler: Arc<dyn InboundHandler>) -> bool {
+        self.shared.udp_handler.set(handler).is_ok()
     }
 
     /// Stops receiving and accepting: receive and accept loops end, open TCP
@@ -722,6 +748,78 @@ mod tests {
         assert!(r.headers.get(&crate::sip::HeaderName::RetryAfter).is_some());
         assert_eq!(t.metrics().overload_rejected.load(Ordering::Relaxed), 1);
         assert_eq!(*refused.0.lock().unwrap(), vec![("q2".to_owned(), 503)]);
+    }
+
+    /// Passes on what the receive loops hand it.
+    struct Collect(mpsc::UnboundedSender<Inbound>);
+
+    impl InboundHandler for Collect {
+        fn handle(&self, inbound: Inbound) {
+            self.0.send(inbound).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn udp_messages_go_to_the_handler_and_tcp_ones_to_the_queue() {
+        // A queue of one: a second UDP message queued would be refused 503.
+        let config = TransportConfig {
+            inbound_queue: 1,
+            ..TransportConfig::default()
+        };
+        let (t, mut rx) = bind(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], config).await;
+        let (handed_tx, mut handed_rx) = mpsc::unbounded_channel();
+        assert!(t.set_udp_handler(Arc::new(Collect(handed_tx.clone()))));
+        assert!(!t.set_udp_handler(Arc::new(Collect(handed_tx))), "set once");
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
+        for id in ["h1", "h2", "h3"] {
+            client
+                .send_to(options(&via, id).as_bytes(), addr_of(&t, Protocol::Udp))
+                .await
+                .unwrap();
+        }
+        let mut tcp = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+            .await
+            .unwrap();
+        let tcp_via = format!("SIP/2.0/TCP {}", tcp.local_addr().unwrap());
+        tcp.write_all(options(&tcp_via, "t1").as_bytes())
+            .await
+            .unwrap();
+        let queued = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(queued.source.protocol, Protocol::Tcp);
+        let mut handed = Vec::new();
+        for _ in 0..3 {
+            let inbound = tokio::time::timeout(Duration::from_secs(5), handed_rx.recv())
+                .await
+                .expect("UDP message not handed on")
+                .unwrap();
+            handed.push(inbound);
+        }
+        let ids: Vec<String> = handed
+            .iter()
+            .map(|i| match &i.message {
+                Message::Request(r) => r.call_id().unwrap().to_string(),
+                Message::Response(_) => panic!("a response"),
+            })
+            .collect();
+        assert_eq!(ids, ["h1", "h2", "h3"], "in the order they came");
+        assert!(handed.iter().all(|i| i.source.protocol == Protocol::Udp));
+        // Stamped like a queued request (RFC 3581 rport).
+        let Message::Request(r) = &handed[0].message else {
+            unreachable!()
+        };
+        assert!(r
+            .headers
+            .top_via_ref()
+            .unwrap()
+            .rport()
+            .is_some_and(|p| p.is_some()));
+        let m = t.metrics();
+        assert_eq!(m.messages_delivered.load(Ordering::Relaxed), 4);
+        assert_eq!(m.overload_rejected.load(Ordering::Relaxed), 0);
     }
 
     fn invite(via: &str, call_id: &str) -> String {

@@ -307,8 +307,10 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
     stateless_reply(err.reply_context()?, err.status(), err.reason_phrase())
 }
 
-/// Hands a parsed message to the layer above; answers a request 503 when
-/// the inbound queue is full (returns that answer for the caller to send).
+/// Hands a parsed message to the layer above: a UDP message to the handler
+/// set with [`super::Transports::set_udp_handler`], if any, else into the
+/// inbound queue; answers a request 503 when the queue is full (returns
+/// that answer for the caller to send).
 /// An INVITE refused so is remembered: its retransmissions get the same 503
 /// whether or not the queue has room again, and are not reported to the
 /// refusal observer a second time (see [`super::refused`]).
@@ -324,6 +326,16 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
                     .fetch_add(1, Ordering::Relaxed);
                 return Some(overload_response(shared, req, key));
             }
+        }
+    }
+    if source.protocol == Protocol::Udp {
+        if let Some(handler) = shared.udp_handler.get() {
+            shared
+                .metrics
+                .messages_delivered
+                .fetch_add(1, Ordering::Relaxed);
+            handler.handle(Inbound { message, source });
+            return None;
         }
     }
     match shared.inbound.try_send(Inbound { message, source }) {
