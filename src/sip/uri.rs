@@ -173,33 +173,46 @@ fn scan_host(s: &[u8]) -> Result<(HostAt<'_>, &[u8]), UriError> {
 /// which [`parse_host_general`] then reads (or rejects).
 #[inline]
 fn dotted_quad_prefix(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
-    let mut octets = [0u8; 4];
-    let mut i = 0;
-    for (k, o) in octets.iter_mut().enumerate() {
-        if k > 0 {
-            if s.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
+    /// The digit at `i`, if any.
+    #[inline(always)]
+    fn digit(s: &[u8], i: usize) -> Option<u8> {
+        match s.get(i) {
+            Some(&c) if c.is_ascii_digit() => Some(c - b'0'),
+            _ => None,
         }
-        let start = i;
-        let mut v: u16 = 0;
-        while let Some(&c) = s.get(i) {
-            if !c.is_ascii_digit() || i - start == 3 {
-                break;
-            }
-            v = v * 10 + u16::from(c - b'0');
-            i += 1;
-        }
-        let len = i - start;
-        if len == 0 || (len > 1 && s[start] == b'0') {
+    }
+    /// One decimal octet at `i`: 1 to 3 digits, no leading zero, at most
+    /// 255; its value and the position after it.
+    #[inline(always)]
+    fn octet(s: &[u8], i: usize) -> Option<(u8, usize)> {
+        let d0 = digit(s, i)?;
+        let Some(d1) = digit(s, i + 1) else {
+            return Some((d0, i + 1));
+        };
+        if d0 == 0 {
             return None;
         }
-        *o = u8::try_from(v).ok()?;
+        // Two digits: at most 99.
+        let v = d0 * 10 + d1;
+        let Some(d2) = digit(s, i + 2) else {
+            return Some((v, i + 2));
+        };
+        let v = u8::try_from(u16::from(v) * 10 + u16::from(d2)).ok()?;
+        Some((v, i + 3))
     }
+    #[inline(always)]
+    fn dot(s: &[u8], i: usize) -> Option<usize> {
+        (s.get(i) == Some(&b'.')).then_some(i + 1)
+    }
+    let (a, i) = octet(s, 0)?;
+    let (b, i) = octet(s, dot(s, i)?)?;
+    let (c, i) = octet(s, dot(s, i)?)?;
+    let (d, i) = octet(s, dot(s, i)?)?;
+    // A fourth digit, another label or any other host character: not a
+    // whole dotted quad (the general reading decides).
     match s.get(i) {
         Some(&c) if is_host(c) => None,
-        _ => Some((Ipv4Addr::from(octets), i)),
+        _ => Some((Ipv4Addr::new(a, b, c, d), i)),
     }
 }
 
@@ -836,6 +849,73 @@ mod tests {
                 proptest::prop_assert_eq!(rest, &src[n..]);
             }
             proptest::prop_assert_eq!(parse_host(&src, &src), general);
+        }
+    }
+
+    /// The dotted-quad reading before session 8 (digit loop per octet):
+    /// the reference for the unrolled one.
+    fn dotted_quad_prefix_loop(s: &[u8]) -> Option<(Ipv4Addr, usize)> {
+        let mut octets = [0u8; 4];
+        let mut i = 0;
+        for (k, o) in octets.iter_mut().enumerate() {
+            if k > 0 {
+                if s.get(i) != Some(&b'.') {
+                    return None;
+                }
+                i += 1;
+            }
+            let start = i;
+            let mut v: u16 = 0;
+            while let Some(&c) = s.get(i) {
+                if !c.is_ascii_digit() || i - start == 3 {
+                    break;
+                }
+                v = v * 10 + u16::from(c - b'0');
+                i += 1;
+            }
+            let len = i - start;
+            if len == 0 || (len > 1 && s[start] == b'0') {
+                return None;
+            }
+            *o = u8::try_from(v).ok()?;
+        }
+        match s.get(i) {
+            Some(&c) if is_host(c) => None,
+            _ => Some((Ipv4Addr::from(octets), i)),
+        }
+    }
+
+    /// Every join of four octet candidates (empty, leading zeros, 255,
+    /// 256, four digits ...) with every kind of tail: the unrolled reading
+    /// gives the loop's verdict and length.
+    #[test]
+    fn the_unrolled_dotted_quad_agrees_with_the_digit_loop() {
+        let parts = [
+            "", "0", "00", "01", "1", "9", "10", "99", "100", "199", "200", "249", "250", "255",
+            "256", "299", "300", "999", "1000", "0255",
+        ];
+        let tails = ["", ":5060", ".", "a", "-", ">", ";lr", "5"];
+        let mut accepted = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    for d in parts {
+                        for t in tails {
+                            let text = format!("{a}.{b}.{c}.{d}{t}");
+                            let got = dotted_quad_prefix(text.as_bytes());
+                            assert_eq!(got, dotted_quad_prefix_loop(text.as_bytes()), "{text}");
+                            accepted += usize::from(got.is_some());
+                        }
+                    }
+                }
+            }
+        }
+        // 11 valid octets of the 20 and 4 tails that end a host; and the
+        // tail "5" completing a last octet of "", "1", "9" or "10".
+        assert_eq!(accepted, 11 * 11 * 11 * 11 * 4 + 11 * 11 * 11 * 4);
+        for text in ["", "1", "1.2", "1.2.3", "1.2.3.", ".1.2.3.4", "1.2.3.4"] {
+            let got = dotted_quad_prefix(text.as_bytes());
+            assert_eq!(got, dotted_quad_prefix_loop(text.as_bytes()), "{text}");
         }
     }
 
