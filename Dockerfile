@@ -4,19 +4,43 @@
 
 # --- build -------------------------------------------------------------------
 FROM rust:bookworm AS build
+# PGO=1 (default): the profile-guided build, the one benchmarked in
+# docs/performance.md: scripts/build-pgo builds an instrumented vpbx, trains it
+# with 60,000 SIPp calls on this build's own loopback (random free ports), and
+# rebuilds it with the profile (two release builds: about twice the time).
+# It needs sipp and the toolchain's llvm-profdata (rustup's llvm-tools).
+# PGO=0: the plain `cargo build --release` binary (docker build --build-arg PGO=0).
+ARG PGO=1
+RUN case "$PGO" in 0|1) ;; *) echo "PGO must be 0 or 1, not '$PGO'" >&2; exit 2 ;; esac \
+ && if [ "$PGO" = 1 ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends sip-tester \
+      && rm -rf /var/lib/apt/lists/* \
+      && if command -v rustup >/dev/null; then rustup component add llvm-tools; fi; \
+    fi
 WORKDIR /src
 # Only what the release binary needs: the manifest, the sources, the embedded
 # default config (include_str!), and benches/ because Cargo.toml declares a
-# [[bench]] target that must exist for the manifest to load.
+# [[bench]] target that must exist for the manifest to load; for the PGO
+# training, scripts/build-pgo and its two SIPp scenarios.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY config ./config
+COPY scripts/build-pgo ./scripts/
+COPY sipp-scenarios/uac_call.xml sipp-scenarios/uas_answer.xml ./sipp-scenarios/
 # BuildKit caches keep the crates registry and the target dir between builds.
+# `vpbx --version` says ", profile-guided build" for the PGO binary.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin vpbx \
- && install -m 0755 target/release/vpbx /usr/local/bin/vpbx
+    if [ "$PGO" = 1 ]; then \
+      scripts/build-pgo --locked \
+      && install -m 0755 target/pgo/release/vpbx /usr/local/bin/vpbx; \
+    else \
+      cargo build --release --locked --bin vpbx \
+      && install -m 0755 target/release/vpbx /usr/local/bin/vpbx; \
+    fi \
+ && /usr/local/bin/vpbx --version
 
 # --- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim
