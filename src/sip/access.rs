@@ -406,6 +406,29 @@ impl Headers {
         })
     }
 
+    /// Checks a Call-ID value as [`Headers::call_id_of`] reads it (the same
+    /// errors) without building the value (the validator keeps nothing).
+    pub(crate) fn check_call_id(v: &[u8]) -> Result<(), HeaderError> {
+        let printable = v
+            .iter()
+            .fold(true, |ok, &c| ok & (c.wrapping_sub(b'!') <= b'~' - b'!'));
+        if !v.is_empty() && printable {
+            return Ok(());
+        }
+        if v.is_empty() || v.iter().any(|&c| c <= b' ' || c == 0x7f) {
+            return Err(HeaderError::Invalid {
+                name: HeaderName::CallId,
+                reason: "empty or contains white space",
+            });
+        }
+        std::str::from_utf8(v)
+            .map(|_| ())
+            .map_err(|_| HeaderError::Invalid {
+                name: HeaderName::CallId,
+                reason: "not UTF-8",
+            })
+    }
+
     /// The CSeq: a copy of [`Headers::cseq_ref`] (kept: layers read it
     /// several times per message, and the copy is cheap).
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {

@@ -112,6 +112,9 @@ fn typed_values_agree(h: &Headers) {
         assert_eq!(single.get(name.clone()), h.get_single(&name));
     }
     assert_eq!(f.date, h.get(&HeaderName::Date));
+    if let Ok(Some(v)) = h.get_single(&HeaderName::CallId) {
+        assert_eq!(Headers::check_call_id(v), h.call_id().map(|_| ()));
+    }
     for (present, name) in [
         (f.contact, HeaderName::Contact),
         (f.route, HeaderName::Route),

@@ -127,7 +127,7 @@ fn check_request(req: &Request) -> Result<Checked, Rejection> {
     let to_is_sip = h
         .check_to(|| f.to.required(HeaderName::To))
         .map_err(header_rejection)?;
-    Headers::call_id_of(
+    Headers::check_call_id(
         f.call_id
             .required(HeaderName::CallId)
             .map_err(header_rejection)?,
