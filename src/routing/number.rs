@@ -125,6 +125,54 @@ impl Number {
         let Some(first) = first_digit else {
             return Err(NumberError::NoDigits);
         };
+        Number::from_digits(plus, first, digits, value)
+    }
+
+    /// The number of a SIP URI user part of digits alone, with or without
+    /// a leading `+` and up to its first `;` (what Request-URIs usually
+    /// carry): [`Number::from_sip_user`]'s result for it, read in one pass
+    /// over the bytes. `None` for any other user part (separators, white
+    /// space, escapes, anything else, or nothing before the `;`), which
+    /// [`Number::parse`] reads.
+    fn parse_plain(user: &[u8]) -> Option<Result<Number, NumberError>> {
+        let (plus, text) = match user {
+            [b'+', rest @ ..] => (true, rest),
+            _ => (false, user),
+        };
+        let mut value: u64 = 0;
+        let mut digits = 0;
+        for &b in text {
+            if b == b';' {
+                break;
+            }
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+            digits += 1;
+        }
+        let &first = text.first().filter(|_| digits > 0)?;
+        if digits > MAX_DIGITS {
+            return Some(Err(NumberError::TooLong { digits }));
+        }
+        Some(Number::from_digits(
+            plus,
+            u64::from(first - b'0'),
+            digits,
+            value,
+        ))
+    }
+
+    /// The checks and the normal form shared by [`Number::parse`] and
+    /// [`Number::parse_plain`]: `digits` digits (at most [`MAX_DIGITS`]),
+    /// the first `first`, read as `value`, after a `+` if `plus`.
+    fn from_digits(
+        plus: bool,
+        first: u64,
+        digits: usize,
+        mut value: u64,
+    ) -> Result<Number, NumberError> {
         if digits > MAX_DIGITS {
             return Err(NumberError::TooLong { digits });
         }
@@ -160,6 +208,9 @@ impl Number {
     /// RFC 3966 §5.1) are dropped, then `%HH` escapes are decoded, then the
     /// result is normalized like [`Number::parse`].
     pub fn from_sip_user(user: &str) -> Result<Number, NumberError> {
+        if let Some(number) = Number::parse_plain(user.as_bytes()) {
+            return number;
+        }
         let subscriber = user.split(';').next().unwrap_or(user);
         if subscriber.is_empty() {
             return Err(NumberError::NoUserPart);
@@ -458,7 +509,55 @@ mod tests {
         assert!(toml::from_str::<T>("n = \"12\"").is_err());
     }
 
+    /// [`Number::from_sip_user`] without its digits-only fast path
+    /// ([`Number::parse_plain`]): what it must give for every input.
+    fn from_sip_user_by_parse(user: &str) -> Result<Number, NumberError> {
+        let subscriber = user.split(';').next().unwrap_or(user);
+        if subscriber.is_empty() {
+            return Err(NumberError::NoUserPart);
+        }
+        if !subscriber.contains('%') {
+            return Number::parse(subscriber);
+        }
+        Number::parse(&unescape(subscriber)?)
+    }
+
+    #[test]
+    fn digits_only_users_read_as_parse_reads_them() {
+        for user in [
+            "74951234567",
+            "84951234567",
+            "+74951234567",
+            "+7495123456",
+            "+442079460958",
+            "+0123456",
+            "+12345",
+            "12345",
+            "0",
+            "+",
+            "1234567890123456",
+            "+1234567890123456789012",
+            "74951234567;phone-context=+7",
+            "+74951234567;isub=1",
+            "7495123456x",
+            "749512345678901234567x",
+        ] {
+            assert_eq!(
+                Number::from_sip_user(user),
+                from_sip_user_by_parse(user),
+                "{user}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_digits_only_fast_path_agrees_with_parse(
+            user in "\\+?[0-9]{0,18}(;[a-z=+0-9]{0,6})?|[+0-9;% ().x-]{0,20}|\\PC{0,12}",
+        ) {
+            proptest::prop_assert_eq!(Number::from_sip_user(&user), from_sip_user_by_parse(&user));
+        }
+
         #[test]
         fn parse_never_panics_and_normal_form_is_stable(s in "\\PC{0,24}") {
             if let Ok(n) = Number::parse(&s) {
