@@ -91,7 +91,7 @@ impl Method {
         }
     }
 
-    fn known(b: &[u8]) -> Option<Method> {
+    pub(crate) fn known(b: &[u8]) -> Option<Method> {
         Some(match b {
             b"INVITE" => Method::Invite,
             b"ACK" => Method::Ack,

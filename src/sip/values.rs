@@ -41,6 +41,40 @@ fn method_at<'a>(src: &Bytes, i: &'a [u8]) -> Result<(Method, &'a [u8]), &'stati
 
 impl CSeq {
     pub(crate) fn parse(src: &Bytes) -> Result<CSeq, &'static str> {
+        match CSeq::common(src) {
+            Some(cseq) => Ok(cseq),
+            None => CSeq::parse_general(src),
+        }
+    }
+
+    /// The shape nearly every CSeq has, read in one pass: 1 to 9 digits
+    /// (no overflow possible), one SP and a known method, nothing before
+    /// or after. `None` for anything else, which [`CSeq::parse_general`]
+    /// reads; it accepts all this accepts, with the same value (a proptest
+    /// compares them).
+    #[inline]
+    fn common(v: &[u8]) -> Option<CSeq> {
+        let mut seq: u32 = 0;
+        let mut n = 0;
+        while let Some(&c) = v.get(n) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            if n == 9 {
+                return None;
+            }
+            seq = seq * 10 + u32::from(c - b'0');
+            n += 1;
+        }
+        if n == 0 || v.get(n) != Some(&b' ') {
+            return None;
+        }
+        let method = Method::known(&v[n + 1..])?;
+        Some(CSeq { seq, method })
+    }
+
+    /// `CSeq = 1*DIGIT LWS Method`, the value trimmed.
+    fn parse_general(src: &Bytes) -> Result<CSeq, &'static str> {
         let i = trim(src);
         let (seq, i) = number(i)?;
         let i = lws(i)?;
@@ -329,6 +363,50 @@ mod tests {
         assert!(CSeq::parse(&b("36893488147419103232 REGISTER")).is_err());
         assert!(CSeq::parse(&b("1")).is_err());
         assert!(CSeq::parse(&b("1 INVITE x")).is_err());
+    }
+
+    proptest::proptest! {
+        /// The one-pass common shape gives, for every value it takes, what
+        /// the general reading gives; and `parse` agrees with the general
+        /// reading on everything.
+        #[test]
+        fn the_common_cseq_shape_reads_as_the_general_grammar(
+            lead in "[ \t]{0,1}",
+            digits in "[0-9]{0,11}",
+            gap in "[ \t]{0,2}",
+            method in "(INVITE|ACK|BYE|CANCEL|REGISTER|PRACK|PUBLISH|invite|Invite|X-Y|[A-Z]{0,9})",
+            tail in "([ \t]{0,1}[a-z]{0,1})",
+        ) {
+            let text = format!("{lead}{digits}{gap}{method}{tail}");
+            let v = Bytes::from(text.clone());
+            let general = CSeq::parse_general(&v);
+            if let Some(fast) = CSeq::common(&v) {
+                proptest::prop_assert_eq!(Ok(fast), general.clone(), "{:?}", text);
+            }
+            proptest::prop_assert_eq!(CSeq::parse(&v), general, "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn the_common_cseq_shape_takes_only_what_it_should() {
+        let fast = |s: &'static str| CSeq::common(s.as_bytes()).map(|c| (c.seq, c.method));
+        assert_eq!(fast("1 INVITE"), Some((1, Method::Invite)));
+        assert_eq!(fast("314159 BYE"), Some((314159, Method::Bye)));
+        assert_eq!(fast("000000009 ACK"), Some((9, Method::Ack)));
+        for s in [
+            "1234567890 INVITE",
+            "1  INVITE",
+            "1\tINVITE",
+            " 1 INVITE",
+            "1 INVITE ",
+            "1 invite",
+            "1 FOO",
+            "INVITE",
+            "1 ",
+            "",
+        ] {
+            assert_eq!(fast(s), None, "{s:?}");
+        }
     }
 
     #[test]
