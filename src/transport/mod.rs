@@ -629,6 +629,36 @@ mod tests {
         }
     }
 
+    /// A send loop waiting with nothing queued ends at shutdown
+    /// (`Transports::shutdown` waits for it), and one woken for a datagram
+    /// goes back to waiting for the next.
+    #[tokio::test]
+    async fn an_idle_send_loop_sends_each_datagram_and_ends_at_shutdown() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = Destination {
+            protocol: Protocol::Udp,
+            addr: peer.local_addr().unwrap(),
+        };
+        let mut buf = [0u8; 64];
+        for i in 0..3 {
+            // The loop has sent the previous one and waits again.
+            tokio::task::yield_now().await;
+            t.send_bytes(Bytes::from(format!("one {i}")), &to)
+                .await
+                .unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("datagram {i} not sent"))
+                .unwrap();
+            assert_eq!(&buf[..n], format!("one {i}").as_bytes());
+        }
+        assert_eq!(t.metrics().udp_send_batches.load(Ordering::Relaxed), 3);
+        tokio::time::timeout(Duration::from_secs(5), t.shutdown())
+            .await
+            .expect("the send loop did not end");
+    }
+
     #[tokio::test]
     async fn queued_udp_datagrams_are_sent_on_shutdown() {
         let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
