@@ -154,7 +154,105 @@ impl Via {
     }
 
     /// Parses one via-parm at the start of `i` (a slice of `src`); returns the rest.
+    #[inline]
     pub(crate) fn parse_one<'a>(src: &Bytes, i: &'a [u8]) -> Result<(Via, &'a [u8]), &'static str> {
+        Via::scan::<true>(src, i)
+    }
+
+    /// `SIP/2.0/UDP ` (or TCP, TLS) with no more white space after it, the
+    /// start of nearly every Via: the transport and the rest (the sent-by).
+    /// `None` for anything else, which the general grammar reads (giving
+    /// the same for all this accepts).
+    #[inline]
+    fn common_sent_protocol(i: &[u8]) -> Option<(Transport, &[u8])> {
+        let rest = i.strip_prefix(b"SIP/2.0/")?;
+        let (transport, rest) = match rest.get(..4)? {
+            b"UDP " => (Transport::Udp, &rest[4..]),
+            b"TCP " => (Transport::Tcp, &rest[4..]),
+            b"TLS " => (Transport::Tls, &rest[4..]),
+            _ => return None,
+        };
+        match rest.first() {
+            Some(&c) if is_wsp(c) => None,
+            _ => Some((transport, rest)),
+        }
+    }
+
+    /// `:` and 1 to 5 digits right after the sent-by host, at most 65535:
+    /// the port and the rest. `None` for anything else (white space, no
+    /// port, more digits), which the general grammar reads.
+    #[inline]
+    fn common_port(i: &[u8]) -> Option<(u16, &[u8])> {
+        let rest = i.strip_prefix(b":")?;
+        let n = rest
+            .iter()
+            .take(6)
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(rest.len().min(6));
+        if n == 0 || n > 5 {
+            return None;
+        }
+        let v = rest[..n]
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        Some((u16::try_from(v).ok()?, &rest[n..]))
+    }
+
+    /// [`Via::parse_one`]; with `COMMON` the common sent-protocol and port
+    /// are read in one pass each when they have that shape (the tests
+    /// compare with `COMMON = false`, the grammar alone).
+    fn scan<'a, const COMMON: bool>(
+        src: &Bytes,
+        i: &'a [u8],
+    ) -> Result<(Via, &'a [u8]), &'static str> {
+        let bad = |_| "malformed sent-protocol";
+        let common = if COMMON {
+            Via::common_sent_protocol(i)
+        } else {
+            None
+        };
+        let (version, transport, i) = match common {
+            Some((transport, i)) => (Version::SIP_2_0, transport, i),
+            None => Via::sent_protocol(src, i)?,
+        };
+        let (host, i) = parse_host(src, i).map_err(|_| "malformed sent-by host")?;
+        let common = if COMMON { Via::common_port(i) } else { None };
+        let (port, i) = match common {
+            Some((p, i)) => (Some(p), i),
+            None => {
+                let (j, _) = sws(i).map_err(bad)?;
+                match ch::<_, nom::error::Error<&[u8]>>(':')(j) {
+                    Ok((j, _)) => {
+                        let (j, _) = sws(j).map_err(bad)?;
+                        let (j, d) = digits(j).map_err(|_| "malformed sent-by port")?;
+                        let p = super::grammar::parse_u32(d)
+                            .and_then(|p| u16::try_from(p).ok())
+                            .ok_or("sent-by port out of range")?;
+                        (Some(p), j)
+                    }
+                    Err(_) => (None, i),
+                }
+            }
+        };
+        let (params, i) = parse_semi(src, i).map_err(|_| "malformed Via parameter")?;
+        Ok((
+            Via {
+                version,
+                transport,
+                host,
+                port,
+                params,
+            },
+            i,
+        ))
+    }
+
+    /// The general `sent-protocol LWS` at the start of `i`: version,
+    /// transport and the rest (the sent-by).
+    fn sent_protocol<'a>(
+        src: &Bytes,
+        i: &'a [u8],
+    ) -> Result<(Version, Transport, &'a [u8]), &'static str> {
         let bad = |_| "malformed sent-protocol";
         let (i, _) = sws(i).map_err(bad)?;
         // Nearly every Via starts `SIP/2.0/`: the general grammar below
@@ -178,30 +276,7 @@ impl Via {
         let transport = Transport::from_token(src, t).ok_or("malformed transport")?;
         let (i, _) = take_while1::<_, _, nom::error::Error<&[u8]>>(is_wsp)(i)
             .map_err(|_| "missing space before sent-by")?;
-        let (host, i) = parse_host(src, i).map_err(|_| "malformed sent-by host")?;
-        let (j, _) = sws(i).map_err(bad)?;
-        let (port, i) = match ch::<_, nom::error::Error<&[u8]>>(':')(j) {
-            Ok((j, _)) => {
-                let (j, _) = sws(j).map_err(bad)?;
-                let (j, d) = digits(j).map_err(|_| "malformed sent-by port")?;
-                let p = super::grammar::parse_u32(d)
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or("sent-by port out of range")?;
-                (Some(p), j)
-            }
-            Err(_) => (None, i),
-        };
-        let (params, i) = parse_semi(src, i).map_err(|_| "malformed Via parameter")?;
-        Ok((
-            Via {
-                version,
-                transport,
-                host,
-                port,
-                params,
-            },
-            i,
-        ))
+        Ok((version, transport, i))
     }
 
     /// Parses every via-parm of one header value into `out`.
@@ -324,6 +399,46 @@ mod tests {
             vias("SIP/2.1/UDP h").unwrap()[0].version,
             Version { major: 2, minor: 1 }
         );
+    }
+
+    proptest::proptest! {
+        /// With the common sent-protocol and port read in one pass, a Via
+        /// reads as the grammar alone reads it: the same value, rest and
+        /// error, for prefixes in and out of the shape, ports of 0-7
+        /// digits, white space around the colon and what follows.
+        #[test]
+        fn the_common_via_shape_reads_as_the_general_grammar(
+            proto in "(SIP/2\\.0/UDP |SIP/2\\.0/TCP |SIP/2\\.0/TLS |SIP/2\\.0/UDP  |SIP/2\\.0/UDP\t|SIP/2\\.0/udp |SIP/2\\.0/SCTP | SIP/2\\.0/UDP |SIP/2\\.0/UDPX |SIP/2\\.0/UDP|SIP/2\\.0/ UDP |SIP/2\\.1/UDP |SIP/2\\.0/WS )",
+            host in "(192\\.0\\.2\\.1|h\\.example\\.com|\\[::1\\]|)",
+            colon in "( ?: ?|)",
+            port in "[0-9]{0,7}",
+            tail in "(;branch=z9hG4bK1;rport|;|,SIP/2\\.0/UDP h| x|)",
+        ) {
+            let text = format!("{proto}{host}{colon}{port}{tail}");
+            let src = Bytes::from(text.clone());
+            let fast = Via::scan::<true>(&src, &src).map(|(v, rest)| (v, rest.len()));
+            let general = Via::scan::<false>(&src, &src).map(|(v, rest)| (v, rest.len()));
+            proptest::prop_assert_eq!(fast, general, "{:?}", text);
+        }
+    }
+
+    #[test]
+    fn the_common_via_shortcuts_take_only_what_they_should() {
+        assert!(Via::common_sent_protocol(b"SIP/2.0/UDP 1.2.3.4").is_some());
+        for s in [
+            "SIP/2.0/UDP  h",
+            "SIP/2.0/UDP\th",
+            "SIP/2.0/udp h",
+            "SIP/2.0/UDPh",
+            "SIP/2.0/UDP",
+        ] {
+            assert!(Via::common_sent_protocol(s.as_bytes()).is_none(), "{s:?}");
+        }
+        assert_eq!(Via::common_port(b":5060;x"), Some((5060, &b";x"[..])));
+        assert_eq!(Via::common_port(b":65535"), Some((65535, &b""[..])));
+        for s in [":65536", ":000005060", ": 5060", ":", "5060", " :5060"] {
+            assert_eq!(Via::common_port(s.as_bytes()), None, "{s:?}");
+        }
     }
 
     #[test]
