@@ -233,6 +233,7 @@ fn layer_config(daemon: &DaemonConfig) -> LayerConfig {
         },
         // The B2BUA drops them: its calls keep their own timers.
         terminated_events: false,
+        expected_cps: daemon.limits.expected_cps,
         ..LayerConfig::default()
     }
 }

@@ -109,6 +109,10 @@ pub struct Limits {
     /// within T1, so overload drops datagrams instead of piling up
     /// retransmissions).
     pub udp_receive_buffer: usize,
+    /// The call rate the transaction tables and timer queue are sized for
+    /// at start, calls per second (0: they start empty and grow). Default
+    /// 0. See [`crate::transaction::Reserve::for_rate`].
+    pub expected_cps: u32,
 }
 
 /// Call detail records (`[cdr]`).
@@ -188,6 +192,7 @@ impl Default for Limits {
             max_tcp_connections: 10_000,
             tcp_idle_timeout: Duration::from_secs(300),
             udp_receive_buffer: crate::transport::UDP_RECEIVE_BUFFER,
+            expected_cps: 0,
         }
     }
 }

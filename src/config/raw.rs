@@ -73,6 +73,8 @@ pub(super) struct RawLimits {
     pub tcp_idle_timeout: RawDuration,
     /// See [`super::Limits::udp_receive_buffer`].
     pub udp_receive_buffer: Option<Spanned<i64>>,
+    /// See [`super::Limits::expected_cps`].
+    pub expected_cps: Option<Spanned<i64>>,
 }
 
 /// `[cdr]`.

@@ -299,6 +299,13 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
             (65_536, 1 << 28),
             "65536 to 268435456 bytes",
         ),
+        expected_cps: c.int_in(
+            &rl.expected_cps,
+            l.expected_cps,
+            "limits.expected_cps",
+            (0, 100_000),
+            "0 to 100000",
+        ),
     };
 
     let cdr = CdrConfig {

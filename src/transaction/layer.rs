@@ -171,7 +171,62 @@ pub struct LayerConfig {
     /// of [`TransactionLayer::send_request`] still closes when its
     /// transaction (and its CANCEL, if any) is gone.
     pub terminated_events: bool,
+    /// The call rate (calls per second) the tables and the timer queue are
+    /// sized for when the layer starts (see [`Reserve::for_rate`]); 0: they
+    /// start empty and grow as needed (the default). A table or queue that
+    /// grows under load copies or rehashes everything it holds in one
+    /// step, milliseconds at the sizes lingering transactions reach, which
+    /// a daemon at its capacity cannot pay back before T1.
+    pub expected_cps: u32,
 }
+
+/// How many transactions and timers a layer makes room for when it starts
+/// ([`LayerConfig::expected_cps`]), and never gives back below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reserve {
+    /// Server transactions (table slots).
+    pub servers: usize,
+    /// Client transactions (table slots).
+    pub clients: usize,
+    /// Timers (the timer queue's slab).
+    pub timers: usize,
+    /// Timers of one duration scheduled per second: each lane of the
+    /// timer queue makes room for this many times its duration in seconds.
+    pub timers_per_second: usize,
+}
+
+impl Reserve {
+    /// The room `cps` calls per second through a B2BUA need when each call
+    /// leaves what one call over UDP leaves (docs/performance.md, "Memory
+    /// of lingering transactions"): two server transactions lingering
+    /// 64*T1 (the INVITE's in Accepted, the BYE's in Completed), a client
+    /// INVITE lingering 64*T1 and a client BYE lingering T4, each with one
+    /// pending timer; one more second of each for the transactions not
+    /// yet lingering. A lane is sized for three timers of its duration per
+    /// call (the three 64*T1 ones share one lane).
+    pub fn for_rate(cps: u32, timers: &TimerConfig) -> Reserve {
+        if cps == 0 {
+            return Reserve::default();
+        }
+        let linger = timers.t1.saturating_mul(64).as_secs_f64() + 1.0;
+        let per_call = |seconds: f64| (f64::from(cps) * seconds).ceil() as usize;
+        let servers = per_call(2.0 * linger);
+        let clients = per_call(linger + timers.t4.as_secs_f64() + 1.0);
+        Reserve {
+            servers,
+            clients,
+            timers: servers + clients,
+            timers_per_second: per_call(3.0),
+        }
+    }
+}
+
+/// Shards of each transaction table. A `DashMap` has four per CPU by
+/// default (8 on two cores); a table grows one shard at a time, and with
+/// 64 each growth rehashes 1/64 of the table instead of 1/8 (with 8, steps
+/// of up to 2 ms at 6,000 calls/s hold 1 s: docs/performance.md, "Session
+/// 8: stalls at the cap").
+pub(crate) const TABLE_SHARDS: usize = 64;
 
 impl Default for LayerConfig {
     fn default() -> Self {
@@ -183,6 +238,7 @@ impl Default for LayerConfig {
             retransmit_2xx: false,
             refusals: None,
             terminated_events: true,
+            expected_cps: 0,
         }
     }
 }
@@ -820,6 +876,8 @@ struct Inner {
     via_prefixes: ViaPrefixes,
     /// `config.timers.ending_slack()`, computed once.
     ending_slack: Duration,
+    /// The room made at start, which trimming keeps.
+    reserve: Reserve,
 }
 
 impl Drop for Inner {
@@ -837,19 +895,24 @@ impl TransactionLayer {
         config: LayerConfig,
     ) -> (TransactionLayer, mpsc::Receiver<Incoming>) {
         let (incoming, rx) = mpsc::channel(config.tu_queue.max(1));
-        let wheel = Arc::new(Wheel::new());
+        let reserve = Reserve::for_rate(config.expected_cps, &config.timers);
+        let wheel = Arc::new(Wheel::with_reserve(
+            reserve.timers,
+            reserve.timers_per_second,
+        ));
         let inner = Arc::new(Inner {
             sink,
-            clients: Table::default(),
-            servers: Table::default(),
+            clients: table(reserve.clients, SlotHashing::default()),
+            servers: table(reserve.servers, SlotHashing::default()),
             metrics: TransactionMetrics::default(),
-            awaiting_ack: AckTable::default(),
+            awaiting_ack: table(0, foldhash::fast::RandomState::default()),
             wheel: Arc::clone(&wheel),
             incoming,
             next_id: AtomicU64::new(1),
             sent_by: SentByTable::default(),
             via_prefixes: ViaPrefixes::default(),
             ending_slack: config.timers.ending_slack(),
+            reserve,
             config,
         });
         tokio::spawn(timer_task(wheel, Arc::downgrade(&inner)));
@@ -2232,9 +2295,9 @@ impl Inner {
     /// Under steady load the tables are fuller than that and nothing is
     /// done.
     fn trim(&self) {
-        shrink_sparse(&self.clients);
-        shrink_sparse(&self.servers);
-        shrink_sparse(&self.awaiting_ack);
+        shrink_sparse(&self.clients, self.reserve.clients);
+        shrink_sparse(&self.servers, self.reserve.servers);
+        shrink_sparse(&self.awaiting_ack, 0);
         self.wheel.trim();
     }
 
@@ -2254,6 +2317,12 @@ impl Inner {
 /// How often the timer task gives back what a load peak left behind (see
 /// [`Inner::trim`]).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Timers the timer task fires before it lets the other tasks run: the
+/// lingering transactions' ending timers fall due together at a multiple
+/// of [`TimerConfig::ending_slack`] (100 ms), ~2,400 at 8,000 calls/s, a
+/// few milliseconds of work in one step when fired at once.
+const EXPIRY_CHUNK: usize = 256;
 
 /// Tables of at most this capacity are never shrunk.
 const TRIM_MIN: usize = 4096;
@@ -2286,7 +2355,12 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        for (id, target) in due.drain(..) {
+        for (i, (id, target)) in due.drain(..).enumerate() {
+            if i > 0 && i % EXPIRY_CHUNK == 0 {
+                // Lets the receive side in (the runtime polls its I/O
+                // first): a wave of expiries is not one long step.
+                tokio::task::yield_now().await;
+            }
             if let Some(deferred) = inner.fire(id, target) {
                 deferred.await;
             }
@@ -2294,13 +2368,30 @@ async fn timer_task(wheel: Arc<Wheel<TimerTarget>>, inner: Weak<Inner>) {
     }
 }
 
-/// Shrinks `table` to its entries when it is less than a quarter full.
+/// A transaction table of [`TABLE_SHARDS`] shards with room for
+/// `capacity` entries.
+fn table<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher + Clone>(
+    capacity: usize,
+    hasher: S,
+) -> DashMap<K, V, S> {
+    DashMap::with_capacity_and_hasher_and_shard_amount(capacity, hasher, TABLE_SHARDS)
+}
+
+/// Shrinks each shard of `table` that is less than a quarter full to its
+/// entries, but not below its share of `reserve` entries.
 fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher + Clone>(
     table: &DashMap<K, V, S>,
+    reserve: usize,
 ) {
-    let capacity = table.capacity();
-    if capacity > TRIM_MIN && table.len() < capacity / 4 {
-        table.shrink_to_fit();
+    let shards = table.shards();
+    let floor = reserve.div_ceil(shards.len().max(1));
+    let min = (TRIM_MIN / shards.len().max(1)).max(floor);
+    for shard in shards {
+        let mut shard = shard.write();
+        let (len, capacity) = (shard.len(), shard.capacity());
+        if capacity > min && len < capacity / 4 {
+            shard.shrink_to(len.max(floor), |(k, _)| table.hasher().hash_one(k));
+        }
     }
 }
 
@@ -4281,6 +4372,147 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 0));
         assert!(layer.inner.servers.capacity() < peak / 4);
         assert!(layer.inner.wheel.slab_capacity() < 64);
+    }
+
+    /// `n` answered OPTIONS server transactions, lingering in Completed
+    /// until Timer J (all of one instant: their Timer J falls due at once).
+    async fn lingering_servers(
+        layer: &TransactionLayer,
+        rx: &mut mpsc::Receiver<Incoming>,
+        n: usize,
+    ) {
+        let src = udp_source();
+        for i in 0..n {
+            let mut req = options();
+            req.headers.set(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKwave{i}"),
+            );
+            layer.on_message(req.into(), src).await.unwrap();
+            let r = expect_request(rx).await;
+            r.tx.respond(response(&r.request, 200, Some("t")))
+                .await
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_reserve_makes_room_for_what_the_calls_of_one_second_leave_behind() {
+        assert_eq!(
+            Reserve::for_rate(0, &TimerConfig::default()),
+            Reserve::default()
+        );
+        // T1 500 ms: 64*T1 = 32 s, one more second each; T4 5 s.
+        assert_eq!(
+            Reserve::for_rate(1000, &TimerConfig::default()),
+            Reserve {
+                servers: 66_000,
+                clients: 39_000,
+                timers: 105_000,
+                timers_per_second: 3000,
+            }
+        );
+        let fast = TimerConfig {
+            t1: Duration::from_millis(200),
+            ..TimerConfig::default()
+        };
+        // 64*T1 = 12.8 s.
+        let r = Reserve::for_rate(10, &fast);
+        assert_eq!((r.servers, r.clients, r.timers), (276, 198, 474));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_layer_sized_for_a_rate_starts_with_that_room_and_keeps_it() {
+        let (layer, _rx, _sink) = layer_with(LayerConfig {
+            expected_cps: 1000,
+            ..LayerConfig::default()
+        });
+        let inner = &layer.inner;
+        assert_eq!(inner.servers.shards().len(), TABLE_SHARDS);
+        assert_eq!(inner.clients.shards().len(), TABLE_SHARDS);
+        assert!(
+            inner.servers.capacity() >= 66_000,
+            "{}",
+            inner.servers.capacity()
+        );
+        assert!(
+            inner.clients.capacity() >= 39_000,
+            "{}",
+            inner.clients.capacity()
+        );
+        assert!(inner.wheel.slab_capacity() >= 105_000);
+        let (servers, clients) = (inner.servers.capacity(), inner.clients.capacity());
+        // Empty, yet trimming gives none of it back.
+        inner.trim();
+        assert_eq!(inner.servers.capacity(), servers);
+        assert_eq!(inner.clients.capacity(), clients);
+        assert!(inner.wheel.slab_capacity() >= 105_000);
+        // Without a rate the tables start empty.
+        let (plain, _rx, _sink) = layer_with(LayerConfig::default());
+        assert_eq!(plain.inner.servers.capacity(), 0);
+        assert_eq!(plain.inner.servers.shards().len(), TABLE_SHARDS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peak_above_the_reserve_is_given_back_down_to_the_reserve() {
+        let (layer, mut rx, _sink) = layer_with(LayerConfig {
+            expected_cps: 20,
+            ..LayerConfig::default()
+        });
+        let reserve = layer.inner.reserve;
+        assert_eq!((reserve.servers, reserve.timers), (1320, 2100));
+        lingering_servers(&layer, &mut rx, 10_000).await;
+        let peak = layer.inner.servers.capacity();
+        let slab = layer.inner.wheel.slab_capacity();
+        assert!(peak >= 10_000 && slab >= 10_000, "{peak} {slab}");
+        advance(Duration::from_secs(35)).await;
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        let servers = layer.inner.servers.capacity();
+        assert!(
+            servers >= reserve.servers && servers < peak / 4,
+            "{servers} {peak}"
+        );
+        let slab_now = layer.inner.wheel.slab_capacity();
+        assert!(
+            slab_now >= reserve.timers && slab_now < slab / 4,
+            "{slab_now} {slab}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_expiries_lets_other_tasks_run_between_chunks() {
+        let (layer, mut rx, _sink) = layer();
+        let n = 3 * EXPIRY_CHUNK;
+        lingering_servers(&layer, &mut rx, n).await;
+        // Just before their Timer J (64*T1 = 32 s, rounded up to 100 ms).
+        advance(Duration::from_secs(31)).await;
+        assert_eq!(layer.transaction_counts(), (0, n));
+        let probe = {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let (_, servers) = layer.transaction_counts();
+                    seen.push(servers);
+                    if servers == 0 {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let seen = probe.await.unwrap();
+        // The probe ran while the wave was under way, between chunks
+        // (fired at once, it would see only n, then 0).
+        let between: Vec<usize> = seen.iter().copied().filter(|&c| c > 0 && c < n).collect();
+        assert!(!between.is_empty(), "{seen:?}");
+        assert!(
+            between
+                .iter()
+                .all(|&c| c == n - EXPIRY_CHUNK || c == n - 2 * EXPIRY_CHUNK),
+            "{seen:?}"
+        );
     }
 
     /// A sink whose receive side reports drain count `drains` and never

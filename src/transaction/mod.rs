@@ -78,8 +78,9 @@ pub use invite_client::{InviteClient, InviteClientState};
 pub use invite_server::{InviteServer, InviteServerState};
 pub use key::{generate_branch, generate_tag, ClientKey, KeyError, ServerKey, TransactionKey};
 pub use layer::{
-    ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, SendError, SendFuture,
-    ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink, TrySend,
+    ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, Reserve, SendError,
+    SendFuture, ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink,
+    TrySend,
 };
 pub use metrics::TransactionMetrics;
 pub use non_invite_client::{NonInviteClient, NonInviteClientState};

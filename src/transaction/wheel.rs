@@ -45,6 +45,13 @@ pub(crate) const COMPACT_MIN: usize = 1024;
 /// Below this capacity (in entries) `trim` leaves a queue or slab as is.
 const TRIM_MIN: usize = 4096;
 
+/// The room a new lane of timers `after` nanoseconds long makes: `per_second`
+/// times its duration in seconds, at most `max`.
+fn lane_reserve(per_second: usize, after: u64, max: usize) -> usize {
+    let entries = (per_second as u128 * u128::from(after)).div_ceil(1_000_000_000);
+    usize::try_from(entries).unwrap_or(usize::MAX).min(max)
+}
+
 /// `d` in nanoseconds, saturating: 584 years ahead is as good as never.
 /// (Cheaper than going through `Duration::as_nanos`' 128 bits.)
 fn nanos(d: Duration) -> u64 {
@@ -116,6 +123,9 @@ struct Lane {
     /// of their own, so each lane stays sorted.
     step: u64,
     entries: VecDeque<Queued>,
+    /// The room made for its entries when it was created, which trimming
+    /// keeps.
+    reserve: usize,
 }
 
 struct Slot<T> {
@@ -153,6 +163,12 @@ struct Queue<T> {
     wake_at: Option<u64>,
     /// Deadlines are kept as nanoseconds since this instant.
     base: Instant,
+    /// Room made for the slab and the free list at start, which trimming
+    /// keeps (see [`Wheel::with_reserve`]).
+    reserve: usize,
+    /// Timers of one duration expected per second: a new lane makes room
+    /// for this many times its duration in seconds (at most `reserve`).
+    per_second: usize,
 }
 
 impl<T> Queue<T> {
@@ -256,8 +272,8 @@ impl<T> Queue<T> {
         for lane in &mut self.lanes {
             lane.entries.retain(|q| live(q));
             let (len, cap) = (lane.entries.len(), lane.entries.capacity());
-            if cap > 4096 && len < cap / 4 {
-                lane.entries.shrink_to(len * 2);
+            if cap > TRIM_MIN.max(lane.reserve) && len < cap / 4 {
+                lane.entries.shrink_to((len * 2).max(lane.reserve));
             }
         }
         self.heap.retain(|Reverse(q)| live(q));
@@ -268,8 +284,8 @@ impl<T> Queue<T> {
     fn trim(&mut self) {
         for lane in &mut self.lanes {
             let (len, cap) = (lane.entries.len(), lane.entries.capacity());
-            if cap > TRIM_MIN && len < cap / 4 {
-                lane.entries.shrink_to(len * 2);
+            if cap > TRIM_MIN.max(lane.reserve) && len < cap / 4 {
+                lane.entries.shrink_to((len * 2).max(lane.reserve));
             }
         }
         let (len, cap) = (self.heap.len(), self.heap.capacity());
@@ -277,7 +293,7 @@ impl<T> Queue<T> {
             self.heap.shrink_to(len * 2);
         }
         let slots = self.slots.capacity();
-        if slots <= TRIM_MIN || self.live >= slots / 4 {
+        if slots <= TRIM_MIN.max(self.reserve) || self.live >= slots / 4 {
             return;
         }
         // Queued entries of cancelled timers may name a dropped slot: with
@@ -289,7 +305,7 @@ impl<T> Queue<T> {
             self.fresh = self.fresh.max(last.generation);
             self.slots.pop();
         }
-        self.slots.shrink_to_fit();
+        self.slots.shrink_to(self.reserve);
         // Lowest last, so that `schedule` fills the front of the slab and
         // the next trim finds more free slots at its end.
         self.free.clear();
@@ -301,7 +317,7 @@ impl<T> Queue<T> {
                 .filter(|(_, s)| s.target.is_none())
                 .filter_map(|(i, _)| u32::try_from(i).ok()),
         );
-        self.free.shrink_to_fit();
+        self.free.shrink_to(self.reserve);
     }
 
     #[cfg(test)]
@@ -448,18 +464,29 @@ pub(crate) struct Wheel<T> {
 
 impl<T> Wheel<T> {
     pub(crate) fn new() -> Self {
+        Self::with_reserve(0, 0)
+    }
+
+    /// A queue with room for `timers` pending timers made at start (the
+    /// slab and its free list), and in each lane for `per_second` times
+    /// its duration in seconds (at most `timers`): growing either copies
+    /// it whole in one step. Trimming never gives this room back. Memory
+    /// reserved and not yet written costs address space, not RSS.
+    pub(crate) fn with_reserve(timers: usize, per_second: usize) -> Self {
         Self {
             queue: Mutex::new(Queue {
-                lanes: Vec::new(),
+                lanes: Vec::with_capacity(MAX_LANES),
                 heap: BinaryHeap::new(),
-                slots: Vec::new(),
-                free: Vec::new(),
+                slots: Vec::with_capacity(timers),
+                free: Vec::with_capacity(timers),
                 fresh: 0,
                 live: 0,
                 stale: 0,
                 seq: 0,
                 wake_at: None,
                 base: Instant::now(),
+                reserve: timers,
+                per_second,
             }),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -550,10 +577,12 @@ impl<T> Wheel<T> {
             _ if !laned => None,
             Some(i) => Some(i),
             None if queue.lanes.len() < MAX_LANES => {
+                let reserve = lane_reserve(queue.per_second, after, queue.reserve);
                 queue.lanes.push(Lane {
                     after,
                     step,
-                    entries: VecDeque::new(),
+                    entries: VecDeque::with_capacity(reserve),
+                    reserve,
                 });
                 Some(queue.lanes.len() - 1)
             }
@@ -666,6 +695,12 @@ impl<T> Wheel<T> {
     #[cfg(test)]
     pub(crate) fn slab_capacity(&self) -> usize {
         self.lock().slots.capacity()
+    }
+
+    /// Capacity of lane `i` (in order of creation), in entries.
+    #[cfg(test)]
+    pub(crate) fn lane_capacity(&self, i: usize) -> usize {
+        self.lock().lanes[i].entries.capacity()
     }
 
     /// Lanes in use (one per distinct duration scheduled, at most
@@ -923,6 +958,50 @@ mod tests {
         assert_eq!(due.len(), 8192, "every timer fires");
         assert_eq!(targets(due).iter().filter(|&&t| t == "again").count(), 8191);
         assert_eq!(wheel.len(), 0);
+    }
+
+    #[test]
+    fn a_lane_makes_room_for_its_duration_of_timers() {
+        // 3,000 a second of 32 s timers: 96,000.
+        assert_eq!(lane_reserve(3000, 32_000_000_000, 1 << 20), 96_000);
+        // Rounded up; at most the queue's reserve.
+        assert_eq!(lane_reserve(3, 500_000_000, 100), 2);
+        assert_eq!(lane_reserve(3000, 32_000_000_000, 50_000), 50_000);
+        assert_eq!(lane_reserve(0, 32_000_000_000, 50_000), 0);
+        assert_eq!(lane_reserve(usize::MAX, u64::MAX, 7), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reserved_queue_keeps_its_room_through_a_peak_and_its_trim() {
+        let wheel: Wheel<u32> = Wheel::with_reserve(10_000, 100);
+        assert!(wheel.slab_capacity() >= 10_000);
+        // A 2 s lane has room for 200 timers, a 32 s one for 3,200.
+        let first = wheel.schedule(Duration::from_secs(2), 0);
+        assert!(wheel.lane_capacity(0) >= 200);
+        let ids: Vec<TimerId> = (0..20_000)
+            .map(|i| wheel.schedule(Duration::from_secs(32), i))
+            .collect();
+        assert!(wheel.lane_capacity(1) >= 20_000);
+        let peak = wheel.slab_capacity();
+        assert!(peak >= 20_001);
+        wheel.cancel_all(ids.into_iter().chain([first]));
+        wheel.trim();
+        let slab = wheel.slab_capacity();
+        assert!((10_000..peak).contains(&slab), "{slab} {peak}");
+        let mut due = Vec::new();
+        wheel.pop_due(Instant::now() + Duration::from_secs(60), &mut due);
+        assert!(due.is_empty());
+        wheel.trim();
+        assert!(wheel.lane_capacity(0) >= 200);
+        assert!((3_200..20_000).contains(&wheel.lane_capacity(1)));
+        // Without a reserve the same queue gives everything back.
+        let plain: Wheel<u32> = Wheel::new();
+        let ids: Vec<TimerId> = (0..20_000)
+            .map(|i| plain.schedule(Duration::from_secs(32), i))
+            .collect();
+        plain.cancel_all(ids);
+        plain.trim();
+        assert!(plain.slab_capacity() < 64);
     }
 
     #[tokio::test(start_paused = true)]
