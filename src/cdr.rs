@@ -816,17 +816,31 @@ impl Task {
         // load, `idle` flushes soon after traffic stops.
         let mut first: Option<Instant> = None;
         let mut idle = Instant::now();
+        // One timer for the flush, moved to each new deadline: a new
+        // `sleep_until` per line registered a timer and removed it again
+        // (~500 instructions a line); moving an armed timer later only
+        // updates its deadline.
+        let flush_timer = tokio::time::sleep_until(idle);
+        tokio::pin!(flush_timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = first.map(|f| (f + self.options.max_flush_delay).min(idle));
             let cmd = match deadline {
-                Some(at) => tokio::select! {
-                    cmd = rx.recv() => cmd,
-                    () = tokio::time::sleep_until(at) => {
-                        self.flush().await;
-                        first = None;
-                        continue;
+                Some(at) => {
+                    if armed != Some(at) {
+                        flush_timer.as_mut().reset(at);
+                        armed = Some(at);
                     }
-                },
+                    tokio::select! {
+                        cmd = rx.recv() => cmd,
+                        () = flush_timer.as_mut() => {
+                            self.flush().await;
+                            first = None;
+                            armed = None;
+                            continue;
+                        }
+                    }
+                }
                 None => rx.recv().await,
             };
             match cmd {
