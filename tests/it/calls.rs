@@ -62,6 +62,8 @@ struct Setup {
     debounce: &'static str,
     /// `[shutdown] drain_time`.
     drain_time: &'static str,
+    /// `[timers] t1`.
+    t1: &'static str,
 }
 
 impl Default for Setup {
@@ -72,6 +74,7 @@ impl Default for Setup {
             max_cps: 5000,
             debounce: "500ms",
             drain_time: "5s",
+            t1: "500ms",
         }
     }
 }
@@ -113,11 +116,12 @@ impl Rig {
             dir.path().join("vpbx.toml"),
             format!(
                 "listen = [\"udp:127.0.0.1:0\"]\n\
-                 [timers]\nt1 = \"500ms\"\n\
+                 [timers]\nt1 = \"{}\"\n\
                  [limits]\nmax_cps = {}\n\
                  [cdr]\npath = \"{}\"\n\
                  [shutdown]\ndrain_time = \"{}\"\n\
                  [reload]\ndebounce = \"{}\"\n",
+                setup.t1,
                 setup.max_cps,
                 cdr.display(),
                 setup.drain_time,
@@ -986,4 +990,196 @@ fn a_stop_after_an_overload_keeps_to_the_drain_time() {
     );
     assert_eq!(cdrs.len(), calls as usize, "one CDR per call");
     assert!(cdrs.iter().all(|c| c["status"] == 503), "{:#?}", &cdrs[..3]);
+}
+
+/// Keep-alives (CRLF) queued at the daemon ahead of the callee's answer in
+/// [`answer_while_stopped`]: more than one receive batch (32 datagrams),
+/// so the receive loop hands the runtime over to the due timer (it yields
+/// after a full batch) before it has read the answer. Without them the
+/// receive loop, woken in the same turn of the runtime as the timer and
+/// before it, may read the answer first: there is then nothing to hold
+/// back, and the test would pass without the hold too.
+const BACKLOG: usize = 100;
+
+/// Sends `signal` to the daemon.
+fn signal(daemon: &Daemon, signal: rustix::process::Signal) {
+    let raw = i32::try_from(daemon.pid()).unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_raw(raw).unwrap(), signal).unwrap();
+}
+
+/// Waits until every thread of the daemon is stopped (SIGSTOP taken).
+fn wait_until_stopped(daemon: &Daemon) {
+    let tasks = format!("/proc/{}/task", daemon.pid());
+    let stopped = wait_until(Duration::from_secs(5), || {
+        std::fs::read_dir(&tasks).unwrap().all(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            // `pid (comm) state ...`; comm may hold spaces and parentheses.
+            let state = stat.rsplit_once(')').unwrap().1.trim_start();
+            state.starts_with(['T', 't'])
+        })
+    });
+    assert!(stopped, "vpbx not stopped within 5 s of SIGSTOP");
+}
+
+/// Gives `answer` (the callee's answer to a request the daemon sent at
+/// about `received`) to the daemon while it is stopped, behind
+/// [`BACKLOG`] keep-alives, and keeps it stopped until the request's
+/// first retransmission (T1 after its send) is `t1 / 2` overdue. True
+/// when the stop came early enough to say something (within `t1 / 2` of
+/// `received`, and no retransmission had come yet): the retransmission
+/// timer then fires when the daemon resumes, with the answer queued
+/// unread.
+fn answer_while_stopped(
+    daemon: &Daemon,
+    callee: &UdpUa,
+    answer: &str,
+    to: SocketAddr,
+    received: Instant,
+    t1: Duration,
+) -> bool {
+    signal(daemon, rustix::process::Signal::STOP);
+    wait_until_stopped(daemon);
+    // Whatever the daemon sent before it stopped has arrived (loopback).
+    let early = received.elapsed() < t1 / 2;
+    let resent = callee.recv_request(Duration::from_millis(1)).is_some();
+    let backlog = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..BACKLOG {
+        backlog.send_to(b"\r\n\r\n", to).unwrap();
+    }
+    callee.send_to(answer.as_bytes(), to);
+    thread::sleep((received + t1 + t1 / 2).saturating_duration_since(Instant::now()));
+    signal(daemon, rustix::process::Signal::CONT);
+    early && !resent
+}
+
+/// The requests the callee gets within `wait`: none may be another copy
+/// of `method` (a retransmission); returns the methods that came.
+fn no_retransmission_of(callee: &UdpUa, method: &str, wait: Duration, rig: &Rig) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut came = Vec::new();
+    while let Some((req, _)) =
+        callee.recv_request(deadline.saturating_duration_since(Instant::now()))
+    {
+        let got = req.method.as_str().to_owned();
+        assert_ne!(
+            got,
+            method,
+            "the {method} was retransmitted while its answer waited unread; vpbx:\n{}",
+            rig.daemon().stderr_text()
+        );
+        came.push(got);
+    }
+    came
+}
+
+/// A 200 to an in-dialog request of the daemon (its To has our tag).
+fn in_dialog_ok(req: &vpbx::sip::Request) -> String {
+    let header = |name| {
+        let v = req.headers.get(&name).expect("header in the request");
+        std::str::from_utf8(v).unwrap().trim().to_owned()
+    };
+    format!(
+        "SIP/2.0 200 OK\r\n\
+         Via: {via}\r\n\
+         From: {from}\r\n\
+         To: {to}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq}\r\n\
+         Content-Length: 0\r\n\r\n",
+        via = header(HeaderName::Via),
+        from = header(HeaderName::From),
+        to = header(HeaderName::To),
+        call_id = header(HeaderName::CallId),
+        cseq = header(HeaderName::CSeq),
+    )
+}
+
+#[test]
+fn a_retransmission_due_while_its_answer_is_queued_unread_waits_for_the_read() {
+    // docs/architecture.md, "A retransmission waits until what arrived
+    // since its send is read". The test UA is the callee. When the
+    // daemon's INVITE (then its BYE) arrives, the daemon is stopped
+    // (SIGSTOP), the callee's 200 is queued at its socket behind more
+    // than a receive batch of keep-alives, and the daemon is resumed once
+    // Timer A (Timer E) is overdue: the timer fires before the receive
+    // loop has read the 200, and must not resend the request. Without the
+    // hold the request goes out again at once.
+    let t1 = Duration::from_millis(200);
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            t1: "200ms",
+            ..Setup::default()
+        },
+    );
+    let server = rig.daemon().addr("udp", false);
+    let callee = UdpUa::bind(SocketAddr::from(([127, 0, 0, 1], rig.uas_port)), server);
+    let caller = UdpUa::new(server);
+    let contact = format!("Contact: <sip:callee@{}>\r\n", callee.local());
+    // Long enough for a held retransmission to go out (at most T1 late).
+    let watch = t1 + t1 / 2;
+    let calls = 3;
+    let mut telling = 0u32;
+    for i in 1..=calls {
+        caller.send(invite(ROUTED, &caller, i).as_bytes());
+        let (req, from) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the INVITE reaches the callee");
+        let received = Instant::now();
+        assert_eq!(req.method.as_str(), "INVITE");
+        let via = std::str::from_utf8(req.headers.get(&HeaderName::Via).unwrap())
+            .unwrap()
+            .to_owned();
+        let ok = response_to(&req, "200 OK", &via, &format!("callee{i}"), &contact);
+        if answer_while_stopped(rig.daemon(), &callee, &ok, from, received, t1) {
+            telling += 1;
+        }
+        let came = no_retransmission_of(&callee, "INVITE", watch, &rig);
+        assert!(came.is_empty(), "{came:?}");
+        let ok = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the caller's 200");
+        assert_eq!(ok.status.as_u16(), 200);
+        let dialog = CallerDialog::of(&ok, i);
+        // The caller's ACK is relayed to the callee.
+        caller.send(dialog.request(&caller, "ACK", 1).as_bytes());
+        let (ack, _) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the ACK reaches the callee");
+        assert_eq!(ack.method.as_str(), "ACK");
+        caller.send(dialog.request(&caller, "BYE", 2).as_bytes());
+
+        let (bye, from) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the BYE reaches the callee");
+        let received = Instant::now();
+        assert_eq!(bye.method.as_str(), "BYE");
+        if answer_while_stopped(
+            rig.daemon(),
+            &callee,
+            &in_dialog_ok(&bye),
+            from,
+            received,
+            t1,
+        ) {
+            telling += 1;
+        }
+        let came = no_retransmission_of(&callee, "BYE", watch, &rig);
+        assert!(came.is_empty(), "{came:?}");
+        let ok = recv_final_to(&caller, "BYE", CALL_WAIT).expect("the caller's 200 to its BYE");
+        assert_eq!(ok.status.as_u16(), 200);
+    }
+    // A stop that came late (a loaded machine) says nothing either way.
+    assert!(
+        telling >= 4,
+        "only {telling} of {} stops in time",
+        2 * calls
+    );
+    let cdrs = rig.stop();
+    assert_cdrs(&cdrs, calls as usize, "answered", 200);
+    // Each timer found the 200 queued unread and held the request back.
+    let deferred = transaction_counter(&rig, "request_retransmissions_deferred");
+    eprintln!("{telling} stops in time, {deferred} deferrals");
+    assert!(
+        deferred >= u64::from(telling),
+        "{deferred} deferrals for {telling} stops"
+    );
 }
