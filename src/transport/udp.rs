@@ -513,7 +513,10 @@ pub(crate) async fn receive_loop(
             // `UdpEndpoint::drains`).
             endpoint.drains.fetch_add(1, Ordering::Relaxed);
             endpoint.parked.store(true, Ordering::Relaxed);
-            if let Err(e) = sock.readable().await {
+            // The socket's one receive-readiness waker slot (this loop is
+            // its only reader), not a `readable()` future: that one joins
+            // and leaves the socket's waiter list on every wait.
+            if let Err(e) = std::future::poll_fn(|cx| sock.poll_recv_ready(cx)).await {
                 tracing::warn!(%local, error = %e, "udp socket failed");
                 break;
             }
