@@ -22,6 +22,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,13 +159,17 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
 
     let workers = usize::from(config.daemon.worker_threads);
+    let mut lane_task = None;
     if workers <= 1 {
         // Before the first await: no datagram has been read yet.
-        transports.set_udp_handler(Arc::new(LayerInput {
-            transports: transports.clone(),
-            layer: layer.clone(),
-            uas: uas.clone(),
-        }));
+        let (input, lane) = LayerInput::new(
+            transports.clone(),
+            layer.clone(),
+            uas.clone(),
+            transport_config(&config.daemon).inbound_queue,
+        );
+        transports.set_udp_handler(Arc::new(input));
+        lane_task = Some(tokio::spawn(lane));
     }
     let pump = spawn_pumps(
         transports.clone(),
@@ -196,6 +201,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down: no longer receiving");
     transports.shutdown().await;
     pump.abort();
+    if let Some(lane) = lane_task {
+        lane.abort();
+    }
     tu.abort();
     if let Some(task) = ignore_hup {
         task.abort();
@@ -331,7 +339,9 @@ impl Termination {
 const PUMP_QUEUE: usize = 1024;
 
 /// Transport → transaction layer. With one worker thread, one task takes
-/// the transport's messages straight from its queue. With more, messages
+/// the transport's messages straight from its queue (the TCP ones: UDP
+/// messages go to [`LayerInput`], which refuses with 503 what its lane has
+/// no room for, as the transport does for a full queue). With more, messages
 /// are spread over one worker per thread by Call-ID, so those of one call
 /// leg stay in order while different calls are matched and answered in
 /// parallel; the returned task dispatches, and aborting it ends the workers
@@ -428,29 +438,120 @@ async fn answer_refused(transports: &Transports, uas: &Uas, refused: Refused, so
 /// The UDP receive loop's way into the transaction layer with one worker
 /// thread (see [`Transports::set_udp_handler`]): each message is matched
 /// and stepped as it is read, as [`pump`] does it, without the hop through
-/// the inbound queue and the pump task. What has to wait (sends the
-/// transport could not take at once, the answer to a request the layer
-/// cannot key) runs as a task of its own, so the loop never waits.
+/// the inbound queue and the pump task, as long as nothing is waiting.
+///
+/// What has to wait (sends the transport could not take at once, e.g. an
+/// ACK to a TCP callee or with the UDP outbox full, and the stateless
+/// answer to a request the layer cannot key) goes to the lane, one task
+/// that runs it in order; from then on every message goes to the lane too,
+/// behind it, until the lane has run all it was given (so a step's events
+/// never overtake those of the step before: a 486 reaches the TU before
+/// what the next datagram brings). The lane holds at most its capacity;
+/// a message it has no room for is handed back to the transport, which
+/// answers 503 as for a full inbound queue. The check on the direct path
+/// is one load of the lane's count.
 struct LayerInput {
-    transports: Transports,
     layer: TransactionLayer,
-    uas: Uas,
+    lane: mpsc::Sender<LaneWork>,
+    /// Work given to the lane and not yet finished by it.
+    pending: Arc<AtomicUsize>,
+}
+
+/// What [`LayerInput`] gives its lane.
+enum LaneWork {
+    /// The sends of a step that had to wait.
+    Deferred(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// A request the layer refused to key, to answer statelessly.
+    Refused(Box<(Refused, Source)>),
+    /// A message that came while the lane was busy.
+    Message(Box<Inbound>),
+}
+
+impl LayerInput {
+    /// The handler, and its lane's task (to run until shutdown), holding
+    /// at most `capacity` messages.
+    fn new(
+        transports: Transports,
+        layer: TransactionLayer,
+        uas: Uas,
+        capacity: usize,
+    ) -> (LayerInput, impl Future<Output = ()> + Send + 'static) {
+        let (lane, work) = mpsc::channel(capacity.max(1));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let task = run_lane(transports, layer.clone(), uas, work, Arc::clone(&pending));
+        (
+            LayerInput {
+                layer,
+                lane,
+                pending,
+            },
+            task,
+        )
+    }
+
+    /// Room in the lane for one more piece of work, counted as pending;
+    /// none if the lane is full or gone.
+    fn reserve(&self) -> Option<mpsc::Permit<'_, LaneWork>> {
+        let permit = self.lane.try_reserve().ok()?;
+        self.pending.fetch_add(1, Ordering::Release);
+        Some(permit)
+    }
 }
 
 impl transport::InboundHandler for LayerInput {
-    fn handle(&self, Inbound { message, source }: Inbound) {
-        match self.layer.receive_now(message, source) {
-            Ok(None) => {}
-            Ok(Some(deferred)) => {
-                tokio::spawn(deferred);
+    fn handle(&self, inbound: Inbound) -> Option<Inbound> {
+        if self.pending.load(Ordering::Acquire) != 0 {
+            let Some(permit) = self.reserve() else {
+                return Some(inbound);
+            };
+            permit.send(LaneWork::Message(Box::new(inbound)));
+            return None;
+        }
+        let Inbound { message, source } = inbound;
+        let waiting = match self.layer.receive_now(message, source) {
+            Ok(None) => return None,
+            Ok(Some(deferred)) => LaneWork::Deferred(Box::pin(deferred)),
+            Err(Refused::Unkeyed { request, error }) if request.method != Method::Ack => {
+                LaneWork::Refused(Box::new((Refused::Unkeyed { request, error }, source)))
             }
             Err(refused) => {
-                let (transports, uas) = (self.transports.clone(), self.uas.clone());
-                tokio::spawn(async move {
+                tracing::debug!(error = %refused, peer = %source.peer, "message refused by the transaction layer");
+                return None;
+            }
+        };
+        // Nothing is pending, so the lane has room unless it is gone
+        // (shutdown): then what was waiting is dropped.
+        match self.reserve() {
+            Some(permit) => permit.send(waiting),
+            None => tracing::debug!(peer = %source.peer, "lane closed: dropped"),
+        }
+        None
+    }
+}
+
+/// Runs what [`LayerInput`] gives its lane, in order, one at a time.
+async fn run_lane(
+    transports: Transports,
+    layer: TransactionLayer,
+    uas: Uas,
+    mut work: mpsc::Receiver<LaneWork>,
+    pending: Arc<AtomicUsize>,
+) {
+    while let Some(item) = work.recv().await {
+        match item {
+            LaneWork::Deferred(sends) => sends.await,
+            LaneWork::Refused(refused) => {
+                let (refused, source) = *refused;
+                answer_refused(&transports, &uas, refused, &source).await;
+            }
+            LaneWork::Message(inbound) => {
+                let Inbound { message, source } = *inbound;
+                if let Err(refused) = layer.receive(message, source).await {
                     answer_refused(&transports, &uas, refused, &source).await;
-                });
+                }
             }
         }
+        pending.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -996,6 +1097,149 @@ mod tests {
             (Duration::from_millis(800), Duration::from_millis(200))
         );
         assert_eq!(split_drain_time(s(0)), (s(0), s(0)));
+    }
+
+    /// A sink whose sends wait, while `wait` is set, until the test lets
+    /// them through (one permit a message).
+    struct GateSink {
+        wait: std::sync::atomic::AtomicBool,
+        gate: tokio::sync::Semaphore,
+        sent: std::sync::Mutex<Vec<Bytes>>,
+    }
+
+    impl GateSink {
+        fn send(&self, data: Bytes) -> crate::transaction::SendFuture<'_> {
+            Box::pin(async move {
+                self.gate.acquire().await.unwrap().forget();
+                self.sent.lock().unwrap().push(data);
+                Ok(())
+            })
+        }
+
+        fn try_send(&self, data: Bytes) -> crate::transaction::TrySend {
+            if self.wait.load(Ordering::Relaxed) {
+                return crate::transaction::TrySend::WouldWait(data);
+            }
+            self.sent.lock().unwrap().push(data);
+            crate::transaction::TrySend::Done(Ok(()))
+        }
+    }
+
+    impl TransportSink for GateSink {
+        fn send_request(
+            &self,
+            data: Bytes,
+            _dest: transport::Destination,
+        ) -> crate::transaction::SendFuture<'_> {
+            self.send(data)
+        }
+
+        fn send_response(
+            &self,
+            data: Bytes,
+            _source: Source,
+            _dest: transport::Destination,
+        ) -> crate::transaction::SendFuture<'_> {
+            self.send(data)
+        }
+
+        fn try_send_request(
+            &self,
+            data: Bytes,
+            _dest: transport::Destination,
+        ) -> crate::transaction::TrySend {
+            self.try_send(data)
+        }
+
+        fn try_send_response(
+            &self,
+            data: Bytes,
+            _source: Source,
+            _dest: transport::Destination,
+        ) -> crate::transaction::TrySend {
+            self.try_send(data)
+        }
+    }
+
+    fn options_from(call_id: &str, branch: &str) -> Inbound {
+        let text = format!(
+            "OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\n\
+             From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        udp(parse_datagram(Bytes::from(text), &Limits::default()).unwrap())
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// An INVITE client transaction given a 486 sends the ACK, then hands
+    /// the 486 to the TU. When the ACK has to wait (a TCP callee, a full
+    /// outbox), what the following datagrams bring must wait behind it, in
+    /// a lane of bounded size; once the lane has emptied, messages are
+    /// handled at once again.
+    #[tokio::test]
+    async fn messages_after_a_step_that_waits_keep_their_order_within_a_bound() {
+        use transport::InboundHandler as _;
+        let sink = Arc::new(GateSink {
+            wait: false.into(),
+            gate: tokio::sync::Semaphore::new(0),
+            sent: std::sync::Mutex::default(),
+        });
+        let (layer, mut incoming) = TransactionLayer::new(sink.clone(), LayerConfig::default());
+        let listen: ListenAddr = "udp:127.0.0.1:0".parse().unwrap();
+        let (transports, _inbound) = Transports::bind(&[listen], TransportConfig::default())
+            .await
+            .unwrap();
+        let (input, lane) = LayerInput::new(transports, layer.clone(), uas(), 2);
+        let lane = tokio::spawn(lane);
+
+        let invite = request("INVITE sip:a@example.com", "");
+        let callee = transport::Destination::udp("192.0.2.9:5060".parse().unwrap());
+        let mut client = layer.send_request(invite.clone(), callee).await.unwrap();
+        sink.wait.store(true, Ordering::Relaxed);
+
+        let mut busy = Response::for_request(&invite, StatusCode::BUSY_HERE);
+        busy.set_to_tag("callee");
+        assert!(input.handle(udp(Message::Response(busy))).is_none());
+        assert!(input.handle(options_from("next", "z9hG4bKnext")).is_none());
+        // The lane holds the ACK's step and the OPTIONS: full.
+        let refused = input.handle(options_from("over", "z9hG4bKover"));
+        assert!(refused.is_some(), "a third message is handed back (503)");
+
+        settle().await;
+        assert!(
+            incoming.try_recv().is_err(),
+            "the OPTIONS overtook the 486 waiting for its ACK"
+        );
+        sink.gate.add_permits(1);
+        let Some(Incoming::Request(next)) = incoming.recv().await else {
+            panic!("the OPTIONS never reached the TU");
+        };
+        assert_eq!(next.request.call_id().unwrap().to_string(), "next");
+        let event = tokio::time::timeout(Duration::ZERO, client.recv())
+            .await
+            .expect("the 486 was delivered before the OPTIONS")
+            .unwrap();
+        assert!(matches!(
+            event.event,
+            crate::transaction::ClientEventKind::Response(ref r) if r.status == StatusCode::BUSY_HERE
+        ));
+        assert_eq!(sink.sent.lock().unwrap().len(), 2, "INVITE and ACK");
+
+        // Drained: the next message is handled as it is handed over.
+        settle().await;
+        assert!(input
+            .handle(options_from("direct", "z9hG4bKdirect"))
+            .is_none());
+        let Ok(Incoming::Request(direct)) = incoming.try_recv() else {
+            panic!("not handled at once once the lane drained");
+        };
+        assert_eq!(direct.request.call_id().unwrap().to_string(), "direct");
+        lane.abort();
     }
 
     #[tokio::test(start_paused = true)]

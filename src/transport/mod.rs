@@ -43,8 +43,12 @@ pub use routing::response_destination;
 /// place of the inbound queue (see [`Transports::set_udp_handler`]).
 pub trait InboundHandler: Send + Sync {
     /// Handles `inbound` without waiting: it is called from a receive
-    /// loop, which reads nothing more until this returns.
-    fn handle(&self, inbound: Inbound);
+    /// loop, which reads nothing more until this returns. Returns `None`
+    /// when it took the message; hands it back when it cannot take it now
+    /// (its own bounded backlog is full), and the transport refuses it as
+    /// it does when the inbound queue is full: 503 to a request other
+    /// than ACK, anything else dropped.
+    fn handle(&self, inbound: Inbound) -> Option<Inbound>;
 }
 
 /// A message received from the network, with where it came from.
@@ -514,9 +518,9 @@ impl Transports {
     /// hand-off through the queue costs a task wake-up, a channel receive
     /// and two moves of the message; a handler that does its work without
     /// waiting (the transaction layer matches and steps a message at once)
-    /// needs none of that. Messages are no longer refused with 503 for a
-    /// full queue then: a loop that falls behind leaves them in the
-    /// socket's receive buffer. Only the first handler set is kept;
+    /// needs none of that. The handler bounds what it keeps waiting: what
+    /// it hands back is refused as a full queue's messages are (503 to a
+    /// request other than ACK). Only the first handler set is kept;
     /// returns whether this one was. Set it before the first datagram
     /// arrives, or the messages queued before go to the receiver first.
     pub fn set_udp_handler(&self, handler: Arc<dyn InboundHandler>) -> bool {
@@ -784,8 +788,9 @@ mod tests {
     struct Collect(mpsc::UnboundedSender<Inbound>);
 
     impl InboundHandler for Collect {
-        fn handle(&self, inbound: Inbound) {
+        fn handle(&self, inbound: Inbound) -> Option<Inbound> {
             self.0.send(inbound).unwrap();
+            None
         }
     }
 
@@ -850,6 +855,45 @@ mod tests {
         let m = t.metrics();
         assert_eq!(m.messages_delivered.load(Ordering::Relaxed), 4);
         assert_eq!(m.overload_rejected.load(Ordering::Relaxed), 0);
+    }
+
+    /// Hands every message back, as a handler with a full backlog does.
+    struct HandBack;
+
+    impl InboundHandler for HandBack {
+        fn handle(&self, inbound: Inbound) -> Option<Inbound> {
+            Some(inbound)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_the_udp_handler_hands_back_is_refused_503() {
+        let (t, mut rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        assert!(t.set_udp_handler(Arc::new(HandBack)));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
+        client
+            .send_to(options(&via, "b1").as_bytes(), addr_of(&t, Protocol::Udp))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        let Ok(Message::Response(r)) =
+            parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            rx.try_recv().is_err(),
+            "not queued behind the handler's back"
+        );
+        let m = t.metrics();
+        assert_eq!(m.overload_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(m.messages_delivered.load(Ordering::Relaxed), 0);
     }
 
     fn invite(via: &str, call_id: &str) -> String {

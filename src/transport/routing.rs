@@ -309,8 +309,8 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
 
 /// Hands a parsed message to the layer above: a UDP message to the handler
 /// set with [`super::Transports::set_udp_handler`], if any, else into the
-/// inbound queue; answers a request 503 when the queue is full (returns
-/// that answer for the caller to send).
+/// inbound queue; answers a request 503 when the queue is full or the
+/// handler cannot take it (returns that answer for the caller to send).
 /// An INVITE refused so is remembered: its retransmissions get the same 503
 /// whether or not the queue has room again, and are not reported to the
 /// refusal observer a second time (see [`super::refused`]).
@@ -328,26 +328,23 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
             }
         }
     }
-    if source.protocol == Protocol::Udp {
-        if let Some(handler) = shared.udp_handler.get() {
-            shared
-                .metrics
-                .messages_delivered
-                .fetch_add(1, Ordering::Relaxed);
-            handler.handle(Inbound { message, source });
-            return None;
-        }
-    }
-    match shared.inbound.try_send(Inbound { message, source }) {
-        Ok(()) => {
+    let inbound = Inbound { message, source };
+    let handed_back = match shared.udp_handler.get() {
+        Some(handler) if source.protocol == Protocol::Udp => handler.handle(inbound),
+        _ => match shared.inbound.try_send(inbound) {
+            Ok(()) => None,
+            Err(TrySendError::Full(inbound) | TrySendError::Closed(inbound)) => Some(inbound),
+        },
+    };
+    match handed_back {
+        None => {
             shared
                 .metrics
                 .messages_delivered
                 .fetch_add(1, Ordering::Relaxed);
             None
         }
-        Err(TrySendError::Full(Inbound { message, .. }))
-        | Err(TrySendError::Closed(Inbound { message, .. })) => match message {
+        Some(Inbound { message, .. }) => match message {
             Message::Request(req) if req.method != Method::Ack => {
                 shared
                     .metrics
