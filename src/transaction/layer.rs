@@ -204,21 +204,41 @@ impl Reserve {
     /// pending timer; one more second of each for the transactions not
     /// yet lingering. A lane is sized for three timers of its duration per
     /// call (the three 64*T1 ones share one lane).
+    ///
+    /// At most [`Reserve::MAX_TRANSACTIONS`] transactions in all (and as
+    /// many timers): beyond that both kinds are scaled down alike, so that
+    /// a high rate with long timers (the config allows T1 up to 1 min and
+    /// 100,000 calls/s, ~768M slots) cannot make the start fail or the
+    /// tables' control bytes take gigabytes; past the cap the tables grow.
     pub fn for_rate(cps: u32, timers: &TimerConfig) -> Reserve {
         if cps == 0 {
             return Reserve::default();
         }
         let linger = timers.t1.saturating_mul(64).as_secs_f64() + 1.0;
-        let per_call = |seconds: f64| (f64::from(cps) * seconds).ceil() as usize;
-        let servers = per_call(2.0 * linger);
-        let clients = per_call(linger + timers.t4.as_secs_f64() + 1.0);
+        let servers = f64::from(cps) * 2.0 * linger;
+        let clients = f64::from(cps) * (linger + timers.t4.as_secs_f64() + 1.0);
+        let scale = (Reserve::MAX_TRANSACTIONS as f64 / (servers + clients)).min(1.0);
+        // Rounded down when scaled, so the sum stays within the cap.
+        let room = |n: f64| {
+            if scale < 1.0 {
+                (n * scale).floor() as usize
+            } else {
+                n.ceil() as usize
+            }
+        };
+        let (servers, clients) = (room(servers), room(clients));
         Reserve {
             servers,
             clients,
             timers: servers + clients,
-            timers_per_second: per_call(3.0),
+            timers_per_second: ((f64::from(cps) * 3.0).ceil() as usize).min(servers + clients),
         }
     }
+
+    /// The most transactions (servers and clients together) a reserve
+    /// makes room for: 4,194,304, what ~40,000 calls/s leave at the
+    /// default timers; ~10 MB of table control bytes written at start.
+    pub const MAX_TRANSACTIONS: usize = 1 << 22;
 }
 
 /// Shards of each transaction table. A `DashMap` has four per CPU by
@@ -4419,6 +4439,35 @@ mod tests {
         // 64*T1 = 12.8 s.
         let r = Reserve::for_rate(10, &fast);
         assert_eq!((r.servers, r.clients, r.timers), (276, 198, 474));
+    }
+
+    /// The config's maxima (T1 1 min, T4 10 min, 100,000 calls/s) would
+    /// ask for ~768M table slots: the reserve stays within its cap, split
+    /// as the uncapped one is, and a layer with it starts.
+    #[tokio::test(start_paused = true)]
+    async fn a_reserve_at_the_config_maxima_is_capped() {
+        let longest = TimerConfig {
+            t1: Duration::from_secs(60),
+            t4: Duration::from_secs(600),
+            ..TimerConfig::default()
+        };
+        let r = Reserve::for_rate(100_000, &longest);
+        assert!(r.servers + r.clients <= Reserve::MAX_TRANSACTIONS, "{r:?}");
+        assert!(r.servers + r.clients > Reserve::MAX_TRANSACTIONS - 2);
+        assert_eq!(r.timers, r.servers + r.clients);
+        assert!(r.timers_per_second <= r.timers);
+        // 2*3841 s of servers to 3841 + 601 s of clients.
+        let ratio = r.servers as f64 / r.clients as f64;
+        assert!((ratio - 7682.0 / 4442.0).abs() < 1e-3, "{ratio}");
+        // The default timers at the largest rate are capped as well.
+        let r = Reserve::for_rate(100_000, &TimerConfig::default());
+        assert!(r.servers + r.clients <= Reserve::MAX_TRANSACTIONS);
+        let (layer, _rx, _sink) = layer_with(LayerConfig {
+            expected_cps: 100_000,
+            timers: longest,
+            ..LayerConfig::default()
+        });
+        assert_eq!(layer.inner.reserve, Reserve::for_rate(100_000, &longest));
     }
 
     #[tokio::test(start_paused = true)]
