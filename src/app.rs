@@ -160,6 +160,8 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let workers = usize::from(config.daemon.worker_threads);
     let mut lane_task = None;
+    // The transports keep the handler weakly: kept here until the end.
+    let mut udp_input = None;
     if workers <= 1 {
         // Before the first await: no datagram has been read yet.
         let (input, lane) = LayerInput::new(
@@ -168,7 +170,9 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
             uas.clone(),
             transport_config(&config.daemon).inbound_queue,
         );
-        transports.set_udp_handler(Arc::new(input));
+        let input: Arc<dyn transport::InboundHandler> = Arc::new(input);
+        transports.set_udp_handler(&input);
+        udp_input = Some(input);
         lane_task = Some(tokio::spawn(lane));
     }
     let pump = spawn_pumps(
@@ -204,6 +208,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(lane) = lane_task {
         lane.abort();
     }
+    drop(udp_input);
     tu.abort();
     if let Some(task) = ignore_hup {
         task.abort();
@@ -1240,6 +1245,33 @@ mod tests {
         };
         assert_eq!(direct.request.call_id().unwrap().to_string(), "direct");
         lane.abort();
+    }
+
+    /// A response the layer cannot key is only logged: no task, nothing
+    /// for the lane.
+    #[tokio::test]
+    async fn an_unkeyed_response_is_dropped_without_a_task() {
+        use transport::InboundHandler as _;
+        let sink = Arc::new(GateSink {
+            wait: false.into(),
+            gate: tokio::sync::Semaphore::new(0),
+            sent: std::sync::Mutex::default(),
+        });
+        let (layer, _incoming) = TransactionLayer::new(sink, LayerConfig::default());
+        let listen: ListenAddr = "udp:127.0.0.1:0".parse().unwrap();
+        let (transports, _inbound) = Transports::bind(&[listen], TransportConfig::default())
+            .await
+            .unwrap();
+        let (input, _lane) = LayerInput::new(transports, layer, uas(), 2);
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let tasks = metrics.num_alive_tasks();
+        let invite = request("INVITE sip:a@example.com", "");
+        let mut stray = Response::for_request(&invite, StatusCode::BUSY_HERE);
+        // No Via: it cannot be matched to a transaction (RFC 3261 §17.1.3).
+        stray.headers.remove_all(&HeaderName::Via);
+        assert!(input.handle(udp(Message::Response(stray))).is_none());
+        assert_eq!(metrics.num_alive_tasks(), tasks, "a task was spawned");
+        assert_eq!(input.pending.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]

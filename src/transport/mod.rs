@@ -25,7 +25,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -247,8 +247,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// INVITEs refused for overload, for their retransmissions.
     pub(crate) refused: refused::RefusedInvites,
-    /// Where UDP messages go instead of [`Shared::inbound`], once set.
-    pub(crate) udp_handler: OnceLock<Arc<dyn InboundHandler>>,
+    /// Where UDP messages go instead of [`Shared::inbound`], once set and
+    /// while its owner keeps it (weak: the handler holds the transports,
+    /// through the transaction layer's sink).
+    pub(crate) udp_handler: OnceLock<Weak<dyn InboundHandler>>,
     next_conn_id: AtomicU64,
 }
 
@@ -523,8 +525,12 @@ impl Transports {
     /// request other than ACK). Only the first handler set is kept;
     /// returns whether this one was. Set it before the first datagram
     /// arrives, or the messages queued before go to the receiver first.
-    pub fn set_udp_handler(&self, handler: Arc<dyn InboundHandler>) -> bool {
-        self.shared.udp_handler.set(handler).is_ok()
+    /// The transports keep only a weak reference (a handler that holds
+    /// them would otherwise keep both alive for ever): the caller keeps
+    /// the handler for as long as it is to be used; once it is dropped,
+    /// UDP messages go to the queue again.
+    pub fn set_udp_handler(&self, handler: &Arc<dyn InboundHandler>) -> bool {
+        self.shared.udp_handler.set(Arc::downgrade(handler)).is_ok()
     }
 
     /// Stops receiving and accepting: receive and accept loops end, open TCP
@@ -803,8 +809,10 @@ mod tests {
         };
         let (t, mut rx) = bind(&["udp:127.0.0.1:0", "tcp:127.0.0.1:0"], config).await;
         let (handed_tx, mut handed_rx) = mpsc::unbounded_channel();
-        assert!(t.set_udp_handler(Arc::new(Collect(handed_tx.clone()))));
-        assert!(!t.set_udp_handler(Arc::new(Collect(handed_tx))), "set once");
+        let handler: Arc<dyn InboundHandler> = Arc::new(Collect(handed_tx.clone()));
+        assert!(t.set_udp_handler(&handler));
+        let second: Arc<dyn InboundHandler> = Arc::new(Collect(handed_tx));
+        assert!(!t.set_udp_handler(&second), "set once");
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
         for id in ["h1", "h2", "h3"] {
@@ -869,7 +877,8 @@ mod tests {
     #[tokio::test]
     async fn a_message_the_udp_handler_hands_back_is_refused_503() {
         let (t, mut rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
-        assert!(t.set_udp_handler(Arc::new(HandBack)));
+        let handler: Arc<dyn InboundHandler> = Arc::new(HandBack);
+        assert!(t.set_udp_handler(&handler));
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let via = format!("SIP/2.0/UDP {};rport", client.local_addr().unwrap());
         client
@@ -894,6 +903,31 @@ mod tests {
         let m = t.metrics();
         assert_eq!(m.overload_rejected.load(Ordering::Relaxed), 1);
         assert_eq!(m.messages_delivered.load(Ordering::Relaxed), 0);
+    }
+
+    /// A handler that holds the transports, as the app's does (through
+    /// the transaction layer's sink).
+    struct HoldsTransports(#[allow(dead_code)] Transports);
+
+    impl InboundHandler for HoldsTransports {
+        fn handle(&self, inbound: Inbound) -> Option<Inbound> {
+            Some(inbound)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_holding_the_transports_does_not_keep_them_alive() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let shared = Arc::downgrade(&t.shared);
+        let handler: Arc<dyn InboundHandler> = Arc::new(HoldsTransports(t.clone()));
+        assert!(t.set_udp_handler(&handler));
+        t.shutdown().await;
+        drop(t);
+        drop(handler);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(shared.upgrade().is_none(), "a reference cycle");
     }
 
     fn invite(via: &str, call_id: &str) -> String {

@@ -12,7 +12,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use super::refused::RefusalKey;
-use super::{Destination, Inbound, Protocol, ResponsePort, Shared, Source, TransportError};
+use super::{
+    Destination, Inbound, InboundHandler, Protocol, ResponsePort, Shared, Source, TransportError,
+};
 use crate::sip::{
     ByteStr, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, StatusCode,
 };
@@ -307,14 +309,20 @@ pub(crate) fn reply_to_parse_error(err: &ParseError) -> Option<Response> {
     stateless_reply(err.reply_context()?, err.status(), err.reason_phrase())
 }
 
-/// Hands a parsed message to the layer above: a UDP message to the handler
-/// set with [`super::Transports::set_udp_handler`], if any, else into the
+/// Hands a parsed message to the layer above: to `handler` if given (the
+/// UDP receive loops pass the one set with
+/// [`super::Transports::set_udp_handler`], while it lives), else into the
 /// inbound queue; answers a request 503 when the queue is full or the
 /// handler cannot take it (returns that answer for the caller to send).
 /// An INVITE refused so is remembered: its retransmissions get the same 503
 /// whether or not the queue has room again, and are not reported to the
 /// refusal observer a second time (see [`super::refused`]).
-pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> Option<Response> {
+pub(crate) fn deliver(
+    shared: &Shared,
+    handler: Option<&dyn InboundHandler>,
+    mut message: Message,
+    source: Source,
+) -> Option<Response> {
     if let Message::Request(req) = &mut message {
         stamp_top_via(req, &source, shared.config.response_port);
         if req.method == Method::Invite && !shared.refused.is_empty() {
@@ -329,8 +337,8 @@ pub(crate) fn deliver(shared: &Shared, mut message: Message, source: Source) -> 
         }
     }
     let inbound = Inbound { message, source };
-    let handed_back = match shared.udp_handler.get() {
-        Some(handler) if source.protocol == Protocol::Udp => handler.handle(inbound),
+    let handed_back = match handler {
+        Some(handler) => handler.handle(inbound),
         _ => match shared.inbound.try_send(inbound) {
             Ok(()) => None,
             Err(TrySendError::Full(inbound) | TrySendError::Closed(inbound)) => Some(inbound),

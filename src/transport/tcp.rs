@@ -324,7 +324,7 @@ async fn read_messages(
                         .metrics
                         .tcp_messages_received
                         .fetch_add(1, Ordering::Relaxed);
-                    if let Some(reply) = deliver(shared, message, source) {
+                    if let Some(reply) = deliver(shared, None, message, source) {
                         let _ = conn.tx.try_send(reply.to_bytes());
                     }
                 }

@@ -8,7 +8,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::routing::{deliver, reply_to_parse_error, stateless_reply};
-use super::{Protocol, Shared, Source};
+use super::{InboundHandler, Protocol, Shared, Source};
 use crate::sip::{self, Message, Response, StatusCode};
 
 /// Datagrams waiting in an outbox beyond which senders write directly.
@@ -476,7 +476,10 @@ pub(crate) async fn receive_loop(
     // Shutdown aborts this task (`Transports::shutdown`) where it waits,
     // so the wait for readiness is the only future polled: a `select!`
     // with the shutdown watch polled that too on every wait (~120
-    // instructions, ~7 waits per call at 100 calls/s).
+    // instructions, ~7 waits per call at 100 calls/s). Aborted while a
+    // stateless answer waits for room in the outbox (`on_received`), the
+    // rest of the batch is dropped with it: at shutdown, after the drain,
+    // like the datagrams still in the socket's receive buffer.
     // One octet more than the limit: a datagram that fills a slot is too large.
     let mut slots = RecvSlots::new(max.saturating_add(1), local);
     loop {
@@ -503,9 +506,11 @@ pub(crate) async fn receive_loop(
                 .metrics
                 .udp_recv_batches
                 .fetch_add(1, Ordering::Relaxed);
-        }
-        for r in slots.received() {
-            on_received(&slots, r, local, &shared).await;
+            // Once a batch (the transports keep it weakly).
+            let handler = shared.udp_handler.get().and_then(Weak::upgrade);
+            for r in slots.received() {
+                on_received(&slots, r, local, &shared, handler.as_deref()).await;
+            }
         }
         if drained {
             // Everything that arrived before the read is handed on: the
@@ -559,7 +564,13 @@ impl std::future::Future for YieldToReady {
 
 /// Handles one received datagram: copied out of its slot, parsed and
 /// handed on, or answered (400, 503, 513) statelessly.
-async fn on_received(slots: &RecvSlots, r: &Received, local: SocketAddr, shared: &Arc<Shared>) {
+async fn on_received(
+    slots: &RecvSlots,
+    r: &Received,
+    local: SocketAddr,
+    shared: &Arc<Shared>,
+    handler: Option<&dyn InboundHandler>,
+) {
     let max = shared.config.limits.max_message_size;
     let data = slots.data(r);
     let datagram = Bytes::copy_from_slice(&data[..data.len().min(max)]);
@@ -577,7 +588,7 @@ async fn on_received(slots: &RecvSlots, r: &Received, local: SocketAddr, shared:
         shared.metrics.oversize.fetch_add(1, Ordering::Relaxed);
         oversize_reply(datagram, shared)
     } else {
-        on_datagram(datagram, source, shared)
+        on_datagram(datagram, source, shared, handler)
     };
     if let Some(reply) = reply {
         let _ =
@@ -587,7 +598,12 @@ async fn on_received(slots: &RecvSlots, r: &Received, local: SocketAddr, shared:
 
 /// Parses one datagram and hands it on; returns a stateless answer to send
 /// (400 for a malformed request, 503 on overload).
-fn on_datagram(datagram: bytes::Bytes, source: Source, shared: &Shared) -> Option<Response> {
+fn on_datagram(
+    datagram: bytes::Bytes,
+    source: Source,
+    shared: &Shared,
+    handler: Option<&dyn InboundHandler>,
+) -> Option<Response> {
     // CRLF keep-alives (RFC 5626 §3.5.1 style, sent by many phones over UDP
     // too) are not malformed messages: ignore them without counting.
     if is_keepalive(&datagram) {
@@ -595,7 +611,7 @@ fn on_datagram(datagram: bytes::Bytes, source: Source, shared: &Shared) -> Optio
         return None;
     }
     match sip::parse_datagram(datagram, &shared.config.limits) {
-        Ok(message) => deliver(shared, message, source),
+        Ok(message) => deliver(shared, handler, message, source),
         Err(err) => {
             let reply = reply_to_parse_error(&err);
             if reply.is_some() {
