@@ -289,11 +289,6 @@ type LegTable = DashMap<LegKey, u64, foldhash::fast::RandomState>;
 /// The call table: call number → call.
 type CallTable = DashMap<u64, Arc<Entry>, std::hash::BuildHasherDefault<CallNumberHasher>>;
 
-/// Shards of the call and leg tables. A `DashMap` has four per CPU by
-/// default (8 on two cores); a table grows one shard at a time, so with
-/// more shards each growth (a rehash of the shard, in one step) is smaller.
-const TABLE_SHARDS: usize = 64;
-
 /// Calls the call and leg tables have room for at start (each shard grows
 /// from there): with 64 shards grown from empty, the first second of a
 /// load is hundreds of small rehashes. ~3.5 MB of address space; a page
@@ -325,12 +320,12 @@ impl B2bua {
             calls: CallTable::with_capacity_and_hasher_and_shard_amount(
                 CALLS_AT_START,
                 Default::default(),
-                TABLE_SHARDS,
+                crate::transaction::TABLE_SHARDS,
             ),
             legs: LegTable::with_capacity_and_hasher_and_shard_amount(
                 CALLS_AT_START,
                 Default::default(),
-                TABLE_SHARDS,
+                crate::transaction::TABLE_SHARDS,
             ),
             leg_transports: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),

@@ -241,7 +241,8 @@ impl Reserve {
     pub const MAX_TRANSACTIONS: usize = 1 << 22;
 }
 
-/// Shards of each transaction table. A `DashMap` has four per CPU by
+/// Shards of each transaction table (and of the B2BUA's call and leg
+/// tables, which grow the same way). A `DashMap` has four per CPU by
 /// default (8 on two cores); a table grows one shard at a time, and with
 /// 64 each growth rehashes 1/64 of the table instead of 1/8 (with 8, steps
 /// of up to 2 ms at 6,000 calls/s hold 1 s: docs/performance.md, "Session

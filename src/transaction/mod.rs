@@ -77,6 +77,7 @@ pub(crate) mod wheel;
 pub use invite_client::{InviteClient, InviteClientState};
 pub use invite_server::{InviteServer, InviteServerState};
 pub use key::{generate_branch, generate_tag, ClientKey, KeyError, ServerKey, TransactionKey};
+pub(crate) use layer::TABLE_SHARDS;
 pub use layer::{
     ClientEvent, ClientEventKind, ClientTransaction, Incoming, LayerConfig, Reserve, SendError,
     SendFuture, ServerEvent, ServerRequest, ServerTransaction, TransactionLayer, TransportSink,
