@@ -18,11 +18,11 @@ use vpbx::sip::HeaderName;
 use crate::daemon::Daemon;
 use crate::ua::{response_to, UdpUa, ANSWER_WAIT};
 
-const ROUTED: &str = "+74951234567";
+pub(crate) const ROUTED: &str = "+74951234567";
 const DISABLED: &str = "+74951234568";
 const UNKNOWN: &str = "+74950000000";
 /// How long a call placed by the test UA may take to be answered.
-const CALL_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_WAIT: Duration = Duration::from_secs(10);
 
 fn sipp_installed() -> bool {
     Command::new("sipp")
@@ -42,7 +42,7 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 /// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
@@ -53,17 +53,19 @@ fn free_port() -> u16 {
 }
 
 /// Options of the test config.
-struct Setup {
+pub(crate) struct Setup {
     /// Transport towards the callee (`udp`/`tcp`).
-    callee_transport: &'static str,
-    dial_timeout: &'static str,
-    max_cps: u32,
+    pub callee_transport: &'static str,
+    pub dial_timeout: &'static str,
+    pub max_cps: u32,
     /// `[reload] debounce`.
-    debounce: &'static str,
+    pub debounce: &'static str,
     /// `[shutdown] drain_time`.
-    drain_time: &'static str,
+    pub drain_time: &'static str,
     /// `[timers] t1`.
-    t1: &'static str,
+    pub t1: &'static str,
+    /// More `[limits]` lines (each ending in a newline).
+    pub limits: &'static str,
 }
 
 impl Default for Setup {
@@ -75,6 +77,7 @@ impl Default for Setup {
             debounce: "500ms",
             drain_time: "5s",
             t1: "500ms",
+            limits: "",
         }
     }
 }
@@ -96,18 +99,18 @@ fn write_pbx(dir: &Path, uas_port: u16, setup: &Setup, comment: &str) {
 }
 
 /// A daemon on a temporary config routing [`ROUTED`] to `127.0.0.1:uas_port`.
-struct Rig {
-    dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub dir: tempfile::TempDir,
     _cdr_dir: tempfile::TempDir,
     cdr: PathBuf,
-    uas_port: u16,
+    pub uas_port: u16,
     daemon: Option<Daemon>,
     /// What the daemon printed on stdout, once it exited.
-    exit_stdout: Vec<String>,
+    pub exit_stdout: Vec<String>,
 }
 
 impl Rig {
-    fn start(listen: &[&str], setup: Setup) -> Rig {
+    pub fn start(listen: &[&str], setup: Setup) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let cdr_dir = tempfile::tempdir().unwrap();
         let cdr = cdr_dir.path().join("cdr.jsonl");
@@ -117,12 +120,13 @@ impl Rig {
             format!(
                 "listen = [\"udp:127.0.0.1:0\"]\n\
                  [timers]\nt1 = \"{}\"\n\
-                 [limits]\nmax_cps = {}\n\
+                 [limits]\nmax_cps = {}\n{}\
                  [cdr]\npath = \"{}\"\n\
                  [shutdown]\ndrain_time = \"{}\"\n\
                  [reload]\ndebounce = \"{}\"\n",
                 setup.t1,
                 setup.max_cps,
+                setup.limits,
                 cdr.display(),
                 setup.drain_time,
                 setup.debounce
@@ -142,7 +146,7 @@ impl Rig {
         }
     }
 
-    fn daemon(&self) -> &Daemon {
+    pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().unwrap()
     }
 
@@ -229,7 +233,7 @@ impl Rig {
 
     /// SIGTERM (drain, CDR flush); returns the CDR lines and checks that no
     /// call was left in the table.
-    fn stop(&mut self) -> Vec<Value> {
+    pub fn stop(&mut self) -> Vec<Value> {
         self.daemon().signal_term();
         self.wait_stopped()
     }
@@ -269,7 +273,7 @@ fn wait_ok(what: &str, child: Child) {
 }
 
 /// Asserts `n` CDR lines, all with this reason and status to the caller.
-fn assert_cdrs(cdrs: &[Value], n: usize, reason: &str, status: u64) {
+pub(crate) fn assert_cdrs(cdrs: &[Value], n: usize, reason: &str, status: u64) {
     assert_eq!(cdrs.len(), n, "{cdrs:#?}");
     for c in cdrs {
         assert_eq!(c["reason"], reason, "{c}");
@@ -449,7 +453,7 @@ fn unknown_number_gives_404_and_disabled_480() {
     assert_eq!(cdrs[2]["pbx"], "test");
 }
 
-fn invite(number: &str, ua: &UdpUa, i: u32) -> String {
+pub(crate) fn invite(number: &str, ua: &UdpUa, i: u32) -> String {
     let local = ua.local();
     format!(
         "INVITE sip:{number}@{server} SIP/2.0\r\n\
@@ -554,7 +558,7 @@ fn reloads(daemon: &Daemon) -> usize {
 }
 
 /// Polls (every 50 ms, at most `wait`) until `done`; whether it came.
-fn wait_until(wait: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(wait: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + wait;
     loop {
         if done() {
@@ -717,7 +721,11 @@ impl CallerDialog {
 
 /// The final response to `method`, skipping others (retransmitted 2xx of
 /// the INVITE, provisionals); `None` if none within `wait`.
-fn recv_final_to(ua: &UdpUa, method: &str, wait: Duration) -> Option<vpbx::sip::Response> {
+pub(crate) fn recv_final_to(
+    ua: &UdpUa,
+    method: &str,
+    wait: Duration,
+) -> Option<vpbx::sip::Response> {
     let deadline = Instant::now() + wait;
     loop {
         let r = ua.recv_final(deadline.saturating_duration_since(Instant::now()))?;
@@ -877,7 +885,7 @@ fn reinvite_2xx_is_retransmitted_until_the_callers_ack() {
 }
 
 /// The value of `name=` in the daemon's `transaction counters:` exit line.
-fn transaction_counter(rig: &Rig, name: &str) -> u64 {
+pub(crate) fn transaction_counter(rig: &Rig, name: &str) -> u64 {
     let line = rig
         .exit_stdout
         .iter()
@@ -1002,13 +1010,13 @@ fn a_stop_after_an_overload_keeps_to_the_drain_time() {
 const BACKLOG: usize = 100;
 
 /// Sends `signal` to the daemon.
-fn signal(daemon: &Daemon, signal: rustix::process::Signal) {
+pub(crate) fn signal(daemon: &Daemon, signal: rustix::process::Signal) {
     let raw = i32::try_from(daemon.pid()).unwrap();
     rustix::process::kill_process(rustix::process::Pid::from_raw(raw).unwrap(), signal).unwrap();
 }
 
 /// Waits until every thread of the daemon is stopped (SIGSTOP taken).
-fn wait_until_stopped(daemon: &Daemon) {
+pub(crate) fn wait_until_stopped(daemon: &Daemon) {
     let tasks = format!("/proc/{}/task", daemon.pid());
     let stopped = wait_until(Duration::from_secs(5), || {
         std::fs::read_dir(&tasks).unwrap().all(|task| {

@@ -7,6 +7,7 @@
 mod calls;
 mod config;
 mod daemon;
+mod lanes;
 mod sipp;
 mod torture;
 mod transport;

@@ -232,3 +232,88 @@ pub fn response_to(req: &Request, status: &str, via: &str, to_tag: &str, extra: 
         cseq = header(HeaderName::CSeq),
     )
 }
+
+/// The far end of a TCP connection the daemon opened (e.g. to a callee):
+/// reads the requests that come on it and writes answers.
+pub struct TcpPeer {
+    pub stream: TcpStream,
+    parser: StreamParser,
+}
+
+impl TcpPeer {
+    /// The next connection `listener` accepts within `wait`, or `None`.
+    pub fn accept(listener: &std::net::TcpListener, wait: Duration) -> Option<TcpPeer> {
+        let deadline = Instant::now() + wait;
+        listener.set_nonblocking(true).unwrap();
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    return Some(TcpPeer {
+                        stream,
+                        parser: StreamParser::new(Limits::default()),
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("tcp accept: {e}"),
+            }
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Reads until the next message or the end of the wait; `Err(true)`
+    /// when the daemon closed the connection, `Err(false)` on silence.
+    fn next_message(&mut self, wait: Duration) -> Result<Message, bool> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match self.parser.next_message() {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => panic!("unparseable stream from the daemon: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(false);
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(true),
+                Ok(n) => self.parser.feed(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(false)
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(true),
+                Err(e) => panic!("tcp read: {e}"),
+            }
+        }
+    }
+
+    /// The next request within `wait`, or `None`. Responses are a failure.
+    pub fn recv_request(&mut self, wait: Duration) -> Option<Request> {
+        match self.next_message(wait) {
+            Ok(Message::Request(r)) => Some(r),
+            Ok(Message::Response(r)) => panic!("expected a request, got {}", r.status),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether the daemon closes the connection within `wait` (anything it
+    /// sends meanwhile is a failure).
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        match self.next_message(wait) {
+            Ok(m) => panic!("expected the end of the connection, got {m:?}"),
+            Err(closed) => closed,
+        }
+    }
+}

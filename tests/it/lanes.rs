@@ -1,0 +1,273 @@
+//! The ordered lane of the UDP receive path (src/app.rs, `LayerInput`;
+//! docs/architecture.md) with the real binary, a UDP caller and a real TCP
+//! callee (the test's own socket on the routed port).
+//!
+//! A UDP message whose step has to wait goes to the lane, and every UDP
+//! message after it goes there too, in order, until the lane has caught
+//! up; a message the lane has no room for is answered 503. A step waits
+//! when it sends over TCP: the daemon writes TCP only from a task. Over
+//! UDP, such a step is the ACK of a non-2xx final response to an INVITE
+//! sent over TCP that comes back as a datagram (RFC 3261 §17.1.1.3: the ACK
+//! goes where the INVITE went). Here that ACK needs a new connection, and
+//! the callee's accept queue is full, so the connect (and the lane) waits
+//! until the test makes room: long enough to read a lane's worth of
+//! datagrams behind it.
+
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use vpbx::sip::{HeaderName, Request, Response};
+
+use crate::calls::{invite, transaction_counter, Rig, Setup, CALL_WAIT, ROUTED};
+use crate::ua::{response_to, TcpPeer, UdpUa, ANSWER_WAIT, SILENCE_WAIT};
+
+/// The lane's capacity: the transport's inbound queue (`TransportConfig`'s
+/// default, which the daemon keeps).
+const LANE: usize = 4096;
+/// OPTIONS sent while the lane waits: more than it holds.
+const FLOOD: u32 = LANE as u32 + 300;
+
+/// A listener on the routed port whose accept queue holds one connection
+/// (backlog 0): with one connection queued unaccepted, the kernel drops
+/// further SYNs, and the connecting side retries 1 s later (then 2 s after
+/// that).
+fn callee_listener(port: u16) -> TcpListener {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    sock.into()
+}
+
+fn header(req: &Request, name: HeaderName) -> String {
+    let v = req.headers.get(&name).expect("header in the request");
+    std::str::from_utf8(v).unwrap().trim().to_owned()
+}
+
+/// The CANCEL of [`invite`] number `i` (RFC 3261 §9.1: its Via, Call-ID,
+/// From, To and CSeq number).
+fn cancel(number: &str, ua: &UdpUa, i: u32) -> String {
+    let local = ua.local();
+    format!(
+        "CANCEL sip:{number}@{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKov{i};rport\r\n\
+         From: <sip:load@{local}>;tag=ov{i}\r\n\
+         To: <sip:{number}@{server}>\r\n\
+         Call-ID: overload-{i}@{local}\r\n\
+         CSeq: 1 CANCEL\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        server = ua.server
+    )
+}
+
+/// OPTIONS number `i` (its CSeq) of the probe UA.
+fn options(ua: &UdpUa, i: u32) -> String {
+    let local = ua.local();
+    format!(
+        "OPTIONS sip:{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKlane{i};rport\r\n\
+         From: <sip:probe@{local}>;tag=lane{i}\r\n\
+         To: <sip:{server}>\r\n\
+         Call-ID: lane-{i}@{local}\r\n\
+         CSeq: {i} OPTIONS\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        server = ua.server
+    )
+}
+
+/// A kernel receive buffer for a burst of thousands of datagrams (forced
+/// past `net.core.rmem_max` when the tests run as root).
+fn big_receive_buffer(sock: &UdpSocket) {
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(sock, 16 << 20).is_err() {
+        socket2::SockRef::from(sock)
+            .set_recv_buffer_size(16 << 20)
+            .unwrap();
+    }
+}
+
+/// The value of `name=` in the daemon's `transport counters:` exit line.
+fn transport_counter(stdout: &[String], name: &str) -> u64 {
+    let line = stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("transport counters: "))
+        .unwrap_or_else(|| panic!("no transport counters in {stdout:?}"));
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+fn method_of(r: &Response) -> String {
+    r.cseq().unwrap().method.as_str().to_owned()
+}
+
+#[test]
+fn udp_messages_behind_a_wait_for_a_tcp_callee_keep_their_order_and_a_full_lane_answers_503() {
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
+        Setup {
+            callee_transport: "tcp",
+            // Room for the whole burst while the daemon reads it.
+            limits: "udp_receive_buffer = 16777216\n",
+            ..Setup::default()
+        },
+    );
+    let server = rig.daemon().addr("udp", false);
+    let listener = callee_listener(rig.uas_port);
+    let caller = UdpUa::new(server);
+    let probe = UdpUa::new(server);
+    big_receive_buffer(&probe.sock);
+
+    // Call 1 reaches the callee over the connection the daemon opens.
+    caller.send(invite(ROUTED, &caller, 1).as_bytes());
+    let mut first =
+        TcpPeer::accept(&listener, CALL_WAIT).expect("the daemon connects to the callee");
+    let invite1 = first
+        .recv_request(CALL_WAIT)
+        .expect("the INVITE reaches the callee");
+    assert_eq!(invite1.method.as_str(), "INVITE");
+    let via1 = header(&invite1, HeaderName::Via);
+    // The callee ends that connection; the daemon closes it once it is
+    // out of its table (it stays writable a moment after the peer's FIN).
+    first.stream.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        first.closed_within(ANSWER_WAIT),
+        "the daemon kept the connection"
+    );
+    // The callee's accept queue full: the next connect waits.
+    let queued = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+
+    // The callee's 486 as a datagram: its ACK needs a new connection.
+    let callee_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = response_to(&invite1, "486 Busy Here", &via1, "callee1", "");
+    callee_udp.send_to(busy.as_bytes(), server).unwrap();
+    // Behind it: call 2 and its CANCEL, then more OPTIONS than the lane
+    // holds.
+    caller.send(invite(ROUTED, &caller, 2).as_bytes());
+    caller.send(cancel(ROUTED, &caller, 2).as_bytes());
+    for i in 1..=FLOOD {
+        probe.send(options(&probe, i).as_bytes());
+    }
+    // While the connect waits, only what the lane has no room for is
+    // answered: 503 with Retry-After.
+    let mut refused = 0u32;
+    while let Some(r) = probe.recv(SILENCE_WAIT) {
+        assert_eq!(
+            r.status.as_u16(),
+            503,
+            "OPTIONS {} answered while the message before it waited",
+            r.cseq().unwrap().seq
+        );
+        assert!(r.headers.get(&HeaderName::RetryAfter).is_some(), "{r:?}");
+        refused += 1;
+    }
+    assert!(
+        refused >= FLOOD - LANE as u32,
+        "{refused} of {FLOOD} refused with a lane of {LANE}"
+    );
+
+    // Room in the accept queue: the daemon's retried connect gets through.
+    let released = Instant::now();
+    drop(TcpPeer::accept(&listener, ANSWER_WAIT).expect("the queued connection"));
+    drop(queued);
+    let mut second = TcpPeer::accept(&listener, Duration::from_secs(5))
+        .expect("the daemon connects again for the ACK");
+    // In order: the ACK of the 486, then call 2, which came after it.
+    let ack = second.recv_request(CALL_WAIT).expect("the ACK of the 486");
+    assert_eq!(ack.method.as_str(), "ACK");
+    assert_eq!(
+        ack.top_via().unwrap().branch(),
+        invite1.top_via().unwrap().branch()
+    );
+    let invite2 = second
+        .recv_request(CALL_WAIT)
+        .expect("call 2's INVITE, behind the ACK");
+    assert_eq!(invite2.method.as_str(), "INVITE");
+    let via2 = header(&invite2, HeaderName::Via);
+    let contact = format!("Contact: <sip:callee@127.0.0.1:{}>\r\n", rig.uas_port);
+    second.send(response_to(&invite2, "180 Ringing", &via2, "callee2", &contact).as_bytes());
+    // The caller's CANCEL, which came after its INVITE, follows it.
+    let cancel2 = second
+        .recv_request(CALL_WAIT)
+        .expect("call 2's CANCEL reaches the callee");
+    assert_eq!(cancel2.method.as_str(), "CANCEL");
+    let via = header(&cancel2, HeaderName::Via);
+    second.send(response_to(&cancel2, "200 OK", &via, "callee2", "").as_bytes());
+    second.send(response_to(&invite2, "487 Request Terminated", &via2, "callee2", "").as_bytes());
+    let ack2 = second.recv_request(CALL_WAIT).expect("the ACK of the 487");
+    assert_eq!(ack2.method.as_str(), "ACK");
+
+    // Every OPTIONS the lane took is answered, in the order sent, only
+    // once the step before them could go on.
+    let mut answered = Vec::new();
+    while answered.len() + (refused as usize) < FLOOD as usize {
+        let r = probe.recv(ANSWER_WAIT).unwrap_or_else(|| {
+            panic!(
+                "{} answered 200 and {refused} refused of {FLOOD}",
+                answered.len()
+            )
+        });
+        assert_eq!(r.status.as_u16(), 200, "{r:?}");
+        answered.push(r.cseq().unwrap().seq);
+    }
+    let first_answer = released.elapsed();
+    assert!(answered.len() <= LANE, "{} answered", answered.len());
+    assert!(
+        answered.windows(2).all(|w| w[0] < w[1]),
+        "OPTIONS answered out of order"
+    );
+    eprintln!(
+        "{refused} refused, {} answered after the release ({first_answer:?})",
+        answered.len()
+    );
+
+    // The callers: call 1 busy, call 2 cancelled.
+    let mut finals = Vec::new();
+    while finals.len() < 3 {
+        let r = caller
+            .recv_final(CALL_WAIT)
+            .unwrap_or_else(|| panic!("the callers' answers so far: {finals:?}"));
+        finals.push((
+            r.call_id().unwrap().to_string(),
+            method_of(&r),
+            r.status.as_u16(),
+        ));
+    }
+    finals.sort();
+    let local = caller.local();
+    assert_eq!(
+        finals,
+        [
+            (format!("overload-1@{local}"), "INVITE".to_owned(), 486),
+            (format!("overload-2@{local}"), "CANCEL".to_owned(), 200),
+            (format!("overload-2@{local}"), "INVITE".to_owned(), 487),
+        ]
+    );
+    let cdrs = rig.stop();
+    let mut ends: Vec<(String, u64)> = cdrs
+        .iter()
+        .map(|c| {
+            (
+                c["reason"].as_str().unwrap().to_owned(),
+                c["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    ends.sort();
+    assert_eq!(
+        ends,
+        [("busy".to_owned(), 486), ("caller_hangup".to_owned(), 487)],
+        "{cdrs:#?}"
+    );
+    // The 503s are the lane's (handed back to the transport), not the
+    // transaction layer's for a full TU queue.
+    assert_eq!(
+        transport_counter(&rig.exit_stdout, "overload_rejected"),
+        u64::from(refused)
+    );
+    assert_eq!(transaction_counter(&rig, "overload_rejected"), 0);
+}
