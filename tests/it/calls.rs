@@ -1045,16 +1045,31 @@ fn answer_while_stopped(
     received: Instant,
     t1: Duration,
 ) -> bool {
+    let resent = || callee.recv_request(Duration::from_millis(1)).is_some();
+    queue_while_stopped(daemon, callee, answer, to, (received, t1), resent)
+}
+
+/// [`answer_while_stopped`] for any message `from` sends (e.g. the
+/// caller's ACK of a final response that reached it at `received`);
+/// `resent` says whether a retransmission came before the stop.
+fn queue_while_stopped(
+    daemon: &Daemon,
+    from: &UdpUa,
+    message: &str,
+    to: SocketAddr,
+    (received, t1): (Instant, Duration),
+    resent: impl FnOnce() -> bool,
+) -> bool {
     signal(daemon, rustix::process::Signal::STOP);
     wait_until_stopped(daemon);
     // Whatever the daemon sent before it stopped has arrived (loopback).
     let early = received.elapsed() < t1 / 2;
-    let resent = callee.recv_request(Duration::from_millis(1)).is_some();
+    let resent = resent();
     let backlog = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..BACKLOG {
         backlog.send_to(b"\r\n\r\n", to).unwrap();
     }
-    callee.send_to(answer.as_bytes(), to);
+    from.send_to(message.as_bytes(), to);
     thread::sleep((received + t1 + t1 / 2).saturating_duration_since(Instant::now()));
     signal(daemon, rustix::process::Signal::CONT);
     early && !resent
@@ -1185,6 +1200,157 @@ fn a_retransmission_due_while_its_answer_is_queued_unread_waits_for_the_read() {
     assert_cdrs(&cdrs, calls as usize, "answered", 200);
     // Each timer found the 200 queued unread and held the request back.
     let deferred = transaction_counter(&rig, "request_retransmissions_deferred");
+    eprintln!("{telling} stops in time, {deferred} deferrals");
+    assert!(
+        deferred >= u64::from(telling),
+        "{deferred} deferrals for {telling} stops"
+    );
+}
+
+/// The ACK of a non-2xx final response to [`invite`] number `i` (RFC 3261
+/// §17.1.1.3: the INVITE's branch, the response's To).
+fn ack_of_failure(number: &str, ua: &UdpUa, i: u32, to: &str) -> String {
+    let local = ua.local();
+    format!(
+        "ACK sip:{number}@{server} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKov{i};rport\r\n\
+         From: <sip:load@{local}>;tag=ov{i}\r\n\
+         To: {to}\r\n\
+         Call-ID: overload-{i}@{local}\r\n\
+         CSeq: 1 ACK\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        server = ua.server
+    )
+}
+
+/// Whatever reaches the caller within `wait`: nothing may (another copy
+/// of the final response it got would be a retransmission).
+fn no_response_to_caller(caller: &UdpUa, wait: Duration, what: &str, rig: &Rig) {
+    if let Some(r) = caller.recv(wait) {
+        panic!(
+            "{what}: {} {} retransmitted while the ACK waited unread; vpbx:\n{}",
+            r.status.as_u16(),
+            r.cseq().unwrap().method.as_str(),
+            rig.daemon().stderr_text()
+        );
+    }
+}
+
+#[test]
+fn a_final_response_retransmission_due_while_the_ack_is_queued_unread_waits_for_the_read() {
+    // The server side of docs/architecture.md, "A retransmission waits
+    // until what arrived since its send is read": Timer G of the caller's
+    // INVITE server transaction (the callee's 486 relayed), and the
+    // B2BUA's retransmission of its 2xx until the caller's ACK. The test
+    // UA is the caller and the callee. When the final response reaches
+    // the caller, the daemon is stopped (SIGSTOP), the caller's ACK is
+    // queued at its socket behind more than a receive batch of
+    // keep-alives, and the daemon is resumed once the retransmission (T1
+    // after the send) is overdue: it must not go out. Without the hold it
+    // goes out at once.
+    let t1 = Duration::from_millis(200);
+    let mut rig = Rig::start(
+        &["udp:127.0.0.1:0"],
+        Setup {
+            t1: "200ms",
+            ..Setup::default()
+        },
+    );
+    let server = rig.daemon().addr("udp", false);
+    let callee = UdpUa::bind(SocketAddr::from(([127, 0, 0, 1], rig.uas_port)), server);
+    let caller = UdpUa::new(server);
+    let contact = format!("Contact: <sip:callee@{}>\r\n", callee.local());
+    // Long enough for a held retransmission to go out (at most T1 late).
+    let watch = t1 + t1 / 2;
+    let calls = 3;
+    let mut telling = 0u32;
+    for i in 1..=calls {
+        // Busy: the 486 to the caller is retransmitted by Timer G.
+        let n = 2 * i - 1;
+        caller.send(invite(ROUTED, &caller, n).as_bytes());
+        let (req, from) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the INVITE reaches the callee");
+        assert_eq!(req.method.as_str(), "INVITE");
+        let via = std::str::from_utf8(req.headers.get(&HeaderName::Via).unwrap())
+            .unwrap()
+            .to_owned();
+        let busy = response_to(&req, "486 Busy Here", &via, &format!("callee{n}"), "");
+        callee.send_to(busy.as_bytes(), from);
+        let (ack, _) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the daemon ACKs the callee's 486");
+        assert_eq!(ack.method.as_str(), "ACK");
+        let r = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the caller's 486");
+        let received = Instant::now();
+        assert_eq!(r.status.as_u16(), 486);
+        let to = std::str::from_utf8(r.headers.get(&HeaderName::To).unwrap())
+            .unwrap()
+            .to_owned();
+        let ack = ack_of_failure(ROUTED, &caller, n, &to);
+        let resent = || caller.recv(Duration::from_millis(1)).is_some();
+        if queue_while_stopped(rig.daemon(), &caller, &ack, server, (received, t1), resent) {
+            telling += 1;
+        }
+        no_response_to_caller(&caller, watch, "Timer G", &rig);
+
+        // Answered: the B2BUA retransmits its 2xx until the caller's ACK.
+        let n = 2 * i;
+        caller.send(invite(ROUTED, &caller, n).as_bytes());
+        let (req, from) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the INVITE reaches the callee");
+        assert_eq!(req.method.as_str(), "INVITE");
+        let via = std::str::from_utf8(req.headers.get(&HeaderName::Via).unwrap())
+            .unwrap()
+            .to_owned();
+        let ok = response_to(&req, "200 OK", &via, &format!("callee{n}"), &contact);
+        callee.send_to(ok.as_bytes(), from);
+        let ok = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the caller's 200");
+        let received = Instant::now();
+        assert_eq!(ok.status.as_u16(), 200);
+        let dialog = CallerDialog::of(&ok, n);
+        let ack = dialog.request(&caller, "ACK", 1);
+        let resent = || caller.recv(Duration::from_millis(1)).is_some();
+        if queue_while_stopped(rig.daemon(), &caller, &ack, server, (received, t1), resent) {
+            telling += 1;
+        }
+        no_response_to_caller(&caller, watch, "2xx", &rig);
+        // The ACK is relayed to the callee; the call ends with the BYE.
+        let (ack, _) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the ACK reaches the callee");
+        assert_eq!(ack.method.as_str(), "ACK");
+        caller.send(dialog.request(&caller, "BYE", 2).as_bytes());
+        let (bye, from) = callee
+            .recv_request(CALL_WAIT)
+            .expect("the BYE reaches the callee");
+        assert_eq!(bye.method.as_str(), "BYE");
+        callee.send_to(in_dialog_ok(&bye).as_bytes(), from);
+        let ok = recv_final_to(&caller, "BYE", CALL_WAIT).expect("the caller's 200 to its BYE");
+        assert_eq!(ok.status.as_u16(), 200);
+    }
+    // A stop that came late (a loaded machine) says nothing either way.
+    assert!(
+        telling >= 4,
+        "only {telling} of {} stops in time",
+        2 * calls
+    );
+    let cdrs = rig.stop();
+    assert_eq!(cdrs.len(), 2 * calls as usize, "{cdrs:#?}");
+    for pair in cdrs.chunks(2) {
+        assert_eq!(
+            (&pair[0]["reason"], &pair[0]["status"]),
+            (&"busy".into(), &486.into())
+        );
+        assert_eq!(
+            (&pair[1]["reason"], &pair[1]["status"]),
+            (&"answered".into(), &200.into())
+        );
+    }
+    // Each retransmission found the ACK queued unread and was held back.
+    let deferred = transaction_counter(&rig, "response_retransmissions_deferred");
     eprintln!("{telling} stops in time, {deferred} deferrals");
     assert!(
         deferred >= u64::from(telling),
