@@ -246,6 +246,9 @@ enum Cancel {
     /// Wanted, but no provisional response yet (RFC 3261 §9.1).
     Pending,
     Sent,
+    /// Wanted, but it could not be built ([`ReadBackError`]): our INVITE
+    /// ends by the callee's final response or by Timer B.
+    Unsendable,
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for the
@@ -297,7 +300,9 @@ struct OutInvite {
     /// To, without tag (a provisional response may have set the dialog's):
     /// `<` Request-URI `>`, the Request-URI as [`Uri::write_into`] wrote
     /// it, so it is read back from here ([`OutInvite::uri`]) instead of
-    /// being kept a second time.
+    /// being kept a second time (a `Uri` in the call state costs every
+    /// call its size; reading it back is for a CANCEL or a resend with
+    /// credentials only).
     to: Bytes,
     /// Our top Via of the INVITE last sent.
     via: Bytes,
@@ -307,17 +312,17 @@ struct OutInvite {
 
 impl OutInvite {
     /// The Request-URI, parsed again from [`OutInvite::to`] (a CANCEL, a
-    /// resend with credentials: rare); `fallback` should that text not
-    /// parse, which a URI written from a parsed one does.
-    fn uri(&self, fallback: &Uri) -> Uri {
+    /// resend with credentials: rare). A URI written from a parsed one
+    /// parses again; should it not, that is an error, not another URI (a
+    /// CANCEL must carry the INVITE's Request-URI, RFC 3261 §9.1, and a
+    /// digest answer is for the Request-URI sent).
+    fn uri(&self) -> Result<Uri, ReadBackError> {
         let inner = self
             .to
             .strip_prefix(b"<")
             .and_then(|t| t.strip_suffix(b">"))
-            .map(|t| self.to.slice_ref(t));
-        inner
-            .and_then(|t| Uri::from_bytes(t).ok())
-            .unwrap_or_else(|| fallback.clone())
+            .ok_or(ReadBackError::NotNameAddr)?;
+        Ok(Uri::from_bytes(self.to.slice_ref(inner))?)
     }
 
     /// The INVITE to `uri` (the Request-URI) with CSeq number `seq` and
@@ -477,6 +482,18 @@ fn has_option_tag(values: Result<Vec<ByteStr>, crate::sip::HeaderError>, tag: &s
     values
         .map(|v| v.iter().any(|t| t.eq_ignore_ascii_case(tag)))
         .unwrap_or(false)
+}
+
+/// Our INVITE's Request-URI cannot be read back from the To written for it
+/// ([`OutInvite::uri`]): the URI writer and parser disagree (a bug).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    /// The To is not `<` URI `>`.
+    #[error("our INVITE's To is not `<` URI `>`")]
+    NotNameAddr,
+    /// The URI in it does not parse.
+    #[error("our INVITE's Request-URI does not parse back: {0}")]
+    Uri(#[from] crate::sip::UriError),
 }
 
 /// The caller's INVITE cannot set up a call (a header the dialog needs is
@@ -992,7 +1009,9 @@ impl Call {
     /// CANCEL our INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
     /// To, CSeq number and top Via; deferred until a provisional response.
     fn cancel_callee(&mut self, out: &mut Vec<Action>) {
-        if self.callee != CalleeState::Calling || self.cancel == Cancel::Sent {
+        if self.callee != CalleeState::Calling
+            || matches!(self.cancel, Cancel::Sent | Cancel::Unsendable)
+        {
             return;
         }
         if !self.provisional_seen {
@@ -1002,7 +1021,15 @@ impl Call {
         let Some(invite) = self.out_invite.as_ref() else {
             return;
         };
-        let mut cancel = Request::new(Method::Cancel, invite.uri(self.outbound.remote_target()));
+        let uri = match invite.uri() {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::error!(call = self.id, error = %e, "CANCEL not sent");
+                self.cancel = Cancel::Unsendable;
+                return;
+            }
+        };
+        let mut cancel = Request::new(Method::Cancel, uri);
         let h = &mut cancel.headers;
         *h = crate::sip::Headers::with_capacity(6);
         h.push(HeaderName::Via, invite.via.clone());
@@ -1357,7 +1384,13 @@ impl Call {
         } else {
             challenge.www_authenticate()
         };
-        let request_uri = invite.uri(self.outbound.remote_target());
+        let request_uri = match invite.uri() {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::error!(call = self.id, error = %e, "INVITE not resent with credentials");
+                return false;
+            }
+        };
         let uri = request_uri.to_text();
         let cnonce = ids::tag();
         let Some(value) = challenges

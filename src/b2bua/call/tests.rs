@@ -1286,7 +1286,6 @@ fn the_call_state_stays_compact() {
 
 #[test]
 fn the_outbound_request_uri_is_read_back_from_its_to() {
-    let fallback = Uri::parse("sip:fallback@192.0.2.9").unwrap();
     for text in [
         "sip:+74951234567@127.0.0.1:5080",
         "sips:office@pbx.example.com;transport=tcp",
@@ -1303,18 +1302,110 @@ fn the_outbound_request_uri_is_read_back_from_its_to() {
             via: Bytes::new(),
             max_forwards: Bytes::from_static(b"69"),
         };
-        assert_eq!(invite.uri(&fallback), uri, "{text}");
-        assert_eq!(invite.uri(&fallback).to_text(), uri.to_text());
+        assert_eq!(invite.uri().unwrap(), uri, "{text}");
+        assert_eq!(invite.uri().unwrap().to_text(), uri.to_text());
     }
-    // Not `<` URI `>` (not reached: the call writes it so).
-    for to in [&b""[..], b"<>", b"sip:x@y", b"<sip:x@y"] {
-        let invite = OutInvite {
-            to: Bytes::copy_from_slice(to),
+    // Not `<` URI `>`, or no URI in it (not reached: the call writes a
+    // parsed URI so): an error, never another URI.
+    let read_back = |to: &'static [u8]| {
+        OutInvite {
+            to: Bytes::from_static(to),
             via: Bytes::new(),
             max_forwards: Bytes::new(),
-        };
-        assert_eq!(invite.uri(&fallback), fallback);
+        }
+        .uri()
+    };
+    for to in [&b""[..], b"sip:x@y", b"<sip:x@y", b"sip:x@y>"] {
+        assert!(
+            matches!(read_back(to), Err(ReadBackError::NotNameAddr)),
+            "{to:?}"
+        );
     }
+    for to in [&b"<>"[..], b"<sip:bad host>", b"<sip:x@y:99999>"] {
+        assert!(
+            matches!(read_back(to), Err(ReadBackError::Uri(_))),
+            "{to:?}"
+        );
+    }
+}
+
+/// Our INVITE's To made unreadable, as a writer/parser disagreement would.
+fn break_out_invite_to(call: &mut Call) {
+    call.out_invite.as_mut().unwrap().to = Bytes::from_static(b"<sip:bad host>");
+}
+
+#[test]
+fn a_cancel_whose_request_uri_does_not_read_back_is_not_sent() {
+    // RFC 3261 §9.1: a CANCEL carries the INVITE's Request-URI; one to
+    // another (e.g. the callee's Contact of its 180) is not sent.
+    let mut h = Harness::new();
+    let mut ringing = response_to(&h.invite_b, 180);
+    ringing.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:elsewhere@192.0.2.99:5062>"),
+    );
+    h.call.on_response(
+        Leg::Outbound,
+        roundtrip_response(&ringing),
+        h.now,
+        &mut h.out,
+    );
+    h.take();
+    break_out_invite_to(&mut h.call);
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
+    assert!(requests(&out, Leg::Outbound).is_empty(), "{out:?}");
+    // Nor later (the dial timeout wants one too): the INVITE ends by the
+    // callee's final response.
+    h.advance(Duration::from_secs(120));
+    assert!(requests(&h.take(), Leg::Outbound).is_empty());
+    h.callee_responds(487, "");
+    h.take();
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::CallerHangup);
+}
+
+#[test]
+fn a_challenge_is_not_answered_when_the_request_uri_does_not_read_back() {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let mut p = plan();
+    p.credentials = Some(std::sync::Arc::new(crate::b2bua::auth::DigestCredentials {
+        username: "office".into(),
+        password: "secret".into(),
+    }));
+    let inbound = std::sync::Arc::new(LegTransport::new("203.0.113.5", 5060, "udp"));
+    let mut call = Call::new(
+        7,
+        request(INVITE),
+        inbound,
+        p,
+        &settings(None),
+        now,
+        &mut out,
+    )
+    .unwrap();
+    let Some(Action::Request { request: first, .. }) = out.pop() else {
+        panic!()
+    };
+    break_out_invite_to(&mut call);
+    let first = roundtrip_request(&first);
+    let mut challenge = Response::for_request(&first, StatusCode::UNAUTHORIZED);
+    challenge.set_to_tag("x");
+    challenge.headers.push(
+        HeaderName::WwwAuthenticate,
+        Bytes::from_static(b"Digest realm=\"pbx\", nonce=\"abc\", qop=\"auth\""),
+    );
+    call.on_response(Leg::Outbound, roundtrip_response(&challenge), now, &mut out);
+    assert!(requests(&out, Leg::Outbound).is_empty(), "{out:?}");
+    // As a challenge without usable credentials.
+    assert_eq!(responses(&out, Leg::Inbound), vec![480]);
+    assert_eq!(call.outcome().unwrap().reason, FinishReason::Error);
 }
 
 /// The call's timer as the shell keeps it ([`crate::b2bua::service`]):
