@@ -264,6 +264,7 @@ fn b2bua_config(daemon: &DaemonConfig) -> B2buaConfig {
             retry_after: OVERLOAD_RETRY_AFTER,
         },
         advertised_host: daemon.advertised_address.clone(),
+        expected_cps: daemon.limits.expected_cps,
     }
 }
 

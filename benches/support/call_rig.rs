@@ -139,6 +139,7 @@ impl Rig {
                     retry_after: Duration::from_secs(5),
                 },
                 advertised_host: None,
+                expected_cps: 0,
             },
             layer.clone(),
             transports,

@@ -48,6 +48,11 @@ pub struct B2buaConfig {
     /// Host (name or IP) to put in our Via and Contact; else the IP of the
     /// local socket (set it when listening on 0.0.0.0 or behind NAT).
     pub advertised_host: Option<String>,
+    /// The call rate the call and leg tables are sized for at start
+    /// (`[limits] expected_cps`, as the transaction layer's tables): ten
+    /// seconds of calls at that rate, at most the `max_calls` of `limits`
+    /// and 524,288; 0: room for 16,384 calls.
+    pub expected_cps: u32,
 }
 
 /// Key of the inbound leg index: the caller's Call-ID and From tag, so
@@ -289,11 +294,52 @@ type LegTable = DashMap<LegKey, u64, foldhash::fast::RandomState>;
 /// The call table: call number → call.
 type CallTable = DashMap<u64, Arc<Entry>, std::hash::BuildHasherDefault<CallNumberHasher>>;
 
-/// Calls the call and leg tables have room for at start (each shard grows
-/// from there): with 64 shards grown from empty, the first second of a
-/// load is hundreds of small rehashes. ~3.5 MB of address space; a page
-/// costs memory once a call lands in it.
-const CALLS_AT_START: usize = 16_384;
+/// Calls the call and leg tables have room for at start without an
+/// expected rate (each shard grows from there): with 64 shards grown from
+/// empty, the first second of a load is hundreds of small rehashes. ~3.5
+/// MB of address space; a page costs memory once a call lands in it.
+pub(crate) const CALLS_AT_START: usize = 16_384;
+
+/// Seconds of calls at the expected rate the tables make room for: a call
+/// is in them from its INVITE to its end, its ring time plus its hold
+/// time, neither of which the daemon knows. 10 s covers every call in
+/// progress while ring plus hold stays under it (the load benchmark's hold
+/// 0 and 1 s with an instant answer), and the first 10 s of a load of
+/// longer calls: the seconds a start's cold state makes dear
+/// (docs/performance.md, session 8: most failed runs fall behind in their
+/// first one or two seconds). Past them the tables grow in 1/64 steps.
+const CALL_SECONDS_AT_START: usize = 10;
+
+/// The most calls the tables make room for at start: 524,288, ten seconds
+/// of ~52,000 calls/s (the config allows 100,000); ~90 MB of address space
+/// (1M buckets a table, 64 shards of powers of two), ~2 MB of control
+/// bytes written at start. Capped as the transaction layer caps its
+/// reserve (`Reserve::MAX_TRANSACTIONS`); past it the tables grow.
+pub(crate) const MAX_CALLS_AT_START: usize = 1 << 19;
+
+/// Calls the call and leg tables have room for at start: [`CALLS_AT_START`]
+/// without an expected rate, else `expected_cps` for
+/// [`CALL_SECONDS_AT_START`], never more than `max_calls` (no more are
+/// admitted at once) nor [`MAX_CALLS_AT_START`].
+pub(crate) fn calls_at_start(expected_cps: u32, max_calls: usize) -> usize {
+    if expected_cps == 0 {
+        return CALLS_AT_START;
+    }
+    usize::try_from(expected_cps)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(CALL_SECONDS_AT_START)
+        .min(max_calls)
+        .min(MAX_CALLS_AT_START)
+}
+
+/// Empty call and leg tables with room for `calls`.
+fn tables(calls: usize) -> (CallTable, LegTable) {
+    let shards = crate::transaction::TABLE_SHARDS;
+    (
+        CallTable::with_capacity_and_hasher_and_shard_amount(calls, Default::default(), shards),
+        LegTable::with_capacity_and_hasher_and_shard_amount(calls, Default::default(), shards),
+    )
+}
 
 /// Capacity of the channel of client transaction events of all calls.
 const CLIENT_EVENT_QUEUE: usize = 16_384;
@@ -310,6 +356,7 @@ impl B2bua {
     ) -> B2bua {
         let (client_events, events_rx) = mpsc::channel(CLIENT_EVENT_QUEUE);
         let admission = Admission::new(config.limits.clone(), Instant::now());
+        let (calls, legs) = tables(calls_at_start(config.expected_cps, config.limits.max_calls));
         let inner = Arc::new(Inner {
             config,
             txn,
@@ -317,16 +364,8 @@ impl B2bua {
             routes,
             cdr,
             admission,
-            calls: CallTable::with_capacity_and_hasher_and_shard_amount(
-                CALLS_AT_START,
-                Default::default(),
-                crate::transaction::TABLE_SHARDS,
-            ),
-            legs: LegTable::with_capacity_and_hasher_and_shard_amount(
-                CALLS_AT_START,
-                Default::default(),
-                crate::transaction::TABLE_SHARDS,
-            ),
+            calls,
+            legs,
             leg_transports: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             client_events,
@@ -1338,7 +1377,29 @@ async fn timer_task(weak: Weak<Inner>) {
 mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
 
-    use super::{CallNumberHasher, Leg, Method, OpenServer, Servers};
+    use super::{
+        calls_at_start, tables, CallNumberHasher, Leg, Method, OpenServer, Servers, CALLS_AT_START,
+        MAX_CALLS_AT_START,
+    };
+
+    #[test]
+    fn the_tables_are_sized_for_the_expected_rate_within_the_caps() {
+        // No expected rate: the fixed room.
+        assert_eq!(calls_at_start(0, 100_000), CALLS_AT_START);
+        // Ten seconds of calls at the rate.
+        assert_eq!(calls_at_start(100, 100_000), 1_000);
+        assert_eq!(calls_at_start(8_000, 100_000), 80_000);
+        // No more than may be up at once, nor than the cap.
+        assert_eq!(calls_at_start(10_000, 50_000), 50_000);
+        assert_eq!(calls_at_start(100_000, 10_000_000), MAX_CALLS_AT_START);
+        // The tables hold that many without growing, and a small rate
+        // gets small tables.
+        for calls in [1_000, CALLS_AT_START, 80_000] {
+            let (c, l) = tables(calls);
+            assert!(c.capacity() >= calls && l.capacity() >= calls, "{calls}");
+            assert!(c.capacity() < 4 * calls, "{calls}: {}", c.capacity());
+        }
+    }
 
     fn open(leg: Leg, seq: u32, method: Method, tx: u32) -> OpenServer<u32> {
         OpenServer {
