@@ -56,6 +56,10 @@ pub struct TransportMetrics {
     pub udp_send_batches: AtomicU64,
     /// UDP datagrams sent through the outbox, in batches.
     pub udp_datagrams_batched: AtomicU64,
+    /// UDP receive loops a shutdown aborted in the middle of a batch (one
+    /// that did not end within `RECEIVE_STOP_WAIT` of the stop): the rest
+    /// of that batch was dropped.
+    pub udp_receive_loops_aborted: AtomicU64,
 }
 
 impl TransportMetrics {
@@ -87,6 +91,10 @@ impl TransportMetrics {
             ("send_errors", get(&self.send_errors)),
             ("udp_send_batches", get(&self.udp_send_batches)),
             ("udp_datagrams_batched", get(&self.udp_datagrams_batched)),
+            (
+                "udp_receive_loops_aborted",
+                get(&self.udp_receive_loops_aborted),
+            ),
         ]
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::sip::{Limits, Message, Request, Response};
 
@@ -286,9 +286,9 @@ pub struct Transports {
     shared: Arc<Shared>,
     shutdown_tx: Arc<watch::Sender<bool>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    /// The UDP receive loops, aborted at shutdown (they wait for readiness
-    /// alone, not for the shutdown watch too).
-    receivers: Arc<Vec<AbortHandle>>,
+    /// The UDP receive loops: stopped first at shutdown, each between two
+    /// batches ([`udp::UdpEndpoint::stop_receiving`]).
+    receivers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -350,8 +350,7 @@ impl Transports {
                 *local,
                 Arc::clone(&shared),
             ));
-            receivers.push(receiver.abort_handle());
-            tasks.push(receiver);
+            receivers.push(receiver);
             tasks.push(tokio::spawn(udp::send_loop(
                 Arc::clone(endpoint),
                 Arc::clone(&shared),
@@ -368,7 +367,7 @@ impl Transports {
                 shared,
                 shutdown_tx: Arc::new(shutdown_tx),
                 tasks: Arc::new(Mutex::new(tasks)),
-                receivers: Arc::new(receivers),
+                receivers: Arc::new(Mutex::new(receivers)),
             },
             inbound_rx,
         ))
@@ -533,13 +532,35 @@ impl Transports {
         self.shared.udp_handler.set(Arc::downgrade(handler)).is_ok()
     }
 
-    /// Stops receiving and accepting: receive and accept loops end, open TCP
-    /// connections are closed after their queued output is written. Sending
-    /// on UDP keeps working so in-flight transactions can finish.
+    /// Stops receiving and accepting. Each UDP receive loop ends between
+    /// two batches: what it read is handed on or answered; then the send
+    /// loops write out what is queued (those answers too) and end. A
+    /// receive loop still in a batch [`RECEIVE_STOP_WAIT`] after the stop
+    /// (a stateless answer the socket never takes) is aborted and counted
+    /// (`udp_receive_loops_aborted`). Accept loops end; open TCP
+    /// connections are closed after their queued output is written.
     pub async fn shutdown(&self) {
         let _ = self.shutdown_tx.send(true);
-        for receiver in self.receivers.iter() {
-            receiver.abort();
+        for (_, endpoint) in &self.shared.udp {
+            endpoint.stop_receiving();
+        }
+        let receivers = match self.receivers.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let deadline = tokio::time::Instant::now() + RECEIVE_STOP_WAIT;
+        for mut receiver in receivers {
+            if tokio::time::timeout_at(deadline, &mut receiver)
+                .await
+                .is_err()
+            {
+                receiver.abort();
+                self.shared
+                    .metrics
+                    .udp_receive_loops_aborted
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = receiver.await;
+            }
         }
         for (_, endpoint) in &self.shared.udp {
             endpoint.close();
@@ -553,6 +574,12 @@ impl Transports {
         }
     }
 }
+
+/// How long [`Transports::shutdown`] waits for the UDP receive loops to
+/// finish the batches in hand before it aborts them. A batch is handed on
+/// without waiting but for a stateless answer that finds the outbox full
+/// and the socket not writable: a second is many socket buffers' worth.
+pub const RECEIVE_STOP_WAIT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -928,6 +955,103 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(shared.upgrade().is_none(), "a reference cycle");
+    }
+
+    /// A handler that, on the first message of a batch, waits (up to 5 s)
+    /// until a shutdown has told the loop to stop, then hands every
+    /// message back (503): the shutdown comes while the loop is in the
+    /// middle of a batch.
+    struct RefuseOnceStopped {
+        endpoint: Arc<udp::UdpEndpoint>,
+        in_batch: std::sync::mpsc::SyncSender<()>,
+        handled: AtomicU64,
+    }
+
+    impl InboundHandler for RefuseOnceStopped {
+        fn handle(&self, inbound: Inbound) -> Option<Inbound> {
+            if self.handled.fetch_add(1, Ordering::Relaxed) == 0 {
+                let _ = self.in_batch.try_send(());
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !self.endpoint.receiving_stopped() && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+            }
+            Some(inbound)
+        }
+    }
+
+    /// A shutdown that begins while a receive loop hands on a batch (here
+    /// from another worker thread) lets it finish: every datagram it read
+    /// is answered (503, handed back) and the answers are written before
+    /// the send loop ends; the loop ends by itself, between batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_in_the_middle_of_a_batch_lets_the_loop_answer_all_of_it() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let (in_batch, entered) = std::sync::mpsc::sync_channel(1);
+        let handler = Arc::new(RefuseOnceStopped {
+            endpoint: Arc::clone(&t.shared.udp[0].1),
+            in_batch,
+            handled: AtomicU64::new(0),
+        });
+        let dyn_handler: Arc<dyn InboundHandler> = handler.clone();
+        assert!(t.set_udp_handler(&dyn_handler));
+        let server = addr_of(&t, Protocol::Udp);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        const SENT: u64 = 10;
+        for i in 0..SENT {
+            let via = format!("SIP/2.0/UDP {}", client.local_addr().unwrap());
+            let text = options(&via, &format!("stop{i}"));
+            client.send_to(text.as_bytes(), server).await.unwrap();
+        }
+        tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("the loop reads the datagrams");
+        t.shutdown().await;
+        let m = t.metrics();
+        let read = m.udp_datagrams_received.load(Ordering::Relaxed);
+        assert_eq!(handler.handled.load(Ordering::Relaxed), read);
+        assert!((1..=SENT).contains(&read), "{read}");
+        assert_eq!(m.udp_receive_loops_aborted.load(Ordering::Relaxed), 0);
+        // Every one read is answered; nothing more comes.
+        let mut answered = 0;
+        let mut buf = vec![0u8; 4096];
+        while let Ok(got) =
+            tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await
+        {
+            let (n, _) = got.unwrap();
+            let r = match parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) {
+                Ok(Message::Response(r)) => r,
+                other => panic!("not a response: {other:?}"),
+            };
+            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+            answered += 1;
+        }
+        assert_eq!(answered, read, "answers of the last batch were lost");
+    }
+
+    /// A receive loop waiting for readiness ends at once when the
+    /// transports shut down: woken, not cut off (paused time: a loop that
+    /// did not end would be aborted at once, its wait auto-advanced).
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_receive_loop_ends_by_itself_at_shutdown() {
+        let (t, mut rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let server = addr_of(&t, Protocol::Udp);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let text = options("SIP/2.0/UDP 127.0.0.1:9", "parked");
+        client.send_to(text.as_bytes(), server).unwrap();
+        // Read: the loop then waits for readiness again.
+        assert!(rx.recv().await.is_some());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        t.shutdown().await;
+        assert_eq!(
+            t.metrics()
+                .udp_receive_loops_aborted
+                .load(Ordering::Relaxed),
+            0
+        );
     }
 
     fn invite(via: &str, call_id: &str) -> String {
