@@ -446,16 +446,17 @@ async fn answer_refused(transports: &Transports, uas: &Uas, refused: Refused, so
 /// and stepped as it is read, as [`pump`] does it, without the hop through
 /// the inbound queue and the pump task, as long as nothing is waiting.
 ///
-/// What has to wait (sends the transport could not take at once, e.g. an
-/// ACK to a TCP callee or with the UDP outbox full, and the stateless
-/// answer to a request the layer cannot key) goes to the lane, one task
-/// that runs it in order; from then on every message goes to the lane too,
-/// behind it, until the lane has run all it was given (so a step's events
-/// never overtake those of the step before: a 486 reaches the TU before
-/// what the next datagram brings). The lane holds at most its capacity;
-/// a message it has no room for is handed back to the transport, which
-/// answers 503 as for a full inbound queue. The check on the direct path
-/// is one load of the lane's count.
+/// What has to wait (a send the transport could not take at once: a
+/// datagram with the UDP outbox and the socket buffer full, while a TCP
+/// send never waits, not even for a connect, see `transport::Sent`; and
+/// the stateless answer to a request the layer cannot key) goes to the
+/// lane, one task that runs it in order; from then on every message goes
+/// to the lane too, behind it, until the lane has run all it was given
+/// (so a step's events never overtake those of the step before: a 486
+/// reaches the TU before what the next datagram brings). The lane holds
+/// at most its capacity; a message it has no room for is handed back to
+/// the transport, which answers 503 as for a full inbound queue. The
+/// check on the direct path is one load of the lane's count.
 struct LayerInput {
     layer: TransactionLayer,
     lane: mpsc::Sender<LaneWork>,
@@ -1183,10 +1184,10 @@ mod tests {
     }
 
     /// An INVITE client transaction given a 486 sends the ACK, then hands
-    /// the 486 to the TU. When the ACK has to wait (a TCP callee, a full
-    /// outbox), what the following datagrams bring must wait behind it, in
-    /// a lane of bounded size; once the lane has emptied, messages are
-    /// handled at once again.
+    /// the 486 to the TU. When the ACK has to wait (a full outbox), what
+    /// the following datagrams bring must wait behind it, in a lane of
+    /// bounded size; once the lane has emptied, messages are handled at
+    /// once again.
     #[tokio::test]
     async fn messages_after_a_step_that_waits_keep_their_order_within_a_bound() {
         use transport::InboundHandler as _;

@@ -623,7 +623,7 @@ impl Inner {
         tracing::debug!(call_id = ?response.call_id().ok(), "stray 2xx: ACK and BYE");
         if let Err(e) = self
             .transports
-            .send_bytes(Message::Request(ack).to_bytes(), &dest)
+            .queue_bytes(Message::Request(ack).to_bytes(), &dest)
             .await
         {
             tracing::debug!(error = %e, "ACK for a stray 2xx not sent");
@@ -1091,7 +1091,7 @@ impl Inner {
                     }
                     Action::Ack { bytes, .. } => {
                         let Route::Peer(dest) = route else { continue };
-                        if let Err(e) = self.transports.send_bytes(bytes.clone(), &dest).await {
+                        if let Err(e) = self.transports.queue_bytes(bytes.clone(), &dest).await {
                             tracing::debug!(call = entry.id, error = %e, "ACK not sent");
                         }
                     }

@@ -100,13 +100,26 @@ pub trait TransportSink: Send + Sync + 'static {
 }
 
 /// What a [`TransportSink`]'s synchronous send did.
-#[derive(Debug)]
 pub enum TrySend {
     /// Handed to the socket (or failed) without waiting.
     Done(Result<(), SendError>),
+    /// Queued without waiting behind a connection being opened (TCP); the
+    /// future tells, once the connect ended, whether it went out. Later
+    /// sends to the same destination go out after it.
+    Queued(SendFuture<'static>),
     /// Sending would have to wait: here is the message back, for the async
     /// send.
     WouldWait(Bytes),
+}
+
+impl std::fmt::Debug for TrySend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(result) => f.debug_tuple("Done").field(result).finish(),
+            Self::Queued(_) => f.write_str("Queued"),
+            Self::WouldWait(data) => f.debug_tuple("WouldWait").field(data).finish(),
+        }
+    }
 }
 
 /// What a synchronous step of the layer could not finish without waiting
@@ -1085,6 +1098,8 @@ impl TransactionLayer {
         let data = super::encode_request(request);
         match self.inner.sink.try_send_request(data, dest) {
             TrySend::Done(result) => Ok(result?),
+            // No transaction to tell; the transport counts a failure.
+            TrySend::Queued(_) => Ok(()),
             TrySend::WouldWait(data) => Ok(self.inner.sink.send_request(data, dest).await?),
         }
     }
@@ -1108,6 +1123,7 @@ impl TransactionLayer {
         let data = super::encode_response(response);
         match self.inner.sink.try_send_response(data, source, dest) {
             TrySend::Done(result) => Ok(result?),
+            TrySend::Queued(_) => Ok(()),
             TrySend::WouldWait(data) => {
                 Ok(self.inner.sink.send_response(data, source, dest).await?)
             }
@@ -1524,6 +1540,7 @@ impl Inner {
                             debug!(branch = key.branch(), error = %e, "send failed");
                             failed = true;
                         }
+                        TrySend::Queued(outcome) => self.watch_client_send(ctx, outcome),
                         TrySend::WouldWait(data) => {
                             let mut rest = Actions::default();
                             rest.push(Action::Send(data));
@@ -1541,6 +1558,31 @@ impl Inner {
                 *next = e.on_transport_error();
             })?;
         }
+    }
+
+    /// A send of client transaction `ctx` queued behind a connection being
+    /// opened: the step goes on without waiting for it (one dead peer must
+    /// not hold up the caller, who steps every transaction); a task waits
+    /// for the outcome and, should the message not go out, feeds the
+    /// machine the transport error (§17.1.1.2, §17.1.2.2) if it is still
+    /// the same transaction.
+    fn watch_client_send(self: &Arc<Self>, ctx: &ClientCtx, outcome: SendFuture<'static>) {
+        let (inner, ctx) = (Arc::clone(self), ctx.clone());
+        tokio::spawn(async move {
+            let Err(e) = outcome.await else { return };
+            debug!(branch = ctx.key.branch(), error = %e, "queued send failed");
+            let mut actions = Actions::default();
+            let Some(((), ctx)) =
+                inner.lock_client(&ctx.key, Some(ctx.id), &mut actions, |e, next| {
+                    *next = e.on_transport_error();
+                })
+            else {
+                return;
+            };
+            if let Some(deferred) = inner.run_client(&ctx, &mut actions) {
+                deferred.await;
+            }
+        });
     }
 
     /// What [`Inner::run_client`] left: carries out `actions` with async
@@ -1994,6 +2036,7 @@ impl Inner {
                             debug!(error = %e, "response send failed");
                             failed = true;
                         }
+                        TrySend::Queued(outcome) => self.watch_server_send(ctx, outcome),
                         TrySend::WouldWait(data) => {
                             let mut rest = Actions::default();
                             rest.push(Action::Send(data));
@@ -2015,6 +2058,27 @@ impl Inner {
                 return None;
             }
         }
+    }
+
+    /// A response of server transaction `ctx` queued behind a connection
+    /// being opened (see `watch_client_send`; §17.2.4).
+    fn watch_server_send(self: &Arc<Self>, ctx: &ServerCtx, outcome: SendFuture<'static>) {
+        let (inner, ctx) = (Arc::clone(self), ctx.clone());
+        tokio::spawn(async move {
+            let Err(e) = outcome.await else { return };
+            debug!(error = %e, "queued response send failed");
+            let mut actions = Actions::default();
+            let step = inner.lock_server(&ctx.key, ctx.id, &mut actions, |_, e, next| {
+                *next = e.on_transport_error();
+                Ok(())
+            });
+            if !matches!(step, Some(Ok(_))) {
+                return;
+            }
+            if let Some(deferred) = inner.run_server(&ctx, &mut actions) {
+                deferred.await;
+            }
+        });
     }
 
     /// What [`Inner::run_server`] left: carries out `actions` with async
@@ -2501,6 +2565,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
     use std::time::Duration;
+    use tokio::sync::oneshot;
 
     use super::*;
     use crate::transaction::invite_client::{build_ack, build_cancel};
@@ -3118,6 +3183,67 @@ mod tests {
         let mut tx = layer
             .send_request(our_options("z9hG4bKfail"), peer())
             .await
+            .unwrap();
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::TransportError
+        ));
+        assert!(matches!(
+            tx.recv().await.unwrap().event,
+            ClientEventKind::Terminated
+        ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    /// A sink whose sends are queued (as behind a TCP connect): their
+    /// outcome is what the test reports on the channel, later.
+    struct QueuedSink(Mutex<Option<oneshot::Receiver<Result<(), SendError>>>>);
+
+    impl TransportSink for QueuedSink {
+        fn send_request(&self, _data: Bytes, _dest: Destination) -> SendFuture<'_> {
+            Box::pin(std::future::pending())
+        }
+
+        fn send_response(
+            &self,
+            _data: Bytes,
+            _source: Source,
+            _dest: Destination,
+        ) -> SendFuture<'_> {
+            Box::pin(std::future::pending())
+        }
+
+        fn try_send_request(&self, _data: Bytes, _dest: Destination) -> TrySend {
+            let outcome = self.0.lock().unwrap().take().expect("one send");
+            TrySend::Queued(Box::pin(async move { outcome.await.unwrap() }))
+        }
+    }
+
+    /// A send queued behind a connection being opened does not hold the
+    /// step that sent it; when it then fails, the transaction gets the
+    /// transport error (§17.1.4) as for a send that failed at once.
+    #[tokio::test]
+    async fn a_queued_send_that_fails_later_is_a_transport_error() {
+        let (report, outcome) = oneshot::channel();
+        let sink = Arc::new(QueuedSink(Mutex::new(Some(outcome))));
+        let (layer, _rx) = TransactionLayer::new(sink, LayerConfig::default());
+        let mut tx = tokio::time::timeout(
+            Duration::ZERO,
+            layer.send_request(our_options("z9hG4bKqueued"), peer()),
+        )
+        .await
+        .expect("the step waited for the queued send")
+        .unwrap();
+        tokio::task::yield_now().await;
+        assert!(tokio::time::timeout(Duration::ZERO, tx.recv())
+            .await
+            .is_err());
+        assert_eq!(layer.transaction_counts(), (1, 0));
+        report
+            .send(Err(SendError {
+                dest: peer(),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            }))
             .unwrap();
         assert!(matches!(
             tx.recv().await.unwrap().event,

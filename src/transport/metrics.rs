@@ -47,7 +47,8 @@ pub struct TransportMetrics {
     pub tcp_incomplete_closed: AtomicU64,
     /// TCP connections closed because of a framing error.
     pub tcp_framing_closed: AtomicU64,
-    /// Messages sent.
+    /// Messages sent (over TCP: queued on a connection; one queued on a
+    /// connection whose connect then failed counts in `send_errors` too).
     pub sent: AtomicU64,
     /// Sends that failed (socket error, no route, connection gone).
     pub send_errors: AtomicU64,

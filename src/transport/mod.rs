@@ -38,6 +38,7 @@ pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, 
 pub use metrics::TransportMetrics;
 pub(crate) use routing::new_tag;
 pub use routing::response_destination;
+pub use tcp::PendingSend;
 
 /// Takes the messages of the UDP receive loops straight from them, in
 /// place of the inbound queue (see [`Transports::set_udp_handler`]).
@@ -179,6 +180,17 @@ pub enum ResponsePort {
     /// Always the source port, as if every request had `rport` (the Via
     /// gets `rport=PORT` too).
     Source,
+}
+
+/// What a send that does not wait ([`Transports::try_send_bytes`]) did.
+#[derive(Debug)]
+pub enum Sent {
+    /// Handed to the socket, its outbox, or an open connection's queue.
+    Now,
+    /// Queued on a TCP connection still being opened (RFC 3261 §18.1.1:
+    /// one per destination, so what is sent to it later goes out after
+    /// this): whether it goes out is known once the connect ends.
+    Connecting(PendingSend),
 }
 
 /// What can go wrong binding or sending.
@@ -487,13 +499,15 @@ impl Transports {
 
     /// Sends already-encoded bytes like [`Transports::send_bytes`] if that
     /// needs no waiting: over UDP when the socket takes the datagram at
-    /// once. `None`: it would have to wait (TCP, a full socket buffer); use
+    /// once; over TCP always (queued on the connection to that address,
+    /// which may still be being opened: [`Sent::Connecting`]). `None`: it
+    /// would have to wait (a full UDP outbox and socket buffer); use
     /// `send_bytes`.
     pub fn try_send_bytes(
         &self,
         bytes: &Bytes,
         to: &Destination,
-    ) -> Option<Result<(), TransportError>> {
+    ) -> Option<Result<Sent, TransportError>> {
         routing::try_send_to_destination(&self.shared, bytes, to)
     }
 
@@ -504,8 +518,20 @@ impl Transports {
         bytes: &Bytes,
         to: &Source,
         dest: Destination,
-    ) -> Option<Result<(), TransportError>> {
+    ) -> Option<Result<Sent, TransportError>> {
         routing::try_send_reply(&self.shared, bytes, to, dest)
+    }
+
+    /// Sends already-encoded bytes like [`Transports::send_bytes`] without
+    /// waiting for a TCP connection being opened: the message is queued on
+    /// it, and a failed connect is only counted (`send_errors`) and logged,
+    /// as a queued datagram's failure is. For messages whose loss the
+    /// caller's timers cover (e.g. an ACK).
+    pub async fn queue_bytes(&self, bytes: Bytes, to: &Destination) -> Result<(), TransportError> {
+        match routing::try_send_to_destination(&self.shared, &bytes, to) {
+            Some(sent) => sent.map(|_| ()),
+            None => routing::send_to_destination(&self.shared, bytes, to).await,
+        }
     }
 
     /// Sends already-encoded bytes (e.g. a retransmission) to a destination.
@@ -1405,5 +1431,93 @@ mod tests {
             Err(TransportError::Io { .. })
         ));
         assert_eq!(t.metrics().send_errors.load(Ordering::Relaxed), 3);
+    }
+    /// Sends to a peer whose connection is being opened do not wait: they
+    /// are queued, at most `connection_send_queue` of them (one more is an
+    /// error, not growth), and written in the order sent once connected;
+    /// what is sent after the connect goes out behind them.
+    #[tokio::test]
+    async fn sends_queued_while_connecting_go_out_in_order_within_the_bound() {
+        let config = TransportConfig {
+            connection_send_queue: 3,
+            ..TransportConfig::default()
+        };
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], config).await;
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dest = Destination::tcp(peer.local_addr().unwrap());
+        // No await in between: the connect has not even started.
+        let mut pending = Vec::new();
+        for m in ["one ", "two ", "three "] {
+            match t.try_send_bytes(&Bytes::from_static(m.as_bytes()), &dest) {
+                Some(Ok(Sent::Connecting(p))) => pending.push(p),
+                other => panic!("{m}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            t.try_send_bytes(&Bytes::from_static(b"four "), &dest),
+            Some(Err(TransportError::Congested(_)))
+        ));
+        assert_eq!(t.connection_count(), 1, "one connection per peer");
+        let (mut stream, _) = peer.accept().await.unwrap();
+        for p in pending {
+            p.outcome().await.unwrap();
+        }
+        t.send_bytes(Bytes::from_static(b"five"), &dest)
+            .await
+            .unwrap();
+        let mut got = [0u8; 18];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two three five");
+        assert_eq!(t.metrics().send_errors.load(Ordering::Relaxed), 1);
+    }
+
+    /// A connect that hangs (the peer's accept queue is full: its SYNs are
+    /// dropped) holds no sender: each send returns at once, and the
+    /// messages queued are reported failed when `connect_timeout` ends it.
+    /// The connection being opened counts against `max_connections`.
+    #[tokio::test(start_paused = true)]
+    async fn messages_queued_on_a_connect_that_times_out_are_reported_failed() {
+        let config = TransportConfig {
+            max_connections: 1,
+            ..TransportConfig::default()
+        };
+        let timeout = config.connect_timeout;
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], config).await;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        sock.listen(0).unwrap();
+        let full: std::net::TcpListener = sock.into();
+        let addr = full.local_addr().unwrap();
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let dest = Destination::tcp(addr);
+        let start = tokio::time::Instant::now();
+        let mut pending = Vec::new();
+        for m in ["INVITE", "CANCEL"] {
+            match t.try_send_bytes(&Bytes::from_static(m.as_bytes()), &dest) {
+                Some(Ok(Sent::Connecting(p))) => pending.push(p),
+                other => panic!("{m}: {other:?}"),
+            }
+        }
+        let other = Destination::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert!(matches!(
+            t.try_send_bytes(&Bytes::from_static(b"x"), &other),
+            Some(Err(TransportError::TooManyConnections(1)))
+        ));
+        for p in pending {
+            assert!(matches!(
+                p.outcome().await,
+                Err(TransportError::ConnectTimeout(a)) if a == addr
+            ));
+        }
+        assert_eq!(start.elapsed(), timeout);
+        assert_eq!(t.connection_count(), 0, "the slot is free again");
+        // 1 for `other`, 2 dropped.
+        assert_eq!(t.metrics().send_errors.load(Ordering::Relaxed), 3);
+        assert!(matches!(
+            t.try_send_bytes(&Bytes::from_static(b"again"), &dest),
+            Some(Err(TransportError::Unreachable(a))) if a == addr
+        ));
     }
 }

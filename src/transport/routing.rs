@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::refused::RefusalKey;
 use super::{
-    Destination, Inbound, InboundHandler, Protocol, ResponsePort, Shared, Source, TransportError,
+    Destination, Inbound, InboundHandler, Protocol, ResponsePort, Sent, Shared, Source,
+    TransportError,
 };
 use crate::sip::{
     ByteStr, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, StatusCode,
@@ -120,21 +121,39 @@ pub(crate) async fn send_reply(
 
 /// [`send_reply`] without waiting: over UDP, queued in the socket's outbox
 /// (or, when that is full, when the socket takes the datagram at once);
-/// `None` when the send would have to wait (TCP, a full outbox and socket
+/// over TCP, queued on the request's connection while it is open, else on
+/// the one to `dest` (open, being opened, or new: see [`super::tcp::queue`]).
+/// `None` when the send would have to wait (a full outbox and socket
 /// buffer).
 pub(crate) fn try_send_reply(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     bytes: &Bytes,
     to: &Source,
     dest: Destination,
-) -> Option<Result<(), TransportError>> {
+) -> Option<Result<Sent, TransportError>> {
     match to.protocol {
-        Protocol::Tcp => None,
+        Protocol::Tcp => {
+            if let Some(id) = to.conn {
+                match shared.connections.send(id, bytes.clone()) {
+                    Ok(()) => {
+                        shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
+                        return Some(Ok(Sent::Now));
+                    }
+                    // As in `send_reply`.
+                    Err(e @ TransportError::Congested(_)) => {
+                        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                        return Some(Err(e));
+                    }
+                    Err(_) => {}
+                }
+            }
+            Some(super::tcp::queue(shared, bytes.clone(), dest.addr))
+        }
         Protocol::Udp => match shared
             .udp_socket_for(to.local)
             .or_else(|| shared.udp_socket_for_family(dest.addr))
         {
-            Some(sock) => try_udp_send(shared, sock, bytes, dest),
+            Some(sock) => try_udp_send(shared, sock, bytes, dest).map(|r| r.map(|()| Sent::Now)),
             None => Some(Err(TransportError::NoRoute {
                 protocol: Protocol::Udp,
                 addr: dest.addr,
@@ -145,14 +164,14 @@ pub(crate) fn try_send_reply(
 
 /// [`send_to_destination`] without waiting (see [`try_send_reply`]).
 pub(crate) fn try_send_to_destination(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     bytes: &Bytes,
     to: &Destination,
-) -> Option<Result<(), TransportError>> {
+) -> Option<Result<Sent, TransportError>> {
     match to.protocol {
-        Protocol::Tcp => None,
+        Protocol::Tcp => Some(super::tcp::queue(shared, bytes.clone(), to.addr)),
         Protocol::Udp => match shared.udp_socket_for_family(to.addr) {
-            Some(sock) => try_udp_send(shared, sock, bytes, *to),
+            Some(sock) => try_udp_send(shared, sock, bytes, *to).map(|r| r.map(|()| Sent::Now)),
             None => Some(Err(TransportError::NoRoute {
                 protocol: Protocol::Udp,
                 addr: to.addr,

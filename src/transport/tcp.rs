@@ -20,10 +20,10 @@ use dashmap::DashMap;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::routing::{deliver, reply_to_parse_error};
-use super::{ConnectionId, Destination, Protocol, Shared, Source, TransportError};
+use super::{ConnectionId, Destination, Protocol, Sent, Shared, Source, TransportError};
 use crate::sip::StreamParser;
 
 /// Bytes read from a socket at a time (the stream parser buffers across reads).
@@ -48,12 +48,60 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// One open connection, as seen by senders. Only the table and the reader
-/// hold it: when both let go, the send queue closes and the writer ends.
+/// One connection, open or (outbound) being opened, as seen by senders.
+/// Only the table and the reader (or the connect task) hold it: when both
+/// let go, the send queue closes and the writer ends.
 struct Connection {
     peer: SocketAddr,
     tx: mpsc::Sender<Bytes>,
     activity: Arc<Activity>,
+    /// Of an outbound connection: how its connect ended, `None` while it
+    /// runs (what was queued meanwhile is written once it succeeded, in
+    /// order, and dropped if it failed). `None` for an accepted one.
+    connect: Option<watch::Receiver<Option<ConnectOutcome>>>,
+}
+
+/// How an outbound connect ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectOutcome {
+    /// Connected: the queue is being written.
+    Connected,
+    /// No answer within `connect_timeout`.
+    TimedOut,
+    /// Refused, unreachable, ... (the OS error's kind).
+    Failed(std::io::ErrorKind),
+}
+
+/// A message queued on a connection still being opened (see
+/// [`super::Sent::Connecting`]): waits for the connect's outcome.
+#[derive(Debug)]
+pub struct PendingSend {
+    addr: SocketAddr,
+    outcome: watch::Receiver<Option<ConnectOutcome>>,
+}
+
+impl PendingSend {
+    /// Whether the message went out on the connection: `Ok` once the
+    /// connect succeeded (the message is then in the connection's queue,
+    /// behind what was queued before it); the connect's failure otherwise
+    /// (the message was dropped, RFC 3261 §18.4: a transport error).
+    pub async fn outcome(mut self) -> Result<(), TransportError> {
+        let addr = self.addr;
+        let outcome = match self.outcome.wait_for(Option::is_some).await {
+            Ok(outcome) => *outcome,
+            // The connect task ended without an outcome: shutdown.
+            Err(_) => return Err(TransportError::Shutdown),
+        };
+        match outcome {
+            Some(ConnectOutcome::Connected) => Ok(()),
+            Some(ConnectOutcome::TimedOut) => Err(TransportError::ConnectTimeout(addr)),
+            Some(ConnectOutcome::Failed(kind)) => Err(TransportError::Io {
+                dest: Destination::tcp(addr),
+                source: kind.into(),
+            }),
+            None => Err(TransportError::Shutdown),
+        }
+    }
 }
 
 /// When a connection last read or wrote, shared by its reader and writer.
@@ -124,8 +172,11 @@ impl ConnectionTable {
         })
     }
 
-    fn by_peer(&self, peer: SocketAddr) -> Option<ConnectionId> {
-        self.by_peer.get(&peer).map(|id| *id.value())
+    /// The latest connection to `peer`, open or being opened.
+    fn conn_to(&self, peer: SocketAddr) -> Option<(ConnectionId, Arc<Connection>)> {
+        let id = *self.by_peer.get(&peer)?.value();
+        let conn = Arc::clone(self.by_id.get(&id)?.value());
+        Some((id, conn))
     }
 
     fn insert(&self, id: ConnectionId, conn: Arc<Connection>) {
@@ -166,26 +217,40 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Registers a connection and spawns its reader and writer; returns its id.
-fn start_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -> ConnectionId {
+/// Registers an accepted connection and spawns its reader and writer.
+fn start_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let id = shared.next_connection_id();
+    let (tx, rx) = mpsc::channel(shared.config.connection_send_queue.max(1));
+    let conn = Arc::new(Connection {
+        peer,
+        tx,
+        activity: Arc::new(Activity {
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }),
+        connect: None,
+    });
+    shared.connections.insert(id, Arc::clone(&conn));
+    run_connection(stream, id, conn, rx, shared);
+}
+
+/// Spawns the reader and writer of connection `id`, registered in the
+/// table as `conn`; `rx` is its send queue.
+fn run_connection(
+    stream: TcpStream,
+    id: ConnectionId,
+    conn: Arc<Connection>,
+    rx: mpsc::Receiver<Bytes>,
+    shared: &Arc<Shared>,
+) {
+    let peer = conn.peer;
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::new(peer.ip(), 0));
-    let id = shared.next_connection_id();
-    let (tx, rx) = mpsc::channel(shared.config.connection_send_queue.max(1));
-    let activity = Arc::new(Activity {
-        last: AtomicU64::new(0),
-        epoch: Instant::now(),
-    });
-    let conn = Arc::new(Connection {
-        peer,
-        tx,
-        activity: Arc::clone(&activity),
-    });
-    shared.connections.insert(id, Arc::clone(&conn));
+    conn.activity.touch();
     let (reader, writer) = stream.into_split();
-    tokio::spawn(write_loop(writer, rx, activity, peer));
+    tokio::spawn(write_loop(writer, rx, Arc::clone(&conn.activity), peer));
     let source = Source {
         protocol: Protocol::Tcp,
         peer,
@@ -194,7 +259,6 @@ fn start_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) -
     };
     tokio::spawn(read_loop(reader, source, conn, Arc::clone(shared)));
     tracing::debug!(%peer, %id, "tcp connection open");
-    id
 }
 
 async fn write_loop(
@@ -366,59 +430,168 @@ fn framing_error(
     CloseReason::Framing
 }
 
-/// Sends bytes to `addr` over TCP: on the open connection to that peer, or
-/// on a new one (bounded by `connect_timeout` and `max_connections`).
+/// Sends bytes to `addr` over TCP like [`queue`], and waits for the
+/// outcome of the connect when one had to be opened.
 pub(crate) async fn send(
     shared: &Arc<Shared>,
     bytes: Bytes,
     addr: SocketAddr,
 ) -> Result<(), TransportError> {
+    match queue(shared, bytes, addr)? {
+        Sent::Now => Ok(()),
+        Sent::Connecting(pending) => pending.outcome().await,
+    }
+}
+
+/// Queues bytes for `addr` without waiting: on the open connection to that
+/// peer, behind what is queued on the one being opened to it, or on a new
+/// one (bounded by `max_connections`) whose task connects (within
+/// `connect_timeout`) and then writes the queue in order. A full queue is
+/// an error, as is a peer whose connect failed within `connect_backoff`.
+pub(crate) fn queue(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    addr: SocketAddr,
+) -> Result<Sent, TransportError> {
     if shared.is_shut_down() {
         return Err(TransportError::Shutdown);
     }
-    if let Some(id) = shared.connections.by_peer(addr) {
-        if shared.connections.send(id, bytes.clone()).is_ok() {
-            shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+    let sent = queue_on_new_or_open(shared, bytes, addr);
+    let counter = match sent {
+        Ok(_) => &shared.metrics.sent,
+        Err(_) => &shared.metrics.send_errors,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    sent
+}
+
+fn queue_on_new_or_open(
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+    addr: SocketAddr,
+) -> Result<Sent, TransportError> {
+    if let Some((id, conn)) = shared.connections.conn_to(addr) {
+        // Taken before queuing: an outcome set after the message was
+        // queued is then seen.
+        let connecting = match &conn.connect {
+            None => None,
+            Some(outcome) => match *outcome.borrow() {
+                None => Some(outcome.clone()),
+                Some(ConnectOutcome::Connected) => None,
+                // Failed moments ago; not yet out of the table.
+                Some(ConnectOutcome::TimedOut | ConnectOutcome::Failed(_)) => {
+                    return Err(TransportError::Unreachable(addr));
+                }
+            },
+        };
+        match conn.tx.try_send(bytes) {
+            Ok(()) => {
+                return Ok(match connecting {
+                    None => Sent::Now,
+                    Some(outcome) => Sent::Connecting(PendingSend { addr, outcome }),
+                });
+            }
+            // Bounded memory: a connection being opened queues no more
+            // than an open one.
+            Err(mpsc::error::TrySendError::Full(_)) if connecting.is_some() => {
+                return Err(TransportError::Congested(id));
+            }
+            // Gone or congested: try a new connection.
+            Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                return open(shared, b, addr);
+            }
         }
     }
+    open(shared, bytes, addr)
+}
+
+/// Registers a connection to `addr`, queues `bytes` on it and spawns the
+/// task that connects.
+fn open(shared: &Arc<Shared>, bytes: Bytes, addr: SocketAddr) -> Result<Sent, TransportError> {
     if shared.connections.len() >= shared.config.max_connections {
-        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         return Err(TransportError::TooManyConnections(
             shared.config.max_connections,
         ));
     }
-    // Senders wait for the connect (the transaction layer needs the
-    // failure now, RFC 3261 §17.1.4); after one failure, fail fast for a
-    // while instead of making every request to a dead peer wait again.
+    // After one failure, fail fast for a while instead of queuing every
+    // request to a dead peer for another `connect_timeout`.
     if shared
         .connections
         .recently_failed(addr, shared.config.connect_backoff)
     {
-        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         return Err(TransportError::Unreachable(addr));
     }
-    let dest = Destination::tcp(addr);
-    let stream =
-        match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
-                shared.connections.connect_failed(addr);
-                return Err(TransportError::Io { dest, source });
-            }
-            Err(_) => {
-                shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
-                shared.connections.connect_failed(addr);
-                return Err(TransportError::ConnectTimeout(addr));
-            }
-        };
-    shared.connections.connect_succeeded(addr);
-    shared.metrics.tcp_connected.fetch_add(1, Ordering::Relaxed);
-    let id = start_connection(stream, addr, shared);
-    shared.connections.send(id, bytes).inspect_err(|_| {
-        shared.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
-    })?;
-    shared.metrics.sent.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    let id = shared.next_connection_id();
+    let (tx, rx) = mpsc::channel(shared.config.connection_send_queue.max(1));
+    let (report, outcome) = watch::channel(None);
+    let conn = Arc::new(Connection {
+        peer: addr,
+        tx,
+        activity: Arc::new(Activity {
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }),
+        connect: Some(outcome.clone()),
+    });
+    // A fresh queue has room for one.
+    if conn.tx.try_send(bytes).is_err() {
+        return Err(TransportError::ConnectionGone(id));
+    }
+    shared.connections.insert(id, Arc::clone(&conn));
+    tokio::spawn(connect(Arc::clone(shared), id, conn, rx, report));
+    Ok(Sent::Connecting(PendingSend { addr, outcome }))
+}
+
+/// The task of an outbound connection being opened: connects, then runs
+/// it with the queue filled meanwhile; or, if the connect fails or times
+/// out, drops the queue and reports the failure to the senders waiting.
+async fn connect(
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    conn: Arc<Connection>,
+    mut rx: mpsc::Receiver<Bytes>,
+    report: watch::Sender<Option<ConnectOutcome>>,
+) {
+    let addr = conn.peer;
+    let mut shutdown = shared.shutdown.clone();
+    let connected = tokio::select! {
+        r = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)) => r,
+        // The senders waiting see the report dropped: shutdown.
+        _ = shutdown.wait_for(|down| *down) => {
+            shared.connections.remove(id);
+            return;
+        }
+    };
+    let failure = match connected {
+        Ok(Ok(stream)) => {
+            shared.connections.connect_succeeded(addr);
+            shared.metrics.tcp_connected.fetch_add(1, Ordering::Relaxed);
+            run_connection(stream, id, conn, rx, &shared);
+            report.send_replace(Some(ConnectOutcome::Connected));
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "tcp connect failed");
+            ConnectOutcome::Failed(e.kind())
+        }
+        Err(_elapsed) => {
+            tracing::debug!(%addr, "tcp connect timed out");
+            ConnectOutcome::TimedOut
+        }
+    };
+    // Reported before the queue closes: a sender that queued until then
+    // learns that its message was dropped.
+    shared.connections.connect_failed(addr);
+    report.send_replace(Some(failure));
+    shared.connections.remove(id);
+    rx.close();
+    let mut dropped = 0;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    // Counted as sent when queued; these did not go out.
+    shared
+        .metrics
+        .send_errors
+        .fetch_add(dropped, Ordering::Relaxed);
 }

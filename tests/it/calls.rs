@@ -66,6 +66,9 @@ pub(crate) struct Setup {
     pub t1: &'static str,
     /// More `[limits]` lines (each ending in a newline).
     pub limits: &'static str,
+    /// More lines of the PBX file (externals, numbers), after the routed
+    /// number.
+    pub pbx_extra: String,
 }
 
 impl Default for Setup {
@@ -78,6 +81,7 @@ impl Default for Setup {
             drain_time: "5s",
             t1: "500ms",
             limits: "",
+            pbx_extra: String::new(),
         }
     }
 }
@@ -91,8 +95,8 @@ fn write_pbx(dir: &Path, uas_port: u16, setup: &Setup, comment: &str) {
              transport = \"{}\"\ndial_timeout = \"{}\"\n\
              [[number]]\nnumber = \"{ROUTED}\"\nforward = \"external:office\"\non_failure = \"hangup\"\n\
              comment = \"{comment}\"\n\
-             [[number]]\nnumber = \"{DISABLED}\"\nforward = \"external:office\"\nenabled = false\n",
-            setup.callee_transport, setup.dial_timeout
+             [[number]]\nnumber = \"{DISABLED}\"\nforward = \"external:office\"\nenabled = false\n{}",
+            setup.callee_transport, setup.dial_timeout, setup.pbx_extra
         ),
     )
     .unwrap();
@@ -675,14 +679,14 @@ fn sigterm_drains_calls_in_progress_and_refuses_new_ones_with_503() {
 /// The caller's side of a dialog set up by [`invite`] number `i`, for
 /// in-dialog requests (the B2BUA does not Record-Route: the remote target
 /// is the Contact of its 2xx).
-struct CallerDialog {
+pub(crate) struct CallerDialog {
     i: u32,
     target: String,
     to: String,
 }
 
 impl CallerDialog {
-    fn of(ok: &vpbx::sip::Response, i: u32) -> CallerDialog {
+    pub(crate) fn of(ok: &vpbx::sip::Response, i: u32) -> CallerDialog {
         let header = |name| {
             let v = ok.headers.get(&name).expect("header in the 2xx");
             std::str::from_utf8(v).unwrap().trim().to_owned()
@@ -702,7 +706,7 @@ impl CallerDialog {
     }
 
     /// An in-dialog request (ACK with CSeq 1, BYE with CSeq 2).
-    fn request(&self, ua: &UdpUa, method: &str, cseq: u32) -> String {
+    pub(crate) fn request(&self, ua: &UdpUa, method: &str, cseq: u32) -> String {
         let (i, local) = (self.i, ua.local());
         format!(
             "{method} {target} SIP/2.0\r\n\

@@ -6,6 +6,7 @@
 
 mod calls;
 mod config;
+mod connect;
 mod daemon;
 mod lanes;
 mod sipp;
