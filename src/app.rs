@@ -430,7 +430,8 @@ async fn answer_refused(transports: &Transports, uas: &Uas, refused: Refused, so
         Refused::Unkeyed { request, .. } if request.method != Method::Ack => {
             if let Some(response) = uas.answer(&request, |_| false) {
                 uas.note_refusal(&request, &response);
-                if let Err(e) = transports.send_response(&response, source).await {
+                // Not waiting for a connect: this task steps other messages.
+                if let Err(e) = transports.queue_response(&response, source).await {
                     tracing::debug!(error = %e, "cannot send response");
                 }
             }

@@ -522,6 +522,23 @@ impl Transports {
         routing::try_send_reply(&self.shared, bytes, to, dest)
     }
 
+    /// Sends a response like [`Transports::send_response`] without waiting
+    /// for a TCP connection being opened (the request's is gone): as
+    /// [`Transports::queue_bytes`]. For stateless answers, which nothing
+    /// retransmits on a failure anyway.
+    pub async fn queue_response(
+        &self,
+        response: &Response,
+        to: &Source,
+    ) -> Result<(), TransportError> {
+        let dest = response_destination(response, to, self.shared.config.response_port);
+        let bytes = response.to_bytes();
+        match routing::try_send_reply(&self.shared, &bytes, to, dest) {
+            Some(sent) => sent.map(|_| ()),
+            None => routing::send_reply(&self.shared, bytes, to, dest).await,
+        }
+    }
+
     /// Sends already-encoded bytes like [`Transports::send_bytes`] without
     /// waiting for a TCP connection being opened: the message is queued on
     /// it, and a failed connect is only counted (`send_errors`) and logged,
@@ -1310,10 +1327,48 @@ mod tests {
         let (t, mut rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
         // The client listens for the reconnect on its sent-by port.
         let client_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sent_by = client_listener.local_addr().unwrap();
-        let mut conn = TcpStream::connect(addr_of(&t, Protocol::Tcp))
+        let (req, source) = request_of_a_closed_connection(&t, &mut rx, &client_listener).await;
+        t.send_response(&Response::for_request(&req, StatusCode::OK), &source)
             .await
             .unwrap();
+        let (mut back, _) = client_listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = back.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+    }
+
+    /// A stateless answer whose request's connection is gone does not wait
+    /// for the new connection: it is queued on it.
+    #[tokio::test]
+    async fn a_queued_response_does_not_wait_for_the_reconnect() {
+        let (t, mut rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        let client_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (req, source) = request_of_a_closed_connection(&t, &mut rx, &client_listener).await;
+        let response = Response::for_request(&req, StatusCode::SERVICE_UNAVAILABLE);
+        // Ready when first polled: the connect task has not even run.
+        let mut queued = std::pin::pin!(t.queue_response(&response, &source));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(queued) = std::future::Future::poll(queued.as_mut(), &mut cx)
+        else {
+            panic!("waited for the connect");
+        };
+        queued.unwrap();
+        let (mut back, _) = client_listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = back.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 503 "));
+    }
+
+    /// A request that came over a connection the client then closed, with
+    /// `listener`'s address as its Via sent-by; once the connection is out
+    /// of the table.
+    async fn request_of_a_closed_connection(
+        t: &Transports,
+        rx: &mut mpsc::Receiver<Inbound>,
+        listener: &TcpListener,
+    ) -> (Request, Source) {
+        let sent_by = listener.local_addr().unwrap();
+        let mut conn = TcpStream::connect(addr_of(t, Protocol::Tcp)).await.unwrap();
         conn.write_all(options(&format!("SIP/2.0/TCP {sent_by};rport"), "gone").as_bytes())
             .await
             .unwrap();
@@ -1329,16 +1384,7 @@ mod tests {
         let Message::Request(req) = inbound.message else {
             panic!("not a request")
         };
-        t.send_response(
-            &Response::for_request(&req, StatusCode::OK),
-            &inbound.source,
-        )
-        .await
-        .unwrap();
-        let (mut back, _) = client_listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = back.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"SIP/2.0 200 "));
+        (req, inbound.source)
     }
 
     #[tokio::test]
