@@ -163,8 +163,14 @@ impl LegTransport {
 
     /// Appends [`LegTransport::via_for`] to `buf`.
     pub fn write_via(&self, buf: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
+        self.write_via_with(buf, call, leg, seq, rand::random());
+    }
+
+    /// [`LegTransport::write_via`] with `nonce` as the random part of the
+    /// branch: the same Via again for the same `nonce`.
+    pub fn write_via_with(&self, buf: &mut BytesMut, call: u64, leg: Leg, seq: u32, nonce: u64) {
         buf.put_slice(&self.via_prefix);
-        ids::put_branch(buf, call, leg, seq);
+        ids::put_branch_with(buf, call, leg, seq, nonce);
         buf.put_slice(b";rport");
     }
 
@@ -406,10 +412,17 @@ pub struct Call {
     /// message costs no copy of ours).
     callee_ok: Option<Box<Response>>,
     retx_interval: Duration,
-    /// The ACK we sent for the callee's 2xx, sent again on its retransmissions.
-    ack_sent: Option<Bytes>,
-    /// When `ack_sent` may be forgotten: the callee retransmits its 2xx for
-    /// 64*T1 at most.
+    /// The ACK we sent for the callee's 2xx when it carried a body (a late
+    /// answer), sent again as is on the 2xx's retransmissions. An ACK
+    /// without a body is written again instead ([`Call::write_callee_ack`],
+    /// the same bytes): no copy of it lives through the call's hold, to be
+    /// freed, cold, at its end. Boxed, as `reinvite_ack_sent`: it is rare.
+    late_ack: Option<Box<Bytes>>,
+    /// Random part of the branch of our ACK of the callee's 2xx, so that
+    /// [`Call::write_callee_ack`] writes the same ACK again.
+    ack_nonce: u64,
+    /// Until when the callee's 2xx is ACKed again (set once we ACKed it):
+    /// the callee retransmits its 2xx for 64*T1 at most.
     ack_keep_deadline: Option<Instant>,
     /// CSeq number of our BYE on each leg ([`Leg::index`]) while it has no
     /// final response (one per leg at most: it ends that leg).
@@ -647,7 +660,8 @@ impl Call {
             cancel: Cancel::None,
             callee_ok: None,
             retx_interval: settings.t1,
-            ack_sent: None,
+            late_ack: None,
+            ack_nonce: 0,
             ack_keep_deadline: None,
             byes: [None; 2],
             relays: Vec::new(),
@@ -940,13 +954,31 @@ impl Call {
         }
     }
 
-    /// ACK the callee's 2xx, with `body` (late offer answer) if any.
+    /// ACK the callee's 2xx, with the body of `from_ack` (the caller's
+    /// answer to a late offer) if any.
     fn ack_callee(&mut self, from_ack: Option<&Request>, now: Instant, out: &mut Vec<Action>) {
         if self.callee != CalleeState::Answered {
             return;
         }
         // A late answer (RFC 3264 offer in the 2xx) crosses with its type.
         let late = from_ack.filter(|a| !a.body.is_empty());
+        self.ack_nonce = rand::random();
+        let bytes = self.write_callee_ack(late);
+        if late.is_some() {
+            self.late_ack = Some(Box::new(bytes.clone()));
+        }
+        out.push(Action::Ack {
+            leg: Leg::Outbound,
+            bytes,
+        });
+        self.ack_keep_deadline = Some(now + 64 * self.settings_t1);
+        self.callee = CalleeState::Confirmed;
+    }
+
+    /// The ACK of the callee's 2xx on the wire, with the body and
+    /// Content-Type of `late` (the caller's ACK with an answer) if given.
+    /// Written straight to bytes: the ACK goes to the transport as is.
+    fn write_callee_ack(&self, late: Option<&Request>) -> Bytes {
         let empty = Bytes::new();
         let body = late.map_or(&empty, |a| &a.body);
         let tp = &self.outbound_tp;
@@ -956,25 +988,17 @@ impl Call {
             (HeaderName::ContentType, content_type.unwrap_or(&empty)),
         ];
         let extra = &fields[..1 + usize::from(content_type.is_some())];
-        // Written straight to bytes: the ACK goes to the transport as is.
-        let (call, seq) = (self.id, self.out_invite_seq);
+        let (call, seq, nonce) = (self.id, self.out_invite_seq, self.ack_nonce);
         let mut ack = BytesMut::with_capacity(self.outbound.request_len(tp.via_len(), extra, body));
         self.outbound.write_request(
             &Method::Ack,
             seq,
-            |b| tp.write_via(b, call, Leg::Outbound, seq),
+            |b| tp.write_via_with(b, call, Leg::Outbound, seq, nonce),
             extra,
             body,
             &mut ack,
         );
-        let bytes = ack.freeze();
-        out.push(Action::Ack {
-            leg: Leg::Outbound,
-            bytes: bytes.clone(),
-        });
-        self.ack_sent = Some(bytes);
-        self.ack_keep_deadline = Some(now + 64 * self.settings_t1);
-        self.callee = CalleeState::Confirmed;
+        ack.freeze()
     }
 
     /// Ends the wait for the ACK of a relayed re-INVITE's 2xx: stops our
@@ -1452,10 +1476,14 @@ impl Call {
                 // A retransmitted 2xx: our ACK got lost. ACKed again even
                 // after our BYE (RFC 3261 §13.2.2.4: every 2xx is ACKed), or
                 // a callee that lost the ACK never takes the BYE in.
-                if let Some(ack) = &self.ack_sent {
+                if self.ack_keep_deadline.is_some() {
+                    let bytes = match &self.late_ack {
+                        Some(ack) => Bytes::clone(ack),
+                        None => self.write_callee_ack(None),
+                    };
                     out.push(Action::Ack {
                         leg: Leg::Outbound,
-                        bytes: ack.clone(),
+                        bytes,
                     });
                 }
                 return;
@@ -1653,7 +1681,7 @@ impl Call {
         }
         if self.ack_keep_deadline.is_some_and(|d| d <= now) {
             self.ack_keep_deadline = None;
-            self.ack_sent = None;
+            self.late_ack = None;
         }
         self.reinvite_timers(now, out);
         if self.max_deadline.is_some_and(|d| d <= now) {

@@ -110,6 +110,12 @@ pub(crate) const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 3 + 16 + 1 + 10 + 16;
 
 /// Appends [`branch_for`]`(call, leg, seq)` to `out`.
 pub(crate) fn put_branch(out: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
+    put_branch_with(out, call, leg, seq, rand::random());
+}
+
+/// [`put_branch`] with `nonce` as its random part: the same branch again
+/// for the same `nonce` (an ACK written again, see `Call::write_callee_ack`).
+pub(crate) fn put_branch_with(out: &mut BytesMut, call: u64, leg: Leg, seq: u32, nonce: u64) {
     out.put_slice(BRANCH_PREFIX.as_bytes());
     out.put_u8(b'-');
     put_hex(out, call);
@@ -117,7 +123,7 @@ pub(crate) fn put_branch(out: &mut BytesMut, call: u64, leg: Leg, seq: u32) {
     out.put_u8(leg_char(leg));
     out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
     out.put_u8(b'-');
-    put_hex64(out, rand::random());
+    put_hex64(out, nonce);
 }
 
 /// The call, leg and CSeq number a branch of ours names ([`branch_for`]).
