@@ -161,23 +161,13 @@ struct State {
     _slot: CallSlot,
 }
 
+/// A call in the call table. What identifies its dialogs (Call-IDs, our
+/// tags, the inbound leg's key) is read from the call itself, under its
+/// lock: no copies of them here.
 #[derive(Debug)]
 struct Entry {
     id: u64,
-    /// Call-ID and our tag of the inbound and the outbound dialog, to check
-    /// that a request naming the call by its To tag is in one of them.
-    dialogs: [(ByteStr, ByteStr); 2],
-    /// The call's key in the inbound leg index.
-    in_key: LegKey,
     state: Mutex<State>,
-}
-
-/// Index of a leg in [`Entry::dialogs`].
-fn leg_index(leg: Leg) -> usize {
-    match leg {
-        Leg::Inbound => 0,
-        Leg::Outbound => 1,
-    }
 }
 
 impl Entry {
@@ -261,6 +251,14 @@ struct Inner {
 
 /// A local socket and protocol, and our addressing on it.
 type LegTransportEntry = ((SocketAddr, Protocol), Arc<LegTransport>);
+
+/// The key of `call`'s inbound leg in the leg index (its own copies).
+fn in_key_of(call: &Call) -> LegKey {
+    LegKey {
+        call_id: call.inbound_call_id().clone(),
+        remote_tag: call.inbound_remote_tag().clone(),
+    }
+}
 
 /// Hasher of the call table. Call numbers are ours (sequential, chosen by
 /// no one outside), so one multiplication spreads them well (all low bits
@@ -644,14 +642,18 @@ impl Inner {
     fn find(&self, req: &Request, to_tag: Option<&str>) -> Option<(Arc<Entry>, Leg)> {
         if let Some((id, leg)) = to_tag.and_then(ids::parse_tag) {
             if let Some(entry) = self.entry(id) {
-                let (dialog_call_id, local_tag) = &entry.dialogs[leg_index(leg)];
-                // The raw Call-ID, compared as is: equal to the dialog's
-                // (a well-formed one), it needs no check of its own.
-                let same_call_id = req
-                    .headers
-                    .get(&HeaderName::CallId)
-                    .is_some_and(|raw| raw[..] == dialog_call_id.as_bytes()[..]);
-                if same_call_id && Some(local_tag.as_str()) == to_tag {
+                let ours = {
+                    let st = entry.lock();
+                    let (dialog_call_id, local_tag) = st.call.dialog_ids(leg);
+                    // The raw Call-ID, compared as is: equal to the dialog's
+                    // (a well-formed one), it needs no check of its own.
+                    let same_call_id = req
+                        .headers
+                        .get(&HeaderName::CallId)
+                        .is_some_and(|raw| raw[..] == dialog_call_id.as_bytes()[..]);
+                    same_call_id && Some(local_tag.as_str()) == to_tag
+                };
+                if ours {
                     return Some((entry, leg));
                 }
             }
@@ -902,17 +904,7 @@ impl Inner {
         drop(_enter);
         // The call's own copies (in its buffer): the key lives as long as
         // the call, and a slice of the INVITE would keep its datagram.
-        let in_key = LegKey {
-            call_id: call.inbound_call_id().clone(),
-            remote_tag: call.inbound_remote_tag().clone(),
-        };
-        let dialogs = [
-            (in_key.call_id.clone(), call.inbound_local_tag().clone()),
-            (
-                call.outbound_call_id().clone(),
-                call.outbound_local_tag().clone(),
-            ),
-        ];
+        let in_key = in_key_of(&call);
         let meta = Meta {
             started: SystemTime::now(),
             number,
@@ -940,11 +932,9 @@ impl Inner {
             meta,
             _slot: slot,
         };
-        self.legs.insert(in_key.clone(), id);
+        self.legs.insert(in_key, id);
         let entry = Arc::new(Entry {
             id,
-            dialogs,
-            in_key,
             state: Mutex::new(state),
         });
         self.calls.insert(id, Arc::clone(&entry));
@@ -1107,7 +1097,7 @@ impl Inner {
     fn remove(&self, entry: &Entry, st: &mut State) {
         let id = entry.id;
         self.calls.remove(&id);
-        self.legs.remove(&entry.in_key);
+        self.legs.remove(&in_key_of(&st.call));
         if let Some((_, timer)) = st.scheduled.take() {
             self.timers.cancel_all([timer]);
         }
@@ -1378,8 +1368,8 @@ mod tests {
     use std::hash::{BuildHasher, BuildHasherDefault};
 
     use super::{
-        calls_at_start, tables, CallNumberHasher, Leg, Method, OpenServer, Servers, CALLS_AT_START,
-        MAX_CALLS_AT_START,
+        calls_at_start, tables, CallNumberHasher, Entry, Leg, Method, OpenServer, Servers,
+        CALLS_AT_START, MAX_CALLS_AT_START,
     };
 
     #[test]
@@ -1447,6 +1437,16 @@ mod tests {
         s.clear();
         assert!(s.get(Leg::Inbound, 1, &Method::Invite).is_none());
         assert!(s.get(Leg::Outbound, 6, &Method::Info).is_none());
+    }
+
+    #[test]
+    fn a_call_table_entry_keeps_no_copies_of_the_calls_identifiers() {
+        // Was 584 bytes, 192 of them copies of the dialogs' Call-IDs and
+        // tags and of the inbound leg's key (six more references to the
+        // call's buffer, each counted up at the start and down at the
+        // end); now those are read from the call.
+        let entry = std::mem::size_of::<Entry>();
+        assert!(entry <= 392, "Entry is {entry} bytes");
     }
 
     #[test]
