@@ -41,7 +41,8 @@ use crate::sip::{
     validate_request_with, HeaderName, Message, Method, Policy, Request, Response, StatusCode,
 };
 use crate::transaction::{
-    Incoming, LayerConfig, Refused, ServerRequest, TimerConfig, TransactionLayer, TransportSink,
+    Incoming, LayerConfig, Refused, Serial, ServerRequest, TimerConfig, TransactionLayer,
+    TransactionUser, TransportSink, TuItem,
 };
 use crate::transport::{self, Inbound, RefusalObserver, Source, TransportConfig, Transports};
 
@@ -145,23 +146,51 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         },
     );
     let uas = Uas::new(Arc::clone(&routes)).with_refusals(refusals);
-    let b2bua = B2bua::new(
-        b2bua_config(&config.daemon),
-        layer.clone(),
-        transports.clone(),
-        Arc::clone(&routes),
-        Some(cdr.sink()),
-    );
+    let workers = usize::from(config.daemon.worker_threads);
+    let b2bua = if workers <= 1 {
+        B2bua::for_user(
+            b2bua_config(&config.daemon),
+            layer.clone(),
+            transports.clone(),
+            Arc::clone(&routes),
+            Some(cdr.sink()),
+        )
+    } else {
+        B2bua::new(
+            b2bua_config(&config.daemon),
+            layer.clone(),
+            transports.clone(),
+            Arc::clone(&routes),
+            Some(cdr.sink()),
+        )
+    };
     let mut drain = Drain::new();
     {
         let b2bua = b2bua.clone();
         drain.register("calls", async move { b2bua.drained().await });
     }
 
-    let workers = usize::from(config.daemon.worker_threads);
     let mut lane_task = None;
     // The transports keep the handler weakly: kept here until the end.
     let mut udp_input = None;
+    // As the transaction layer its user (kept weakly by the layer).
+    let mut user = None;
+    let tu = if workers <= 1 {
+        // The layer hands its items to the TU directly, from the step
+        // that makes them: no TU task, no channel.
+        let (input, lane) = user_input(
+            layer.clone(),
+            uas.clone(),
+            b2bua.clone(),
+            layer_config(&config.daemon).tu_queue,
+        );
+        layer.set_user(&input);
+        user = Some(input);
+        drop(incoming);
+        tokio::spawn(lane)
+    } else {
+        tokio::spawn(tu_loop(layer.clone(), uas.clone(), b2bua.clone(), incoming))
+    };
     if workers <= 1 {
         // Before the first await: no datagram has been read yet.
         let (input, lane) = LayerInput::new(
@@ -182,7 +211,6 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         inbound,
         workers,
     );
-    let tu = tokio::spawn(tu_loop(layer.clone(), uas, b2bua.clone(), incoming));
     tracing::info!(
         pbxs = config.pbxs.len(),
         numbers = routes.load().len(),
@@ -210,6 +238,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     drop(udp_input);
     tu.abort();
+    drop(user);
     if let Some(task) = ignore_hup {
         task.abort();
     }
@@ -563,9 +592,8 @@ async fn run_lane(
     }
 }
 
-/// The transaction user: refuses what the validator refuses, gives the
-/// B2BUA its part (new INVITEs, in-dialog requests, CANCEL, 2xx ACKs, stray
-/// responses) and answers the rest with [`Uas`].
+/// The transaction user with more than one worker thread: the task that
+/// reads the layer's channel (the B2BUA's client events have their own).
 async fn tu_loop(
     layer: TransactionLayer,
     uas: Uas,
@@ -573,39 +601,76 @@ async fn tu_loop(
     mut incoming: mpsc::Receiver<Incoming>,
 ) {
     while let Some(event) = incoming.recv().await {
-        if let Incoming::Request(sr) = &event {
-            if let Some(response) = uas.reject(&sr.request) {
-                tracing::debug!(status = response.status.as_u16(), "refused");
-                uas.note_refusal(&sr.request, &response);
-                if let Err(e) = sr.tx.respond(response).await {
-                    tracing::debug!(error = %e, "cannot respond");
-                }
-                continue;
+        on_incoming(&layer, &uas, &b2bua, event).await;
+    }
+}
+
+/// The transaction user with one worker thread: the layer hands it its
+/// items (and the B2BUA's client events) directly, each handled at once
+/// unless one before it is still waiting ([`Serial`]), at most `capacity`
+/// queued (then new requests are answered 503 by the layer, as for a full
+/// channel). Returns the user (kept weakly by the layer: hold it until
+/// shutdown) and its lane, to run in a task.
+fn user_input(
+    layer: TransactionLayer,
+    uas: Uas,
+    b2bua: B2bua,
+    capacity: usize,
+) -> (
+    Arc<dyn TransactionUser>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let tu = Arc::new((layer, uas, b2bua));
+    let serial = Serial::new(capacity, move |item: TuItem| {
+        let tu = Arc::clone(&tu);
+        async move {
+            let (layer, uas, b2bua) = &*tu;
+            match item {
+                TuItem::Incoming(event) => on_incoming(layer, uas, b2bua, event).await,
+                TuItem::Client(event) => b2bua.client_event(event).await,
             }
         }
-        let Some(sr) = b2bua.handle(event).await else {
-            continue;
-        };
-        let ServerRequest {
-            request,
-            source,
-            tx,
-        } = *sr;
-        let span = tracing::debug_span!(
-            "request",
-            method = %request.method,
-            call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
-            peer = %source.peer,
-        );
-        let _enter = span.enter();
-        let Some(response) = uas.answer(&request, |cancel| layer.find_invite(cancel).is_some())
-        else {
-            continue;
-        };
-        tracing::debug!(status = response.status.as_u16(), "answer");
-        if let Err(e) = tx.respond(response).await {
-            tracing::debug!(error = %e, "cannot respond");
+    });
+    let lane = Arc::clone(&serial).lane();
+    (serial, lane)
+}
+
+/// What the transaction user does with an item of the layer: refuses what
+/// the validator refuses, gives the B2BUA its part (new INVITEs, in-dialog
+/// requests, CANCEL, 2xx ACKs, stray responses) and answers the rest with
+/// [`Uas`].
+async fn on_incoming(layer: &TransactionLayer, uas: &Uas, b2bua: &B2bua, event: Incoming) {
+    if let Incoming::Request(sr) = &event {
+        if let Some(response) = uas.reject(&sr.request) {
+            tracing::debug!(status = response.status.as_u16(), "refused");
+            uas.note_refusal(&sr.request, &response);
+            if let Err(e) = sr.tx.respond(response).await {
+                tracing::debug!(error = %e, "cannot respond");
+            }
+            return;
         }
+    }
+    let Some(sr) = b2bua.handle(event).await else {
+        return;
+    };
+    let ServerRequest {
+        request,
+        source,
+        tx,
+    } = *sr;
+    let span = tracing::debug_span!(
+        "request",
+        method = %request.method,
+        call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
+        peer = %source.peer,
+    );
+    let _enter = span.enter();
+    let Some(response) = uas.answer(&request, |cancel| layer.find_invite(cancel).is_some()) else {
+        return;
+    };
+    tracing::debug!(status = response.status.as_u16(), "answer");
+    if let Err(e) = tx.respond(response).await {
+        tracing::debug!(error = %e, "cannot respond");
     }
 }
 

@@ -243,7 +243,10 @@ struct Inner {
     /// socket we send from, so a short list beats hashing the address.
     leg_transports: Mutex<Vec<LegTransportEntry>>,
     next_id: AtomicU64,
-    client_events: mpsc::Sender<ClientEvent>,
+    /// Where the events of our client transactions go: the channel of the
+    /// client-event task, or (`None`) the transaction layer's user, which
+    /// hands them to [`B2bua::client_event`].
+    client_events: Option<mpsc::Sender<ClientEvent>>,
     /// The calls' timers: one per call at most, its target the call
     /// number.
     timers: Wheel<u64>,
@@ -353,6 +356,34 @@ impl B2bua {
         cdr: Option<CdrSink>,
     ) -> B2bua {
         let (client_events, events_rx) = mpsc::channel(CLIENT_EVENT_QUEUE);
+        let b2bua = B2bua::start(config, txn, transports, routes, cdr, Some(client_events));
+        tokio::spawn(client_event_task(Arc::downgrade(&b2bua.inner), events_rx));
+        b2bua
+    }
+
+    /// [`B2bua::new`] without the client-event task: the events of the
+    /// B2BUA's client transactions go to the transaction layer's user
+    /// ([`TransactionLayer::set_user`]), which must hand each one to
+    /// [`B2bua::client_event`], in order. Its timer task runs until the
+    /// last handle is dropped.
+    pub fn for_user(
+        config: B2buaConfig,
+        txn: TransactionLayer,
+        transports: Transports,
+        routes: Arc<Routes>,
+        cdr: Option<CdrSink>,
+    ) -> B2bua {
+        B2bua::start(config, txn, transports, routes, cdr, None)
+    }
+
+    fn start(
+        config: B2buaConfig,
+        txn: TransactionLayer,
+        transports: Transports,
+        routes: Arc<Routes>,
+        cdr: Option<CdrSink>,
+        client_events: Option<mpsc::Sender<ClientEvent>>,
+    ) -> B2bua {
         let admission = Admission::new(config.limits.clone(), Instant::now());
         let (calls, legs) = tables(calls_at_start(config.expected_cps, config.limits.max_calls));
         let inner = Arc::new(Inner {
@@ -369,7 +400,6 @@ impl B2bua {
             client_events,
             timers: Wheel::new(),
         });
-        tokio::spawn(client_event_task(Arc::downgrade(&inner), events_rx));
         tokio::spawn(timer_task(Arc::downgrade(&inner)));
         B2bua { inner }
     }
@@ -438,6 +468,12 @@ impl B2bua {
             );
         }
         (hung_up, recorded)
+    }
+
+    /// Handles an event of one of the B2BUA's client transactions (those
+    /// of a B2BUA made with [`B2bua::for_user`]).
+    pub async fn client_event(&self, ev: ClientEvent) {
+        self.inner.client_event(ev).await;
     }
 
     /// Handles what the transaction layer passes up. Returns the requests
@@ -628,7 +664,7 @@ impl Inner {
         }
         if let Err(e) = self
             .txn
-            .send_request_with(bye, dest, self.client_events.clone())
+            .send_request_to(bye, dest, self.client_events.clone())
             .await
         {
             tracing::debug!(error = %e, "BYE for a stray 2xx not sent");
@@ -1064,7 +1100,7 @@ impl Inner {
                     let method = request.method.clone();
                     if let Err(e) = self
                         .txn
-                        .send_request_with(request, dest, self.client_events.clone())
+                        .send_request_to(request, dest, self.client_events.clone())
                         .await
                     {
                         tracing::debug!(call = entry.id, error = %e, "request not sent");
@@ -1307,28 +1343,35 @@ async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<Client
             continue;
         }
         let Some(inner) = inner.upgrade() else { return };
+        inner.client_event(ev).await;
+    }
+}
+
+impl Inner {
+    async fn client_event(self: &Arc<Self>, ev: ClientEvent) {
         let Some((id, leg, seq)) = ids::parse_branch(ev.key.branch()) else {
-            continue;
+            return;
         };
-        let Some(entry) = inner.entry(id) else {
+        let Some(entry) = self.entry(id) else {
             // A 2xx for a call that gave up on its INVITE (guard timer,
             // shutdown): end that session at the callee's Contact.
             if let ClientEventKind::Response(r) = &ev.event {
                 if let Some(dest) = contact_destination(r) {
-                    inner.end_stray_2xx(r, dest, None).await;
+                    self.end_stray_2xx(r, dest, None).await;
                 }
             }
-            continue;
+            return;
         };
         let input = match ev.event {
             ClientEventKind::Response(r) => Input::Response(leg, r),
             ClientEventKind::Timeout | ClientEventKind::TransportError => {
                 Input::Failed(leg, ev.key.method().clone(), seq)
             }
-            ClientEventKind::Terminated => continue,
+            // The call has its own timers: nothing to do.
+            ClientEventKind::Terminated => return,
         };
-        let done = inner.run(&entry, input);
-        inner.carry_out(&entry, done).await;
+        let done = self.run(&entry, input);
+        self.carry_out(&entry, done).await;
     }
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use super::key::{AckKey, Slot, SlotHashing};
 use super::lingering::{ClientLinger, Linger, ServerLinger};
 use super::metrics::TransactionMetrics;
 use super::sent_by::{SentBy, SentByTable};
+use super::user::{TransactionUser, TuItem, Urgency};
 use super::via_prefix::ViaPrefixes;
 use super::wheel::{Batch, Tick, TimerId, Wheel};
 use super::{
@@ -520,7 +521,7 @@ enum ClientTx {
 struct ActiveClient {
     machine: ClientMachine,
     dest: Destination,
-    events: mpsc::Sender<ClientEvent>,
+    events: ClientEvents,
     timers: TimerSet,
 }
 
@@ -530,7 +531,7 @@ struct LingeringClient {
     linger: ClientLinger,
     dest: Destination,
     /// For the 2xx of Accepted and the final `Terminated`.
-    events: mpsc::Sender<ClientEvent>,
+    events: ClientEvents,
     /// Its last timer (D, K or M) while pending.
     timer: Option<TimerId>,
 }
@@ -852,7 +853,7 @@ struct ClientCtx {
     key: Arc<ClientKey>,
     id: u64,
     dest: Destination,
-    events: mpsc::Sender<ClientEvent>,
+    events: ClientEvents,
 }
 
 #[derive(Clone)]
@@ -903,6 +904,9 @@ struct Inner {
     awaiting_ack: AckTable,
     wheel: Arc<Wheel<TimerTarget>>,
     incoming: mpsc::Sender<Incoming>,
+    /// The TU taking what `incoming` carried, once set (see
+    /// [`TransactionLayer::set_user`]).
+    user: OnceLock<Weak<dyn TransactionUser>>,
     next_id: AtomicU64,
     /// The top Via sent-by values of our requests (RFC 3261 §18.1.2).
     sent_by: SentByTable,
@@ -942,6 +946,7 @@ impl TransactionLayer {
             awaiting_ack: table(0, foldhash::fast::RandomState::default()),
             wheel: Arc::clone(&wheel),
             incoming,
+            user: OnceLock::new(),
             next_id: AtomicU64::new(1),
             sent_by: SentByTable::default(),
             via_prefixes: ViaPrefixes::default(),
@@ -1025,7 +1030,7 @@ impl TransactionLayer {
         let (tx, events) = mpsc::channel(self.inner.config.client_queue.max(1));
         let started = self
             .inner
-            .start_client(request, dest, tx)
+            .start_client(request, dest, ClientEvents::Channel(tx))
             .map(|(key, deferred)| {
                 let handle = ClientTransaction {
                     key,
@@ -1048,7 +1053,35 @@ impl TransactionLayer {
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
     ) -> impl Future<Output = Result<Arc<ClientKey>, TxError>> + Send + 'static {
+        finish_with(
+            self.inner
+                .start_client(request, dest, ClientEvents::Channel(events)),
+        )
+    }
+
+    /// [`TransactionLayer::send_request_with`] with the events going to
+    /// `events`, or with `None` to the layer's [`TransactionUser`] as
+    /// [`TuItem::Client`] (see [`TransactionLayer::set_user`]; dropped when
+    /// there is none).
+    pub fn send_request_to(
+        &self,
+        request: Request,
+        dest: Destination,
+        events: Option<mpsc::Sender<ClientEvent>>,
+    ) -> impl Future<Output = Result<Arc<ClientKey>, TxError>> + Send + 'static {
+        let events = events.map_or(ClientEvents::User, ClientEvents::Channel);
         finish_with(self.inner.start_client(request, dest, events))
+    }
+
+    /// From now on, what the layer passed up through the channel
+    /// [`TransactionLayer::new`] returned goes to `user` instead, directly,
+    /// from the step that makes it (as do the events of client transactions
+    /// started with [`TransactionLayer::send_request_to`] without a channel): nothing
+    /// more comes through the channel. Kept weakly (the user holds the
+    /// layer); once it is dropped, items are dropped. Set once: false if a
+    /// user was set before.
+    pub fn set_user(&self, user: &Arc<dyn TransactionUser>) -> bool {
+        self.inner.user.set(Arc::downgrade(user)).is_ok()
     }
 
     /// Cancels the INVITE client transaction `key` (§9.1): sends a CANCEL
@@ -1269,7 +1302,7 @@ impl Inner {
         self: &Arc<Self>,
         request: Request,
         dest: Destination,
-        events: mpsc::Sender<ClientEvent>,
+        events: ClientEvents,
     ) -> Result<(Arc<ClientKey>, Option<Deferred>), TxError> {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
@@ -1439,14 +1472,12 @@ impl Inner {
                 "stray response"
             );
             TransactionMetrics::inc(&self.metrics.stray_responses);
-            deliver(
-                &self.metrics,
-                &self.incoming,
+            self.pass_up(
                 Incoming::Response {
                     response: Box::new(response),
                     source,
                 },
-                true,
+                Urgency::Refusable,
             );
             return Ok(None);
         };
@@ -1633,13 +1664,18 @@ impl Inner {
             }
             Action::Deliver(event) => {
                 self.count_failure(&event);
-                let (event, droppable) = match event {
+                let (event, urgency) = match event {
                     TuEvent::Response(r) => {
                         let provisional = r.status.is_provisional();
-                        (ClientEventKind::Response(r), provisional)
+                        let urgency = if provisional {
+                            Urgency::Refusable
+                        } else {
+                            Urgency::Must
+                        };
+                        (ClientEventKind::Response(r), urgency)
                     }
-                    TuEvent::Timeout => (ClientEventKind::Timeout, false),
-                    TuEvent::TransportError => (ClientEventKind::TransportError, false),
+                    TuEvent::Timeout => (ClientEventKind::Timeout, Urgency::Must),
+                    TuEvent::TransportError => (ClientEventKind::TransportError, Urgency::Must),
                     // Client machines never deliver ACKs.
                     TuEvent::Ack(_) => return,
                 };
@@ -1647,7 +1683,7 @@ impl Inner {
                     key: Arc::clone(key),
                     event,
                 };
-                deliver(&self.metrics, &ctx.events, event, droppable);
+                self.pass_event(&ctx.events, event, urgency);
             }
             Action::Terminate => {
                 debug!(branch = key.branch(), method = %key.method(), "client transaction terminated");
@@ -1660,7 +1696,7 @@ impl Inner {
                         key: Arc::clone(key),
                         event: ClientEventKind::Terminated,
                     };
-                    deliver(&self.metrics, &ctx.events, event, false);
+                    self.pass_event(&ctx.events, event, Urgency::Must);
                 }
             }
         }
@@ -1763,14 +1799,12 @@ impl Inner {
             inner: Arc::clone(self),
         };
         // Built in the call (a named item was one more copy of it).
-        let sent = self
-            .incoming
-            .try_send(Incoming::Request(Box::new(ServerRequest {
-                request,
-                source,
-                tx,
-            })));
-        if let Err(TrySendError::Full(Incoming::Request(r))) = sent {
+        let refused = self.offer(Incoming::Request(Box::new(ServerRequest {
+            request,
+            source,
+            tx,
+        })));
+        if let Some(Incoming::Request(r)) = refused {
             debug!("TU queue full: 503");
             TransactionMetrics::inc(&self.metrics.overload_rejected);
             if let Some(refusals) = &self.config.refusals {
@@ -1808,7 +1842,7 @@ impl Inner {
                             request: Box::new(ack),
                             source,
                         };
-                        deliver(&self.metrics, &self.incoming, ack, true);
+                        self.pass_up(ack, Urgency::Refusable);
                         return None;
                     }
                 }
@@ -1833,7 +1867,7 @@ impl Inner {
             request: Box::new(ack),
             source,
         };
-        deliver(&self.metrics, &self.incoming, item, true);
+        self.pass_up(item, Urgency::Refusable);
         None
     }
 
@@ -2127,14 +2161,12 @@ impl Inner {
                     TimerTarget::Server(Arc::clone(key), ctx.id, timer, 0, 0),
                 );
             }
-            Action::Deliver(TuEvent::Ack(request)) => deliver(
-                &self.metrics,
-                &self.incoming,
+            Action::Deliver(TuEvent::Ack(request)) => self.pass_up(
                 Incoming::Ack {
                     request,
                     source: ctx.source,
                 },
-                true,
+                Urgency::Refusable,
             ),
             Action::Deliver(event) => {
                 self.count_failure(&event);
@@ -2143,12 +2175,7 @@ impl Inner {
                     id: ctx.id,
                     inner: Arc::clone(self),
                 };
-                deliver(
-                    &self.metrics,
-                    &self.incoming,
-                    Incoming::Event(ServerEvent { tx, event }),
-                    false,
-                );
+                self.pass_up(Incoming::Event(ServerEvent { tx, event }), Urgency::Must);
             }
             Action::Terminate => {
                 debug!(method = %key.method(), peer = %ctx.source.peer, "server transaction terminated");
@@ -2232,7 +2259,7 @@ impl Inner {
                     key: Arc::clone(key),
                     event: ClientEventKind::Terminated,
                 };
-                deliver(&self.metrics, &l.events, event, false);
+                self.pass_event(&l.events, event, Urgency::Must);
             }
         }
         true
@@ -2478,6 +2505,81 @@ fn shrink_sparse<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher + Clone>(
             shard.shrink_to(len.max(floor), |(k, _)| table.hasher().hash_one(k));
         }
     }
+}
+
+impl Inner {
+    /// The TU set with [`TransactionLayer::set_user`], if it is still
+    /// there; `Err(())` when one was set and is gone.
+    fn user(&self) -> Option<Result<Arc<dyn TransactionUser>, ()>> {
+        self.user.get().map(|weak| weak.upgrade().ok_or(()))
+    }
+
+    /// Passes `item` up (to the TU or through the channel), with no lock
+    /// of the layer held: a TU handles it at once and may call back in.
+    /// A refusable item the TU has no room for is dropped; what must be
+    /// taken waits (see [`deliver`]).
+    fn pass_up(&self, item: Incoming, urgency: Urgency) {
+        match self.user() {
+            None => deliver(
+                &self.metrics,
+                &self.incoming,
+                item,
+                urgency == Urgency::Refusable,
+            ),
+            Some(Ok(user)) => {
+                if user.take(TuItem::Incoming(item), urgency).is_err() {
+                    TransactionMetrics::inc(&self.metrics.tu_queue_full);
+                    debug!("TU queue full: dropped");
+                }
+            }
+            // Shut down: nobody takes it.
+            Some(Err(())) => {}
+        }
+    }
+
+    /// Offers a new request to the TU; hands it back when the TU (or the
+    /// channel) is full, for a 503.
+    fn offer(&self, item: Incoming) -> Option<Incoming> {
+        match self.user() {
+            None => match self.incoming.try_send(item) {
+                Ok(()) | Err(TrySendError::Closed(_)) => None,
+                Err(TrySendError::Full(item)) => Some(item),
+            },
+            Some(Ok(user)) => match user.take(TuItem::Incoming(item), Urgency::Refusable) {
+                Ok(()) => None,
+                Err(TuItem::Incoming(item)) => Some(item),
+                Err(TuItem::Client(_)) => None,
+            },
+            Some(Err(())) => None,
+        }
+    }
+
+    /// Passes a client transaction's event to where its events go.
+    fn pass_event(&self, to: &ClientEvents, event: ClientEvent, urgency: Urgency) {
+        match to {
+            ClientEvents::Channel(tx) => {
+                deliver(&self.metrics, tx, event, urgency == Urgency::Refusable)
+            }
+            ClientEvents::User => {
+                let Some(Ok(user)) = self.user() else { return };
+                if user.take(TuItem::Client(event), urgency).is_err() {
+                    TransactionMetrics::inc(&self.metrics.tu_queue_full);
+                    debug!("TU queue full: dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Where a client transaction's events go.
+#[derive(Clone)]
+enum ClientEvents {
+    /// A channel of the TU's ([`TransactionLayer::send_request`],
+    /// [`TransactionLayer::send_request_with`]).
+    Channel(mpsc::Sender<ClientEvent>),
+    /// The layer's [`TransactionUser`]
+    /// ([`TransactionLayer::send_request_to`] without a channel).
+    User,
 }
 
 /// Passes `item` to the TU. When the channel is full, droppable items
@@ -3374,6 +3476,243 @@ mod tests {
             *refused.0.lock().unwrap(),
             vec![("z9hG4bKsecond".to_owned(), 503)]
         );
+    }
+
+    /// What a direct TU saw, in order.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// A [`Serial`] TU over `layer` that calls back into the layer from
+    /// the synchronous part of its handling (before any await), as the
+    /// B2BUA does: answers new requests 200 (and looks up INVITEs), starts
+    /// a request of its own for each final response to one of its
+    /// requests, and notes everything in `seen`.
+    fn calling_back_user(layer: &TransactionLayer, seen: &Seen) -> Arc<dyn TransactionUser> {
+        let (layer, seen) = (layer.clone(), Arc::clone(seen));
+        let serial = crate::transaction::Serial::new(16, move |item: TuItem| {
+            let note = |s: String| seen.lock().unwrap().push(s);
+            match item {
+                TuItem::Incoming(Incoming::Request(sr)) => {
+                    // Looks the transaction up in the table it was put in.
+                    let _ = layer.find_invite(&sr.request);
+                    note(format!("request {}", sr.request.method));
+                    let sent = sr.tx.respond_ref(&response(&sr.request, 200, Some("tu")));
+                    assert!(layer.transaction_counts().1 >= 1);
+                    drop(sent);
+                }
+                TuItem::Incoming(Incoming::Ack { .. }) => note("ack".into()),
+                TuItem::Incoming(Incoming::Response { response, .. }) => {
+                    note(format!("stray {}", response.status.as_u16()));
+                    drop(layer.send_request_to(our_options("z9hG4bKafterstray"), peer(), None));
+                }
+                TuItem::Incoming(Incoming::Event(ev)) => note(format!("event {:?}", ev.event)),
+                TuItem::Client(ev) => {
+                    let ClientEventKind::Response(r) = &ev.event else {
+                        note(format!("client {:?}", ev.event));
+                        return std::future::ready(());
+                    };
+                    note(format!("client {} {}", ev.key.branch(), r.status.as_u16()));
+                    if ev.key.branch() == "z9hG4bKfirst" {
+                        drop(layer.send_request_to(our_options("z9hG4bKsecond"), peer(), None));
+                        let _ = layer.transaction_counts();
+                    }
+                }
+            }
+            std::future::ready(())
+        });
+        serial
+    }
+
+    /// Runs `test` on a runtime of its own thread; fails (instead of
+    /// hanging) when it does not end within 60 s, e.g. a handler that
+    /// deadlocks on a table lock the layer holds.
+    fn within_a_minute(test: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test));
+            let _ = done.send(result.is_ok());
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(ok) => assert!(ok, "the test panicked"),
+            Err(_) => panic!("deadlock: the direct TU did not return"),
+        }
+    }
+
+    #[test]
+    fn a_direct_user_handles_items_in_the_step_and_may_call_back_into_the_layer() {
+        within_a_minute(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (layer, mut rx, sink) = layer();
+                let seen = Seen::default();
+                let user = calling_back_user(&layer, &seen);
+                assert!(layer.set_user(&user));
+                assert!(!layer.set_user(&user), "set once");
+                let src = udp_source();
+
+                // A new request: answered inside `receive_now`, the
+                // layer's table not locked meanwhile.
+                assert!(layer.receive_now(options().into(), src).unwrap().is_none());
+                assert_eq!(sink.statuses(), [200]);
+                // An INVITE answered 2xx, then its ACK (an item from the
+                // ACK table's path).
+                assert!(layer.receive_now(invite().into(), src).unwrap().is_none());
+                let mut ack = build_ack(&invite(), &response(&invite(), 200, Some("tu")));
+                ack.headers.set(
+                    HeaderName::Via,
+                    "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKackbranch",
+                );
+                assert!(layer.receive_now(ack.into(), src).unwrap().is_none());
+
+                // A response to our request: the TU starts another one
+                // from inside the client transaction's step.
+                let first = our_options("z9hG4bKfirst");
+                let key = layer
+                    .send_request_to(first.clone(), peer(), None)
+                    .await
+                    .unwrap();
+                assert_eq!(key.branch(), "z9hG4bKfirst");
+                let answer = response(&first, 200, Some("callee"));
+                assert!(layer.receive_now(answer.into(), src).unwrap().is_none());
+                // A stray response: the TU sends from inside the step.
+                let stray = response(&our_options("z9hG4bKnone"), 200, Some("x"));
+                assert!(layer.receive_now(stray.into(), src).unwrap().is_none());
+
+                assert_eq!(
+                    *seen.lock().unwrap(),
+                    [
+                        "request OPTIONS",
+                        "request INVITE",
+                        "ack",
+                        "client z9hG4bKfirst 200",
+                        "stray 200",
+                    ]
+                );
+                let requests: Vec<_> = sink
+                    .sent()
+                    .into_iter()
+                    .filter(|(_, _, to)| matches!(to, To::Request(_)))
+                    .map(|(_, b, _)| {
+                        parse_request(&b)
+                            .top_via()
+                            .unwrap()
+                            .branch()
+                            .unwrap()
+                            .to_owned()
+                    })
+                    .collect();
+                assert_eq!(
+                    requests,
+                    ["z9hG4bKfirst", "z9hG4bKsecond", "z9hG4bKafterstray"]
+                );
+                assert!(rx.try_recv().is_err(), "nothing went through the channel");
+                drop(user);
+            });
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_direct_user_gets_new_requests_answered_503_and_keeps_finals() {
+        let refused = Arc::new(Refused::default());
+        let (layer, _rx, sink) = layer_with(LayerConfig {
+            refusals: Some(refused.clone()),
+            ..LayerConfig::default()
+        });
+        let seen = Seen::default();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        // Room for the rest of the first request, which waits for the
+        // gate, and one more.
+        let serial = {
+            let (seen, gate) = (Arc::clone(&seen), Arc::clone(&gate));
+            crate::transaction::Serial::new(2, move |item: TuItem| {
+                let (seen, gate) = (Arc::clone(&seen), Arc::clone(&gate));
+                async move {
+                    let what = match &item {
+                        TuItem::Incoming(Incoming::Request(sr)) => {
+                            let branch = sr.request.top_via().unwrap().branch().unwrap().to_owned();
+                            if branch == "z9hG4bKwaits" {
+                                gate.notified().await;
+                            }
+                            branch
+                        }
+                        TuItem::Client(ev) => format!("client {}", ev.key.branch()),
+                        other => format!("{other:?}"),
+                    };
+                    seen.lock().unwrap().push(what);
+                }
+            })
+        };
+        let lane = tokio::spawn(Arc::clone(&serial).lane());
+        let user: Arc<dyn TransactionUser> = serial;
+        layer.set_user(&user);
+        let src = udp_source();
+        let request = |branch: &str| {
+            let mut r = options();
+            r.headers.set(
+                HeaderName::Via,
+                format!("SIP/2.0/UDP 10.0.0.1:5060;branch={branch}"),
+            );
+            Message::from(r)
+        };
+        let ours = our_options("z9hG4bKours");
+        layer
+            .send_request_to(ours.clone(), peer(), None)
+            .await
+            .unwrap();
+
+        layer.receive_now(request("z9hG4bKwaits"), src).unwrap();
+        layer.receive_now(request("z9hG4bKqueued"), src).unwrap();
+        // Full: refused by the layer, 503 with Retry-After.
+        layer.receive_now(request("z9hG4bKrefused"), src).unwrap();
+        let statuses: Vec<u16> = sink
+            .sent()
+            .iter()
+            .filter(|(_, _, to)| matches!(to, To::Response(..)))
+            .map(|(_, b, _)| parse_response(b).status.as_u16())
+            .collect();
+        assert_eq!(statuses, [503]);
+        assert_eq!(
+            *refused.0.lock().unwrap(),
+            vec![("z9hG4bKrefused".to_owned(), 503)]
+        );
+        // A provisional response is dropped, the final one kept.
+        layer
+            .receive_now(response(&ours, 180, Some("c")).into(), src)
+            .unwrap();
+        layer
+            .receive_now(response(&ours, 200, Some("c")).into(), src)
+            .unwrap();
+        let m = layer.metrics().to_string();
+        assert!(m.contains("overload_rejected=1"), "{m}");
+        assert!(m.contains("tu_queue_full=1"), "{m}");
+        assert!(seen.lock().unwrap().is_empty(), "the first one still waits");
+
+        gate.notify_one();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["z9hG4bKwaits", "z9hG4bKqueued", "client z9hG4bKours"]
+        );
+        // Drained: the next request is handled inline again.
+        layer.receive_now(request("z9hG4bKafter"), src).unwrap();
+        assert_eq!(seen.lock().unwrap().last().unwrap(), "z9hG4bKafter");
+        lane.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_for_a_user_that_is_gone_are_dropped() {
+        let (layer, mut rx, _sink) = layer();
+        let seen = Seen::default();
+        let user = calling_back_user(&layer, &seen);
+        layer.set_user(&user);
+        drop(user);
+        layer.receive_now(options().into(), udp_source()).unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,7 @@ mod non_invite_server;
 mod sent_by;
 mod sink;
 mod timers;
+mod user;
 mod via_prefix;
 pub(crate) mod wheel;
 
@@ -87,6 +88,7 @@ pub use metrics::TransactionMetrics;
 pub use non_invite_client::{NonInviteClient, NonInviteClientState};
 pub use non_invite_server::{NonInviteServer, NonInviteServerState};
 pub use timers::{Timer, TimerConfig, TRYING_DELAY, UNANSWERED_INVITE};
+pub use user::{Serial, TransactionUser, TuItem, Urgency};
 
 use std::time::Duration;
 

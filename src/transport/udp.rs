@@ -45,6 +45,10 @@ pub(crate) struct UdpEndpoint {
     /// The receive loop waits for readiness: it read everything queued
     /// then (see [`UdpEndpoint::drained_since`]).
     parked: AtomicBool,
+    /// The receive loop hands on a batch whose read found the socket
+    /// drained: the bump of `drains` that follows is for a read made
+    /// before anything sent meanwhile (see [`UdpEndpoint::drains`]).
+    handing_on_drained: AtomicBool,
     /// Set by [`UdpEndpoint::close`]: the send loop writes what is queued
     /// and ends.
     closing: AtomicBool,
@@ -71,6 +75,7 @@ impl UdpEndpoint {
             outbox: Mutex::new(Outbox::default()),
             drains: AtomicU32::new(0),
             parked: AtomicBool::new(false),
+            handing_on_drained: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             stop_receiving: AtomicBool::new(false),
             receiver: OnceLock::new(),
@@ -124,8 +129,16 @@ impl UdpEndpoint {
     /// value that differs from one read earlier means that everything that
     /// arrived before that earlier reading has been read since. It stays
     /// the same while the loop is behind (each `recvmmsg` fills its batch).
+    ///
+    /// Read while the loop hands on a batch whose read found the socket
+    /// drained (a message sent from that hand-on: with one worker thread
+    /// the transaction layer and its TU answer there), it is the count
+    /// after that batch's bump: the read it stands for came before the
+    /// send, so it says nothing of the answer, and only a later drained
+    /// read may move the count past it.
     pub(crate) fn drains(&self) -> u32 {
-        self.drains.load(Ordering::Relaxed)
+        let pending = u32::from(self.handing_on_drained.load(Ordering::Relaxed));
+        self.drains.load(Ordering::Relaxed).wrapping_add(pending)
     }
 
     /// Whether every datagram that arrived before [`UdpEndpoint::drains`]
@@ -135,7 +148,7 @@ impl UdpEndpoint {
     /// False while the loop is behind, and while it waits but a datagram
     /// is queued (it has not run yet, e.g. after a stall).
     pub(crate) fn drained_since(&self, drains: u32) -> bool {
-        if self.drains() != drains {
+        if self.drains.load(Ordering::Relaxed) != drains {
             return true;
         }
         if !self.parked.load(Ordering::Relaxed) {
@@ -547,6 +560,9 @@ pub(crate) async fn receive_loop(
                 .fetch_add(1, Ordering::Relaxed);
             // Once a batch (the transports keep it weakly).
             let handler = shared.udp_handler.get().and_then(Weak::upgrade);
+            if drained {
+                endpoint.handing_on_drained.store(true, Ordering::Relaxed);
+            }
             for r in slots.received() {
                 on_received(&slots, r, local, &shared, handler.as_deref()).await;
             }
@@ -556,6 +572,7 @@ pub(crate) async fn receive_loop(
             // transaction layer's retransmission timers go by this (see
             // `UdpEndpoint::drains`).
             endpoint.drains.fetch_add(1, Ordering::Relaxed);
+            endpoint.handing_on_drained.store(false, Ordering::Relaxed);
             endpoint.parked.store(true, Ordering::Relaxed);
             // The socket's one receive-readiness waker slot (this loop is
             // its only reader), not a `readable()` future: that one joins

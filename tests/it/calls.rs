@@ -69,6 +69,8 @@ pub(crate) struct Setup {
     /// More lines of the PBX file (externals, numbers), after the routed
     /// number.
     pub pbx_extra: String,
+    /// More top-level lines of `vpbx.toml` (each ending in a newline).
+    pub top: &'static str,
 }
 
 impl Default for Setup {
@@ -82,6 +84,7 @@ impl Default for Setup {
             t1: "500ms",
             limits: "",
             pbx_extra: String::new(),
+            top: "",
         }
     }
 }
@@ -122,12 +125,13 @@ impl Rig {
         std::fs::write(
             dir.path().join("vpbx.toml"),
             format!(
-                "listen = [\"udp:127.0.0.1:0\"]\n\
+                "listen = [\"udp:127.0.0.1:0\"]\n{}\
                  [timers]\nt1 = \"{}\"\n\
                  [limits]\nmax_cps = {}\n{}\
                  [cdr]\npath = \"{}\"\n\
                  [shutdown]\ndrain_time = \"{}\"\n\
                  [reload]\ndebounce = \"{}\"\n",
+                setup.top,
                 setup.t1,
                 setup.max_cps,
                 setup.limits,
@@ -297,10 +301,16 @@ macro_rules! need_sipp {
 }
 
 fn basic_call(caller: &str, callee: &'static str) {
+    basic_call_with(caller, callee, "");
+}
+
+/// [`basic_call`] with more top-level config lines.
+fn basic_call_with(caller: &str, callee: &'static str, top: &'static str) {
     let mut rig = Rig::start(
         &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
         Setup {
             callee_transport: callee,
+            top,
             ..Setup::default()
         },
     );
@@ -335,6 +345,15 @@ fn basic_call(caller: &str, callee: &'static str) {
 fn basic_call_udp_to_udp_is_answered_and_recorded() {
     need_sipp!();
     basic_call("udp", "udp");
+}
+
+/// With more than one worker thread the transaction layer hands its items
+/// to the TU through its channels (one thread: directly, as above).
+#[test]
+fn calls_go_through_with_two_worker_threads() {
+    need_sipp!();
+    basic_call_with("udp", "udp", "worker_threads = 2\n");
+    basic_call_with("tcp", "udp", "worker_threads = 2\n");
 }
 
 #[test]
