@@ -637,8 +637,9 @@ impl Call {
         // Boxed here: the call (1.3 kB) is then moved as a pointer into
         // its table entry, not copied into each wrapper on the way (kept
         // inline in the entry instead, it was copied there several times:
-        // +0.5k instructions and +270 D1 write misses per call in
-        // callgrind's cache simulation, docs/performance.md, "Session 9").
+        // +0.7k instructions of memcpy and +250-270 D1 write misses per
+        // call in callgrind's cache simulation, docs/performance.md,
+        // "Session 9").
         let call = Box::new(Call {
             buf,
             id,
