@@ -7,9 +7,29 @@ use vpbx::sip::{parse_datagram, validate_request, Bytes, Limits, Message, Stream
 
 fn poke(m: &Message) {
     let h = m.headers();
-    let _ = (h.via(), h.from(), h.to(), h.call_id(), h.cseq(), h.max_forwards(), h.contacts());
-    let _ = (h.route(), h.record_route(), h.content_type(), h.accept(), h.expires());
-    let _ = (h.www_authenticate(), h.authorization(), h.allow(), h.require(), h.rack());
+    let _ = (
+        h.via(),
+        h.from(),
+        h.to(),
+        h.call_id(),
+        h.cseq(),
+        h.max_forwards(),
+        h.contacts(),
+    );
+    let _ = (
+        h.route(),
+        h.record_route(),
+        h.content_type(),
+        h.accept(),
+        h.expires(),
+    );
+    let _ = (
+        h.www_authenticate(),
+        h.authorization(),
+        h.allow(),
+        h.require(),
+        h.rack(),
+    );
     if let Message::Request(r) = m {
         let _ = validate_request(r);
     }

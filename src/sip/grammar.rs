@@ -43,6 +43,10 @@ static HNV: [bool; 256] = class_table(b"-_.!~*'()%[]/?:+$", true);
 /// The user characters of the common address shape: alphanumerics and
 /// `-_.!~*'` (no escapes, none of the other user-unreserved marks).
 static COMMON_USER: [bool; 256] = class_table(b"-_.!~*'", true);
+/// The characters of an absoluteURI's hier-part / opaque-part (RFC 3261
+/// §25.1): uric = reserved / unreserved / escaped, and `[` `]` of an
+/// IPv6reference in its net-path.
+static URIC: [bool; 256] = class_table(b";/?:@&=+$,-_.!~*'()%[]", true);
 /// Characters of a host name, an IPv4 address or the inside of an IPv6 reference.
 static HOST: [bool; 256] = class_table(b"-._", true);
 /// gen-value characters: token, host (incl. bracketed or bare IPv6).
@@ -71,6 +75,10 @@ pub(crate) fn is_paramchar(c: u8) -> bool {
 #[inline]
 pub(crate) fn is_hnv(c: u8) -> bool {
     HNV[c as usize]
+}
+#[inline]
+pub(crate) fn is_uric(c: u8) -> bool {
+    URIC[c as usize]
 }
 #[inline]
 pub(crate) fn is_host(c: u8) -> bool {

@@ -375,6 +375,17 @@ mod tests {
         NameAddr::parse_single(&Bytes::from_static(s.as_bytes()))
     }
 
+    /// The `roundtrip` fuzz target's find: `To: isbn:name:John_Smith>`
+    /// parsed as an addr-spec whose opaque URI ended in `>`, written back
+    /// as `<isbn:name:John_Smith>>`, which does not parse.
+    #[test]
+    fn an_opaque_addr_spec_with_a_closing_angle_bracket_is_an_error() {
+        assert_eq!(one("isbn:name:John_Smith>"), Err("malformed addr-spec"));
+        let n = one("<isbn:name:John_Smith>;tag=1").unwrap();
+        let again = NameAddr::parse_single(&Bytes::from(n.to_string())).unwrap();
+        assert_eq!(again, n);
+    }
+
     #[test]
     fn quoted_display_name_with_escapes() {
         let n =

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::bytestr::ByteStr;
 use super::grammar::{
-    escapes_valid, find_byte, is_hnv, is_host, is_paramchar, is_password, is_user, parse_u64, sub,
-    sub_str, unescape,
+    escapes_valid, find_byte, is_hnv, is_host, is_paramchar, is_password, is_uric, is_user,
+    parse_u64, sub, sub_str, unescape,
 };
 use super::params::Params;
 
@@ -42,6 +42,10 @@ pub enum UriError {
     /// Characters after the end of the URI.
     #[error("unexpected character in URI")]
     Trailing,
+    /// An absolute URI of another scheme with a character that is not
+    /// uric (`<`, `>`, `"`, `#`, non-ASCII, ...) or a bad `%` escape.
+    #[error("invalid character or escape in an absolute URI")]
+    Opaque,
     /// A `tel:` URI without a number.
     #[error("invalid telephone number")]
     Number,
@@ -631,17 +635,25 @@ impl Uri {
             let tel = TelUri::parse(src, rest)?;
             return Ok((KEEP.then_some(Uri::Tel(tel)), shape));
         }
-        if rest.is_empty() || rest.iter().any(|&c| c <= b' ' || c == 0x7f) {
-            return Err(UriError::Trailing);
+        // absoluteURI = scheme ":" ( hier-part / opaque-part ): uric
+        // characters only, so that it ends where a name-addr's `>`, a
+        // quote or white space does, and is written back as read.
+        if rest.is_empty() || !rest.iter().all(|&c| is_uric(c)) || !escapes_valid(rest) {
+            return Err(
+                if rest.is_empty() || rest.iter().any(|&c| c <= b' ' || c == 0x7f) {
+                    UriError::Trailing
+                } else {
+                    UriError::Opaque
+                },
+            );
         }
         if !KEEP {
-            return std::str::from_utf8(rest)
-                .map(|_| (None, shape))
-                .map_err(|_| UriError::Trailing);
+            return Ok((None, shape));
         }
         let uri = Uri::Other {
             scheme: sub_str(src, scheme).ok_or(UriError::Scheme)?,
-            rest: ByteStr::from_utf8(sub(src, rest)).map_err(|_| UriError::Trailing)?,
+            // uric is ASCII.
+            rest: ByteStr::from_ascii(sub(src, rest)),
         };
         Ok((Some(uri), shape))
     }
@@ -771,6 +783,39 @@ mod tests {
         assert_eq!(o.to_string(), "nobodyKnowsThisScheme:totallyopaquecontent");
         assert_eq!(Uri::parse("<sip:a@b>"), Err(UriError::Scheme));
         assert!(Uri::parse("sip:user@example.com; lr").is_err());
+    }
+
+    /// Found by the `roundtrip` fuzz target: an opaque URI took any
+    /// printable octet, `>` included, and its name-addr written as
+    /// `<isbn:name:John_Smith>>` did not parse again.
+    #[test]
+    fn an_opaque_uri_is_made_of_uric_characters() {
+        for ok in [
+            "urn:service:sos",
+            "http://www.example.com/a?b=c&d=%20e",
+            "mailto:a@example.com",
+            "http://[2001:db8::1]:8080/",
+            "isbn:name:John_Smith",
+            "x-a.b+c:-_.!~*'();/?:@&=+$,",
+        ] {
+            let u = Uri::parse(ok).unwrap();
+            assert!(matches!(u, Uri::Other { .. }), "{ok}");
+            assert_eq!(u.to_string(), ok);
+        }
+        for bad in [
+            "isbn:name:John_Smith>",
+            "urn:a<b",
+            "urn:\"quoted\"",
+            "urn:a\\b",
+            "urn:a{b}",
+            "urn:a|b^c`d",
+            "urn:a#frag",
+            "urn:%zz",
+            "urn:a%2",
+            "urn:caf\u{e9}",
+        ] {
+            assert_eq!(Uri::parse(bad), Err(UriError::Opaque), "{bad}");
+        }
     }
 
     #[test]
