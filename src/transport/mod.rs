@@ -756,6 +756,31 @@ mod tests {
         assert_eq!(&buf[..n], b"last words");
     }
 
+    /// A datagram sent after shutdown ended the send loop is not left in an
+    /// outbox nobody reads: it goes out directly on the still-open socket
+    /// and is counted.
+    #[tokio::test]
+    async fn a_udp_send_after_shutdown_goes_out_directly() {
+        let (t, _rx) = bind(&["udp:127.0.0.1:0"], TransportConfig::default()).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = Destination {
+            protocol: Protocol::Udp,
+            addr: peer.local_addr().unwrap(),
+        };
+        t.shutdown().await;
+        t.send_bytes(Bytes::from_static(b"too late"), &to)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("the datagram sent after shutdown was kept, not sent")
+            .unwrap();
+        assert_eq!(&buf[..n], b"too late");
+        assert_eq!(from, addr_of(&t, Protocol::Udp));
+        assert_eq!(t.metrics().sent.load(Ordering::Relaxed), 1);
+    }
+
     fn options(via: &str, call_id: &str) -> String {
         format!(
             "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: {via};branch=z9hG4bK{call_id}\r\n\

@@ -158,11 +158,16 @@ impl UdpEndpoint {
         rustix::io::ioctl_fionread(&*self.socket).map_or(true, |queued| queued == 0)
     }
 
-    /// Queues `data` for `to`; gives it back when the outbox is full (the
-    /// caller then sends it itself).
+    /// Queues `data` for `to`; gives it back when the outbox is full or the
+    /// endpoint is closing (the caller then sends it itself: the socket
+    /// stays open after shutdown, while the send loop may have ended and
+    /// would never write it out).
     pub(crate) fn queue(&self, data: Bytes, to: SocketAddr) -> Result<(), Bytes> {
         let mut outbox = self.lock_outbox();
-        if outbox.queued.len() >= OUTBOX_LIMIT {
+        // Read under the lock: the send loop reads `closing` under it too
+        // before its last `take`, so a datagram queued here while the flag
+        // still reads false is taken by that last `take`.
+        if outbox.queued.len() >= OUTBOX_LIMIT || self.closing.load(Ordering::Acquire) {
             return Err(data);
         }
         outbox.queued.push((data, to));
