@@ -1542,6 +1542,43 @@ mod tests {
         assert_eq!(t.metrics().send_errors.load(Ordering::Relaxed), 1);
     }
 
+    /// Messages queued on a connect still hanging at shutdown are dropped
+    /// with it, each counted in `send_errors` (they were counted in `sent`
+    /// when queued), and their senders learn of the shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn messages_queued_on_a_connect_ended_by_shutdown_are_counted_failed() {
+        let (t, _rx) = bind(&["tcp:127.0.0.1:0"], TransportConfig::default()).await;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        sock.listen(0).unwrap();
+        let full: std::net::TcpListener = sock.into();
+        let addr = full.local_addr().unwrap();
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let dest = Destination::tcp(addr);
+        let mut pending = Vec::new();
+        for m in ["INVITE", "CANCEL"] {
+            match t.try_send_bytes(&Bytes::from_static(m.as_bytes()), &dest) {
+                Some(Ok(Sent::Connecting(p))) => pending.push(p),
+                other => panic!("{m}: {other:?}"),
+            }
+        }
+        let start = tokio::time::Instant::now();
+        t.shutdown().await;
+        for p in pending {
+            assert!(matches!(p.outcome().await, Err(TransportError::Shutdown)));
+        }
+        assert!(
+            start.elapsed() < t.shared.config.connect_timeout,
+            "ended by shutdown"
+        );
+        assert_eq!(t.connection_count(), 0);
+        let m = t.metrics();
+        assert_eq!(m.sent.load(Ordering::Relaxed), 2);
+        assert_eq!(m.send_errors.load(Ordering::Relaxed), 2);
+    }
+
     /// A connect that hangs (the peer's accept queue is full: its SYNs are
     /// dropped) holds no sender: each send returns at once, and the
     /// messages queued are reported failed when `connect_timeout` ends it.

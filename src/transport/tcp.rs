@@ -559,6 +559,7 @@ async fn connect(
         // The senders waiting see the report dropped: shutdown.
         _ = shutdown.wait_for(|down| *down) => {
             shared.connections.remove(id);
+            drop_queue(&mut rx, &shared);
             return;
         }
     };
@@ -584,12 +585,18 @@ async fn connect(
     shared.connections.connect_failed(addr);
     report.send_replace(Some(failure));
     shared.connections.remove(id);
+    drop_queue(&mut rx, &shared);
+}
+
+/// Closes the queue of a connection that was never opened and drops what
+/// it holds, each message counted in `send_errors`: it was counted in
+/// `sent` when queued and did not go out.
+fn drop_queue(rx: &mut mpsc::Receiver<Bytes>, shared: &Shared) {
     rx.close();
     let mut dropped = 0;
     while rx.try_recv().is_ok() {
         dropped += 1;
     }
-    // Counted as sent when queued; these did not go out.
     shared
         .metrics
         .send_errors
