@@ -238,6 +238,7 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     drop(udp_input);
     tu.abort();
+    let tu_panics = user.as_ref().map_or(0, |u| u.panics());
     drop(user);
     if let Some(task) = ignore_hup {
         task.abort();
@@ -246,11 +247,12 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
         tracing::error!(error = %e, "CDR flush failed");
     }
     report(&format!(
-        "b2bua calls: active={} legs={}\ntransport counters: {}\ntransaction counters: {}",
+        "b2bua calls: active={} legs={}\ntransport counters: {}\ntransaction counters: {} tu_panics={}",
         b2bua.active_calls(),
         b2bua.leg_entries(),
         transports.metrics(),
-        layer.metrics()
+        layer.metrics(),
+        tu_panics
     ));
     tracing::info!("stopped");
     Ok(())

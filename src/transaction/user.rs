@@ -16,10 +16,18 @@
 //! at once). An item that arrives while another is being handled (such a
 //! nested call, or one while the lane is busy) is queued behind it, so items
 //! are handled one at a time, in the order the layer gave them.
+//!
+//! A panic of the TU while it handles an item (making its future or
+//! polling it, inline or in the lane) ends that item only: it is caught,
+//! logged and counted ([`Serial::panics`], `tu_panics` in the daemon's exit
+//! line), and the runner goes on with the next: the layer's receive loop
+//! or timer task that ran the item inline neither unwinds nor stops.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -62,6 +70,13 @@ pub trait TransactionUser: Send + Sync {
     // taken.
     #[allow(clippy::result_large_err)]
     fn take(&self, item: TuItem, urgency: Urgency) -> Result<(), TuItem>;
+
+    /// Panics of the TU caught while it handled an item (each item's
+    /// handling ended there, the next went on); 0 for a TU that does not
+    /// catch them.
+    fn panics(&self) -> u64 {
+        0
+    }
 }
 
 /// A future kept pinned in its box between runs (`None` when done), so
@@ -114,6 +129,8 @@ pub struct Serial<T, F, Fut> {
     /// The waker of inline polls: a future not done there goes to the
     /// lane, which polls it again with its own before it waits.
     noop: Waker,
+    /// Panics of the TU caught (see [`Serial::guarded`]).
+    panics: AtomicU64,
 }
 
 struct NoopWake;
@@ -142,6 +159,7 @@ where
                 lane: None,
             }),
             noop: Waker::from(Arc::new(NoopWake)),
+            panics: AtomicU64::new(0),
         })
     }
 
@@ -178,12 +196,25 @@ where
         };
         let mut next = item;
         loop {
-            slot.set(Some((self.run)(next)));
-            let mut cx = Context::from_waker(&self.noop);
-            let done = match slot.as_mut().as_pin_mut() {
-                Some(fut) => fut.poll(&mut cx).is_ready(),
-                None => true,
-            };
+            // A panic in the TU (making the future or polling it) must not
+            // unwind into the layer's step (the receive loop, the timer
+            // task) nor leave the runner taken: it ends that item only.
+            let done = self
+                .guarded(|| {
+                    slot.set(Some((self.run)(next)));
+                    let mut cx = Context::from_waker(&self.noop);
+                    match slot.as_mut().as_pin_mut() {
+                        Some(fut) => fut.poll(&mut cx).is_ready(),
+                        None => true,
+                    }
+                })
+                .unwrap_or(true);
+            if done {
+                // Dropped before the lock is taken: a future whose drop
+                // calls into the layer (which may hand this runner an item)
+                // must not find it held.
+                self.guarded(|| slot.set(None));
+            }
             let mut st = self.lock();
             if !done {
                 // The lane goes on with it, then with what is queued.
@@ -196,7 +227,6 @@ where
                 }
                 return Ok(());
             }
-            slot.set(None);
             match st.queue.pop_front() {
                 Some(Work::Item(item)) => next = item,
                 Some(rest @ Work::Rest(_)) => {
@@ -218,6 +248,30 @@ where
                 }
             }
         }
+    }
+
+    /// Runs `f`, a piece of the TU's work; a panic in it is caught, logged
+    /// and counted ([`Serial::panics`]), and gives `None`: the item it
+    /// belongs to is over, the runner goes on with the next.
+    fn guarded<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(not a string)");
+                tracing::error!(panic = what, "transaction user panicked; item dropped");
+                None
+            }
+        }
+    }
+
+    /// Panics of the TU caught so far (each ended the item it was handling).
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// The next piece of work handed to the lane; releases the queue to
@@ -242,24 +296,27 @@ where
         loop {
             let work = std::future::poll_fn(|cx| self.next_for_lane(cx)).await;
             match work {
-                Work::Rest(mut rest) => run_slot(&mut rest).await,
+                Work::Rest(mut rest) => self.run_slot(&mut rest).await,
                 Work::Item(item) => {
-                    own.set(Some((self.run)(item)));
-                    run_slot(&mut own).await;
+                    // A panic here leaves the slot empty: run_slot is then
+                    // done at once.
+                    self.guarded(|| own.set(Some((self.run)(item))));
+                    self.run_slot(&mut own).await;
                 }
             }
         }
     }
-}
 
-/// Runs the future in `slot` to its end and empties the slot.
-async fn run_slot<Fut: Future<Output = ()>>(slot: &mut Slot<Fut>) {
-    std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
-        Some(fut) => fut.poll(cx),
-        None => Poll::Ready(()),
-    })
-    .await;
-    slot.set(None);
+    /// Runs the future in `slot` to its end (or its panic, see
+    /// [`Serial::guarded`]) and empties the slot.
+    async fn run_slot(&self, slot: &mut Slot<Fut>) {
+        std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
+            Some(fut) => self.guarded(|| fut.poll(cx)).unwrap_or(Poll::Ready(())),
+            None => Poll::Ready(()),
+        })
+        .await;
+        self.guarded(|| slot.set(None));
+    }
 }
 
 impl<F, Fut> TransactionUser for Serial<TuItem, F, Fut>
@@ -269,6 +326,10 @@ where
 {
     fn take(&self, item: TuItem, urgency: Urgency) -> Result<(), TuItem> {
         Serial::take(self, item, urgency)
+    }
+
+    fn panics(&self) -> u64 {
+        Serial::panics(self)
     }
 }
 
@@ -395,5 +456,104 @@ mod tests {
         assert!(first.is_some());
         assert_eq!(first, second, "the same box is reused");
         assert_eq!(runs.load(Ordering::Relaxed), 2);
+    }
+
+    /// Items: (number, whether it waits for the gate first, whether it
+    /// then panics). Logged when they end without a panic.
+    fn panicking(log: &Log, gate: &Arc<Notify>) -> Arc<TestSerial<(u32, bool, bool)>> {
+        let (log, gate) = (Arc::clone(log), Arc::clone(gate));
+        let run: Run<(u32, bool, bool)> = Box::new(move |(n, wait, panic)| -> BoxFut {
+            let (log, gate) = (Arc::clone(&log), Arc::clone(&gate));
+            Box::pin(async move {
+                if wait {
+                    gate.notified().await;
+                }
+                assert!(!panic, "item {n} panics");
+                log.lock().unwrap().push(n);
+            })
+        });
+        Serial::new(8, run)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_inline_ends_its_item_only() {
+        let (log, gate) = (Log::default(), Arc::new(Notify::new()));
+        let s = panicking(&log, &gate);
+        let lane = tokio::spawn(Arc::clone(&s).lane());
+        s.take((1, false, false), Urgency::Refusable).unwrap();
+        s.take((2, false, true), Urgency::Refusable).unwrap();
+        assert_eq!(s.panics(), 1);
+        // Still run inline, before take returns.
+        s.take((3, false, false), Urgency::Refusable).unwrap();
+        assert_eq!(logged(&log), [1, 3]);
+        lane.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_in_the_lane_ends_its_item_only() {
+        let (log, gate) = (Log::default(), Arc::new(Notify::new()));
+        let s = panicking(&log, &gate);
+        let lane = tokio::spawn(Arc::clone(&s).lane());
+        // 1 waits, then panics in the lane; 2 panics when the lane starts
+        // it; 3 and 4 queue behind them.
+        s.take((1, true, true), Urgency::Refusable).unwrap();
+        s.take((2, false, true), Urgency::Refusable).unwrap();
+        s.take((3, false, false), Urgency::Refusable).unwrap();
+        s.take((4, true, false), Urgency::Refusable).unwrap();
+        gate.notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(s.panics(), 2);
+        assert_eq!(logged(&log), [3]);
+        gate.notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(logged(&log), [3, 4]);
+        // The lane emptied its queue: items run inline again.
+        s.take((5, false, false), Urgency::Refusable).unwrap();
+        assert_eq!(logged(&log), [3, 4, 5]);
+        assert!(!lane.is_finished(), "the lane goes on");
+        lane.abort();
+    }
+
+    /// A future dropped when done may call into the layer, which may hand
+    /// the runner an item: it is queued, not a deadlock.
+    #[tokio::test(start_paused = true)]
+    async fn a_future_dropped_when_done_may_hand_over_an_item() {
+        struct OnDrop(Box<dyn FnMut() + Send>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                (self.0)()
+            }
+        }
+        struct Done(#[allow(dead_code)] OnDrop);
+        impl Future for Done {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                Poll::Ready(())
+            }
+        }
+        let log = Log::default();
+        let me: Arc<Mutex<Weak<TestSerial<u32>>>> = Arc::default();
+        let run: Run<u32> = {
+            let (log, me) = (Arc::clone(&log), Arc::clone(&me));
+            Box::new(move |n| {
+                let me = Arc::clone(&me);
+                let guard = OnDrop(Box::new(move || {
+                    if n == 1 {
+                        let s = me.lock().unwrap().upgrade().unwrap();
+                        s.take(2, Urgency::Refusable).unwrap();
+                    }
+                }));
+                log.lock().unwrap().push(n);
+                // Ready at once; the guard is dropped with the future
+                // (an async block would drop it inside its last poll).
+                Box::pin(Done(guard))
+            })
+        };
+        let s = Serial::new(4, run);
+        *me.lock().unwrap() = Arc::downgrade(&s);
+        let lane = tokio::spawn(Arc::clone(&s).lane());
+        s.take(1, Urgency::Refusable).unwrap();
+        assert_eq!(logged(&log), [1, 2]);
+        lane.abort();
     }
 }
