@@ -30,6 +30,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::b2bua::admission;
 use crate::b2bua::call::CallSettings;
@@ -666,14 +667,21 @@ async fn on_incoming(layer: &TransactionLayer, uas: &Uas, b2bua: &B2bua, event: 
         call_id = request.call_id().map(|c| c.to_string()).unwrap_or_default(),
         peer = %source.peer,
     );
-    let _enter = span.enter();
-    let Some(response) = uas.answer(&request, |cancel| layer.find_invite(cancel).is_some()) else {
-        return;
-    };
-    tracing::debug!(status = response.status.as_u16(), "answer");
-    if let Err(e) = tx.respond(response).await {
-        tracing::debug!(error = %e, "cannot respond");
+    // Instrumented, not entered: the respond may be Pending, and a guard
+    // held across it would leave the span entered while the caller (the
+    // layer's step, the receive loop) goes on with other requests.
+    async {
+        let Some(response) = uas.answer(&request, |cancel| layer.find_invite(cancel).is_some())
+        else {
+            return;
+        };
+        tracing::debug!(status = response.status.as_u16(), "answer");
+        if let Err(e) = tx.respond(response).await {
+            tracing::debug!(error = %e, "cannot respond");
+        }
     }
+    .instrument(span)
+    .await;
 }
 
 /// Work that must finish before the process exits, run on SIGTERM/SIGINT
