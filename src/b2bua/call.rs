@@ -252,8 +252,11 @@ enum Cancel {
     /// Wanted, but no provisional response yet (RFC 3261 §9.1).
     Pending,
     Sent,
-    /// Wanted, but it could not be built ([`ReadBackError`]): our INVITE
-    /// ends by the callee's final response or by Timer B.
+    /// Wanted, but it could not be built ([`ReadBackError`]; tried only
+    /// after a provisional response): our INVITE ends by the callee's
+    /// final response or, without one, by the INVITE client's limit in
+    /// Proceeding (`UNANSWERED_INVITE`, 180 s), not by Timer B, which does
+    /// not end an INVITE client in Proceeding.
     Unsendable,
 }
 
@@ -414,12 +417,19 @@ pub struct Call {
     retx_interval: Duration,
     /// The ACK we sent for the callee's 2xx when it carried a body (a late
     /// answer), sent again as is on the 2xx's retransmissions. An ACK
-    /// without a body is written again instead ([`Call::write_callee_ack`],
-    /// the same bytes): no copy of it lives through the call's hold, to be
-    /// freed, cold, at its end. Boxed, as `reinvite_ack_sent`: it is rare.
+    /// without a body is written again instead ([`Call::write_callee_ack`]):
+    /// no copy of it lives through the call's hold, to be freed, cold, at
+    /// its end. It is the same ACK (same branch, CSeq, dialog) but not
+    /// always the same bytes: it is written from the outbound dialog as it
+    /// is then, so a target refresh within the 64*T1 (the callee's re-INVITE
+    /// or UPDATE, the 2xx of ours) puts the new remote target in its
+    /// Request-URI (RFC 3261 §13.2.2.4: the ACK of a 2xx is built from the
+    /// dialog's state; the callee matches it by dialog and CSeq). Boxed, as
+    /// `reinvite_ack_sent`: it is rare.
     late_ack: Option<Box<Bytes>>,
     /// Random part of the branch of our ACK of the callee's 2xx, so that
-    /// [`Call::write_callee_ack`] writes the same ACK again.
+    /// [`Call::write_callee_ack`] writes the same branch again (see
+    /// `late_ack` for what may differ).
     ack_nonce: u64,
     /// Until when the callee's 2xx is ACKed again (set once we ACKed it):
     /// the callee retransmits its 2xx for 64*T1 at most.
