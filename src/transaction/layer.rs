@@ -146,6 +146,17 @@ fn finish(stepped: Result<Option<Deferred>, TxError>) -> impl Future<Output = Re
 }
 
 /// [`finish`] for a step with a value to hand back.
+/// Whose a failure of a new client transaction's first send is, when the
+/// transport refuses it at once (see [`Inner::start_client`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum First {
+    /// The caller's, as an error: the TU started the transaction.
+    Caller,
+    /// The machine's, as for any later send: a transport error event (a
+    /// CANCEL the layer sends for the TU, whose caller is not the TU).
+    Machine,
+}
+
 async fn finish_with<T>(stepped: Result<(T, Option<Deferred>), TxError>) -> Result<T, TxError> {
     let (value, deferred) = stepped?;
     if let Some(deferred) = deferred {
@@ -1021,7 +1032,12 @@ impl TransactionLayer {
     ///
     /// The transaction starts when this is called (the request is sent if
     /// the transport takes it at once); the future only finishes the sends
-    /// that had to wait, so the request is not moved into it.
+    /// that had to wait, so the request is not moved into it. A send the
+    /// transport refuses at once (e.g. an unreachable peer) is returned as
+    /// [`TxError::Send`], the transaction ended with no event, so that the
+    /// caller handles it in order with the rest of its step; a later
+    /// failure (a queued or waiting send, a retransmission) is a
+    /// [`ClientEventKind::TransportError`] event.
     pub fn send_request(
         &self,
         request: Request,
@@ -1030,7 +1046,7 @@ impl TransactionLayer {
         let (tx, events) = mpsc::channel(self.inner.config.client_queue.max(1));
         let started = self
             .inner
-            .start_client(request, dest, ClientEvents::Channel(tx))
+            .start_client(request, dest, ClientEvents::Channel(tx), First::Caller)
             .map(|(key, deferred)| {
                 let handle = ClientTransaction {
                     key,
@@ -1053,10 +1069,12 @@ impl TransactionLayer {
         dest: Destination,
         events: mpsc::Sender<ClientEvent>,
     ) -> impl Future<Output = Result<Arc<ClientKey>, TxError>> + Send + 'static {
-        finish_with(
-            self.inner
-                .start_client(request, dest, ClientEvents::Channel(events)),
-        )
+        finish_with(self.inner.start_client(
+            request,
+            dest,
+            ClientEvents::Channel(events),
+            First::Caller,
+        ))
     }
 
     /// [`TransactionLayer::send_request_with`] with the events going to
@@ -1070,7 +1088,10 @@ impl TransactionLayer {
         events: Option<mpsc::Sender<ClientEvent>>,
     ) -> impl Future<Output = Result<Arc<ClientKey>, TxError>> + Send + 'static {
         let events = events.map_or(ClientEvents::User, ClientEvents::Channel);
-        finish_with(self.inner.start_client(request, dest, events))
+        finish_with(
+            self.inner
+                .start_client(request, dest, events, First::Caller),
+        )
     }
 
     /// From now on, what the layer passed up through the channel
@@ -1298,11 +1319,19 @@ impl Inner {
         Ok(key)
     }
 
+    /// Starts a client transaction for `request` and sends it. With
+    /// `First::Caller`, a first send that fails at once is the caller's
+    /// error ([`TxError::Send`], the transaction removed) instead of a
+    /// [`ClientEventKind::TransportError`] handed to `events` from inside
+    /// this call: the TU learns of it in order, from the step that sent the
+    /// request, not nested in it (its user may run it inline, see
+    /// [`TransactionUser`]).
     fn start_client(
         self: &Arc<Self>,
         request: Request,
         dest: Destination,
         events: ClientEvents,
+        first: First,
     ) -> Result<(Arc<ClientKey>, Option<Deferred>), TxError> {
         if request.method == Method::Ack {
             return Err(TxError::AckTransaction);
@@ -1352,7 +1381,8 @@ impl Inner {
             dest,
             events,
         };
-        let deferred = self.run_client(&ctx, &mut actions);
+        // `cancelled` only arms Timer Cancelled: nothing was left to wait.
+        let deferred = self.step_client(&ctx, &mut actions, first)?;
         Ok((key_out, chain(cancelled, deferred)))
     }
 
@@ -1502,7 +1532,7 @@ impl Inner {
         if let Some((cancel, mut actions)) = pending_cancel {
             // The pending CANCEL's actions only arm Timer Cancelled.
             deferred = chain(deferred, self.run_client(&ctx, &mut actions));
-            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
+            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events, First::Machine)?;
             deferred = chain(deferred, started);
         }
         Ok(deferred)
@@ -1526,7 +1556,7 @@ impl Inner {
         // Only Timer Cancelled, armed already: nothing to overtake.
         let mut deferred = self.run_client(&ctx, &mut actions);
         if let Some(cancel) = cancel {
-            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events)?;
+            let (_, started) = self.start_client(cancel, ctx.dest, ctx.events, First::Machine)?;
             deferred = chain(deferred, started);
         }
         Ok(deferred)
@@ -1552,6 +1582,20 @@ impl Inner {
     // `actions` is the caller's list, borrowed: taking it by value copied
     // the 424-byte list on every step (callgrind).
     fn run_client(self: &Arc<Self>, ctx: &ClientCtx, actions: &mut Actions) -> Option<Deferred> {
+        // With `First::Machine` a failure is the machine's: never an error.
+        self.step_client(ctx, actions, First::Machine)
+            .unwrap_or_default()
+    }
+
+    /// [`Inner::run_client`]; with `First::Caller` (the first step of a
+    /// transaction the TU starts) a send failing at once ends the
+    /// transaction and is returned instead (see [`Inner::start_client`]).
+    fn step_client(
+        self: &Arc<Self>,
+        ctx: &ClientCtx,
+        actions: &mut Actions,
+        first: First,
+    ) -> Result<Option<Deferred>, SendError> {
         let key = &ctx.key;
         loop {
             let mut failed = false;
@@ -1569,6 +1613,13 @@ impl Inner {
                         TrySend::Done(Ok(())) => {}
                         TrySend::Done(Err(e)) => {
                             debug!(branch = key.branch(), error = %e, "send failed");
+                            if first == First::Caller {
+                                // Its other actions (none but the send: the
+                                // timers are armed) dropped with it.
+                                drop(iter);
+                                self.end_unsent_client(ctx);
+                                return Err(e);
+                            }
                             failed = true;
                         }
                         TrySend::Queued(outcome) => self.watch_client_send(ctx, outcome),
@@ -1577,17 +1628,30 @@ impl Inner {
                             rest.push(Action::Send(data));
                             iter.for_each(|a| rest.push(a));
                             let (inner, ctx) = (Arc::clone(self), ctx.clone());
-                            return Some(Box::pin(inner.finish_client(ctx, rest)));
+                            return Ok(Some(Box::pin(inner.finish_client(ctx, rest))));
                         }
                     }
                 }
             }
             if !failed {
-                return None;
+                return Ok(None);
             }
-            self.lock_client(key, Some(ctx.id), actions, |e, next| {
+            let step = self.lock_client(key, Some(ctx.id), actions, |e, next| {
                 *next = e.on_transport_error();
-            })?;
+            });
+            if step.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Ends client transaction `ctx` whose first send failed at once, the
+    /// failure being the caller's: it goes from the table with its timers,
+    /// counted as a transport error, and tells its events nothing.
+    fn end_unsent_client(&self, ctx: &ClientCtx) {
+        TransactionMetrics::inc(&self.metrics.transport_errors);
+        if let Some((_, mut entry)) = self.clients.remove_if(&*ctx.key, |_, e| e.id == ctx.id) {
+            entry.release(&self.wheel);
         }
     }
 
@@ -3281,11 +3345,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transport_error_terminates_the_client_transaction() {
         let (layer, _rx, sink) = layer();
-        sink.fail.store(true, Ordering::Relaxed);
         let mut tx = layer
             .send_request(our_options("z9hG4bKfail"), peer())
             .await
             .unwrap();
+        // Timer E's retransmission fails.
+        sink.fail.store(true, Ordering::Relaxed);
+        advance(Duration::from_millis(500)).await;
         assert!(matches!(
             tx.recv().await.unwrap().event,
             ClientEventKind::TransportError
@@ -3294,6 +3360,52 @@ mod tests {
             tx.recv().await.unwrap().event,
             ClientEventKind::Terminated
         ));
+        assert_eq!(layer.transaction_counts(), (0, 0));
+    }
+
+    /// A first send that fails at once is the caller's error, not an event
+    /// handed to the TU from inside the call: a TU step started outside the
+    /// TU's runner (the B2BUA's timer task) learns of it in order, after the
+    /// send it made, and not nested in that step (review finding 2).
+    #[tokio::test(start_paused = true)]
+    async fn a_first_send_failing_at_once_is_the_callers_error_not_an_event() {
+        let (layer, _rx, sink) = layer();
+        let seen = Seen::default();
+        let user: Arc<dyn TransactionUser> = {
+            let seen = Arc::clone(&seen);
+            crate::transaction::Serial::new(4, move |item: TuItem| {
+                seen.lock().unwrap().push(format!("{item:?}"));
+                std::future::ready(())
+            })
+        };
+        assert!(layer.set_user(&user));
+        sink.fail.store(true, Ordering::Relaxed);
+        let sent = layer
+            .send_request_to(our_options("z9hG4bKunreachable"), peer(), None)
+            .await;
+        assert!(matches!(sent, Err(TxError::Send(_))), "{sent:?}");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        assert_eq!(layer.transaction_counts(), (0, 0));
+        let m = layer.metrics().to_string();
+        assert!(m.contains("transport_errors=1"), "{m}");
+        // Nothing more later: no timer of it is left to fire.
+        advance(Duration::from_secs(64)).await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        // The same with a channel of the caller's.
+        let (events, mut rx) = mpsc::channel(4);
+        let sent = layer
+            .send_request_with(our_options("z9hG4bKunreachable2"), peer(), events)
+            .await;
+        assert!(matches!(sent, Err(TxError::Send(_))), "{sent:?}");
+        assert!(rx.try_recv().is_err());
         assert_eq!(layer.transaction_counts(), (0, 0));
     }
 
