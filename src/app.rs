@@ -148,23 +148,20 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     );
     let uas = Uas::new(Arc::clone(&routes)).with_refusals(refusals);
     let workers = usize::from(config.daemon.worker_threads);
-    let b2bua = if workers <= 1 {
-        B2bua::for_user(
-            b2bua_config(&config.daemon),
-            layer.clone(),
-            transports.clone(),
-            Arc::clone(&routes),
-            Some(cdr.sink()),
-        )
+    // One thread: the layer hands the B2BUA's client events to its user
+    // (below); more: the B2BUA's own client-event task takes them.
+    let start: fn(_, _, _, _, _) -> B2bua = if workers <= 1 {
+        B2bua::for_user
     } else {
-        B2bua::new(
-            b2bua_config(&config.daemon),
-            layer.clone(),
-            transports.clone(),
-            Arc::clone(&routes),
-            Some(cdr.sink()),
-        )
+        B2bua::new
     };
+    let b2bua = start(
+        b2bua_config(&config.daemon),
+        layer.clone(),
+        transports.clone(),
+        Arc::clone(&routes),
+        Some(cdr.sink()),
+    );
     let mut drain = Drain::new();
     {
         let b2bua = b2bua.clone();
