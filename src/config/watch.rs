@@ -370,6 +370,14 @@ mod tests {
             .finish();
         let tmp = tempfile::tempdir().unwrap();
         write_config(tmp.path(), "+74951234567");
+        // tracing-core takes a lone registered dispatcher for the global
+        // one: a callsite first hit on another test's thread (no
+        // subscriber) while this test's subscriber is the only one
+        // registered gets its interest from that thread's default alone
+        // ("never"), and this test's line is then not logged (~1 run in
+        // 10 of `config::` with 8 threads). A second registered dispatcher
+        // makes every thread ask all of them.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
         tracing::subscriber::with_default(subscriber, || {
             // Whoever watches the log for the line must find the new config
             // in effect: it is not there while the config is being applied.
