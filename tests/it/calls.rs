@@ -116,6 +116,22 @@ pub(crate) struct Rig {
     pub exit_stdout: Vec<String>,
 }
 
+/// Each CDR line's finish reason and final status, sorted: how the calls
+/// of a test ended, whatever order they ended in.
+pub fn cdr_ends(cdrs: &[Value]) -> Vec<(String, u64)> {
+    let mut ends: Vec<(String, u64)> = cdrs
+        .iter()
+        .map(|c| {
+            (
+                c["reason"].as_str().unwrap().to_owned(),
+                c["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    ends.sort();
+    ends
+}
+
 impl Rig {
     pub fn start(listen: &[&str], setup: Setup) -> Rig {
         let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use vpbx::sip::HeaderName;
 
-use crate::calls::{free_port, invite, recv_final_to, CallerDialog, Rig, Setup, CALL_WAIT, ROUTED};
+use crate::calls::{
+    cdr_ends, free_port, invite, recv_final_to, CallerDialog, Rig, Setup, CALL_WAIT, ROUTED,
+};
 use crate::ua::{response_to, UdpUa};
 
 /// A number routed to the dead PBX.
@@ -125,16 +127,7 @@ fn a_tcp_callee_whose_connect_hangs_does_not_delay_calls_to_others() {
     }
     drop(listener);
     let cdrs = rig.stop();
-    let mut ends: Vec<(String, u64)> = cdrs
-        .iter()
-        .map(|c| {
-            (
-                c["reason"].as_str().unwrap().to_owned(),
-                c["status"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    ends.sort();
+    let ends = cdr_ends(&cdrs);
     eprintln!("live calls: {live:?}");
     assert_eq!(
         ends,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use vpbx::sip::{HeaderName, Request, Response};
 
-use crate::calls::{invite, transaction_counter, Rig, Setup, CALL_WAIT, ROUTED};
+use crate::calls::{cdr_ends, invite, transaction_counter, Rig, Setup, CALL_WAIT, ROUTED};
 use crate::ua::{response_to, TcpPeer, UdpUa, ANSWER_WAIT};
 
 /// The lane's capacity: the transport's inbound queue (`TransportConfig`'s
@@ -232,16 +232,7 @@ fn udp_messages_behind_a_tcp_connect_are_not_held_and_the_callee_gets_its_messag
         ]
     );
     let cdrs = rig.stop();
-    let mut ends: Vec<(String, u64)> = cdrs
-        .iter()
-        .map(|c| {
-            (
-                c["reason"].as_str().unwrap().to_owned(),
-                c["status"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    ends.sort();
+    let ends = cdr_ends(&cdrs);
     assert_eq!(
         ends,
         [("busy".to_owned(), 486), ("caller_hangup".to_owned(), 487)],
