@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::dialog::{cseq_value, put_cseq, Dialog, DialogState};
+use crate::dialog::{cseq_value, put_cseq, Dialog, DialogState, UacText};
 use crate::routing::Number;
 use crate::sip::{ByteStr, HeaderName, Method, NameAddr, Request, Response, StatusCode, Uri};
 
@@ -359,9 +359,9 @@ impl OutInvite {
         let h = &mut req.headers;
         *h = crate::sip::Headers::with_capacity(7 + end_to_end + usize::from(auth.is_some()));
         h.push(HeaderName::Via, self.via.clone());
-        h.push(HeaderName::From, dialog.local_header().clone());
+        h.push(HeaderName::From, dialog.local_header());
         h.push(HeaderName::To, self.to.clone());
-        h.push(HeaderName::CallId, dialog.call_id().as_bytes().clone());
+        h.push(HeaderName::CallId, dialog.call_id_bytes());
         put_cseq(buf, seq, &Method::Invite);
         h.push(HeaderName::CSeq, buf.split().freeze());
         h.push(HeaderName::MaxForwards, self.max_forwards.clone());
@@ -563,25 +563,29 @@ impl Call {
         // callee's To and Contact, and the Via and CSeq of a BYE (the ACK of
         // the callee's 2xx is written into bytes of its own).
         let via_len = outbound_tp.via_len().max(inbound_tp.via_len()) + 16;
+        // The outbound dialog's text: Call-ID, our tag, our From with it,
+        // To; written again (once) when a provisional response gives the
+        // callee's tag and Contact.
+        let out_text = 33
+            + outbound_tp.host.len()
+            + ids::TAG_LEN
+            + caller_id_len(from, &outbound_tp.host)
+            + 5
+            + ids::TAG_LEN
+            + 2
+            + URI_ROOM;
         let mut buf = BytesMut::with_capacity(
-            2 * ids::TAG_LEN
-                + Dialog::uas_len(&invite, ids::TAG_LEN)
+            Dialog::uas_len(&invite, ids::TAG_LEN)
                 + caller_uri_len(&invite)
                 + ids::E164_LEN
-                + 33
-                + outbound_tp.host.len()
-                + caller_id_len(from, &outbound_tp.host)
-                + 5
-                + ids::TAG_LEN
-                + 2
-                + URI_ROOM
+                + 2 * out_text
                 + 2 * via_len
                 + 3
                 + CALLEE_ROOM,
         );
         let checked = (|| {
-            ids::put_tag_for(&mut buf, id, Leg::Inbound);
-            let tag = ByteStr::from_ascii(buf.split().freeze());
+            let mut tag = [0; ids::TAG_LEN];
+            let tag = tag_text(&mut buf, id, Leg::Inbound, &mut tag);
             let inbound = Dialog::new_uas_in(&invite, from, tag, &mut buf)?;
             let invite_seq = invite.cseq()?.seq;
             let max_forwards = invite.max_forwards()?;
@@ -609,24 +613,31 @@ impl Call {
             ids::put_e164(&mut buf, number);
             uri.user = Some(ByteStr::from_ascii(buf.split().freeze()));
         }
+        // The outbound dialog's text, written in place: Call-ID, our tag,
+        // our From with that tag, To.
         ids::put_call_id(&mut buf, &outbound_tp.host);
-        // Hex digits, `@` and a `str`: UTF-8 (checked once).
-        let call_id = ByteStr::from_utf8(buf.split().freeze()).unwrap_or_default();
-        ids::put_tag_for(&mut buf, id, Leg::Outbound);
-        let out_tag = ByteStr::from_ascii(buf.split().freeze());
+        let call_id = buf.len();
+        let mut out_tag = [0; ids::TAG_LEN];
+        let out_tag = tag_text(&mut buf, id, Leg::Outbound, &mut out_tag);
+        buf.put_slice(out_tag.as_bytes());
         put_caller_id(&mut buf, from, &outbound_tp.host);
         buf.put_slice(b";tag=");
         buf.put_slice(out_tag.as_bytes());
-        let local_header = buf.split().freeze();
+        let local_header = buf.len() - call_id - out_tag.len();
         buf.put_u8(b'<');
         request_uri.write_into(&mut buf);
         buf.put_u8(b'>');
-        let to = buf.split().freeze();
+        let lens = UacText {
+            call_id,
+            local_tag: out_tag.len(),
+            local_header,
+            remote_header: buf.len() - call_id - out_tag.len() - local_header,
+        };
         let out_seq = 1;
         // The target is To's URI until the callee's Contact: read from
-        // it if needed before (a CANCEL, rare), not cloned for every call.
-        let outbound =
-            Dialog::new_uac_with(call_id, out_tag, local_header, to.clone(), None, out_seq);
+        // it if needed before (a CANCEL, rare).
+        let outbound = Dialog::new_uac_in(&mut buf, lens, out_seq);
+        let to = outbound.remote_header();
         buf.put_slice(itoa::Buffer::new().format(max_forwards).as_bytes());
         let max_forwards = buf.split().freeze();
         let sent = OutInvite {
@@ -706,17 +717,21 @@ impl Call {
     }
 
     /// Call-ID of the caller's dialog.
-    pub fn inbound_call_id(&self) -> &ByteStr {
+    pub fn inbound_call_id(&self) -> &str {
         self.inbound.call_id()
     }
 
-    /// The caller's From tag (with the Call-ID it keys the inbound leg).
-    pub fn inbound_remote_tag(&self) -> &ByteStr {
-        self.inbound.remote_tag()
+    /// The caller's Call-ID and From tag, which key the inbound leg, as
+    /// handles on the call's buffer.
+    pub fn inbound_key(&self) -> (Bytes, Bytes) {
+        (
+            self.inbound.call_id_bytes(),
+            self.inbound.remote_tag_bytes(),
+        )
     }
 
     /// Our tag on the inbound leg (To tag of our responses).
-    pub fn inbound_local_tag(&self) -> &ByteStr {
+    pub fn inbound_local_tag(&self) -> &str {
         self.inbound.local_tag()
     }
 
@@ -727,7 +742,7 @@ impl Call {
 
     /// Call-ID of the dialog of `leg` and our tag in it: a request naming
     /// the call by that tag must carry that Call-ID.
-    pub fn dialog_ids(&self, leg: Leg) -> (&ByteStr, &ByteStr) {
+    pub fn dialog_ids(&self, leg: Leg) -> (&str, &str) {
         let dialog = match leg {
             Leg::Inbound => &self.inbound,
             Leg::Outbound => &self.outbound,
@@ -736,12 +751,12 @@ impl Call {
     }
 
     /// Call-ID of the outbound leg (ours).
-    pub fn outbound_call_id(&self) -> &ByteStr {
+    pub fn outbound_call_id(&self) -> &str {
         self.outbound.call_id()
     }
 
     /// Our tag on the outbound leg (From tag of our requests).
-    pub fn outbound_local_tag(&self) -> &ByteStr {
+    pub fn outbound_local_tag(&self) -> &str {
         self.outbound.local_tag()
     }
 
@@ -881,13 +896,13 @@ impl Call {
                 }
                 HeaderName::To if !to_done => {
                     to_done = true;
-                    h.push(HeaderName::To, self.inbound.local_header().clone());
+                    h.push(HeaderName::To, self.inbound.local_header());
                 }
                 _ => {}
             }
         }
         if !to_done {
-            h.push(HeaderName::To, self.inbound.local_header().clone());
+            h.push(HeaderName::To, self.inbound.local_header());
         }
         if dialog_forming {
             for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
@@ -1081,12 +1096,9 @@ impl Call {
         let h = &mut cancel.headers;
         *h = crate::sip::Headers::with_capacity(6);
         h.push(HeaderName::Via, invite.via.clone());
-        h.push(HeaderName::From, self.outbound.local_header().clone());
+        h.push(HeaderName::From, self.outbound.local_header());
         h.push(HeaderName::To, invite.to.clone());
-        h.push(
-            HeaderName::CallId,
-            self.outbound.call_id().as_bytes().clone(),
-        );
+        h.push(HeaderName::CallId, self.outbound.call_id_bytes());
         h.push(
             HeaderName::CSeq,
             cseq_value(self.out_invite_seq, &Method::Cancel),
@@ -1816,6 +1828,18 @@ pub fn ack_and_bye_for_stray_2xx(response: &Response) -> Option<(Request, Reques
 /// (its From's length: the URI is inside it, and is written as parsed).
 fn caller_uri_len(invite: &Request) -> usize {
     invite.headers.get(&HeaderName::From).map_or(0, Bytes::len)
+}
+
+/// Our tag for `leg` of call `id` ([`ids::tag_for`]), written into `out`
+/// (through `buf`, whose content is left as it was).
+fn tag_text<'a>(buf: &mut BytesMut, id: u64, leg: Leg, out: &'a mut [u8; ids::TAG_LEN]) -> &'a str {
+    let start = buf.len();
+    ids::put_tag_for(buf, id, leg);
+    let len = (buf.len() - start).min(ids::TAG_LEN);
+    out[..len].copy_from_slice(&buf[start..start + len]);
+    buf.truncate(start);
+    // Hex digits and a letter.
+    std::str::from_utf8(&out[..len]).unwrap_or_default()
 }
 
 /// Room in the call's buffer for the To of the outbound INVITE (`<` URI

@@ -60,8 +60,8 @@ pub struct B2buaConfig {
 /// inside a dialog find it by our To tag instead ([`ids::tag_for`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LegKey {
-    call_id: ByteStr,
-    remote_tag: ByteStr,
+    call_id: Bytes,
+    remote_tag: Bytes,
 }
 
 /// What the CDR needs besides the call's own outcome (the caller's URI
@@ -257,9 +257,10 @@ type LegTransportEntry = ((SocketAddr, Protocol), Arc<LegTransport>);
 
 /// The key of `call`'s inbound leg in the leg index (its own copies).
 fn in_key_of(call: &Call) -> LegKey {
+    let (call_id, remote_tag) = call.inbound_key();
     LegKey {
-        call_id: call.inbound_call_id().clone(),
-        remote_tag: call.inbound_remote_tag().clone(),
+        call_id,
+        remote_tag,
     }
 }
 
@@ -686,8 +687,8 @@ impl Inner {
                     let same_call_id = req
                         .headers
                         .get(&HeaderName::CallId)
-                        .is_some_and(|raw| raw[..] == dialog_call_id.as_bytes()[..]);
-                    same_call_id && Some(local_tag.as_str()) == to_tag
+                        .is_some_and(|raw| raw[..] == *dialog_call_id.as_bytes());
+                    same_call_id && Some(local_tag) == to_tag
                 };
                 if ours {
                     return Some((entry, leg));
@@ -697,8 +698,8 @@ impl Inner {
         let call_id = req.call_id().ok()?;
         let remote_tag = remote_tag_of(req.from_ref().ok()?);
         let id = *self.legs.get(&LegKey {
-            call_id,
-            remote_tag,
+            call_id: call_id.into_bytes(),
+            remote_tag: remote_tag.into_bytes(),
         })?;
         self.entry(id).map(|e| (e, Leg::Inbound))
     }
@@ -805,8 +806,8 @@ impl Inner {
         // Slices of the request, for the lookup only (the call's key is
         // made of its own copies below).
         let in_key = LegKey {
-            call_id,
-            remote_tag: remote_tag_of(from),
+            call_id: call_id.into_bytes(),
+            remote_tag: remote_tag_of(from).into_bytes(),
         };
         if self.legs.contains_key(&in_key) {
             // Same dialog-forming request under a new branch: a merged or

@@ -8,12 +8,10 @@
 //! It does not add a Via (that needs the transport and a fresh branch) nor a
 //! Contact: the B2BUA adds both, since they depend on the leg's transport.
 //!
-//! The header values From/To of our requests are kept as raw bytes, copied
-//! once when the dialog is set up (so the received datagram is not kept
-//! alive for the whole call); building a request copies no text.
-
-use std::borrow::Cow;
-use std::cell::OnceCell;
+//! The dialog's strings (Call-ID, tags, the From/To values of our requests,
+//! the peer's Contact) are kept as raw bytes in one text, copied once when
+//! the dialog is set up (so the received datagram is not kept alive for the
+//! whole call), with 4-byte offsets; building a request copies no text.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -66,39 +64,118 @@ pub enum DialogState {
     Confirmed,
 }
 
+/// The pieces of a dialog's text ([`Dialog`]), in their order in it.
+const CALL_ID: usize = 0;
+const LOCAL_TAG: usize = 1;
+const REMOTE_TAG: usize = 2;
+/// From of our requests (with our tag).
+const LOCAL_HEADER: usize = 3;
+/// To of our requests (with the remote tag once known).
+const REMOTE_HEADER: usize = 4;
+/// The peer's Contact value, the remote target's text (empty: none).
+const REMOTE_CONTACT: usize = 5;
+const PIECES: usize = 6;
+
 /// One dialog, seen from our side.
+///
+/// Its strings (Call-ID, both tags, From and To of our requests, the
+/// peer's Contact) are one text, piece after piece, with where each piece
+/// ends: one handle on the call's buffer and 4 bytes per string, instead
+/// of a handle of 32 bytes per string. The remote target is kept as the
+/// Contact's text and parsed when a request needs it (a dialog is read
+/// again, cold, at the call's BYE; the fewer cache lines it spans, the
+/// better: docs/performance.md, "Session 10").
 #[derive(Clone, Debug)]
 pub struct Dialog {
-    call_id: ByteStr,
-    local_tag: ByteStr,
-    remote_tag: ByteStr,
-    /// From of our requests (with our tag).
-    local_header: Bytes,
-    /// To of our requests (with the remote tag once known).
-    remote_header: Bytes,
+    /// The pieces ([`CALL_ID`] ... [`REMOTE_CONTACT`]), one after the other.
+    text: Bytes,
+    /// Where each piece of `text` ends (it starts where the one before
+    /// ends).
+    ends: [u32; PIECES],
     local_seq: u32,
     remote_seq: Option<u32>,
-    /// Parsed from `remote_contact` when first needed for a UAS dialog
-    /// (see [`Dialog::remote_target`]), at once for a UAC one.
-    remote_target: OnceCell<Uri>,
-    /// The Contact value `remote_target` is parsed from (a copy), to skip
-    /// parsing the same value again.
-    remote_contact: Bytes,
     /// Route set in the order the Route headers of our requests list it,
     /// each with its text (the Route value), written once.
-    route_set: Vec<RouteEntry>,
+    route_set: Box<[RouteEntry]>,
     state: DialogState,
-    /// `remote_target` was parsed from `remote_contact`, which is one
-    /// `<URI>` and nothing else (see [`bare_contact_uri`]): the text
-    /// between the brackets is the remote target as written, and a request
-    /// written to bytes copies it instead of writing the URI again.
+    /// The remote Contact is one `<URI>` and nothing else, a URI that
+    /// parses (see [`bare_contact_uri`]): the text between the brackets is
+    /// the remote target as written, and a request written to bytes copies
+    /// it instead of writing the URI again. Set from a response or a
+    /// target refresh (a UAS dialog's first Contact is read in full, when
+    /// needed).
     bare_contact: bool,
+}
+
+/// What [`Dialog::new_uac_in`] finds written at the start of its buffer:
+/// the lengths of the dialog's Call-ID, our tag, our From (with that tag)
+/// and To, one after the other.
+#[derive(Clone, Copy, Debug)]
+pub struct UacText {
+    /// Length of the Call-ID.
+    pub call_id: usize,
+    /// Length of our tag.
+    pub local_tag: usize,
+    /// Length of our From value, tag included.
+    pub local_header: usize,
+    /// Length of the To value.
+    pub remote_header: usize,
+}
+
+/// Writes a dialog's text into a buffer, piece by piece in their order.
+struct TextWriter<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+    ends: [u32; PIECES],
+    next: usize,
+}
+
+impl<'a> TextWriter<'a> {
+    fn new(buf: &'a mut BytesMut) -> Self {
+        let start = buf.len();
+        TextWriter {
+            buf,
+            start,
+            ends: [0; PIECES],
+            next: 0,
+        }
+    }
+
+    /// Appends to the current piece.
+    fn put(&mut self, part: &[u8]) {
+        self.buf.put_slice(part);
+    }
+
+    /// Ends the current piece: what was put since the one before.
+    fn end(&mut self) {
+        // A dialog's text is a few header values of one message: far
+        // below 4 GiB.
+        let at = u32::try_from(self.buf.len() - self.start).unwrap_or(u32::MAX);
+        if let Some(end) = self.ends.get_mut(self.next) {
+            *end = at;
+        }
+        self.next += 1;
+    }
+
+    /// One whole piece.
+    fn piece(&mut self, value: &[u8]) {
+        self.put(value);
+        self.end();
+    }
+
+    /// The text, split off the buffer (with whatever the buffer held
+    /// before it, which no one keeps: callers split what they keep), and
+    /// where its pieces end.
+    fn finish(self) -> (Bytes, [u32; PIECES]) {
+        let text = self.buf.split().freeze().slice(self.start..);
+        (text, self.ends)
+    }
 }
 
 impl Dialog {
     /// The UAS side of a dialog created by `request` (an INVITE) answered
     /// with `local_tag` (RFC 3261 §12.1.1): remote target from Contact
-    /// (parsed on first use, see [`Dialog::remote_target`]), route set from
+    /// (parsed on use, see [`Dialog::remote_target`]), route set from
     /// Record-Route in order, remote CSeq from the request.
     pub fn new_uas(request: &Request, local_tag: ByteStr) -> Result<Dialog, DialogError> {
         Dialog::new_uas_from(request, &request.from()?, local_tag)
@@ -110,52 +187,46 @@ impl Dialog {
         from: &NameAddr,
         local_tag: ByteStr,
     ) -> Result<Dialog, DialogError> {
-        Dialog::new_uas_in(request, from, local_tag, &mut BytesMut::new())
+        Dialog::new_uas_in(request, from, &local_tag, &mut BytesMut::new())
     }
 
-    /// [`Dialog::new_uas_from`] with the copies the dialog keeps (tags,
-    /// Call-ID, From, To, Contact) written into `buf` and split off it, so
-    /// that they share one allocation with whatever else the caller keeps
-    /// there (see [`Dialog::uas_len`] for the room they take).
+    /// [`Dialog::new_uas_from`] with the dialog's text (Call-ID, tags,
+    /// From, To, Contact; copies, so that the received datagram is not
+    /// kept alive) written into `buf` and split off it, so that it shares
+    /// one allocation with whatever else the caller keeps there (see
+    /// [`Dialog::uas_len`] for the room it takes).
     pub fn new_uas_in(
         request: &Request,
         from: &NameAddr,
-        local_tag: ByteStr,
+        local_tag: &str,
         buf: &mut BytesMut,
     ) -> Result<Dialog, DialogError> {
-        // RFC 3261 §12.1.1: a From without tag (RFC 2543) is a null tag.
-        let remote_tag = from.tag().map(|t| own_str(buf, t)).unwrap_or_default();
-        let to_raw = request
-            .headers
-            .get(&HeaderName::To)
-            .map_or(&[][..], |v| &v[..]);
-        let from_raw = request
-            .headers
-            .get(&HeaderName::From)
-            .map_or(&[][..], |v| &v[..]);
+        let call_id = request.call_id()?;
+        let remote_seq = request.cseq()?.seq;
+        let route_set = own_routes(request.record_route()?);
+        let raw = |name: HeaderName| request.headers.get(&name).map_or(&[][..], |v| &v[..]);
         // The remote target is parsed from the copy only when a request
         // goes to the caller (many calls never send one): the daemon's
         // validator has checked every Contact of the request already.
-        let contact = request
-            .headers
-            .get(&HeaderName::Contact)
-            .filter(|raw| raw.trim_ascii() != b"*");
-        let (remote_target, remote_contact) = match contact {
-            Some(raw) => (OnceCell::new(), own_bytes(buf, raw)),
-            None => (OnceCell::from(own_uri(&from.uri)), Bytes::new()),
-        };
-        let call_id = own_str(buf, request.call_id()?.as_str());
+        let contact = Some(raw(HeaderName::Contact)).filter(|raw| raw.trim_ascii() != b"*");
+        let mut w = TextWriter::new(buf);
+        w.piece(call_id.as_bytes());
+        w.piece(local_tag.as_bytes());
+        // RFC 3261 §12.1.1: a From without tag (RFC 2543) is a null tag.
+        w.piece(from.tag().unwrap_or_default().as_bytes());
+        w.put(raw(HeaderName::To));
+        w.put(b";tag=");
+        w.put(local_tag.as_bytes());
+        w.end();
+        w.piece(raw(HeaderName::From));
+        w.piece(contact.unwrap_or_default());
+        let (text, ends) = w.finish();
         Ok(Dialog {
-            call_id,
-            local_header: put_with_tag(buf, to_raw, &local_tag),
-            local_tag,
-            remote_tag,
-            remote_header: own_bytes(buf, from_raw),
+            text,
+            ends,
             local_seq: 0,
-            remote_seq: Some(request.cseq()?.seq),
-            remote_target,
-            remote_contact,
-            route_set: own_routes(request.record_route()?),
+            remote_seq: Some(remote_seq),
+            route_set,
             state: DialogState::Confirmed,
             bare_contact: false,
         })
@@ -172,15 +243,25 @@ impl Dialog {
         target: Uri,
         cseq: u32,
     ) -> Dialog {
-        let mut buf = BytesMut::with_capacity(from.len() + 5 + local_tag.len());
-        let local_header = put_with_tag(&mut buf, from, &local_tag);
-        Dialog::new_uac_with(call_id, local_tag, local_header, to, Some(target), cseq)
+        let mut local_header = BytesMut::with_capacity(from.len() + 5 + local_tag.len());
+        local_header.put_slice(from);
+        local_header.put_slice(b";tag=");
+        local_header.put_slice(local_tag.as_bytes());
+        Dialog::new_uac_with(
+            call_id,
+            local_tag,
+            local_header.freeze(),
+            to,
+            Some(target),
+            cseq,
+        )
     }
 
     /// [`Dialog::new_uac`] with our From already written, tag included
-    /// (`local_header`): nothing is copied. Without `target`, the remote
-    /// target is the URI of `to`, read from it when first needed (a
-    /// response with a Contact usually sets it before: then never).
+    /// (`local_header`). Without `target`, the remote target is the URI of
+    /// `to`, read from it when needed (a response with a Contact usually
+    /// sets it before: then never); with one, it is kept as the text
+    /// `<target>`, as a Contact.
     pub fn new_uac_with(
         call_id: ByteStr,
         local_tag: ByteStr,
@@ -189,20 +270,111 @@ impl Dialog {
         target: Option<Uri>,
         cseq: u32,
     ) -> Dialog {
+        let mut buf = BytesMut::new();
+        let mut w = TextWriter::new(&mut buf);
+        w.piece(call_id.as_bytes());
+        w.piece(local_tag.as_bytes());
+        w.end();
+        w.piece(&local_header);
+        w.piece(&to);
+        if let Some(target) = &target {
+            w.put(b"<");
+            target.write_into(w.buf);
+            w.put(b">");
+        }
+        w.end();
+        let (text, ends) = w.finish();
+        let mut dialog = Dialog::uac(text, ends, cseq);
+        dialog.bare_contact = is_bare_contact(&dialog.piece_bytes(REMOTE_CONTACT));
+        dialog
+    }
+
+    /// [`Dialog::new_uac_with`] without a target, its text already written
+    /// into `buf` (at its start: its Call-ID, our tag, our From with that
+    /// tag and its To, of the lengths `lens` gives) and split off it: it
+    /// shares the allocation of whatever else the caller keeps there, and
+    /// nothing is copied.
+    pub fn new_uac_in(buf: &mut BytesMut, lens: UacText, cseq: u32) -> Dialog {
+        let mut ends = [0u32; PIECES];
+        let mut at = 0usize;
+        for (piece, len) in [
+            (CALL_ID, lens.call_id),
+            (LOCAL_TAG, lens.local_tag),
+            (REMOTE_TAG, 0),
+            (LOCAL_HEADER, lens.local_header),
+            (REMOTE_HEADER, lens.remote_header),
+            (REMOTE_CONTACT, 0),
+        ] {
+            at = (at + len).min(buf.len());
+            ends[piece] = u32::try_from(at).unwrap_or(u32::MAX);
+        }
+        let text = buf.split_to(at).freeze();
+        Dialog::uac(text, ends, cseq)
+    }
+
+    fn uac(text: Bytes, ends: [u32; PIECES], cseq: u32) -> Dialog {
         Dialog {
-            call_id,
-            local_header,
-            local_tag,
-            remote_tag: ByteStr::default(),
-            remote_header: to,
+            text,
+            ends,
             local_seq: cseq,
             remote_seq: None,
-            remote_target: target.map_or_else(OnceCell::new, OnceCell::from),
-            remote_contact: Bytes::new(),
-            route_set: Vec::new(),
+            route_set: Box::default(),
             state: DialogState::Initial,
             bare_contact: false,
         }
+    }
+
+    /// Where `piece` is in the text.
+    fn span(&self, piece: usize) -> std::ops::Range<usize> {
+        let start = piece
+            .checked_sub(1)
+            .and_then(|p| self.ends.get(p))
+            .map_or(0, |&e| e as usize);
+        start..self.ends.get(piece).map_or(start, |&e| e as usize)
+    }
+
+    /// The text of `piece`.
+    fn piece(&self, piece: usize) -> &[u8] {
+        self.text.get(self.span(piece)).unwrap_or_default()
+    }
+
+    /// The text of `piece`, as a handle on the dialog's text.
+    fn piece_bytes(&self, piece: usize) -> Bytes {
+        let span = self.span(piece);
+        if span.start <= span.end && span.end <= self.text.len() {
+            self.text.slice(span)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// The text of `piece` that is UTF-8 by construction (a Call-ID or a
+    /// tag, copied from a `str`).
+    fn piece_str(&self, piece: usize) -> &str {
+        std::str::from_utf8(self.piece(piece)).unwrap_or_default()
+    }
+
+    /// Writes the text again (into `buf`, split off it) with `remote_tag`,
+    /// `remote_header` and `contact`, those given, instead of the pieces
+    /// it has.
+    fn rewrite(
+        &mut self,
+        buf: &mut BytesMut,
+        remote_tag: Option<&[u8]>,
+        remote_header: Option<&[u8]>,
+        contact: Option<&[u8]>,
+    ) {
+        let mut w = TextWriter::new(buf);
+        for piece in 0..PIECES {
+            let new = match piece {
+                REMOTE_TAG => remote_tag,
+                REMOTE_HEADER => remote_header,
+                REMOTE_CONTACT => contact,
+                _ => None,
+            };
+            w.piece(new.unwrap_or_else(|| self.piece(piece)));
+        }
+        (self.text, self.ends) = w.finish();
     }
 
     /// Updates a UAC dialog from a response to its INVITE: a 1xx with a To
@@ -214,8 +386,9 @@ impl Dialog {
         self.on_uac_response_in(response, &mut BytesMut::new())
     }
 
-    /// [`Dialog::on_uac_response`] with the copies the dialog keeps (To
-    /// and its tag, Contact) written into `buf` and split off it.
+    /// [`Dialog::on_uac_response`] with the dialog's text, when it
+    /// changes (the To and its tag, Contact), written again into `buf` and
+    /// split off it.
     pub fn on_uac_response_in(
         &mut self,
         response: &Response,
@@ -230,7 +403,7 @@ impl Dialog {
         // The 2xx after a provisional response of the same early dialog
         // carries the same To (tag included): no need to parse it again.
         let same_to = self.state == DialogState::Early
-            && raw_to.is_some_and(|raw| raw[..] == self.remote_header[..]);
+            && raw_to.is_some_and(|raw| raw[..] == *self.piece(REMOTE_HEADER));
         let new_tag = if same_to {
             None
         } else {
@@ -246,28 +419,32 @@ impl Dialog {
                 }
                 return Ok(());
             };
-            (self.state == DialogState::Initial || self.remote_tag != tag)
-                .then(|| own_str(buf, tag.as_str()))
+            (self.state == DialogState::Initial || self.piece(REMOTE_TAG) != tag.as_bytes())
+                .then_some(tag)
         };
         if new_tag.is_some() || status.is_success() {
-            if let Some(tag) = new_tag {
-                self.remote_tag = tag;
-            }
-            if let Some(raw) = raw_to.filter(|raw| raw[..] != self.remote_header[..]) {
-                self.remote_header = own_bytes(buf, raw);
-            }
+            let new_to = raw_to.filter(|raw| raw[..] != *self.piece(REMOTE_HEADER));
             let same_contact = response
                 .headers
                 .get(&HeaderName::Contact)
-                .is_some_and(|raw| raw[..] == self.remote_contact[..]);
-            if !same_contact {
-                if let Some((uri, raw, bare)) = own_contact_uri(&response.headers, buf)? {
-                    self.remote_target = OnceCell::from(uri);
-                    self.remote_contact = raw;
+                .is_some_and(|raw| raw[..] == *self.piece(REMOTE_CONTACT));
+            let contact = if same_contact {
+                None
+            } else {
+                contact_target(&response.headers)?
+            };
+            let mut routes = response.record_route()?;
+            if new_tag.is_some() || new_to.is_some() || contact.is_some() {
+                self.rewrite(
+                    buf,
+                    new_tag.as_ref().map(|t| t.as_bytes().as_ref()),
+                    new_to.map(|raw| &raw[..]),
+                    contact.map(|(raw, _)| &raw[..]),
+                );
+                if let Some((_, bare)) = contact {
                     self.bare_contact = bare;
                 }
             }
-            let mut routes = response.record_route()?;
             routes.reverse();
             self.route_set = own_routes(routes);
         }
@@ -293,10 +470,8 @@ impl Dialog {
             self.remote_seq = Some(seq);
         }
         if matches!(request.method, Method::Invite | Method::Update) {
-            if let Some((uri, raw, bare)) = own_contact_uri(&request.headers, &mut BytesMut::new())?
-            {
-                self.remote_target = OnceCell::from(uri);
-                self.remote_contact = raw;
+            if let Some((raw, bare)) = contact_target(&request.headers)? {
+                self.rewrite(&mut BytesMut::new(), None, None, Some(raw));
                 self.bare_contact = bare;
             }
         }
@@ -305,32 +480,48 @@ impl Dialog {
 
     /// Our side's address with our tag: From of our requests, and for a
     /// UAS dialog the To of our responses to the request that created it.
-    pub fn local_header(&self) -> &Bytes {
-        &self.local_header
+    pub fn local_header(&self) -> Bytes {
+        self.piece_bytes(LOCAL_HEADER)
+    }
+
+    /// The peer's address (with its tag once known): To of our requests.
+    pub fn remote_header(&self) -> Bytes {
+        self.piece_bytes(REMOTE_HEADER)
     }
 
     /// The dialog's identifiers.
     pub fn id(&self) -> DialogId {
+        let text = |piece| ByteStr::from_utf8(self.piece_bytes(piece)).unwrap_or_default();
         DialogId {
-            call_id: self.call_id.clone(),
-            local_tag: self.local_tag.clone(),
-            remote_tag: self.remote_tag.clone(),
+            call_id: text(CALL_ID),
+            local_tag: text(LOCAL_TAG),
+            remote_tag: text(REMOTE_TAG),
         }
     }
 
     /// Call-ID of the dialog.
-    pub fn call_id(&self) -> &ByteStr {
-        &self.call_id
+    pub fn call_id(&self) -> &str {
+        self.piece_str(CALL_ID)
+    }
+
+    /// [`Dialog::call_id`] as a handle on the dialog's text.
+    pub fn call_id_bytes(&self) -> Bytes {
+        self.piece_bytes(CALL_ID)
     }
 
     /// Our tag.
-    pub fn local_tag(&self) -> &ByteStr {
-        &self.local_tag
+    pub fn local_tag(&self) -> &str {
+        self.piece_str(LOCAL_TAG)
     }
 
     /// The peer's tag (empty before a UAC dialog got one).
-    pub fn remote_tag(&self) -> &ByteStr {
-        &self.remote_tag
+    pub fn remote_tag(&self) -> &str {
+        self.piece_str(REMOTE_TAG)
+    }
+
+    /// [`Dialog::remote_tag`] as a handle on the dialog's text.
+    pub fn remote_tag_bytes(&self) -> Bytes {
+        self.piece_bytes(REMOTE_TAG)
     }
 
     /// Current state.
@@ -343,29 +534,33 @@ impl Dialog {
         self.local_seq
     }
 
-    /// The remote target (Contact of the peer).
+    /// The remote target (Contact of the peer), parsed from the dialog's
+    /// copy of the Contact each time (it is needed once or twice a call:
+    /// keeping it parsed cost every call its size, and a clone for each
+    /// request).
     ///
-    /// A UAS dialog parses it from its copy of the request's Contact on
-    /// first use. Should that copy not parse (a request that bypassed the
-    /// daemon's validator), the remote party's address (the copy of its
-    /// From or To) is the target instead; that is also the target of a UAC
-    /// dialog made without one, until a response gives a Contact.
-    pub fn remote_target(&self) -> &Uri {
-        self.remote_target.get_or_init(|| {
-            first_contact_uri(&self.remote_contact)
-                .ok()
-                .flatten()
-                .or_else(|| {
-                    NameAddr::parse_single(&self.remote_header)
-                        .ok()
-                        .map(|a| a.uri)
-                })
-                // The remote header parsed when the dialog was set up: not reached.
-                .unwrap_or_else(|| Uri::Other {
-                    scheme: ByteStr::from_static("sip"),
-                    rest: ByteStr::from_static("invalid"),
-                })
-        })
+    /// Should that copy not parse (a UAS dialog's request that bypassed
+    /// the daemon's validator), the remote party's address (the copy of
+    /// its From or To) is the target instead; that is also the target of a
+    /// dialog without a Contact (a UAC one until a response gives one).
+    pub fn remote_target(&self) -> Uri {
+        let contact = self.piece_bytes(REMOTE_CONTACT);
+        let from_contact = if contact.is_empty() {
+            None
+        } else {
+            bare_contact_uri(&contact).or_else(|| first_contact_uri(&contact).ok().flatten())
+        };
+        from_contact
+            .or_else(|| {
+                NameAddr::parse_single(&self.piece_bytes(REMOTE_HEADER))
+                    .ok()
+                    .map(|a| a.uri)
+            })
+            // The remote header parsed when the dialog was set up: not reached.
+            .unwrap_or_else(|| Uri::Other {
+                scheme: ByteStr::from_static("sip"),
+                rest: ByteStr::from_static("invalid"),
+            })
     }
 
     /// Takes the next local CSeq number without building a request (e.g.
@@ -394,10 +589,8 @@ impl Dialog {
     /// Takes a new remote target from the Contact of a 2xx to a target
     /// refresh request of ours (re-INVITE, UPDATE; RFC 3261 §12.2.1.2).
     pub fn on_refresh_response(&mut self, response: &Response) {
-        if let Ok(Some((uri, raw, bare))) = own_contact_uri(&response.headers, &mut BytesMut::new())
-        {
-            self.remote_target = OnceCell::from(uri);
-            self.remote_contact = raw;
+        if let Ok(Some((raw, bare))) = contact_target(&response.headers) {
+            self.rewrite(&mut BytesMut::new(), None, None, Some(raw));
             self.bare_contact = bare;
         }
     }
@@ -418,7 +611,7 @@ impl Dialog {
         buf: &mut BytesMut,
     ) -> Request {
         let (uri, routes) = self.request_target();
-        let mut request = Request::new(method.clone(), uri.into_owned());
+        let mut request = Request::new(method.clone(), uri);
         // Room for these, our Via and Contact, and a few end-to-end ones.
         request.headers = Headers::with_capacity(routes.len() + 10);
         let h = &mut request.headers;
@@ -428,9 +621,9 @@ impl Dialog {
         for route in routes {
             h.push(HeaderName::Route, route);
         }
-        h.push(HeaderName::From, self.local_header.clone());
-        h.push(HeaderName::To, self.remote_header.clone());
-        h.push(HeaderName::CallId, self.call_id.as_bytes().clone());
+        h.push(HeaderName::From, self.piece_bytes(LOCAL_HEADER));
+        h.push(HeaderName::To, self.piece_bytes(REMOTE_HEADER));
+        h.push(HeaderName::CallId, self.piece_bytes(CALL_ID));
         put_cseq(buf, seq, &method);
         h.push(HeaderName::CSeq, buf.split().freeze());
         h.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
@@ -451,12 +644,13 @@ impl Dialog {
         body: &Bytes,
         out: &mut BytesMut,
     ) {
-        let (uri, routes) = self.request_target();
         // The remote target as the peer wrote it, when the Request-URI is
-        // the remote target (no route set, or loose routing).
+        // the remote target (no route set, or loose routing): nothing
+        // parsed.
+        let contact = self.piece(REMOTE_CONTACT);
         let target_text = self
             .bare_contact
-            .then(|| self.remote_contact.get(1..self.remote_contact.len() - 1))
+            .then(|| contact.get(1..contact.len().saturating_sub(1)))
             .flatten()
             .filter(|_| self.route_set.first().map_or(true, |r| is_loose(&r.addr)));
         let field = |out: &mut BytesMut, name: HeaderName, value: &[u8]| {
@@ -467,21 +661,39 @@ impl Dialog {
         };
         out.put_slice(method.as_str().as_bytes());
         out.put_u8(b' ');
-        match target_text {
-            Some(text) => out.put_slice(text),
-            None => uri.write_into(out),
-        }
+        // The routes of a parsed target (the route set as is, or with the
+        // strict routing of RFC 3261 §12.2.1.1); `None`: the route set.
+        let routes = match target_text {
+            Some(text) => {
+                out.put_slice(text);
+                None
+            }
+            None => {
+                let (uri, routes) = self.request_target();
+                uri.write_into(out);
+                Some(routes)
+            }
+        };
         out.put_slice(b" SIP/2.0\r\n");
         out.put_slice(HeaderName::Via.as_str().as_bytes());
         out.put_slice(b": ");
         put_via(out);
         out.put_slice(b"\r\n");
-        for route in &routes {
-            field(out, HeaderName::Route, route);
+        match &routes {
+            Some(routes) => {
+                for route in routes {
+                    field(out, HeaderName::Route, route);
+                }
+            }
+            None => {
+                for route in self.route_set.iter() {
+                    field(out, HeaderName::Route, &route.text);
+                }
+            }
         }
-        field(out, HeaderName::From, &self.local_header);
-        field(out, HeaderName::To, &self.remote_header);
-        field(out, HeaderName::CallId, self.call_id.as_bytes());
+        field(out, HeaderName::From, self.piece(LOCAL_HEADER));
+        field(out, HeaderName::To, self.piece(REMOTE_HEADER));
+        field(out, HeaderName::CallId, self.piece(CALL_ID));
         out.put_slice(HeaderName::CSeq.as_str().as_bytes());
         out.put_slice(b": ");
         put_cseq(out, seq, method);
@@ -512,14 +724,15 @@ impl Dialog {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>();
+        let len = |piece| self.span(piece).len();
         // Request line and the names, separators and numbers of the fixed
         // fields.
-        160 + self.remote_contact.len().max(64)
+        160 + len(REMOTE_CONTACT).max(64)
             + routes
             + via_len
-            + self.local_header.len()
-            + self.remote_header.len()
-            + self.call_id.len()
+            + len(LOCAL_HEADER)
+            + len(REMOTE_HEADER)
+            + len(CALL_ID)
             + fields
             + body.len()
     }
@@ -528,31 +741,31 @@ impl Dialog {
     /// most, with a local tag of `tag_len` bytes.
     pub fn uas_len(request: &Request, tag_len: usize) -> usize {
         let len = |name: HeaderName| request.headers.get(&name).map_or(0, Bytes::len);
-        // The From tag is inside From; `;tag=` and ours go after To.
+        // The From tag is inside From; our tag, and `;tag=` and ours again
+        // after To.
         2 * len(HeaderName::From)
             + len(HeaderName::To)
             + 5
-            + tag_len
+            + 2 * tag_len
             + len(HeaderName::CallId)
             + len(HeaderName::Contact)
     }
 
     /// Request-URI and Route values: loose routing when the first route has
-    /// `lr`, else the strict routing of RFC 3261 §12.2.1.1. The remote
-    /// target is lent, not copied, unless strict routing makes the first
-    /// route the Request-URI.
-    fn request_target(&self) -> (Cow<'_, Uri>, Vec<Bytes>) {
+    /// `lr`, else the strict routing of RFC 3261 §12.2.1.1, which makes the
+    /// first route the Request-URI and the remote target the last Route.
+    fn request_target(&self) -> (Uri, Vec<Bytes>) {
         let text = |r: &RouteEntry| r.text.clone();
         match self.route_set.first() {
-            None => (Cow::Borrowed(self.remote_target()), Vec::new()),
+            None => (self.remote_target(), Vec::new()),
             Some(first) if is_loose(&first.addr) => (
-                Cow::Borrowed(self.remote_target()),
+                self.remote_target(),
                 self.route_set.iter().map(text).collect(),
             ),
             Some(first) => {
                 let mut routes: Vec<Bytes> = self.route_set[1..].iter().map(text).collect();
                 routes.push(Bytes::from(format!("<{}>", self.remote_target())));
-                (Cow::Owned(strip_uri_headers(&first.addr.uri)), routes)
+                (strip_uri_headers(&first.addr.uri), routes)
             }
         }
     }
@@ -573,52 +786,48 @@ pub fn put_cseq(out: &mut BytesMut, seq: u32, method: &Method) {
     out.put_slice(method.as_str().as_bytes());
 }
 
-/// Copies `value` into `buf` and splits it off: the copy shares `buf`'s
-/// allocation (and no longer keeps a received datagram alive).
-fn own_bytes(buf: &mut BytesMut, value: &[u8]) -> Bytes {
-    buf.put_slice(value);
-    buf.split().freeze()
-}
-
-/// [`own_bytes`] for text.
-fn own_str(buf: &mut BytesMut, text: &str) -> ByteStr {
-    // A copy of a `str`: the one check passes (an empty text otherwise
-    // is not reached).
-    ByteStr::from_utf8(own_bytes(buf, text.as_bytes())).unwrap_or_default()
-}
-
-/// A URI in a buffer of its own. Dialog state lives as long as the call; a
-/// slice of the received message would keep the whole datagram alive.
-fn own_uri(uri: &Uri) -> Uri {
-    Uri::parse(&uri.to_string()).unwrap_or_else(|_| uri.clone())
-}
-
-/// The first Contact address's URI (RFC 3261 §12.1: the remote target),
-/// parsed from a copy of the header value, so it owns its buffer (see
-/// [`own_uri`]) without formatting and parsing the URI again; with that
-/// copy, and whether it is a bare `<URI>` ([`bare_contact_uri`]). `*` has
-/// no URI.
-fn own_contact_uri(
-    headers: &Headers,
-    buf: &mut BytesMut,
-) -> Result<Option<(Uri, Bytes, bool)>, DialogError> {
+/// The Contact of `headers` when it gives a remote target (RFC 3261
+/// §12.1: the first address's URI; every address is checked), with
+/// whether it is one bare `<URI>` ([`bare_contact_uri`]). `*` gives none.
+/// Only checked here, nothing parsed is kept: the dialog keeps the text.
+fn contact_target(headers: &Headers) -> Result<Option<(&Bytes, bool)>, DialogError> {
     let Some(raw) = headers.get(&HeaderName::Contact) else {
         return Ok(None);
     };
     if raw.trim_ascii() == b"*" {
         return Ok(None);
     }
-    let own = own_bytes(buf, raw);
-    if let Some(uri) = bare_contact_uri(&own) {
-        return Ok(Some((uri, own, true)));
+    if is_bare_contact(raw) {
+        return Ok(Some((raw, true)));
     }
-    let first = first_contact_uri(&own).map_err(|reason| {
+    let first = first_contact_uri(raw).map_err(|reason| {
         DialogError::Header(HeaderError::Invalid {
             name: HeaderName::Contact,
             reason,
         })
     })?;
-    Ok(first.map(|uri| (uri, own, false)))
+    Ok(first.map(|_| (raw, false)))
+}
+
+/// The text between the brackets of a Contact value of the usual shape,
+/// one `<URI>` and nothing else (no display name, header parameters,
+/// second address or white space; no URI headers); `None` for any other
+/// shape.
+fn bare_contact_inner(raw: &[u8]) -> Option<&[u8]> {
+    let inner = raw.strip_prefix(b"<")?.strip_suffix(b">")?;
+    let other_shape = inner.is_empty()
+        || inner.iter().any(|&c| {
+            matches!(
+                c,
+                b'<' | b'>' | b'?' | b',' | b'"' | b' ' | b'\t' | b'\r' | b'\n'
+            )
+        });
+    (!other_shape).then_some(inner)
+}
+
+/// [`bare_contact_uri`] is `Some`: checked without building the URI.
+fn is_bare_contact(raw: &Bytes) -> bool {
+    bare_contact_inner(raw).is_some_and(|inner| Uri::scan::<false>(raw, inner).is_ok())
 }
 
 /// The URI of a Contact value of the usual shape, one `<URI>` and nothing
@@ -628,18 +837,7 @@ fn own_contact_uri(
 /// any other shape or a URI that does not parse (the full reading then
 /// says why).
 fn bare_contact_uri(raw: &Bytes) -> Option<Uri> {
-    let inner = raw.strip_prefix(b"<")?.strip_suffix(b">")?;
-    if inner.is_empty()
-        || inner.iter().any(|&c| {
-            matches!(
-                c,
-                b'<' | b'>' | b'?' | b',' | b'"' | b' ' | b'\t' | b'\r' | b'\n'
-            )
-        })
-    {
-        return None;
-    }
-    Uri::parse_in(raw, inner).ok()
+    Uri::parse_in(raw, bare_contact_inner(raw)?).ok()
 }
 
 /// The URI of the first address of a Contact value; every address is
@@ -661,10 +859,11 @@ struct RouteEntry {
     text: Bytes,
 }
 
-/// Route set values in buffers of their own (see [`own_uri`]): each
+/// Route set values in buffers of their own (a slice of the received
+/// message would keep the whole datagram alive for the call): each
 /// address is written once and parsed again from that text, which the
 /// entry keeps as its Route value.
-fn own_routes(routes: Vec<NameAddr>) -> Vec<RouteEntry> {
+fn own_routes(routes: Vec<NameAddr>) -> Box<[RouteEntry]> {
     routes
         .into_iter()
         .map(|n| {
@@ -673,14 +872,6 @@ fn own_routes(routes: Vec<NameAddr>) -> Vec<RouteEntry> {
             RouteEntry { addr, text }
         })
         .collect()
-}
-
-/// `value;tag=<tag>`, written into `buf` and split off it.
-fn put_with_tag(buf: &mut BytesMut, value: &[u8], tag: &str) -> Bytes {
-    buf.put_slice(value);
-    buf.put_slice(b";tag=");
-    buf.put_slice(tag.as_bytes());
-    buf.split().freeze()
 }
 
 fn is_loose(route: &NameAddr) -> bool {

@@ -184,10 +184,7 @@ fn uac_dialog_follows_the_2xx_tag_and_contact_whatever_the_early_dialog_had() {
         b"<sip:b@192.0.2.4>",
     ))
     .unwrap();
-    assert_eq!(
-        (d.state(), d.remote_tag().as_str()),
-        (DialogState::Early, "early")
-    );
+    assert_eq!((d.state(), d.remote_tag()), (DialogState::Early, "early"));
     // The 2xx comes from another branch of a fork: its tag and Contact win.
     d.on_uac_response(&answer(StatusCode::OK, "other", b"<sip:b@192.0.2.9>"))
         .unwrap();
@@ -223,15 +220,14 @@ fn cseq_values_are_number_space_method() {
 }
 
 #[test]
-fn uas_remote_target_is_parsed_on_first_use_with_the_from_uri_as_fallback() {
-    // Parsed from the dialog's own copy of Contact when first needed.
+fn uas_remote_target_is_parsed_on_use_with_the_from_uri_as_fallback() {
+    // Parsed from the dialog's own copy of Contact each time it is needed.
     let d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
-    assert!(d.remote_target.get().is_none(), "not parsed at setup");
     assert_eq!(
         d.remote_target().to_string(),
         "sip:alice@client.atlanta.example.com"
     );
-    assert!(d.remote_target.get().is_some(), "kept once parsed");
+    assert_eq!(d.remote_target(), d.remote_target());
     // A Contact that does not parse (the daemon's validator refuses such
     // requests before a dialog exists): the caller's From URI is the target.
     let bad = INVITE.replace(
@@ -389,7 +385,7 @@ fn uac_request_written_with_the_contact_as_given_is_the_built_one_on_the_wire() 
             d.on_uac_response(&ok).unwrap();
             assert_eq!(d.bare_contact, bare, "{callee_contact}");
             let full = first_contact_uri(&Bytes::from(callee_contact)).unwrap();
-            assert_eq!(Some(d.remote_target()), full.as_ref());
+            assert_eq!(Some(d.remote_target()), full);
             let extra = [(HeaderName::Contact, &contact)];
             let body = Bytes::new();
             let mut built = d.request_in(Method::Ack, 1, Some(via.clone()), &mut BytesMut::new());
@@ -425,7 +421,7 @@ fn uac_dialog_without_a_target_reads_it_from_to_until_a_contact() {
     );
     assert_eq!(
         d.remote_target(),
-        &Uri::parse("sip:+74951234567@127.0.0.1:5080;transport=udp").unwrap()
+        Uri::parse("sip:+74951234567@127.0.0.1:5080;transport=udp").unwrap()
     );
     let invite = reparse(&d.request_with_seq(Method::Invite, 1));
     assert_eq!(
@@ -440,4 +436,157 @@ fn uac_dialog_without_a_target_reads_it_from_to_until_a_contact() {
     );
     d.on_uac_response(&ok).unwrap();
     assert_eq!(d.remote_target().to_string(), "sip:callee@192.0.2.8:5070");
+}
+
+#[test]
+fn a_dialog_is_one_text_and_offsets() {
+    // Touched again, cold, by the call's BYE: its strings are ranges of
+    // one text, the remote target is kept as text.
+    let size = std::mem::size_of::<Dialog>();
+    assert!(size <= 88, "Dialog is {size} bytes (was 392)");
+}
+
+/// A request `method` from the caller of [`INVITE`] in its dialog, with
+/// CSeq `seq` and `contact` (if any).
+fn in_dialog(method: &str, seq: u32, contact: Option<&str>) -> Request {
+    let mut text = INVITE
+        .replace("INVITE sip", &format!("{method} sip"))
+        .replace("2 INVITE", &format!("{seq} {method}"))
+        .replace(
+            "To: Bob <sip:bob@biloxi.example.com>",
+            "To: Bob <sip:bob@biloxi.example.com>;tag=ourtag",
+        );
+    text = match contact {
+        Some(c) => text.replace("<sip:alice@client.atlanta.example.com>", c),
+        None => text.replace("Contact: <sip:alice@client.atlanta.example.com>\r\n", ""),
+    };
+    request(&text)
+}
+
+#[test]
+fn a_target_refresh_rewrites_the_target_and_keeps_every_other_piece() {
+    let mut d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
+    let before = reparse(&d.new_request(Method::Info));
+    // Longer, shorter, not bare, then a request that is no target refresh
+    // and one without Contact: each piece stays where the others are read.
+    for (seq, method, contact, target, bare) in [
+        (
+            3,
+            "INVITE",
+            Some("<sip:alice@a-much-longer-host-name.atlanta.example.com:5070;transport=tcp>"),
+            "sip:alice@a-much-longer-host-name.atlanta.example.com:5070;transport=tcp",
+            true,
+        ),
+        (4, "UPDATE", Some("<sip:a@h>"), "sip:a@h", true),
+        (
+            5,
+            "INVITE",
+            Some("\"Alice\" <sip:alice@192.0.2.7>;expires=60"),
+            "sip:alice@192.0.2.7",
+            false,
+        ),
+        (
+            6,
+            "INFO",
+            Some("<sip:ignored@192.0.2.99>"),
+            "sip:alice@192.0.2.7",
+            false,
+        ),
+        (7, "INVITE", None, "sip:alice@192.0.2.7", false),
+    ] {
+        d.on_remote_request(&in_dialog(method, seq, contact))
+            .unwrap();
+        assert_eq!(d.remote_target().to_string(), target, "{method} {seq}");
+        assert_eq!(d.bare_contact, bare, "{method} {seq}");
+        assert_eq!(
+            d.id(),
+            DialogId {
+                call_id: "3848276298220188511@atlanta.example.com".into(),
+                local_tag: "ourtag".into(),
+                remote_tag: "9fxced76sl".into(),
+            }
+        );
+        let bye = reparse(&d.new_request(Method::Bye));
+        assert_eq!(bye.uri.to_string(), target);
+        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+            assert_eq!(
+                bye.headers.get(&name),
+                before.headers.get(&name),
+                "{name:?}"
+            );
+        }
+        assert_eq!(bye.route().unwrap(), before.route().unwrap());
+        // The ACK written as bytes carries the same target and fields.
+        let mut out = BytesMut::new();
+        let body = Bytes::new();
+        d.write_request(
+            &Method::Ack,
+            1,
+            |b| b.put_slice(b"SIP/2.0/UDP h;branch=z9hG4bK1"),
+            &[],
+            &body,
+            &mut out,
+        );
+        let built = Message::Request(d.request_in(
+            Method::Ack,
+            1,
+            Some(Bytes::from_static(b"SIP/2.0/UDP h;branch=z9hG4bK1")),
+            &mut BytesMut::new(),
+        ))
+        .to_bytes();
+        assert_eq!(&out[..], &built[..], "{method} {seq}");
+    }
+    // A malformed Contact in a refresh is an error and changes nothing.
+    let bad = in_dialog("INVITE", 8, Some("<sip:alice@192.0.2.8"));
+    assert!(d.on_remote_request(&bad).is_err());
+    assert_eq!(d.remote_target().to_string(), "sip:alice@192.0.2.7");
+}
+
+#[test]
+fn a_uac_dialogs_text_follows_each_response_that_changes_it() {
+    let mut d = Dialog::new_uac_with(
+        "c5@here".into(),
+        "lt".into(),
+        Bytes::from_static(b"<sip:a@h>;tag=lt"),
+        Bytes::from_static(b"<sip:b@192.0.2.4>"),
+        None,
+        1,
+    );
+    assert_eq!(
+        (d.call_id(), d.local_tag(), d.remote_tag()),
+        ("c5@here", "lt", "")
+    );
+    let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+    let answer = |status: StatusCode, tag: &str, contact: &str| {
+        let mut r = Response::for_request(&invite, status);
+        r.set_to_tag(tag);
+        r.headers
+            .push(HeaderName::Contact, Bytes::from(contact.to_owned()));
+        r
+    };
+    for (status, tag, contact) in [
+        (
+            StatusCode::RINGING,
+            "a-long-early-tag",
+            "<sip:callee@192.0.2.4:5080;transport=udp>",
+        ),
+        (StatusCode::SESSION_PROGRESS, "x", "<sip:c@h>"),
+        (StatusCode::OK, "final", "<sip:callee@192.0.2.5>"),
+    ] {
+        d.on_uac_response(&answer(status, tag, contact)).unwrap();
+        assert_eq!(
+            (d.call_id(), d.local_tag(), d.remote_tag()),
+            ("c5@here", "lt", tag)
+        );
+        assert_eq!(&d.local_header()[..], b"<sip:a@h>;tag=lt");
+        assert_eq!(
+            std::str::from_utf8(&d.remote_header()).unwrap(),
+            format!("<sip:b@192.0.2.4>;tag={tag}")
+        );
+        assert_eq!(format!("<{}>", d.remote_target()), contact, "{status:?}");
+    }
+    let bye = reparse(&d.new_request(Method::Bye));
+    assert_eq!(bye.uri.to_string(), "sip:callee@192.0.2.5");
+    assert_eq!(bye.to().unwrap().tag(), Some("final"));
+    assert_eq!(bye.call_id().unwrap(), "c5@here");
 }
