@@ -53,16 +53,72 @@ pub fn generate_tag() -> ByteStr {
     ByteStr::from(format!("{n:016x}"))
 }
 
-fn branch_of(via: &Via) -> Option<ByteStr> {
-    via.params.get("branch").flatten().map(detached)
+fn branch_of(via: &Via) -> Option<Branch> {
+    via.params.get("branch").flatten().map(|b| Branch::new(b))
 }
 
-/// A copy of `text` in its own allocation. Keys outlive the message they
-/// come from (a server transaction is kept for 64*T1 after its final
-/// response over UDP); a slice would keep the whole received datagram
-/// alive that long.
-fn detached(text: &ByteStr) -> ByteStr {
-    ByteStr::from(text.as_str().to_owned())
+/// The longest branch a key holds inline, in its own allocation: ours
+/// (`z9hG4bKvpbx-<call>-<leg><cseq>-<random>`, ~36 bytes), SIPp's and the
+/// usual UAs' (a cookie and a UUID: 43-45 bytes) fit; a longer one is
+/// boxed.
+const BRANCH_INLINE: usize = 46;
+
+/// A Via branch as keys hold it: a copy, inline in the key when it is at
+/// most [`BRANCH_INLINE`] bytes long, else boxed. Keys outlive the message
+/// they come from (a server transaction is kept for 64*T1 after its final
+/// response over UDP): a slice of it would keep the whole received
+/// datagram alive that long, and a copy of its own would be one more
+/// allocation per lingering transaction, written at its start and freed,
+/// cold, when it ends. A look-up key copies the few bytes too, instead
+/// of counting the datagram's buffer up and down.
+#[derive(Clone, PartialEq, Eq)]
+enum Branch {
+    /// The branch's `len` bytes, then zeros (so that equal branches are
+    /// equal arrays).
+    Inline { len: u8, bytes: [u8; BRANCH_INLINE] },
+    /// A branch longer than [`BRANCH_INLINE`].
+    Boxed(Box<str>),
+}
+
+impl Branch {
+    /// A copy of `branch`.
+    fn new(branch: &str) -> Self {
+        match u8::try_from(branch.len()) {
+            Ok(len) if branch.len() <= BRANCH_INLINE => {
+                let mut bytes = [0; BRANCH_INLINE];
+                bytes[..branch.len()].copy_from_slice(branch.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Boxed(branch.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Self::Boxed(b) => b.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole: always UTF-8.
+            Self::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Self::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Branch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Branch {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
 }
 
 /// Identifies a client transaction (§17.1.3): the branch of the top Via the
@@ -74,7 +130,7 @@ pub struct ClientKey {
     /// made: a look-up by the table's own key (the TU's responses, timers)
     /// does not hash the branch again.
     hash: u64,
-    branch: ByteStr,
+    branch: Branch,
     method: KeyMethod,
 }
 
@@ -98,9 +154,9 @@ impl std::hash::Hash for ClientKey {
 
 impl ClientKey {
     /// The key of `branch` and `method`, hashed.
-    fn of(branch: ByteStr, method: KeyMethod) -> Self {
+    fn of(branch: Branch, method: KeyMethod) -> Self {
         Self {
-            hash: KEY_SEED.hash_one((&branch, &method)),
+            hash: KEY_SEED.hash_one((branch.as_bytes(), &method)),
             branch,
             method,
         }
@@ -108,8 +164,8 @@ impl ClientKey {
 
     /// The key of the transaction with this branch (read from the
     /// request's top Via; the key keeps a copy) and method.
-    pub(crate) fn new(branch: &ByteStr, method: Method) -> Self {
-        Self::of(detached(branch), KeyMethod::new(method))
+    pub(crate) fn new(branch: &str, method: Method) -> Self {
+        Self::of(Branch::new(branch), KeyMethod::new(method))
     }
 
     /// The key of a request about to be sent (its top Via carries our branch).
@@ -128,24 +184,17 @@ impl ClientKey {
 
     /// The key a received response matches: top Via branch and CSeq method.
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
-        Self::for_response_with_via(resp).map(|(key, _)| Self {
-            hash: key.hash,
-            branch: detached(&key.branch),
-            method: key.method,
-        })
+        Self::for_response_with_via(resp).map(|(key, _)| key)
     }
 
-    /// [`ClientKey::for_response`] and the top Via it was read from, without
-    /// the copy: the key shares the response's bytes, so it is for looking
-    /// the transaction up (the layer keeps the table's key), not for
-    /// keeping.
+    /// [`ClientKey::for_response`] and the top Via it was read from.
     pub(crate) fn for_response_with_via(resp: &Response) -> Result<(Self, &Via), KeyError> {
         let via = header("Via", resp.headers.top_via_ref())?;
         let branch = via
             .params
             .get("branch")
             .flatten()
-            .cloned()
+            .map(|b| Branch::new(b))
             .ok_or(KeyError::NoBranch)?;
         let cseq = header("CSeq", resp.headers.cseq_ref())?;
         let key = Self::of(branch, KeyMethod::new(cseq.method.clone()));
@@ -154,14 +203,16 @@ impl ClientKey {
 
     /// The key a received response matches when its top Via branch was
     /// read without parsing the Via (see `super::via_prefix`): `branch`
-    /// and the CSeq method. Shares the response's bytes, as
-    /// [`ClientKey::for_response_with_via`] does.
+    /// and the CSeq method.
     pub(crate) fn for_response_with_branch(
-        branch: ByteStr,
+        branch: &str,
         resp: &Response,
     ) -> Result<Self, KeyError> {
         let cseq = header("CSeq", resp.headers.cseq_ref())?;
-        Ok(Self::of(branch, KeyMethod::new(cseq.method.clone())))
+        Ok(Self::of(
+            Branch::new(branch),
+            KeyMethod::new(cseq.method.clone()),
+        ))
     }
 
     /// The key of the transaction with this branch and another method (the
@@ -172,7 +223,7 @@ impl ClientKey {
 
     /// The branch parameter.
     pub fn branch(&self) -> &str {
-        &self.branch
+        self.branch.as_str()
     }
 
     /// The method of the request that created the transaction.
@@ -302,7 +353,7 @@ impl std::hash::Hash for ServerKey {
 enum ServerKeyKind {
     /// Branch, sent-by and method (INVITE for an ACK).
     Rfc3261 {
-        branch: ByteStr,
+        branch: Branch,
         sent_by: SentBy,
         method: KeyMethod,
     },
@@ -320,7 +371,7 @@ impl ServerKey {
     fn of(kind: ServerKeyKind) -> Self {
         let hash = match &kind {
             ServerKeyKind::Rfc3261 { branch, method, .. } => {
-                KEY_SEED.hash_one((branch, std::mem::discriminant(method.get())))
+                KEY_SEED.hash_one((branch.as_bytes(), std::mem::discriminant(method.get())))
             }
             ServerKeyKind::Rfc2543(k) => KEY_SEED.hash_one(k),
         };
@@ -349,7 +400,7 @@ impl ServerKey {
     pub fn for_response(resp: &Response) -> Result<Self, KeyError> {
         let via = header("Via", resp.headers.top_via_ref())?;
         match branch_of(via) {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => {
+            Some(branch) if branch.as_str().starts_with(MAGIC_COOKIE) => {
                 Ok(Self::of(ServerKeyKind::Rfc3261 {
                     branch,
                     sent_by: SentBy::of(via),
@@ -368,27 +419,16 @@ impl ServerKey {
     }
 
     /// The key of the INVITE transaction an ACK would match, for looking it
-    /// up only: an RFC 3261 branch is not copied, so the key shares the
-    /// ACK's bytes (most ACKs, those for 2xx, match nothing and are
-    /// dropped at once).
+    /// up (most ACKs, those for 2xx, match nothing and are dropped at
+    /// once); the same key as [`ServerKey::for_request`]'s.
     pub(crate) fn for_ack_lookup(ack: &Request, via: &Via) -> Result<Self, KeyError> {
-        Self::build(ack, via, Method::Invite, ByteStr::clone)
+        Self::with_method(ack, via, Method::Invite)
     }
 
     fn with_method(req: &Request, via: &Via, method: Method) -> Result<Self, KeyError> {
-        Self::build(req, via, method, detached)
-    }
-
-    /// `branch` makes the key's copy of an RFC 3261 branch.
-    fn build(
-        req: &Request,
-        via: &Via,
-        method: Method,
-        branch: fn(&ByteStr) -> ByteStr,
-    ) -> Result<Self, KeyError> {
         match via.params.get("branch").flatten() {
             Some(b) if b.starts_with(MAGIC_COOKIE) => Ok(Self::of(ServerKeyKind::Rfc3261 {
-                branch: branch(b),
+                branch: Branch::new(b),
                 sent_by: SentBy::of(via),
                 method: KeyMethod::new(method),
             })),
@@ -690,7 +730,8 @@ mod tests {
             panic!("not an RFC 3261 key");
         };
         assert_eq!(branch, "z9hG4bKabc123");
-        assert!(!inside(&branch, &wire));
+        assert!(matches!(branch, Branch::Inline { .. }));
+        assert!(!inside(branch.as_str(), &wire));
         let KeyHost::Domain(host) = &sent_by.host else {
             panic!("sent-by is a domain");
         };
@@ -698,7 +739,7 @@ mod tests {
         assert!(!inside(host, &wire));
         let ckey = ClientKey::for_request(&req).unwrap();
         assert!(!inside(ckey.branch(), &wire));
-        // Responses: the public key is a copy; the layer's lookup key is not.
+        // Responses: the public key and the layer's lookup key alike.
         let wire = crate::sip::Response::for_request(&req, crate::sip::StatusCode::OK).to_bytes();
         let crate::sip::Message::Response(resp) =
             crate::sip::parse_datagram(wire.clone(), &crate::sip::Limits::default()).unwrap()
@@ -710,9 +751,9 @@ mod tests {
             &wire
         ));
         let (lookup, _) = ClientKey::for_response_with_via(&resp).unwrap();
-        assert!(inside(lookup.branch(), &wire));
+        assert!(!inside(lookup.branch(), &wire));
         assert_eq!(lookup, ClientKey::for_response(&resp).unwrap());
-        // An ACK's lookup key shares its bytes and finds the INVITE's.
+        // An ACK's lookup key finds the INVITE's.
         let mut ack = req.clone();
         ack.method = Method::Ack;
         let wire = ack.to_bytes();
@@ -726,9 +767,45 @@ mod tests {
         let ServerKeyKind::Rfc3261 { branch, .. } = &lookup.0 else {
             panic!("not an RFC 3261 key");
         };
-        assert!(inside(branch, &wire));
+        assert!(!inside(branch.as_str(), &wire));
         assert_eq!(lookup, ServerKey::for_request(&req).unwrap());
         assert_eq!(lookup, ServerKey::for_request(&ack).unwrap());
+    }
+
+    #[test]
+    fn branches_up_to_the_inline_length_are_held_in_the_key_longer_ones_boxed() {
+        // The B2BUA's (`b2bua::ids::branch_for`): a call id of 9 hex
+        // digits, a CSeq of 6 digits, 64 random bits.
+        let ours = "z9hG4bKvpbx-fffffffff-i999999-0123456789abcdef";
+        let uuid = "z9hG4bKPj01234567-89ab-cdef-0123-456789abcdef";
+        let longest = format!("z9hG4bK{}", "x".repeat(BRANCH_INLINE - 7));
+        let long = format!("{longest}y");
+        for (branch, inline) in [
+            ("z9hG4bK-12345-1-0", true),
+            (uuid, true),
+            (ours, true),
+            (&*longest, true),
+            (&*long, false),
+            ("", true),
+        ] {
+            let b = Branch::new(branch);
+            assert_eq!(matches!(b, Branch::Inline { .. }), inline, "{branch}");
+            assert_eq!(b.as_str(), branch);
+            assert_eq!(b.as_bytes(), branch.as_bytes());
+            assert_eq!(b, Branch::new(branch));
+            assert_eq!(format!("{b:?}"), format!("{branch:?}"));
+            // The same key (and hash) whichever way it was made.
+            let key = ClientKey::new(branch, Method::Bye);
+            assert_eq!(key.branch(), branch);
+            let again = ClientKey::new(&ByteStr::from(branch.to_owned()), Method::Bye);
+            assert_eq!(key, again);
+            assert_eq!(key.hash, again.hash);
+        }
+        // Branches that share a prefix, or differ only in length, differ.
+        assert_ne!(Branch::new("z9hG4bKa"), Branch::new("z9hG4bKab"));
+        assert_ne!(Branch::new(&longest), Branch::new(&long));
+        assert_ne!(Branch::new("z9hG4bKa"), Branch::new("z9hG4bKa\0"));
+        assert_eq!(std::mem::size_of::<Branch>(), 48);
     }
 
     #[test]
@@ -920,10 +997,13 @@ Content-Length: 0
                 );
             }
         }
-        // What this buys: keys a third smaller than with a Method and a
-        // Host inline (72 and 120 bytes); 8 of each are the cached hash.
-        assert!(std::mem::size_of::<ClientKey>() <= 56, "was 72");
-        assert!(std::mem::size_of::<ServerKey>() <= 88, "was 120");
+        // What this buys: keys 56 and 88 bytes with the branch as a
+        // `ByteStr` (72 and 120 with a Method and a Host inline); 8 of each
+        // are the cached hash. Since session 10 they hold a branch of up to
+        // 46 bytes inline (16 bytes more than a `ByteStr`) instead of
+        // pointing to a copy of it in an allocation of its own.
+        assert!(std::mem::size_of::<ClientKey>() <= 72, "was 56");
+        assert!(std::mem::size_of::<ServerKey>() <= 104, "was 88");
     }
 
     #[test]

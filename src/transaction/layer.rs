@@ -1309,7 +1309,7 @@ impl Inner {
     fn client_key(&self, request: &Request) -> Result<ClientKey, KeyError> {
         let top = request.headers.get(&HeaderName::Via);
         if let Some(branch) = top.and_then(|v| self.via_prefixes.branch(v)) {
-            return Ok(ClientKey::new(&branch, request.method.clone()));
+            return Ok(ClientKey::new(branch, request.method.clone()));
         }
         let (key, via) = ClientKey::for_request_with_via(request)?;
         self.sent_by.learn(SentBy::of(via));
@@ -4860,9 +4860,9 @@ mod tests {
         2 * size_of::<usize>() + size_of::<K>()
     }
 
-    /// Bytes a lingering server transaction keeps: its table slot, its key,
-    /// its record and the record's heap, and its one timer's target (the
-    /// key's copy of the branch aside).
+    /// Bytes a lingering server transaction keeps: its table slot, its key
+    /// (with its copy of the branch, inline), its record and the record's
+    /// heap, and its one timer's target.
     fn lingering_server_bytes(layer: &TransactionLayer, key: &ServerKey) -> usize {
         let entry = layer.inner.servers.get(key).unwrap();
         let ServerTx::Lingering(l) = &entry.tx else {
@@ -4902,7 +4902,7 @@ mod tests {
         // 176 bytes with the reply destination (allocator size class 192),
         // 144 with its port (class 160).
         assert!(size_of::<LingeringServer>() <= 144);
-        assert!(size_of::<ServerKey>() <= 120);
+        assert!(size_of::<ServerKey>() <= 104);
         assert!(size_of::<ClientKey>() <= 72);
 
         let (layer, mut rx, _sink) = layer();
@@ -4931,15 +4931,18 @@ mod tests {
         let tx = layer.send_request(inv.clone(), peer()).await.unwrap();
         let ok = response(&inv, 200, Some("r"));
         layer.on_message(ok.into(), src).await.unwrap();
+        // (Keys hold their branch inline since session 10: 16 bytes more
+        // here, and no allocation of its own for it, which these sums
+        // never counted.)
         let accepted = lingering_client_bytes(&layer, tx.key());
-        assert!(accepted <= 240, "{accepted}");
+        assert!(accepted <= 248, "{accepted}");
         // Non-INVITE client, Completed.
         let req = our_options("z9hG4bKsize");
         let tx = layer.send_request(req.clone(), peer()).await.unwrap();
         let ok = response(&req, 200, Some("r"));
         layer.on_message(ok.into(), src).await.unwrap();
         let completed = lingering_client_bytes(&layer, tx.key());
-        assert!(completed <= 240, "{completed}");
+        assert!(completed <= 248, "{completed}");
     }
 
     #[tokio::test(start_paused = true)]
