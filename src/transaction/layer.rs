@@ -3100,6 +3100,70 @@ mod tests {
         assert_eq!(layer.transaction_counts(), (0, 0), "Timer J");
     }
 
+    /// RFC 3261 §17.2.2: a BYE retransmitted while its transaction is
+    /// Completed gets the final response again, byte for byte, from the
+    /// record's own copy (the encoded buffer the first send shared is
+    /// not kept), until Timer J (64*T1, rounded up to the slack); after
+    /// that it is a new request for the TU.
+    #[tokio::test(start_paused = true)]
+    async fn a_bye_retransmitted_20_s_after_its_200_gets_the_same_200_until_timer_j() {
+        let (layer, mut rx, sink) = layer();
+        let src = udp_source();
+        let bye = request(
+            "
+BYE sip:bob@192.0.2.9 SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKbye20
+Max-Forwards: 70
+From: <sip:alice@example.com>;tag=a1
+To: <sip:bob@example.com>;tag=b1
+Call-ID: bye-20@10.0.0.1
+CSeq: 2 BYE
+Content-Length: 0
+
+",
+        );
+        let start = Instant::now();
+        layer.on_message(bye.clone().into(), src).await.unwrap();
+        let req = expect_request(&mut rx).await;
+        let key = req.tx.key().clone();
+        req.tx
+            .respond(response(&req.request, 200, None))
+            .await
+            .unwrap();
+        assert!(server_lingers(&layer, &key), "Completed lingers");
+        let first = sink.sent()[0].1.clone();
+        {
+            let entry = layer.inner.servers.get(&key).unwrap();
+            let ServerTx::Lingering(l) = &entry.tx else {
+                panic!("not lingering");
+            };
+            let ServerLinger::Completed { last } = &l.linger else {
+                panic!("not Completed");
+            };
+            assert_eq!(&last[..], &first[..]);
+            assert!(
+                !first.as_ptr_range().contains(&last.as_ptr()),
+                "a copy of its own, not the sent buffer"
+            );
+        }
+        advance_to(start, Duration::from_secs(20)).await;
+        layer.on_message(bye.clone().into(), src).await.unwrap();
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].1, first, "the same 200, byte for byte");
+        assert_eq!(sent[1].2, sent[0].2, "to the same place");
+        assert!(rx.try_recv().is_err(), "absorbed: not for the TU");
+        // Timer J: 64*T1 after the 200, rounded up to the 100-ms slack.
+        advance_to(start, Duration::from_millis(31_999)).await;
+        layer.on_message(bye.clone().into(), src).await.unwrap();
+        assert_eq!(sink.sent().len(), 3, "still Completed at 31.999 s");
+        advance_to(start, Duration::from_millis(32_100)).await;
+        assert_all_ended(&layer, "Timer J");
+        layer.on_message(bye.into(), src).await.unwrap();
+        assert_eq!(sink.sent().len(), 3);
+        expect_request(&mut rx).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn responses_go_to_the_client_transaction_they_match() {
         let (layer, mut rx, sink) = layer();

@@ -64,8 +64,14 @@ pub(crate) enum ServerLinger {
     /// Non-INVITE, Completed (§17.2.2): until Timer J, retransmitted
     /// requests get `last`, the final response as sent.
     Completed {
-        /// The encoded final response.
-        last: Bytes,
+        /// The encoded final response, copied into an allocation of its
+        /// own size when the transaction starts to linger: the encoded
+        /// buffer, which the send shares (through a `bytes` header made
+        /// when it took its clone), is freed then, while it is warm, and
+        /// the record's end, 64*T1 later, frees this one block without
+        /// first reading a cold header. A retransmitted request (rare) is
+        /// answered with a copy of it.
+        last: Box<[u8]>,
     },
     /// INVITE, Confirmed (§17.2.1): until Timer I, ACKs (and INVITEs) are
     /// absorbed.
@@ -111,7 +117,7 @@ impl ServerLinger {
     pub(crate) fn on_request(&mut self, request: Request) -> Actions {
         let mut out = Actions::default();
         match self {
-            Self::Completed { last } => out.push(Action::Send(last.clone())),
+            Self::Completed { last } => out.push(Action::Send(Bytes::copy_from_slice(last))),
             // RFC 6026 §7.1: the ACK for the 2xx belongs to the TU.
             Self::Accepted { .. } if request.method == Method::Ack => {
                 out.push(Action::Deliver(TuEvent::Ack(Box::new(request))));
@@ -298,7 +304,7 @@ mod tests {
     #[test]
     fn completed_server_reports_a_failed_resend_and_ends() {
         let mut linger = ServerLinger::Completed {
-            last: Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"),
+            last: Box::from(&b"SIP/2.0 200 OK\r\n\r\n"[..]),
         };
         let out: Vec<Action> = linger.on_transport_error().into_iter().collect();
         assert!(matches!(

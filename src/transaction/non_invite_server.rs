@@ -76,9 +76,9 @@ impl NonInviteServer {
     /// for Timer J (Completed), see [`super::lingering`].
     pub(crate) fn linger(&self) -> Option<ServerLinger> {
         match (self.state, &self.last) {
-            (NonInviteServerState::Completed, Some(last)) => {
-                Some(ServerLinger::Completed { last: last.clone() })
-            }
+            (NonInviteServerState::Completed, Some(last)) => Some(ServerLinger::Completed {
+                last: Box::from(&last[..]),
+            }),
             _ => None,
         }
     }
