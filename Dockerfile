@@ -9,12 +9,15 @@ FROM rust:bookworm AS build
 # with 60,000 SIPp calls on this build's own loopback (random free ports), and
 # rebuilds it with the profile (two release builds: about twice the time).
 # It needs sipp and the toolchain's llvm-profdata (rustup's llvm-tools).
+# BOLT=1: then lays it out again with BOLT from the same training on a
+# BOLT-instrumented copy (build-pgo --bolt; installs Debian's bolt-19).
 # PGO=0: the plain `cargo build --release` binary (docker build --build-arg PGO=0).
 ARG PGO=1
-RUN case "$PGO" in 0|1) ;; *) echo "PGO must be 0 or 1, not '$PGO'" >&2; exit 2 ;; esac \
+ARG BOLT=0
+RUN case "$PGO:$BOLT" in [01]:[01]) ;; *) echo "PGO and BOLT must be 0 or 1, not '$PGO', '$BOLT'" >&2; exit 2 ;; esac \
  && if [ "$PGO" = 1 ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends sip-tester \
+      && apt-get install -y --no-install-recommends sip-tester $([ "$BOLT" = 0 ] || echo bolt-19) \
       && rm -rf /var/lib/apt/lists/* \
       && if command -v rustup >/dev/null; then rustup component add llvm-tools; fi; \
     fi
@@ -30,11 +33,12 @@ COPY config ./config
 COPY scripts/build-pgo ./scripts/
 COPY sipp-scenarios/uac_call.xml sipp-scenarios/uas_answer.xml ./sipp-scenarios/
 # BuildKit caches keep the crates registry and the target dir between builds.
-# `vpbx --version` says ", profile-guided build" for the PGO binary.
+# `vpbx --version` says ", profile-guided build" for the PGO binary, and
+# ", profile-guided build, BOLT-optimized" with BOLT.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     if [ "$PGO" = 1 ]; then \
-      scripts/build-pgo --locked \
+      scripts/build-pgo --locked "$([ "$BOLT" = 1 ] && echo --bolt || echo --no-bolt)" \
       && install -m 0755 target/pgo/release/vpbx /usr/local/bin/vpbx; \
     else \
       cargo build --release --locked --bin vpbx \
