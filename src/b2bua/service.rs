@@ -57,7 +57,13 @@ pub struct B2buaConfig {
 
 /// Key of the inbound leg index: the caller's Call-ID and From tag, so
 /// that CANCEL (no To tag) and a repeated INVITE find their call. Requests
-/// inside a dialog find it by our To tag instead ([`ids::tag_for`]).
+/// inside a dialog find it by our To tag instead ([`ids::tag_for`]). A
+/// call is in the index only until the caller ACKs our 2xx: a CANCEL
+/// (RFC 3261 §9.2) and a merged copy of the INVITE (§8.2.2.2) concern its
+/// INVITE transaction, and once the caller has ACKed the 2xx neither can
+/// concern it any more (its retransmissions, same branch, stay in the
+/// transaction layer). So the call's end, at the BYE, does not probe a
+/// table of all live calls, cold, to take it out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LegKey {
     call_id: Bytes,
@@ -410,7 +416,8 @@ impl B2bua {
         self.inner.calls.len()
     }
 
-    /// Entries of the inbound leg index (one per live call); for leak checks.
+    /// Entries of the inbound leg index (one per live call whose caller has
+    /// not ACKed our 2xx yet); for leak checks.
     pub fn leg_entries(&self) -> usize {
         self.inner.legs.len()
     }
@@ -1059,6 +1066,9 @@ impl Inner {
             self.remove(entry, st);
             self.record(st)
         } else {
+            if st.call.invite_acked() && st.call.take_leg_indexed() {
+                self.legs.remove(&in_key_of(&st.call));
+            }
             self.reschedule(entry.id, st, now);
             None
         };
@@ -1134,7 +1144,9 @@ impl Inner {
     fn remove(&self, entry: &Entry, st: &mut State) {
         let id = entry.id;
         self.calls.remove(&id);
-        self.legs.remove(&in_key_of(&st.call));
+        if st.call.take_leg_indexed() {
+            self.legs.remove(&in_key_of(&st.call));
+        }
         if let Some((_, timer)) = st.scheduled.take() {
             self.timers.cancel_all([timer]);
         }

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vpbx::sip::HeaderName;
+use vpbx::sip::{HeaderName, Method};
 
 use crate::daemon::Daemon;
 use crate::ua::{response_to, UdpUa, ANSWER_WAIT};
@@ -920,6 +920,43 @@ fn reinvite_2xx_is_retransmitted_until_the_callers_ack() {
     let bye_ok = ua.recv_final(ANSWER_WAIT).expect("200 to the BYE");
     assert_eq!(bye_ok.status.as_u16(), 200);
     wait_ok("callee", uas);
+    assert_cdrs(&rig.stop(), 1, "answered", 200);
+}
+
+#[test]
+fn a_cancel_after_the_callers_ack_finds_no_transaction_and_the_call_goes_on() {
+    // The call leaves the inbound leg index (Call-ID and From tag, what a
+    // CANCEL and a merged INVITE are found by) at the caller's ACK of our
+    // 2xx: its INVITE transaction is over (RFC 3261 §9.2: a CANCEL
+    // matching none gets 481). Before the answer a CANCEL finds the call
+    // (cancel_before_answer_gives_487_and_cancels_the_callee).
+    need_sipp!();
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
+    let ua = UdpUa::new(rig.daemon().addr("udp", false));
+    let invite = caller_request(&ua, "INVITE", 1, "", true);
+    ua.send(invite.as_bytes());
+    let ok = ua.recv_final(ANSWER_WAIT).expect("200 to the INVITE");
+    assert_eq!(ok.status.as_u16(), 200);
+    let tag = ok.to().unwrap().tag().unwrap().to_owned();
+    ua.send(caller_request(&ua, "ACK", 1, &tag, false).as_bytes());
+    // The INVITE's CANCEL: its Request-URI, Via (branch), From, To
+    // (without tag), Call-ID and CSeq number (RFC 3261 §9.1).
+    let cancel = caller_request(&ua, "CANCEL", 1, "", false)
+        .replace("branch=z9hG4bKri1CANCEL", "branch=z9hG4bKri1INVITE");
+    ua.send(cancel.as_bytes());
+    // (A retransmission of the 2xx that crossed the ACK is skipped.)
+    let final_to = |method: Method| {
+        std::iter::from_fn(|| ua.recv_final(ANSWER_WAIT))
+            .find(|r| r.cseq().unwrap().method == method)
+            .map(|r| r.status.as_u16())
+    };
+    assert_eq!(final_to(Method::Cancel), Some(481));
+    // The call is untouched: the caller's BYE ends it.
+    ua.send(caller_request(&ua, "BYE", 2, &tag, false).as_bytes());
+    assert_eq!(final_to(Method::Bye), Some(200));
+    wait_ok("callee", uas);
+    // No call and no leg index entry left (checked by `stop`).
     assert_cdrs(&rig.stop(), 1, "answered", 200);
 }
 
