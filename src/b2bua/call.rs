@@ -375,6 +375,37 @@ impl OutInvite {
     }
 }
 
+/// An instant of a call (a deadline; when it was answered, ended) as
+/// nanoseconds after its start, or none: 8 bytes where an `Option<Instant>`
+/// takes 16 (the call's state is read again, cold, at its BYE: the fewer
+/// cache lines, the better; docs/performance.md, "Session 10"). Exact: the
+/// instant read back is the one set, so a deadline still tells the
+/// distance it was set at ([`Call::deadline_set_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Since(u64);
+
+impl Since {
+    /// None; the greatest, so the earliest of some is their minimum.
+    const NONE: Since = Since(u64::MAX);
+
+    /// `at`, of a call started at `start` (not before it: a call's
+    /// instants are `now` of its steps, or later).
+    fn new(start: Instant, at: Instant) -> Since {
+        let nanos = at.saturating_duration_since(start).as_nanos();
+        // 584 years after the start: not reached.
+        Since(u64::try_from(nanos).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
+    }
+
+    fn is_some(self) -> bool {
+        self != Since::NONE
+    }
+
+    /// The instant, of a call started at `start`.
+    fn get(self, start: Instant) -> Option<Instant> {
+        self.is_some().then(|| start + Duration::from_nanos(self.0))
+    }
+}
+
 /// One call (see the module doc).
 #[derive(Debug)]
 pub struct Call {
@@ -435,7 +466,7 @@ pub struct Call {
     ack_nonce: u64,
     /// Until when the callee's 2xx is ACKed again (set once we ACKed it):
     /// the callee retransmits its 2xx for 64*T1 at most.
-    ack_keep_deadline: Option<Instant>,
+    ack_keep_deadline: Since,
     /// CSeq number of our BYE on each leg ([`Leg::index`]) while it has no
     /// final response (one per leg at most: it ends that leg).
     byes: [Option<u32>; 2],
@@ -444,17 +475,17 @@ pub struct Call {
     /// call state every message touches stays smaller without them.
     reinvite_ack: Option<Box<ReinviteAck>>,
     reinvite_ack_sent: Option<Box<SentAck>>,
-    dial_deadline: Option<Instant>,
-    max_deadline: Option<Instant>,
-    retx_deadline: Option<Instant>,
-    ack_deadline: Option<Instant>,
-    guard_deadline: Option<Instant>,
+    dial_deadline: Since,
+    max_deadline: Since,
+    retx_deadline: Since,
+    ack_deadline: Since,
+    guard_deadline: Since,
     outcome: Option<Outcome>,
     /// Final status the callee answered our INVITE with, if any.
     callee_status: Option<u16>,
     started_at: Instant,
-    answered_at: Option<Instant>,
-    ended_at: Option<Instant>,
+    answered_at: Since,
+    ended_at: Since,
 }
 
 /// Headers copied end to end between the legs: Supported, Require,
@@ -690,21 +721,21 @@ impl Call {
             retx_interval: settings.t1,
             late_ack: None,
             ack_nonce: 0,
-            ack_keep_deadline: None,
+            ack_keep_deadline: Since::NONE,
             byes: [None; 2],
             relays: Vec::new(),
             reinvite_ack: None,
             reinvite_ack_sent: None,
-            dial_deadline: Some(now + plan.dial_timeout),
-            max_deadline: None,
-            retx_deadline: None,
-            ack_deadline: None,
-            guard_deadline: None,
+            dial_deadline: Since::new(now, now + plan.dial_timeout),
+            max_deadline: Since::NONE,
+            retx_deadline: Since::NONE,
+            ack_deadline: Since::NONE,
+            guard_deadline: Since::NONE,
             outcome: None,
             callee_status: None,
             started_at: now,
-            answered_at: None,
-            ended_at: None,
+            answered_at: Since::NONE,
+            ended_at: Since::NONE,
         });
         out.push(Action::Request {
             leg: Leg::Outbound,
@@ -775,12 +806,12 @@ impl Call {
 
     /// When the call was answered, if it was.
     pub fn answered_at(&self) -> Option<Instant> {
-        self.answered_at
+        self.answered_at.get(self.started_at)
     }
 
     /// When the caller's side ended (final failure or BYE).
     pub fn ended_at(&self) -> Option<Instant> {
-        self.ended_at
+        self.ended_at.get(self.started_at)
     }
 
     /// When the call started.
@@ -843,13 +874,20 @@ impl Call {
 
     /// The next deadline at which [`Call::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
+        // `Since::NONE` is the greatest.
+        let own = [
             self.dial_deadline,
             self.max_deadline,
             self.retx_deadline,
             self.ack_deadline,
             self.guard_deadline,
             self.ack_keep_deadline,
+        ]
+        .into_iter()
+        .min()
+        .and_then(|d| d.get(self.started_at));
+        [
+            own,
             self.reinvite_ack.as_ref().map(|ra| {
                 ra.retx_deadline
                     .map_or(ra.ack_deadline, |r| r.min(ra.ack_deadline))
@@ -875,21 +913,31 @@ impl Call {
         }
     }
 
+    /// `at` as an instant of this call ([`Since`]).
+    fn since(&self, at: Instant) -> Since {
+        Since::new(self.started_at, at)
+    }
+
+    /// Whether deadline `d` is set and due at `now`.
+    fn due(&self, d: Since, now: Instant) -> bool {
+        d.get(self.started_at).is_some_and(|d| d <= now)
+    }
+
     fn finish(&mut self, reason: FinishReason, status: u16, now: Instant) {
         if self.outcome.is_none() {
             self.outcome = Some(Outcome { reason, status });
-            self.ended_at = Some(now);
+            self.ended_at = self.since(now);
         }
     }
 
     fn enter_ending(&mut self, now: Instant) {
-        if self.guard_deadline.is_none() {
+        if !self.guard_deadline.is_some() {
             // Whatever transaction of ours is still open (BYE, CANCELed
             // INVITE) times out by 64*T1 (RFC 3261 §9.1, Timer B/F).
-            self.guard_deadline = Some(now + 64 * self.settings_t1 + self.settings_t1);
+            self.guard_deadline = self.since(now + 64 * self.settings_t1 + self.settings_t1);
         }
-        self.dial_deadline = None;
-        self.max_deadline = None;
+        self.dial_deadline = Since::NONE;
+        self.max_deadline = Since::NONE;
     }
 
     // ---- responses to the caller ----
@@ -1029,7 +1077,7 @@ impl Call {
             leg: Leg::Outbound,
             bytes,
         });
-        self.ack_keep_deadline = Some(now + 64 * self.settings_t1);
+        self.ack_keep_deadline = self.since(now + 64 * self.settings_t1);
         self.callee = CalleeState::Confirmed;
     }
 
@@ -1137,8 +1185,8 @@ impl Call {
         self.ack_callee(None, now, out);
         self.ack_reinvite(None, now, out);
         self.callee_ok = None;
-        self.retx_deadline = None;
-        self.ack_deadline = None;
+        self.retx_deadline = Since::NONE;
+        self.ack_deadline = Since::NONE;
         if matches!(self.caller, CallerState::Answered | CallerState::Confirmed) {
             self.bye(Leg::Inbound, out);
         }
@@ -1187,8 +1235,8 @@ impl Call {
         if leg == Leg::Inbound && self.caller == CallerState::Answered && seq == self.invite_seq {
             self.caller = CallerState::Confirmed;
             self.callee_ok = None;
-            self.retx_deadline = None;
-            self.ack_deadline = None;
+            self.retx_deadline = Since::NONE;
+            self.ack_deadline = Since::NONE;
             self.invite = None;
             self.ack_callee(Some(ack), now, out);
             return;
@@ -1248,8 +1296,8 @@ impl Call {
             Leg::Outbound => self.callee = CalleeState::Done,
         }
         self.callee_ok = None;
-        self.retx_deadline = None;
-        self.ack_deadline = None;
+        self.retx_deadline = Since::NONE;
+        self.ack_deadline = Since::NONE;
         self.finish(FinishReason::Answered, 200, now);
         // The callee may still wait for our ACK, of its 2xx to our INVITE or
         // to a relayed re-INVITE.
@@ -1551,7 +1599,7 @@ impl Call {
         self.callee_status = Some(response.status.as_u16());
         self.callee = CalleeState::Answered;
         self.out_invite = None;
-        self.dial_deadline = None;
+        self.dial_deadline = Since::NONE;
         if self.caller != CallerState::Proceeding {
             // The CANCEL/200 race (RFC 3261 §9.1): the caller already has its
             // 487; ACK and BYE the callee.
@@ -1565,14 +1613,16 @@ impl Call {
         };
         self.answer_caller(ok, out);
         self.caller = CallerState::Answered;
-        self.answered_at = Some(now);
+        self.answered_at = self.since(now);
         if !self.inbound_tp.reliable {
             self.callee_ok = Some(Box::new(response));
             self.retx_interval = self.settings_t1;
-            self.retx_deadline = Some(now + self.settings_t1);
+            self.retx_deadline = self.since(now + self.settings_t1);
         }
-        self.ack_deadline = Some(now + 64 * self.settings_t1);
-        self.max_deadline = self.max_duration.map(|d| now + d);
+        self.ack_deadline = self.since(now + 64 * self.settings_t1);
+        self.max_deadline = self
+            .max_duration
+            .map_or(Since::NONE, |d| self.since(now + d));
     }
 
     fn on_relay_response(
@@ -1687,20 +1737,20 @@ impl Call {
         self.callee = CalleeState::Done;
         self.byes = [None; 2];
         self.relays.clear();
-        self.dial_deadline = None;
-        self.max_deadline = None;
-        self.retx_deadline = None;
-        self.ack_deadline = None;
-        self.guard_deadline = None;
-        self.ack_keep_deadline = None;
+        self.dial_deadline = Since::NONE;
+        self.max_deadline = Since::NONE;
+        self.retx_deadline = Since::NONE;
+        self.ack_deadline = Since::NONE;
+        self.guard_deadline = Since::NONE;
+        self.ack_keep_deadline = Since::NONE;
         self.reinvite_ack = None;
         self.reinvite_ack_sent = None;
     }
 
     /// Runs the timers whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.dial_deadline.is_some_and(|d| d <= now) {
-            self.dial_deadline = None;
+        if self.due(self.dial_deadline, now) {
+            self.dial_deadline = Since::NONE;
             if self.caller == CallerState::Proceeding && self.callee == CalleeState::Calling {
                 self.reject_caller(
                     StatusCode::TEMPORARILY_UNAVAILABLE,
@@ -1711,8 +1761,8 @@ impl Call {
                 self.cancel_callee(out);
             }
         }
-        if self.retx_deadline.is_some_and(|d| d <= now) {
-            self.retx_deadline = None;
+        if self.due(self.retx_deadline, now) {
+            self.retx_deadline = Since::NONE;
             let again = match (self.caller, &self.callee_ok) {
                 (CallerState::Answered, Some(ok)) => self.caller_response(ok.status, Some(ok)),
                 _ => None,
@@ -1724,27 +1774,27 @@ impl Call {
                     response,
                 });
                 self.retx_interval = (self.retx_interval * 2).min(self.settings_t2);
-                self.retx_deadline = Some(now + self.retx_interval);
+                self.retx_deadline = self.since(now + self.retx_interval);
             }
         }
-        if self.ack_deadline.is_some_and(|d| d <= now) {
-            self.ack_deadline = None;
+        if self.due(self.ack_deadline, now) {
+            self.ack_deadline = Since::NONE;
             if self.caller == CallerState::Answered {
                 // No ACK within 64*T1 (RFC 3261 §13.3.1.4): end the call.
                 self.hang_up_both(FinishReason::Error, now, out);
             }
         }
-        if self.ack_keep_deadline.is_some_and(|d| d <= now) {
-            self.ack_keep_deadline = None;
+        if self.due(self.ack_keep_deadline, now) {
+            self.ack_keep_deadline = Since::NONE;
             self.late_ack = None;
         }
         self.reinvite_timers(now, out);
-        if self.max_deadline.is_some_and(|d| d <= now) {
-            self.max_deadline = None;
+        if self.due(self.max_deadline, now) {
+            self.max_deadline = Since::NONE;
             self.hang_up_both(FinishReason::Answered, now, out);
         }
-        if self.guard_deadline.is_some_and(|d| d <= now) {
-            self.guard_deadline = None;
+        if self.due(self.guard_deadline, now) {
+            self.guard_deadline = Since::NONE;
             // Give up on whatever is still open.
             if self.caller == CallerState::Proceeding {
                 self.reject_caller(

@@ -1333,9 +1333,29 @@ fn the_call_state_stays_compact() {
     // each dialog is one text with offsets (no parsed remote target).
     let size = std::mem::size_of::<Call>();
     assert!(
-        size <= 688,
-        "Call is {size} bytes (was 1,584, then 1,312, then 1,296)"
+        size <= 624,
+        "Call is {size} bytes (was 1,584, then 1,312, 1,296, 688)"
     );
+}
+
+#[test]
+fn a_calls_instants_read_back_exactly_as_set() {
+    // Deadlines are kept as nanoseconds after the call's start: what is
+    // read back is the instant set (so `deadline_set_at` still tells the
+    // distance it was set at), and none stays none.
+    let start = Instant::now();
+    for after in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(500),
+        Duration::from_secs(32) + Duration::from_nanos(999_999_999),
+        Duration::from_secs(86_400 * 365),
+    ] {
+        let at = start + after;
+        assert_eq!(Since::new(start, at).get(start), Some(at), "{after:?}");
+    }
+    assert_eq!(Since::NONE.get(start), None);
+    assert!(Since::new(start, start + Duration::from_secs(1)) < Since::NONE);
 }
 
 #[test]
