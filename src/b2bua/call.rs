@@ -436,8 +436,6 @@ pub struct Call {
     out_invite_seq: u32,
     caller_100rel: bool,
     provisional_seen: bool,
-    /// See [`Call::take_leg_indexed`].
-    leg_indexed: bool,
     credentials: Option<Arc<DigestCredentials>>,
     /// INVITEs resent with credentials so far (one is allowed).
     auth_attempts: u8,
@@ -713,7 +711,6 @@ impl Call {
             out_invite_seq: out_seq,
             caller_100rel,
             provisional_seen: false,
-            leg_indexed: true,
             credentials: plan.credentials,
             auth_attempts: 0,
             cancel: Cancel::None,
@@ -817,22 +814,6 @@ impl Call {
     /// When the call started.
     pub fn started_at(&self) -> Instant {
         self.started_at
-    }
-
-    /// Whether the caller has ACKed our 2xx and its dialog is still up: its
-    /// INVITE transaction is over for anything a CANCEL or a merged copy
-    /// of the INVITE could concern (the call needs no place in the
-    /// inbound leg index any more).
-    pub fn invite_acked(&self) -> bool {
-        self.caller == CallerState::Confirmed
-    }
-
-    /// Whether the call is still to be taken out of the B2BUA's inbound
-    /// leg index (it is put there with the call, taken out once, at the
-    /// caller's ACK of our 2xx or at the call's end): true the first time
-    /// only. Kept here, where it takes no room of its own.
-    pub fn take_leg_indexed(&mut self) -> bool {
-        std::mem::take(&mut self.leg_indexed)
     }
 
     /// True once both legs are over and no transaction of ours is open: the

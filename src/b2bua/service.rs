@@ -58,12 +58,10 @@ pub struct B2buaConfig {
 /// Key of the inbound leg index: the caller's Call-ID and From tag, so
 /// that CANCEL (no To tag) and a repeated INVITE find their call. Requests
 /// inside a dialog find it by our To tag instead ([`ids::tag_for`]). A
-/// call is in the index only until the caller ACKs our 2xx: a CANCEL
-/// (RFC 3261 §9.2) and a merged copy of the INVITE (§8.2.2.2) concern its
-/// INVITE transaction, and once the caller has ACKed the 2xx neither can
-/// concern it any more (its retransmissions, same branch, stay in the
-/// transaction layer). So the call's end, at the BYE, does not probe a
-/// table of all live calls, cold, to take it out.
+/// call stays in it to its end: its INVITE server transaction, which a
+/// CANCEL (RFC 3261 §9.2) and a merged copy of the INVITE (§8.2.2.2) are
+/// matched against, stays Accepted after the caller's ACK until Timer L
+/// (RFC 6026 §7.1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LegKey {
     call_id: Bytes,
@@ -416,8 +414,7 @@ impl B2bua {
         self.inner.calls.len()
     }
 
-    /// Entries of the inbound leg index (one per live call whose caller has
-    /// not ACKed our 2xx yet); for leak checks.
+    /// Entries of the inbound leg index (one per live call); for leak checks.
     pub fn leg_entries(&self) -> usize {
         self.inner.legs.len()
     }
@@ -740,14 +737,22 @@ impl Inner {
                 self.carry_out(&entry, done).await;
             }
             None => {
-                // RFC 3261 §12.2.2 / §9.2: no such dialog or transaction.
-                let mut r = Response::for_request(
-                    &sr.request,
-                    StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
-                );
+                // RFC 3261 §12.2.2 / §9.2: no such dialog or transaction. A
+                // CANCEL whose call is over but whose INVITE server
+                // transaction still exists (Accepted until Timer L, RFC
+                // 6026 §7.1) matched it: 200, with no effect (§9.2). Its To
+                // tag is a new one: the call's is gone with the call.
+                let status = if sr.request.method == Method::Cancel
+                    && self.txn.find_invite(&sr.request).is_some()
+                {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+                };
+                let mut r = Response::for_request(&sr.request, status);
                 r.set_to_tag(&ids::tag());
                 if let Err(e) = sr.tx.respond(r).await {
-                    tracing::debug!(error = %e, "cannot answer 481");
+                    tracing::debug!(error = %e, "cannot answer a request of no call");
                 }
             }
         }
@@ -1066,9 +1071,6 @@ impl Inner {
             self.remove(entry, st);
             self.record(st)
         } else {
-            if st.call.invite_acked() && st.call.take_leg_indexed() {
-                self.legs.remove(&in_key_of(&st.call));
-            }
             self.reschedule(entry.id, st, now);
             None
         };
@@ -1144,9 +1146,7 @@ impl Inner {
     fn remove(&self, entry: &Entry, st: &mut State) {
         let id = entry.id;
         self.calls.remove(&id);
-        if st.call.take_leg_indexed() {
-            self.legs.remove(&in_key_of(&st.call));
-        }
+        self.legs.remove(&in_key_of(&st.call));
         if let Some((_, timer)) = st.scheduled.take() {
             self.timers.cancel_all([timer]);
         }

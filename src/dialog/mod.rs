@@ -428,12 +428,23 @@ impl Dialog {
                 .headers
                 .get(&HeaderName::Contact)
                 .is_some_and(|raw| raw[..] == *self.piece(REMOTE_CONTACT));
+            // A Contact or Record-Route that does not parse is taken as
+            // absent and reported after the rest is recorded: the remote
+            // tag and To must still be, or our ACK and BYE would leave them
+            // out (RFC 3261 §12.1.2, §13.2.2.4).
+            let mut error = None;
             let contact = if same_contact {
                 None
             } else {
-                contact_target(&response.headers)?
+                contact_target(&response.headers).unwrap_or_else(|e| {
+                    error = Some(e);
+                    None
+                })
             };
-            let mut routes = response.record_route()?;
+            let mut routes = response.record_route().unwrap_or_else(|e| {
+                error.get_or_insert(DialogError::from(e));
+                Vec::new()
+            });
             if new_tag.is_some() || new_to.is_some() || contact.is_some() {
                 self.rewrite(
                     buf,
@@ -447,12 +458,14 @@ impl Dialog {
             }
             routes.reverse();
             self.route_set = own_routes(routes);
+            self.state = if status.is_success() {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            };
+            return error.map_or(Ok(()), Err);
         }
-        self.state = if status.is_success() {
-            DialogState::Confirmed
-        } else {
-            DialogState::Early
-        };
+        self.state = DialogState::Early;
         Ok(())
     }
 

@@ -590,3 +590,35 @@ fn a_uac_dialogs_text_follows_each_response_that_changes_it() {
     assert_eq!(bye.to().unwrap().tag(), Some("final"));
     assert_eq!(bye.call_id().unwrap(), "c5@here");
 }
+
+#[test]
+fn a_2xx_whose_contact_or_record_route_does_not_parse_still_confirms_its_tag() {
+    // Review finding (session 10): the remote tag and To of a 2xx were
+    // skipped with a bad Contact, so our ACK and BYE left the tag out.
+    for (name, value) in [
+        (HeaderName::Contact, "<sip:callee@192.0.2.5:5060"),
+        (HeaderName::RecordRoute, "<sip:proxy@192.0.2.9;lr"),
+    ] {
+        let mut d = Dialog::new_uac_with(
+            "c6@here".into(),
+            "lt".into(),
+            Bytes::from_static(b"<sip:a@h>;tag=lt"),
+            Bytes::from_static(b"<sip:b@192.0.2.4>"),
+            None,
+            1,
+        );
+        let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+        let mut ok = Response::for_request(&invite, StatusCode::OK);
+        ok.set_to_tag("t1");
+        ok.headers
+            .push(name.clone(), Bytes::from_static(value.as_bytes()));
+        assert!(d.on_uac_response(&ok).is_err(), "{name:?} reported");
+        assert_eq!(d.state(), DialogState::Confirmed, "{name:?}");
+        assert_eq!(d.remote_tag(), "t1", "{name:?}");
+        // The bad header is taken as absent: the target stays the INVITE's.
+        assert_eq!(d.remote_target().to_string(), "sip:b@192.0.2.4", "{name:?}");
+        let bye = reparse(&d.new_request(Method::Bye));
+        assert_eq!(bye.to().unwrap().tag(), Some("t1"), "{name:?}");
+        assert!(bye.headers.get(&HeaderName::Route).is_none(), "{name:?}");
+    }
+}

@@ -924,12 +924,15 @@ fn reinvite_2xx_is_retransmitted_until_the_callers_ack() {
 }
 
 #[test]
-fn a_cancel_after_the_callers_ack_finds_no_transaction_and_the_call_goes_on() {
-    // The call leaves the inbound leg index (Call-ID and From tag, what a
-    // CANCEL and a merged INVITE are found by) at the caller's ACK of our
-    // 2xx: its INVITE transaction is over (RFC 3261 §9.2: a CANCEL
-    // matching none gets 481). Before the answer a CANCEL finds the call
-    // (cancel_before_answer_gives_487_and_cancels_the_callee).
+fn a_cancel_or_merged_invite_after_the_callers_ack_is_matched_and_the_call_goes_on() {
+    // After the caller's ACK of our 2xx its INVITE server transaction
+    // stays Accepted until Timer L (RFC 6026 §7.1): a CANCEL matching it
+    // gets 200, with the tag of the INVITE's response (RFC 3261 §9.2) and
+    // no effect on the call; one matching no transaction gets 481
+    // (torture.rs). (Session 10 briefly took the call out of the inbound
+    // leg index at the ACK: this CANCEL got 481 and the merged INVITE
+    // below became a new call.) Before the answer a
+    // CANCEL ends the call (cancel_before_answer_gives_487_and_cancels_the_callee).
     need_sipp!();
     let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
     let uas = rig.uas("uas_answer.xml", "u1", 1, &[]);
@@ -949,15 +952,34 @@ fn a_cancel_after_the_callers_ack_finds_no_transaction_and_the_call_goes_on() {
     let final_to = |method: Method| {
         std::iter::from_fn(|| ua.recv_final(ANSWER_WAIT))
             .find(|r| r.cseq().unwrap().method == method)
-            .map(|r| r.status.as_u16())
     };
-    assert_eq!(final_to(Method::Cancel), Some(481));
+    let cancel_ok = final_to(Method::Cancel).expect("a response to the CANCEL");
+    assert_eq!(cancel_ok.status.as_u16(), 200);
+    assert_eq!(cancel_ok.to().unwrap().tag(), Some(tag.as_str()));
+    // A merged copy of the INVITE (same Call-ID, From tag and CSeq, another
+    // branch, RFC 3261 §8.2.2.2) after the ACK is refused 482, not taken
+    // for a new call.
+    let merged = invite.replace("branch=z9hG4bKri1INVITE", "branch=z9hG4bKri1MERGED");
+    ua.send(merged.as_bytes());
+    let refused = std::iter::from_fn(|| ua.recv_final(ANSWER_WAIT))
+        .find(|r| r.cseq().unwrap().method == Method::Invite && r.status.as_u16() != 200)
+        .expect("a final response to the merged INVITE");
+    assert_eq!(refused.status.as_u16(), 482);
+    // Its ACK (RFC 3261 §17.1.1.3: the INVITE's branch, the 482's To tag).
+    let refused_tag = refused.to().unwrap().tag().unwrap().to_owned();
+    let ack = caller_request(&ua, "ACK", 1, &refused_tag, false)
+        .replace("branch=z9hG4bKri1ACK", "branch=z9hG4bKri1MERGED");
+    ua.send(ack.as_bytes());
     // The call is untouched: the caller's BYE ends it.
     ua.send(caller_request(&ua, "BYE", 2, &tag, false).as_bytes());
-    assert_eq!(final_to(Method::Bye), Some(200));
+    assert_eq!(final_to(Method::Bye).map(|r| r.status.as_u16()), Some(200));
     wait_ok("callee", uas);
-    // No call and no leg index entry left (checked by `stop`).
-    assert_cdrs(&rig.stop(), 1, "answered", 200);
+    // No call and no leg index entry left (checked by `stop`); the call's
+    // CDR and the refused copy's.
+    assert_eq!(
+        cdr_ends(&rig.stop()),
+        [("answered".to_owned(), 200), ("rejected".to_owned(), 482)]
+    );
 }
 
 /// The value of `name=` in the daemon's `transaction counters:` exit line.
