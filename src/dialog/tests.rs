@@ -27,17 +27,19 @@ CSeq: 2 INVITE\r\n\
 Contact: <sip:alice@client.atlanta.example.com>\r\n\
 Content-Length: 0\r\n\r\n";
 
+/// The id of the UAS dialog made from [`INVITE`] with our tag `ourtag`.
+fn atlanta_uas_id() -> DialogId {
+    DialogId {
+        call_id: "3848276298220188511@atlanta.example.com".into(),
+        local_tag: "ourtag".into(),
+        remote_tag: "9fxced76sl".into(),
+    }
+}
+
 #[test]
 fn uas_dialog_takes_target_routes_and_tags_from_the_invite() {
     let mut d = Dialog::new_uas(&request(INVITE), ByteStr::from("ourtag")).unwrap();
-    assert_eq!(
-        d.id(),
-        DialogId {
-            call_id: "3848276298220188511@atlanta.example.com".into(),
-            local_tag: "ourtag".into(),
-            remote_tag: "9fxced76sl".into(),
-        }
-    );
+    assert_eq!(d.id(), atlanta_uas_id());
     let bye = reparse(&d.new_request(Method::Bye));
     assert_eq!(bye.uri.to_string(), "sip:alice@client.atlanta.example.com");
     let routes: Vec<String> = bye
@@ -498,14 +500,7 @@ fn a_target_refresh_rewrites_the_target_and_keeps_every_other_piece() {
             .unwrap();
         assert_eq!(d.remote_target().to_string(), target, "{method} {seq}");
         assert_eq!(d.bare_contact, bare, "{method} {seq}");
-        assert_eq!(
-            d.id(),
-            DialogId {
-                call_id: "3848276298220188511@atlanta.example.com".into(),
-                local_tag: "ourtag".into(),
-                remote_tag: "9fxced76sl".into(),
-            }
-        );
+        assert_eq!(d.id(), atlanta_uas_id());
         let bye = reparse(&d.new_request(Method::Bye));
         assert_eq!(bye.uri.to_string(), target);
         for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
