@@ -410,17 +410,23 @@ fn uac_request_written_with_the_contact_as_given_is_the_built_one_on_the_wire() 
     }
 }
 
-#[test]
-fn uac_dialog_without_a_target_reads_it_from_to_until_a_contact() {
-    let to = Bytes::from_static(b"<sip:+74951234567@127.0.0.1:5080;transport=udp>");
-    let mut d = Dialog::new_uac_with(
-        "c4@here".into(),
+/// A UAC dialog of `sip:a@h` (our tag `lt`, CSeq 1) to `to`, with no
+/// remote target of its own yet.
+fn uac_from_a(call_id: &'static str, to: Bytes) -> Dialog {
+    Dialog::new_uac_with(
+        call_id.into(),
         "lt".into(),
         Bytes::from_static(b"<sip:a@h>;tag=lt"),
         to,
         None,
         1,
-    );
+    )
+}
+
+#[test]
+fn uac_dialog_without_a_target_reads_it_from_to_until_a_contact() {
+    let to = Bytes::from_static(b"<sip:+74951234567@127.0.0.1:5080;transport=udp>");
+    let mut d = uac_from_a("c4@here", to);
     assert_eq!(
         d.remote_target(),
         Uri::parse("sip:+74951234567@127.0.0.1:5080;transport=udp").unwrap()
@@ -539,14 +545,7 @@ fn a_target_refresh_rewrites_the_target_and_keeps_every_other_piece() {
 
 #[test]
 fn a_uac_dialogs_text_follows_each_response_that_changes_it() {
-    let mut d = Dialog::new_uac_with(
-        "c5@here".into(),
-        "lt".into(),
-        Bytes::from_static(b"<sip:a@h>;tag=lt"),
-        Bytes::from_static(b"<sip:b@192.0.2.4>"),
-        None,
-        1,
-    );
+    let mut d = uac_from_a("c5@here", Bytes::from_static(b"<sip:b@192.0.2.4>"));
     assert_eq!(
         (d.call_id(), d.local_tag(), d.remote_tag()),
         ("c5@here", "lt", "")
@@ -594,14 +593,7 @@ fn a_2xx_whose_contact_or_record_route_does_not_parse_still_confirms_its_tag() {
         (HeaderName::Contact, "<sip:callee@192.0.2.5:5060"),
         (HeaderName::RecordRoute, "<sip:proxy@192.0.2.9;lr"),
     ] {
-        let mut d = Dialog::new_uac_with(
-            "c6@here".into(),
-            "lt".into(),
-            Bytes::from_static(b"<sip:a@h>;tag=lt"),
-            Bytes::from_static(b"<sip:b@192.0.2.4>"),
-            None,
-            1,
-        );
+        let mut d = uac_from_a("c6@here", Bytes::from_static(b"<sip:b@192.0.2.4>"));
         let invite = reparse(&d.request_with_seq(Method::Invite, 1));
         let mut ok = Response::for_request(&invite, StatusCode::OK);
         ok.set_to_tag("t1");
