@@ -103,6 +103,44 @@ pub enum Action {
     },
 }
 
+/// The ACK we sent for the 2xx of another fork of our INVITE (one whose To
+/// tag is not that of the callee's dialog the call keeps), sent again as
+/// is when that 2xx comes again (RFC 3261 §13.2.2.4).
+#[derive(Debug)]
+struct ForkAck {
+    /// The fork's To tag.
+    tag: ByteStr,
+    /// The ACK on the wire.
+    ack: Bytes,
+}
+
+/// The ACKs of 2xx to our INVITE that a call keeps as bytes, sent again
+/// as they are when their 2xx comes again (RFC 3261 §13.2.2.4), until
+/// 64*T1 after our ACK of the callee's 2xx (`ack_keep_deadline`): by then
+/// Timer M of the INVITE client transaction (RFC 6026 §7.2, 64*T1 from
+/// the first 2xx) has ended, and no 2xx of any fork reaches the call.
+#[derive(Debug, Default)]
+struct KeptAcks {
+    /// The ACK we sent for the callee's 2xx when it carried a body (a late
+    /// answer). An ACK without a body is written again instead
+    /// ([`Call::write_callee_ack`]): no copy of it lives through the
+    /// call's hold, to be freed, cold, at its end. It is the same ACK
+    /// (same branch, CSeq, dialog) but not always the same bytes: it is
+    /// written from the outbound dialog as it is then, so a target refresh
+    /// within the 64*T1 (the callee's re-INVITE or UPDATE, the 2xx of
+    /// ours) puts the new remote target in its Request-URI (RFC 3261
+    /// §13.2.2.4: the ACK of a 2xx is built from the dialog's state; the
+    /// callee matches it by dialog and CSeq).
+    late: Option<Bytes>,
+    /// The ACKs of other forks' 2xx, at most [`MAX_FORK_ACKS`].
+    forks: Vec<ForkAck>,
+}
+
+/// How many other forks' ACKs a call keeps for their 2xx retransmissions.
+/// The 2xx of a fork beyond them is ACKed and BYEd again each time it
+/// comes (a new ACK, and a BYE the fork answers 481 if it had the first).
+const MAX_FORK_ACKS: usize = 8;
+
 /// Local addressing of one leg: what goes into our Via and Contact.
 #[derive(Clone, Debug)]
 pub struct LegTransport {
@@ -446,21 +484,14 @@ pub struct Call {
     /// message costs no copy of ours).
     callee_ok: Option<Box<Response>>,
     retx_interval: Duration,
-    /// The ACK we sent for the callee's 2xx when it carried a body (a late
-    /// answer), sent again as is on the 2xx's retransmissions. An ACK
-    /// without a body is written again instead ([`Call::write_callee_ack`]):
-    /// no copy of it lives through the call's hold, to be freed, cold, at
-    /// its end. It is the same ACK (same branch, CSeq, dialog) but not
-    /// always the same bytes: it is written from the outbound dialog as it
-    /// is then, so a target refresh within the 64*T1 (the callee's re-INVITE
-    /// or UPDATE, the 2xx of ours) puts the new remote target in its
-    /// Request-URI (RFC 3261 §13.2.2.4: the ACK of a 2xx is built from the
-    /// dialog's state; the callee matches it by dialog and CSeq). Boxed, as
-    /// `reinvite_ack_sent`: it is rare.
-    late_ack: Option<Box<Bytes>>,
+    /// ACKs of 2xx to our INVITE kept as bytes for the 2xx's
+    /// retransmissions ([`KeptAcks`]: a late answer's, other forks'),
+    /// until `ack_keep_deadline`. Boxed, as `reinvite_ack_sent`: they are
+    /// rare.
+    kept_acks: Option<Box<KeptAcks>>,
     /// Random part of the branch of our ACK of the callee's 2xx, so that
     /// [`Call::write_callee_ack`] writes the same branch again (see
-    /// `late_ack` for what may differ).
+    /// [`KeptAcks::late`] for what may differ).
     ack_nonce: u64,
     /// Until when the callee's 2xx is ACKed again (set once we ACKed it):
     /// the callee retransmits its 2xx for 64*T1 at most.
@@ -716,7 +747,7 @@ impl Call {
             cancel: Cancel::None,
             callee_ok: None,
             retx_interval: settings.t1,
-            late_ack: None,
+            kept_acks: None,
             ack_nonce: 0,
             ack_keep_deadline: Since::NONE,
             byes: [None; 2],
@@ -1052,7 +1083,7 @@ impl Call {
         self.ack_nonce = rand::random();
         let bytes = self.write_callee_ack(late);
         if late.is_some() {
-            self.late_ack = Some(Box::new(bytes.clone()));
+            self.kept_acks.get_or_insert_with(Box::default).late = Some(bytes.clone());
         }
         out.push(Action::Ack {
             leg: Leg::Outbound,
@@ -1554,6 +1585,28 @@ impl Call {
     }
 
     fn on_invite_success(&mut self, response: Response, now: Instant, out: &mut Vec<Action>) {
+        if self.callee != CalleeState::Calling {
+            let tag = response
+                .headers
+                .get(&HeaderName::To)
+                .and_then(NameAddr::tag_of);
+            match tag {
+                Some(Some(tag)) if tag != self.outbound.remote_tag() => {
+                    return self.on_other_fork_2xx(tag, &response, out);
+                }
+                Some(Some(_)) => {}
+                // No tag to tell its dialog by: the callee's dialog may be
+                // the one without a tag (a 2xx whose To did not read).
+                _ if self.outbound.remote_tag().is_empty() => {}
+                _ => {
+                    tracing::debug!(
+                        call = self.id,
+                        "2xx of another fork without a To tag ignored"
+                    );
+                    return;
+                }
+            }
+        }
         match self.callee {
             CalleeState::Calling => {}
             CalleeState::Confirmed | CalleeState::Done => {
@@ -1561,10 +1614,8 @@ impl Call {
                 // after our BYE (RFC 3261 §13.2.2.4: every 2xx is ACKed), or
                 // a callee that lost the ACK never takes the BYE in.
                 if self.ack_keep_deadline.is_some() {
-                    let bytes = match &self.late_ack {
-                        Some(ack) => Bytes::clone(ack),
-                        None => self.write_callee_ack(None),
-                    };
+                    let late = self.kept_acks.as_ref().and_then(|k| k.late.clone());
+                    let bytes = late.unwrap_or_else(|| self.write_callee_ack(None));
                     out.push(Action::Ack {
                         leg: Leg::Outbound,
                         bytes,
@@ -1676,6 +1727,72 @@ impl Call {
         });
     }
 
+    /// A 2xx to our INVITE from another fork than the callee's dialog the
+    /// call keeps (To tag `tag`), which came first: a dialog of its own,
+    /// which the call does not want (RFC 3261 §13.2.2.4). It is ACKed in
+    /// that dialog (its To tag, its Contact as the Request-URI, its
+    /// Record-Route reversed as the route set), then ended with a BYE
+    /// (§15); the caller sees nothing of it. Its retransmissions get the
+    /// same ACK again, and no second BYE. The BYE's outcome is nothing to
+    /// the call: it is not in `byes`, so its answer, or its failure, finds
+    /// nothing to end ([`Call::bye_done`]).
+    fn on_other_fork_2xx(&mut self, tag: ByteStr, response: &Response, out: &mut Vec<Action>) {
+        if let Some(sent) = self
+            .kept_acks
+            .as_ref()
+            .and_then(|k| k.forks.iter().find(|f| f.tag == tag))
+        {
+            out.push(Action::Ack {
+                leg: Leg::Outbound,
+                bytes: sent.ack.clone(),
+            });
+            return;
+        }
+        let mut fork = self.outbound.for_other_fork();
+        if let Err(e) = fork.on_uac_response_in(response, &mut BytesMut::new()) {
+            // A Contact or Record-Route that does not parse is taken as
+            // absent: the dialog is still set up, from its To.
+            tracing::debug!(call = self.id, error = %e, "2xx of another fork");
+        }
+        if fork.state() != DialogState::Confirmed {
+            return;
+        }
+        let tp = &self.outbound_tp;
+        let (call, seq) = (self.id, self.out_invite_seq);
+        let empty = Bytes::new();
+        let extra = [(HeaderName::Contact, &tp.contact)];
+        let mut ack = BytesMut::with_capacity(fork.request_len(tp.via_len(), &extra, &empty));
+        fork.write_request(
+            &Method::Ack,
+            seq,
+            |b| tp.write_via(b, call, Leg::Outbound, seq),
+            &extra,
+            &empty,
+            &mut ack,
+        );
+        let ack = ack.freeze();
+        out.push(Action::Ack {
+            leg: Leg::Outbound,
+            bytes: ack.clone(),
+        });
+        // A CSeq number of the call's dialog, so that the BYE's client
+        // transaction (its branch and its answer's CSeq) is the call's
+        // alone; above the INVITE's, as the fork's dialog wants.
+        let bye_seq = self.outbound.next_seq();
+        let via = self.via(Leg::Outbound, bye_seq);
+        let bye = fork.request_in(Method::Bye, bye_seq, Some(via), &mut BytesMut::new());
+        out.push(Action::Request {
+            leg: Leg::Outbound,
+            seq: bye_seq,
+            request: bye,
+        });
+        tracing::debug!(call = self.id, fork = %tag, "2xx of another fork: ACK and BYE");
+        let kept = self.kept_acks.get_or_insert_with(Box::default);
+        if kept.forks.len() < MAX_FORK_ACKS {
+            kept.forks.push(ForkAck { tag, ack });
+        }
+    }
+
     /// A 2xx again for the re-INVITE `seq` we relayed on `leg`: its sender
     /// did not get our ACK. Sent again once we have sent it; before that the
     /// ACK of the re-INVITE's sender is still awaited (and our own 2xx to it
@@ -1767,7 +1884,7 @@ impl Call {
         }
         if self.due(self.ack_keep_deadline, now) {
             self.ack_keep_deadline = Since::NONE;
-            self.late_ack = None;
+            self.kept_acks = None;
         }
         self.reinvite_timers(now, out);
         if self.due(self.max_deadline, now) {

@@ -445,15 +445,30 @@ impl Dialog {
                 error.get_or_insert(DialogError::from(e));
                 Vec::new()
             });
-            if new_tag.is_some() || new_to.is_some() || contact.is_some() {
+            // Another To tag than the early dialog's is another fork of
+            // our INVITE, another dialog (RFC 3261 §12.1.2): it takes
+            // nothing of the one before. Without a usable Contact of its
+            // own its remote target is its To URI (the Request-URI we
+            // sent), not the other fork's Contact; no request of the other
+            // fork counts for its remote CSeq.
+            let other_fork = new_tag.is_some() && self.state == DialogState::Early;
+            let contact_text = match contact {
+                Some((raw, _)) => Some(&raw[..]),
+                None if other_fork && !same_contact => Some(&b""[..]),
+                None => None,
+            };
+            if other_fork {
+                self.remote_seq = None;
+            }
+            if new_tag.is_some() || new_to.is_some() || contact_text.is_some() {
                 self.rewrite(
                     buf,
                     new_tag.as_ref().map(|t| t.as_bytes().as_ref()),
                     new_to.map(|raw| &raw[..]),
-                    contact.map(|(raw, _)| &raw[..]),
+                    contact_text,
                 );
-                if let Some((_, bare)) = contact {
-                    self.bare_contact = bare;
+                if contact_text.is_some() {
+                    self.bare_contact = contact.is_some_and(|(_, bare)| bare);
                 }
             }
             routes.reverse();
@@ -467,6 +482,26 @@ impl Dialog {
         }
         self.state = DialogState::Early;
         Ok(())
+    }
+
+    /// The dialog of another fork of our INVITE, before its response is
+    /// applied ([`Dialog::on_uac_response_in`]): the Call-ID, our tag and
+    /// From and our CSeq of this one, nothing of the remote party's. A
+    /// response whose To tag is not that of the dialog the call keeps
+    /// comes from another fork, and a 2xx of it makes a dialog of its
+    /// own, ACKed and ended in that dialog (RFC 3261 §12.1.2, §13.2.2.4).
+    pub fn for_other_fork(&self) -> Dialog {
+        let mut buf = BytesMut::new();
+        let mut w = TextWriter::new(&mut buf);
+        w.piece(self.piece(CALL_ID));
+        w.piece(self.piece(LOCAL_TAG));
+        w.end();
+        w.piece(self.piece(LOCAL_HEADER));
+        // Replaced by the response's To.
+        w.piece(self.piece(REMOTE_HEADER));
+        w.end();
+        let (text, ends) = w.finish();
+        Dialog::uac(text, ends, self.local_seq)
     }
 
     /// Checks and records the CSeq of a request from the remote party

@@ -609,3 +609,109 @@ fn a_2xx_whose_contact_or_record_route_does_not_parse_still_confirms_its_tag() {
         assert!(bye.headers.get(&HeaderName::Route).is_none(), "{name:?}");
     }
 }
+
+/// A response to `invite` with To tag `tag` and `extra` header fields.
+fn response_with(
+    invite: &Request,
+    status: StatusCode,
+    tag: &str,
+    extra: &[(HeaderName, &'static str)],
+) -> Response {
+    let mut r = Response::for_request(invite, status);
+    r.set_to_tag(tag);
+    for (name, value) in extra {
+        r.headers
+            .push(name.clone(), Bytes::from_static(value.as_bytes()));
+    }
+    match parse_datagram(Message::Response(r).to_bytes(), &Limits::default()).unwrap() {
+        Message::Response(r) => r,
+        Message::Request(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn a_response_of_another_fork_keeps_nothing_of_the_early_dialogs_target() {
+    // RFC 3261 §12.1.2: another To tag is another dialog. A fork's 2xx
+    // (or 18x) without a usable Contact must not be sent requests at the
+    // other fork's Contact; its target is its To URI, as before any
+    // Contact.
+    let to = Bytes::from_static(b"<sip:+74951234567@127.0.0.1:5080>");
+    for status in [StatusCode::OK, StatusCode::SESSION_PROGRESS] {
+        for contact in [None, Some("<sip:broken@>;;")] {
+            let mut d = uac_from_a("c7@here", to.clone());
+            let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+            d.on_uac_response(&response_with(
+                &invite,
+                StatusCode::RINGING,
+                "fork-a",
+                &[
+                    (HeaderName::Contact, "<sip:fork-a@192.0.2.1>"),
+                    (HeaderName::RecordRoute, "<sip:proxy-a@192.0.2.2;lr>"),
+                ],
+            ))
+            .unwrap();
+            assert_eq!(d.remote_target().to_string(), "sip:fork-a@192.0.2.1");
+            let extra: Vec<(HeaderName, &'static str)> =
+                contact.iter().map(|c| (HeaderName::Contact, *c)).collect();
+            let result = d.on_uac_response(&response_with(&invite, status, "fork-b", &extra));
+            assert_eq!(result.is_err(), contact.is_some(), "{status:?} {contact:?}");
+            assert_eq!(d.remote_tag(), "fork-b");
+            assert_eq!(
+                d.remote_target().to_string(),
+                "sip:+74951234567@127.0.0.1:5080",
+                "{status:?} {contact:?}"
+            );
+            let req = reparse(&d.request_with_seq(Method::Bye, 2));
+            assert_eq!(req.uri.to_string(), "sip:+74951234567@127.0.0.1:5080");
+            assert!(req.headers.get(&HeaderName::Route).is_none());
+            assert_eq!(req.to().unwrap().tag(), Some("fork-b"));
+        }
+    }
+}
+
+#[test]
+fn another_forks_dialog_shares_our_side_and_nothing_of_the_remote_one() {
+    let to = Bytes::from_static(b"<sip:+74951234567@127.0.0.1:5080>");
+    let mut d = uac_from_a("c8@here", to);
+    let invite = reparse(&d.request_with_seq(Method::Invite, 1));
+    d.on_uac_response(&response_with(
+        &invite,
+        StatusCode::OK,
+        "fork-a",
+        &[
+            (HeaderName::Contact, "<sip:fork-a@192.0.2.1>"),
+            (HeaderName::RecordRoute, "<sip:proxy-a@192.0.2.2;lr>"),
+        ],
+    ))
+    .unwrap();
+    let mut b = d.for_other_fork();
+    assert_eq!(b.state(), DialogState::Initial);
+    b.on_uac_response(&response_with(
+        &invite,
+        StatusCode::OK,
+        "fork-b",
+        &[
+            (HeaderName::RecordRoute, "<sip:proxy-b@192.0.2.3;lr>"),
+            (HeaderName::Contact, "<sip:fork-b@192.0.2.4>"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(b.state(), DialogState::Confirmed);
+    assert_eq!(
+        b.id(),
+        DialogId {
+            call_id: "c8@here".into(),
+            local_tag: "lt".into(),
+            remote_tag: "fork-b".into(),
+        }
+    );
+    let ack = reparse(&b.ack(1));
+    assert_eq!(ack.uri.to_string(), "sip:fork-b@192.0.2.4");
+    let routes = ack.route().unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].uri.to_string(), "sip:proxy-b@192.0.2.3;lr");
+    assert_eq!(ack.from().unwrap().tag(), Some("lt"));
+    // The call's dialog is untouched.
+    assert_eq!(d.remote_tag(), "fork-a");
+    assert_eq!(d.remote_target().to_string(), "sip:fork-a@192.0.2.1");
+}

@@ -1194,7 +1194,7 @@ fn no_retransmission_of(callee: &UdpUa, method: &str, wait: Duration, rig: &Rig)
 }
 
 /// A 200 to an in-dialog request of the daemon (its To has our tag).
-fn in_dialog_ok(req: &vpbx::sip::Request) -> String {
+pub(crate) fn in_dialog_ok(req: &vpbx::sip::Request) -> String {
     let header = |name| {
         let v = req.headers.get(&name).expect("header in the request");
         std::str::from_utf8(v).unwrap().trim().to_owned()

@@ -8,6 +8,7 @@ mod calls;
 mod config;
 mod connect;
 mod daemon;
+mod fork;
 mod lanes;
 mod sipp;
 mod torture;

@@ -767,7 +767,8 @@ fn a_retransmitted_2xx_gets_the_same_ack_again_until_64_t1_late_answer_or_not() 
         assert_eq!(&ack.body[..], answer.as_bytes());
         // Only an ACK with a body (rare) is kept; a plain one is written
         // again when needed.
-        assert_eq!(h.call.late_ack.is_some(), !answer.is_empty());
+        let late = |call: &Call| call.kept_acks.as_ref().is_some_and(|k| k.late.is_some());
+        assert_eq!(late(&h.call), !answer.is_empty());
         // The callee did not get our ACK: its 2xx comes again, twice.
         for _ in 0..2 {
             h.now += T1;
@@ -776,7 +777,7 @@ fn a_retransmitted_2xx_gets_the_same_ack_again_until_64_t1_late_answer_or_not() 
         }
         // After 64*T1 the callee retransmits no more: nothing is ACKed.
         h.run_timers_until(h.now + 64 * T1);
-        assert!(h.call.late_ack.is_none());
+        assert!(!late(&h.call));
         h.callee_responds(200, offer);
         assert!(ack_bytes(&h.take()).is_empty(), "answer {answer:?}");
     }
@@ -1546,4 +1547,298 @@ fn deadlines_set_by_an_earlier_step_take_no_lane_of_their_own() {
     wheel.pop_due(far, &mut due);
     let order: Vec<u64> = due.into_iter().map(|(_, id)| id).collect();
     assert_eq!(order, (0..calls).rev().collect::<Vec<_>>());
+}
+
+// ---- A forking callee (RFC 3261 §12.1.2, §13.2.2.4; RFC 6026 §7.2) ----
+//
+// A proxy in front of the external PBX may fork our INVITE: each branch
+// answers with its own To tag, i.e. its own (early) dialog, and every 2xx
+// reaches us (the INVITE client transaction's Accepted state passes them
+// all up). The call keeps one dialog with the callee, that of the first
+// 2xx; every other 2xx is ACKed in its own dialog and then BYEd, and the
+// caller sees nothing of it.
+
+const FORK_B_CONTACT: &str = "<sip:fork-b@127.0.0.1:5082>";
+const FORK_B_ROUTE: &str = "<sip:proxy-b.example.net;lr>";
+
+impl Harness {
+    /// A response of the fork with To tag `tag`, with `extra` header
+    /// fields (Contact, Record-Route...) and `body` (SDP).
+    fn fork_responds(&mut self, status: u16, tag: &str, extra: &[(HeaderName, &str)], body: &str) {
+        let mut r = Response::for_request(&self.invite_b, StatusCode::new(status).unwrap());
+        r.set_to_tag(tag);
+        for (name, value) in extra {
+            r.headers
+                .push(name.clone(), Bytes::copy_from_slice(value.as_bytes()));
+        }
+        if !body.is_empty() {
+            r.headers.push(
+                HeaderName::ContentType,
+                Bytes::from_static(b"application/sdp"),
+            );
+            r.body = Bytes::copy_from_slice(body.as_bytes());
+        }
+        let r = roundtrip_response(&r);
+        self.call
+            .on_response(Leg::Outbound, r, self.now, &mut self.out);
+    }
+
+    /// The 2xx of the second fork (tag `fork-b`), with its own Contact and
+    /// Record-Route.
+    fn fork_b_answers(&mut self) {
+        self.fork_responds(
+            200,
+            "fork-b",
+            &[
+                (HeaderName::RecordRoute, FORK_B_ROUTE),
+                (HeaderName::Contact, FORK_B_CONTACT),
+            ],
+            "v=0\r\no=fork-b\r\n",
+        );
+    }
+}
+
+/// The ACK and the BYE the call sends the second fork (all it sends), checked to be in its
+/// dialog: its To tag, its Contact as Request-URI, its Record-Route as
+/// Route, our INVITE's Call-ID, From and CSeq number for the ACK (RFC 3261
+/// §13.2.2.4, §12.2.1.1).
+fn fork_b_ack_and_bye(h: &mut Harness) -> (Bytes, Request) {
+    let out = &h.take();
+    assert!(
+        responses(out, Leg::Inbound).is_empty() && requests(out, Leg::Inbound).is_empty(),
+        "the caller sees nothing of another fork: {out:?}"
+    );
+    let acks = ack_bytes(out);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    let Message::Request(ack) = parse_bytes(&acks[0]) else {
+        panic!("the ACK does not parse")
+    };
+    let byes = requests(out, Leg::Outbound);
+    assert_eq!(byes.len(), 1, "{out:?}");
+    let bye = byes[0].clone();
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(bye.method, Method::Bye);
+    let invite_seq = h.invite_b.cseq().unwrap().seq;
+    assert_eq!(ack.cseq().unwrap().seq, invite_seq);
+    assert!(bye.cseq().unwrap().seq > invite_seq);
+    for r in [&ack, &bye] {
+        assert_eq!(r.to().unwrap().tag(), Some("fork-b"), "{r:?}");
+        assert_eq!(r.uri.to_string(), "sip:fork-b@127.0.0.1:5082");
+        let routes = r.route().unwrap();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].to_string(), FORK_B_ROUTE);
+        assert_eq!(r.call_id().unwrap(), h.invite_b.call_id().unwrap());
+        assert_eq!(r.from().unwrap().tag(), h.invite_b.from().unwrap().tag());
+        let branch = r.via().unwrap()[0].branch().unwrap().to_owned();
+        assert!(branch.starts_with("z9hG4bK"), "{branch}");
+    }
+    (acks[0].clone(), bye)
+}
+
+#[test]
+fn a_second_forks_2xx_after_the_ack_gets_an_ack_and_a_bye_of_its_own() {
+    let mut h = Harness::new();
+    h.answer();
+    let ack_a = {
+        h.callee_responds(200, "v=0\r\no=callee\r\n");
+        ack_bytes(&h.take())
+    };
+    assert_eq!(ack_a.len(), 1);
+
+    h.fork_b_answers();
+    let (ack_b, bye_b) = fork_b_ack_and_bye(&mut h);
+    assert_ne!(ack_b, ack_a[0]);
+
+    // Its 2xx again (our ACK got lost): its own ACK again, no second BYE.
+    h.now += T1;
+    h.fork_b_answers();
+    let out = h.take();
+    assert_eq!(ack_bytes(&out), vec![ack_b.clone()], "{out:?}");
+    assert!(requests(&out, Leg::Outbound).is_empty(), "{out:?}");
+    // The first fork's 2xx still gets the first fork's ACK.
+    h.callee_responds(200, "v=0\r\no=callee\r\n");
+    assert_eq!(ack_bytes(&h.take()), ack_a);
+
+    // Whatever the fork answers to the BYE, the call goes on.
+    h.call
+        .on_response(Leg::Outbound, response_to(&bye_b, 481), h.now, &mut h.out);
+    h.call
+        .on_response(Leg::Outbound, response_to(&bye_b, 200), h.now, &mut h.out);
+    assert!(h.take().is_empty());
+    assert!(!h.call.is_finished());
+    assert!(h.call.outcome().is_none());
+
+    // The call's dialog with the callee is the first fork's.
+    h.caller_in_dialog("BYE", 11, "");
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Inbound), vec![200]);
+    let byes = requests(&out, Leg::Outbound);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].to().unwrap().tag(), Some("callee-tag"));
+    assert_eq!(byes[0].uri.to_string(), "sip:callee@127.0.0.1:5080");
+    assert_ne!(byes[0].cseq().unwrap().seq, bye_b.cseq().unwrap().seq);
+    h.call
+        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+    assert_eq!(
+        h.call.outcome(),
+        Some(Outcome {
+            reason: FinishReason::Answered,
+            status: 200
+        })
+    );
+}
+
+#[test]
+fn a_second_forks_2xx_before_the_callers_ack_is_acked_and_byed_not_relayed() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.callee_responds(200, "v=0\r\no=callee\r\n");
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![180, 200]);
+
+    h.fork_b_answers();
+    let (ack_b, _) = fork_b_ack_and_bye(&mut h);
+
+    // The caller's ACK is the first fork's.
+    h.caller_in_dialog("ACK", 10, "");
+    let acks = ack_bytes(&h.take());
+    assert_eq!(acks.len(), 1);
+    assert_ne!(acks[0], ack_b);
+    let Message::Request(ack) = parse_bytes(&acks[0]) else {
+        panic!()
+    };
+    assert_eq!(ack.to().unwrap().tag(), Some("callee-tag"));
+    assert_eq!(ack.uri.to_string(), "sip:callee@127.0.0.1:5080");
+    assert!(ack.route().unwrap().is_empty());
+}
+
+#[test]
+fn a_second_forks_2xx_after_the_cancel_200_race_is_acked_and_byed_too() {
+    let mut h = Harness::new();
+    h.callee_responds(180, "");
+    h.caller_sends(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("10 INVITE", "10 CANCEL"),
+    );
+    h.take();
+    h.callee_responds(200, "v=0\r\n");
+    let byes = requests(&h.take(), Leg::Outbound);
+    assert_eq!(byes.len(), 1);
+    h.fork_b_answers();
+    let (_, bye_b) = fork_b_ack_and_bye(&mut h);
+    // The fork's BYE is not what the call waits for: the first fork's is.
+    h.call
+        .on_response(Leg::Outbound, response_to(&bye_b, 200), h.now, &mut h.out);
+    assert!(!h.call.is_finished());
+    h.call
+        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
+    assert!(h.call.is_finished());
+    assert_eq!(h.call.outcome().unwrap().reason, FinishReason::CallerHangup);
+}
+
+#[test]
+fn a_2xx_of_another_fork_without_a_usable_contact_keeps_no_target_of_the_early_dialog() {
+    // The early dialog is fork A's (its 180 with Contact and Record-Route);
+    // the 2xx is fork B's, with no Contact or one that does not parse:
+    // nothing of fork A's may be left in the dialog of fork B. Without a
+    // Contact the remote target is the To URI (the Request-URI we sent).
+    for contact in [None, Some("<sip:broken@>;;")] {
+        let mut h = Harness::new();
+        h.fork_responds(
+            180,
+            "fork-a",
+            &[
+                (HeaderName::RecordRoute, "<sip:proxy-a.example.net;lr>"),
+                (HeaderName::Contact, "<sip:fork-a@127.0.0.1:5081>"),
+            ],
+            "",
+        );
+        h.take();
+        let extra: Vec<(HeaderName, &str)> =
+            contact.iter().map(|c| (HeaderName::Contact, *c)).collect();
+        h.fork_responds(200, "fork-b", &extra, "v=0\r\no=fork-b\r\n");
+        assert_eq!(responses(&h.take(), Leg::Inbound), vec![200]);
+        h.caller_in_dialog("ACK", 10, "");
+        let acks = ack_bytes(&h.take());
+        assert_eq!(acks.len(), 1, "contact {contact:?}");
+        let Message::Request(ack) = parse_bytes(&acks[0]) else {
+            panic!()
+        };
+        assert_eq!(ack.to().unwrap().tag(), Some("fork-b"));
+        assert_eq!(
+            ack.uri.to_string(),
+            "sip:+74951234567@127.0.0.1:5080",
+            "contact {contact:?}"
+        );
+        assert!(ack.route().unwrap().is_empty(), "contact {contact:?}");
+    }
+}
+
+#[test]
+fn early_dialogs_of_several_forks_are_relayed_on_the_callers_single_leg() {
+    // Each fork's 183 (its own To tag and SDP) reaches the caller as a
+    // 183 of the caller's one early dialog (our To tag), with that fork's
+    // SDP: the caller takes the last as the early media (RFC 3261
+    // §13.2.2.4 has a UAC see each fork as its own early dialog; behind a
+    // B2BUA they are one).
+    let mut h = Harness::new();
+    let mut relayed = Vec::new();
+    for (tag, contact, sdp) in [
+        (
+            "fork-a",
+            "<sip:fork-a@127.0.0.1:5081>",
+            "v=0\r\no=fork-a\r\n",
+        ),
+        ("fork-b", FORK_B_CONTACT, "v=0\r\no=fork-b\r\n"),
+    ] {
+        h.fork_responds(183, tag, &[(HeaderName::Contact, contact)], sdp);
+        let out = h.take();
+        assert_eq!(responses(&out, Leg::Inbound), vec![183]);
+        let Some(Action::Respond { response, .. }) = out.into_iter().next() else {
+            panic!()
+        };
+        let r = roundtrip_response(&response);
+        relayed.push((r.to().unwrap().tag().unwrap().to_owned(), r.body.clone()));
+    }
+    let ours = h.call.inbound_local_tag().to_owned();
+    assert_eq!(
+        relayed,
+        vec![
+            (ours.clone(), Bytes::from_static(b"v=0\r\no=fork-a\r\n")),
+            (ours, Bytes::from_static(b"v=0\r\no=fork-b\r\n")),
+        ]
+    );
+    // The fork that answers first is the call's, whichever rang last.
+    h.fork_responds(
+        200,
+        "fork-a",
+        &[(HeaderName::Contact, "<sip:fork-a@127.0.0.1:5081>")],
+        "v=0\r\no=fork-a\r\n",
+    );
+    assert_eq!(responses(&h.take(), Leg::Inbound), vec![200]);
+    h.caller_in_dialog("ACK", 10, "");
+    let Message::Request(ack) = parse_bytes(&ack_bytes(&h.take())[0]) else {
+        panic!()
+    };
+    assert_eq!(ack.to().unwrap().tag(), Some("fork-a"));
+    assert_eq!(ack.uri.to_string(), "sip:fork-a@127.0.0.1:5081");
+}
+
+#[test]
+fn a_2xx_without_a_to_tag_after_the_answer_is_no_dialog_and_gets_nothing() {
+    // No tag, no dialog to ACK or end it in (RFC 3261 §12.1.2): not taken
+    // for a retransmission of the call's 2xx either.
+    let mut h = Harness::new();
+    h.answer();
+    let mut ok = Response::for_request(&h.invite_b, StatusCode::OK);
+    ok.headers.push(
+        HeaderName::Contact,
+        Bytes::from_static(b"<sip:fork-c@127.0.0.1:5083>"),
+    );
+    let ok = roundtrip_response(&ok);
+    assert!(ok.to().unwrap().tag().is_none());
+    h.call.on_response(Leg::Outbound, ok, h.now, &mut h.out);
+    assert!(h.take().is_empty());
+    assert!(!h.call.is_finished());
 }
