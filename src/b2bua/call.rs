@@ -1213,6 +1213,17 @@ impl Call {
 
     /// A request received on `leg` that belongs to this call.
     pub fn on_request(&mut self, leg: Leg, request: Request, now: Instant, out: &mut Vec<Action>) {
+        if leg == Leg::Outbound && !self.in_callee_dialog(&request) {
+            // Another fork's dialog (its 2xx was ACKed and BYEd, e.g. its
+            // BYE crossing ours): none of the call's (RFC 3261 §12.2.2,
+            // 481; an ACK gets no answer).
+            if request.method != Method::Ack {
+                let response =
+                    Response::for_request(&request, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST);
+                answer(leg, &request, response, out);
+            }
+            return;
+        }
         match request.method {
             Method::Ack => self.on_ack(leg, &request, now, out),
             Method::Cancel => self.on_cancel(leg, &request, now, out),
@@ -1237,6 +1248,26 @@ impl Call {
                     .push(HeaderName::Allow, Bytes::from_static(super::ALLOW));
                 answer(leg, &request, response, out);
             }
+        }
+    }
+
+    /// Whether a request from the callee's side is in the call's dialog
+    /// with the callee, by its From tag (RFC 3261 §12.2.2: a dialog is
+    /// its Call-ID and both tags; the shell found the call by Call-ID and
+    /// our tag). Only a confirmed dialog is told from other forks': in
+    /// the early state, requests of every fork's early dialog are the
+    /// caller's one early dialog (see docs/architecture.md, "A forking
+    /// callee").
+    fn in_callee_dialog(&self, request: &Request) -> bool {
+        let ours = self.outbound.remote_tag();
+        if self.outbound.state() != DialogState::Confirmed || ours.is_empty() {
+            return true;
+        }
+        match request.headers.get(&HeaderName::From).map(NameAddr::tag_of) {
+            Some(Some(Some(tag))) => tag == ours,
+            // No From tag or none that reads: not another fork's dialog
+            // either; the request's own checks answer it.
+            _ => true,
         }
     }
 

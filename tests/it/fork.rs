@@ -2,9 +2,9 @@
 //! UA plays a proxy in front of the external PBX that forked our INVITE,
 //! so two branches answer it, each with its own To tag, Contact and
 //! Record-Route. The first 2xx is the call's; the other is ACKed in its
-//! own dialog and BYEd, its retransmission gets its own ACK again, the
-//! caller sees nothing of it, and the call and its CDR line are the first
-//! fork's alone.
+//! own dialog and BYEd, its retransmission gets its own ACK again, a
+//! request of its own gets 481, the caller sees nothing of it, and the call
+//! and its CDR line are the first fork's alone.
 
 use std::net::SocketAddr;
 
@@ -101,8 +101,30 @@ fn a_second_forks_2xx_is_acked_and_byed_in_its_own_dialog_and_the_call_stays_the
         header(&ack_b, HeaderName::Via),
         "the same ACK"
     );
-    // Fork B answers its BYE; nothing of it reaches the caller.
+    // Fork B answers its BYE, and sends one of its own (crossing ours):
+    // not the call's dialog, 481 (RFC 3261 §12.2.2); nothing of it
+    // reaches the caller.
     callee.send(in_dialog_ok(&bye_b).as_bytes());
+    let own_bye = format!(
+        "BYE {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKforkbbye\r\n\
+         From: {to};tag=fork-b\r\n\
+         To: {from}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 BYE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        target = header(&inv, HeaderName::Contact)
+            .trim_start_matches('<')
+            .trim_end_matches('>'),
+        to = header(&inv, HeaderName::To),
+        from = header(&inv, HeaderName::From),
+        call_id = header(&inv, HeaderName::CallId),
+    );
+    callee.send(own_bye.as_bytes());
+    let refused = callee.recv(CALL_WAIT).expect("an answer to fork B's BYE");
+    assert_eq!(refused.status.as_u16(), 481);
+    assert_eq!(refused.cseq().unwrap().method, Method::Bye);
     assert!(
         callee.recv_request(SILENCE_WAIT).is_none(),
         "nothing more to the callee"

@@ -1842,3 +1842,30 @@ fn a_2xx_without_a_to_tag_after_the_answer_is_no_dialog_and_gets_nothing() {
     assert!(h.take().is_empty());
     assert!(!h.call.is_finished());
 }
+
+#[test]
+fn a_request_in_another_forks_dialog_gets_481_and_the_call_goes_on() {
+    // Fork B, whose 2xx we ACKed and BYEd, sends a BYE of its own (crossing
+    // ours) or a re-INVITE: not the call's dialog (RFC 3261 §12.2.2), even
+    // though its Call-ID and To tag (ours) are the call's.
+    let mut h = Harness::new();
+    h.answer();
+    h.fork_b_answers();
+    h.take();
+    h.to_tag_b = "fork-b";
+    for method in ["BYE", "INVITE", "INFO"] {
+        h.callee_in_dialog(method, 5);
+        let out = h.take();
+        assert_eq!(responses(&out, Leg::Outbound), vec![481], "{method}");
+        assert_eq!(out.len(), 1, "{method}: {out:?}");
+    }
+    h.callee_in_dialog("ACK", 5);
+    assert!(h.take().is_empty());
+    assert!(!h.call.is_finished() && h.call.outcome().is_none());
+    // The call's callee (fork A) still hangs up the call.
+    h.to_tag_b = "callee-tag";
+    h.callee_in_dialog("BYE", 6);
+    let out = h.take();
+    assert_eq!(responses(&out, Leg::Outbound), vec![200]);
+    assert_eq!(requests(&out, Leg::Inbound).len(), 1, "BYE to the caller");
+}
