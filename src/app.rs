@@ -45,7 +45,9 @@ use crate::transaction::{
     Incoming, LayerConfig, Refused, Serial, ServerRequest, TimerConfig, TransactionLayer,
     TransactionUser, TransportSink, TuItem,
 };
-use crate::transport::{self, Inbound, RefusalObserver, Source, TransportConfig, Transports};
+use crate::transport::{
+    self, Inbound, RefusalObserver, Source, TransportConfig, Transports, WakeupCoalescing,
+};
 
 /// Options of `vpbx run` that are not in the config files.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +56,9 @@ pub struct RunOptions {
     pub listen_overrides: Vec<ListenAddr>,
     /// `--config` directory, watched for reload; `None` for the embedded config.
     pub config_dir: Option<PathBuf>,
+    /// The runtime's wake-up coalescing, when the caller installed it
+    /// (its counters go into the stop report).
+    pub coalescing: Option<Arc<WakeupCoalescing>>,
 }
 
 /// Methods this daemon handles, in the order listed in `Allow`: the ones
@@ -244,13 +249,18 @@ pub async fn run(config: Config, opts: RunOptions) -> anyhow::Result<()> {
     if let Err(e) = cdr.shutdown().await {
         tracing::error!(error = %e, "CDR flush failed");
     }
+    let coalescing = opts
+        .coalescing
+        .as_ref()
+        .map_or_else(|| "off".to_owned(), |c| c.metrics().to_string());
     report(&format!(
-        "b2bua calls: active={} legs={}\ntransport counters: {}\ntransaction counters: {} tu_panics={}",
+        "b2bua calls: active={} legs={}\ntransport counters: {}\ntransaction counters: {} tu_panics={}\nwakeup coalescing: {}",
         b2bua.active_calls(),
         b2bua.leg_entries(),
         transports.metrics(),
         layer.metrics(),
-        tu_panics
+        tu_panics,
+        coalescing
     ));
     tracing::info!("stopped");
     Ok(())

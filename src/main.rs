@@ -8,6 +8,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vpbx::app::{self, RunOptions};
 use vpbx::config::{self, Config, ConfigErrors};
+use vpbx::transport::WakeupCoalescing;
 
 mod cli;
 
@@ -126,6 +127,12 @@ fn run(dir: Option<std::path::PathBuf>, listen: Vec<config::ListenAddr>) -> anyh
         b.worker_threads(usize::from(config.daemon.worker_threads));
         b
     };
+    // Under dense traffic the thread sleeps once per interval instead of
+    // once per burst of arrivals (`wakeup_coalescing`).
+    let coalescing = WakeupCoalescing::new(config.daemon.wakeup_coalescing);
+    if let Some(c) = &coalescing {
+        c.install(&mut builder);
+    }
     let runtime = builder
         .enable_all()
         .build()
@@ -135,6 +142,7 @@ fn run(dir: Option<std::path::PathBuf>, listen: Vec<config::ListenAddr>) -> anyh
         RunOptions {
             listen_overrides: listen,
             config_dir: dir,
+            coalescing,
         },
     ))
 }

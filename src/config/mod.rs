@@ -65,6 +65,12 @@ pub struct DaemonConfig {
     /// (docs/performance.md). More threads spread the work over cores at a
     /// higher CPU cost per call. 1–64.
     pub worker_threads: u16,
+    /// Under dense traffic a runtime thread sleeps at most once per this
+    /// long instead of once per burst of arrivals, so a message waits at
+    /// most this long before it is read
+    /// ([`crate::transport::WakeupCoalescing`]). 0 turns it off. Default
+    /// 1ms.
+    pub wakeup_coalescing: Duration,
     /// RFC 3261 transaction timers.
     pub timers: Timers,
     /// Capacity limits.
@@ -162,6 +168,7 @@ impl Default for DaemonConfig {
             domain: None,
             advertised_address: None,
             worker_threads: 1,
+            wakeup_coalescing: Duration::from_millis(1),
             timers: Timers::default(),
             limits: Limits::default(),
             cdr: CdrConfig::default(),

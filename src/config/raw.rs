@@ -23,6 +23,8 @@ pub(super) struct RawDaemon {
     pub advertised_address: Option<Spanned<String>>,
     /// See [`super::DaemonConfig::worker_threads`].
     pub worker_threads: Option<Spanned<i64>>,
+    /// See [`super::DaemonConfig::wakeup_coalescing`].
+    pub wakeup_coalescing: RawDuration,
     /// `[timers]`.
     #[serde(default)]
     pub timers: RawTimers,

@@ -554,3 +554,19 @@ fn expected_cps_is_zero_by_default_and_bounded_below_too() {
         ["cfg/vpbx.toml:2:16: limits.expected_cps = -1 is out of range (allowed: 0 to 100000)"]
     );
 }
+
+#[test]
+fn wakeup_coalescing_is_read_and_bounded() {
+    let config = load_text("wakeup_coalescing = \"500us\"\n", &[]).unwrap();
+    assert_eq!(config.daemon.wakeup_coalescing, Duration::from_micros(500));
+    let off = load_text("wakeup_coalescing = \"0s\"\n", &[]).unwrap();
+    assert_eq!(off.daemon.wakeup_coalescing, Duration::ZERO);
+    assert_eq!(
+        DaemonConfig::default().wakeup_coalescing,
+        Duration::from_millis(1)
+    );
+    assert_eq!(
+        errors("wakeup_coalescing = \"1s\"\n", &[]),
+        ["cfg/vpbx.toml:1:21: wakeup_coalescing = \"1s\" is out of range (allowed: 0s to 100ms)"]
+    );
+}

@@ -210,6 +210,14 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
         (1, 64),
         "1 to 64",
     );
+    let wakeup_coalescing = c.duration_in(
+        &raw.wakeup_coalescing,
+        defaults.wakeup_coalescing,
+        "wakeup_coalescing",
+        Duration::ZERO,
+        100 * MS,
+        "0s to 100ms",
+    );
 
     let d = defaults.timers;
     let before = c.errors.len();
@@ -349,6 +357,7 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
         domain,
         advertised_address,
         worker_threads,
+        wakeup_coalescing,
         timers: Timers { t1, t2, t4 },
         limits,
         cdr,

@@ -17,6 +17,7 @@
 //! let anyone reflect our responses at a third party.
 
 mod addr;
+mod coalescing;
 pub(crate) mod metrics;
 mod refused;
 mod routing;
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 use crate::sip::{Limits, Message, Request, Response};
 
 pub use addr::{AddrParseError, ConnectionId, Destination, ListenAddr, Protocol, Source};
+pub use coalescing::{CoalescingMetrics, WakeupCoalescing};
 pub use metrics::TransportMetrics;
 pub(crate) use routing::new_tag;
 pub use routing::response_destination;

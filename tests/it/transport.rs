@@ -293,3 +293,74 @@ fn the_daemon_runs_without_transparent_huge_pages() {
     };
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
 }
+
+/// The `name=` value of the daemon's `wakeup coalescing:` exit line, or
+/// `None` when it says `off`.
+fn coalescing_counter(stdout: &[String], name: &str) -> Option<u64> {
+    let line = stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("wakeup coalescing: "))
+        .unwrap_or_else(|| panic!("no wakeup coalescing line in stdout: {stdout:?}"));
+    if line == "off" {
+        return None;
+    }
+    let value = line
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    Some(value.parse().unwrap())
+}
+
+/// OPTIONS every ~200 µs (several per 1-ms interval): the daemon's thread
+/// delays its parks (the default `wakeup_coalescing = "1ms"`), and every
+/// request is still answered.
+#[test]
+fn dense_requests_are_coalesced_and_all_answered() {
+    const REQUESTS: usize = 200;
+    let daemon = Daemon::start(&["udp:127.0.0.1:0"]);
+    let server = daemon.addr("udp", false);
+    let ua = UdpUa::new(server);
+    // Read while sending: 200 unread answers would overflow the test
+    // socket's default receive buffer.
+    let answered = thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut answered = 0;
+            while let Some(r) = ua.recv_final(ANSWER_WAIT) {
+                assert_eq!(r.status.as_u16(), 200);
+                answered += 1;
+                if answered == REQUESTS {
+                    break;
+                }
+            }
+            answered
+        });
+        for i in 0..REQUESTS {
+            ua.send(options(server, "UDP", ua.local(), &format!("dense{i}")).as_bytes());
+            thread::sleep(Duration::from_micros(200));
+        }
+        reader.join().unwrap()
+    });
+    assert_eq!(answered, REQUESTS);
+    let (status, stdout) = daemon.terminate();
+    assert!(status.success(), "vpbx exit status {status:?}");
+    let pauses = coalescing_counter(&stdout, "pauses").expect("on by default");
+    assert!(pauses > 0, "{stdout:?}");
+}
+
+#[test]
+fn wakeup_coalescing_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pbx")).unwrap();
+    std::fs::write(dir.path().join("vpbx.toml"), "wakeup_coalescing = \"0s\"\n").unwrap();
+    let daemon = Daemon::start_with_config(dir.path(), &["udp:127.0.0.1:0"]);
+    let server = daemon.addr("udp", false);
+    let ua = UdpUa::new(server);
+    ua.send(options(server, "UDP", ua.local(), "off").as_bytes());
+    assert_eq!(
+        ua.recv_final(ANSWER_WAIT).expect("answer").status.as_u16(),
+        200
+    );
+    let (status, stdout) = daemon.terminate();
+    assert!(status.success(), "vpbx exit status {status:?}");
+    assert_eq!(coalescing_counter(&stdout, "pauses"), None);
+}
