@@ -804,12 +804,12 @@ impl Call {
 
     /// Call-ID of the dialog of `leg` and our tag in it: a request naming
     /// the call by that tag must carry that Call-ID.
-    pub fn dialog_ids(&self, leg: Leg) -> (&str, &str) {
+    pub fn dialog_ids(&self, leg: Leg) -> (&[u8], &[u8]) {
         let dialog = match leg {
             Leg::Inbound => &self.inbound,
             Leg::Outbound => &self.outbound,
         };
-        (dialog.call_id(), dialog.local_tag())
+        dialog.ids_raw()
     }
 
     /// Call-ID of the outbound leg (ours).

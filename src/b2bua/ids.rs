@@ -129,11 +129,12 @@ pub(crate) fn put_branch_with(out: &mut BytesMut, call: u64, leg: Leg, seq: u32,
 /// The call, leg and CSeq number a branch of ours names ([`branch_for`]).
 /// Read byte by byte (it runs for every response to our requests), as
 /// `u64::from_str_radix(_, 16)` and `u32::from_str` read the numbers.
-pub fn parse_branch(branch: &str) -> Option<(u64, Leg, u32)> {
+/// Takes the branch's bytes: a client key's branch is read as token
+/// characters and not checked as UTF-8 (`ClientKey::branch_bytes`).
+pub fn parse_branch(branch: &[u8]) -> Option<(u64, Leg, u32)> {
     let rest = branch
-        .strip_prefix(BRANCH_PREFIX)?
-        .strip_prefix('-')?
-        .as_bytes();
+        .strip_prefix(BRANCH_PREFIX.as_bytes())?
+        .strip_prefix(b"-")?;
     let dash = rest.iter().position(|&b| b == b'-')?;
     let call = parse_number(&rest[..dash], 16)?;
     let rest = &rest[dash + 1..];
@@ -216,13 +217,13 @@ mod tests {
         assert_eq!(a.len(), 16);
         let b = branch_for(0x1f, Leg::Inbound, 12);
         assert!(b.starts_with("z9hG4bKvpbx-1f-i12-"));
-        assert_eq!(parse_branch(&b), Some((0x1f, Leg::Inbound, 12)));
+        assert_eq!(parse_branch(b.as_bytes()), Some((0x1f, Leg::Inbound, 12)));
         assert_ne!(b, branch_for(0x1f, Leg::Inbound, 12));
-        assert_eq!(parse_branch("z9hG4bKother"), None);
-        assert_eq!(parse_branch("z9hG4bKvpbx-zz-o1-0"), None);
+        assert_eq!(parse_branch(b"z9hG4bKother"), None);
+        assert_eq!(parse_branch(b"z9hG4bKvpbx-zz-o1-0"), None);
         assert!(branch_for(0, Leg::Outbound, 0).starts_with("z9hG4bKvpbx-0-o0-"));
         assert_eq!(
-            parse_branch(&branch_for(u64::MAX, Leg::Outbound, u32::MAX)),
+            parse_branch(branch_for(u64::MAX, Leg::Outbound, u32::MAX).as_bytes()),
             Some((u64::MAX, Leg::Outbound, u32::MAX))
         );
         let id = call_id("192.0.2.1");
@@ -270,7 +271,7 @@ mod tests {
             "z9hG4bKvpbx-g-o1-0",
             "z9hG4bKvpbx-1-i\u{e9}-0",
         ] {
-            assert_eq!(parse_branch(b), parse_branch_std(b), "{b}");
+            assert_eq!(parse_branch(b.as_bytes()), parse_branch_std(b), "{b}");
         }
     }
 
@@ -280,7 +281,7 @@ mod tests {
             rest in "[-+0-9a-gA-GioX]{0,30}",
         ) {
             let b = format!("{BRANCH_PREFIX}-{rest}");
-            proptest::prop_assert_eq!(parse_branch(&b), parse_branch_std(&b));
+            proptest::prop_assert_eq!(parse_branch(b.as_bytes()), parse_branch_std(&b));
         }
     }
 

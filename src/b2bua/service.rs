@@ -502,7 +502,7 @@ impl B2bua {
                     .headers
                     .top_via_ref()
                     .ok()
-                    .and_then(|v| v.branch().and_then(ids::parse_branch))
+                    .and_then(|v| v.branch().and_then(|b| ids::parse_branch(b.as_bytes())))
                     .map(|(id, leg, _)| (id, leg));
                 // Not an answer to anything we sent: dropped.
                 if let Some((id, leg)) = leg {
@@ -691,8 +691,8 @@ impl Inner {
                     let same_call_id = req
                         .headers
                         .get(&HeaderName::CallId)
-                        .is_some_and(|raw| raw[..] == *dialog_call_id.as_bytes());
-                    same_call_id && Some(local_tag) == to_tag
+                        .is_some_and(|raw| raw[..] == *dialog_call_id);
+                    same_call_id && Some(local_tag) == to_tag.map(str::as_bytes)
                 };
                 if ours {
                     return Some((entry, leg));
@@ -1362,7 +1362,7 @@ async fn client_event_task(inner: Weak<Inner>, mut events: mpsc::Receiver<Client
 
 impl Inner {
     async fn client_event(self: &Arc<Self>, ev: ClientEvent) {
-        let Some((id, leg, seq)) = ids::parse_branch(ev.key.branch()) else {
+        let Some((id, leg, seq)) = ids::parse_branch(ev.key.branch_bytes()) else {
             return;
         };
         let Some(entry) = self.entry(id) else {

@@ -562,6 +562,13 @@ impl Dialog {
         self.piece_str(LOCAL_TAG)
     }
 
+    /// The Call-ID and our tag as bytes, for comparing with a received
+    /// request's (no UTF-8 check of either: it runs for every in-dialog
+    /// request).
+    pub fn ids_raw(&self) -> (&[u8], &[u8]) {
+        (self.piece(CALL_ID), self.piece(LOCAL_TAG))
+    }
+
     /// The peer's tag (empty before a UAC dialog got one).
     pub fn remote_tag(&self) -> &str {
         self.piece_str(REMOTE_TAG)

@@ -83,13 +83,21 @@ enum Branch {
 impl Branch {
     /// A copy of `branch`.
     fn new(branch: &str) -> Self {
+        Self::of_token(branch.as_bytes())
+    }
+
+    /// A copy of `branch`, token characters read from a Via field (ASCII,
+    /// see `super::via_prefix`): not checked again as UTF-8 unless it is
+    /// too long to be held inline (a boxed branch is a `str`; bytes that
+    /// are not UTF-8, which a token cannot have, would be replaced).
+    fn of_token(branch: &[u8]) -> Self {
         match u8::try_from(branch.len()) {
             Ok(len) if branch.len() <= BRANCH_INLINE => {
                 let mut bytes = [0; BRANCH_INLINE];
-                bytes[..branch.len()].copy_from_slice(branch.as_bytes());
+                bytes[..branch.len()].copy_from_slice(branch);
                 Self::Inline { len, bytes }
             }
-            _ => Self::Boxed(branch.into()),
+            _ => Self::Boxed(String::from_utf8_lossy(branch).into()),
         }
     }
 
@@ -102,7 +110,7 @@ impl Branch {
 
     fn as_str(&self) -> &str {
         match self {
-            // Copied from a `str` whole: always UTF-8.
+            // Copied from a `str` or a token whole: always UTF-8.
             Self::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
             Self::Boxed(b) => b,
         }
@@ -164,8 +172,16 @@ impl ClientKey {
 
     /// The key of the transaction with this branch (read from the
     /// request's top Via; the key keeps a copy) and method.
+    #[cfg(test)]
     pub(crate) fn new(branch: &str, method: Method) -> Self {
         Self::of(Branch::new(branch), KeyMethod::new(method))
+    }
+
+    /// The key of the transaction with this branch, token characters read
+    /// from the request's top Via (see `super::via_prefix`; the key keeps a
+    /// copy, not checked again as UTF-8), and method.
+    pub(crate) fn of_token(branch: &[u8], method: Method) -> Self {
+        Self::of(Branch::of_token(branch), KeyMethod::new(method))
     }
 
     /// The key of a request about to be sent (its top Via carries our branch).
@@ -205,12 +221,12 @@ impl ClientKey {
     /// read without parsing the Via (see `super::via_prefix`): `branch`
     /// and the CSeq method.
     pub(crate) fn for_response_with_branch(
-        branch: &str,
+        branch: &[u8],
         resp: &Response,
     ) -> Result<Self, KeyError> {
         let cseq = header("CSeq", resp.headers.cseq_ref())?;
         Ok(Self::of(
-            Branch::new(branch),
+            Branch::of_token(branch),
             KeyMethod::new(cseq.method.clone()),
         ))
     }
@@ -224,6 +240,12 @@ impl ClientKey {
     /// The branch parameter.
     pub fn branch(&self) -> &str {
         self.branch.as_str()
+    }
+
+    /// The branch parameter's bytes (what [`ClientKey::branch`] reads,
+    /// without the UTF-8 check).
+    pub fn branch_bytes(&self) -> &[u8] {
+        self.branch.as_bytes()
     }
 
     /// The method of the request that created the transaction.
@@ -800,7 +822,24 @@ mod tests {
             let again = ClientKey::new(&ByteStr::from(branch.to_owned()), Method::Bye);
             assert_eq!(key, again);
             assert_eq!(key.hash, again.hash);
+            // Read as token bytes (our requests' branches, responses to
+            // them): the same key, and the same bytes back.
+            let token = ClientKey::of_token(branch.as_bytes(), Method::Bye);
+            assert_eq!(key, token);
+            assert_eq!(key.hash, token.hash);
+            assert_eq!(token.branch_bytes(), branch.as_bytes());
+            assert_eq!(token.branch(), branch);
         }
+        // Bytes that are not UTF-8 (not a token: the grammar rules them
+        // out) give no panic, inline or boxed.
+        let odd = ClientKey::of_token(b"z9hG4bK\xff", Method::Bye);
+        assert_eq!(odd.branch_bytes(), b"z9hG4bK\xff");
+        assert_eq!(odd.branch(), "");
+        let long_odd = [0xffu8; BRANCH_INLINE + 1];
+        assert_eq!(
+            ClientKey::of_token(&long_odd, Method::Bye).branch(),
+            "\u{fffd}".repeat(BRANCH_INLINE + 1)
+        );
         // Branches that share a prefix, or differ only in length, differ.
         assert_ne!(Branch::new("z9hG4bKa"), Branch::new("z9hG4bKab"));
         assert_ne!(Branch::new(&longest), Branch::new(&long));

@@ -1309,7 +1309,7 @@ impl Inner {
     fn client_key(&self, request: &Request) -> Result<ClientKey, KeyError> {
         let top = request.headers.get(&HeaderName::Via);
         if let Some(branch) = top.and_then(|v| self.via_prefixes.branch(v)) {
-            return Ok(ClientKey::new(branch, request.method.clone()));
+            return Ok(ClientKey::of_token(branch, request.method.clone()));
         }
         let (key, via) = ClientKey::for_request_with_via(request)?;
         self.sent_by.learn(SentBy::of(via));

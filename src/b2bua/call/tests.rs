@@ -277,7 +277,10 @@ fn outbound_invite_hides_the_inbound_topology() {
     assert_eq!(vias.len(), 1);
     let branch = vias[0].branch().unwrap();
     assert!(branch.starts_with("z9hG4bKvpbx"));
-    assert_eq!(ids::parse_branch(branch), Some((7, Leg::Outbound, 1)));
+    assert_eq!(
+        ids::parse_branch(branch.as_bytes()),
+        Some((7, Leg::Outbound, 1))
+    );
     assert_eq!(vias[0].port, Some(5060));
     assert_ne!(b.call_id().unwrap(), "inbound-call-1@carrier.example");
     let from = b.from().unwrap();
