@@ -160,21 +160,26 @@ fn parse_fields_and_write_allocations_are_bounded() {
 
     // Bounds: the counts measured when they were last set. `parse`
     // includes the `bytes` crate's shared header for the datagram: a
-    // `Vec`-backed `Bytes` (as the transport makes) allocates it when it is
-    // first sliced.
+    // `Vec`-backed `Bytes` (as this test makes) allocates it when it is
+    // first sliced (the transport's `shared_copy` makes it with the copy).
+    // `to_bytes` is the octets and their reference count, made together
+    // (`shared_copy`); before, the count was allocated at the first clone,
+    // which every message we send gets (its transaction keeps it): the
+    // same two allocations, so the 180 and the relayed 200 count one more
+    // here than when the count came later.
     assert!(parse <= 2, "parse_datagram: {parse} allocations");
     assert!(via <= 1, "top_via: {via} allocations");
     assert!(from <= 2, "from: {from} allocations");
     assert!(to <= 1, "to: {to} allocations");
     assert_eq!(cseq, 0, "cseq allocates");
     assert_eq!(call_id, 0, "call_id allocates");
-    assert!(to_bytes <= 1, "to_bytes: {to_bytes} allocations");
+    assert!(to_bytes <= 2, "to_bytes: {to_bytes} allocations");
     assert_eq!(
         write_into, 0,
         "write_into into a large enough buffer allocates"
     );
-    assert!(response <= 3, "180 for the request: {response} allocations");
-    assert!(relayed_200 <= 3, "relayed 200: {relayed_200} allocations");
+    assert!(response <= 4, "180 for the request: {response} allocations");
+    assert!(relayed_200 <= 4, "relayed 200: {relayed_200} allocations");
     assert!(
         first_reads <= 5,
         "first reads of top Via, From, To, CSeq: {first_reads} allocations"

@@ -42,3 +42,4 @@ pub use uri::{Host, SipUri, TelUri, Uri, UriError};
 pub use validate::{validate_request, validate_request_with, validate_response, Policy, Rejection};
 pub use values::{CSeq, Challenge, Credentials, MediaType, RAck};
 pub use via::{Transport, Via, MAGIC_COOKIE};
+pub use wire::shared_copy;

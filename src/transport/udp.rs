@@ -638,7 +638,7 @@ async fn on_received(
 ) {
     let max = shared.config.limits.max_message_size;
     let data = slots.data(r);
-    let datagram = Bytes::copy_from_slice(&data[..data.len().min(max)]);
+    let datagram = crate::sip::shared_copy(&data[..data.len().min(max)]);
     shared
         .metrics
         .udp_datagrams_received
