@@ -401,6 +401,10 @@ impl Headers {
     }
 
     /// Appends a field.
+    // Inlined: ~28 fields per call are pushed into the messages the B2BUA
+    // writes, and the call (moving the name and the value through memory)
+    // cost about as much as the push.
+    #[inline]
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
         self.changed();
         self.0.push(Header {
