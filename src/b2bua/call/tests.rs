@@ -1872,3 +1872,40 @@ fn a_request_in_another_forks_dialog_gets_481_and_the_call_goes_on() {
     assert_eq!(responses(&out, Leg::Outbound), vec![200]);
     assert_eq!(requests(&out, Leg::Inbound).len(), 1, "BYE to the caller");
 }
+
+#[test]
+fn a_flood_of_2xx_with_new_to_tags_starts_a_bounded_number_of_byes() {
+    // Each BYE is a client transaction that lives 64*T1 and, over UDP, is
+    // sent up to 11 times: one per 2xx with a tag never seen (or seen
+    // beyond the forks the call keeps) would make a callee that sends 2xx
+    // with ever new To tags (or a ninth fork's retransmissions) start as
+    // many BYEs as it sends 2xx. At most one per fork the call keeps.
+    let mut h = Harness::new();
+    h.answer();
+    let (mut acks, mut byes) = (0, 0);
+    for round in 0..2 {
+        for i in 0..20 {
+            h.now += Duration::from_millis(10);
+            h.fork_responds(
+                200,
+                &format!("flood-{i}"),
+                &[(HeaderName::Contact, "<sip:flood@127.0.0.1:5090>")],
+                "",
+            );
+            let out = h.take();
+            assert!(
+                responses(&out, Leg::Inbound).is_empty()
+                    && requests(&out, Leg::Inbound).is_empty(),
+                "round {round}, fork {i}: {out:?}"
+            );
+            acks += ack_bytes(&out).len();
+            byes += requests(&out, Leg::Outbound).len();
+        }
+    }
+    assert_eq!(byes, 8, "BYEs for 40 2xx of 20 forks");
+    // The forks the call keeps get their ACK again; the others none: a
+    // UAS that gets no ACK ends its dialog itself (RFC 3261 §13.3.1.4),
+    // with a BYE the call answers 481.
+    assert_eq!(acks, 16, "ACKs for 40 2xx of 20 forks");
+    assert!(!h.call.is_finished() && h.call.outcome().is_none());
+}
