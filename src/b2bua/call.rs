@@ -136,9 +136,13 @@ struct KeptAcks {
     forks: Vec<ForkAck>,
 }
 
-/// How many other forks' ACKs a call keeps for their 2xx retransmissions.
-/// The 2xx of a fork beyond them is ACKed and BYEd again each time it
-/// comes (a new ACK, and a BYE the fork answers 481 if it had the first).
+/// How many other forks' 2xx a call ACKs and BYEs (and keeps the ACK of,
+/// for their retransmissions). The 2xx of a fork beyond them gets nothing:
+/// a BYE for each would be a client transaction living 64*T1 for every 2xx
+/// with a new To tag a callee sends, and without the fork's tag kept its
+/// retransmissions could not be told from new forks. A UAS that gets no
+/// ACK ends its dialog itself (RFC 3261 §13.3.1.4), with a BYE the call
+/// answers 481.
 const MAX_FORK_ACKS: usize = 8;
 
 /// Local addressing of one leg: what goes into our Via and Contact.
@@ -1766,7 +1770,8 @@ impl Call {
     /// (§15); the caller sees nothing of it. Its retransmissions get the
     /// same ACK again, and no second BYE. The BYE's outcome is nothing to
     /// the call: it is not in `byes`, so its answer, or its failure, finds
-    /// nothing to end ([`Call::bye_done`]).
+    /// nothing to end ([`Call::bye_done`]). Beyond [`MAX_FORK_ACKS`] forks,
+    /// a 2xx of a new one gets nothing.
     fn on_other_fork_2xx(&mut self, tag: ByteStr, response: &Response, out: &mut Vec<Action>) {
         if let Some(sent) = self
             .kept_acks
@@ -1777,6 +1782,14 @@ impl Call {
                 leg: Leg::Outbound,
                 bytes: sent.ack.clone(),
             });
+            return;
+        }
+        if self
+            .kept_acks
+            .as_ref()
+            .is_some_and(|k| k.forks.len() >= MAX_FORK_ACKS)
+        {
+            tracing::debug!(call = self.id, fork = %tag, "2xx of one fork too many ignored");
             return;
         }
         let mut fork = self.outbound.for_other_fork();
@@ -1819,9 +1832,7 @@ impl Call {
         });
         tracing::debug!(call = self.id, fork = %tag, "2xx of another fork: ACK and BYE");
         let kept = self.kept_acks.get_or_insert_with(Box::default);
-        if kept.forks.len() < MAX_FORK_ACKS {
-            kept.forks.push(ForkAck { tag, ack });
-        }
+        kept.forks.push(ForkAck { tag, ack });
     }
 
     /// A 2xx again for the re-INVITE `seq` we relayed on `leg`: its sender

@@ -1894,8 +1894,7 @@ fn a_flood_of_2xx_with_new_to_tags_starts_a_bounded_number_of_byes() {
             );
             let out = h.take();
             assert!(
-                responses(&out, Leg::Inbound).is_empty()
-                    && requests(&out, Leg::Inbound).is_empty(),
+                responses(&out, Leg::Inbound).is_empty() && requests(&out, Leg::Inbound).is_empty(),
                 "round {round}, fork {i}: {out:?}"
             );
             acks += ack_bytes(&out).len();
