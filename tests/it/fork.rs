@@ -151,3 +151,106 @@ fn a_second_forks_2xx_is_acked_and_byed_in_its_own_dialog_and_the_call_stays_the
     // One CDR line, the answered call's.
     assert_cdrs(&rig.stop(), 1, "answered", 200);
 }
+
+/// A request of fork `tag` in its dialog with us (CSeq `seq`, Via branch
+/// `branch`), built from our INVITE `inv`.
+fn fork_request(
+    inv: &Request,
+    local: SocketAddr,
+    method: &str,
+    tag: &str,
+    seq: u32,
+    branch: &str,
+) -> String {
+    format!(
+        "{method} {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+         From: {to};tag={tag}\r\n\
+         To: {from}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {seq} {method}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        target = header(inv, HeaderName::Contact)
+            .trim_start_matches('<')
+            .trim_end_matches('>'),
+        to = header(inv, HeaderName::To),
+        from = header(inv, HeaderName::From),
+        call_id = header(inv, HeaderName::CallId),
+    )
+}
+
+#[test]
+fn another_forks_request_with_the_cseq_of_one_of_the_callees_is_answered_on_its_own_transaction() {
+    // The callee (fork A) sends INFO CSeq 7, relayed to the caller, who
+    // has not answered yet; fork B, whose 2xx was ACKed and BYEd, sends an
+    // INFO CSeq 7 of its own dialog. Its 481 (RFC 3261 §12.2.2) is the
+    // answer to its INFO, not to fork A's: a 481 to fork A's request
+    // would tell fork A that the call's dialog is gone (§12.2.1.2). The
+    // caller's 200 then reaches fork A.
+    let mut rig = Rig::start(&["udp:127.0.0.1:0"], Setup::default());
+    let server = rig.daemon().addr("udp", false);
+    let callee = UdpUa::bind(SocketAddr::from(([127, 0, 0, 1], rig.uas_port)), server);
+    let caller = UdpUa::new(server);
+    let local = callee.local();
+    let contact_a = format!("Contact: <sip:fork-a@{local}>\r\n");
+    let contact_b = format!("Contact: <sip:fork-b@{local}>\r\n");
+
+    caller.send(invite(ROUTED, &caller, 1).as_bytes());
+    let inv = next_request(&callee, Method::Invite, &rig);
+    let via = header(&inv, HeaderName::Via);
+    callee.send(response_to(&inv, "200 OK", &via, "fork-a", &contact_a).as_bytes());
+    let ok = recv_final_to(&caller, "INVITE", CALL_WAIT).expect("the caller's 200");
+    let dialog = CallerDialog::of(&ok, 1);
+    caller.send(dialog.request(&caller, "ACK", 1).as_bytes());
+    next_request(&callee, Method::Ack, &rig);
+    callee.send(response_to(&inv, "200 OK", &via, "fork-b", &contact_b).as_bytes());
+    next_request(&callee, Method::Ack, &rig);
+    let bye_b = next_request(&callee, Method::Bye, &rig);
+    callee.send(in_dialog_ok(&bye_b).as_bytes());
+
+    callee.send(fork_request(&inv, local, "INFO", "fork-a", 7, "z9hG4bKforkainfo").as_bytes());
+    let (relayed, _) = caller
+        .recv_request(CALL_WAIT)
+        .expect("fork A's INFO relayed to the caller");
+    assert_eq!(relayed.method, Method::Info);
+    callee.send(fork_request(&inv, local, "INFO", "fork-b", 7, "z9hG4bKforkbinfo").as_bytes());
+    let refused = callee.recv(CALL_WAIT).expect("an answer to fork B's INFO");
+    assert_eq!(refused.status.as_u16(), 481);
+    assert!(
+        header_of(&refused, HeaderName::Via).contains("z9hG4bKforkbinfo"),
+        "{refused:?}"
+    );
+    // Fork A's INFO again (Timer E, the caller is slow): its transaction
+    // still waits for the caller's answer, so nothing comes back; had the
+    // 481 been given to fork A's transaction, its retransmission would get
+    // that 481, and fork A would end the call (§12.2.1.2).
+    callee.send(fork_request(&inv, local, "INFO", "fork-a", 7, "z9hG4bKforkainfo").as_bytes());
+    if let Some(r) = callee.recv(SILENCE_WAIT) {
+        panic!(
+            "fork A's INFO again got {} {:?}",
+            r.status.as_u16(),
+            header_of(&r, HeaderName::Via)
+        );
+    }
+    caller.send(in_dialog_ok(&relayed).as_bytes());
+    let answered = callee
+        .recv(CALL_WAIT)
+        .expect("the caller's answer to fork A's INFO");
+    assert_eq!(answered.status.as_u16(), 200);
+    assert!(
+        header_of(&answered, HeaderName::Via).contains("z9hG4bKforkainfo"),
+        "{answered:?}"
+    );
+
+    caller.send(dialog.request(&caller, "BYE", 2).as_bytes());
+    let bye_a = next_request(&callee, Method::Bye, &rig);
+    callee.send(in_dialog_ok(&bye_a).as_bytes());
+    recv_final_to(&caller, "BYE", CALL_WAIT).expect("the caller's 200 to its BYE");
+    assert_cdrs(&rig.stop(), 1, "answered", 200);
+}
+
+fn header_of(r: &vpbx::sip::Response, name: HeaderName) -> String {
+    let v = r.headers.get(&name).expect("header in the response");
+    std::str::from_utf8(v).unwrap().trim().to_owned()
+}
