@@ -989,7 +989,7 @@ impl Inner {
         self.calls.insert(id, Arc::clone(&entry));
         {
             let mut st = entry.lock();
-            resolve_actions(&mut st, &mut effects);
+            resolve_actions(&mut st, &mut effects, None);
             self.reschedule(id, &mut st, now);
         }
         self.execute(&entry, effects).await;
@@ -1039,23 +1039,26 @@ impl Inner {
         let now = Instant::now();
         let mut effects = scratch::effects();
         let actions = &mut effects.actions;
+        let mut fresh = None;
         match input {
             Input::Request(leg, request, tx) => {
                 let seq = request.cseq().map(|c| c.seq).ok();
-                if let (Some(tx), Some(seq)) = (tx, seq) {
-                    st.servers.push(OpenServer {
-                        leg,
-                        seq,
-                        method: request.method.clone(),
-                        tx,
-                    });
-                }
                 if request.method == Method::Ack {
                     // The ACK ends the 2xx retransmissions of that INVITE.
                     if let Some(seq) = seq {
                         while st.servers.take(leg, seq, &Method::Invite).is_some() {}
                     }
                 }
+                // Joins the call's open server transactions once the step's
+                // answers are routed: what the call answers at once is this
+                // request's, even when another transaction has the same leg,
+                // CSeq and method (another fork's request, answered 481).
+                fresh = tx.zip(seq).map(|(tx, seq)| OpenServer {
+                    leg,
+                    seq,
+                    method: request.method.clone(),
+                    tx,
+                });
                 st.call.on_request(leg, request, now, actions);
             }
             Input::Response(leg, response) => st.call.on_response(leg, response, now, actions),
@@ -1066,7 +1069,7 @@ impl Inner {
             Input::Terminate => st.call.terminate(now, actions),
             Input::Abandon => st.call.terminate(now, &mut Vec::new()),
         }
-        resolve_actions(st, &mut effects);
+        resolve_actions(st, &mut effects, fresh);
         let record = if st.call.is_finished() {
             self.remove(entry, st);
             self.record(st)
@@ -1241,8 +1244,11 @@ fn inbound_peer(source: &Source) -> SocketAddr {
 
 /// Picks where each of a step's actions goes while the call is locked:
 /// the server transaction a response belongs to, the destination of a
-/// leg.
-fn resolve_actions(st: &mut State, effects: &mut Effects) {
+/// leg. `fresh` is the server transaction of the request the step ran
+/// for: an answer with its leg, CSeq and method is its own (not that of
+/// an older one with the same, RFC 3261 §17.2.3 tells them by branch);
+/// unless answered finally it then joins the call's open ones.
+fn resolve_actions(st: &mut State, effects: &mut Effects, mut fresh: Option<OpenServer>) {
     let Effects { actions, routes } = effects;
     routes.clear();
     for action in actions.iter() {
@@ -1255,7 +1261,14 @@ fn resolve_actions(st: &mut State, effects: &mut Effects) {
             } => {
                 let keep = response.status.is_provisional()
                     || (response.status.is_success() && *method == Method::Invite);
-                let tx = if keep {
+                let own = fresh
+                    .as_ref()
+                    .is_some_and(|s| Servers::is(s, *leg, *seq, method));
+                let tx = if own && keep {
+                    fresh.as_ref().map(|s| s.tx.clone())
+                } else if own {
+                    fresh.take().map(|s| s.tx)
+                } else if keep {
                     st.servers.get(*leg, *seq, method).map(|s| s.tx.clone())
                 } else {
                     st.servers.take(*leg, *seq, method).map(|s| s.tx)
@@ -1283,6 +1296,9 @@ fn resolve_actions(st: &mut State, effects: &mut Effects) {
                 .map_or(Route::Drop, |s| Route::Server(s.tx.clone())),
         };
         routes.push(route);
+    }
+    if let Some(server) = fresh {
+        st.servers.push(server);
     }
 }
 
