@@ -567,6 +567,12 @@ fn wakeup_coalescing_is_read_and_bounded() {
     );
     assert_eq!(
         errors("wakeup_coalescing = \"1s\"\n", &[]),
-        ["cfg/vpbx.toml:1:21: wakeup_coalescing = \"1s\" is out of range (allowed: 0s to 100ms)"]
+        ["cfg/vpbx.toml:1:21: wakeup_coalescing = \"1s\" is out of range (allowed: 0s, or 100us to 100ms)"]
     );
+    assert_eq!(
+        errors("wakeup_coalescing = \"20us\"\n", &[]),
+        ["cfg/vpbx.toml:1:21: wakeup_coalescing = \"20us\" is out of range (allowed: 0s, or 100us to 100ms)"]
+    );
+    let least = load_text("wakeup_coalescing = \"100us\"\n", &[]).unwrap();
+    assert_eq!(least.daemon.wakeup_coalescing, Duration::from_micros(100));
 }

@@ -210,14 +210,30 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
         (1, 64),
         "1 to 64",
     );
-    let wakeup_coalescing = c.duration_in(
+    // Zero turns coalescing off; below 100us a sleep's own overshoot (the
+    // timer slack, ~50us) is the same size as the interval.
+    const COALESCING_RANGE: &str = "0s, or 100us to 100ms";
+    let mut wakeup_coalescing = c.duration_in(
         &raw.wakeup_coalescing,
         defaults.wakeup_coalescing,
         "wakeup_coalescing",
         Duration::ZERO,
         100 * MS,
-        "0s to 100ms",
+        COALESCING_RANGE,
     );
+    if let Some(r) = raw.wakeup_coalescing.as_ref() {
+        if !wakeup_coalescing.is_zero() && wakeup_coalescing < Duration::from_micros(100) {
+            c.err(
+                r.span(),
+                K::OutOfRange {
+                    key: "wakeup_coalescing",
+                    value: format!("{:?}", r.get_ref()),
+                    allowed: COALESCING_RANGE,
+                },
+            );
+            wakeup_coalescing = defaults.wakeup_coalescing;
+        }
+    }
 
     let d = defaults.timers;
     let before = c.errors.len();
