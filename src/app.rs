@@ -319,6 +319,7 @@ fn transport_config(daemon: &DaemonConfig) -> TransportConfig {
         },
         max_connections: usize::try_from(daemon.limits.max_tcp_connections).unwrap_or(usize::MAX),
         idle_timeout: daemon.limits.tcp_idle_timeout,
+        connect_timeout: daemon.limits.tcp_connect_timeout,
         udp_receive_buffer: daemon.limits.udp_receive_buffer,
         // Timer B: as long as a caller retransmits an INVITE.
         refused_invite_memory: daemon.timers.t1.saturating_mul(64),
@@ -1390,5 +1391,17 @@ mod tests {
         let unfinished = drain.run(Duration::from_secs(10)).await;
         assert_eq!(unfinished, ["slow"]);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_tcp_timeouts_of_the_config_reach_the_transport() {
+        let mut daemon = DaemonConfig::default();
+        daemon.limits.tcp_connect_timeout = Duration::from_secs(30);
+        daemon.limits.tcp_idle_timeout = Duration::from_secs(60);
+        let t = transport_config(&daemon);
+        assert_eq!(t.connect_timeout, Duration::from_secs(30));
+        assert_eq!(t.idle_timeout, Duration::from_secs(60));
+        let defaults = transport_config(&DaemonConfig::default());
+        assert_eq!(defaults.connect_timeout, transport::CONNECT_TIMEOUT);
     }
 }

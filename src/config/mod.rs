@@ -110,6 +110,9 @@ pub struct Limits {
     pub max_tcp_connections: u32,
     /// A TCP connection with no traffic for this long is closed. Default 5min.
     pub tcp_idle_timeout: Duration,
+    /// An outbound TCP connect not established within this long fails.
+    /// Default 5s ([`crate::transport::CONNECT_TIMEOUT`]).
+    pub tcp_connect_timeout: Duration,
     /// Kernel receive buffer of each UDP socket, in bytes. Default 4 MiB
     /// ([`crate::transport::UDP_RECEIVE_BUFFER`]: a full queue drains well
     /// within T1, so overload drops datagrams instead of piling up
@@ -198,6 +201,7 @@ impl Default for Limits {
             max_message_size: 65_535,
             max_tcp_connections: 10_000,
             tcp_idle_timeout: Duration::from_secs(300),
+            tcp_connect_timeout: crate::transport::CONNECT_TIMEOUT,
             udp_receive_buffer: crate::transport::UDP_RECEIVE_BUFFER,
             expected_cps: 0,
         }

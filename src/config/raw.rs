@@ -73,6 +73,8 @@ pub(super) struct RawLimits {
     pub max_tcp_connections: Option<Spanned<i64>>,
     /// See [`super::Limits::tcp_idle_timeout`].
     pub tcp_idle_timeout: RawDuration,
+    /// See [`super::Limits::tcp_connect_timeout`].
+    pub tcp_connect_timeout: RawDuration,
     /// See [`super::Limits::udp_receive_buffer`].
     pub udp_receive_buffer: Option<Spanned<i64>>,
     /// See [`super::Limits::expected_cps`].

@@ -85,7 +85,7 @@ fn empty_daemon_file_means_all_defaults() {
 fn daemon_values_are_read() {
     let config = load_text(
         "listen = [\"udp:[::1]:5070\"]\nadvertised_address = \"203.0.113.7\"\ndomain = \"pbx.example.com\"\nworker_threads = 4\n\
-         [timers]\nt1 = \"200ms\"\n[limits]\nmax_calls = 10\nmax_call_duration = \"1h\"\nudp_receive_buffer = 8388608\nexpected_cps = 8000\n\
+         [timers]\nt1 = \"200ms\"\n[limits]\nmax_calls = 10\nmax_call_duration = \"1h\"\ntcp_connect_timeout = \"30s\"\nudp_receive_buffer = 8388608\nexpected_cps = 8000\n\
          [cdr]\npath = \"/var/log/cdr.jsonl\"\n[shutdown]\ndrain_time = \"0s\"\n[reload]\ndebounce = \"2s\"\n",
         &[],
     )
@@ -103,6 +103,7 @@ fn daemon_values_are_read() {
     assert_eq!(d.limits.max_calls, 10);
     assert_eq!(d.limits.max_call_duration, Duration::from_secs(3600));
     assert_eq!(d.limits.max_cps, Limits::default().max_cps);
+    assert_eq!(d.limits.tcp_connect_timeout, Duration::from_secs(30));
     assert_eq!(d.limits.udp_receive_buffer, 8 << 20);
     assert_eq!(d.limits.expected_cps, 8000);
     assert_eq!(d.cdr.path, Path::new("/var/log/cdr.jsonl"));
@@ -114,7 +115,7 @@ fn daemon_values_are_read() {
 fn unknown_key_in_daemon_file() {
     assert_eq!(
         errors("[limits]\nmax_calls = 5\nmax_callz = 6\n", &[]),
-        ["cfg/vpbx.toml:3:1: unknown field `max_callz`, expected one of `max_calls`, `max_cps`, `max_call_duration`, `max_message_size`, `max_tcp_connections`, `tcp_idle_timeout`, `udp_receive_buffer`, `expected_cps`"]
+        ["cfg/vpbx.toml:3:1: unknown field `max_callz`, expected one of `max_calls`, `max_cps`, `max_call_duration`, `max_message_size`, `max_tcp_connections`, `tcp_idle_timeout`, `tcp_connect_timeout`, `udp_receive_buffer`, `expected_cps`"]
     );
 }
 
@@ -157,7 +158,7 @@ fn bad_listen_addresses_all_reported() {
 fn bad_durations_and_ranges() {
     assert_eq!(
         errors(
-            "worker_threads = 0\n[timers]\nt1 = \"fast\"\nt4 = \"0s\"\n[limits]\nmax_cps = 0\nmax_message_size = 100\ntcp_idle_timeout = \"5 min\"\nudp_receive_buffer = 1000\nexpected_cps = 100001\n",
+            "worker_threads = 0\n[timers]\nt1 = \"fast\"\nt4 = \"0s\"\n[limits]\nmax_cps = 0\nmax_message_size = 100\ntcp_idle_timeout = \"5 min\"\nudp_receive_buffer = 1000\nexpected_cps = 100001\ntcp_connect_timeout = \"500ms\"\n",
             &[]
         ),
         [
@@ -168,6 +169,7 @@ fn bad_durations_and_ranges() {
             "cfg/vpbx.toml:7:20: limits.max_message_size = 100 is out of range (allowed: 1024 to 1048576 bytes)",
             "cfg/vpbx.toml:9:22: limits.udp_receive_buffer = 1000 is out of range (allowed: 65536 to 268435456 bytes)",
             "cfg/vpbx.toml:10:16: limits.expected_cps = 100001 is out of range (allowed: 0 to 100000)",
+            "cfg/vpbx.toml:11:23: limits.tcp_connect_timeout = \"500ms\" is out of range (allowed: 1s to 2min)",
         ]
     );
 }

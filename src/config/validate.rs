@@ -316,6 +316,14 @@ fn daemon(src: &SourceFile, errors: &mut Vec<ConfigError>) -> DaemonConfig {
             DAY,
             "1s to 1day",
         ),
+        tcp_connect_timeout: c.duration_in(
+            &rl.tcp_connect_timeout,
+            l.tcp_connect_timeout,
+            "limits.tcp_connect_timeout",
+            SEC,
+            2 * MINUTE,
+            "1s to 2min",
+        ),
         udp_receive_buffer: c.int_in(
             &rl.udp_receive_buffer,
             l.udp_receive_buffer,

@@ -102,6 +102,11 @@ pub trait RefusalObserver: std::fmt::Debug + Send + Sync + 'static {
 /// adds bounded.
 pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
+/// Default timeout of an outbound TCP connect. Linux sends an unanswered
+/// SYN again 1, 3, 7 … s after the first (1, 2, 3, 4, 5, 7 … s since 6.7,
+/// `net.ipv4.tcp_syn_linear_timeouts`), so this tries three SYNs (five).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Tunables of the transport layer. `Default` gives production values.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -150,7 +155,7 @@ impl Default for TransportConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(120),
             message_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: CONNECT_TIMEOUT,
             connect_backoff: Duration::from_secs(10),
             connection_send_queue: 256,
             response_port: ResponsePort::default(),
