@@ -1,9 +1,9 @@
 //! A TCP callee whose connect hangs (its accept queue full: the kernel
 //! drops the SYNs) with the real binary: the B2BUA does not wait for that
 //! connect, so calls to every other destination go on at their usual pace;
-//! the calls to the dead callee wait for `connect_timeout` (5 s) and then
-//! end as a transport error does (RFC 3261 §8.1.3.1, §17.1.4: the number's
-//! `on_failure`).
+//! the calls to the dead callee wait for `[limits] tcp_connect_timeout`
+//! and then end as a transport error does (RFC 3261 §8.1.3.1, §17.1.4: the
+//! number's `on_failure`).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -17,13 +17,20 @@ use crate::ua::{response_to, UdpUa};
 
 /// A number routed to the dead PBX.
 const DEAD: &str = "+74957654321";
-/// The transport's `connect_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a call to the live PBX may take, INVITE to 200 at the caller.
-const PROMPT: Duration = Duration::from_secs(1);
+/// The daemon's `[limits] tcp_connect_timeout` here ([`LIMITS`]): twice
+/// the default, so that the calls to the live PBX, which must all end
+/// before it, have room on a loaded machine, and so that the dead PBX's
+/// calls ending no sooner shows the setting is used.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const LIMITS: &str = "tcp_connect_timeout = \"10s\"\n";
+/// How long a call to the live PBX may take, INVITE to 200 at the caller:
+/// well short of [`CONNECT_TIMEOUT`], which a call held behind the connect
+/// would take.
+const PROMPT: Duration = Duration::from_secs(2);
 
 /// A listener whose accept queue holds one connection (backlog 0), filled:
-/// connects to it hang (dropped SYNs, retried 1 s and 3 s later).
+/// connects to it hang (dropped SYNs, sent again 1 s later and more; see
+/// tests/it/lanes.rs).
 fn full_listener(port: u16) -> (TcpListener, TcpStream) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_reuse_address(true).unwrap();
@@ -54,6 +61,7 @@ fn a_tcp_callee_whose_connect_hangs_does_not_delay_calls_to_others() {
                  [[number]]\nnumber = \"{DEAD}\"\nforward = \"external:dead\"\n\
                  on_failure = \"hangup\"\n"
             ),
+            limits: LIMITS,
             ..Setup::default()
         },
     );

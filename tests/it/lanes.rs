@@ -14,6 +14,19 @@
 //! datagrams behind it. (Steps that do wait, a UDP send with the outbox
 //! and the socket buffer full, go to the ordered lane: its unit test is in
 //! src/app.rs.)
+//!
+//! Timing: the kernel drops the daemon's SYNs while the accept queue is
+//! full, and room made in the queue is seen by the next SYN only. Linux
+//! sends an unanswered SYN again 1, 3, 7, 15, 31 s after the first (the
+//! timeout starts at 1 s and doubles); since 6.7 the first few go 1 s
+//! apart (`net.ipv4.tcp_syn_linear_timeouts`, default 4): 1, 2, 3, 4, 5,
+//! 7, 11, 19, 35 s. Long timeouts fire up to an eighth late (the timer
+//! wheel). With the default connect timeout (5 s) the last SYN goes at
+//! 3 s (4 s since 6.7): a flood answered that slowly (a loaded machine;
+//! 0.4 s on an idle one) left no SYN before the connect gave up, and the
+//! ACK and call 2 queued on it were dropped. So the test gives the daemon
+//! a longer connect timeout ([`LIMITS`]) and makes room within
+//! [`RELEASE_BY`] of the 486.
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -29,10 +42,25 @@ const LANE: usize = 4096;
 /// OPTIONS sent while the connect waits: more than the lane would hold.
 const FLOOD: u32 = LANE as u32 + 300;
 
+/// The daemon's `[limits]`: room for the whole burst while the daemon
+/// reads it, and a connect timeout of 30 s, within which the last SYN goes
+/// 15 s after the first (19 s since Linux 6.7; the next, at 31 or 35 s,
+/// would be too late).
+const LIMITS: &str = "udp_receive_buffer = 16777216\ntcp_connect_timeout = \"30s\"\n";
+/// Room made in the callee's accept queue later than this after the 486
+/// could come after the last SYN within the connect timeout ([`LIMITS`]).
+/// After a connect at 15–21 s (19 s and a late timer), call 2's INVITE
+/// still has its Timer B (64·T1 = 32 s) and dial timeout
+/// ([`DIAL_TIMEOUT`]) to run.
+const RELEASE_BY: Duration = Duration::from_secs(15);
+/// The callee's `dial_timeout`: longer than [`RELEASE_BY`] plus the
+/// exchange that follows.
+const DIAL_TIMEOUT: &str = "30s";
+
 /// A listener on the routed port whose accept queue holds one connection
 /// (backlog 0): with one connection queued unaccepted, the kernel drops
-/// further SYNs, and the connecting side retries 1 s later (then 2 s after
-/// that).
+/// further SYNs, and the connecting side sends its SYN again later (see
+/// the module doc).
 fn callee_listener(port: u16) -> TcpListener {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_reuse_address(true).unwrap();
@@ -113,8 +141,8 @@ fn udp_messages_behind_a_tcp_connect_are_not_held_and_the_callee_gets_its_messag
         &["udp:127.0.0.1:0", "tcp:127.0.0.1:0"],
         Setup {
             callee_transport: "tcp",
-            // Room for the whole burst while the daemon reads it.
-            limits: "udp_receive_buffer = 16777216\n",
+            dial_timeout: DIAL_TIMEOUT,
+            limits: LIMITS,
             ..Setup::default()
         },
     );
@@ -146,6 +174,8 @@ fn udp_messages_behind_a_tcp_connect_are_not_held_and_the_callee_gets_its_messag
     // The callee's 486 as a datagram: its ACK needs a new connection.
     let callee_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let busy = response_to(&invite1, "486 Busy Here", &via1, "callee1", "");
+    // Before the daemon's first SYN, which the 486 starts.
+    let busy_sent = Instant::now();
     callee_udp.send_to(busy.as_bytes(), server).unwrap();
     // Behind it: call 2 and its CANCEL, then more OPTIONS than the lane
     // would hold.
@@ -173,12 +203,28 @@ fn udp_messages_behind_a_tcp_connect_are_not_held_and_the_callee_gets_its_messag
     );
     eprintln!("{FLOOD} OPTIONS answered in {:?}", sent.elapsed());
 
-    // Room in the accept queue: the daemon's retried connect gets through.
-    let released = Instant::now();
+    // Room in the accept queue: the daemon's next SYN gets through.
     drop(TcpPeer::accept(&listener, ANSWER_WAIT).expect("the queued connection"));
     drop(queued);
-    let mut second = TcpPeer::accept(&listener, Duration::from_secs(5))
-        .expect("the daemon connects again for the ACK");
+    let released = Instant::now();
+    let since_486 = released - busy_sent;
+    assert!(
+        since_486 < RELEASE_BY,
+        "room made {since_486:?} after the 486: no SYN left before the connect gives up"
+    );
+    // Each SYN goes at most 2s + 1 after the first when the one before it
+    // went s after it (both schedules in the module doc), and the first
+    // goes after `busy_sent`: the next one comes at most `since_486` + 1 s
+    // after the release. ANSWER_WAIT more for a late timer (an eighth of
+    // at most 8 s) or accept on a loaded machine.
+    let syn_wait = since_486 + Duration::from_secs(1) + ANSWER_WAIT;
+    let mut second = TcpPeer::accept(&listener, syn_wait).unwrap_or_else(|| {
+        panic!("the daemon did not connect again for the ACK within {syn_wait:?} of the room made {since_486:?} after the 486")
+    });
+    eprintln!(
+        "room made {since_486:?} after the 486, the daemon connected {:?} later",
+        released.elapsed()
+    );
     // In order: the ACK of the 486, then call 2, which came after it.
     let ack = second.recv_request(CALL_WAIT).expect("the ACK of the 486");
     assert_eq!(ack.method.as_str(), "ACK");
