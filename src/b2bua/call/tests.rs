@@ -84,6 +84,24 @@ struct Harness {
 }
 
 impl Harness {
+    /// The callee's 200 to our BYE: the call ends, answered.
+    fn callee_answers_our_bye(&mut self, bye: &Request) {
+        self.call.on_response(
+            Leg::Outbound,
+            response_to(bye, 200),
+            self.now,
+            &mut self.out,
+        );
+        assert!(self.call.is_finished());
+        assert_eq!(
+            self.call.outcome(),
+            Some(Outcome {
+                reason: FinishReason::Answered,
+                status: 200
+            })
+        );
+    }
+
     fn new() -> Harness {
         Harness::with(
             settings(None),
@@ -432,16 +450,7 @@ fn basic_call_relays_180_and_200_and_acks_each_leg() {
     assert_eq!(byes[0].method, Method::Bye);
     assert_eq!(byes[0].cseq().unwrap().seq, 2);
     assert!(!h.call.is_finished(), "waits for the callee's 200 to BYE");
-    h.call
-        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
-    assert!(h.call.is_finished());
-    assert_eq!(
-        h.call.outcome(),
-        Some(Outcome {
-            reason: FinishReason::Answered,
-            status: 200
-        })
-    );
+    h.callee_answers_our_bye(&byes[0]);
 }
 
 #[test]
@@ -1680,16 +1689,7 @@ fn a_second_forks_2xx_after_the_ack_gets_an_ack_and_a_bye_of_its_own() {
     assert_eq!(byes[0].to().unwrap().tag(), Some("callee-tag"));
     assert_eq!(byes[0].uri.to_string(), "sip:callee@127.0.0.1:5080");
     assert_ne!(byes[0].cseq().unwrap().seq, bye_b.cseq().unwrap().seq);
-    h.call
-        .on_response(Leg::Outbound, response_to(&byes[0], 200), h.now, &mut h.out);
-    assert!(h.call.is_finished());
-    assert_eq!(
-        h.call.outcome(),
-        Some(Outcome {
-            reason: FinishReason::Answered,
-            status: 200
-        })
-    );
+    h.callee_answers_our_bye(&byes[0]);
 }
 
 #[test]
