@@ -179,6 +179,15 @@ impl Harness {
             .on_request(Leg::Inbound, r, self.now, &mut self.out);
     }
 
+    /// The caller's CANCEL of its INVITE.
+    fn caller_cancels(&mut self) {
+        self.caller_sends(
+            &INVITE
+                .replace("INVITE sip", "CANCEL sip")
+                .replace("10 INVITE", "10 CANCEL"),
+        );
+    }
+
     /// Caller's ACK / BYE in the dialog (To tag = ours).
     fn caller_in_dialog(&mut self, method: &str, seq: u32, body: &str) {
         let tag = self.call.inbound_local_tag().to_string();
@@ -482,11 +491,7 @@ fn cancel_before_answer_gives_487_on_both_legs() {
     let mut h = Harness::new();
     h.callee_responds(180, "");
     h.take();
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     let out = h.take();
     assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
     let cancels = requests(&out, Leg::Outbound);
@@ -515,11 +520,7 @@ fn cancel_before_answer_gives_487_on_both_legs() {
 #[test]
 fn cancel_before_any_provisional_is_sent_when_one_arrives() {
     let mut h = Harness::new();
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     let out = h.take();
     assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
     assert!(
@@ -535,11 +536,7 @@ fn cancel_before_any_provisional_is_sent_when_one_arrives() {
 fn cancel_200_race_acks_and_byes_the_callee() {
     let mut h = Harness::new();
     h.callee_responds(180, "");
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     h.take();
     h.callee_responds(200, "v=0\r\n");
     let out = h.take();
@@ -988,11 +985,7 @@ Content-Length: 0\r\n\r\n"
 fn callee_that_never_answers_the_cancel_is_given_up_after_64_t1() {
     let mut h = Harness::new();
     h.callee_responds(180, "");
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     h.take();
     assert!(!h.call.is_finished());
     h.advance(65 * T1);
@@ -1439,11 +1432,7 @@ fn a_cancel_whose_request_uri_does_not_read_back_is_not_sent() {
     );
     h.take();
     break_out_invite_to(&mut h.call);
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     let out = h.take();
     assert_eq!(responses(&out, Leg::Inbound), vec![200, 487]);
     assert!(requests(&out, Leg::Outbound).is_empty(), "{out:?}");
@@ -1719,11 +1708,7 @@ fn a_second_forks_2xx_before_the_callers_ack_is_acked_and_byed_not_relayed() {
 fn a_second_forks_2xx_after_the_cancel_200_race_is_acked_and_byed_too() {
     let mut h = Harness::new();
     h.callee_responds(180, "");
-    h.caller_sends(
-        &INVITE
-            .replace("INVITE sip", "CANCEL sip")
-            .replace("10 INVITE", "10 CANCEL"),
-    );
+    h.caller_cancels();
     h.take();
     h.callee_responds(200, "v=0\r\n");
     let byes = requests(&h.take(), Leg::Outbound);
